@@ -1,0 +1,66 @@
+//! Moving messages between parties. This crate knows nothing about shares.
+//!
+//! A [`Channel`] carries whole messages between two parties. Failure mode: after
+//! any error the channel is dropped; callers never retry on it.
+
+mod error;
+mod memory;
+
+pub use error::TransportError;
+pub use memory::{memory_mesh, memory_pair, MemoryChannel};
+
+use std::time::Duration;
+
+/// Default bound on every wait for a peer.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Traffic counters of one channel (this side's view).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChannelStats {
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub messages_sent: u64,
+    pub messages_received: u64,
+}
+
+/// A reliable, ordered, authenticated message pipe to one peer.
+pub trait Channel: Send {
+    /// Sends one message (a message may span many frames on the wire).
+    fn send(&mut self, msg: &[u8]) -> Result<(), TransportError>;
+    /// Receives one message of exactly `buf.len()` bytes into `buf`.
+    fn recv_into(&mut self, buf: &mut [u8]) -> Result<(), TransportError>;
+    /// Receives one message of any length (bounded by the channel's maximum).
+    fn recv(&mut self) -> Result<Vec<u8>, TransportError>;
+    /// Sends `out` while receiving a message of `inp.len()` bytes: full duplex, so two
+    /// peers exchanging large messages at once never deadlock on full socket buffers.
+    fn exchange(&mut self, out: &[u8], inp: &mut [u8]) -> Result<(), TransportError>;
+    /// Name of the peer, for error messages (e.g. `"party 1 (alice)"`).
+    fn peer(&self) -> &str;
+    fn stats(&self) -> ChannelStats;
+    /// Bound on every wait from now on.
+    fn set_timeout(&mut self, timeout: Duration);
+}
+
+impl<C: Channel + ?Sized> Channel for Box<C> {
+    fn send(&mut self, msg: &[u8]) -> Result<(), TransportError> {
+        (**self).send(msg)
+    }
+    fn recv_into(&mut self, buf: &mut [u8]) -> Result<(), TransportError> {
+        (**self).recv_into(buf)
+    }
+    fn recv(&mut self) -> Result<Vec<u8>, TransportError> {
+        (**self).recv()
+    }
+    fn exchange(&mut self, out: &[u8], inp: &mut [u8]) -> Result<(), TransportError> {
+        (**self).exchange(out, inp)
+    }
+    fn peer(&self) -> &str {
+        (**self).peer()
+    }
+    fn stats(&self) -> ChannelStats {
+        (**self).stats()
+    }
+    fn set_timeout(&mut self, timeout: Duration) {
+        (**self).set_timeout(timeout)
+    }
+}
