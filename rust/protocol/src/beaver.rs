@@ -1,0 +1,76 @@
+//! Beaver multiplication (Beaver 1991, "Efficient multiparty protocols using circuit
+//! randomization") for every bilinear map: element-wise product, (batched) matmul, conv2d.
+//!
+//! With a triple `(a, b, c = f(a, b))` from the dealer, the parties open
+//! `ε = x − a` and `δ = y − b` in one message and set
+//! `z_i = c_i + f(ε, b_i) + f(a_i, δ) (+ f(ε, δ) on party 0)`.
+//! Rounds: 1. Bytes per party: 8·(|x| + |y|) to each peer (ε and δ together).
+//! Security: semi-honest; ε and δ are uniformly random given a fresh triple, and the
+//! dealer (who knows a, b) never sees them.
+
+use crate::correlated::{bilinear_apply, Request, Share};
+use crate::{Conv2dParams, Party, ProtocolError, Result};
+use syft_mpc_ring::{kernels, R64};
+
+impl Party {
+    fn beaver(&mut self, req: Request, x: &[R64], y: &[R64]) -> Result<Vec<R64>> {
+        let Share::Bilinear(t) = self.material(&req)? else { unreachable!("bilinear request") };
+        let mut masked = kernels::sub(x, &t.a);
+        masked.extend(kernels::sub(y, &t.b));
+        let opened = self.open(&masked)?;
+        let (eps, delta) = opened.split_at(x.len());
+        // Party 0 folds f(ε, δ) into f(ε, b_0 + δ): two evaluations of f per party.
+        let b_plus = if self.id() == 0 { kernels::add(&t.b, delta) } else { t.b };
+        let mut z = t.c;
+        kernels::add_assign(&mut z, &bilinear_apply(&req, eps, &b_plus));
+        kernels::add_assign(&mut z, &bilinear_apply(&req, &t.a, delta));
+        Ok(z)
+    }
+
+    /// Element-wise product of two shared vectors (the raw ring product: a fixed-point
+    /// caller truncates afterwards).
+    pub fn mul(&mut self, x: &[R64], y: &[R64]) -> Result<Vec<R64>> {
+        if x.len() != y.len() {
+            return Err(ProtocolError::Shape(format!("mul of {} and {} elements", x.len(), y.len())));
+        }
+        self.beaver(Request::Mul { len: x.len() }, x, y)
+    }
+
+    /// Shared `(m×k)·(k×n)` matrix product, row-major.
+    pub fn matmul(&mut self, x: &[R64], y: &[R64], m: usize, k: usize, n: usize) -> Result<Vec<R64>> {
+        self.bmm(x, y, 1, m, k, n)
+    }
+
+    /// `batch` independent shared products `(m×k)·(k×n)` in one round.
+    pub fn bmm(&mut self, x: &[R64], y: &[R64], batch: usize, m: usize, k: usize, n: usize) -> Result<Vec<R64>> {
+        let want = |dims: [usize; 3]| dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if want([batch, m, k]) != Some(x.len()) || want([batch, k, n]) != Some(y.len()) {
+            return Err(ProtocolError::Shape(format!(
+                "matmul of {batch}x{m}x{k} by {batch}x{k}x{n} got operands of {} and {} elements",
+                x.len(),
+                y.len()
+            )));
+        }
+        let req = Request::Matmul { batch, m, k, n };
+        req.validate()?;
+        self.beaver(req, x, y)
+    }
+
+    /// Shared 2-d convolution (input `[N, C, H, W]`, weight `[O, C/groups, KH, KW]`).
+    pub fn conv2d(
+        &mut self,
+        x: &[R64],
+        x_shape: [usize; 4],
+        w: &[R64],
+        w_shape: [usize; 4],
+        p: &Conv2dParams,
+    ) -> Result<(Vec<R64>, [usize; 4])> {
+        let out = p.output_shape(x_shape, w_shape).map_err(ProtocolError::Shape)?;
+        if x.len() != x_shape.iter().product::<usize>() || w.len() != w_shape.iter().product::<usize>() {
+            return Err(ProtocolError::Shape(format!("conv2d buffers do not match shapes {x_shape:?} and {w_shape:?}")));
+        }
+        let req = Request::Conv2d { x_shape, w_shape, params: *p };
+        req.validate()?;
+        Ok((self.beaver(req, x, w)?, out))
+    }
+}

@@ -1,0 +1,318 @@
+//! Correlated randomness: what a party asks the dealer for, and how every share of it
+//! is derived. This module is the single place that fixes the order of PRG draws, so
+//! dealer and parties expand identical streams.
+//!
+//! Seed compression (as in CrypTen's TTP provider and SPDZ-style PRSS dealers): party i
+//! holds a seed shared with the dealer and expands all its random components locally.
+//! Only the *last* party receives an explicit correction — the components whose value
+//! is fixed by the others (e.g. `c_last = a·b − Σ c_i` of a Beaver triple).
+
+use crate::{ProtocolError, Result};
+use syft_mpc_ring::kernels::{self, Conv2dParams};
+use syft_mpc_ring::prg::Prg;
+use syft_mpc_ring::R64;
+
+/// Largest tensor (in elements) a single request may ask for (2 GiB of ring elements):
+/// bounds what a malformed or hostile request can make the dealer allocate.
+pub const MAX_REQUEST_ELEMENTS: usize = 1 << 28;
+
+/// Width of the chunks the comparison splits the 63 low bits into; 4 bits gives
+/// 16 chunks (the top one 3 bits wide) and a 4-level AND tree.
+pub(crate) const CHUNK_BITS: u32 = 4;
+pub(crate) const CHUNKS: usize = 16;
+/// Pairs combined on each level of the comparison tree (16 → 8 → 4 → 2 → 1 nodes).
+pub(crate) const LEVEL_PAIRS: [usize; 4] = [8, 4, 2, 1];
+
+/// A request for correlated randomness; parties and dealer issue the same sequence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Beaver triple for the element-wise product of `len` values.
+    Mul { len: usize },
+    /// Beaver triple for `batch` products `(m×k)·(k×n)`.
+    Matmul { batch: usize, m: usize, k: usize, n: usize },
+    /// Beaver triple for a conv2d of an `x_shape` input with a `w_shape` weight.
+    Conv2d { x_shape: [usize; 4], w_shape: [usize; 4], params: Conv2dParams },
+    /// Truncation (division by a public `divisor`) material for `len` values.
+    Trunc { len: usize, divisor: u64 },
+    /// Comparison-with-zero material for `len` values; `relu` adds the mask for the product x·sign.
+    Compare { len: usize, relu: bool },
+    /// The session is over.
+    Bye,
+}
+
+fn checked_product(dims: &[usize]) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&p| p <= MAX_REQUEST_ELEMENTS)
+        .ok_or_else(|| {
+            ProtocolError::Dealer(format!("request for a tensor of shape {dims:?} exceeds {MAX_REQUEST_ELEMENTS} elements"))
+        })
+}
+
+impl Request {
+    /// Checks sizes and geometry; the dealer calls this before allocating anything.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Request::Mul { len } | Request::Trunc { len, .. } | Request::Compare { len, .. } => {
+                checked_product(&[*len])?;
+            }
+            Request::Matmul { batch, m, k, n } => {
+                checked_product(&[*batch, *m, *k])?;
+                checked_product(&[*batch, *k, *n])?;
+                checked_product(&[*batch, *m, *n])?;
+            }
+            Request::Conv2d { x_shape, w_shape, params } => {
+                checked_product(x_shape)?;
+                checked_product(w_shape)?;
+                let out = params.output_shape(*x_shape, *w_shape).map_err(ProtocolError::Shape)?;
+                checked_product(&out)?;
+            }
+            Request::Bye => {}
+        }
+        if let Request::Trunc { divisor: 0, .. } = self {
+            return Err(ProtocolError::Dealer("truncation by a divisor of 0".into()));
+        }
+        Ok(())
+    }
+
+    /// Little-endian wire form: a tag byte, then u64 fields.
+    pub fn encode(&self) -> Vec<u8> {
+        let (tag, fields): (u8, Vec<u64>) = match self {
+            Request::Mul { len } => (1, vec![*len as u64]),
+            Request::Matmul { batch, m, k, n } => (2, vec![*batch as u64, *m as u64, *k as u64, *n as u64]),
+            Request::Conv2d { x_shape, w_shape, params } => {
+                let mut f: Vec<u64> = x_shape.iter().chain(w_shape).map(|&d| d as u64).collect();
+                f.extend(params.stride.iter().chain(&params.padding).chain(&params.dilation).map(|&d| d as u64));
+                f.push(params.groups as u64);
+                (3, f)
+            }
+            Request::Trunc { len, divisor } => (4, vec![*len as u64, *divisor]),
+            Request::Compare { len, relu } => (5, vec![*len as u64, *relu as u64]),
+            Request::Bye => (0, vec![]),
+        };
+        let mut out = vec![tag];
+        fields.iter().for_each(|f| out.extend_from_slice(&f.to_le_bytes()));
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Request> {
+        let bad = |why: &str| ProtocolError::Dealer(format!("malformed request: {why}"));
+        let (&tag, rest) = bytes.split_first().ok_or_else(|| bad("empty message"))?;
+        if rest.len() % 8 != 0 {
+            return Err(bad("length is not a whole number of fields"));
+        }
+        let f: Vec<u64> = rest.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+        let want = match tag {
+            0 => 0,
+            1 => 1,
+            2 => 4,
+            3 => 15,
+            4 | 5 => 2,
+            _ => return Err(bad(&format!("unknown request kind {tag}"))),
+        };
+        if f.len() != want {
+            return Err(bad(&format!("kind {tag} needs {want} fields, got {}", f.len())));
+        }
+        let u = |v: u64| usize::try_from(v).map_err(|_| bad("field does not fit in usize"));
+        let req = match tag {
+            0 => Request::Bye,
+            1 => Request::Mul { len: u(f[0])? },
+            2 => Request::Matmul { batch: u(f[0])?, m: u(f[1])?, k: u(f[2])?, n: u(f[3])? },
+            3 => {
+                let d = |i: usize| u(f[i]);
+                Request::Conv2d {
+                    x_shape: [d(0)?, d(1)?, d(2)?, d(3)?],
+                    w_shape: [d(4)?, d(5)?, d(6)?, d(7)?],
+                    params: Conv2dParams {
+                        stride: [d(8)?, d(9)?],
+                        padding: [d(10)?, d(11)?],
+                        dilation: [d(12)?, d(13)?],
+                        groups: d(14)?,
+                    },
+                }
+            }
+            4 => Request::Trunc { len: u(f[0])?, divisor: f[1] },
+            _ => match f[1] {
+                0 | 1 => Request::Compare { len: u(f[0])?, relu: f[1] == 1 },
+                _ => return Err(bad("relu flag must be 0 or 1")),
+            },
+        };
+        req.validate()?;
+        Ok(req)
+    }
+}
+
+/// One party's share of some correlated randomness.
+pub(crate) enum Share {
+    Bilinear(BilinearShare),
+    Trunc(TruncShare),
+    Compare(CompareShare),
+}
+
+/// Beaver triple `(a, b, c = f(a, b))` for a bilinear `f` (Beaver 1991).
+pub(crate) struct BilinearShare {
+    pub a: Vec<R64>,
+    pub b: Vec<R64>,
+    pub c: Vec<R64>,
+}
+
+/// Truncation material: shares of a uniform `r`, of `⌊r / d⌋` and of `r`'s top bit.
+pub(crate) struct TruncShare {
+    pub r: Vec<R64>,
+    pub quotient: Vec<R64>,
+    pub msb: Vec<R64>,
+}
+
+/// One level of the comparison tree: AND triples `(a, b1, b2, a∧b1, a∧b2)` sharing
+/// the left operand, so `eq_hi ∧ lt_lo` and `eq_hi ∧ eq_lo` open `eq_hi` once.
+/// Bit-sliced: `words` u64 per pair per vector, pairs one after another.
+pub(crate) struct AndLevel {
+    pub a: Vec<u64>,
+    pub b1: Vec<u64>,
+    pub b2: Vec<u64>,
+    pub c1: Vec<u64>,
+    pub c2: Vec<u64>,
+}
+
+/// Comparison material (see `compare.rs`): arithmetic mask `r`, XOR-shared lookup
+/// tables of `1{u < r_j}` and `1{u = r_j}` per 4-bit chunk of r's low 63 bits, a
+/// random bit ρ (arithmetic shares; its XOR part is folded into the top table),
+/// AND triples for the tree and, for ReLU, a product mask `(a, a·ρ)`.
+pub(crate) struct CompareShare {
+    pub r: Vec<R64>,
+    /// `[element][chunk][lt, eq]` 16-bit tables.
+    pub tables: Vec<u16>,
+    pub rho: Vec<R64>,
+    pub levels: Vec<AndLevel>,
+    pub relu_a: Vec<R64>,
+    pub relu_arho: Vec<R64>,
+}
+
+pub(crate) fn words_for(len: usize) -> usize {
+    len.div_ceil(64)
+}
+
+fn draw(prg: &mut Prg, len: usize) -> Vec<R64> {
+    prg.ring_vec(len)
+}
+
+fn draw_words(prg: &mut Prg, len: usize) -> Vec<u64> {
+    let mut v = vec![0u64; len];
+    prg.fill_bytes(bytemuck::cast_slice_mut(&mut v));
+    v
+}
+
+/// Explicit components are zero for the last party until its correction arrives.
+fn draw_or_zero(prg: &mut Prg, len: usize, last: bool) -> Vec<R64> {
+    if last {
+        vec![R64::ZERO; len]
+    } else {
+        draw(prg, len)
+    }
+}
+
+fn draw_words_or_zero(prg: &mut Prg, len: usize, last: bool) -> Vec<u64> {
+    if last {
+        vec![0; len]
+    } else {
+        draw_words(prg, len)
+    }
+}
+
+/// Sizes `(a, b, c)` of the triple for a bilinear request.
+fn bilinear_sizes(req: &Request) -> (usize, usize, usize) {
+    match req {
+        Request::Mul { len } => (*len, *len, *len),
+        Request::Matmul { batch, m, k, n } => (batch * m * k, batch * k * n, batch * m * n),
+        Request::Conv2d { x_shape, w_shape, params } => {
+            let out = params.output_shape(*x_shape, *w_shape).expect("validated request");
+            (x_shape.iter().product(), w_shape.iter().product(), out.iter().product())
+        }
+        _ => unreachable!("not a bilinear request"),
+    }
+}
+
+/// The bilinear map a triple is for, on plaintext (dealer side) or public × share values.
+pub(crate) fn bilinear_apply(req: &Request, a: &[R64], b: &[R64]) -> Vec<R64> {
+    match req {
+        Request::Mul { .. } => kernels::mul(a, b),
+        Request::Matmul { batch, m, k, n } => kernels::bmm(a, b, *batch, *m, *k, *n),
+        Request::Conv2d { x_shape, w_shape, params } => kernels::conv2d(a, *x_shape, b, *w_shape, params).0,
+        _ => unreachable!("not a bilinear request"),
+    }
+}
+
+/// Party `last`'s share of the material for `req`, with its explicit components zeroed.
+/// The dealer calls this for every party, so both sides draw in exactly this order.
+pub(crate) fn expand(req: &Request, prg: &mut Prg, last: bool) -> Share {
+    match req {
+        Request::Mul { .. } | Request::Matmul { .. } | Request::Conv2d { .. } => {
+            let (la, lb, lc) = bilinear_sizes(req);
+            let a = draw(prg, la);
+            let b = draw(prg, lb);
+            let c = draw_or_zero(prg, lc, last);
+            Share::Bilinear(BilinearShare { a, b, c })
+        }
+        Request::Trunc { len, .. } => {
+            let r = draw(prg, *len);
+            let quotient = draw_or_zero(prg, *len, last);
+            let msb = draw_or_zero(prg, *len, last);
+            Share::Trunc(TruncShare { r, quotient, msb })
+        }
+        Request::Compare { len, relu } => {
+            let len = *len;
+            let r = draw(prg, len);
+            let tables = if last {
+                vec![0u16; len * CHUNKS * 2]
+            } else {
+                let mut t = vec![0u16; len * CHUNKS * 2];
+                prg.fill_bytes(bytemuck::cast_slice_mut(&mut t));
+                t
+            };
+            let rho = draw_or_zero(prg, len, last);
+            let words = words_for(len);
+            let levels = LEVEL_PAIRS
+                .iter()
+                .map(|&pairs| {
+                    let n = pairs * words;
+                    let a = draw_words(prg, n);
+                    let b1 = draw_words(prg, n);
+                    let b2 = if pairs > 1 { draw_words(prg, n) } else { Vec::new() };
+                    let c1 = draw_words_or_zero(prg, n, last);
+                    let c2 = if pairs > 1 { draw_words_or_zero(prg, n, last) } else { Vec::new() };
+                    AndLevel { a, b1, b2, c1, c2 }
+                })
+                .collect();
+            let (relu_a, relu_arho) =
+                if *relu { (draw(prg, len), draw_or_zero(prg, len, last)) } else { (Vec::new(), Vec::new()) };
+            Share::Compare(CompareShare { r, tables, rho, levels, relu_a, relu_arho })
+        }
+        Request::Bye => unreachable!("Bye carries no material"),
+    }
+}
+
+impl Share {
+    /// The components the last party receives explicitly, in wire order.
+    pub(crate) fn explicit_mut(&mut self) -> Vec<&mut [u8]> {
+        fn b<T: bytemuck::Pod>(v: &mut [T]) -> &mut [u8] {
+            bytemuck::cast_slice_mut(v)
+        }
+        match self {
+            Share::Bilinear(s) => vec![b(&mut s.c)],
+            Share::Trunc(s) => vec![b(&mut s.quotient), b(&mut s.msb)],
+            Share::Compare(s) => {
+                let mut v = vec![b(&mut s.tables), b(&mut s.rho)];
+                for l in &mut s.levels {
+                    v.push(b(&mut l.c1));
+                    v.push(b(&mut l.c2));
+                }
+                v.push(b(&mut s.relu_arho));
+                v
+            }
+        }
+    }
+
+    pub(crate) fn explicit_len(&mut self) -> usize {
+        self.explicit_mut().iter().map(|s| s.len()).sum()
+    }
+}

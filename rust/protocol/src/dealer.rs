@@ -1,0 +1,191 @@
+//! The dealer (PySyft's `crypto_provider`, CrypTen's trusted third party).
+//!
+//! Security: honest-but-curious and non-colluding. It learns nothing about inputs
+//! (it never receives shares or openings); a dealer that colludes with a party
+//! breaks privacy, as in every dealer-based protocol.
+
+use crate::correlated::{expand, words_for, Request, Share, CHUNKS, CHUNK_BITS, LEVEL_PAIRS};
+use crate::party::Stats;
+use crate::{ProtocolError, Result};
+use rayon::prelude::*;
+use syft_mpc_ring::kernels;
+use syft_mpc_ring::prg::{Prg, Seed};
+use syft_mpc_ring::R64;
+use syft_mpc_transport::Channel;
+
+pub struct Dealer {
+    channels: Vec<Box<dyn Channel>>,
+    /// `prgs[i]` mirrors party i's stream (seeded with the seed sent to it).
+    prgs: Vec<Prg>,
+    /// The dealer's private randomness (e.g. the comparison's bit ρ).
+    own: Prg,
+    served: u64,
+}
+
+impl Dealer {
+    /// Sends every party its seed. `parties[i]` is the channel to party i.
+    pub fn new(mut parties: Vec<Box<dyn Channel>>) -> Result<Dealer> {
+        if parties.len() < 2 {
+            return Err(ProtocolError::Parties(format!("a dealer needs at least 2 parties, got {}", parties.len())));
+        }
+        let mut prgs = Vec::with_capacity(parties.len());
+        for ch in &mut parties {
+            let seed = Seed::random();
+            ch.send(&seed.0)?;
+            prgs.push(Prg::new(seed));
+        }
+        Ok(Dealer { channels: parties, prgs, own: Prg::from_entropy(), served: 0 })
+    }
+
+    /// Serves the last party's requests, in order, until it says goodbye.
+    /// Returns the number of requests served.
+    pub fn serve(&mut self) -> Result<u64> {
+        let last = self.channels.len() - 1;
+        loop {
+            let msg = self.channels[last].recv()?;
+            let req = Request::decode(&msg)?;
+            if req == Request::Bye {
+                return Ok(self.served);
+            }
+            let correction = self.correction(&req);
+            self.channels[last].send(&correction)?;
+            self.served += 1;
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        let mut s = Stats::default();
+        for ch in &self.channels {
+            let c = ch.stats();
+            s.bytes_sent += c.bytes_sent;
+            s.bytes_received += c.bytes_received;
+        }
+        s
+    }
+
+    /// Expands every party's share of `req` and returns the last party's explicit part.
+    pub(crate) fn correction(&mut self, req: &Request) -> Vec<u8> {
+        let n = self.prgs.len();
+        let mut shares: Vec<Share> = self.prgs.iter_mut().enumerate().map(|(i, prg)| expand(req, prg, i == n - 1)).collect();
+        let mut last = shares.pop().expect("at least two parties");
+        let others = &shares;
+        match &mut last {
+            Share::Bilinear(l) => {
+                let all = |f: &dyn Fn(&Share) -> &[R64], own: &[R64]| {
+                    let mut acc = own.to_vec();
+                    others.iter().for_each(|s| kernels::add_assign(&mut acc, f(s)));
+                    acc
+                };
+                let a = all(&|s| &bil(s).a, &l.a);
+                let b = all(&|s| &bil(s).b, &l.b);
+                let mut c = crate::correlated::bilinear_apply(req, &a, &b);
+                others.iter().for_each(|s| kernels::sub_assign(&mut c, &bil(s).c));
+                l.c = c;
+            }
+            Share::Trunc(l) => {
+                let Request::Trunc { divisor, .. } = req else { unreachable!() };
+                let mut r = l.r.clone();
+                others.iter().for_each(|s| kernels::add_assign(&mut r, &tru(s).r));
+                l.quotient = r.par_iter().map(|v| R64(v.0 / divisor)).collect();
+                l.msb = r.par_iter().map(|v| R64(v.msb())).collect();
+                for s in others {
+                    kernels::sub_assign(&mut l.quotient, &tru(s).quotient);
+                    kernels::sub_assign(&mut l.msb, &tru(s).msb);
+                }
+            }
+            Share::Compare(l) => self.compare_correction(l, others.iter().map(cmp).collect()),
+        }
+        let mut out = Vec::with_capacity(last.explicit_len());
+        last.explicit_mut().iter().for_each(|part| out.extend_from_slice(part));
+        out
+    }
+
+    fn compare_correction(&mut self, l: &mut crate::correlated::CompareShare, others: Vec<&crate::correlated::CompareShare>) {
+        let len = l.r.len();
+        let mut r = l.r.clone();
+        others.iter().for_each(|s| kernels::add_assign(&mut r, &s.r));
+        let rho_bits: Vec<u64> = {
+            let mut w = vec![0u64; words_for(len)];
+            self.own.fill_bytes(bytemuck::cast_slice_mut(&mut w));
+            w
+        };
+        let bit = |w: &[u64], e: usize| (w[e / 64] >> (e % 64)) & 1;
+
+        // Tables: true value XOR the other parties' shares.
+        l.tables.par_chunks_mut(CHUNKS * 2).enumerate().for_each(|(e, t)| {
+            let low = r[e].0 & (u64::MAX >> 1);
+            let flip = (r[e].msb() ^ bit(&rho_bits, e)) as u16;
+            for j in 0..CHUNKS {
+                let v = (low >> (CHUNK_BITS as usize * j)) & ((1 << CHUNK_BITS) - 1);
+                let mut lt = ((1u32 << v) - 1) as u16;
+                let eq = (1u32 << v) as u16;
+                if j == CHUNKS - 1 {
+                    // Folding r's top bit and ρ into the top chunk's "less than" makes the
+                    // tree output msb(x) ⊕ ρ directly (see compare.rs).
+                    lt ^= flip.wrapping_neg();
+                }
+                t[2 * j] = lt;
+                t[2 * j + 1] = eq;
+            }
+        });
+        for s in &others {
+            l.tables.iter_mut().zip(&s.tables).for_each(|(t, o)| *t ^= o);
+        }
+
+        let rho: Vec<R64> = (0..len).map(|e| R64(bit(&rho_bits, e))).collect();
+        l.rho = rho.clone();
+        others.iter().for_each(|s| kernels::sub_assign(&mut l.rho, &s.rho));
+
+        for (lvl, &pairs) in LEVEL_PAIRS.iter().enumerate() {
+            let xor_all = |f: &dyn Fn(&crate::correlated::AndLevel) -> &Vec<u64>, own: &Vec<u64>| {
+                let mut acc = own.clone();
+                for s in &others {
+                    acc.iter_mut().zip(f(&s.levels[lvl])).for_each(|(x, y)| *x ^= y);
+                }
+                acc
+            };
+            let a = xor_all(&|t| &t.a, &l.levels[lvl].a);
+            let b1 = xor_all(&|t| &t.b1, &l.levels[lvl].b1);
+            let mut c1: Vec<u64> = a.iter().zip(&b1).map(|(x, y)| x & y).collect();
+            let mut c2: Vec<u64> = if pairs > 1 {
+                let b2 = xor_all(&|t| &t.b2, &l.levels[lvl].b2);
+                a.iter().zip(&b2).map(|(x, y)| x & y).collect()
+            } else {
+                Vec::new()
+            };
+            for s in &others {
+                c1.iter_mut().zip(&s.levels[lvl].c1).for_each(|(x, y)| *x ^= y);
+                c2.iter_mut().zip(&s.levels[lvl].c2).for_each(|(x, y)| *x ^= y);
+            }
+            l.levels[lvl].c1 = c1;
+            l.levels[lvl].c2 = c2;
+        }
+
+        if !l.relu_a.is_empty() {
+            let mut a = l.relu_a.clone();
+            others.iter().for_each(|s| kernels::add_assign(&mut a, &s.relu_a));
+            let mut arho = kernels::mul(&a, &rho);
+            others.iter().for_each(|s| kernels::sub_assign(&mut arho, &s.relu_arho));
+            l.relu_arho = arho;
+        }
+    }
+}
+
+fn bil(s: &Share) -> &crate::correlated::BilinearShare {
+    match s {
+        Share::Bilinear(b) => b,
+        _ => unreachable!("shares of one request have one kind"),
+    }
+}
+fn tru(s: &Share) -> &crate::correlated::TruncShare {
+    match s {
+        Share::Trunc(t) => t,
+        _ => unreachable!("shares of one request have one kind"),
+    }
+}
+fn cmp(s: &Share) -> &crate::correlated::CompareShare {
+    match s {
+        Share::Compare(c) => c,
+        _ => unreachable!("shares of one request have one kind"),
+    }
+}

@@ -1,0 +1,236 @@
+//! One party's end of an MPC session: channels to its peers and to the dealer,
+//! its PRG streams, and the round primitives every protocol is built from.
+
+use crate::correlated::{expand, Request, Share};
+use crate::{ProtocolError, Result};
+use std::collections::VecDeque;
+use std::time::Duration;
+use syft_mpc_ring::prg::{Prg, Seed};
+use syft_mpc_ring::{kernels, R64};
+use syft_mpc_transport::Channel;
+
+/// Communication counters of one party (peers and dealer kept apart).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Communication rounds with the other parties.
+    pub rounds: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// Bytes received from the dealer (seeds and corrections).
+    pub dealer_bytes_received: u64,
+}
+
+pub struct Party {
+    id: usize,
+    peers: Vec<Option<Box<dyn Channel>>>,
+    dealer: Box<dyn Channel>,
+    /// Stream shared with the dealer: this party's correlated randomness.
+    dealer_prg: Prg,
+    /// `pair_prgs[j]`: stream shared with party j, for shares of zero.
+    pair_prgs: Vec<Option<Prg>>,
+    /// Requests already sent to the dealer ahead of use (last party only).
+    prefetched: VecDeque<Request>,
+    rounds: u64,
+    closed: bool,
+}
+
+impl Party {
+    /// Joins a session: receives this party's seed from the dealer and agrees a
+    /// pairwise seed with every peer (the lower id picks it). `peers[id]` must be `None`.
+    pub fn new(id: usize, mut peers: Vec<Option<Box<dyn Channel>>>, mut dealer: Box<dyn Channel>) -> Result<Party> {
+        let n = peers.len();
+        if n < 2 || id >= n {
+            return Err(ProtocolError::Parties(format!("party id {id} in a session of {n} parties (need n ≥ 2, id < n)")));
+        }
+        if peers.iter().enumerate().any(|(j, p)| p.is_some() == (j == id)) {
+            return Err(ProtocolError::Parties(format!("party {id} needs a channel to every other party and none to itself")));
+        }
+        let mut seed = [0u8; 16];
+        dealer.recv_into(&mut seed)?;
+        let mut pair_prgs: Vec<Option<Prg>> = (0..n).map(|_| None).collect();
+        for (j, ch) in peers.iter_mut().enumerate() {
+            let Some(ch) = ch else { continue };
+            let s = if j > id {
+                let s = Seed::random();
+                ch.send(&s.0)?;
+                s
+            } else {
+                let mut s = [0u8; 16];
+                ch.recv_into(&mut s)?;
+                Seed(s)
+            };
+            pair_prgs[j] = Some(Prg::new(s));
+        }
+        Ok(Party {
+            id,
+            peers,
+            dealer,
+            dealer_prg: Prg::new(Seed(seed)),
+            pair_prgs,
+            prefetched: VecDeque::new(),
+            rounds: 0,
+            closed: false,
+        })
+    }
+
+    pub fn id(&self) -> usize {
+        self.id
+    }
+    pub fn n_parties(&self) -> usize {
+        self.peers.len()
+    }
+    pub(crate) fn is_last(&self) -> bool {
+        self.id == self.n_parties() - 1
+    }
+
+    pub fn stats(&self) -> Stats {
+        let mut s = Stats { rounds: self.rounds, ..Stats::default() };
+        for ch in self.peers.iter().flatten() {
+            let c = ch.stats();
+            s.bytes_sent += c.bytes_sent;
+            s.bytes_received += c.bytes_received;
+        }
+        s.dealer_bytes_received = self.dealer.stats().bytes_received;
+        s
+    }
+
+    /// Bound on every wait for a peer or the dealer.
+    pub fn set_timeout(&mut self, t: Duration) {
+        self.peers.iter_mut().flatten().for_each(|c| c.set_timeout(t));
+        self.dealer.set_timeout(t);
+    }
+
+    /// Sends `mine` to every peer and returns each peer's message of the same length
+    /// (`None` in our own slot). One round.
+    ///
+    /// Peers are visited in increasing id order; since every party follows the same
+    /// total order and `exchange` is full duplex, the pairwise exchanges cannot deadlock.
+    pub(crate) fn exchange_all<T: bytemuck::Pod>(&mut self, mine: &[T]) -> Result<Vec<Option<Vec<T>>>> {
+        self.rounds += 1;
+        let mut out = Vec::with_capacity(self.n_parties());
+        for ch in self.peers.iter_mut() {
+            out.push(match ch {
+                None => None,
+                Some(ch) => {
+                    let mut buf = vec![T::zeroed(); mine.len()];
+                    ch.exchange(bytemuck::cast_slice(mine), bytemuck::cast_slice_mut(&mut buf))?;
+                    Some(buf)
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    /// Reveals additively shared values to all parties.
+    /// Rounds: 1. Bytes: 8 per element to each peer.
+    pub fn open(&mut self, x: &[R64]) -> Result<Vec<R64>> {
+        let mut acc = x.to_vec();
+        for theirs in self.exchange_all(x)?.into_iter().flatten() {
+            kernels::add_assign(&mut acc, &theirs);
+        }
+        Ok(acc)
+    }
+
+    /// Reveals XOR-shared bit vectors (packed in u64 words). Rounds: 1.
+    pub(crate) fn open_bits(&mut self, x: &[u64]) -> Result<Vec<u64>> {
+        let mut acc = x.to_vec();
+        for theirs in self.exchange_all(x)?.into_iter().flatten() {
+            acc.iter_mut().zip(&theirs).for_each(|(a, b)| *a ^= b);
+        }
+        Ok(acc)
+    }
+
+    /// Secret-shares `owner`'s plaintext `x` (`len` elements; `None` on the other
+    /// parties) with no communication: every party adds a pseudo-random share of
+    /// zero from its pairwise seeds (PRZS, as in CrypTen's `generate_random_sharing`
+    /// of zero), and the owner adds `x`.
+    /// Rounds: 0. Security: shares are pseudo-random to any coalition without the owner.
+    pub fn input(&mut self, owner: usize, x: Option<&[R64]>, len: usize) -> Result<Vec<R64>> {
+        if owner >= self.n_parties() {
+            return Err(ProtocolError::Parties(format!("input owner {owner} is not a party of this {}-party session", self.n_parties())));
+        }
+        let mut share = match (owner == self.id, x) {
+            (true, Some(x)) if x.len() == len => x.to_vec(),
+            (true, Some(x)) => return Err(ProtocolError::Shape(format!("input has {} elements, expected {len}", x.len()))),
+            (true, None) => return Err(ProtocolError::Parties(format!("party {owner} owns the input but gave none"))),
+            (false, _) => vec![R64::ZERO; len],
+        };
+        for (j, prg) in self.pair_prgs.iter_mut().enumerate() {
+            let Some(prg) = prg else { continue };
+            let z = prg.ring_vec(len);
+            if j > self.id {
+                kernels::add_assign(&mut share, &z);
+            } else {
+                kernels::sub_assign(&mut share, &z);
+            }
+        }
+        Ok(share)
+    }
+
+    /// Sends requests to the dealer ahead of use, so it can generate while the
+    /// parties compute. Every party may call this with the same list; only the
+    /// last party (the one that receives corrections) talks to the dealer.
+    pub fn prefetch(&mut self, requests: &[Request]) -> Result<()> {
+        for r in requests {
+            r.validate()?;
+            if *r == Request::Bye {
+                return Err(ProtocolError::Dealer("cannot prefetch Bye".into()));
+            }
+        }
+        if self.is_last() {
+            for r in requests {
+                self.dealer.send(&r.encode())?;
+                self.prefetched.push_back(r.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// This party's share of fresh correlated randomness for `req`.
+    pub(crate) fn material(&mut self, req: &Request) -> Result<Share> {
+        let last = self.is_last();
+        if last {
+            match self.prefetched.pop_front() {
+                Some(p) if p == *req => {}
+                Some(p) => {
+                    return Err(ProtocolError::Dealer(format!(
+                        "prefetched {p:?} but the next operation needs {req:?}; all parties must run the same sequence"
+                    )))
+                }
+                None => self.dealer.send(&req.encode())?,
+            }
+        }
+        let mut share = expand(req, &mut self.dealer_prg, last);
+        if last {
+            let len = share.explicit_len();
+            let mut buf = vec![0u8; len];
+            self.dealer.recv_into(&mut buf)?;
+            let mut off = 0;
+            for part in share.explicit_mut() {
+                part.copy_from_slice(&buf[off..off + part.len()]);
+                off += part.len();
+            }
+        }
+        Ok(share)
+    }
+
+    /// Ends the session: the last party tells the dealer it may stop serving.
+    pub fn close(mut self) -> Result<()> {
+        self.say_bye()
+    }
+
+    fn say_bye(&mut self) -> Result<()> {
+        if !self.closed && self.is_last() {
+            self.closed = true;
+            self.dealer.send(&Request::Bye.encode())?;
+        }
+        self.closed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Party {
+    fn drop(&mut self) {
+        let _ = self.say_bye();
+    }
+}

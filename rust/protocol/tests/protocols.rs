@@ -1,0 +1,291 @@
+//! Every protocol against plaintext, for 2 and 3 parties over the in-memory channels
+//! (each party and the dealer on its own thread, as they would be in processes).
+
+use proptest::prelude::*;
+use std::time::Duration;
+use syft_mpc_protocol::{sharing, Conv2dParams, Dealer, Party, ProtocolError};
+use syft_mpc_ring::prg::Prg;
+use syft_mpc_ring::{kernels, R64};
+use syft_mpc_transport::{memory_mesh, memory_pair, Channel};
+
+/// Runs `f` on every party of an n-party session with a dealer; returns each party's output.
+fn run<T: Send>(n: usize, f: impl Fn(&mut Party) -> T + Sync) -> Vec<T> {
+    let mesh = memory_mesh(n);
+    let (to_dealer, dealer_ends): (Vec<_>, Vec<_>) =
+        (0..n).map(|i| memory_pair((&format!("party {i}"), "dealer"))).unzip();
+    std::thread::scope(|s| {
+        let dealer = s.spawn(move || {
+            let chans = dealer_ends.into_iter().map(|c| Box::new(c) as Box<dyn Channel>).collect();
+            Dealer::new(chans).and_then(|mut d| d.serve())
+        });
+        let handles: Vec<_> = mesh
+            .into_iter()
+            .zip(to_dealer)
+            .enumerate()
+            .map(|(i, (row, dealer_ch))| {
+                let f = &f;
+                s.spawn(move || {
+                    let peers = row.into_iter().map(|c| c.map(|c| Box::new(c) as Box<dyn Channel>)).collect();
+                    let mut p = Party::new(i, peers, Box::new(dealer_ch)).expect("session setup");
+                    let out = f(&mut p);
+                    p.close().expect("close");
+                    out
+                })
+            })
+            .collect();
+        let outs = handles.into_iter().map(|h| h.join().expect("party panicked")).collect();
+        dealer.join().expect("dealer panicked").expect("dealer failed");
+        outs
+    })
+}
+
+fn shares_of(x: &[R64], n: usize) -> Vec<Vec<R64>> {
+    sharing::share(x, n, &mut Prg::from_entropy())
+}
+
+fn reveal(outs: &[Vec<R64>]) -> Vec<R64> {
+    sharing::reconstruct(&outs.iter().map(|v| v.as_slice()).collect::<Vec<_>>())
+}
+
+fn ring(v: &[i64]) -> Vec<R64> {
+    v.iter().map(|&x| R64::from_i64(x)).collect()
+}
+
+fn run_bilinear(n: usize, x: &[R64], y: &[R64], f: impl Fn(&mut Party, &[R64], &[R64]) -> Vec<R64> + Sync) -> Vec<R64> {
+    let xs = shares_of(x, n);
+    let ys = shares_of(y, n);
+    reveal(&run(n, |p| f(p, &xs[p.id()], &ys[p.id()])))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn mul_matches_plaintext(n in 2usize..=3, v in prop::collection::vec((any::<u64>(), any::<u64>()), 0..300)) {
+        let x: Vec<R64> = v.iter().map(|p| R64(p.0)).collect();
+        let y: Vec<R64> = v.iter().map(|p| R64(p.1)).collect();
+        let z = run_bilinear(n, &x, &y, |p, a, b| p.mul(a, b).unwrap());
+        prop_assert_eq!(z, kernels::mul(&x, &y));
+    }
+
+    #[test]
+    fn matmul_matches_plaintext(n in 2usize..=3, batch in 1usize..3, m in 0usize..9, k in 0usize..9, c in 0usize..9, seed in any::<u64>()) {
+        let mut prg = Prg::new(syft_mpc_ring::prg::Seed([seed as u8; 16]));
+        let x = prg.ring_vec(batch * m * k);
+        let y = prg.ring_vec(batch * k * c);
+        let z = run_bilinear(n, &x, &y, |p, a, b| p.bmm(a, b, batch, m, k, c).unwrap());
+        prop_assert_eq!(z, kernels::bmm(&x, &y, batch, m, k, c));
+    }
+
+    #[test]
+    fn conv2d_matches_plaintext(n in 2usize..=3, h in 3usize..7, w in 3usize..7, stride in 1usize..3, pad in 0usize..2, dil in 1usize..3, groups in 1usize..3) {
+        let (batch, cg, og, kh) = (2, 2, 2, 2);
+        let xs = [batch, cg * groups, h, w];
+        let ws = [og * groups, cg, kh, kh];
+        let params = Conv2dParams { stride: [stride, stride], padding: [pad, pad], dilation: [dil, dil], groups };
+        let mut prg = Prg::from_entropy();
+        let x = prg.ring_vec(xs.iter().product());
+        let wt = prg.ring_vec(ws.iter().product());
+        let z = run_bilinear(n, &x, &wt, |p, a, b| p.conv2d(a, xs, b, ws, &params).unwrap().0);
+        prop_assert_eq!(z, kernels::conv2d(&x, xs, &wt, ws, &params).0);
+    }
+
+    #[test]
+    fn truncate_within_one_unit(n in 2usize..=4, v in prop::collection::vec(-(1i64 << 62)..(1i64 << 62), 0..200), bits in 1u32..40) {
+        let x = ring(&v);
+        let xs = shares_of(&x, n);
+        let z = reveal(&run(n, |p| p.truncate(&xs[p.id()], 1 << bits).unwrap()));
+        for (zi, vi) in z.iter().zip(&v) {
+            let want = vi >> bits; // arithmetic shift = floor division
+            prop_assert!((zi.to_i64() - want).abs() <= 1, "{} >> {} = {} got {}", vi, bits, want, zi.to_i64());
+        }
+    }
+
+    #[test]
+    fn truncate_decimal_divisor(v in prop::collection::vec(-(1i64 << 61)..(1i64 << 61), 1..100)) {
+        let x = ring(&v);
+        let xs = shares_of(&x, 3);
+        let z = reveal(&run(3, |p| p.truncate(&xs[p.id()], 1000).unwrap()));
+        for (zi, vi) in z.iter().zip(&v) {
+            prop_assert!((zi.to_i64() - vi.div_euclid(1000)).abs() <= 1);
+        }
+    }
+
+    #[test]
+    fn ltz_and_relu_are_exact(n in 2usize..=3, v in prop::collection::vec(any::<i64>(), 0..300)) {
+        let x = ring(&v);
+        let xs = shares_of(&x, n);
+        let outs = run(n, |p| (p.ltz(&xs[p.id()]).unwrap(), p.relu(&xs[p.id()]).unwrap()));
+        let lt = reveal(&outs.iter().map(|o| o.0.clone()).collect::<Vec<_>>());
+        let re = reveal(&outs.iter().map(|o| o.1.clone()).collect::<Vec<_>>());
+        for i in 0..v.len() {
+            prop_assert_eq!(lt[i].0, (v[i] < 0) as u64);
+            prop_assert_eq!(re[i].to_i64(), v[i].max(0));
+        }
+    }
+
+    #[test]
+    fn input_without_communication(n in 2usize..=4, owner in 0usize..4, v in prop::collection::vec(any::<u64>(), 0..100)) {
+        let owner = owner % n;
+        let x: Vec<R64> = v.iter().map(|&u| R64(u)).collect();
+        let outs = run(n, |p| {
+            let mine = (p.id() == owner).then_some(x.as_slice());
+            let before = p.stats();
+            let s = p.input(owner, mine, x.len()).unwrap();
+            assert_eq!(p.stats(), before, "input must not communicate");
+            s
+        });
+        prop_assert_eq!(reveal(&outs), x);
+    }
+}
+
+#[test]
+fn comparison_at_the_edges() {
+    let v = vec![0, -1, 1, i64::MIN, i64::MAX, i64::MIN + 1, i64::MAX - 1, 1 << 62, -(1 << 62), 15, 16, -16, -17];
+    for n in [2, 3] {
+        let x = ring(&v);
+        let xs = shares_of(&x, n);
+        let outs = run(n, |p| p.relu(&xs[p.id()]).unwrap());
+        let re = reveal(&outs);
+        for i in 0..v.len() {
+            assert_eq!(re[i].to_i64(), v[i].max(0), "relu({}) with {n} parties", v[i]);
+        }
+    }
+}
+
+#[test]
+fn large_mul_crosses_many_frames_and_counts_rounds() {
+    let len = 1 << 20;
+    let mut prg = Prg::from_entropy();
+    let x = prg.ring_vec(len);
+    let y = prg.ring_vec(len);
+    let xs = shares_of(&x, 2);
+    let ys = shares_of(&y, 2);
+    let outs = run(2, |p| {
+        let before = p.stats();
+        let z = p.mul(&xs[p.id()], &ys[p.id()]).unwrap();
+        let after = p.stats();
+        (z, syft_mpc_protocol::Stats { rounds: after.rounds - before.rounds, bytes_sent: after.bytes_sent - before.bytes_sent, ..after })
+    });
+    assert_eq!(reveal(&outs.iter().map(|o| o.0.clone()).collect::<Vec<_>>()), kernels::mul(&x, &y));
+    for (_, st) in &outs {
+        assert_eq!(st.rounds, 1);
+        assert_eq!(st.bytes_sent, 16 * len as u64);
+    }
+    assert_eq!(outs[0].1.dealer_bytes_received, 16, "party 0 only gets its seed");
+    assert_eq!(outs[1].1.dealer_bytes_received, 16 + 8 * len as u64, "the last party gets c");
+}
+
+#[test]
+fn comparison_rounds_and_bytes() {
+    let len = 1000;
+    let x = Prg::from_entropy().ring_vec(len);
+    let xs = shares_of(&x, 2);
+    let st = run(2, |p| {
+        p.relu(&xs[p.id()]).unwrap();
+        p.stats()
+    });
+    assert_eq!(st[0].rounds, 6);
+    let per_elem = st[0].bytes_sent as f64 / len as f64;
+    assert!(per_elem < 25.0, "{per_elem} bytes per element");
+}
+
+#[test]
+fn prefetch_runs_ahead_and_checks_order() {
+    use syft_mpc_protocol::Request;
+    let x = ring(&[3, -4, 5]);
+    let xs = shares_of(&x, 2);
+    let outs = run(2, |p| {
+        p.prefetch(&[Request::Mul { len: 3 }, Request::Compare { len: 3, relu: true }]).unwrap();
+        let sq = p.mul(&xs[p.id()], &xs[p.id()]).unwrap();
+        p.relu(&xs[p.id()]).unwrap();
+        sq
+    });
+    assert_eq!(reveal(&outs), ring(&[9, 16, 25]));
+}
+
+#[test]
+fn shape_errors_are_reported() {
+    let out = run(2, |p| {
+        let a = p.mul(&[R64(1)], &[R64(1), R64(2)]).unwrap_err();
+        let b = p.matmul(&[R64(1); 6], &[R64(1); 5], 2, 3, 2).unwrap_err();
+        (a.to_string(), b.to_string())
+    });
+    assert!(out[0].0.contains("mul of 1 and 2"), "{}", out[0].0);
+    assert!(out[0].1.contains("2x3"), "{}", out[0].1);
+}
+
+#[test]
+fn local_truncation_refuses_three_parties() {
+    let out = run(3, |p| p.truncate_local(&[R64(1)], 16).map(|_| ()).unwrap_err().to_string());
+    assert!(out[0].contains("2 parties"));
+}
+
+#[test]
+fn vanished_peer_is_named_within_the_timeout() {
+    let mesh = memory_mesh(2);
+    let (d0, _dealer0) = memory_pair(("party 0", "dealer"));
+    let mut rows = mesh.into_iter();
+    let row0 = rows.next().unwrap();
+    let row1 = rows.next().unwrap();
+    // The dealer sends party 0 its seed, then party 1 vanishes before the protocol runs.
+    let mut dealer0 = _dealer0;
+    dealer0.send(&[0u8; 16]).unwrap();
+    let peer1 = std::thread::spawn(move || {
+        let mut ch = row1.into_iter().flatten().next().unwrap();
+        let mut s = [0u8; 16];
+        ch.recv_into(&mut s).unwrap(); // pairwise seed, then disappear
+        std::thread::sleep(Duration::from_millis(50));
+    });
+    let peers = row0.into_iter().map(|c| c.map(|c| Box::new(c) as Box<dyn Channel>)).collect();
+    let mut p = Party::new(0, peers, Box::new(d0)).unwrap();
+    p.set_timeout(Duration::from_millis(300));
+    let t = std::time::Instant::now();
+    let err = p.open(&[R64(1)]).unwrap_err();
+    peer1.join().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert!(matches!(err, ProtocolError::Transport(_)));
+    assert!(err.to_string().contains("party 1"), "{err}");
+}
+
+#[test]
+fn malformed_requests_are_rejected() {
+    use syft_mpc_protocol::Request;
+    assert!(Request::decode(&[]).is_err());
+    assert!(Request::decode(&[9]).is_err());
+    let mut huge = vec![1u8];
+    huge.extend(u64::MAX.to_le_bytes());
+    assert!(Request::decode(&huge).unwrap_err().to_string().contains("exceeds"));
+    let r = Request::Conv2d { x_shape: [1, 2, 5, 5], w_shape: [4, 1, 3, 3], params: Conv2dParams { groups: 2, ..Default::default() } };
+    assert_eq!(Request::decode(&r.encode()).unwrap(), r);
+}
+
+/// Chi-square statistic of the top 4 bits of `v` against the uniform distribution (15 d.o.f.).
+fn chi2_top_nibble(v: &[R64]) -> f64 {
+    let mut counts = [0f64; 16];
+    v.iter().for_each(|x| counts[(x.0 >> 60) as usize] += 1.0);
+    let expect = v.len() as f64 / 16.0;
+    counts.iter().map(|c| (c - expect).powi(2) / expect).sum()
+}
+
+#[test]
+fn shares_are_uniform_whatever_the_secret() {
+    // 15 degrees of freedom: P(chi2 > 37.7) < 0.001.
+    let len = 1 << 16;
+    for secret in [vec![R64::ZERO; len], vec![R64(u64::MAX); len], ring(&vec![1 << 40; len])] {
+        for n in [2, 3] {
+            let shares = shares_of(&secret, n);
+            for s in &shares {
+                assert!(chi2_top_nibble(s) < 37.7, "share not uniform for n={n}");
+            }
+        }
+        // What a party sees during a Beaver mul (ε = x − a) is uniform too.
+        let xs = shares_of(&secret, 2);
+        let seen = run(2, |p| {
+            let mine = &xs[p.id()];
+            p.mul(mine, mine).unwrap();
+            p.input(0, (p.id() == 0).then_some(&secret[..]), len).unwrap()
+        });
+        assert!(chi2_top_nibble(&seen[1]) < 37.7, "input share of party 1 not uniform");
+    }
+}
