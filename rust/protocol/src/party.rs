@@ -28,8 +28,8 @@ pub struct Party {
     dealer_prg: Prg,
     /// `pair_prgs[j]`: stream shared with party j, for shares of zero.
     pair_prgs: Vec<Option<Prg>>,
-    /// Requests already sent to the dealer ahead of use (last party only).
-    prefetched: VecDeque<Request>,
+    /// Material generated ahead of use by [`Party::preprocess`], in order.
+    ready: VecDeque<(Request, Share)>,
     rounds: u64,
     closed: bool,
 }
@@ -67,7 +67,7 @@ impl Party {
             dealer,
             dealer_prg: Prg::new(Seed(seed)),
             pair_prgs,
-            prefetched: VecDeque::new(),
+            ready: VecDeque::new(),
             rounds: 0,
             closed: false,
         })
@@ -124,11 +124,15 @@ impl Party {
     /// Reveals additively shared values to all parties.
     /// Rounds: 1. Bytes: 8 per element to each peer.
     pub fn open(&mut self, x: &[R64]) -> Result<Vec<R64>> {
-        let mut acc = x.to_vec();
-        for theirs in self.exchange_all(x)?.into_iter().flatten() {
-            kernels::add_assign(&mut acc, &theirs);
+        self.open_owned(x.to_vec())
+    }
+
+    /// [`Party::open`] reusing the share's buffer for the result.
+    pub(crate) fn open_owned(&mut self, mut x: Vec<R64>) -> Result<Vec<R64>> {
+        for theirs in self.exchange_all(&x)?.into_iter().flatten() {
+            kernels::add_assign(&mut x, &theirs);
         }
-        Ok(acc)
+        Ok(x)
     }
 
     /// Reveals XOR-shared bit vectors (packed in u64 words). Rounds: 1.
@@ -167,39 +171,50 @@ impl Party {
         Ok(share)
     }
 
-    /// Sends requests to the dealer ahead of use, so it can generate while the
-    /// parties compute. Every party may call this with the same list; only the
-    /// last party (the one that receives corrections) talks to the dealer.
-    pub fn prefetch(&mut self, requests: &[Request]) -> Result<()> {
+    /// Offline phase: obtains the correlated randomness for `requests` now, so the
+    /// operations that later use it (in the same order) only run their online phase.
+    /// Every party calls this with the same list. The last party sends all requests
+    /// before waiting for the first answer, so the dealer generates in bulk.
+    pub fn preprocess(&mut self, requests: &[Request]) -> Result<()> {
         for r in requests {
             r.validate()?;
             if *r == Request::Bye {
-                return Err(ProtocolError::Dealer("cannot prefetch Bye".into()));
+                return Err(ProtocolError::Dealer("Bye is not a preprocessing request".into()));
             }
         }
         if self.is_last() {
             for r in requests {
                 self.dealer.send(&r.encode())?;
-                self.prefetched.push_back(r.clone());
             }
+        }
+        for r in requests {
+            let share = self.expand_and_receive(r)?;
+            self.ready.push_back((r.clone(), share));
         }
         Ok(())
     }
 
-    /// This party's share of fresh correlated randomness for `req`.
+    /// This party's share of the correlated randomness for `req`: preprocessed, or
+    /// requested on demand.
     pub(crate) fn material(&mut self, req: &Request) -> Result<Share> {
-        let last = self.is_last();
-        if last {
-            match self.prefetched.pop_front() {
-                Some(p) if p == *req => {}
-                Some(p) => {
-                    return Err(ProtocolError::Dealer(format!(
-                        "prefetched {p:?} but the next operation needs {req:?}; all parties must run the same sequence"
-                    )))
+        match self.ready.pop_front() {
+            Some((r, share)) if r == *req => Ok(share),
+            Some((r, _)) => Err(ProtocolError::Dealer(format!(
+                "preprocessed {r:?} but the next operation needs {req:?}; all parties must run the same sequence"
+            ))),
+            None => {
+                if self.is_last() {
+                    self.dealer.send(&req.encode())?;
                 }
-                None => self.dealer.send(&req.encode())?,
+                self.expand_and_receive(req)
             }
         }
+    }
+
+    /// Expands our share from the dealer stream; the last party also receives its
+    /// explicit components (the request must already be on its way to the dealer).
+    fn expand_and_receive(&mut self, req: &Request) -> Result<Share> {
+        let last = self.is_last();
         let mut share = expand(req, &mut self.dealer_prg, last);
         if last {
             let len = share.explicit_len();

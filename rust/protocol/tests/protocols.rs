@@ -191,14 +191,19 @@ fn comparison_rounds_and_bytes() {
 }
 
 #[test]
-fn prefetch_runs_ahead_and_checks_order() {
+fn preprocessing_runs_ahead_and_checks_order() {
     use syft_mpc_protocol::Request;
     let x = ring(&[3, -4, 5]);
     let xs = shares_of(&x, 2);
     let outs = run(2, |p| {
-        p.prefetch(&[Request::Mul { len: 3 }, Request::Compare { len: 3, relu: true }]).unwrap();
+        p.preprocess(&[Request::Mul { len: 3 }, Request::Compare { len: 3, relu: true }]).unwrap();
         let sq = p.mul(&xs[p.id()], &xs[p.id()]).unwrap();
+        let before = p.stats().dealer_bytes_received;
         p.relu(&xs[p.id()]).unwrap();
+        assert_eq!(p.stats().dealer_bytes_received, before, "online phase must not wait for the dealer");
+        p.preprocess(&[Request::Mul { len: 3 }]).unwrap();
+        let err = p.relu(&xs[p.id()]).unwrap_err().to_string();
+        assert!(err.contains("same sequence"), "{err}");
         sq
     });
     assert_eq!(reveal(&outs), ring(&[9, 16, 25]));
