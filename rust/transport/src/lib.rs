@@ -2,12 +2,23 @@
 //!
 //! A [`Channel`] carries whole messages between two parties. Failure mode: after
 //! any error the channel is dropped; callers never retry on it.
+//!
+//! * [`MemoryChannel`] — in-process twin for tests and `VirtualWorker`s.
+//! * [`TcpChannel`] — TCP with length-prefixed, versioned frames ([`frame`]), a mutual
+//!   HMAC handshake binding session id, party ids and fresh nonces ([`handshake`]),
+//!   TCP_NODELAY, a timeout on every wait and size limits. Set up with [`bind`],
+//!   [`connect`], [`accept`] or [`tcp_mesh`].
 
 mod error;
+pub mod frame;
+pub mod handshake;
 mod memory;
+mod tcp;
 
 pub use error::TransportError;
+pub use handshake::{key_from_token, random_session_id};
 pub use memory::{memory_mesh, memory_pair, MemoryChannel};
+pub use tcp::{accept, bind, connect, party_label, tcp_mesh, TcpChannel, TcpConfig};
 
 use std::time::Duration;
 

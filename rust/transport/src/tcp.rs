@@ -1,0 +1,752 @@
+//! TCP channel between two parties, and connection set-up (bind, connect, accept, mesh).
+//!
+//! Wire: after the [handshake](crate::handshake) each message is a sequence of frames
+//! (see [`crate::frame`]). Sockets use TCP_NODELAY and an OS read/write timeout, so every
+//! wait for the peer is bounded by the channel's timeout.
+//!
+//! Failure mode: the first error (timeout, disconnect, malformed frame, size limit, ...)
+//! shuts the socket down and poisons the channel; every later call returns
+//! [`TransportError::Disconnected`] naming the peer and the first error. Nothing retries
+//! on a channel; drop it and set up a new session.
+
+use crate::frame::{
+    decode_header, frame_sizes, FrameHeader, FrameLimits, Reassembly, DEFAULT_MAX_FRAME,
+    DEFAULT_MAX_MESSAGE, HEADER_LEN,
+};
+use crate::handshake::{handshake, HANDSHAKE_MAX};
+use crate::{Channel, ChannelStats, TransportError, DEFAULT_TIMEOUT};
+use std::io::{self, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+/// Writes up to this size are assembled in one buffer (one syscall); larger payloads are
+/// written straight from the caller's slice.
+const COALESCE: usize = 64 * 1024;
+/// Exchanges sending at most this much write first, then read, on the calling thread: the
+/// message fits in the kernel socket buffers, so this cannot deadlock, and it saves a
+/// thread spawn per small round. Larger exchanges write on a scoped thread.
+const SMALL_EXCHANGE: usize = 16 * 1024;
+/// Read buffer: frame headers and small messages arrive in one syscall.
+const READ_BUF: usize = 64 * 1024;
+
+/// Settings of TCP channels and their set-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpConfig {
+    /// Bound on every wait for the peer (each blocking read or write), after set-up.
+    pub timeout: Duration,
+    /// Largest frame payload; larger messages span many frames (default 1 MiB).
+    pub max_frame: usize,
+    /// Largest message sent or accepted (default 1 GiB).
+    pub max_message: u64,
+    /// Bound on connecting (retrying "connection refused" while peers start) and on
+    /// waiting in [`accept`] for an authenticated peer.
+    pub connect_timeout: Duration,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            timeout: DEFAULT_TIMEOUT,
+            max_frame: DEFAULT_MAX_FRAME,
+            max_message: DEFAULT_MAX_MESSAGE,
+            connect_timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+impl TcpConfig {
+    fn limits(&self) -> FrameLimits {
+        FrameLimits {
+            max_frame: self.max_frame,
+            max_message: self.max_message,
+        }
+    }
+}
+
+/// The label used for a party in error messages: `"party 1 (alice)"`, or `"party 1"`
+/// when the name is empty or just repeats the id.
+pub fn party_label(id: u32, name: &str) -> String {
+    let plain = format!("party {id}");
+    if name.is_empty() || name == plain {
+        plain
+    } else {
+        format!("{plain} ({name})")
+    }
+}
+
+fn label_from(names: &[String], id: u32) -> String {
+    party_label(id, names.get(id as usize).map(String::as_str).unwrap_or(""))
+}
+
+/// Context for turning I/O errors into transport errors that name the peer.
+#[derive(Clone, Copy)]
+struct Ctx<'a> {
+    peer: &'a str,
+    timeout: Duration,
+}
+
+impl Ctx<'_> {
+    fn io(&self, e: io::Error, during: &str) -> TransportError {
+        let peer = self.peer.to_string();
+        match e.kind() {
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => TransportError::Timeout {
+                peer,
+                timeout: self.timeout,
+            },
+            ErrorKind::UnexpectedEof => TransportError::Disconnected {
+                peer,
+                detail: format!("end of stream {during}"),
+            },
+            ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::BrokenPipe
+            | ErrorKind::NotConnected
+            | ErrorKind::WriteZero => TransportError::Disconnected {
+                peer,
+                detail: format!("{e} ({during})"),
+            },
+            _ => TransportError::Io { peer, source: e },
+        }
+    }
+}
+
+/// The sending half: owns a clone of the socket and a small coalescing buffer.
+struct Writer {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    fn flush_buf(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.stream.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Frames `msg`; headers and small payloads are coalesced into ≤ 64 KiB writes, the
+    /// bulk of large payloads goes to the socket without a copy.
+    fn write_message(&mut self, msg: &[u8], max_frame: usize) -> io::Result<()> {
+        let mut rest = msg;
+        for (len, last) in frame_sizes(msg.len(), max_frame) {
+            let (chunk, tail) = rest.split_at(len);
+            rest = tail;
+            if self.buf.len() + HEADER_LEN > COALESCE {
+                self.flush_buf()?;
+            }
+            self.buf
+                .extend_from_slice(&FrameHeader::new(len as u32, last).encode());
+            let head = chunk.len().min(COALESCE - self.buf.len());
+            self.buf.extend_from_slice(&chunk[..head]);
+            if head < chunk.len() {
+                self.flush_buf()?;
+                self.stream.write_all(&chunk[head..])?;
+            }
+        }
+        self.flush_buf()
+    }
+}
+
+fn read_header(
+    r: &mut BufReader<TcpStream>,
+    limits: &FrameLimits,
+    ctx: Ctx<'_>,
+    got: u64,
+) -> Result<FrameHeader, TransportError> {
+    let mut h = [0u8; HEADER_LEN];
+    r.read_exact(&mut h).map_err(|e| {
+        let during = if got == 0 {
+            "while waiting for a message".to_string()
+        } else {
+            format!("in the middle of a message, after {got} bytes")
+        };
+        ctx.io(e, &during)
+    })?;
+    decode_header(&h, limits.frame()).map_err(|e| e.into_transport(ctx.peer))
+}
+
+/// Reads one message of exactly `buf.len()` bytes straight into `buf`.
+fn read_message_into(
+    r: &mut BufReader<TcpStream>,
+    buf: &mut [u8],
+    limits: &FrameLimits,
+    ctx: Ctx<'_>,
+) -> Result<(), TransportError> {
+    let mut re = Reassembly::new(limits.max_message);
+    let mut off = 0usize;
+    loop {
+        let h = read_header(r, limits, ctx, off as u64)?;
+        let len = re.on_header(&h).map_err(|e| e.into_transport(ctx.peer))?;
+        let end = off.saturating_add(len);
+        if end > buf.len() {
+            return Err(TransportError::UnexpectedLength {
+                peer: ctx.peer.into(),
+                expected: buf.len(),
+                got: end,
+            });
+        }
+        r.read_exact(&mut buf[off..end])
+            .map_err(|e| ctx.io(e, &format!("in the middle of a message, after {off} bytes")))?;
+        off = end;
+        if h.is_final() {
+            if off != buf.len() {
+                return Err(TransportError::UnexpectedLength {
+                    peer: ctx.peer.into(),
+                    expected: buf.len(),
+                    got: off,
+                });
+            }
+            return Ok(());
+        }
+    }
+}
+
+/// Reads one message of any length up to `max_message`; the buffer grows one frame at a time.
+fn read_message(
+    r: &mut BufReader<TcpStream>,
+    limits: &FrameLimits,
+    ctx: Ctx<'_>,
+) -> Result<Vec<u8>, TransportError> {
+    let mut re = Reassembly::new(limits.max_message);
+    let mut msg = Vec::new();
+    loop {
+        let h = read_header(r, limits, ctx, msg.len() as u64)?;
+        let len = re.on_header(&h).map_err(|e| e.into_transport(ctx.peer))?;
+        let before = msg.len();
+        msg.reserve(len);
+        let n = r
+            .by_ref()
+            .take(len as u64)
+            .read_to_end(&mut msg)
+            .map_err(|e| {
+                ctx.io(
+                    e,
+                    &format!("in the middle of a message, after {before} bytes"),
+                )
+            })?;
+        if n < len {
+            return Err(ctx.io(
+                ErrorKind::UnexpectedEof.into(),
+                &format!("in the middle of a message, after {} bytes", before + n),
+            ));
+        }
+        if h.is_final() {
+            return Ok(msg);
+        }
+    }
+}
+
+/// A [`Channel`] over an authenticated TCP connection. Created by [`connect`], [`accept`]
+/// or [`tcp_mesh`]. Stats count message payload bytes (not headers or the handshake).
+pub struct TcpChannel {
+    reader: BufReader<TcpStream>,
+    writer: Writer,
+    peer: String,
+    peer_id: u32,
+    limits: FrameLimits,
+    timeout: Duration,
+    stats: ChannelStats,
+    poisoned: Option<String>,
+}
+
+impl std::fmt::Debug for TcpChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TcpChannel(to {}", self.peer)?;
+        if let Ok(a) = self.reader.get_ref().peer_addr() {
+            write!(f, " at {a}")?;
+        }
+        if self.poisoned.is_some() {
+            write!(f, ", closed after an error")?;
+        }
+        write!(f, ")")
+    }
+}
+
+impl TcpChannel {
+    /// Wraps a connected socket (not yet authenticated): sets TCP_NODELAY and timeouts.
+    fn new(
+        stream: TcpStream,
+        peer: String,
+        peer_id: u32,
+        limits: FrameLimits,
+        timeout: Duration,
+    ) -> Result<Self, TransportError> {
+        let setup = |e: io::Error| TransportError::Io {
+            peer: peer.clone(),
+            source: e,
+        };
+        stream.set_nonblocking(false).map_err(setup)?;
+        stream.set_nodelay(true).map_err(setup)?;
+        let writer = Writer {
+            stream: stream.try_clone().map_err(setup)?,
+            buf: Vec::with_capacity(COALESCE),
+        };
+        let mut chan = TcpChannel {
+            reader: BufReader::with_capacity(READ_BUF, stream),
+            writer,
+            peer,
+            peer_id,
+            limits,
+            timeout,
+            stats: ChannelStats::default(),
+            poisoned: None,
+        };
+        chan.set_timeout(timeout);
+        chan.check()?;
+        Ok(chan)
+    }
+
+    /// The authenticated party id of the peer.
+    pub fn peer_id(&self) -> u32 {
+        self.peer_id
+    }
+
+    /// The peer's socket address, if the socket is still open.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.reader.get_ref().peer_addr().ok()
+    }
+
+    /// True after an error: the channel is unusable and should be dropped.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.is_some()
+    }
+
+    pub(crate) fn set_peer_name(&mut self, name: String) {
+        self.peer = name;
+    }
+
+    /// Records the first error, shuts the socket down (the peer sees the connection close
+    /// at once) and returns the error.
+    pub(crate) fn fail(&mut self, e: TransportError) -> TransportError {
+        if self.poisoned.is_none() {
+            self.poisoned = Some(e.to_string());
+        }
+        let _ = self.writer.stream.shutdown(Shutdown::Both);
+        e
+    }
+
+    fn check(&self) -> Result<(), TransportError> {
+        match &self.poisoned {
+            None => Ok(()),
+            Some(first) => Err(TransportError::Disconnected {
+                peer: self.peer.clone(),
+                detail: format!("the channel was closed after an earlier error ({first}); drop it and start a new session"),
+            }),
+        }
+    }
+
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            peer: &self.peer,
+            timeout: self.timeout,
+        }
+    }
+
+    fn check_size(&self, len: usize) -> Result<(), TransportError> {
+        if len as u64 > self.limits.max_message {
+            return Err(TransportError::TooLarge {
+                peer: self.peer.clone(),
+                size: len as u64,
+                limit: self.limits.max_message,
+            });
+        }
+        Ok(())
+    }
+
+    fn sent(&mut self, n: usize) {
+        self.stats.bytes_sent += n as u64;
+        self.stats.messages_sent += 1;
+    }
+
+    fn received(&mut self, n: usize) {
+        self.stats.bytes_received += n as u64;
+        self.stats.messages_received += 1;
+    }
+
+    fn exchange_threaded(&mut self, out: &[u8], inp: &mut [u8]) -> Result<(), TransportError> {
+        const WRITER: u8 = 1;
+        const READER: u8 = 2;
+        let first_failure = AtomicU8::new(0);
+        let limits = self.limits;
+        let ctx = Ctx {
+            peer: &self.peer,
+            timeout: self.timeout,
+        };
+        let writer = &mut self.writer;
+        let reader = &mut self.reader;
+        let (wres, rres) = std::thread::scope(|s| {
+            let first = &first_failure;
+            let handle = s.spawn(move || {
+                let r = writer.write_message(out, limits.frame());
+                // Unblock the reader at once: the exchange has failed either way.
+                if r.is_err()
+                    && first
+                        .compare_exchange(0, WRITER, Ordering::SeqCst, Ordering::SeqCst)
+                        .is_ok()
+                {
+                    let _ = writer.stream.shutdown(Shutdown::Both);
+                }
+                r
+            });
+            let r = read_message_into(reader, inp, &limits, ctx);
+            if r.is_err()
+                && first
+                    .compare_exchange(0, READER, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                let _ = reader.get_ref().shutdown(Shutdown::Both);
+            }
+            (handle.join(), r)
+        });
+        let wres = match wres {
+            Ok(r) => r.map_err(|e| ctx.io(e, "while sending")),
+            Err(_) => Err(TransportError::Io {
+                peer: ctx.peer.into(),
+                source: io::Error::other("writer thread panicked"),
+            }),
+        };
+        let res = match (wres, rres) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Err(w), Ok(())) => Err(w),
+            (Ok(()), Err(r)) => Err(r),
+            (Err(w), Err(r)) => Err(if first_failure.load(Ordering::SeqCst) == WRITER {
+                w
+            } else {
+                r
+            }),
+        };
+        res.map_err(|e| self.fail(e))
+    }
+}
+
+impl Channel for TcpChannel {
+    /// Sends one message as frames. Errors: `TooLarge` above `max_message`, `Timeout` if
+    /// the peer does not drain its socket within the timeout, `Disconnected` if it is gone.
+    fn send(&mut self, msg: &[u8]) -> Result<(), TransportError> {
+        self.check()?;
+        if let Err(e) = self.check_size(msg.len()) {
+            return Err(self.fail(e));
+        }
+        match self.writer.write_message(msg, self.limits.frame()) {
+            Ok(()) => {
+                self.sent(msg.len());
+                Ok(())
+            }
+            Err(e) => {
+                let e = self.ctx().io(e, "while sending");
+                Err(self.fail(e))
+            }
+        }
+    }
+
+    /// Receives a message of exactly `buf.len()` bytes, without an intermediate copy.
+    /// Errors: `UnexpectedLength` if the peer's message has another length.
+    fn recv_into(&mut self, buf: &mut [u8]) -> Result<(), TransportError> {
+        self.check()?;
+        let (limits, ctx) = (
+            self.limits,
+            Ctx {
+                peer: &self.peer,
+                timeout: self.timeout,
+            },
+        );
+        match read_message_into(&mut self.reader, buf, &limits, ctx) {
+            Ok(()) => {
+                self.received(buf.len());
+                Ok(())
+            }
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    fn recv(&mut self) -> Result<Vec<u8>, TransportError> {
+        self.check()?;
+        let (limits, ctx) = (
+            self.limits,
+            Ctx {
+                peer: &self.peer,
+                timeout: self.timeout,
+            },
+        );
+        match read_message(&mut self.reader, &limits, ctx) {
+            Ok(msg) => {
+                self.received(msg.len());
+                Ok(msg)
+            }
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// Full duplex: large messages are written on a scoped thread while this thread
+    /// reads, so both peers may exchange gigabytes at once without deadlock.
+    fn exchange(&mut self, out: &[u8], inp: &mut [u8]) -> Result<(), TransportError> {
+        self.check()?;
+        if out.len() <= SMALL_EXCHANGE {
+            self.send(out)?;
+            return self.recv_into(inp);
+        }
+        if let Err(e) = self.check_size(out.len()) {
+            return Err(self.fail(e));
+        }
+        self.exchange_threaded(out, inp)?;
+        self.sent(out.len());
+        self.received(inp.len());
+        Ok(())
+    }
+
+    fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    fn stats(&self) -> ChannelStats {
+        self.stats
+    }
+
+    /// Sets the OS read and write timeouts (values below 1 ms are raised to 1 ms).
+    fn set_timeout(&mut self, timeout: Duration) {
+        let timeout = timeout.max(Duration::from_millis(1));
+        self.timeout = timeout;
+        let s = self.reader.get_ref();
+        if let Err(e) = s
+            .set_read_timeout(Some(timeout))
+            .and_then(|()| s.set_write_timeout(Some(timeout)))
+        {
+            let e = TransportError::Io {
+                peer: self.peer.clone(),
+                source: e,
+            };
+            self.fail(e);
+        }
+    }
+}
+
+/// Listens on `addr` (port 0 picks a free port; see `local_addr`). Errors: `Setup` with
+/// what to do, e.g. when the port is already in use.
+pub fn bind(addr: SocketAddr) -> Result<TcpListener, TransportError> {
+    TcpListener::bind(addr).map_err(|e| {
+        TransportError::Setup(match e.kind() {
+            ErrorKind::AddrInUse => format!(
+                "port {} on {} is already in use; stop the other process or pick another port",
+                addr.port(),
+                addr.ip()
+            ),
+            ErrorKind::AddrNotAvailable => {
+                format!("cannot listen on {addr}: {} is not an address of this machine", addr.ip())
+            }
+            ErrorKind::PermissionDenied => {
+                format!("no permission to listen on {addr}; ports below 1024 need privileges, pick a higher port")
+            }
+            _ => format!("cannot listen on {addr}: {e}"),
+        })
+    })
+}
+
+fn handshake_limits() -> FrameLimits {
+    FrameLimits {
+        max_frame: HANDSHAKE_MAX,
+        max_message: HANDSHAKE_MAX as u64,
+    }
+}
+
+fn finish(mut chan: TcpChannel, cfg: &TcpConfig) -> TcpChannel {
+    chan.limits = cfg.limits();
+    chan.stats = ChannelStats::default();
+    chan.set_timeout(cfg.timeout);
+    chan
+}
+
+/// Connects to party `peer_id` at `addr` and authenticates both sides (see
+/// [`crate::handshake`]). "Connection refused" is retried until `cfg.connect_timeout`
+/// (peers start at slightly different times); the handshake waits are bounded by the
+/// larger of `cfg.timeout` and the rest of `connect_timeout`.
+/// Errors: `Setup` if nobody listens in time, `Auth` for a wrong key, session or party,
+/// `Timeout`/`Disconnected`/`Malformed` if the peer misbehaves. Never retried after
+/// the TCP connection is up.
+pub fn connect(
+    addr: SocketAddr,
+    my_id: u32,
+    peer_id: u32,
+    session: [u8; 16],
+    key: &[u8; 32],
+    peer_name: &str,
+    cfg: &TcpConfig,
+) -> Result<TcpChannel, TransportError> {
+    let label = party_label(peer_id, peer_name);
+    if peer_id == my_id {
+        return Err(TransportError::Setup(format!(
+            "party {my_id} cannot connect to itself"
+        )));
+    }
+    let deadline = Instant::now() + cfg.connect_timeout;
+    let mut delay = Duration::from_millis(5);
+    let stream = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let err = match TcpStream::connect_timeout(&addr, left.max(Duration::from_millis(1))) {
+            Ok(s) => break s,
+            Err(e) => e,
+        };
+        let retry = matches!(
+            err.kind(),
+            ErrorKind::ConnectionRefused
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::TimedOut
+                | ErrorKind::WouldBlock
+                | ErrorKind::Interrupted
+        );
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !retry || left.is_zero() {
+            return Err(TransportError::Setup(format!(
+                "could not connect to {label} at {addr} within {:?}: {err}; is its worker running and listening there?",
+                cfg.connect_timeout
+            )));
+        }
+        std::thread::sleep(delay.min(left));
+        delay = (delay * 2).min(Duration::from_millis(100));
+    };
+    let timeout = cfg
+        .timeout
+        .max(deadline.saturating_duration_since(Instant::now()));
+    let mut chan = TcpChannel::new(stream, label.clone(), peer_id, handshake_limits(), timeout)?;
+    let identify = |id: u32| {
+        if id == peer_id {
+            Ok(label.clone())
+        } else {
+            Err(format!(
+                "expected {label} at {addr}, but party {id} answered"
+            ))
+        }
+    };
+    let rename = |_: u32, _: Option<&str>| label.clone();
+    handshake(&mut chan, my_id, &session, key, &identify, &rename, timeout)?;
+    Ok(finish(chan, cfg))
+}
+
+/// Accepts one authenticated connection from one of the `expected` party ids (names for
+/// messages come from `names[id]`). A connection that fails the handshake is closed and
+/// the wait goes on; the whole wait is bounded by `cfg.connect_timeout`, each handshake
+/// wait by `cfg.timeout`. The listener is polled in non-blocking mode and restored.
+/// Errors: the last rejected attempt's error (e.g. `Auth` for a wrong key) if there was
+/// one, else `Timeout` naming the parties waited for.
+pub fn accept(
+    listener: &TcpListener,
+    my_id: u32,
+    expected: &[u32],
+    session: [u8; 16],
+    key: &[u8; 32],
+    names: &[String],
+    cfg: &TcpConfig,
+) -> Result<TcpChannel, TransportError> {
+    let who = match expected {
+        [one] => label_from(names, *one),
+        many => format!(
+            "any of {}",
+            many.iter()
+                .map(|&i| label_from(names, i))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let io_setup = |e: io::Error| TransportError::Setup(format!("cannot accept connections: {e}"));
+    listener.set_nonblocking(true).map_err(io_setup)?;
+    let deadline = Instant::now() + cfg.connect_timeout;
+    let mut last_rejected: Option<TransportError> = None;
+    let mut delay = Duration::from_millis(1);
+    let result = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break Err(last_rejected.take().unwrap_or(TransportError::Timeout {
+                peer: who,
+                timeout: cfg.connect_timeout,
+            }));
+        }
+        let (stream, from) = match listener.accept() {
+            Ok(c) => c,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::Interrupted | ErrorKind::ConnectionAborted
+                ) =>
+            {
+                std::thread::sleep(delay.min(left));
+                delay = (delay * 2).min(Duration::from_millis(20));
+                continue;
+            }
+            Err(e) => break Err(io_setup(e)),
+        };
+        delay = Duration::from_millis(1);
+        let provisional = format!("connection from {from}");
+        let timeout = cfg.timeout.min(left);
+        let identify = |id: u32| {
+            if expected.contains(&id) && id != my_id {
+                Ok(label_from(names, id))
+            } else {
+                Err(format!(
+                    "party {id} is not expected here (party {my_id} waits for {who}); check the party ids"
+                ))
+            }
+        };
+        let rename = |id: u32, label: Option<&str>| match label {
+            Some(l) => l.to_string(),
+            None => format!("connection from {from} claiming to be party {id}"),
+        };
+        let attempt = TcpChannel::new(stream, provisional, u32::MAX, handshake_limits(), timeout)
+            .and_then(|mut chan| {
+                let (id, _) =
+                    handshake(&mut chan, my_id, &session, key, &identify, &rename, timeout)?;
+                chan.peer_id = id;
+                Ok(chan)
+            });
+        match attempt {
+            Ok(chan) => break Ok(finish(chan, cfg)),
+            Err(e) => last_rejected = Some(e),
+        }
+    };
+    let _ = listener.set_nonblocking(false);
+    result
+}
+
+/// Full mesh among `addrs.len()` parties: this party (`my_id`, listening on `listener`,
+/// normally bound to `addrs[my_id]`) connects to every lower id and accepts every higher
+/// id, which cannot deadlock (lower ids reach their accept phase first). Entry `i` of the
+/// result is the channel to party `i`; entry `my_id` is `None`. Names come from
+/// `names[i]`. Errors: the first failing connection's error; nothing is retried.
+pub fn tcp_mesh(
+    my_id: u32,
+    addrs: &[SocketAddr],
+    listener: TcpListener,
+    names: &[String],
+    session: [u8; 16],
+    key: &[u8; 32],
+    cfg: &TcpConfig,
+) -> Result<Vec<Option<TcpChannel>>, TransportError> {
+    let n = addrs.len();
+    if my_id as usize >= n {
+        return Err(TransportError::Setup(format!(
+            "party id {my_id} is out of range for a mesh of {n} parties"
+        )));
+    }
+    let mut chans: Vec<Option<TcpChannel>> = (0..n).map(|_| None).collect();
+    for j in 0..my_id {
+        let name = names.get(j as usize).map(String::as_str).unwrap_or("");
+        chans[j as usize] = Some(connect(
+            addrs[j as usize],
+            my_id,
+            j,
+            session,
+            key,
+            name,
+            cfg,
+        )?);
+    }
+    let mut waiting: Vec<u32> = (my_id + 1..n as u32).collect();
+    while !waiting.is_empty() {
+        let chan = accept(&listener, my_id, &waiting, session, key, names, cfg)?;
+        let id = chan.peer_id();
+        waiting.retain(|&w| w != id);
+        chans[id as usize] = Some(chan);
+    }
+    Ok(chans)
+}

@@ -1,0 +1,434 @@
+//! TCP channel tests on 127.0.0.1: two parties are two threads.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+use syft_mpc_transport::{
+    accept, bind, connect, key_from_token, tcp_mesh, Channel, TcpChannel, TcpConfig, TransportError,
+};
+
+const SESSION: [u8; 16] = *b"test-session-001";
+
+fn names() -> Vec<String> {
+    ["alice", "bob", "carol"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn cfg(timeout_ms: u64) -> TcpConfig {
+    TcpConfig {
+        timeout: Duration::from_millis(timeout_ms),
+        connect_timeout: Duration::from_secs(5),
+        ..TcpConfig::default()
+    }
+}
+
+fn listen() -> (TcpListener, SocketAddr) {
+    let l = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let a = l.local_addr().unwrap();
+    (l, a)
+}
+
+/// Party 0 (alice) accepts, party 1 (bob) connects; returns (alice's channel, bob's channel).
+fn pair_with(cfg0: TcpConfig, cfg1: TcpConfig) -> (TcpChannel, TcpChannel) {
+    let (l, addr) = listen();
+    let key = key_from_token(b"token");
+    let t = thread::spawn(move || connect(addr, 1, 0, SESSION, &key, "alice", &cfg1).unwrap());
+    let a = accept(&l, 0, &[1], SESSION, &key, &names(), &cfg0).unwrap();
+    (a, t.join().unwrap())
+}
+
+fn pair(timeout_ms: u64) -> (TcpChannel, TcpChannel) {
+    pair_with(cfg(timeout_ms), cfg(timeout_ms))
+}
+
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 13) as u8)
+        .collect()
+}
+
+#[test]
+fn names_and_ids_after_handshake() {
+    let (a, b) = pair(5000);
+    assert_eq!(a.peer(), "party 1 (bob)");
+    assert_eq!(b.peer(), "party 0 (alice)");
+    assert_eq!((a.peer_id(), b.peer_id()), (1, 0));
+    assert_eq!(a.stats(), Default::default());
+}
+
+#[test]
+fn exchange_16mb_both_directions_at_once() {
+    let (mut a, mut b) = pair(10_000);
+    let n = 16 << 20;
+    let (xa, xb) = (pattern(n, 1), pattern(n, 2));
+    let xb2 = xb.clone();
+    let xa2 = xa.clone();
+    let t = thread::spawn(move || {
+        let mut got = vec![0u8; n];
+        b.exchange(&xb2, &mut got).unwrap();
+        assert!(got == xa2);
+        b
+    });
+    let mut got = vec![0u8; n];
+    a.exchange(&xa, &mut got).unwrap();
+    assert!(got == xb);
+    let b = t.join().unwrap();
+    let s = a.stats();
+    assert_eq!(
+        (
+            s.bytes_sent,
+            s.bytes_received,
+            s.messages_sent,
+            s.messages_received
+        ),
+        (n as u64, n as u64, 1, 1)
+    );
+    assert_eq!(b.stats().bytes_received, n as u64);
+}
+
+#[test]
+fn messages_of_many_sizes_and_frames() {
+    let small_frames = TcpConfig {
+        max_frame: 1000,
+        ..cfg(5000)
+    };
+    let (mut a, mut b) = pair_with(small_frames, small_frames);
+    let sizes = [0usize, 1, 999, 1000, 1001, 16 * 1024, 100_000, 3 << 20];
+    let t = thread::spawn(move || {
+        for &n in &sizes {
+            let m = b.recv().unwrap();
+            assert_eq!(m, pattern(n, 7), "size {n}");
+            let mut buf = vec![0u8; n];
+            b.recv_into(&mut buf).unwrap();
+            assert_eq!(buf, pattern(n, 8));
+            b.send(&pattern(n, 9)).unwrap();
+        }
+    });
+    for &n in &sizes {
+        a.send(&pattern(n, 7)).unwrap();
+        a.send(&pattern(n, 8)).unwrap();
+        let mut buf = vec![0u8; n];
+        a.recv_into(&mut buf).unwrap();
+        assert_eq!(buf, pattern(n, 9));
+    }
+    t.join().unwrap();
+}
+
+#[test]
+fn three_party_mesh() {
+    let listeners: Vec<(TcpListener, SocketAddr)> = (0..3).map(|_| listen()).collect();
+    let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.1).collect();
+    let key = key_from_token(b"mesh token");
+    let handles: Vec<_> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(i, (l, _))| {
+            let addrs = addrs.clone();
+            thread::spawn(move || {
+                let mut chans =
+                    tcp_mesh(i as u32, &addrs, l, &names(), SESSION, &key, &cfg(5000)).unwrap();
+                assert!(chans[i].is_none());
+                for (j, c) in chans.iter_mut().enumerate() {
+                    if let Some(c) = c {
+                        assert_eq!(c.peer_id() as usize, j);
+                        let mut got = vec![0u8; 40_000];
+                        c.exchange(&pattern(40_000, (10 * i + j) as u8), &mut got)
+                            .unwrap();
+                        assert_eq!(got, pattern(40_000, (10 * j + i) as u8));
+                    }
+                }
+                // Each party sends a short message to everyone, then reads from everyone.
+                for c in chans.iter_mut().flatten() {
+                    c.send(format!("hello from {i}").as_bytes()).unwrap();
+                }
+                for (j, c) in chans.iter_mut().enumerate() {
+                    if let Some(c) = c {
+                        assert_eq!(c.recv().unwrap(), format!("hello from {j}").into_bytes());
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+fn expect_auth(r: Result<TcpChannel, TransportError>, peer: &str, what: &str) {
+    match r {
+        Err(TransportError::Auth { peer: p, detail }) => {
+            assert!(p.contains(peer), "peer {p:?} should name {peer:?}");
+            assert!(detail.contains(what), "{detail:?} should contain {what:?}");
+        }
+        Err(e) => panic!("expected Auth, got {e}"),
+        Ok(c) => panic!("expected Auth, got a channel {c:?}"),
+    }
+}
+
+#[test]
+fn wrong_key_fails_on_both_sides() {
+    let (l, addr) = listen();
+    let cfg = TcpConfig {
+        connect_timeout: Duration::from_millis(1500),
+        ..cfg(1000)
+    };
+    let t = thread::spawn(move || {
+        connect(
+            addr,
+            1,
+            0,
+            SESSION,
+            &key_from_token(b"wrong"),
+            "alice",
+            &cfg,
+        )
+    });
+    let r = accept(
+        &l,
+        0,
+        &[1],
+        SESSION,
+        &key_from_token(b"right"),
+        &names(),
+        &cfg,
+    );
+    expect_auth(r, "party 1 (bob)", "proof of the session key is wrong");
+    expect_auth(
+        t.join().unwrap(),
+        "party 0 (alice)",
+        "proof of the session key is wrong",
+    );
+}
+
+#[test]
+fn wrong_session_and_wrong_party_fail() {
+    let (l, addr) = listen();
+    let cfg = TcpConfig {
+        connect_timeout: Duration::from_millis(1500),
+        ..cfg(1000)
+    };
+    let key = key_from_token(b"k");
+    let t = thread::spawn(move || connect(addr, 1, 0, *b"another-session!", &key, "alice", &cfg));
+    expect_auth(
+        accept(&l, 0, &[1], SESSION, &key, &names(), &cfg),
+        "party 1 (bob)",
+        "session id mismatch",
+    );
+    expect_auth(t.join().unwrap(), "party 0 (alice)", "session id mismatch");
+
+    // Party 2 connects where only party 1 is expected.
+    let t = thread::spawn(move || connect(addr, 2, 0, SESSION, &key, "alice", &cfg));
+    expect_auth(
+        accept(&l, 0, &[1], SESSION, &key, &names(), &cfg),
+        "party 2",
+        "not expected",
+    );
+    expect_auth(t.join().unwrap(), "party 0 (alice)", "rejected");
+}
+
+#[test]
+fn bad_connections_do_not_consume_the_accept_slot() {
+    let (l, addr) = listen();
+    let key = key_from_token(b"token");
+    let cfg = cfg(300);
+    let t = thread::spawn(move || {
+        // Garbage, then a silent connection, then a wrong key, then the real peer.
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let _silent = TcpStream::connect(addr).unwrap();
+        thread::sleep(Duration::from_millis(400));
+        assert!(connect(addr, 1, 0, SESSION, &key_from_token(b"bad"), "alice", &cfg).is_err());
+        connect(addr, 1, 0, SESSION, &key, "alice", &cfg).unwrap()
+    });
+    let mut a = accept(&l, 0, &[1], SESSION, &key, &names(), &cfg).unwrap();
+    let mut b = t.join().unwrap();
+    b.send(b"ok").unwrap();
+    assert_eq!(a.recv().unwrap(), b"ok");
+}
+
+#[test]
+fn peer_vanishing_mid_exchange_is_reported_by_name() {
+    let timeout = Duration::from_secs(5);
+    let (mut a, b) = pair(timeout.as_millis() as u64);
+    let t = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(100));
+        drop(b); // never reads: alice is blocked in the middle of her large exchange
+    });
+    let start = Instant::now();
+    let mut got = vec![0u8; 16 << 20];
+    let err = a.exchange(&vec![1u8; 16 << 20], &mut got).unwrap_err();
+    t.join().unwrap();
+    assert!(start.elapsed() < timeout, "took {:?}", start.elapsed());
+    assert!(matches!(err, TransportError::Disconnected { .. }), "{err}");
+    assert!(err.to_string().contains("party 1 (bob)"), "{err}");
+    // The channel is poisoned: later calls fail at once, naming the peer and the first error.
+    let again = a.send(b"x").unwrap_err().to_string();
+    assert!(
+        again.contains("party 1 (bob)") && again.contains("earlier error"),
+        "{again}"
+    );
+    assert!(a.is_poisoned());
+}
+
+#[test]
+fn peer_vanishing_between_messages_is_disconnected() {
+    let (mut a, b) = pair(5000);
+    drop(b);
+    let err = a.recv().unwrap_err();
+    assert!(
+        matches!(&err, TransportError::Disconnected { peer, .. } if peer == "party 1 (bob)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn stalled_peer_times_out_within_the_timeout() {
+    let (mut a, b) = pair(300);
+    let start = Instant::now();
+    let err = a.recv().unwrap_err();
+    let took = start.elapsed();
+    assert!(
+        matches!(&err, TransportError::Timeout { peer, .. } if peer == "party 1 (bob)"),
+        "{err}"
+    );
+    assert!(
+        took >= Duration::from_millis(290) && took < Duration::from_millis(1000),
+        "took {took:?}"
+    );
+    // A large exchange the peer never answers (nor reads) also times out.
+    let (mut a2, b2) = pair(300);
+    let start = Instant::now();
+    let mut got = vec![0u8; 8 << 20];
+    let err = a2.exchange(&vec![0u8; 8 << 20], &mut got).unwrap_err();
+    assert!(matches!(&err, TransportError::Timeout { .. }), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_millis(1500),
+        "took {:?}",
+        start.elapsed()
+    );
+    drop((b, b2));
+}
+
+#[test]
+fn oversize_message_is_rejected() {
+    let small = TcpConfig {
+        max_message: 1000,
+        max_frame: 256,
+        ..cfg(2000)
+    };
+    let big = TcpConfig {
+        max_frame: 256,
+        ..cfg(2000)
+    };
+    let (mut a, mut b) = pair_with(small, big);
+    b.send(&[5u8; 1001]).unwrap();
+    let err = a.recv().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TransportError::TooLarge {
+                size: 1001,
+                limit: 1000,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // A frame larger than the receiver's max_frame is rejected from its header alone.
+    let (mut a, mut b) = pair_with(small, cfg(2000));
+    b.send(&[5u8; 300]).unwrap();
+    let err = a.recv().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TransportError::TooLarge {
+                size: 300,
+                limit: 256,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Senders refuse too.
+    let (mut a, _b) = pair_with(small, cfg(2000));
+    let err = a.send(&[0u8; 2000]).unwrap_err();
+    assert!(
+        matches!(&err, TransportError::TooLarge { peer, size: 2000, .. } if peer == "party 1 (bob)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unexpected_length_is_reported() {
+    let (mut a, mut b) = pair(2000);
+    b.send(b"four").unwrap();
+    let mut buf = [0u8; 3];
+    let err = a.recv_into(&mut buf).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TransportError::UnexpectedLength {
+                expected: 3,
+                got: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(a.is_poisoned());
+}
+
+#[test]
+fn port_in_use_is_a_clear_setup_error() {
+    let (_l, addr) = listen();
+    let err = bind(addr).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!(
+            "port {} on 127.0.0.1 is already in use",
+            addr.port()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("pick another port"), "{err}");
+}
+
+#[test]
+fn connect_retries_until_the_peer_listens() {
+    let (l, addr) = listen();
+    drop(l);
+    let key = key_from_token(b"t");
+    let t = thread::spawn(move || connect(addr, 1, 0, SESSION, &key, "alice", &cfg(2000)));
+    thread::sleep(Duration::from_millis(300));
+    let l = bind(addr).unwrap();
+    let mut a = accept(&l, 0, &[1], SESSION, &key, &names(), &cfg(2000)).unwrap();
+    let mut b = t.join().unwrap().unwrap();
+    a.send(b"late").unwrap();
+    assert_eq!(b.recv().unwrap(), b"late");
+}
+
+#[test]
+fn connect_to_nobody_gives_up_after_connect_timeout() {
+    let (l, addr) = listen();
+    drop(l);
+    let cfg = TcpConfig {
+        connect_timeout: Duration::from_millis(300),
+        ..cfg(300)
+    };
+    let start = Instant::now();
+    let err = connect(addr, 1, 0, SESSION, &[0; 32], "alice", &cfg).unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert!(
+        matches!(&err, TransportError::Setup(m) if m.contains("party 0 (alice)")),
+        "{err}"
+    );
+    // And accept with nobody connecting times out naming whom it waited for.
+    let (l, _) = listen();
+    let err = accept(&l, 0, &[1, 2], SESSION, &[0; 32], &names(), &cfg).unwrap_err();
+    assert!(
+        err.to_string().contains("party 1 (bob), party 2 (carol)"),
+        "{err}"
+    );
+}
