@@ -19,6 +19,7 @@ mod correlated;
 mod dealer;
 mod error;
 mod party;
+pub mod tcp;
 pub mod sharing;
 mod trunc;
 
