@@ -3,27 +3,91 @@
 //! Shapes are checked with `assert!`: callers (protocol, bindings) validate
 //! user input first and turn mistakes into errors; a failed assert here is a bug.
 
-use crate::R64;
+use crate::gemm::{gemm_acc, View};
+use crate::{as_u64, as_u64_mut, R64};
 use rayon::prelude::*;
 
 /// Below this many elements, element-wise kernels stay on one thread.
 const PAR_MIN: usize = 1 << 15;
+/// Elements per parallel task of element-wise kernels (256 KiB per operand).
+const PAR_CHUNK: usize = 1 << 15;
 
-fn zip_map(a: &[R64], b: &[R64], f: impl Fn(R64, R64) -> R64 + Sync) -> Vec<R64> {
-    assert_eq!(a.len(), b.len(), "element-wise kernel on buffers of different lengths");
-    if a.len() < PAR_MIN {
-        a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect()
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    std::arch::is_x86_feature_detected!("avx2")
+}
+
+/// `out[i] = f(a[i], b[i])`, compiled twice: once for the baseline target and
+/// once with AVX2 (chosen at run time), so the loop auto-vectorises to 256-bit
+/// lanes where the CPU has them without building the wheel for a newer CPU.
+fn map2_seq(out: &mut [R64], a: &[R64], b: &[R64], f: &(impl Fn(R64, R64) -> R64 + Sync)) {
+    #[inline(always)]
+    fn body(out: &mut [R64], a: &[R64], b: &[R64], f: &impl Fn(R64, R64) -> R64) {
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            *o = f(x, y);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(out: &mut [R64], a: &[R64], b: &[R64], f: &impl Fn(R64, R64) -> R64) {
+            body(out, a, b, f)
+        }
+        if has_avx2() {
+            // SAFETY: AVX2 is present (checked at run time).
+            return unsafe { avx2(out, a, b, f) };
+        }
+    }
+    body(out, a, b, f)
+}
+
+/// `out = f(a, b)` element-wise, multi-threaded for large buffers.
+fn map2(out: &mut [R64], a: &[R64], b: &[R64], f: impl Fn(R64, R64) -> R64 + Sync) {
+    assert!(a.len() == b.len() && a.len() == out.len(), "element-wise kernel on buffers of different lengths");
+    if out.len() < PAR_MIN {
+        map2_seq(out, a, b, &f);
     } else {
-        a.par_iter().zip(b.par_iter()).with_min_len(PAR_MIN / 4).map(|(&x, &y)| f(x, y)).collect()
+        out.par_chunks_mut(PAR_CHUNK)
+            .zip(a.par_chunks(PAR_CHUNK))
+            .zip(b.par_chunks(PAR_CHUNK))
+            .for_each(|((o, x), y)| map2_seq(o, x, y, &f));
     }
 }
 
-fn zip_assign(acc: &mut [R64], b: &[R64], f: impl Fn(&mut R64, R64) + Sync) {
+fn zip_map(a: &[R64], b: &[R64], f: impl Fn(R64, R64) -> R64 + Sync) -> Vec<R64> {
+    assert_eq!(a.len(), b.len(), "element-wise kernel on buffers of different lengths");
+    let mut out = vec![R64::ZERO; a.len()];
+    map2(&mut out, a, b, f);
+    out
+}
+
+/// `acc = f(acc, b)` in place (same dispatch as [`map2_seq`]).
+fn zip_assign(acc: &mut [R64], b: &[R64], f: impl Fn(R64, R64) -> R64 + Sync) {
     assert_eq!(acc.len(), b.len(), "element-wise kernel on buffers of different lengths");
+    fn seq(acc: &mut [R64], b: &[R64], f: &(impl Fn(R64, R64) -> R64 + Sync)) {
+        #[inline(always)]
+        fn body(acc: &mut [R64], b: &[R64], f: &impl Fn(R64, R64) -> R64) {
+            for (o, &y) in acc.iter_mut().zip(b) {
+                *o = f(*o, y);
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2")]
+            unsafe fn avx2(acc: &mut [R64], b: &[R64], f: &impl Fn(R64, R64) -> R64) {
+                body(acc, b, f)
+            }
+            if has_avx2() {
+                // SAFETY: AVX2 is present (checked at run time).
+                return unsafe { avx2(acc, b, f) };
+            }
+        }
+        body(acc, b, f)
+    }
     if acc.len() < PAR_MIN {
-        acc.iter_mut().zip(b).for_each(|(x, &y)| f(x, y));
+        seq(acc, b, &f);
     } else {
-        acc.par_iter_mut().zip(b.par_iter()).with_min_len(PAR_MIN / 4).for_each(|(x, &y)| f(x, y));
+        acc.par_chunks_mut(PAR_CHUNK).zip(b.par_chunks(PAR_CHUNK)).for_each(|(o, y)| seq(o, y, &f));
     }
 }
 
@@ -38,23 +102,33 @@ pub fn mul(a: &[R64], b: &[R64]) -> Vec<R64> {
     zip_map(a, b, |x, y| x * y)
 }
 pub fn neg(a: &[R64]) -> Vec<R64> {
-    a.iter().map(|&x| -x).collect()
+    let mut out = vec![R64::ZERO; a.len()];
+    // The second operand is ignored; reusing map2 keeps one dispatch path.
+    map2(&mut out, a, a, |x, _| -x);
+    out
 }
 /// Product with a public ring constant.
 pub fn scale(a: &[R64], k: R64) -> Vec<R64> {
-    a.iter().map(|&x| x * k).collect()
+    let mut out = vec![R64::ZERO; a.len()];
+    map2(&mut out, a, a, move |x, _| x * k);
+    out
 }
 pub fn add_assign(acc: &mut [R64], b: &[R64]) {
-    zip_assign(acc, b, |x, y| *x += y)
+    zip_assign(acc, b, |x, y| x + y)
 }
 pub fn sub_assign(acc: &mut [R64], b: &[R64]) {
-    zip_assign(acc, b, |x, y| *x -= y)
+    zip_assign(acc, b, |x, y| x - y)
 }
 pub fn mul_assign(acc: &mut [R64], b: &[R64]) {
-    zip_assign(acc, b, |x, y| *x *= y)
+    zip_assign(acc, b, |x, y| x * y)
 }
 
 /// Sum along `axis` of a row-major tensor of `shape`; the axis is removed.
+///
+/// Viewed as `[outer, len, inner]`: each output row `o` accumulates `len`
+/// contiguous input rows of `inner` elements (unit stride, vectorisable).
+/// Parallel over output rows, or over column chunks of a row when there are
+/// few rows; a sum over the last axis (`inner == 1`) is a parallel reduction.
 pub fn sum_axis(a: &[R64], shape: &[usize], axis: usize) -> Vec<R64> {
     assert!(axis < shape.len(), "axis {axis} out of range for shape {shape:?}");
     assert_eq!(a.len(), shape.iter().product::<usize>(), "buffer does not match shape");
@@ -62,24 +136,195 @@ pub fn sum_axis(a: &[R64], shape: &[usize], axis: usize) -> Vec<R64> {
     let len = shape[axis];
     let inner: usize = shape[axis + 1..].iter().product();
     let mut out = vec![R64::ZERO; outer * inner];
-    for o in 0..outer {
-        let dst = &mut out[o * inner..(o + 1) * inner];
-        for l in 0..len {
-            let src = &a[(o * len + l) * inner..(o * len + l + 1) * inner];
-            dst.iter_mut().zip(src).for_each(|(d, &s)| *d += s);
+    if out.is_empty() || len == 0 {
+        return out;
+    }
+    let big = a.len() >= PAR_MIN;
+    if inner == 1 {
+        let row_sum = |o: usize| -> R64 {
+            let row = &a[o * len..(o + 1) * len];
+            if big && outer < 4 {
+                row.par_chunks(PAR_CHUNK).map(|c| c.iter().copied().sum::<R64>()).sum()
+            } else {
+                row.iter().copied().sum()
+            }
+        };
+        if big {
+            out.par_iter_mut().enumerate().with_min_len(64).for_each(|(o, d)| *d = row_sum(o));
+        } else {
+            out.iter_mut().enumerate().for_each(|(o, d)| *d = row_sum(o));
         }
+        return out;
+    }
+    let block = |o: usize, j0: usize, dst: &mut [R64]| {
+        for l in 0..len {
+            let s = (o * len + l) * inner + j0;
+            add_assign_seq(dst, &a[s..s + dst.len()]);
+        }
+    };
+    if !big {
+        out.chunks_mut(inner).enumerate().for_each(|(o, row)| block(o, 0, row));
+    } else {
+        // Column chunks small enough that a few rows' worth stays in L1/L2.
+        let chunk = inner.min(4096);
+        out.par_chunks_mut(inner).enumerate().for_each(|(o, row)| {
+            row.par_chunks_mut(chunk).enumerate().for_each(|(c, dst)| block(o, c * chunk, dst));
+        });
     }
     out
 }
 
+/// Single-threaded `acc += b` (AVX2 when present).
+fn add_assign_seq(acc: &mut [R64], b: &[R64]) {
+    #[inline(always)]
+    fn body(acc: &mut [R64], b: &[R64]) {
+        for (o, &y) in acc.iter_mut().zip(b) {
+            *o += y;
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(acc: &mut [R64], b: &[R64]) {
+            body(acc, b)
+        }
+        if has_avx2() {
+            // SAFETY: AVX2 is present (checked at run time).
+            return unsafe { avx2(acc, b) };
+        }
+    }
+    body(acc, b)
+}
+
+/// Side of the square tiles of [`transpose`]: a 32 x 32 tile of u64 (8 KiB)
+/// read by rows and written by columns stays in L1, so neither side pays a
+/// cache miss per element.
+const TILE: usize = 32;
+
 /// Transpose of a row-major `rows x cols` matrix.
+///
+/// Cache-blocked in [`TILE`]-square tiles, parallel over bands of output rows.
 pub fn transpose(a: &[R64], rows: usize, cols: usize) -> Vec<R64> {
     assert_eq!(a.len(), rows * cols, "buffer does not match shape");
     let mut out = vec![R64::ZERO; a.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = a[r * cols + c];
+    transpose_into(a, rows, cols, &mut out, a.len() >= PAR_MIN);
+    out
+}
+
+fn transpose_into(a: &[R64], rows: usize, cols: usize, out: &mut [R64], par: bool) {
+    if out.is_empty() {
+        return;
+    }
+    // out is cols x rows; a band is TILE output rows (= TILE input columns).
+    let band = |bi: usize, dst: &mut [R64]| {
+        let c0 = bi * TILE;
+        let nc = dst.len() / rows;
+        for r0 in (0..rows).step_by(TILE) {
+            let nr = TILE.min(rows - r0);
+            for c in 0..nc {
+                let drow = &mut dst[c * rows + r0..c * rows + r0 + nr];
+                for (r, d) in drow.iter_mut().enumerate() {
+                    *d = a[(r0 + r) * cols + c0 + c];
+                }
+            }
         }
+    };
+    if par {
+        out.par_chunks_mut(TILE * rows).enumerate().for_each(|(bi, dst)| band(bi, dst));
+    } else {
+        out.chunks_mut(TILE * rows).enumerate().for_each(|(bi, dst)| band(bi, dst));
+    }
+}
+
+/// Permutes the axes of a row-major tensor of `shape` (as `torch.permute`):
+/// output axis `i` is input axis `axes[i]`. Returns the permuted buffer,
+/// whose shape is `[shape[axes[0]], shape[axes[1]], ...]`.
+///
+/// Adjacent axes that stay adjacent are merged first, so e.g. NCHW -> NHWC
+/// is a batch of 2-d transposes. When the innermost axis stays innermost,
+/// rows are copied whole; a batched 2-d transpose uses the tiled
+/// [`transpose`]; anything else is a strided gather, parallel over output rows.
+pub fn permute(a: &[R64], shape: &[usize], axes: &[usize]) -> Vec<R64> {
+    let nd = shape.len();
+    assert_eq!(axes.len(), nd, "permute: {} axes for a {nd}-d tensor", axes.len());
+    let mut seen = vec![false; nd];
+    for &ax in axes {
+        assert!(ax < nd && !seen[ax], "permute: {axes:?} is not a permutation of 0..{nd}");
+        seen[ax] = true;
+    }
+    assert_eq!(a.len(), shape.iter().product::<usize>(), "buffer does not match shape");
+    if a.is_empty() {
+        return Vec::new();
+    }
+    // Drop size-1 axes (they do not move data): `red[i]` is the rank of
+    // input axis `axes[i]` among the kept input axes.
+    let rank: Vec<usize> = (0..nd).map(|ax| (0..ax).filter(|&i| shape[i] != 1).count()).collect();
+    let red: Vec<usize> = axes.iter().filter(|&&ax| shape[ax] != 1).map(|&ax| rank[ax]).collect();
+    let red_shape: Vec<usize> = shape.iter().copied().filter(|&d| d != 1).collect();
+    // Merge runs of output axes that are consecutive input axes into one axis.
+    let mut groups: Vec<(usize, usize)> = Vec::new(); // (first input axis, last input axis)
+    for &ax in &red {
+        match groups.last_mut() {
+            Some(g) if g.1 + 1 == ax => g.1 = ax,
+            _ => groups.push((ax, ax)),
+        }
+    }
+    // Merged input axes, in input order, with their sizes.
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    order.sort_by_key(|&g| groups[g].0);
+    let in_shape: Vec<usize> = order.iter().map(|&g| red_shape[groups[g].0..=groups[g].1].iter().product()).collect();
+    // perm[i] = merged input axis of merged output axis i.
+    let mut perm = vec![0; groups.len()];
+    for (pos, &g) in order.iter().enumerate() {
+        perm[g] = pos;
+    }
+    let md = perm.len();
+    if md <= 1 {
+        return a.to_vec();
+    }
+    // Batched 2-d transpose: [B, X, Y] -> [B, Y, X].
+    if md >= 2 && perm[..md - 2].iter().enumerate().all(|(i, &p)| i == p) && perm[md - 2] == md - 1 {
+        let (x, y) = (in_shape[md - 2], in_shape[md - 1]);
+        let batch: usize = in_shape[..md - 2].iter().product();
+        let mut out = vec![R64::ZERO; a.len()];
+        let one = |t: usize, dst: &mut [R64], par: bool| transpose_into(&a[t * x * y..(t + 1) * x * y], x, y, dst, par);
+        if x * y >= PAR_MIN || a.len() < PAR_MIN {
+            out.chunks_mut(x * y).enumerate().for_each(|(t, dst)| one(t, dst, x * y >= PAR_MIN));
+        } else {
+            out.par_chunks_mut(x * y).enumerate().for_each(|(t, dst)| one(t, dst, false));
+        }
+        debug_assert_eq!(batch * x * y, a.len());
+        return out;
+    }
+    let mut in_strides = vec![1usize; md];
+    for i in (0..md.saturating_sub(1)).rev() {
+        in_strides[i] = in_strides[i + 1] * in_shape[i + 1];
+    }
+    let out_shape: Vec<usize> = perm.iter().map(|&p| in_shape[p]).collect();
+    let out_strides: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
+    let last = out_shape[md - 1];
+    let last_stride = out_strides[md - 1];
+    let mut out = vec![R64::ZERO; a.len()];
+    let fill_row = |row_idx: usize, dst: &mut [R64]| {
+        // Input offset of the row's first element: decompose row_idx over the outer output axes.
+        let mut rem = row_idx;
+        let mut base = 0;
+        for i in (0..md - 1).rev() {
+            base += (rem % out_shape[i]) * out_strides[i];
+            rem /= out_shape[i];
+        }
+        if last_stride == 1 {
+            dst.copy_from_slice(&a[base..base + last]);
+        } else {
+            for (j, d) in dst.iter_mut().enumerate() {
+                *d = a[base + j * last_stride];
+            }
+        }
+    };
+    if a.len() < PAR_MIN {
+        out.chunks_mut(last).enumerate().for_each(|(r, dst)| fill_row(r, dst));
+    } else {
+        out.par_chunks_mut(last).enumerate().with_min_len(16).for_each(|(r, dst)| fill_row(r, dst));
     }
     out
 }
@@ -92,37 +337,32 @@ pub fn matmul(a: &[R64], b: &[R64], m: usize, k: usize, n: usize) -> Vec<R64> {
 }
 
 /// `out += a (m x k) · b (k x n)` in Z_2^64.
+///
+/// Packed, cache-blocked and multi-threaded (rayon's pool), with an AVX2
+/// micro-kernel chosen at run time; see the `gemm` module for the design.
 pub fn matmul_acc(a: &[R64], b: &[R64], m: usize, k: usize, n: usize, out: &mut [R64]) {
     assert_eq!(a.len(), m * k, "matmul: left operand is not {m}x{k}");
     assert_eq!(b.len(), k * n, "matmul: right operand is not {k}x{n}");
     assert_eq!(out.len(), m * n, "matmul: output is not {m}x{n}");
-    if n == 0 {
-        return;
-    }
-    out.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
-        for p in 0..k {
-            let aip = a[i * k + p];
-            let brow = &b[p * n..(p + 1) * n];
-            row.iter_mut().zip(brow).for_each(|(o, &bv)| *o += aip * bv);
-        }
-    });
+    let a = View { data: as_u64(a), rs: k, cs: 1 };
+    let b = View { data: as_u64(b), rs: n, cs: 1 };
+    gemm_acc(a, b, m, k, n, as_u64_mut(out), n);
 }
 
 /// Batched matmul: `batch` independent products `(m x k) · (k x n)`.
+///
+/// Parallel over the batch; each product is itself the parallel packed
+/// matmul, so one large product and many small ones both fill the pool.
 pub fn bmm(a: &[R64], b: &[R64], batch: usize, m: usize, k: usize, n: usize) -> Vec<R64> {
     assert_eq!(a.len(), batch * m * k, "bmm: left operand is not {batch}x{m}x{k}");
     assert_eq!(b.len(), batch * k * n, "bmm: right operand is not {batch}x{k}x{n}");
     let mut out = vec![R64::ZERO; batch * m * n];
-    for t in 0..batch {
-        matmul_acc(
-            &a[t * m * k..(t + 1) * m * k],
-            &b[t * k * n..(t + 1) * k * n],
-            m,
-            k,
-            n,
-            &mut out[t * m * n..(t + 1) * m * n],
-        );
+    if out.is_empty() {
+        return out;
     }
+    out.par_chunks_mut(m * n).enumerate().for_each(|(t, dst)| {
+        matmul_acc(&a[t * m * k..(t + 1) * m * k], &b[t * k * n..(t + 1) * k * n], m, k, n, dst);
+    });
     out
 }
 
@@ -172,34 +412,73 @@ impl Conv2dParams {
 }
 
 /// im2col for one image and one group: rows are `(c, ki, kj)`, columns output positions.
-fn im2col(img: &[R64], c: usize, h: usize, w: usize, kh: usize, kw: usize, oh: usize, ow: usize, p: &Conv2dParams) -> Vec<R64> {
-    let mut cols = vec![R64::ZERO; c * kh * kw * oh * ow];
+///
+/// Per (row, output row) the valid output columns are computed once, so the
+/// inner loop has no bounds tests; with horizontal stride 1 it is a memcpy.
+fn im2col(
+    img: &[R64],
+    c: usize,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    oh: usize,
+    ow: usize,
+    p: &Conv2dParams,
+    cols: &mut Vec<R64>,
+) {
+    // Reused buffer: zero it (padding positions are never written below).
+    cols.clear();
+    cols.resize(c * kh * kw * oh * ow, R64::ZERO);
+    let [sh, sw] = p.stride;
+    let [ph, pw] = p.padding;
+    let [dh, dw] = p.dilation;
     for ch in 0..c {
         for ki in 0..kh {
             for kj in 0..kw {
                 let row = (ch * kh + ki) * kw + kj;
                 let dst = &mut cols[row * oh * ow..(row + 1) * oh * ow];
+                // Input column of output column oj is oj*sw + off - pw; valid oj in [lo, hi).
+                let off = kj * dw;
+                let lo = pw.saturating_sub(off).div_ceil(sw).min(ow);
+                let hi = if w + pw > off { ((w + pw - off - 1) / sw + 1).min(ow) } else { 0 };
                 for oi in 0..oh {
-                    let ii = (oi * p.stride[0] + ki * p.dilation[0]) as isize - p.padding[0] as isize;
-                    if ii < 0 || ii >= h as isize {
+                    let ii = oi * sh + ki * dh;
+                    if ii < ph || ii - ph >= h || lo >= hi {
                         continue;
                     }
-                    for oj in 0..ow {
-                        let jj = (oj * p.stride[1] + kj * p.dilation[1]) as isize - p.padding[1] as isize;
-                        if jj >= 0 && jj < w as isize {
-                            dst[oi * ow + oj] = img[(ch * h + ii as usize) * w + jj as usize];
+                    let src = &img[(ch * h + ii - ph) * w..(ch * h + ii - ph + 1) * w];
+                    let d = &mut dst[oi * ow + lo..oi * ow + hi];
+                    let j0 = lo * sw + off - pw;
+                    if sw == 1 {
+                        d.copy_from_slice(&src[j0..j0 + d.len()]);
+                    } else {
+                        for (t, v) in d.iter_mut().enumerate() {
+                            *v = src[j0 + t * sw];
                         }
                     }
                 }
             }
         }
     }
-    cols
+}
+
+thread_local! {
+    // im2col buffer reused across images and calls: a fresh multi-MiB Vec per
+    // image costs more in page faults than the copy itself. `take`/`set` keeps
+    // this correct when rayon runs a nested task on the same thread.
+    static COLS: std::cell::Cell<Vec<R64>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// 2-d convolution (cross-correlation, as torch) via im2col + ring matmul.
 /// Returns the output and its shape `[N, O, OH, OW]`.
-pub fn conv2d(x: &[R64], x_shape: [usize; 4], w: &[R64], w_shape: [usize; 4], p: &Conv2dParams) -> (Vec<R64>, [usize; 4]) {
+pub fn conv2d(
+    x: &[R64],
+    x_shape: [usize; 4],
+    w: &[R64],
+    w_shape: [usize; 4],
+    p: &Conv2dParams,
+) -> (Vec<R64>, [usize; 4]) {
     let out_shape = p.output_shape(x_shape, w_shape).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(x.len(), x_shape.iter().product::<usize>(), "conv2d: input buffer does not match shape");
     assert_eq!(w.len(), w_shape.iter().product::<usize>(), "conv2d: weight buffer does not match shape");
@@ -212,10 +491,12 @@ pub fn conv2d(x: &[R64], x_shape: [usize; 4], w: &[R64], w_shape: [usize; 4], p:
     out.par_chunks_mut((o * oh * ow).max(1)).enumerate().for_each(|(img_idx, out_img)| {
         for grp in 0..g {
             let img = &x[(img_idx * c + grp * cg) * h * wd..(img_idx * c + (grp + 1) * cg) * h * wd];
-            let cols = im2col(img, cg, h, wd, kh, kw, oh, ow, p);
+            let mut cols = COLS.with(|c| c.take());
+            im2col(img, cg, h, wd, kh, kw, oh, ow, p, &mut cols);
             let wg = &w[grp * og * cg * kh * kw..(grp + 1) * og * cg * kh * kw];
             let dst = &mut out_img[grp * og * oh * ow..(grp + 1) * og * oh * ow];
             matmul_acc(wg, &cols, og, cg * kh * kw, oh * ow, dst);
+            COLS.with(|c| c.set(cols));
         }
     });
     (out, out_shape)

@@ -4,6 +4,7 @@
 //! This crate has no I/O and knows nothing about parties or protocols.
 
 pub mod fixed;
+mod gemm;
 pub mod kernels;
 pub mod prg;
 mod r64;
