@@ -16,10 +16,10 @@ use syft_mpc_ring::{kernels, R64};
 impl Party {
     fn beaver(&mut self, req: Request, x: &[R64], y: &[R64]) -> Result<Vec<R64>> {
         let Share::Bilinear(t) = self.material(&req)? else { unreachable!("bilinear request") };
-        let mut masked = vec![R64::ZERO; x.len() + y.len()];
-        let (me, md) = masked.split_at_mut(x.len());
-        me.par_iter_mut().zip(x.par_iter().zip(&t.a)).for_each(|(m, (&v, &a))| *m = v - a);
-        md.par_iter_mut().zip(y.par_iter().zip(&t.b)).for_each(|(m, (&v, &b))| *m = v - b);
+        let mut masked = Vec::with_capacity(x.len() + y.len());
+        masked.par_extend(
+            x.par_iter().zip(&t.a).map(|(&v, &a)| v - a).chain(y.par_iter().zip(&t.b).map(|(&v, &b)| v - b)),
+        );
         let opened = self.open_owned(masked)?;
         let (eps, delta) = opened.split_at(x.len());
         if let Request::Mul { .. } = req {
@@ -79,7 +79,9 @@ impl Party {
     ) -> Result<(Vec<R64>, [usize; 4])> {
         let out = p.output_shape(x_shape, w_shape).map_err(ProtocolError::Shape)?;
         if x.len() != x_shape.iter().product::<usize>() || w.len() != w_shape.iter().product::<usize>() {
-            return Err(ProtocolError::Shape(format!("conv2d buffers do not match shapes {x_shape:?} and {w_shape:?}")));
+            return Err(ProtocolError::Shape(format!(
+                "conv2d buffers do not match shapes {x_shape:?} and {w_shape:?}"
+            )));
         }
         let req = Request::Conv2d { x_shape, w_shape, params: *p };
         req.validate()?;

@@ -41,12 +41,9 @@ pub enum Request {
 }
 
 fn checked_product(dims: &[usize]) -> Result<usize> {
-    dims.iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .filter(|&p| p <= MAX_REQUEST_ELEMENTS)
-        .ok_or_else(|| {
-            ProtocolError::Dealer(format!("request for a tensor of shape {dims:?} exceeds {MAX_REQUEST_ELEMENTS} elements"))
-        })
+    dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).filter(|&p| p <= MAX_REQUEST_ELEMENTS).ok_or_else(|| {
+        ProtocolError::Dealer(format!("request for a tensor of shape {dims:?} exceeds {MAX_REQUEST_ELEMENTS} elements"))
+    })
 }
 
 impl Request {
@@ -197,7 +194,7 @@ fn draw(prg: &mut Prg, len: usize) -> Vec<R64> {
 }
 
 fn draw_words(prg: &mut Prg, len: usize) -> Vec<u64> {
-    let mut v = vec![0u64; len];
+    let mut v: Vec<u64> = bytemuck::zeroed_vec(len);
     prg.fill_bytes(bytemuck::cast_slice_mut(&mut v));
     v
 }
@@ -205,7 +202,7 @@ fn draw_words(prg: &mut Prg, len: usize) -> Vec<u64> {
 /// Explicit components are zero for the last party until its correction arrives.
 fn draw_or_zero(prg: &mut Prg, len: usize, last: bool) -> Vec<R64> {
     if last {
-        vec![R64::ZERO; len]
+        bytemuck::zeroed_vec(len)
     } else {
         draw(prg, len)
     }

@@ -66,10 +66,24 @@ impl Dealer {
     /// Expands every party's share of `req` and returns the last party's explicit part.
     pub(crate) fn correction(&mut self, req: &Request) -> Vec<u8> {
         let n = self.prgs.len();
-        let mut shares: Vec<Share> = self.prgs.iter_mut().enumerate().map(|(i, prg)| expand(req, prg, i == n - 1)).collect();
+        let mut shares: Vec<Share> =
+            self.prgs.iter_mut().enumerate().map(|(i, prg)| expand(req, prg, i == n - 1)).collect();
         let mut last = shares.pop().expect("at least two parties");
         let others = &shares;
         match &mut last {
+            Share::Bilinear(l) if matches!(req, Request::Mul { .. }) => {
+                // Element-wise: c_last = (Σ a_i)(Σ b_i) − Σ_{i<last} c_i in one fused pass.
+                let parts: Vec<&crate::correlated::BilinearShare> = others.iter().map(bil).collect();
+                l.c.par_iter_mut().enumerate().for_each(|(e, c)| {
+                    let (mut a, mut b, mut rest) = (l.a[e], l.b[e], R64::ZERO);
+                    for p in &parts {
+                        a += p.a[e];
+                        b += p.b[e];
+                        rest += p.c[e];
+                    }
+                    *c = a * b - rest;
+                });
+            }
             Share::Bilinear(l) => {
                 let all = |f: &dyn Fn(&Share) -> &[R64], own: &[R64]| {
                     let mut acc = own.to_vec();
@@ -100,7 +114,11 @@ impl Dealer {
         out
     }
 
-    fn compare_correction(&mut self, l: &mut crate::correlated::CompareShare, others: Vec<&crate::correlated::CompareShare>) {
+    fn compare_correction(
+        &mut self,
+        l: &mut crate::correlated::CompareShare,
+        others: Vec<&crate::correlated::CompareShare>,
+    ) {
         let len = l.r.len();
         let mut r = l.r.clone();
         others.iter().for_each(|s| kernels::add_assign(&mut r, &s.r));

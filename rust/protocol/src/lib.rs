@@ -19,8 +19,8 @@ mod correlated;
 mod dealer;
 mod error;
 mod party;
-pub mod tcp;
 pub mod sharing;
+pub mod tcp;
 mod trunc;
 
 pub use correlated::{Request, MAX_REQUEST_ELEMENTS};

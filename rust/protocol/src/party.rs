@@ -40,10 +40,14 @@ impl Party {
     pub fn new(id: usize, mut peers: Vec<Option<Box<dyn Channel>>>, mut dealer: Box<dyn Channel>) -> Result<Party> {
         let n = peers.len();
         if n < 2 || id >= n {
-            return Err(ProtocolError::Parties(format!("party id {id} in a session of {n} parties (need n ≥ 2, id < n)")));
+            return Err(ProtocolError::Parties(format!(
+                "party id {id} in a session of {n} parties (need n ≥ 2, id < n)"
+            )));
         }
         if peers.iter().enumerate().any(|(j, p)| p.is_some() == (j == id)) {
-            return Err(ProtocolError::Parties(format!("party {id} needs a channel to every other party and none to itself")));
+            return Err(ProtocolError::Parties(format!(
+                "party {id} needs a channel to every other party and none to itself"
+            )));
         }
         let mut seed = [0u8; 16];
         dealer.recv_into(&mut seed)?;
@@ -112,7 +116,7 @@ impl Party {
             out.push(match ch {
                 None => None,
                 Some(ch) => {
-                    let mut buf = vec![T::zeroed(); mine.len()];
+                    let mut buf: Vec<T> = bytemuck::zeroed_vec(mine.len());
                     ch.exchange(bytemuck::cast_slice(mine), bytemuck::cast_slice_mut(&mut buf))?;
                     Some(buf)
                 }
@@ -151,11 +155,16 @@ impl Party {
     /// Rounds: 0. Security: shares are pseudo-random to any coalition without the owner.
     pub fn input(&mut self, owner: usize, x: Option<&[R64]>, len: usize) -> Result<Vec<R64>> {
         if owner >= self.n_parties() {
-            return Err(ProtocolError::Parties(format!("input owner {owner} is not a party of this {}-party session", self.n_parties())));
+            return Err(ProtocolError::Parties(format!(
+                "input owner {owner} is not a party of this {}-party session",
+                self.n_parties()
+            )));
         }
         let mut share = match (owner == self.id, x) {
             (true, Some(x)) if x.len() == len => x.to_vec(),
-            (true, Some(x)) => return Err(ProtocolError::Shape(format!("input has {} elements, expected {len}", x.len()))),
+            (true, Some(x)) => {
+                return Err(ProtocolError::Shape(format!("input has {} elements, expected {len}", x.len())))
+            }
             (true, None) => return Err(ProtocolError::Parties(format!("party {owner} owns the input but gave none"))),
             (false, _) => vec![R64::ZERO; len],
         };

@@ -165,7 +165,14 @@ fn large_mul_crosses_many_frames_and_counts_rounds() {
         let before = p.stats();
         let z = p.mul(&xs[p.id()], &ys[p.id()]).unwrap();
         let after = p.stats();
-        (z, syft_mpc_protocol::Stats { rounds: after.rounds - before.rounds, bytes_sent: after.bytes_sent - before.bytes_sent, ..after })
+        (
+            z,
+            syft_mpc_protocol::Stats {
+                rounds: after.rounds - before.rounds,
+                bytes_sent: after.bytes_sent - before.bytes_sent,
+                ..after
+            },
+        )
     });
     assert_eq!(reveal(&outs.iter().map(|o| o.0.clone()).collect::<Vec<_>>()), kernels::mul(&x, &y));
     for (_, st) in &outs {
@@ -261,7 +268,11 @@ fn malformed_requests_are_rejected() {
     let mut huge = vec![1u8];
     huge.extend(u64::MAX.to_le_bytes());
     assert!(Request::decode(&huge).unwrap_err().to_string().contains("exceeds"));
-    let r = Request::Conv2d { x_shape: [1, 2, 5, 5], w_shape: [4, 1, 3, 3], params: Conv2dParams { groups: 2, ..Default::default() } };
+    let r = Request::Conv2d {
+        x_shape: [1, 2, 5, 5],
+        w_shape: [4, 1, 3, 3],
+        params: Conv2dParams { groups: 2, ..Default::default() },
+    };
     assert_eq!(Request::decode(&r.encode()).unwrap(), r);
 }
 

@@ -15,7 +15,11 @@ fn cfg(timeout: Duration) -> TcpConfig {
 }
 
 /// Runs `f` on each of `n` TCP-connected parties (plus a TCP dealer), each on its own thread.
-fn run_tcp<T: Send>(n: usize, timeout: Duration, f: impl Fn(Party) -> T + Sync) -> (Vec<T>, syft_mpc_protocol::Result<u64>) {
+fn run_tcp<T: Send>(
+    n: usize,
+    timeout: Duration,
+    f: impl Fn(Party) -> T + Sync,
+) -> (Vec<T>, syft_mpc_protocol::Result<u64>) {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let listeners: Vec<_> = (0..n).map(|_| bind(any).unwrap()).collect();
     let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
@@ -25,11 +29,15 @@ fn run_tcp<T: Send>(n: usize, timeout: Duration, f: impl Fn(Party) -> T + Sync) 
     let cfg = cfg(timeout);
     std::thread::scope(|s| {
         let (names, cfg, addrs, f) = (&names, &cfg, &addrs, &f);
-        let dealer = s.spawn(move || tcp::accept_dealer(n, &dealer_listener, names, SESSION, &KEY, cfg).and_then(|mut d| d.serve()));
+        let dealer = s.spawn(move || {
+            tcp::accept_dealer(n, &dealer_listener, names, SESSION, &KEY, cfg).and_then(|mut d| d.serve())
+        });
         let handles: Vec<_> = listeners
             .into_iter()
             .enumerate()
-            .map(|(i, l)| s.spawn(move || f(tcp::connect_party(i, addrs, l, dealer_addr, names, SESSION, &KEY, cfg).unwrap())))
+            .map(|(i, l)| {
+                s.spawn(move || f(tcp::connect_party(i, addrs, l, dealer_addr, names, SESSION, &KEY, cfg).unwrap()))
+            })
             .collect();
         let outs = handles.into_iter().map(|h| h.join().unwrap()).collect();
         (outs, dealer.join().unwrap())

@@ -85,7 +85,8 @@ impl Prg {
     }
 
     pub fn ring_vec(&mut self, len: usize) -> Vec<R64> {
-        let mut v = vec![R64::ZERO; len];
+        // zeroed_vec maps fresh zero pages instead of writing every element twice.
+        let mut v: Vec<R64> = bytemuck::zeroed_vec(len);
         self.fill(&mut v);
         v
     }

@@ -44,10 +44,7 @@ fn main() {
     let cfg = TcpConfig::default();
     if args.get(1).map(String::as_str) == Some("--child") {
         let addr = args[2].parse().expect("address");
-        let (mib, rounds) = (
-            args[3].parse().expect("MiB"),
-            args[4].parse().expect("rounds"),
-        );
+        let (mib, rounds) = (args[3].parse().expect("MiB"), args[4].parse().expect("rounds"));
         let mut chan = connect(addr, 1, 0, SESSION, &key, "parent", &cfg).expect("connect");
         run(&mut chan, mib, rounds);
         return;
@@ -58,24 +55,10 @@ fn main() {
     let addr = listener.local_addr().expect("local addr");
     let exe = std::env::current_exe().expect("current exe");
     let mut child = Command::new(exe)
-        .args([
-            "--child",
-            &addr.to_string(),
-            &mib.to_string(),
-            &rounds.to_string(),
-        ])
+        .args(["--child", &addr.to_string(), &mib.to_string(), &rounds.to_string()])
         .spawn()
         .expect("spawn child");
-    let mut chan = accept(
-        &listener,
-        0,
-        &[1],
-        SESSION,
-        &key,
-        &["parent".into(), "child".into()],
-        &cfg,
-    )
-    .expect("accept");
+    let mut chan = accept(&listener, 0, &[1], SESSION, &key, &["parent".into(), "child".into()], &cfg).expect("accept");
     let (big, small) = run(&mut chan, mib, rounds);
     let (med, best) = median(big);
     let gbps = |d: Duration| (mib << 20) as f64 / d.as_secs_f64() / 1e9;

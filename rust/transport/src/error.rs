@@ -3,20 +3,14 @@ use std::time::Duration;
 /// Everything that can go wrong between two parties. Each variant names the peer.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    #[error(
-        "timed out after {timeout:?} waiting for {peer}; it may have crashed or be overloaded"
-    )]
+    #[error("timed out after {timeout:?} waiting for {peer}; it may have crashed or be overloaded")]
     Timeout { peer: String, timeout: Duration },
     #[error("{peer} closed the connection: {detail}")]
     Disconnected { peer: String, detail: String },
     #[error("malformed data from {peer}: {detail}; the connection was closed")]
     Malformed { peer: String, detail: String },
     #[error("message of {got} bytes from {peer}, expected {expected}; parties are out of step")]
-    UnexpectedLength {
-        peer: String,
-        expected: usize,
-        got: usize,
-    },
+    UnexpectedLength { peer: String, expected: usize, got: usize },
     #[error("message of {size} bytes to or from {peer} exceeds the limit of {limit} bytes")]
     TooLarge { peer: String, size: u64, limit: u64 },
     #[error("authentication with {peer} failed: {detail}")]

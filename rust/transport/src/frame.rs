@@ -42,10 +42,7 @@ pub struct FrameHeader {
 
 impl FrameHeader {
     pub fn new(len: u32, last: bool) -> Self {
-        FrameHeader {
-            flags: if last { FLAG_FINAL } else { 0 },
-            len,
-        }
+        FrameHeader { flags: if last { FLAG_FINAL } else { 0 }, len }
     }
 
     /// True for the last frame of a message.
@@ -68,9 +65,13 @@ impl FrameHeader {
 /// peer with [`FrameError::into_transport`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
-    #[error("bad magic bytes {got:02x?} (expected {FRAME_MAGIC:02x?}): not a syft_mpc peer, or the stream is out of sync")]
+    #[error(
+        "bad magic bytes {got:02x?} (expected {FRAME_MAGIC:02x?}): not a syft_mpc peer, or the stream is out of sync"
+    )]
     BadMagic { got: [u8; 4] },
-    #[error("frame version {got}, this build speaks version {FRAME_VERSION}; run the same syft_mpc version on every party")]
+    #[error(
+        "frame version {got}, this build speaks version {FRAME_VERSION}; run the same syft_mpc version on every party"
+    )]
     UnsupportedVersion { got: u8 },
     #[error("unknown frame flags {flags:#04x}")]
     UnknownFlags { flags: u8 },
@@ -90,18 +91,9 @@ impl FrameError {
     pub fn into_transport(self, peer: &str) -> TransportError {
         let peer = peer.to_string();
         match self {
-            FrameError::FrameTooLarge { len, limit } => TransportError::TooLarge {
-                peer,
-                size: len,
-                limit,
-            },
-            FrameError::MessageTooLarge { size, limit } => {
-                TransportError::TooLarge { peer, size, limit }
-            }
-            other => TransportError::Malformed {
-                peer,
-                detail: other.to_string(),
-            },
+            FrameError::FrameTooLarge { len, limit } => TransportError::TooLarge { peer, size: len, limit },
+            FrameError::MessageTooLarge { size, limit } => TransportError::TooLarge { peer, size, limit },
+            other => TransportError::Malformed { peer, detail: other.to_string() },
         }
     }
 }
@@ -117,10 +109,7 @@ pub struct FrameLimits {
 
 impl Default for FrameLimits {
     fn default() -> Self {
-        FrameLimits {
-            max_frame: DEFAULT_MAX_FRAME,
-            max_message: DEFAULT_MAX_MESSAGE,
-        }
+        FrameLimits { max_frame: DEFAULT_MAX_FRAME, max_message: DEFAULT_MAX_MESSAGE }
     }
 }
 
@@ -137,12 +126,7 @@ impl FrameLimits {
 pub fn decode_header(bytes: &[u8], max_frame: usize) -> Result<FrameHeader, FrameError> {
     let h: &[u8; HEADER_LEN] = match bytes.get(..HEADER_LEN).and_then(|s| s.try_into().ok()) {
         Some(h) => h,
-        None => {
-            return Err(FrameError::Truncated {
-                needed: HEADER_LEN,
-                have: bytes.len(),
-            })
-        }
+        None => return Err(FrameError::Truncated { needed: HEADER_LEN, have: bytes.len() }),
     };
     let magic = [h[0], h[1], h[2], h[3]];
     if magic != FRAME_MAGIC {
@@ -158,28 +142,19 @@ pub fn decode_header(bytes: &[u8], max_frame: usize) -> Result<FrameHeader, Fram
     let len = u32::from_le_bytes([h[6], h[7], h[8], h[9]]);
     let limit = max_frame.clamp(1, MAX_FRAME_LIMIT);
     if len as usize > limit {
-        return Err(FrameError::FrameTooLarge {
-            len: len.into(),
-            limit: limit as u64,
-        });
+        return Err(FrameError::FrameTooLarge { len: len.into(), limit: limit as u64 });
     }
     Ok(FrameHeader { flags, len })
 }
 
 /// Decodes one whole frame at the start of `bytes`: its header, its payload, and the
 /// number of bytes consumed. Pure and panic-free (a fuzz target can call it directly).
-pub fn decode_frame(
-    bytes: &[u8],
-    max_frame: usize,
-) -> Result<(FrameHeader, &[u8], usize), FrameError> {
+pub fn decode_frame(bytes: &[u8], max_frame: usize) -> Result<(FrameHeader, &[u8], usize), FrameError> {
     let header = decode_header(bytes, max_frame)?;
     let end = HEADER_LEN + header.len as usize;
     match bytes.get(HEADER_LEN..end) {
         Some(payload) => Ok((header, payload, end)),
-        None => Err(FrameError::Truncated {
-            needed: end,
-            have: bytes.len(),
-        }),
+        None => Err(FrameError::Truncated { needed: end, have: bytes.len() }),
     }
 }
 
@@ -193,10 +168,7 @@ pub struct Reassembly {
 
 impl Reassembly {
     pub fn new(max_message: u64) -> Self {
-        Reassembly {
-            total: 0,
-            limit: max_message,
-        }
+        Reassembly { total: 0, limit: max_message }
     }
 
     /// Accounts for the next frame header; returns its payload length.
@@ -206,10 +178,7 @@ impl Reassembly {
         }
         let total = self.total.saturating_add(h.len.into());
         if total > self.limit {
-            return Err(FrameError::MessageTooLarge {
-                size: total,
-                limit: self.limit,
-            });
+            return Err(FrameError::MessageTooLarge { size: total, limit: self.limit });
         }
         self.total = total;
         Ok(h.len as usize)
@@ -270,29 +239,21 @@ mod tests {
     use proptest::prelude::*;
 
     fn limits(max_frame: usize) -> FrameLimits {
-        FrameLimits {
-            max_frame,
-            max_message: DEFAULT_MAX_MESSAGE,
-        }
+        FrameLimits { max_frame, max_message: DEFAULT_MAX_MESSAGE }
     }
 
     #[test]
     fn empty_message_is_one_final_frame() {
         let enc = encode_message(&[], 16);
         assert_eq!(enc.len(), HEADER_LEN);
-        assert_eq!(
-            decode_message(&enc, limits(16)).unwrap(),
-            (vec![], HEADER_LEN)
-        );
+        assert_eq!(decode_message(&enc, limits(16)).unwrap(), (vec![], HEADER_LEN));
     }
 
     #[test]
     fn exact_multiple_has_no_trailing_empty_frame() {
         let enc = encode_message(&[7u8; 32], 16);
         assert_eq!(enc.len(), 2 * (HEADER_LEN + 16));
-        assert!(decode_header(&enc[HEADER_LEN + 16..], 16)
-            .unwrap()
-            .is_final());
+        assert!(decode_header(&enc[HEADER_LEN + 16..], 16).unwrap().is_final());
     }
 
     #[test]
@@ -300,82 +261,44 @@ mod tests {
         let h = FrameHeader::new(u32::MAX, true).encode();
         assert_eq!(
             decode_header(&h, DEFAULT_MAX_FRAME),
-            Err(FrameError::FrameTooLarge {
-                len: u32::MAX as u64,
-                limit: DEFAULT_MAX_FRAME as u64
-            })
+            Err(FrameError::FrameTooLarge { len: u32::MAX as u64, limit: DEFAULT_MAX_FRAME as u64 })
         );
         // The message limit catches it too, before any payload is read.
-        assert!(matches!(
-            decode_message(&h, limits(MAX_FRAME_LIMIT)),
-            Err(FrameError::MessageTooLarge { .. })
-        ));
+        assert!(matches!(decode_message(&h, limits(MAX_FRAME_LIMIT)), Err(FrameError::MessageTooLarge { .. })));
         // Even with no limits at all, a header alone never makes the decoder allocate.
-        let unlimited = FrameLimits {
-            max_frame: MAX_FRAME_LIMIT,
-            max_message: u64::MAX,
-        };
-        assert!(matches!(
-            decode_message(&h, unlimited),
-            Err(FrameError::Truncated { .. })
-        ));
-        let err = decode_header(&h, DEFAULT_MAX_FRAME)
-            .unwrap_err()
-            .into_transport("party 1 (alice)");
+        let unlimited = FrameLimits { max_frame: MAX_FRAME_LIMIT, max_message: u64::MAX };
+        assert!(matches!(decode_message(&h, unlimited), Err(FrameError::Truncated { .. })));
+        let err = decode_header(&h, DEFAULT_MAX_FRAME).unwrap_err().into_transport("party 1 (alice)");
         assert!(matches!(err, TransportError::TooLarge { .. }), "{err}");
     }
 
     #[test]
     fn message_limit_is_enforced_across_frames() {
         let enc = encode_message(&[1u8; 100], 10);
-        let lim = FrameLimits {
-            max_frame: 10,
-            max_message: 95,
-        };
-        assert_eq!(
-            decode_message(&enc, lim),
-            Err(FrameError::MessageTooLarge {
-                size: 100,
-                limit: 95
-            })
-        );
+        let lim = FrameLimits { max_frame: 10, max_message: 95 };
+        assert_eq!(decode_message(&enc, lim), Err(FrameError::MessageTooLarge { size: 100, limit: 95 }));
         // A running total near 2^64 saturates instead of wrapping.
         let mut re = Reassembly::new(u64::MAX - 1);
         re.total = u64::MAX - 2;
-        assert!(matches!(
-            re.on_header(&FrameHeader::new(10, false)),
-            Err(FrameError::MessageTooLarge { .. })
-        ));
+        assert!(matches!(re.on_header(&FrameHeader::new(10, false)), Err(FrameError::MessageTooLarge { .. })));
     }
 
     #[test]
     fn bad_magic_version_flags() {
         let mut h = FrameHeader::new(1, true).encode();
         h[0] = b'X';
-        assert!(matches!(
-            decode_header(&h, 16),
-            Err(FrameError::BadMagic { .. })
-        ));
+        assert!(matches!(decode_header(&h, 16), Err(FrameError::BadMagic { .. })));
         let mut h = FrameHeader::new(1, true).encode();
         h[4] = 2;
-        assert_eq!(
-            decode_header(&h, 16),
-            Err(FrameError::UnsupportedVersion { got: 2 })
-        );
+        assert_eq!(decode_header(&h, 16), Err(FrameError::UnsupportedVersion { got: 2 }));
         let mut h = FrameHeader::new(1, true).encode();
         h[5] = 0x81;
-        assert_eq!(
-            decode_header(&h, 16),
-            Err(FrameError::UnknownFlags { flags: 0x81 })
-        );
+        assert_eq!(decode_header(&h, 16), Err(FrameError::UnknownFlags { flags: 0x81 }));
         let err = FrameError::UnsupportedVersion { got: 2 }.into_transport("party 2 (bob)");
         assert!(matches!(err, TransportError::Malformed { .. }));
         assert!(err.to_string().contains("party 2 (bob)"), "{err}");
         let empty = FrameHeader::new(0, false).encode();
-        assert_eq!(
-            decode_message(&empty, limits(16)),
-            Err(FrameError::EmptyContinuation)
-        );
+        assert_eq!(decode_message(&empty, limits(16)), Err(FrameError::EmptyContinuation));
     }
 
     proptest! {

@@ -82,21 +82,14 @@ impl Hello {
             ));
         }
         if b.len() != HELLO_LEN {
-            return Err(format!(
-                "handshake hello of {} bytes, expected {HELLO_LEN}",
-                b.len()
-            ));
+            return Err(format!("handshake hello of {} bytes, expected {HELLO_LEN}", b.len()));
         }
         let mut session = [0u8; 16];
         session.copy_from_slice(&b[5..21]);
         let party = u32::from_le_bytes([b[21], b[22], b[23], b[24]]);
         let mut nonce = [0u8; 32];
         nonce.copy_from_slice(&b[25..57]);
-        Ok(Hello {
-            session,
-            party,
-            nonce,
-        })
+        Ok(Hello { session, party, nonce })
     }
 }
 
@@ -108,8 +101,7 @@ fn proof_mac(
     receiver_nonce: &[u8; 32],
     sender_nonce: &[u8; 32],
 ) -> Result<HmacSha256, TransportError> {
-    let mut mac = HmacSha256::new_from_slice(key)
-        .map_err(|e| TransportError::Setup(format!("HMAC key: {e}")))?;
+    let mut mac = HmacSha256::new_from_slice(key).map_err(|e| TransportError::Setup(format!("HMAC key: {e}")))?;
     mac.update(PROOF_LABEL);
     mac.update(session);
     mac.update(&sender.to_le_bytes());
@@ -122,9 +114,7 @@ fn proof_mac(
 /// Makes untrusted peer text safe to embed in an error message.
 fn sanitize(bytes: &[u8]) -> String {
     let s = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]);
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 /// Which peer ids a side accepts: `Ok(label)` names an acceptable peer, `Err(reason)` rejects.
@@ -145,30 +135,14 @@ pub(crate) fn handshake(
     let mut nonce = [0u8; 32];
     getrandom::getrandom(&mut nonce)
         .map_err(|e| TransportError::Setup(format!("OS random number generator failed: {e}")))?;
-    chan.send(
-        &Hello {
-            session: *session,
-            party: my_id,
-            nonce,
-        }
-        .encode(),
-    )?;
+    chan.send(&Hello { session: *session, party: my_id, nonce }.encode())?;
     let raw = chan.recv()?;
-    let peer = Hello::decode(&raw).map_err(|detail| {
-        chan.fail(TransportError::Malformed {
-            peer: chan.peer().into(),
-            detail,
-        })
-    })?;
+    let peer = Hello::decode(&raw)
+        .map_err(|detail| chan.fail(TransportError::Malformed { peer: chan.peer().into(), detail }))?;
     let identity = identify(peer.party);
-    chan.set_peer_name(rename(
-        peer.party,
-        identity.as_ref().ok().map(String::as_str),
-    ));
+    chan.set_peer_name(rename(peer.party, identity.as_ref().ok().map(String::as_str)));
 
-    let mine = proof_mac(key, session, my_id, peer.party, &peer.nonce, &nonce)?
-        .finalize()
-        .into_bytes();
+    let mine = proof_mac(key, session, my_id, peer.party, &peer.nonce, &nonce)?.finalize().into_bytes();
     chan.send(&mine)?;
     let their_proof = chan.recv()?;
 
@@ -182,10 +156,7 @@ pub(crate) fn handshake(
         Some(reason.clone())
     } else if peer.nonce == nonce {
         Some("the peer echoed this party's nonce (reflected connection)".into())
-    } else if proof_mac(key, session, peer.party, my_id, &nonce, &peer.nonce)?
-        .verify_slice(&their_proof)
-        .is_err()
-    {
+    } else if proof_mac(key, session, peer.party, my_id, &nonce, &peer.nonce)?.verify_slice(&their_proof).is_err() {
         Some("the peer's proof of the session key is wrong: the parties were given different keys or tokens".into())
     } else {
         None
@@ -200,10 +171,7 @@ pub(crate) fn handshake(
     let theirs = sent.and_then(|()| chan.recv());
     let peer_name = chan.peer().to_string();
     if let Some(detail) = rejection {
-        return Err(chan.fail(TransportError::Auth {
-            peer: peer_name,
-            detail,
-        }));
+        return Err(chan.fail(TransportError::Auth { peer: peer_name, detail }));
     }
     let theirs = theirs?;
     match theirs.split_first() {
@@ -212,10 +180,7 @@ pub(crate) fn handshake(
             peer: peer_name,
             detail: format!("the peer rejected this party: {}", sanitize(reason)),
         })),
-        _ => Err(chan.fail(TransportError::Malformed {
-            peer: peer_name,
-            detail: "bad handshake verdict".into(),
-        })),
+        _ => Err(chan.fail(TransportError::Malformed { peer: peer_name, detail: "bad handshake verdict".into() })),
     }
 }
 
@@ -225,11 +190,7 @@ mod tests {
 
     #[test]
     fn hello_round_trip_and_rejects() {
-        let h = Hello {
-            session: [3; 16],
-            party: 7,
-            nonce: [9; 32],
-        };
+        let h = Hello { session: [3; 16], party: 7, nonce: [9; 32] };
         let enc = h.encode();
         let d = Hello::decode(&enc).unwrap();
         assert_eq!((d.session, d.party, d.nonce), (h.session, h.party, h.nonce));
@@ -244,24 +205,10 @@ mod tests {
     fn proofs_bind_direction_and_key() {
         let k = key_from_token(b"secret");
         let (n0, n1) = ([1u8; 32], [2u8; 32]);
-        let t = proof_mac(&k, &[0; 16], 0, 1, &n1, &n0)
-            .unwrap()
-            .finalize()
-            .into_bytes();
-        assert!(proof_mac(&k, &[0; 16], 0, 1, &n1, &n0)
-            .unwrap()
-            .verify_slice(&t)
-            .is_ok());
-        assert!(proof_mac(&k, &[0; 16], 1, 0, &n0, &n1)
-            .unwrap()
-            .verify_slice(&t)
-            .is_err());
-        assert!(
-            proof_mac(&key_from_token(b"other"), &[0; 16], 0, 1, &n1, &n0)
-                .unwrap()
-                .verify_slice(&t)
-                .is_err()
-        );
+        let t = proof_mac(&k, &[0; 16], 0, 1, &n1, &n0).unwrap().finalize().into_bytes();
+        assert!(proof_mac(&k, &[0; 16], 0, 1, &n1, &n0).unwrap().verify_slice(&t).is_ok());
+        assert!(proof_mac(&k, &[0; 16], 1, 0, &n0, &n1).unwrap().verify_slice(&t).is_err());
+        assert!(proof_mac(&key_from_token(b"other"), &[0; 16], 0, 1, &n1, &n0).unwrap().verify_slice(&t).is_err());
         assert_ne!(key_from_token(b"secret"), key_from_token(b"secret2"));
     }
 }

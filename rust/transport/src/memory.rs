@@ -34,8 +34,7 @@ pub fn memory_pair(names: (&str, &str)) -> (MemoryChannel, MemoryChannel) {
 
 /// A full mesh among `n` parties: `mesh[i][j]` is party i's channel to party j (`None` for i == j).
 pub fn memory_mesh(n: usize) -> Vec<Vec<Option<MemoryChannel>>> {
-    let mut mesh: Vec<Vec<Option<MemoryChannel>>> =
-        (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+    let mut mesh: Vec<Vec<Option<MemoryChannel>>> = (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
     for i in 0..n {
         for j in i + 1..n {
             let (a, b) = memory_pair((&format!("party {i}"), &format!("party {j}")));
@@ -49,14 +48,10 @@ pub fn memory_mesh(n: usize) -> Vec<Vec<Option<MemoryChannel>>> {
 impl MemoryChannel {
     fn next(&mut self) -> Result<Vec<u8>, TransportError> {
         let msg = self.rx.recv_timeout(self.timeout).map_err(|e| match e {
-            RecvTimeoutError::Timeout => TransportError::Timeout {
-                peer: self.peer.clone(),
-                timeout: self.timeout,
-            },
-            RecvTimeoutError::Disconnected => TransportError::Disconnected {
-                peer: self.peer.clone(),
-                detail: "the other end was dropped".into(),
-            },
+            RecvTimeoutError::Timeout => TransportError::Timeout { peer: self.peer.clone(), timeout: self.timeout },
+            RecvTimeoutError::Disconnected => {
+                TransportError::Disconnected { peer: self.peer.clone(), detail: "the other end was dropped".into() }
+            }
         })?;
         self.stats.bytes_received += msg.len() as u64;
         self.stats.messages_received += 1;
@@ -66,12 +61,10 @@ impl MemoryChannel {
 
 impl Channel for MemoryChannel {
     fn send(&mut self, msg: &[u8]) -> Result<(), TransportError> {
-        self.tx
-            .send(msg.to_vec())
-            .map_err(|_| TransportError::Disconnected {
-                peer: self.peer.clone(),
-                detail: "the other end was dropped".into(),
-            })?;
+        self.tx.send(msg.to_vec()).map_err(|_| TransportError::Disconnected {
+            peer: self.peer.clone(),
+            detail: "the other end was dropped".into(),
+        })?;
         self.stats.bytes_sent += msg.len() as u64;
         self.stats.messages_sent += 1;
         Ok(())

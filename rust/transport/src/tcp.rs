@@ -10,8 +10,8 @@
 //! on a channel; drop it and set up a new session.
 
 use crate::frame::{
-    decode_header, frame_sizes, FrameHeader, FrameLimits, Reassembly, DEFAULT_MAX_FRAME,
-    DEFAULT_MAX_MESSAGE, HEADER_LEN,
+    decode_header, frame_sizes, FrameHeader, FrameLimits, Reassembly, DEFAULT_MAX_FRAME, DEFAULT_MAX_MESSAGE,
+    HEADER_LEN,
 };
 use crate::handshake::{handshake, HANDSHAKE_MAX};
 use crate::{Channel, ChannelStats, TransportError, DEFAULT_TIMEOUT};
@@ -57,10 +57,7 @@ impl Default for TcpConfig {
 
 impl TcpConfig {
     fn limits(&self) -> FrameLimits {
-        FrameLimits {
-            max_frame: self.max_frame,
-            max_message: self.max_message,
-        }
+        FrameLimits { max_frame: self.max_frame, max_message: self.max_message }
     }
 }
 
@@ -90,22 +87,15 @@ impl Ctx<'_> {
     fn io(&self, e: io::Error, during: &str) -> TransportError {
         let peer = self.peer.to_string();
         match e.kind() {
-            ErrorKind::WouldBlock | ErrorKind::TimedOut => TransportError::Timeout {
-                peer,
-                timeout: self.timeout,
-            },
-            ErrorKind::UnexpectedEof => TransportError::Disconnected {
-                peer,
-                detail: format!("end of stream {during}"),
-            },
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => TransportError::Timeout { peer, timeout: self.timeout },
+            ErrorKind::UnexpectedEof => {
+                TransportError::Disconnected { peer, detail: format!("end of stream {during}") }
+            }
             ErrorKind::ConnectionReset
             | ErrorKind::ConnectionAborted
             | ErrorKind::BrokenPipe
             | ErrorKind::NotConnected
-            | ErrorKind::WriteZero => TransportError::Disconnected {
-                peer,
-                detail: format!("{e} ({during})"),
-            },
+            | ErrorKind::WriteZero => TransportError::Disconnected { peer, detail: format!("{e} ({during})") },
             _ => TransportError::Io { peer, source: e },
         }
     }
@@ -136,8 +126,7 @@ impl Writer {
             if self.buf.len() + HEADER_LEN > COALESCE {
                 self.flush_buf()?;
             }
-            self.buf
-                .extend_from_slice(&FrameHeader::new(len as u32, last).encode());
+            self.buf.extend_from_slice(&FrameHeader::new(len as u32, last).encode());
             let head = chunk.len().min(COALESCE - self.buf.len());
             self.buf.extend_from_slice(&chunk[..head]);
             if head < chunk.len() {
@@ -181,22 +170,14 @@ fn read_message_into(
         let len = re.on_header(&h).map_err(|e| e.into_transport(ctx.peer))?;
         let end = off.saturating_add(len);
         if end > buf.len() {
-            return Err(TransportError::UnexpectedLength {
-                peer: ctx.peer.into(),
-                expected: buf.len(),
-                got: end,
-            });
+            return Err(TransportError::UnexpectedLength { peer: ctx.peer.into(), expected: buf.len(), got: end });
         }
         r.read_exact(&mut buf[off..end])
             .map_err(|e| ctx.io(e, &format!("in the middle of a message, after {off} bytes")))?;
         off = end;
         if h.is_final() {
             if off != buf.len() {
-                return Err(TransportError::UnexpectedLength {
-                    peer: ctx.peer.into(),
-                    expected: buf.len(),
-                    got: off,
-                });
+                return Err(TransportError::UnexpectedLength { peer: ctx.peer.into(), expected: buf.len(), got: off });
             }
             return Ok(());
         }
@@ -204,11 +185,7 @@ fn read_message_into(
 }
 
 /// Reads one message of any length up to `max_message`; the buffer grows one frame at a time.
-fn read_message(
-    r: &mut BufReader<TcpStream>,
-    limits: &FrameLimits,
-    ctx: Ctx<'_>,
-) -> Result<Vec<u8>, TransportError> {
+fn read_message(r: &mut BufReader<TcpStream>, limits: &FrameLimits, ctx: Ctx<'_>) -> Result<Vec<u8>, TransportError> {
     let mut re = Reassembly::new(limits.max_message);
     let mut msg = Vec::new();
     loop {
@@ -220,12 +197,7 @@ fn read_message(
             .by_ref()
             .take(len as u64)
             .read_to_end(&mut msg)
-            .map_err(|e| {
-                ctx.io(
-                    e,
-                    &format!("in the middle of a message, after {before} bytes"),
-                )
-            })?;
+            .map_err(|e| ctx.io(e, &format!("in the middle of a message, after {before} bytes")))?;
         if n < len {
             return Err(ctx.io(
                 ErrorKind::UnexpectedEof.into(),
@@ -273,16 +245,10 @@ impl TcpChannel {
         limits: FrameLimits,
         timeout: Duration,
     ) -> Result<Self, TransportError> {
-        let setup = |e: io::Error| TransportError::Io {
-            peer: peer.clone(),
-            source: e,
-        };
+        let setup = |e: io::Error| TransportError::Io { peer: peer.clone(), source: e };
         stream.set_nonblocking(false).map_err(setup)?;
         stream.set_nodelay(true).map_err(setup)?;
-        let writer = Writer {
-            stream: stream.try_clone().map_err(setup)?,
-            buf: Vec::with_capacity(COALESCE),
-        };
+        let writer = Writer { stream: stream.try_clone().map_err(setup)?, buf: Vec::with_capacity(COALESCE) };
         let mut chan = TcpChannel {
             reader: BufReader::with_capacity(READ_BUF, stream),
             writer,
@@ -332,16 +298,15 @@ impl TcpChannel {
             None => Ok(()),
             Some(first) => Err(TransportError::Disconnected {
                 peer: self.peer.clone(),
-                detail: format!("the channel was closed after an earlier error ({first}); drop it and start a new session"),
+                detail: format!(
+                    "the channel was closed after an earlier error ({first}); drop it and start a new session"
+                ),
             }),
         }
     }
 
     fn ctx(&self) -> Ctx<'_> {
-        Ctx {
-            peer: &self.peer,
-            timeout: self.timeout,
-        }
+        Ctx { peer: &self.peer, timeout: self.timeout }
     }
 
     fn check_size(&self, len: usize) -> Result<(), TransportError> {
@@ -370,10 +335,7 @@ impl TcpChannel {
         const READER: u8 = 2;
         let first_failure = AtomicU8::new(0);
         let limits = self.limits;
-        let ctx = Ctx {
-            peer: &self.peer,
-            timeout: self.timeout,
-        };
+        let ctx = Ctx { peer: &self.peer, timeout: self.timeout };
         let writer = &mut self.writer;
         let reader = &mut self.reader;
         let (wres, rres) = std::thread::scope(|s| {
@@ -381,41 +343,28 @@ impl TcpChannel {
             let handle = s.spawn(move || {
                 let r = writer.write_message(out, limits.frame());
                 // Unblock the reader at once: the exchange has failed either way.
-                if r.is_err()
-                    && first
-                        .compare_exchange(0, WRITER, Ordering::SeqCst, Ordering::SeqCst)
-                        .is_ok()
-                {
+                if r.is_err() && first.compare_exchange(0, WRITER, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
                     let _ = writer.stream.shutdown(Shutdown::Both);
                 }
                 r
             });
             let r = read_message_into(reader, inp, &limits, ctx);
-            if r.is_err()
-                && first
-                    .compare_exchange(0, READER, Ordering::SeqCst, Ordering::SeqCst)
-                    .is_ok()
-            {
+            if r.is_err() && first.compare_exchange(0, READER, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
                 let _ = reader.get_ref().shutdown(Shutdown::Both);
             }
             (handle.join(), r)
         });
         let wres = match wres {
             Ok(r) => r.map_err(|e| ctx.io(e, "while sending")),
-            Err(_) => Err(TransportError::Io {
-                peer: ctx.peer.into(),
-                source: io::Error::other("writer thread panicked"),
-            }),
+            Err(_) => {
+                Err(TransportError::Io { peer: ctx.peer.into(), source: io::Error::other("writer thread panicked") })
+            }
         };
         let res = match (wres, rres) {
             (Ok(()), Ok(())) => Ok(()),
             (Err(w), Ok(())) => Err(w),
             (Ok(()), Err(r)) => Err(r),
-            (Err(w), Err(r)) => Err(if first_failure.load(Ordering::SeqCst) == WRITER {
-                w
-            } else {
-                r
-            }),
+            (Err(w), Err(r)) => Err(if first_failure.load(Ordering::SeqCst) == WRITER { w } else { r }),
         };
         res.map_err(|e| self.fail(e))
     }
@@ -445,13 +394,7 @@ impl Channel for TcpChannel {
     /// Errors: `UnexpectedLength` if the peer's message has another length.
     fn recv_into(&mut self, buf: &mut [u8]) -> Result<(), TransportError> {
         self.check()?;
-        let (limits, ctx) = (
-            self.limits,
-            Ctx {
-                peer: &self.peer,
-                timeout: self.timeout,
-            },
-        );
+        let (limits, ctx) = (self.limits, Ctx { peer: &self.peer, timeout: self.timeout });
         match read_message_into(&mut self.reader, buf, &limits, ctx) {
             Ok(()) => {
                 self.received(buf.len());
@@ -463,13 +406,7 @@ impl Channel for TcpChannel {
 
     fn recv(&mut self) -> Result<Vec<u8>, TransportError> {
         self.check()?;
-        let (limits, ctx) = (
-            self.limits,
-            Ctx {
-                peer: &self.peer,
-                timeout: self.timeout,
-            },
-        );
+        let (limits, ctx) = (self.limits, Ctx { peer: &self.peer, timeout: self.timeout });
         match read_message(&mut self.reader, &limits, ctx) {
             Ok(msg) => {
                 self.received(msg.len());
@@ -509,14 +446,8 @@ impl Channel for TcpChannel {
         let timeout = timeout.max(Duration::from_millis(1));
         self.timeout = timeout;
         let s = self.reader.get_ref();
-        if let Err(e) = s
-            .set_read_timeout(Some(timeout))
-            .and_then(|()| s.set_write_timeout(Some(timeout)))
-        {
-            let e = TransportError::Io {
-                peer: self.peer.clone(),
-                source: e,
-            };
+        if let Err(e) = s.set_read_timeout(Some(timeout)).and_then(|()| s.set_write_timeout(Some(timeout))) {
+            let e = TransportError::Io { peer: self.peer.clone(), source: e };
             self.fail(e);
         }
     }
@@ -544,10 +475,7 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, TransportError> {
 }
 
 fn handshake_limits() -> FrameLimits {
-    FrameLimits {
-        max_frame: HANDSHAKE_MAX,
-        max_message: HANDSHAKE_MAX as u64,
-    }
+    FrameLimits { max_frame: HANDSHAKE_MAX, max_message: HANDSHAKE_MAX as u64 }
 }
 
 fn finish(mut chan: TcpChannel, cfg: &TcpConfig) -> TcpChannel {
@@ -575,9 +503,7 @@ pub fn connect(
 ) -> Result<TcpChannel, TransportError> {
     let label = party_label(peer_id, peer_name);
     if peer_id == my_id {
-        return Err(TransportError::Setup(format!(
-            "party {my_id} cannot connect to itself"
-        )));
+        return Err(TransportError::Setup(format!("party {my_id} cannot connect to itself")));
     }
     let deadline = Instant::now() + cfg.connect_timeout;
     let mut delay = Duration::from_millis(5);
@@ -606,17 +532,13 @@ pub fn connect(
         std::thread::sleep(delay.min(left));
         delay = (delay * 2).min(Duration::from_millis(100));
     };
-    let timeout = cfg
-        .timeout
-        .max(deadline.saturating_duration_since(Instant::now()));
+    let timeout = cfg.timeout.max(deadline.saturating_duration_since(Instant::now()));
     let mut chan = TcpChannel::new(stream, label.clone(), peer_id, handshake_limits(), timeout)?;
     let identify = |id: u32| {
         if id == peer_id {
             Ok(label.clone())
         } else {
-            Err(format!(
-                "expected {label} at {addr}, but party {id} answered"
-            ))
+            Err(format!("expected {label} at {addr}, but party {id} answered"))
         }
     };
     let rename = |_: u32, _: Option<&str>| label.clone();
@@ -641,13 +563,7 @@ pub fn accept(
 ) -> Result<TcpChannel, TransportError> {
     let who = match expected {
         [one] => label_from(names, *one),
-        many => format!(
-            "any of {}",
-            many.iter()
-                .map(|&i| label_from(names, i))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        many => format!("any of {}", many.iter().map(|&i| label_from(names, i)).collect::<Vec<_>>().join(", ")),
     };
     let io_setup = |e: io::Error| TransportError::Setup(format!("cannot accept connections: {e}"));
     listener.set_nonblocking(true).map_err(io_setup)?;
@@ -657,10 +573,9 @@ pub fn accept(
     let result = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            break Err(last_rejected.take().unwrap_or(TransportError::Timeout {
-                peer: who,
-                timeout: cfg.connect_timeout,
-            }));
+            break Err(last_rejected
+                .take()
+                .unwrap_or(TransportError::Timeout { peer: who, timeout: cfg.connect_timeout }));
         }
         let (stream, from) = match listener.accept() {
             Ok(c) => c,
@@ -683,19 +598,16 @@ pub fn accept(
             if expected.contains(&id) && id != my_id {
                 Ok(label_from(names, id))
             } else {
-                Err(format!(
-                    "party {id} is not expected here (party {my_id} waits for {who}); check the party ids"
-                ))
+                Err(format!("party {id} is not expected here (party {my_id} waits for {who}); check the party ids"))
             }
         };
         let rename = |id: u32, label: Option<&str>| match label {
             Some(l) => l.to_string(),
             None => format!("connection from {from} claiming to be party {id}"),
         };
-        let attempt = TcpChannel::new(stream, provisional, u32::MAX, handshake_limits(), timeout)
-            .and_then(|mut chan| {
-                let (id, _) =
-                    handshake(&mut chan, my_id, &session, key, &identify, &rename, timeout)?;
+        let attempt =
+            TcpChannel::new(stream, provisional, u32::MAX, handshake_limits(), timeout).and_then(|mut chan| {
+                let (id, _) = handshake(&mut chan, my_id, &session, key, &identify, &rename, timeout)?;
                 chan.peer_id = id;
                 Ok(chan)
             });
@@ -724,22 +636,12 @@ pub fn tcp_mesh(
 ) -> Result<Vec<Option<TcpChannel>>, TransportError> {
     let n = addrs.len();
     if my_id as usize >= n {
-        return Err(TransportError::Setup(format!(
-            "party id {my_id} is out of range for a mesh of {n} parties"
-        )));
+        return Err(TransportError::Setup(format!("party id {my_id} is out of range for a mesh of {n} parties")));
     }
     let mut chans: Vec<Option<TcpChannel>> = (0..n).map(|_| None).collect();
     for j in 0..my_id {
         let name = names.get(j as usize).map(String::as_str).unwrap_or("");
-        chans[j as usize] = Some(connect(
-            addrs[j as usize],
-            my_id,
-            j,
-            session,
-            key,
-            name,
-            cfg,
-        )?);
+        chans[j as usize] = Some(connect(addrs[j as usize], my_id, j, session, key, name, cfg)?);
     }
     let mut waiting: Vec<u32> = (my_id + 1..n as u32).collect();
     while !waiting.is_empty() {

@@ -11,10 +11,7 @@ use syft_mpc_transport::{
 const SESSION: [u8; 16] = *b"test-session-001";
 
 fn names() -> Vec<String> {
-    ["alice", "bob", "carol"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    ["alice", "bob", "carol"].iter().map(|s| s.to_string()).collect()
 }
 
 fn cfg(timeout_ms: u64) -> TcpConfig {
@@ -45,9 +42,7 @@ fn pair(timeout_ms: u64) -> (TcpChannel, TcpChannel) {
 }
 
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
-    (0..n)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 13) as u8)
-        .collect()
+    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 13) as u8).collect()
 }
 
 #[test]
@@ -77,24 +72,13 @@ fn exchange_16mb_both_directions_at_once() {
     assert!(got == xb);
     let b = t.join().unwrap();
     let s = a.stats();
-    assert_eq!(
-        (
-            s.bytes_sent,
-            s.bytes_received,
-            s.messages_sent,
-            s.messages_received
-        ),
-        (n as u64, n as u64, 1, 1)
-    );
+    assert_eq!((s.bytes_sent, s.bytes_received, s.messages_sent, s.messages_received), (n as u64, n as u64, 1, 1));
     assert_eq!(b.stats().bytes_received, n as u64);
 }
 
 #[test]
 fn messages_of_many_sizes_and_frames() {
-    let small_frames = TcpConfig {
-        max_frame: 1000,
-        ..cfg(5000)
-    };
+    let small_frames = TcpConfig { max_frame: 1000, ..cfg(5000) };
     let (mut a, mut b) = pair_with(small_frames, small_frames);
     let sizes = [0usize, 1, 999, 1000, 1001, 16 * 1024, 100_000, 3 << 20];
     let t = thread::spawn(move || {
@@ -128,15 +112,13 @@ fn three_party_mesh() {
         .map(|(i, (l, _))| {
             let addrs = addrs.clone();
             thread::spawn(move || {
-                let mut chans =
-                    tcp_mesh(i as u32, &addrs, l, &names(), SESSION, &key, &cfg(5000)).unwrap();
+                let mut chans = tcp_mesh(i as u32, &addrs, l, &names(), SESSION, &key, &cfg(5000)).unwrap();
                 assert!(chans[i].is_none());
                 for (j, c) in chans.iter_mut().enumerate() {
                     if let Some(c) = c {
                         assert_eq!(c.peer_id() as usize, j);
                         let mut got = vec![0u8; 40_000];
-                        c.exchange(&pattern(40_000, (10 * i + j) as u8), &mut got)
-                            .unwrap();
+                        c.exchange(&pattern(40_000, (10 * i + j) as u8), &mut got).unwrap();
                         assert_eq!(got, pattern(40_000, (10 * j + i) as u8));
                     }
                 }
@@ -171,61 +153,25 @@ fn expect_auth(r: Result<TcpChannel, TransportError>, peer: &str, what: &str) {
 #[test]
 fn wrong_key_fails_on_both_sides() {
     let (l, addr) = listen();
-    let cfg = TcpConfig {
-        connect_timeout: Duration::from_millis(1500),
-        ..cfg(1000)
-    };
-    let t = thread::spawn(move || {
-        connect(
-            addr,
-            1,
-            0,
-            SESSION,
-            &key_from_token(b"wrong"),
-            "alice",
-            &cfg,
-        )
-    });
-    let r = accept(
-        &l,
-        0,
-        &[1],
-        SESSION,
-        &key_from_token(b"right"),
-        &names(),
-        &cfg,
-    );
+    let cfg = TcpConfig { connect_timeout: Duration::from_millis(1500), ..cfg(1000) };
+    let t = thread::spawn(move || connect(addr, 1, 0, SESSION, &key_from_token(b"wrong"), "alice", &cfg));
+    let r = accept(&l, 0, &[1], SESSION, &key_from_token(b"right"), &names(), &cfg);
     expect_auth(r, "party 1 (bob)", "proof of the session key is wrong");
-    expect_auth(
-        t.join().unwrap(),
-        "party 0 (alice)",
-        "proof of the session key is wrong",
-    );
+    expect_auth(t.join().unwrap(), "party 0 (alice)", "proof of the session key is wrong");
 }
 
 #[test]
 fn wrong_session_and_wrong_party_fail() {
     let (l, addr) = listen();
-    let cfg = TcpConfig {
-        connect_timeout: Duration::from_millis(1500),
-        ..cfg(1000)
-    };
+    let cfg = TcpConfig { connect_timeout: Duration::from_millis(1500), ..cfg(1000) };
     let key = key_from_token(b"k");
     let t = thread::spawn(move || connect(addr, 1, 0, *b"another-session!", &key, "alice", &cfg));
-    expect_auth(
-        accept(&l, 0, &[1], SESSION, &key, &names(), &cfg),
-        "party 1 (bob)",
-        "session id mismatch",
-    );
+    expect_auth(accept(&l, 0, &[1], SESSION, &key, &names(), &cfg), "party 1 (bob)", "session id mismatch");
     expect_auth(t.join().unwrap(), "party 0 (alice)", "session id mismatch");
 
     // Party 2 connects where only party 1 is expected.
     let t = thread::spawn(move || connect(addr, 2, 0, SESSION, &key, "alice", &cfg));
-    expect_auth(
-        accept(&l, 0, &[1], SESSION, &key, &names(), &cfg),
-        "party 2",
-        "not expected",
-    );
+    expect_auth(accept(&l, 0, &[1], SESSION, &key, &names(), &cfg), "party 2", "not expected");
     expect_auth(t.join().unwrap(), "party 0 (alice)", "rejected");
 }
 
@@ -266,10 +212,7 @@ fn peer_vanishing_mid_exchange_is_reported_by_name() {
     assert!(err.to_string().contains("party 1 (bob)"), "{err}");
     // The channel is poisoned: later calls fail at once, naming the peer and the first error.
     let again = a.send(b"x").unwrap_err().to_string();
-    assert!(
-        again.contains("party 1 (bob)") && again.contains("earlier error"),
-        "{again}"
-    );
+    assert!(again.contains("party 1 (bob)") && again.contains("earlier error"), "{again}");
     assert!(a.is_poisoned());
 }
 
@@ -278,10 +221,7 @@ fn peer_vanishing_between_messages_is_disconnected() {
     let (mut a, b) = pair(5000);
     drop(b);
     let err = a.recv().unwrap_err();
-    assert!(
-        matches!(&err, TransportError::Disconnected { peer, .. } if peer == "party 1 (bob)"),
-        "{err}"
-    );
+    assert!(matches!(&err, TransportError::Disconnected { peer, .. } if peer == "party 1 (bob)"), "{err}");
 }
 
 #[test]
@@ -290,75 +230,35 @@ fn stalled_peer_times_out_within_the_timeout() {
     let start = Instant::now();
     let err = a.recv().unwrap_err();
     let took = start.elapsed();
-    assert!(
-        matches!(&err, TransportError::Timeout { peer, .. } if peer == "party 1 (bob)"),
-        "{err}"
-    );
-    assert!(
-        took >= Duration::from_millis(290) && took < Duration::from_millis(1000),
-        "took {took:?}"
-    );
+    assert!(matches!(&err, TransportError::Timeout { peer, .. } if peer == "party 1 (bob)"), "{err}");
+    assert!(took >= Duration::from_millis(290) && took < Duration::from_millis(1000), "took {took:?}");
     // A large exchange the peer never answers (nor reads) also times out.
     let (mut a2, b2) = pair(300);
     let start = Instant::now();
     let mut got = vec![0u8; 8 << 20];
     let err = a2.exchange(&vec![0u8; 8 << 20], &mut got).unwrap_err();
     assert!(matches!(&err, TransportError::Timeout { .. }), "{err}");
-    assert!(
-        start.elapsed() < Duration::from_millis(1500),
-        "took {:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < Duration::from_millis(1500), "took {:?}", start.elapsed());
     drop((b, b2));
 }
 
 #[test]
 fn oversize_message_is_rejected() {
-    let small = TcpConfig {
-        max_message: 1000,
-        max_frame: 256,
-        ..cfg(2000)
-    };
-    let big = TcpConfig {
-        max_frame: 256,
-        ..cfg(2000)
-    };
+    let small = TcpConfig { max_message: 1000, max_frame: 256, ..cfg(2000) };
+    let big = TcpConfig { max_frame: 256, ..cfg(2000) };
     let (mut a, mut b) = pair_with(small, big);
     b.send(&[5u8; 1001]).unwrap();
     let err = a.recv().unwrap_err();
-    assert!(
-        matches!(
-            err,
-            TransportError::TooLarge {
-                size: 1001,
-                limit: 1000,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, TransportError::TooLarge { size: 1001, limit: 1000, .. }), "{err}");
     // A frame larger than the receiver's max_frame is rejected from its header alone.
     let (mut a, mut b) = pair_with(small, cfg(2000));
     b.send(&[5u8; 300]).unwrap();
     let err = a.recv().unwrap_err();
-    assert!(
-        matches!(
-            err,
-            TransportError::TooLarge {
-                size: 300,
-                limit: 256,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, TransportError::TooLarge { size: 300, limit: 256, .. }), "{err}");
     // Senders refuse too.
     let (mut a, _b) = pair_with(small, cfg(2000));
     let err = a.send(&[0u8; 2000]).unwrap_err();
-    assert!(
-        matches!(&err, TransportError::TooLarge { peer, size: 2000, .. } if peer == "party 1 (bob)"),
-        "{err}"
-    );
+    assert!(matches!(&err, TransportError::TooLarge { peer, size: 2000, .. } if peer == "party 1 (bob)"), "{err}");
 }
 
 #[test]
@@ -367,17 +267,7 @@ fn unexpected_length_is_reported() {
     b.send(b"four").unwrap();
     let mut buf = [0u8; 3];
     let err = a.recv_into(&mut buf).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            TransportError::UnexpectedLength {
-                expected: 3,
-                got: 4,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, TransportError::UnexpectedLength { expected: 3, got: 4, .. }), "{err}");
     assert!(a.is_poisoned());
 }
 
@@ -385,13 +275,7 @@ fn unexpected_length_is_reported() {
 fn port_in_use_is_a_clear_setup_error() {
     let (_l, addr) = listen();
     let err = bind(addr).unwrap_err().to_string();
-    assert!(
-        err.contains(&format!(
-            "port {} on 127.0.0.1 is already in use",
-            addr.port()
-        )),
-        "{err}"
-    );
+    assert!(err.contains(&format!("port {} on 127.0.0.1 is already in use", addr.port())), "{err}");
     assert!(err.contains("pick another port"), "{err}");
 }
 
@@ -413,22 +297,13 @@ fn connect_retries_until_the_peer_listens() {
 fn connect_to_nobody_gives_up_after_connect_timeout() {
     let (l, addr) = listen();
     drop(l);
-    let cfg = TcpConfig {
-        connect_timeout: Duration::from_millis(300),
-        ..cfg(300)
-    };
+    let cfg = TcpConfig { connect_timeout: Duration::from_millis(300), ..cfg(300) };
     let start = Instant::now();
     let err = connect(addr, 1, 0, SESSION, &[0; 32], "alice", &cfg).unwrap_err();
     assert!(start.elapsed() < Duration::from_secs(2));
-    assert!(
-        matches!(&err, TransportError::Setup(m) if m.contains("party 0 (alice)")),
-        "{err}"
-    );
+    assert!(matches!(&err, TransportError::Setup(m) if m.contains("party 0 (alice)")), "{err}");
     // And accept with nobody connecting times out naming whom it waited for.
     let (l, _) = listen();
     let err = accept(&l, 0, &[1, 2], SESSION, &[0; 32], &names(), &cfg).unwrap_err();
-    assert!(
-        err.to_string().contains("party 1 (bob), party 2 (carol)"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("party 1 (bob), party 2 (carol)"), "{err}");
 }

@@ -1,0 +1,67 @@
+# One place for the commands that README, CI and hooks share.
+#   make venv   .venv with build + dev dependencies and syft_mpc built in release mode
+#   make demo   secure matmul between a dealer and two parties in separate processes
+#   make test   cargo test --workspace, then pytest (tests/ and benches/ run once each)
+#   make lint   cargo fmt --check, clippy -D warnings
+#   make bench  pytest-benchmark with timing on; JSON into bench-results/
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.deps-installed
+# Extra pip arguments for torch (e.g. an index with a CPU-only build)
+TORCH_PIP_ARGS ?=
+PYTEST_ARGS ?=
+BENCH_DIR ?= bench-results
+
+.PHONY: venv build demo test test-rust test-python lint fmt bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Build and dev dependencies; re-run when pyproject.toml changes.
+$(STAMP): $(PY) pyproject.toml
+	$(PIP) install --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install $(TORCH_PIP_ARGS) "torch>=2.4"
+	$(PIP) install "maturin>=1.7,<2.0" "numpy>=1.22" "pytest>=7" "hypothesis>=6" \
+		"pytest-benchmark>=4" "scikit-learn>=1.2" "mypy>=1.8"
+	touch $(STAMP)
+
+# The extension is rebuilt incrementally (cargo) every time, so tests never run a stale build.
+# The first build installs syft_mpc in editable mode (a .pth pointing at python/); later
+# builds only replace python/syft_mpc/_native*.so.
+venv: $(STAMP)
+	VIRTUAL_ENV=$(abspath $(VENV)) $(PY) -m maturin develop --release \
+		$(if $(wildcard $(VENV)/.syft-installed),--skip-install,)
+	touch $(VENV)/.syft-installed
+	$(PY) -c "import syft_mpc, syft_mpc._native as n; print('syft_mpc', syft_mpc.__version__, 'built')"
+
+build: venv
+
+demo: venv
+	$(PY) examples/mpc_matmul_demo.py
+
+test: test-rust test-python
+
+test-rust:
+	cargo test --workspace
+
+test-python: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+bench: venv
+	mkdir -p $(BENCH_DIR)
+	$(PY) -m pytest benches --benchmark-enable --benchmark-only \
+		--benchmark-json=$(BENCH_DIR)/bench-$$(date +%Y%m%d-%H%M%S).json $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(BENCH_DIR) .pytest_cache .hypothesis .benchmarks
+	find python -name '*.so' -delete

@@ -1,0 +1,549 @@
+//! `Party` and `Dealer`: MPC sessions on numpy arrays.
+//!
+//! Every method that talks to peers runs with the GIL released, and takes the
+//! party's lock only after releasing it: a thread that waits for the lock must
+//! never hold the GIL that the lock's holder needs to return.
+
+use crate::convert::{conv_params, elems, matmul_dims, ring, ring_out, same_shape, shape4};
+use crate::errors::{shape, Error, Result};
+use numpy::{PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+use sha2::{Digest, Sha256};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Mutex;
+use std::time::Duration;
+use syft_mpc_protocol as proto;
+use syft_mpc_ring::prg::Prg;
+use syft_mpc_transport::{bind, key_from_token, memory_mesh, memory_pair, Channel, TcpConfig, TransportError};
+
+type Out<'py> = Result<Bound<'py, PyArrayDyn<u64>>>;
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Party>()?;
+    m.add_class::<Dealer>()?;
+    m.add_function(wrap_pyfunction!(memory_session, m)?)?;
+    m.add_function(wrap_pyfunction!(share, m)?)?;
+    m.add_function(wrap_pyfunction!(reconstruct, m)?)?;
+    Ok(())
+}
+
+fn duration(seconds: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| shape(format!("timeout must be a positive number of seconds, got {seconds}")))
+}
+
+fn stats_dict<'py>(py: Python<'py>, s: proto::Stats) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("rounds", s.rounds)?;
+    d.set_item("bytes_sent", s.bytes_sent)?;
+    d.set_item("bytes_received", s.bytes_received)?;
+    d.set_item("dealer_bytes_received", s.dealer_bytes_received)?;
+    Ok(d)
+}
+
+/// Session key and id from the user's secrets — the one place they are derived.
+/// key = the transport's `key_from_token` (SHA-256 of a domain label and the token);
+/// session id = first 16 bytes of SHA-256(session).
+pub fn session_secrets(token: &str, session: &str) -> Result<([u8; 32], [u8; 16])> {
+    if token.len() < 16 {
+        return Err(shape(
+            "the session token must have at least 16 characters; generate one with secrets.token_hex(32) \
+             and hand it to every process through the environment",
+        ));
+    }
+    let key = key_from_token(token.as_bytes());
+    let digest = Sha256::digest(session.as_bytes());
+    let mut sid = [0u8; 16];
+    sid.copy_from_slice(&digest[..16]);
+    Ok((key, sid))
+}
+
+/// Resolves `"host:port"` (an IP or a name) to one socket address.
+fn resolve(addr: &str) -> Result<SocketAddr> {
+    let setup = |detail: String| Error::Transport(TransportError::Setup(detail));
+    addr.to_socket_addrs()
+        .map_err(|e| setup(format!("cannot resolve address {addr:?} (expected \"host:port\"): {e}")))?
+        .next()
+        .ok_or_else(|| setup(format!("address {addr:?} resolves to nothing")))
+}
+
+fn tcp_config(timeout_s: f64) -> Result<TcpConfig> {
+    let t = duration(timeout_s)?;
+    Ok(TcpConfig { timeout: t, connect_timeout: t, ..TcpConfig::default() })
+}
+
+/// Party labels for error messages; the dealer has id `n`.
+fn tcp_names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("party {i}")).chain(std::iter::once("dealer".to_string())).collect()
+}
+
+/// One party's end of an MPC session over additive shares in Z_2^64.
+///
+/// Arrays are numpy `uint64` (ring elements: shares, fixed-point encodings);
+/// every party must call the same methods in the same order with shares of
+/// the same shapes. Methods release the GIL while they compute and wait.
+#[pyclass(frozen, module = "syft_mpc._native")]
+pub struct Party {
+    inner: Mutex<Option<proto::Party>>,
+    id: usize,
+    n: usize,
+}
+
+impl Party {
+    fn wrap(p: proto::Party) -> Party {
+        Party { id: p.id(), n: p.n_parties(), inner: Mutex::new(Some(p)) }
+    }
+
+    /// Runs `f` on the party with the GIL released.
+    fn run<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut proto::Party) -> Result<T> + Send) -> Result<T> {
+        py.detach(|| {
+            let mut guard = self.lock()?;
+            let p = guard.as_mut().ok_or_else(|| self.closed_error())?;
+            f(p)
+        })
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Option<proto::Party>>> {
+        self.inner.lock().map_err(|_| {
+            Error::Session(format!("party {} failed in an earlier call (a panic); start a new session", self.id))
+        })
+    }
+
+    fn closed_error(&self) -> Error {
+        Error::Session(format!("party {} is closed (or failed); start a new session", self.id))
+    }
+}
+
+#[pymethods]
+impl Party {
+    /// Joins a session over TCP as party `party_id` of `len(addrs)`.
+    ///
+    /// Listens on `addrs[party_id]`, connects to / accepts every other party
+    /// (`addrs[i]` is where party i listens) and to the dealer at `dealer_addr`.
+    /// Every process of the session passes the same `token` (a secret, at least 16
+    /// characters, e.g. `secrets.token_hex(32)`) and `session` (a public name for this
+    /// computation). `timeout_s` bounds set-up and every later wait for a peer.
+    #[staticmethod]
+    #[pyo3(signature = (party_id, addrs, dealer_addr, token, session="syft-mpc", timeout_s=30.0))]
+    fn connect(
+        py: Python<'_>,
+        party_id: usize,
+        addrs: Vec<String>,
+        dealer_addr: &str,
+        token: &str,
+        session: &str,
+        timeout_s: f64,
+    ) -> Result<Party> {
+        let n = addrs.len();
+        if n < 2 || party_id >= n {
+            return Err(shape(format!(
+                "party_id {party_id} with {n} addresses: need at least 2 parties and party_id < len(addrs)"
+            )));
+        }
+        let (key, sid) = session_secrets(token, session)?;
+        let cfg = tcp_config(timeout_s)?;
+        let addrs = addrs.iter().map(|a| resolve(a)).collect::<Result<Vec<_>>>()?;
+        let dealer_addr = resolve(dealer_addr)?;
+        let names = tcp_names(n);
+        let p = py.detach(|| -> Result<proto::Party> {
+            let listener = bind(addrs[party_id])?;
+            Ok(proto::tcp::connect_party(party_id, &addrs, listener, dealer_addr, &names, sid, &key, &cfg)?)
+        })?;
+        Ok(Party::wrap(p))
+    }
+
+    /// This party's id, `0 <= id < n_parties`.
+    #[getter]
+    fn id(&self) -> usize {
+        self.id
+    }
+
+    #[getter]
+    fn n_parties(&self) -> usize {
+        self.n
+    }
+
+    /// `True` once `close()` or `abort()` was called.
+    #[getter]
+    fn closed(&self, py: Python<'_>) -> bool {
+        py.detach(|| self.inner.lock().map(|g| g.is_none()).unwrap_or(true))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Party(id={}, n_parties={})", self.id, self.n)
+    }
+
+    /// Bound (seconds) on every wait for a peer or the dealer.
+    fn set_timeout(&self, py: Python<'_>, seconds: f64) -> Result<()> {
+        let t = duration(seconds)?;
+        self.run(py, |p| {
+            p.set_timeout(t);
+            Ok(())
+        })
+    }
+
+    /// Communication counters: rounds, bytes_sent, bytes_received, dealer_bytes_received.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.run(py, |p| Ok(p.stats()))?;
+        stats_dict(py, s)
+    }
+
+    /// Reveals shared values to every party. One round.
+    fn open<'py>(&self, py: Python<'py>, x: PyReadonlyArrayDyn<'py, u64>) -> Out<'py> {
+        let v = elems(&x);
+        let out = self.run(py, |p| Ok(p.open(ring(&v))?))?;
+        ring_out(py, out, x.shape())
+    }
+
+    /// This party's share of `owner`'s plaintext, with no communication.
+    /// The owner passes `x`; the other parties pass `shape`.
+    #[pyo3(signature = (owner, x=None, shape=None))]
+    fn input<'py>(
+        &self,
+        py: Python<'py>,
+        owner: usize,
+        x: Option<PyReadonlyArrayDyn<'py, u64>>,
+        shape: Option<Vec<usize>>,
+    ) -> Out<'py> {
+        let dims: Vec<usize> = match (&x, shape) {
+            (Some(a), None) => a.shape().to_vec(),
+            (Some(a), Some(s)) if a.shape() == s.as_slice() => s,
+            (Some(a), Some(s)) => {
+                return Err(crate::errors::shape(format!("input: x has shape {:?} but shape={s:?}", a.shape())));
+            }
+            (None, Some(s)) => s,
+            (None, None) => return Err(crate::errors::shape("input: pass x (on the owner) or shape (on the others)")),
+        };
+        if (owner == self.id) != x.is_some() {
+            return Err(crate::errors::shape(format!(
+                "input: party {} {} the owner (party {owner}); only the owner passes x",
+                self.id,
+                if owner == self.id { "is" } else { "is not" }
+            )));
+        }
+        let len = dims.iter().product();
+        let v = x.as_ref().map(elems);
+        let out = self.run(py, |p| Ok(p.input(owner, v.as_deref().map(ring), len)?))?;
+        ring_out(py, out, &dims)
+    }
+
+    /// Beaver product of two shared arrays of one shape (raw ring product, no truncation).
+    fn mul<'py>(&self, py: Python<'py>, x: PyReadonlyArrayDyn<'py, u64>, y: PyReadonlyArrayDyn<'py, u64>) -> Out<'py> {
+        same_shape("mul", x.shape(), y.shape())?;
+        let (a, b) = (elems(&x), elems(&y));
+        let out = self.run(py, |p| Ok(p.mul(ring(&a), ring(&b))?))?;
+        ring_out(py, out, x.shape())
+    }
+
+    /// Shared `(m,k) @ (k,n)`, or batched `(b,m,k) @ (b,k,n)`, in one round.
+    fn matmul<'py>(
+        &self,
+        py: Python<'py>,
+        x: PyReadonlyArrayDyn<'py, u64>,
+        y: PyReadonlyArrayDyn<'py, u64>,
+    ) -> Out<'py> {
+        let (batch, m, k, n) = matmul_dims(x.shape(), y.shape())?;
+        let (a, b) = (elems(&x), elems(&y));
+        match batch {
+            None => {
+                let out = self.run(py, |p| Ok(p.matmul(ring(&a), ring(&b), m, k, n)?))?;
+                ring_out(py, out, &[m, n])
+            }
+            Some(bt) => {
+                let out = self.run(py, |p| Ok(p.bmm(ring(&a), ring(&b), bt, m, k, n)?))?;
+                ring_out(py, out, &[bt, m, n])
+            }
+        }
+    }
+
+    /// Shared 2-d convolution (as `torch.nn.functional.conv2d`), in one round.
+    #[pyo3(
+        signature = (x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1),
+        text_signature = "($self, x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1)"
+    )]
+    fn conv2d<'py>(
+        &self,
+        py: Python<'py>,
+        x: PyReadonlyArrayDyn<'py, u64>,
+        w: PyReadonlyArrayDyn<'py, u64>,
+        stride: (usize, usize),
+        padding: (usize, usize),
+        dilation: (usize, usize),
+        groups: usize,
+    ) -> Out<'py> {
+        let xs = shape4("input", x.shape())?;
+        let ws = shape4("weight", w.shape())?;
+        let (params, _) = conv_params(xs, ws, stride, padding, dilation, groups)?;
+        let (a, b) = (elems(&x), elems(&w));
+        let (out, s) = self.run(py, |p| Ok(p.conv2d(ring(&a), xs, ring(&b), ws, &params)?))?;
+        ring_out(py, out, &s)
+    }
+
+    /// Shared `x / divisor` (signed), dealer-assisted, any number of parties; within 1 ulp.
+    fn truncate<'py>(&self, py: Python<'py>, x: PyReadonlyArrayDyn<'py, u64>, divisor: u64) -> Out<'py> {
+        if divisor == 0 {
+            return Err(shape("truncate: divisor must be positive"));
+        }
+        let v = elems(&x);
+        let out = self.run(py, |p| Ok(p.truncate(ring(&v), divisor)?))?;
+        ring_out(py, out, x.shape())
+    }
+
+    /// SecureML local truncation by `2**frac_bits` (2 parties only; no communication).
+    fn truncate_local<'py>(&self, py: Python<'py>, x: PyReadonlyArrayDyn<'py, u64>, frac_bits: u32) -> Out<'py> {
+        let v = elems(&x);
+        let out = self.run(py, |p| Ok(p.truncate_local(ring(&v), frac_bits)?))?;
+        ring_out(py, out, x.shape())
+    }
+
+    /// Shares of `1 if x < 0 else 0` (signed reading), as ring integers 0/1.
+    fn ltz<'py>(&self, py: Python<'py>, x: PyReadonlyArrayDyn<'py, u64>) -> Out<'py> {
+        let v = elems(&x);
+        let out = self.run(py, |p| Ok(p.ltz(ring(&v))?))?;
+        ring_out(py, out, x.shape())
+    }
+
+    /// Shares of `max(x, 0)` (signed reading).
+    fn relu<'py>(&self, py: Python<'py>, x: PyReadonlyArrayDyn<'py, u64>) -> Out<'py> {
+        let v = elems(&x);
+        let out = self.run(py, |p| Ok(p.relu(ring(&v))?))?;
+        ring_out(py, out, x.shape())
+    }
+
+    /// Ends the session for this party (the last party tells the dealer to stop).
+    /// Idempotent.
+    fn close(&self, py: Python<'_>) -> Result<()> {
+        py.detach(|| {
+            let p = self.lock()?.take();
+            match p {
+                Some(p) => Ok(p.close()?),
+                None => Ok(()),
+            }
+        })
+    }
+
+    /// Drops this party's connections without waiting for anything: peers blocked
+    /// on it fail promptly with `PeerDisconnected`. Use after an error. Idempotent.
+    fn abort(&self, py: Python<'_>) {
+        py.detach(|| {
+            let p = match self.inner.lock() {
+                Ok(mut g) => g.take(),
+                Err(poisoned) => poisoned.into_inner().take(),
+            };
+            drop(p);
+        })
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    /// `close()` on success, `abort()` when the block raised.
+    #[pyo3(signature = (exc_type=None, _exc=None, _tb=None))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: Option<Bound<'_, PyAny>>,
+        _exc: Option<Bound<'_, PyAny>>,
+        _tb: Option<Bound<'_, PyAny>>,
+    ) -> Result<bool> {
+        if exc_type.is_some_and(|t| !t.is_none()) {
+            self.abort(py);
+        } else {
+            self.close(py)?;
+        }
+        Ok(false)
+    }
+}
+
+/// The dealer (`crypto_provider`): serves correlated randomness to the parties of
+/// one session. Run `serve()` on its own thread or process; it returns once the
+/// parties close the session.
+#[pyclass(frozen, module = "syft_mpc._native")]
+pub struct Dealer {
+    inner: Mutex<Option<proto::Dealer>>,
+    n: usize,
+}
+
+impl Dealer {
+    fn wrap(d: proto::Dealer, n: usize) -> Dealer {
+        Dealer { inner: Mutex::new(Some(d)), n }
+    }
+
+    fn run<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut proto::Dealer) -> Result<T> + Send) -> Result<T> {
+        py.detach(|| {
+            let mut guard =
+                self.inner.lock().map_err(|_| Error::Session("the dealer failed in an earlier call".into()))?;
+            let d = guard.as_mut().ok_or_else(|| Error::Session("the dealer is closed".into()))?;
+            f(d)
+        })
+    }
+}
+
+#[pymethods]
+impl Dealer {
+    /// The dealer of a TCP session of `n_parties` parties: listens on `dealer_addr`
+    /// and accepts one authenticated connection from each party (see `Party.connect`
+    /// for `token` and `session`). `timeout_s` bounds set-up; `idle_timeout_s` bounds
+    /// how long `serve()` waits for the next request.
+    #[staticmethod]
+    #[pyo3(signature = (n_parties, dealer_addr, token, session="syft-mpc", timeout_s=30.0, idle_timeout_s=3600.0))]
+    fn connect(
+        py: Python<'_>,
+        n_parties: usize,
+        dealer_addr: &str,
+        token: &str,
+        session: &str,
+        timeout_s: f64,
+        idle_timeout_s: f64,
+    ) -> Result<Dealer> {
+        if n_parties < 2 {
+            return Err(shape(format!("a session needs at least 2 parties, got {n_parties}")));
+        }
+        let (key, sid) = session_secrets(token, session)?;
+        let cfg = tcp_config(timeout_s)?;
+        let idle = duration(idle_timeout_s)?;
+        let addr = resolve(dealer_addr)?;
+        let names = tcp_names(n_parties);
+        // Set-up waits are bounded by `connect_timeout`; afterwards every wait for a
+        // request by the idle timeout.
+        let cfg = TcpConfig { timeout: idle, ..cfg };
+        let d = py.detach(|| -> Result<proto::Dealer> {
+            let listener = bind(addr)?;
+            Ok(proto::tcp::accept_dealer(n_parties, &listener, &names, sid, &key, &cfg)?)
+        })?;
+        Ok(Dealer::wrap(d, n_parties))
+    }
+
+    #[getter]
+    fn n_parties(&self) -> usize {
+        self.n
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Dealer(n_parties={})", self.n)
+    }
+
+    /// Serves requests until the parties close the session; returns how many it served.
+    fn serve(&self, py: Python<'_>) -> Result<u64> {
+        self.run(py, |d| Ok(d.serve()?))
+    }
+
+    /// Traffic counters (bytes_sent, bytes_received; rounds are the parties').
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.run(py, |d| Ok(d.stats()))?;
+        stats_dict(py, s)
+    }
+
+    /// Drops the dealer's connections. Idempotent.
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| {
+            let d = match self.inner.lock() {
+                Ok(mut g) => g.take(),
+                Err(poisoned) => poisoned.into_inner().take(),
+            };
+            drop(d);
+        })
+    }
+}
+
+/// An in-process session: `n_parties` parties and a dealer connected by in-memory
+/// channels. Returns `(parties, dealer)`; run each party (and `dealer.serve()`) on
+/// its own thread. `timeout_s` bounds every wait of the parties;
+/// `dealer_timeout_s` bounds how long the dealer waits for the next request.
+#[pyfunction]
+#[pyo3(signature = (n_parties, timeout_s=30.0, dealer_timeout_s=3600.0))]
+pub fn memory_session<'py>(
+    py: Python<'py>,
+    n_parties: usize,
+    timeout_s: f64,
+    dealer_timeout_s: f64,
+) -> PyResult<Bound<'py, PyTuple>> {
+    if n_parties < 2 {
+        return Err(shape(format!("a session needs at least 2 parties, got {n_parties}")).into());
+    }
+    let t = duration(timeout_s)?;
+    let td = duration(dealer_timeout_s)?;
+    let (parties, dealer) = py.detach(|| -> Result<(Vec<proto::Party>, proto::Dealer)> {
+        let mesh = memory_mesh(n_parties);
+        let mut to_dealer: Vec<Box<dyn Channel>> = Vec::with_capacity(n_parties);
+        let mut from_parties: Vec<Box<dyn Channel>> = Vec::with_capacity(n_parties);
+        for i in 0..n_parties {
+            // Each end reports the other's name: `party_end` talks to "dealer".
+            let (mut party_end, mut dealer_end) = memory_pair((&format!("party {i}"), "dealer"));
+            party_end.set_timeout(t);
+            dealer_end.set_timeout(td);
+            to_dealer.push(Box::new(party_end));
+            from_parties.push(Box::new(dealer_end));
+        }
+        // Setup exchanges seeds, so every party and the dealer start concurrently.
+        std::thread::scope(|s| {
+            let dealer = s.spawn(move || proto::Dealer::new(from_parties));
+            let handles: Vec<_> = mesh
+                .into_iter()
+                .zip(to_dealer)
+                .enumerate()
+                .map(|(i, (row, d))| {
+                    let peers: Vec<Option<Box<dyn Channel>>> = row
+                        .into_iter()
+                        .map(|c| {
+                            c.map(|mut c| {
+                                c.set_timeout(t);
+                                Box::new(c) as Box<dyn Channel>
+                            })
+                        })
+                        .collect();
+                    s.spawn(move || proto::Party::new(i, peers, d))
+                })
+                .collect();
+            let dealer = dealer.join().expect("dealer setup panicked")?;
+            let parties = handles
+                .into_iter()
+                .map(|h| h.join().expect("party setup panicked"))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            Ok((parties, dealer))
+        })
+    })?;
+    let list = PyList::empty(py);
+    for p in parties {
+        list.append(Bound::new(py, Party::wrap(p))?)?;
+    }
+    let dealer = Bound::new(py, Dealer::wrap(dealer, n_parties))?;
+    PyTuple::new(py, [list.into_any(), dealer.into_any()])
+}
+
+/// Splits `x` into `n` additive shares (uniformly random, from the OS CSPRNG).
+#[pyfunction]
+pub fn share<'py>(py: Python<'py>, x: PyReadonlyArrayDyn<'py, u64>, n: usize) -> PyResult<Bound<'py, PyList>> {
+    if n < 1 {
+        return Err(shape("share: n must be at least 1").into());
+    }
+    let v = elems(&x);
+    let shares = py.detach(|| proto::sharing::share(ring(&v), n, &mut Prg::from_entropy()));
+    let list = PyList::empty(py);
+    for s in shares {
+        list.append(ring_out(py, s, x.shape())?)?;
+    }
+    Ok(list)
+}
+
+/// Sum of additive shares (all of one shape).
+#[pyfunction]
+pub fn reconstruct<'py>(py: Python<'py>, shares: Vec<PyReadonlyArrayDyn<'py, u64>>) -> Out<'py> {
+    let Some(first) = shares.first() else {
+        return Err(shape("reconstruct: need at least one share"));
+    };
+    let dims = first.shape().to_vec();
+    for s in &shares {
+        same_shape("reconstruct", &dims, s.shape())?;
+    }
+    let bufs: Vec<_> = shares.iter().map(elems).collect();
+    let out = py.detach(|| {
+        let views: Vec<&[syft_mpc_ring::R64]> = bufs.iter().map(|b| ring(b)).collect();
+        proto::sharing::reconstruct(&views)
+    });
+    ring_out(py, out, &dims)
+}

@@ -1,0 +1,51 @@
+"""Shared helpers: parties are closures run on threads (in-memory) or over TCP on loopback."""
+
+from __future__ import annotations
+
+import socket
+from typing import Callable, TypeVar
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+import syft_mpc as sy
+
+T = TypeVar("T")
+
+settings.register_profile(
+    "default",
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("default")
+
+U64 = np.uint64
+I64_MIN = -(2**63)
+I64_MAX = 2**63 - 1
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_parties(n: int, fn: Callable[[sy.Party], T], timeout_s: float = 20.0) -> list[T]:
+    """Runs fn on each of n parties (threads, in-memory channels, with a dealer)."""
+    return sy.mpc.run(fn, n_parties=n, timeout_s=timeout_s, deadline_s=120.0)
+
+
+def rand_u64(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    return rng.integers(0, 2**64, size=shape, dtype=np.uint64, endpoint=False)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(12345)
+
+
+@pytest.fixture(params=[2, 3], ids=["2-parties", "3-parties"])
+def n_parties(request: pytest.FixtureRequest) -> int:
+    return int(request.param)
