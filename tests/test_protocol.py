@@ -220,3 +220,27 @@ def test_mpc_run_reports_root_cause() -> None:
 
     with pytest.raises(KeyError, match="boom"):
         sy.mpc.run(fn, n_parties=2, timeout_s=10)
+
+
+def test_preprocessing_moves_dealer_traffic_offline() -> None:
+    """After preprocess, the online phase gets nothing from the dealer; a mismatch raises."""
+    x = np.arange(-50, 50, dtype=np.int64).astype(np.uint64)
+
+    def party(p: sy.Party) -> tuple[np.ndarray, np.ndarray, int, str]:
+        xs = p.input(0, x if p.id == 0 else None, shape=x.shape)
+        p.preprocess([sy.Request.mul(100), sy.Request.relu(100)])
+        before = p.stats()["dealer_bytes_received"]
+        sq = p.mul(xs, xs)
+        r = p.relu(xs)
+        online = p.stats()["dealer_bytes_received"] - before
+        opened = p.open(sq), p.open(r)
+        p.preprocess([sy.Request.matmul(2, 3, 4)])
+        with pytest.raises(sy.MpcError, match="same sequence") as e:
+            p.mul(xs, xs)
+        return opened[0], opened[1], online, str(e.value)
+
+    for n in (2, 3):
+        for sq, r, online, _ in sy.mpc.run(party, n_parties=n):
+            assert np.array_equal(sq.view(np.int64), x.view(np.int64) ** 2)
+            assert np.array_equal(r.view(np.int64), np.maximum(x.view(np.int64), 0))
+            assert online == 0

@@ -22,6 +22,7 @@ type Out<'py> = Result<Bound<'py, PyArrayDyn<u64>>>;
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Party>()?;
     m.add_class::<Dealer>()?;
+    m.add_class::<Request>()?;
     m.add_function(wrap_pyfunction!(memory_session, m)?)?;
     m.add_function(wrap_pyfunction!(share, m)?)?;
     m.add_function(wrap_pyfunction!(reconstruct, m)?)?;
@@ -78,6 +79,61 @@ fn tcp_config(timeout_s: f64) -> Result<TcpConfig> {
 /// Party labels for error messages; the dealer has id `n`.
 fn tcp_names(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("party {i}")).chain(std::iter::once("dealer".to_string())).collect()
+}
+
+/// Correlated randomness one operation needs, for `Party.preprocess` (the offline phase).
+///
+/// Build with the static constructors, e.g. `Request.mul(1_000_000)`,
+/// `Request.matmul(64, 784, 128)`, `Request.relu(4096)`; every party passes the same list.
+#[pyclass(frozen, eq, module = "syft_mpc._native")]
+#[derive(Clone, PartialEq)]
+pub struct Request(proto::Request);
+
+#[pymethods]
+impl Request {
+    /// For `Party.mul` of `n` elements.
+    #[staticmethod]
+    fn mul(n: usize) -> Request {
+        Request(proto::Request::Mul { len: n })
+    }
+    /// For `Party.matmul` of an `(m, k)` by a `(k, n)` matrix (`batch` > 1: batched).
+    #[staticmethod]
+    #[pyo3(signature = (m, k, n, batch=1))]
+    fn matmul(m: usize, k: usize, n: usize, batch: usize) -> Request {
+        Request(proto::Request::Matmul { batch, m, k, n })
+    }
+    /// For `Party.conv2d` of an `x_shape` input by a `w_shape` weight.
+    #[staticmethod]
+    #[pyo3(signature = (x_shape, w_shape, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1))]
+    fn conv2d(
+        x_shape: [usize; 4],
+        w_shape: [usize; 4],
+        stride: (usize, usize),
+        padding: (usize, usize),
+        dilation: (usize, usize),
+        groups: usize,
+    ) -> Result<Request> {
+        let (params, _) = conv_params(x_shape, w_shape, stride, padding, dilation, groups)?;
+        Ok(Request(proto::Request::Conv2d { x_shape, w_shape, params }))
+    }
+    /// For `Party.truncate` of `n` elements by `divisor`.
+    #[staticmethod]
+    fn truncate(n: usize, divisor: u64) -> Request {
+        Request(proto::Request::Trunc { len: n, divisor })
+    }
+    /// For `Party.ltz` of `n` elements.
+    #[staticmethod]
+    fn ltz(n: usize) -> Request {
+        Request(proto::Request::Compare { len: n, relu: false })
+    }
+    /// For `Party.relu` of `n` elements.
+    #[staticmethod]
+    fn relu(n: usize) -> Request {
+        Request(proto::Request::Compare { len: n, relu: true })
+    }
+    fn __repr__(&self) -> String {
+        format!("Request.{:?}", self.0)
+    }
 }
 
 /// One party's end of an MPC session over additive shares in Z_2^64.
@@ -311,6 +367,15 @@ impl Party {
         let v = elems(&x);
         let out = self.run(py, |p| Ok(p.relu(ring(&v))?))?;
         ring_out(py, out, x.shape())
+    }
+
+    /// Offline phase: fetches the correlated randomness for `requests` now, so the
+    /// operations that use it later (same order, same shapes) run only their online
+    /// phase. All parties pass the same list; material is consumed first-in first-out,
+    /// and an operation that does not match the next preprocessed request raises.
+    fn preprocess(&self, py: Python<'_>, requests: Vec<PyRef<'_, Request>>) -> Result<()> {
+        let reqs: Vec<proto::Request> = requests.iter().map(|r| r.0.clone()).collect();
+        self.run(py, |p| Ok(p.preprocess(&reqs)?))
     }
 
     /// Ends the session for this party (the last party tells the dealer to stop).
