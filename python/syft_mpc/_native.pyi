@@ -19,6 +19,7 @@ __all__ = [
     "FixedPointError",
     "MpcError",
     "Party",
+    "Request",
     "PeerDisconnected",
     "PeerTimeout",
     "ProtocolError",
@@ -153,6 +154,7 @@ class Request:
     @staticmethod
     def relu(n: int) -> Request: ...
 
+@final
 class Dealer:
     @property
     def n_parties(self) -> int: ...

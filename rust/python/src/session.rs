@@ -104,7 +104,10 @@ impl Request {
     }
     /// For `Party.conv2d` of an `x_shape` input by a `w_shape` weight.
     #[staticmethod]
-    #[pyo3(signature = (x_shape, w_shape, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1))]
+    #[pyo3(
+        signature = (x_shape, w_shape, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1),
+        text_signature = "(x_shape, w_shape, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1)"
+    )]
     fn conv2d(
         x_shape: [usize; 4],
         w_shape: [usize; 4],
