@@ -11,31 +11,41 @@
 use crate::correlated::{bilinear_apply, Request, Share};
 use crate::{Conv2dParams, Party, ProtocolError, Result};
 use rayon::prelude::*;
-use syft_mpc_ring::{kernels, R64};
+use syft_mpc_ring::{as_ring, as_ring_mut, kernels, R64};
 
 impl Party {
     fn beaver(&mut self, req: Request, x: &[R64], y: &[R64]) -> Result<Vec<R64>> {
         let Share::Bilinear(t) = self.material(&req)? else { unreachable!("bilinear request") };
-        let mut masked = Vec::with_capacity(x.len() + y.len());
-        masked.par_extend(
-            x.par_iter().zip(&t.a).map(|(&v, &a)| v - a).chain(y.par_iter().zip(&t.b).map(|(&v, &b)| v - b)),
-        );
-        let opened = self.open_owned(masked)?;
-        let (eps, delta) = opened.split_at(x.len());
-        if let Request::Mul { .. } = req {
-            // Element-wise: one fused pass instead of four memory-bound ones.
-            let first = self.id() == 0;
-            let mut z = t.c;
-            z.par_iter_mut().enumerate().for_each(|(i, z)| {
-                *z += eps[i] * t.b[i] + delta[i] * t.a[i] + if first { eps[i] * delta[i] } else { R64::ZERO };
-            });
-            return Ok(z);
-        }
-        // Party 0 folds f(ε, δ) into f(ε, b_0 + δ): two evaluations of f per party.
-        let b_plus = if self.id() == 0 { kernels::add(&t.b, delta) } else { t.b };
+        let mut masked = self.scratch(x.len() + y.len());
+        let (me, md) = as_ring_mut(&mut masked).split_at_mut(x.len());
+        me.par_iter_mut().zip(x.par_iter().zip(&t.a)).for_each(|(m, (&v, &a))| *m = v - a);
+        md.par_iter_mut().zip(y.par_iter().zip(&t.b)).for_each(|(m, (&v, &b))| *m = v - b);
+        let theirs = self.exchange_all(&masked)?;
+        let first = self.id() == 0;
         let mut z = t.c;
-        kernels::add_assign(&mut z, &bilinear_apply(&req, eps, &b_plus));
-        kernels::add_assign(&mut z, &bilinear_apply(&req, &t.a, delta));
+        if let Request::Mul { .. } = req {
+            // Element-wise: the opening's sum and the product in one fused pass.
+            let (me, md) = as_ring(&masked).split_at(x.len());
+            let peers: Vec<&[R64]> = theirs.iter().map(|t| as_ring(t)).collect();
+            z.par_iter_mut().enumerate().for_each(|(i, z)| {
+                let (mut eps, mut delta) = (me[i], md[i]);
+                for th in &peers {
+                    eps += th[i];
+                    delta += th[x.len() + i];
+                }
+                *z += eps * t.b[i] + delta * t.a[i] + if first { eps * delta } else { R64::ZERO };
+            });
+        } else {
+            let opened = as_ring_mut(&mut masked);
+            theirs.iter().for_each(|th| kernels::add_assign(opened, as_ring(th)));
+            let (eps, delta) = opened.split_at(x.len());
+            // Party 0 folds f(ε, δ) into f(ε, b_0 + δ): two evaluations of f per party.
+            let b_plus = if first { kernels::add(&t.b, delta) } else { t.b };
+            kernels::add_assign(&mut z, &bilinear_apply(&req, eps, &b_plus));
+            kernels::add_assign(&mut z, &bilinear_apply(&req, &t.a, delta));
+        }
+        self.recycle(theirs);
+        self.recycle([masked]);
         Ok(z)
     }
 

@@ -74,7 +74,7 @@ impl Party {
         if relu {
             masked.extend(x.iter().zip(&s.relu_a).map(|(&v, &a)| v - a));
         }
-        let opened = self.open(&masked)?;
+        let opened = self.open_owned(masked)?;
         let (c, eps) = opened.split_at(len);
 
         // Table look-ups: leaf (lt, eq) shares per chunk, bit-sliced `words` per chunk.

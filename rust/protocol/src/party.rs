@@ -6,8 +6,11 @@ use crate::{ProtocolError, Result};
 use std::collections::VecDeque;
 use std::time::Duration;
 use syft_mpc_ring::prg::{Prg, Seed};
-use syft_mpc_ring::{kernels, R64};
+use syft_mpc_ring::{as_ring, as_u64, kernels, R64};
 use syft_mpc_transport::Channel;
+
+/// Scratch buffers kept between operations: the masked values and one per peer.
+const SCRATCH_BUFFERS: usize = 4;
 
 /// Communication counters of one party (peers and dealer kept apart).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -30,6 +33,8 @@ pub struct Party {
     pair_prgs: Vec<Option<Prg>>,
     /// Material generated ahead of use by [`Party::preprocess`], in order.
     ready: VecDeque<(Request, Share)>,
+    /// Reusable buffers for openings (see [`Party::scratch`]).
+    pool: Vec<Vec<u64>>,
     rounds: u64,
     closed: bool,
 }
@@ -72,6 +77,7 @@ impl Party {
             dealer_prg: Prg::new(Seed(seed)),
             pair_prgs,
             ready: VecDeque::new(),
+            pool: Vec::new(),
             rounds: 0,
             closed: false,
         })
@@ -104,23 +110,41 @@ impl Party {
         self.dealer.set_timeout(t);
     }
 
-    /// Sends `mine` to every peer and returns each peer's message of the same length
-    /// (`None` in our own slot). One round.
+    /// A buffer of `len` words from the scratch pool (contents unspecified). Reusing
+    /// buffers matters: first-touch page faults on fresh 16 MB buffers cost as much as
+    /// sending them over loopback.
+    pub(crate) fn scratch(&mut self, len: usize) -> Vec<u64> {
+        let mut v = match self.pool.iter().position(|b| b.capacity() >= len) {
+            Some(i) => self.pool.swap_remove(i),
+            None => self.pool.pop().unwrap_or_default(),
+        };
+        v.resize(len, 0); // no-op or truncation when the buffer was already long enough
+        v
+    }
+
+    /// Returns buffers to the scratch pool (it keeps the few largest).
+    pub(crate) fn recycle(&mut self, bufs: impl IntoIterator<Item = Vec<u64>>) {
+        self.pool.extend(bufs);
+        self.pool.sort_by_key(|b| std::cmp::Reverse(b.capacity()));
+        self.pool.truncate(SCRATCH_BUFFERS);
+    }
+
+    /// Sends `mine` to every peer and returns each peer's message of the same length,
+    /// in increasing peer id (buffers from the scratch pool: recycle them). One round.
     ///
     /// Peers are visited in increasing id order; since every party follows the same
     /// total order and `exchange` is full duplex, the pairwise exchanges cannot deadlock.
-    pub(crate) fn exchange_all<T: bytemuck::Pod>(&mut self, mine: &[T]) -> Result<Vec<Option<Vec<T>>>> {
+    pub(crate) fn exchange_all(&mut self, mine: &[u64]) -> Result<Vec<Vec<u64>>> {
         self.rounds += 1;
-        let mut out = Vec::with_capacity(self.n_parties());
-        for ch in self.peers.iter_mut() {
-            out.push(match ch {
-                None => None,
-                Some(ch) => {
-                    let mut buf: Vec<T> = bytemuck::zeroed_vec(mine.len());
-                    ch.exchange(bytemuck::cast_slice(mine), bytemuck::cast_slice_mut(&mut buf))?;
-                    Some(buf)
-                }
-            });
+        let mut out = Vec::with_capacity(self.n_parties() - 1);
+        for j in 0..self.n_parties() {
+            if j == self.id {
+                continue;
+            }
+            let mut buf = self.scratch(mine.len());
+            let ch = self.peers[j].as_mut().expect("a channel to every peer");
+            ch.exchange(bytemuck::cast_slice(mine), bytemuck::cast_slice_mut(&mut buf))?;
+            out.push(buf);
         }
         Ok(out)
     }
@@ -133,18 +157,22 @@ impl Party {
 
     /// [`Party::open`] reusing the share's buffer for the result.
     pub(crate) fn open_owned(&mut self, mut x: Vec<R64>) -> Result<Vec<R64>> {
-        for theirs in self.exchange_all(&x)?.into_iter().flatten() {
-            kernels::add_assign(&mut x, &theirs);
+        let theirs = self.exchange_all(as_u64(&x))?;
+        for t in &theirs {
+            kernels::add_assign(&mut x, as_ring(t));
         }
+        self.recycle(theirs);
         Ok(x)
     }
 
     /// Reveals XOR-shared bit vectors (packed in u64 words). Rounds: 1.
     pub(crate) fn open_bits(&mut self, x: &[u64]) -> Result<Vec<u64>> {
         let mut acc = x.to_vec();
-        for theirs in self.exchange_all(x)?.into_iter().flatten() {
-            acc.iter_mut().zip(&theirs).for_each(|(a, b)| *a ^= b);
+        let theirs = self.exchange_all(x)?;
+        for t in &theirs {
+            acc.iter_mut().zip(t).for_each(|(a, b)| *a ^= b);
         }
+        self.recycle(theirs);
         Ok(acc)
     }
 

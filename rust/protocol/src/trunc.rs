@@ -39,7 +39,7 @@ impl Party {
         let bias_q = R64(BIAS / divisor);
         let bias = if self.id() == 0 { bias_q * R64(divisor) } else { R64::ZERO };
         let masked: Vec<R64> = x.par_iter().zip(&t.r).map(|(&v, &r)| v + r + bias).collect();
-        let c = self.open(&masked)?;
+        let c = self.open_owned(masked)?;
         let wrap_unit = R64(((1u128 << 64) / divisor as u128) as u64);
         let first = self.id() == 0;
         Ok(c.par_iter()

@@ -15,6 +15,11 @@ mod session;
 
 use pyo3::prelude::*;
 
+/// Rust allocations of the extension (shares, masks, protocol buffers) ask for
+/// transparent huge pages when large; Python's own allocations are untouched.
+#[global_allocator]
+static ALLOC: syft_mpc_ring::alloc::HugePageHint = syft_mpc_ring::alloc::HugePageHint;
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;

@@ -3,6 +3,7 @@
 //!
 //! This crate has no I/O and knows nothing about parties or protocols.
 
+pub mod alloc;
 pub mod fixed;
 mod gemm;
 pub mod kernels;
