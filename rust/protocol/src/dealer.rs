@@ -9,8 +9,8 @@ use crate::party::Stats;
 use crate::{ProtocolError, Result};
 use rayon::prelude::*;
 use syft_mpc_ring::kernels;
-use syft_mpc_ring::prg::{Prg, Seed};
-use syft_mpc_ring::R64;
+use syft_mpc_ring::prg::{Prg, PrgRange, Seed};
+use syft_mpc_ring::{as_ring_mut, R64};
 use syft_mpc_transport::Channel;
 
 pub struct Dealer {
@@ -48,7 +48,7 @@ impl Dealer {
                 return Ok(self.served);
             }
             let correction = self.correction(&req);
-            self.channels[last].send(&correction)?;
+            self.channels[last].send(bytemuck::cast_slice(&correction))?;
             self.served += 1;
         }
     }
@@ -64,26 +64,16 @@ impl Dealer {
     }
 
     /// Expands every party's share of `req` and returns the last party's explicit part.
-    pub(crate) fn correction(&mut self, req: &Request) -> Vec<u8> {
+    pub(crate) fn correction(&mut self, req: &Request) -> Vec<u64> {
+        if let Request::Mul { len } = req {
+            return self.mul_correction(*len);
+        }
         let n = self.prgs.len();
         let mut shares: Vec<Share> =
             self.prgs.iter_mut().enumerate().map(|(i, prg)| expand(req, prg, i == n - 1)).collect();
         let mut last = shares.pop().expect("at least two parties");
         let others = &shares;
         match &mut last {
-            Share::Bilinear(l) if matches!(req, Request::Mul { .. }) => {
-                // Element-wise: c_last = (Σ a_i)(Σ b_i) − Σ_{i<last} c_i in one fused pass.
-                let parts: Vec<&crate::correlated::BilinearShare> = others.iter().map(bil).collect();
-                l.c.par_iter_mut().enumerate().for_each(|(e, c)| {
-                    let (mut a, mut b, mut rest) = (l.a[e], l.b[e], R64::ZERO);
-                    for p in &parts {
-                        a += p.a[e];
-                        b += p.b[e];
-                        rest += p.c[e];
-                    }
-                    *c = a * b - rest;
-                });
-            }
             Share::Bilinear(l) => {
                 let all = |f: &dyn Fn(&Share) -> &[R64], own: &[R64]| {
                     let mut acc = own.to_vec();
@@ -109,8 +99,52 @@ impl Dealer {
             }
             Share::Compare(l) => self.compare_correction(l, others.iter().map(cmp).collect()),
         }
-        let mut out = Vec::with_capacity(last.explicit_len());
-        last.explicit_mut().iter().for_each(|part| out.extend_from_slice(part));
+        let mut out = vec![0u64; last.explicit_len().div_ceil(8)];
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
+        let mut off = 0;
+        for part in last.explicit_mut() {
+            bytes[off..off + part.len()].copy_from_slice(part);
+            off += part.len();
+        }
+        out
+    }
+
+    /// Element-wise triple: `c_last = (Σ a_i)(Σ b_i) − Σ_{i<last} c_i`, expanded chunk by
+    /// chunk from reserved PRG ranges (same draws as `correlated::expand`), so nothing
+    /// but the output is ever materialised.
+    fn mul_correction(&mut self, len: usize) -> Vec<u64> {
+        const CHUNK: usize = 4096;
+        let n = self.prgs.len();
+        let ranges: Vec<[Option<PrgRange>; 3]> = self
+            .prgs
+            .iter_mut()
+            .enumerate()
+            .map(|(i, prg)| {
+                let a = prg.reserve(8 * len);
+                let b = prg.reserve(8 * len);
+                let c = (i < n - 1).then(|| prg.reserve(8 * len));
+                [Some(a), Some(b), c]
+            })
+            .collect();
+        let mut out = vec![0u64; len];
+        as_ring_mut(&mut out).par_chunks_mut(CHUNK).enumerate().for_each(|(k, dst)| {
+            let first = k * CHUNK;
+            let mut buf = [R64::ZERO; CHUNK];
+            let buf = &mut buf[..dst.len()];
+            let mut acc = [vec![R64::ZERO; dst.len()], vec![R64::ZERO; dst.len()], vec![R64::ZERO; dst.len()]];
+            for party in &ranges {
+                for (slot, range) in acc.iter_mut().zip(party) {
+                    if let Some(r) = range {
+                        r.fill_at(first, buf);
+                        kernels::add_assign(slot, buf);
+                    }
+                }
+            }
+            let [a, b, c] = &acc;
+            for e in 0..dst.len() {
+                dst[e] = a[e] * b[e] - c[e];
+            }
+        });
         out
     }
 

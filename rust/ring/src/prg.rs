@@ -80,6 +80,14 @@ impl Prg {
         }
     }
 
+    /// Reserves the next `bytes` of the stream (exactly what `fill_bytes` of that many
+    /// bytes would consume) as a [`PrgRange`] that can be expanded piecewise, in any order.
+    pub fn reserve(&mut self, bytes: usize) -> PrgRange {
+        let start = self.counter;
+        self.counter += bytes.div_ceil(16) as u128;
+        PrgRange { cipher: self.cipher.clone(), start, bytes }
+    }
+
     pub fn fill(&mut self, out: &mut [R64]) {
         self.fill_bytes(bytemuck::cast_slice_mut(out));
     }
@@ -105,6 +113,43 @@ impl Prg {
     }
 }
 
+/// A reserved stretch of a [`Prg`] stream, expandable piece by piece (e.g. one
+/// cache-sized chunk at a time, on many threads) instead of all at once.
+#[derive(Clone)]
+pub struct PrgRange {
+    cipher: Aes128,
+    start: u128,
+    bytes: usize,
+}
+
+impl std::fmt::Debug for PrgRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PrgRange {{ start: {}, bytes: {} }}", self.start, self.bytes)
+    }
+}
+
+impl PrgRange {
+    /// Fills `out` with the range's elements `[first, first + out.len())`.
+    /// `first` must be even (elements come two per AES block).
+    pub fn fill_at(&self, first: usize, out: &mut [R64]) {
+        assert!(first % 2 == 0, "PrgRange::fill_at needs an even start");
+        assert!((first + out.len()) * 8 <= self.bytes, "PrgRange::fill_at past the reserved range");
+        let mut buf = [GenericArray::default(); 8];
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(out);
+        let block0 = self.start + (first / 2) as u128;
+        for (i, piece) in bytes.chunks_mut(16 * 8).enumerate() {
+            let nb = piece.len().div_ceil(16);
+            for (j, b) in buf.iter_mut().enumerate().take(nb) {
+                *b = GenericArray::from((block0 + (i * 8 + j) as u128).to_le_bytes());
+            }
+            self.cipher.encrypt_blocks(&mut buf[..nb]);
+            for (j, dst) in piece.chunks_mut(16).enumerate() {
+                dst.copy_from_slice(&buf[j][..dst.len()]);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +166,23 @@ mod tests {
         assert_eq!(whole[..5], parts[..5]);
         let mut c = Prg::new(seed);
         assert_eq!(c.ring_vec(100_003), whole);
+    }
+
+    #[test]
+    fn reserved_ranges_expand_like_the_stream() {
+        let seed = Seed([9; 16]);
+        let mut a = Prg::new(seed);
+        let (x, y) = (a.ring_vec(1001), a.ring_vec(77));
+        let mut b = Prg::new(seed);
+        let (rx, ry) = (b.reserve(1001 * 8), b.reserve(77 * 8));
+        let mut got = vec![R64::ZERO; 1001];
+        rx.fill_at(0, &mut got[..500]);
+        rx.fill_at(500, &mut got[500..]);
+        assert_eq!(got, x);
+        let mut got_y = vec![R64::ZERO; 77];
+        ry.fill_at(0, &mut got_y);
+        assert_eq!(got_y, y);
+        assert_eq!(a.next_u64(), b.next_u64(), "both streams continue at the same place");
     }
 
     #[test]
