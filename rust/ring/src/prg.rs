@@ -132,7 +132,7 @@ impl PrgRange {
     /// Fills `out` with the range's elements `[first, first + out.len())`.
     /// `first` must be even (elements come two per AES block).
     pub fn fill_at(&self, first: usize, out: &mut [R64]) {
-        assert!(first % 2 == 0, "PrgRange::fill_at needs an even start");
+        assert!(first.is_multiple_of(2), "PrgRange::fill_at needs an even start");
         assert!((first + out.len()) * 8 <= self.bytes, "PrgRange::fill_at past the reserved range");
         let mut buf = [GenericArray::default(); 8];
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(out);
