@@ -65,8 +65,17 @@ impl Dealer {
 
     /// Expands every party's share of `req` and returns the last party's explicit part.
     pub(crate) fn correction(&mut self, req: &Request) -> Vec<u64> {
-        if let Request::Mul { len } = req {
-            return self.mul_correction(*len);
+        match *req {
+            // Beaver triple: c_last = (Σ a_i)(Σ b_i) − Σ_{i<last} c_i.
+            Request::Mul { len } => return self.elementwise(len, |[a, b], [c], [out]| *out = *a * *b - *c),
+            // Truncation pair: shares of ⌊r/d⌋ and msb(r) for r = Σ r_i.
+            Request::Trunc { len, divisor } => {
+                return self.elementwise(len, |[r], [q, m], [q_out, m_out]| {
+                    *q_out = R64(r.0 / divisor) - *q;
+                    *m_out = R64(r.msb()) - *m;
+                })
+            }
+            _ => {}
         }
         let n = self.prgs.len();
         let mut shares: Vec<Share> =
@@ -86,18 +95,8 @@ impl Dealer {
                 others.iter().for_each(|s| kernels::sub_assign(&mut c, &bil(s).c));
                 l.c = c;
             }
-            Share::Trunc(l) => {
-                let Request::Trunc { divisor, .. } = req else { unreachable!() };
-                let mut r = l.r.clone();
-                others.iter().for_each(|s| kernels::add_assign(&mut r, &tru(s).r));
-                l.quotient = r.par_iter().map(|v| R64(v.0 / divisor)).collect();
-                l.msb = r.par_iter().map(|v| R64(v.msb())).collect();
-                for s in others {
-                    kernels::sub_assign(&mut l.quotient, &tru(s).quotient);
-                    kernels::sub_assign(&mut l.msb, &tru(s).msb);
-                }
-            }
             Share::Compare(l) => self.compare_correction(l, others.iter().map(cmp).collect()),
+            Share::Trunc(_) => unreachable!("truncation pairs are generated element-wise"),
         }
         let mut out = vec![0u64; last.explicit_len().div_ceil(8)];
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
@@ -109,40 +108,58 @@ impl Dealer {
         out
     }
 
-    /// Element-wise triple: `c_last = (Σ a_i)(Σ b_i) − Σ_{i<last} c_i`, expanded chunk by
-    /// chunk from reserved PRG ranges (same draws as `correlated::expand`), so nothing
-    /// but the output is ever materialised.
-    fn mul_correction(&mut self, len: usize) -> Vec<u64> {
-        const CHUNK: usize = 4096;
+    /// Corrections for element-wise material whose every party draws `S` "shared" fields
+    /// and then, except the last party, `E` "explicit" fields (the draw order of
+    /// `correlated::expand` for Beaver triples and truncation pairs). Expanded chunk by
+    /// chunk from reserved PRG ranges on all threads, so nothing but the output — `E`
+    /// fields of `len` elements, field-major — is materialised.
+    /// `f(shared sums, explicit sums of the other parties, out)` fills one element.
+    fn elementwise<const S: usize, const E: usize>(
+        &mut self,
+        len: usize,
+        f: impl Fn(&[R64; S], &[R64; E], &mut [R64; E]) + Sync,
+    ) -> Vec<u64> {
+        const CHUNK: usize = 2048;
         let n = self.prgs.len();
-        let ranges: Vec<[Option<PrgRange>; 3]> = self
+        let ranges: Vec<(Vec<PrgRange>, Vec<PrgRange>)> = self
             .prgs
             .iter_mut()
             .enumerate()
             .map(|(i, prg)| {
-                let a = prg.reserve(8 * len);
-                let b = prg.reserve(8 * len);
-                let c = (i < n - 1).then(|| prg.reserve(8 * len));
-                [Some(a), Some(b), c]
+                let shared = (0..S).map(|_| prg.reserve(8 * len)).collect();
+                let explicit = if i < n - 1 { (0..E).map(|_| prg.reserve(8 * len)).collect() } else { Vec::new() };
+                (shared, explicit)
             })
             .collect();
-        let mut out = vec![0u64; len];
-        as_ring_mut(&mut out).par_chunks_mut(CHUNK).enumerate().for_each(|(k, dst)| {
-            let first = k * CHUNK;
+        let mut out = vec![0u64; E * len];
+        let mut fields: Vec<&mut [R64]> = as_ring_mut(&mut out).chunks_mut(len.max(1)).collect();
+        // Chunk k of every output field, handed out together.
+        let mut chunked: Vec<Vec<&mut [R64]>> = Vec::new();
+        for field in fields.iter_mut() {
+            for (k, c) in field.chunks_mut(CHUNK).enumerate() {
+                if chunked.len() <= k {
+                    chunked.push(Vec::with_capacity(E));
+                }
+                chunked[k].push(c);
+            }
+        }
+        chunked.into_par_iter().enumerate().for_each(|(k, mut dst)| {
+            let (first, m) = (k * CHUNK, dst[0].len());
             let mut buf = [R64::ZERO; CHUNK];
-            let buf = &mut buf[..dst.len()];
-            let mut acc = [vec![R64::ZERO; dst.len()], vec![R64::ZERO; dst.len()], vec![R64::ZERO; dst.len()]];
-            for party in &ranges {
-                for (slot, range) in acc.iter_mut().zip(party) {
-                    if let Some(r) = range {
-                        r.fill_at(first, buf);
-                        kernels::add_assign(slot, buf);
-                    }
+            let mut shared = [[R64::ZERO; CHUNK]; S];
+            let mut explicit = [[R64::ZERO; CHUNK]; E];
+            for (sh, ex) in &ranges {
+                for (acc, r) in shared.iter_mut().zip(sh).chain(explicit.iter_mut().zip(ex)) {
+                    r.fill_at(first, &mut buf[..m]);
+                    kernels::add_assign(&mut acc[..m], &buf[..m]);
                 }
             }
-            let [a, b, c] = &acc;
-            for e in 0..dst.len() {
-                dst[e] = a[e] * b[e] - c[e];
+            for e in 0..m {
+                let mut o = [R64::ZERO; E];
+                f(&std::array::from_fn(|j| shared[j][e]), &std::array::from_fn(|j| explicit[j][e]), &mut o);
+                for j in 0..E {
+                    dst[j][e] = o[j];
+                }
             }
         });
         out
@@ -226,12 +243,6 @@ impl Dealer {
 fn bil(s: &Share) -> &crate::correlated::BilinearShare {
     match s {
         Share::Bilinear(b) => b,
-        _ => unreachable!("shares of one request have one kind"),
-    }
-}
-fn tru(s: &Share) -> &crate::correlated::TruncShare {
-    match s {
-        Share::Trunc(t) => t,
         _ => unreachable!("shares of one request have one kind"),
     }
 }
