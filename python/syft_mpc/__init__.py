@@ -11,7 +11,18 @@ Z_2^64 (additive shares, fixed-point encodings)::
 
 :mod:`syft_mpc.mpc` runs n-party computations (parties as threads, or as
 processes over TCP). Importing syft_mpc does not modify torch.
+
+The PySyft programming model (hook, workers, pointer tensors) is loaded on first use
+of one of its names, so ``import syft_mpc`` alone does not import torch::
+
+    >>> import torch
+    >>> hook = syft_mpc.TorchHook(torch)
+    >>> bob = syft_mpc.VirtualWorker(hook, id="bob")
+    >>> (torch.tensor([1, 2]).send(bob) * 3).get()
+    tensor([3, 6])
 """
+
+from typing import Any
 
 from syft_mpc import errors, mpc
 from syft_mpc._native import (
@@ -47,7 +58,42 @@ from syft_mpc.errors import (
     TransportError,
 )
 
+# name -> module that defines it; imported lazily (these modules import torch).
+_LAZY = {
+    "TorchHook": "syft_mpc.hook",
+    "BaseWorker": "syft_mpc.workers",
+    "VirtualWorker": "syft_mpc.workers",
+    "local_worker": "syft_mpc.workers",
+    "PointerTensor": "syft_mpc.pointers",
+    "RemoteParameter": "syft_mpc.pointers",
+    "serde": "syft_mpc.serde",
+    "messages": "syft_mpc.messages",
+    "allowlist": "syft_mpc.allowlist",
+    "hook": "syft_mpc.hook",
+    "workers": "syft_mpc.workers",
+    "pointers": "syft_mpc.pointers",
+}
+
+
+def __getattr__(name: str) -> Any:
+    mod_name = _LAZY.get(name)
+    if mod_name is None:
+        raise AttributeError(f"module 'syft_mpc' has no attribute {name!r}")
+    import importlib
+
+    mod = importlib.import_module(mod_name)
+    value = mod if mod_name == f"syft_mpc.{name}" else getattr(mod, name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
+    "BaseWorker",
+    "PointerTensor",
+    "RemoteParameter",
+    "TorchHook",
+    "VirtualWorker",
+    "local_worker",
     "DEFAULT_FRAC_BITS",
     "AuthenticationError",
     "Dealer",

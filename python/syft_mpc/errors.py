@@ -10,7 +10,16 @@ Every error is an :class:`MpcError`. The classes are defined by the native modul
     │   └── AuthenticationError   wrong token or session
     ├── ProtocolError             parties out of step, unsupported party count, dealer trouble
     ├── ShapeError                also a ValueError
-    └── FixedPointError           also a ValueError
+    ├── FixedPointError           also a ValueError
+    ├── SerializationError        malformed or unsupported control message (also a ValueError)
+    ├── LocationError             pointers on different workers in one op (also a ValueError)
+    ├── UnsupportedOperationError an op outside the allowlist (also a TypeError)
+    └── RemoteError               an op failed on a worker; the message is the worker's
+        ├── ObjectNotFoundError   no such object on the worker (also a LookupError)
+        └── Remote{Runtime,Type,Value,Index,NotImplemented,ZeroDivision}Error
+                                  also the builtin error of the same name
+
+The first seven come from the native module; the pointer-tensor layer defines the rest.
 
 Example::
 
@@ -33,7 +42,67 @@ from syft_mpc._native import (
     TransportError,
 )
 
+
+
+class SerializationError(MpcError, ValueError):
+    """A control message could not be encoded or decoded (malformed, too large, unsupported type)."""
+
+
+class LocationError(MpcError, ValueError):
+    """An operation mixes pointers to different workers, or a pointer with a local tensor."""
+
+
+class UnsupportedOperationError(MpcError, TypeError):
+    """The operation is not in :mod:`syft_mpc.allowlist`, so no worker will run it."""
+
+
+class RemoteError(MpcError):
+    """An operation failed on a worker. ``.worker`` is its id, ``.remote_type`` the error's type name there."""
+
+    worker: str = ""
+    remote_type: str = ""
+
+
+class ObjectNotFoundError(RemoteError, LookupError):
+    """The object a pointer names is not (or no longer) stored on its worker."""
+
+
+class RemoteRuntimeError(RemoteError, RuntimeError):
+    """A ``RuntimeError`` raised on a worker."""
+
+
+class RemoteTypeError(RemoteError, TypeError):
+    """A ``TypeError`` raised on a worker."""
+
+
+class RemoteValueError(RemoteError, ValueError):
+    """A ``ValueError`` raised on a worker."""
+
+
+class RemoteIndexError(RemoteError, IndexError):
+    """An ``IndexError`` raised on a worker."""
+
+
+class RemoteNotImplementedError(RemoteError, NotImplementedError):
+    """A ``NotImplementedError`` raised on a worker."""
+
+
+class RemoteZeroDivisionError(RemoteError, ZeroDivisionError):
+    """A ``ZeroDivisionError`` raised on a worker."""
+
+
 __all__ = [
+    "LocationError",
+    "ObjectNotFoundError",
+    "RemoteError",
+    "RemoteIndexError",
+    "RemoteNotImplementedError",
+    "RemoteRuntimeError",
+    "RemoteTypeError",
+    "RemoteValueError",
+    "RemoteZeroDivisionError",
+    "SerializationError",
+    "UnsupportedOperationError",
     "AuthenticationError",
     "FixedPointError",
     "MpcError",

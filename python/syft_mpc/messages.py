@@ -1,0 +1,189 @@
+"""The control-plane messages: what a driver (or another worker) asks a worker to do.
+
+Each message is a :class:`~syft_mpc.serde.Struct` with a fixed kind and typed fields,
+carried in an :class:`Envelope` that also holds the sender's batched deletions
+(garbage-collected pointers). A worker answers every envelope with :class:`Ok` or
+:class:`Err`.
+
+    >>> from syft_mpc import messages, serde
+    >>> env = messages.Envelope("me", [7], messages.Fetch(42, True))
+    >>> serde.decode(serde.encode(env)) == env
+    True
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any, ClassVar, Union
+
+import torch
+
+from syft_mpc.errors import SerializationError
+from syft_mpc.serde import PointerDesc, Struct, register
+
+MAX_ID = (1 << 63) - 1
+
+
+def new_id() -> int:
+    """A fresh object id from the OS CSPRNG (63 bits, so ids cannot be guessed or collide)."""
+    return secrets.randbits(63)
+
+
+def _check_id(name: str, v: int) -> None:
+    if type(v) is not int or not 0 <= v <= MAX_ID:
+        raise SerializationError(f"{name} must be an object id (0 <= id < 2**63), got {v!r}")
+
+
+@register
+@dataclass
+class Store(Struct):
+    """Store ``obj`` (a tensor, or a pointer for pointer chains) under ``obj_id``."""
+
+    KIND: ClassVar[int] = 10
+    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((int,), (torch.Tensor, PointerDesc))
+    obj_id: int
+    obj: Union[torch.Tensor, PointerDesc]
+
+    def validate(self) -> None:
+        _check_id("obj_id", self.obj_id)
+
+
+@register
+@dataclass
+class Fetch(Struct):
+    """Return object ``obj_id``; with ``remove`` the worker forgets it (``.get()``)."""
+
+    KIND: ClassVar[int] = 11
+    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((int,), (bool,))
+    obj_id: int
+    remove: bool
+
+    def validate(self) -> None:
+        _check_id("obj_id", self.obj_id)
+
+
+@register
+@dataclass
+class Command(Struct):
+    """Run the allowlisted operation ``op`` on ``args``/``kwargs`` (objects as ObjRef).
+
+    A tensor result is stored under ``return_id`` (chosen by the caller); tensors inside
+    a tuple result get fresh ids chosen by the worker. ``grad_enabled`` carries the
+    caller's ``torch.is_grad_enabled()``.
+    """
+
+    KIND: ClassVar[int] = 12
+    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((str,), (tuple,), (dict,), (int,), (bool,))
+    op: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    return_id: int
+    grad_enabled: bool
+
+    def validate(self) -> None:
+        _check_id("return_id", self.return_id)
+        if any(type(k) is not str for k in self.kwargs):
+            raise SerializationError("keyword argument names must be strings")
+
+
+@register
+@dataclass
+class GetAttr(Struct):
+    """Read attribute ``name`` (``grad``, ``data``, ...) of object ``obj_id``; store a tensor under ``return_id``."""
+
+    KIND: ClassVar[int] = 13
+    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((int,), (str,), (int,))
+    obj_id: int
+    name: str
+    return_id: int
+
+    def validate(self) -> None:
+        _check_id("obj_id", self.obj_id)
+        _check_id("return_id", self.return_id)
+
+
+@register
+@dataclass
+class SetAttr(Struct):
+    """Set attribute ``name`` of object ``obj_id`` to ``value`` (an ObjRef, None or a plain value)."""
+
+    KIND: ClassVar[int] = 14
+    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((int,), (str,), (object,))
+    obj_id: int
+    name: str
+    value: Any
+
+    def validate(self) -> None:
+        _check_id("obj_id", self.obj_id)
+
+
+@register
+@dataclass
+class Move(Struct):
+    """Send object ``obj_id`` to worker ``dest``, stored there as ``new_id``.
+
+    Without ``keep_pointer`` the object leaves this worker (``ptr.move(dest)``); with it
+    this worker keeps, under ``obj_id``, a pointer to the new location (``ptr.remote_send(dest)``).
+    """
+
+    KIND: ClassVar[int] = 15
+    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((int,), (str,), (int,), (bool,))
+    obj_id: int
+    dest: str
+    new_id: int
+    keep_pointer: bool
+
+    def validate(self) -> None:
+        _check_id("obj_id", self.obj_id)
+        _check_id("new_id", self.new_id)
+
+
+@register
+@dataclass
+class RemoteGet(Struct):
+    """Object ``obj_id`` is a pointer: fetch what it points to and store it in its place."""
+
+    KIND: ClassVar[int] = 16
+    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((int,),)
+    obj_id: int
+
+    def validate(self) -> None:
+        _check_id("obj_id", self.obj_id)
+
+
+@register
+@dataclass
+class Envelope(Struct):
+    """What travels to a worker: who sends, which of its pointers died, and the request (or None)."""
+
+    KIND: ClassVar[int] = 1
+    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((str,), (list,), (Struct, type(None)))
+    sender: str
+    deletes: list[int]
+    body: Struct | None
+
+    def validate(self) -> None:
+        for i in self.deletes:
+            _check_id("a deleted id", i)
+
+
+@register
+@dataclass
+class Ok(Struct):
+    """A successful reply; ``value`` is the result (PointerDesc for tensors that stay remote)."""
+
+    KIND: ClassVar[int] = 2
+    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((object,),)
+    value: Any
+
+
+@register
+@dataclass
+class Err(Struct):
+    """A failed request: the exception's type name and message on the worker."""
+
+    KIND: ClassVar[int] = 3
+    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((str,), (str,))
+    err_type: str
+    message: str
