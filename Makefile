@@ -3,7 +3,7 @@
 #   make demo   secure matmul between a dealer and two parties in separate processes
 #   make test   cargo test --workspace, then pytest (tests/ and benches/ run once each)
 #   make lint   cargo fmt --check, clippy -D warnings
-#   make bench  pytest-benchmark with timing on; JSON into bench-results/
+#   make bench  pytest-benchmark with timing on; JSON into bench-results/, then a markdown table
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -59,8 +59,9 @@ fmt:
 
 bench: venv
 	mkdir -p $(BENCH_DIR)
-	$(PY) -m pytest benches --benchmark-enable --benchmark-only \
+	$(PY) -m pytest benches --benchmark-enable --benchmark-only --benchmark-columns=min,median,max,rounds \
 		--benchmark-json=$(BENCH_DIR)/bench-$$(date +%Y%m%d-%H%M%S).json $(PYTEST_ARGS)
+	$(PY) benches/report.py $(BENCH_DIR)
 
 clean:
 	rm -rf $(BENCH_DIR) .pytest_cache .hypothesis .benchmarks

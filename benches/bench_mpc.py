@@ -1,80 +1,106 @@
-"""Two-party protocols over TCP on 127.0.0.1: time, bytes and rounds per call."""
+"""MPC protocols between separate processes over TCP on 127.0.0.1.
+
+Party 0 runs here and is what pytest-benchmark times; the other parties and the
+dealer are processes (benches/_procs.py), so every timing covers the whole
+protocol: both parties' computation, the wire, and (unless preprocessed) the
+dealer generating the material on demand. "online" benchmarks preprocess the
+op's material on all parties in the (untimed) setup of each round.
+
+extra_info holds, per party i, the bytes and rounds of one call
+(party{i}_bytes_sent, party{i}_rounds, ...), their maximum over parties
+(bytes_per_party, rounds), and throughput from the median time (elements_per_s,
+or GMAC/s for matmul). With benchmarks disabled (plain pytest) each runs once,
+at a smaller size where the full size would be slow.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
-import numpy as np
 import pytest
-from _tcp_pair import TcpPair
-
-import syft_mpc as sy
+from _procs import Session, SessionPool
 
 
 @pytest.fixture(scope="module")
-def pair() -> Iterator[TcpPair]:
-    p = TcpPair()
-    yield p
-    p.close()
+def sessions() -> Iterator[SessionPool]:
+    with SessionPool() as pool:
+        yield pool
 
 
-def record(benchmark: Any, pair: TcpPair, op: Callable[[sy.Party], Any], elements: int, unit: str = "Melem/s") -> None:
-    """Per-call rounds and bytes of each party (one extra call), and throughput."""
-    before = pair.run_both(lambda p: p.stats())
-    pair.run(op)
-    after = pair.run_both(lambda p: p.stats())
-    for i in range(2):
-        for k in after[i]:
-            benchmark.extra_info[f"party{i}_{k}"] = after[i][k] - before[i][k]
-    benchmark.extra_info["elements"] = elements
+def record(benchmark: Any, s: Session, op: str, online: bool, elements: int, macs: int = 0) -> None:
+    """Per-party bytes and rounds of one more call of op, and throughput."""
+    if online:
+        s.run("pre " + op)
+    before = s.stats()
+    s.run(op)
+    after = s.stats()
+    info = benchmark.extra_info
+    info.update(op=op, parties=s.n_parties, phase="online" if online else "dealer on demand", elements=elements)
+    for i, (b, a) in enumerate(zip(before, after)):
+        for k in a:
+            info[f"party{i}_{k}"] = a[k] - b[k]
+    info["bytes_per_party"] = max(a["bytes_sent"] - b["bytes_sent"] for b, a in zip(before, after))
+    info["rounds"] = max(a["rounds"] - b["rounds"] for b, a in zip(before, after))
     stats = getattr(benchmark, "stats", None)
-    if stats is not None and stats.stats.min:
-        scale = 1e9 if unit.startswith("G") else 1e6
-        benchmark.extra_info[unit] = elements / stats.stats.min / scale
+    if stats is not None and stats.stats.median:
+        info["elements_per_s"] = elements / stats.stats.median
+        if macs:
+            info["macs"] = macs
+            info["GMAC/s"] = macs / stats.stats.median / 1e9
 
 
-def test_beaver_mul_1e6(benchmark: Any, pair: TcpPair) -> None:
+def bench(benchmark: Any, s: Session, op: str, online: bool, rounds: int, elements: int, macs: int = 0) -> None:
+    s.run("inputs " + op)  # every party draws its random inputs before the clock starts
+
+    def setup() -> tuple[tuple[str], dict[str, Any]]:
+        if online:
+            s.run("pre " + op)  # the dealer's material for exactly one call, outside the clock
+        return (op,), {}
+
+    benchmark.pedantic(s.run, setup=setup, rounds=rounds, warmup_rounds=1)
+    record(benchmark, s, op, online, elements, macs)
+
+
+@pytest.mark.parametrize("phase", ["online", "dealer"])
+def test_mul_1e6(benchmark: Any, sessions: SessionPool, phase: str) -> None:
     n = 10**6
-    x = sy.share(np.arange(n, dtype=np.uint64), 2)
-
-    def op(p: sy.Party) -> np.ndarray:
-        return p.mul(x[p.id], x[p.id])
-
-    benchmark.pedantic(pair.run, args=(op,), rounds=5, iterations=1, warmup_rounds=1)
-    record(benchmark, pair, op, n)
+    bench(benchmark, sessions.get(2), f"mul {n}", phase == "online", rounds=10, elements=n)
 
 
-def test_beaver_matmul_256(benchmark: Any, pair: TcpPair) -> None:
-    n = 256
-    rng = np.random.default_rng(0)
-    a = sy.share(rng.integers(0, 2**64, (n, n), dtype=np.uint64), 2)
-    b = sy.share(rng.integers(0, 2**64, (n, n), dtype=np.uint64), 2)
-
-    def op(p: sy.Party) -> np.ndarray:
-        return p.matmul(a[p.id], b[p.id])
-
-    out = benchmark.pedantic(pair.run, args=(op,), rounds=5, iterations=1, warmup_rounds=1)
-    assert out.shape == (n, n)
-    record(benchmark, pair, op, n**3, unit="GMAC/s")
-
-
-def test_truncate_1e6(benchmark: Any, pair: TcpPair) -> None:
+def test_mul_1e6_3party_dealer(benchmark: Any, sessions: SessionPool) -> None:
     n = 10**6
-    x = sy.share(sy.encode(np.linspace(-100, 100, n)), 2)
-
-    def op(p: sy.Party) -> np.ndarray:
-        return p.truncate(x[p.id], 1 << 16)
-
-    benchmark.pedantic(pair.run, args=(op,), rounds=5, iterations=1, warmup_rounds=1)
-    record(benchmark, pair, op, n)
+    bench(benchmark, sessions.get(3), f"mul {n}", False, rounds=10, elements=n)
 
 
-def test_relu_1e5(benchmark: Any, pair: TcpPair) -> None:
-    n = 10**5
-    x = sy.share(sy.encode(np.linspace(-100, 100, n)), 2)
+@pytest.mark.parametrize("phase", ["online", "dealer"])
+def test_matmul_1024(benchmark: Any, sessions: SessionPool, phase: str) -> None:
+    m = 256 if benchmark.disabled else 1024
+    bench(benchmark, sessions.get(2), f"matmul {m} {m} {m}", phase == "online", rounds=5, elements=m * m, macs=m**3)
 
-    def op(p: sy.Party) -> np.ndarray:
-        return p.relu(x[p.id])
 
-    benchmark.pedantic(pair.run, args=(op,), rounds=5, iterations=1, warmup_rounds=1)
-    record(benchmark, pair, op, n)
+def test_fixed_point_matmul_1024_dealer(benchmark: Any, sessions: SessionPool) -> None:
+    """matmul then truncation, as a fixed-point product (CrypTen's matmul) needs."""
+    m = 256 if benchmark.disabled else 1024
+    bench(benchmark, sessions.get(2), f"fxmatmul {m} {m} {m}", False, rounds=5, elements=m * m, macs=m**3)
+
+
+def test_matmul_256_dealer(benchmark: Any, sessions: SessionPool) -> None:
+    m = 256
+    bench(benchmark, sessions.get(2), f"matmul {m} {m} {m}", False, rounds=10, elements=m * m, macs=m**3)
+
+
+def test_truncate_1e6_dealer(benchmark: Any, sessions: SessionPool) -> None:
+    n = 10**6
+    bench(benchmark, sessions.get(2), f"truncate {n}", False, rounds=10, elements=n)
+
+
+@pytest.mark.parametrize("n", [10**5, 10**6])
+def test_relu_dealer(benchmark: Any, sessions: SessionPool, n: int) -> None:
+    if benchmark.disabled and n > 10**5:
+        n = 2 * 10**5
+    bench(benchmark, sessions.get(2), f"relu {n}", False, rounds=5 if n > 10**5 else 10, elements=n)
+
+
+def test_ltz_1e6_dealer(benchmark: Any, sessions: SessionPool) -> None:
+    n = 2 * 10**5 if benchmark.disabled else 10**6
+    bench(benchmark, sessions.get(2), f"ltz {n}", False, rounds=5, elements=n)

@@ -72,6 +72,15 @@ _LAZY = {
     "hook": "syft_mpc.hook",
     "workers": "syft_mpc.workers",
     "pointers": "syft_mpc.pointers",
+    "SharedTensor": "syft_mpc.shared",
+    "FixedPrecisionTensor": "syft_mpc.fixed_precision",
+    "shared": "syft_mpc.shared",
+    "fixed_precision": "syft_mpc.fixed_precision",
+    "mpc_session": "syft_mpc.mpc_session",
+    "approx": "syft_mpc.approx",
+    "SocketWorker": "syft_mpc.socket_worker",
+    "socket_worker": "syft_mpc.socket_worker",
+    "workers_from_env": "syft_mpc.socket_worker",
 }
 
 
@@ -89,8 +98,11 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "BaseWorker",
+    "FixedPrecisionTensor",
+    "SharedTensor",
     "PointerTensor",
     "RemoteParameter",
+    "SocketWorker",
     "TorchHook",
     "VirtualWorker",
     "local_worker",
@@ -124,4 +136,5 @@ __all__ = [
     "ring_sum",
     "ring_transpose",
     "share",
+    "workers_from_env",
 ]

@@ -14,6 +14,8 @@ _F64 = npt.NDArray[np.float64]
 
 __all__ = [
     "AuthenticationError",
+    "Connection",
+    "Listener",
     "DEFAULT_FRAC_BITS",
     "Dealer",
     "FixedPointError",
@@ -29,6 +31,7 @@ __all__ = [
     "decode",
     "encode",
     "fixed_point_info",
+    "worker_party_id",
     "memory_session",
     "reconstruct",
     "ring_add",
@@ -174,3 +177,53 @@ class Dealer:
 def memory_session(
     n_parties: int, timeout_s: float = 30.0, dealer_timeout_s: float = 3600.0
 ) -> tuple[list[Party], Dealer]: ...
+
+# Control plane (channel.rs): authenticated framed TCP between drivers and workers.
+
+def worker_party_id(name: str) -> int: ...
+@final
+class Listener:
+    def __new__(
+        cls,
+        addr: str,
+        token: str,
+        name: str,
+        session: str = "syft-mpc-control",
+        timeout_s: float = 30.0,
+        max_message: int = 1073741824,
+    ) -> Listener: ...
+    @property
+    def local_addr(self) -> str: ...
+    def accept(self, timeout_s: float = 1.0) -> Optional[Connection]: ...
+    def close(self) -> None: ...
+
+@final
+class Connection:
+    @staticmethod
+    def connect(
+        addr: str,
+        token: str,
+        name: str,
+        session: str = "syft-mpc-control",
+        timeout_s: float = 30.0,
+        max_message: int = 1073741824,
+    ) -> Connection: ...
+    def send(self, data: bytes) -> None: ...
+    def recv(self, timeout_s: Optional[float] = None) -> bytes: ...
+    def request(self, data: bytes, timeout_s: Optional[float] = None) -> bytes: ...
+    def set_timeout(self, timeout_s: float) -> None: ...
+    def close(self) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def peer(self) -> str: ...
+    @property
+    def peer_addr(self) -> Optional[str]: ...
+    def stats(self) -> dict[str, int]: ...
+    def __enter__(self) -> Connection: ...
+    def __exit__(
+        self,
+        t: Optional[type[BaseException]],
+        v: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> bool: ...

@@ -130,7 +130,13 @@ def module_send(self: nn.Module, worker: BaseWorker) -> nn.Module:
 
 
 def module_get(self: nn.Module) -> nn.Module:
-    """Brings every parameter and buffer back, in place; returns the module."""
+    """Brings every parameter and buffer back, in place; returns the module.
+
+    Shared parameters are reconstructed (to fixed precision: ``model.get().float_precision()``).
+    """
+    from syft_mpc.encrypted_api import module_get_shared
+
+    module_get_shared(self)
     for p in self.parameters():
         if isinstance(p, RemoteParameter):
             param_get(p)
@@ -173,11 +179,11 @@ _MODULE_METHODS: dict[str, Callable[..., Any]] = {
 }
 
 
-def _attach(cls: type, methods: dict[str, Callable[..., Any]]) -> None:
+def _attach(cls: type, methods: dict[str, Callable[..., Any]], module: str = __name__) -> None:
     for name, fn in methods.items():
         existing = cls.__dict__.get(name)
         if existing is not None and existing is not fn:
-            if getattr(existing, "__module__", None) != __name__:
+            if getattr(existing, "__module__", None) != module:
                 raise RuntimeError(f"cannot hook {cls.__name__}.{name}: torch already defines it")
         setattr(cls, name, fn)
 
@@ -206,6 +212,11 @@ class TorchHook:
         self.local_worker = local_worker if local_worker is not None else _owner()
         _attach(torch.Tensor, _TENSOR_METHODS)
         _attach(nn.Module, _MODULE_METHODS)
+        from syft_mpc import encrypted_api  # fix_prec / share / encrypt (issue 5)
+
+        _attach(torch.Tensor, encrypted_api.TENSOR_METHODS, encrypted_api.__name__)
+        _attach(nn.Module, encrypted_api.MODULE_METHODS, encrypted_api.__name__)
+        _attach(torch.optim.Optimizer, encrypted_api.OPTIMIZER_METHODS, encrypted_api.__name__)
 
     def __repr__(self) -> str:
         return f"<TorchHook local_worker:{self.local_worker.id}>"

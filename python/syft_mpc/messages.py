@@ -187,3 +187,65 @@ class Err(Struct):
     SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((str,), (str,))
     err_type: str
     message: str
+
+
+# ----------------------------------------------------------------------------- MPC (issue 5)
+# Handled by syft_mpc.mpc_session (registered with workers.register_handler).
+
+
+@register
+@dataclass
+class MpcJoin(Struct):
+    """Join MPC session ``session`` as party ``party_id`` of ``len(addrs)`` (or, with
+    ``party_id == -1``, as its crypto provider / dealer): ``Party.connect`` /
+    ``Dealer.connect`` over TCP, authenticated with ``token``. Blocks until every
+    member has joined, so a driver sends the joins of one session concurrently."""
+
+    KIND: ClassVar[int] = 30
+    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((str,), (int,), (list,), (str,), (str,), (float,))
+    session: str
+    party_id: int
+    addrs: list[str]
+    dealer_addr: str
+    token: str
+    timeout_s: float
+
+    def validate(self) -> None:
+        if not 2 <= len(self.addrs) <= 64 or any(type(a) is not str for a in self.addrs):
+            raise SerializationError("MpcJoin.addrs must list 2 to 64 addresses")
+        if not -1 <= self.party_id < len(self.addrs):
+            raise SerializationError(f"MpcJoin.party_id {self.party_id} is out of range")
+        if not 0.0 < self.timeout_s <= 3600.0:
+            raise SerializationError("MpcJoin.timeout_s must be in (0, 3600]")
+
+
+@register
+@dataclass
+class MpcRun(Struct):
+    """Run MPC operation ``op`` (a name in ``syft_mpc.mpc_session.MPC_OPS``) of session
+    ``session`` on this worker's shares (ObjRefs in ``args``/``kwargs``); store the
+    share results under ``return_ids``. Every share holder gets the same message."""
+
+    KIND: ClassVar[int] = 31
+    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((str,), (str,), (tuple,), (dict,), (list,))
+    session: str
+    op: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    return_ids: list[int]
+
+    def validate(self) -> None:
+        for i in self.return_ids:
+            _check_id("a return id", i)
+        if any(type(k) is not str for k in self.kwargs):
+            raise SerializationError("keyword argument names must be strings")
+
+
+@register
+@dataclass
+class MpcLeave(Struct):
+    """Close this worker's party (or dealer) of MPC session ``session``, if it has one."""
+
+    KIND: ClassVar[int] = 32
+    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((str,),)
+    session: str

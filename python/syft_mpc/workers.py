@@ -54,7 +54,7 @@ from syft_mpc.messages import (
 from syft_mpc.pointers import PointerTensor, RemoteParameter
 from syft_mpc.serde import ObjRef, PointerDesc
 
-__all__ = ["BaseWorker", "VirtualWorker", "local_worker"]
+__all__ = ["BaseWorker", "VirtualWorker", "local_worker", "register_handler"]
 
 # The error types a reply may name, mapped to the local class raised for them.
 _REMOTE_ERRORS: dict[str, type[RemoteError]] = {
@@ -102,8 +102,23 @@ _SETTERS: dict[str, Callable[[Any, Any], None]] = {
 _PLAIN_RESULTS = (bool, int, float, complex, str, torch.Size, torch.dtype)
 _MOVED_MEMORY = 4096  # how many moved-away ids a worker remembers, for better error messages
 
+# Requests posted without waiting for the reply where the transport allows it (BaseWorker._post).
+_NO_REPLY = (Store, SetAttr)
+
 _registry: dict[str, "BaseWorker"] = {}
 """Workers known in this process, by id (how a received worker id is resolved)."""
+
+_HANDLERS: dict[type, Callable[["BaseWorker", Any], "tuple[Any, Callable[[], None] | None]"]] = {}
+"""Extra request types (message class -> handler(worker, body) -> (value, commit)); see register_handler."""
+
+
+def register_handler(
+    msg_type: type, handler: Callable[["BaseWorker", Any], "tuple[Any, Callable[[], None] | None]"]
+) -> None:
+    """Lets a module add a request type to every worker (e.g. the MPC messages of
+    :mod:`syft_mpc.mpc_session`). The handler runs under the worker's lock and returns
+    ``(reply value, commit callback or None)``, like the built-in requests."""
+    _HANDLERS[msg_type] = handler
 
 
 class BaseWorker:
@@ -189,10 +204,23 @@ class BaseWorker:
         """Transport: hands an encoded request to this worker and returns the encoded reply."""
         raise NotImplementedError(f"{type(self).__name__} cannot receive messages")
 
+    def _post(self, data: bytes) -> bool:
+        """Transport: sends an encoded request without waiting for its reply, if this
+        transport can (a socket worker reports a failure with its next reply). Returns
+        False when it cannot; the caller then uses :meth:`_deliver`."""
+        return False
+
     def _send(self, location: "BaseWorker", body: Any) -> Any:
-        """Sends request ``body`` to ``location`` (with this worker's pending deletions) and returns the reply value."""
+        """Sends request ``body`` to ``location`` (with this worker's pending deletions) and returns the reply value.
+
+        Requests whose reply is always None and whose effects stay on ``location``
+        (``Store``, ``SetAttr``, deletions alone) are posted without waiting where the
+        transport allows it; the worker runs them in order before any later request.
+        """
         deletes = self._gc_pending.pop(location, None) or []
         data = serde.encode(Envelope(self.id, deletes, body))
+        if (body is None or type(body) in _NO_REPLY) and location._post(data):
+            return None
         reply = serde.decode(location._deliver(data))
         if isinstance(reply, Ok):
             return reply.value
@@ -219,12 +247,19 @@ class BaseWorker:
 
     # ------------------------------------------------------------------ server side
 
-    def handle(self, data: bytes) -> bytes:
+    def handle(self, data: "bytes | memoryview") -> bytes:
         """Answers one encoded request; never raises (errors become an :class:`Err` reply)."""
         try:
             env = serde.decode(data)
             if not isinstance(env, Envelope):
                 raise SerializationError(f"expected an Envelope, got {type(env).__name__}")
+        except Exception as e:
+            return serde.encode(Err(type(e).__name__, str(e)))
+        return self.handle_envelope(env)
+
+    def handle_envelope(self, env: Envelope) -> bytes:
+        """Answers one decoded request (see :meth:`handle`); never raises."""
+        try:
             with self._lock:
                 for obj_id in env.deletes:
                     self._forget(obj_id)
@@ -288,6 +323,9 @@ class BaseWorker:
                 raise TypeError(f"object {body.obj_id} on worker {self.id} is not a pointer; nothing to fetch")
             self._objects[body.obj_id] = obj.get()
             return None, None
+        handler = _HANDLERS.get(type(body))
+        if handler is not None:
+            return handler(self, body)
         raise SerializationError(f"worker {self.id} cannot handle a {type(body).__name__} request")
 
     def _move(self, msg: Move) -> None:
@@ -371,3 +409,4 @@ class VirtualWorker(BaseWorker):
 
 local_worker = VirtualWorker(None, id="me")
 """The driver: the worker that owns the pointers made in this process (id ``"me"``)."""
+import syft_mpc.mpc_session  # noqa: E402,F401  (registers the MPC request handlers; see register_handler)

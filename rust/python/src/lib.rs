@@ -4,10 +4,12 @@
 //! * [`convert`] — numpy ↔ ring buffers (borrow in, move out).
 //! * [`ring`] — Z_2^64 kernels and the fixed-point codec on numpy arrays.
 //! * `session` — `Party` / `Dealer` sessions over in-memory channels or TCP.
+//! * `channel` — `Listener` / `Connection`: the control plane's authenticated TCP channel.
 //!
 //! Every call that computes or waits on the network runs with the GIL released,
 //! so two parties on two threads of one Python process make progress together.
 
+mod channel;
 mod convert;
 mod errors;
 mod ring;
@@ -38,5 +40,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ring::decode, m)?)?;
     m.add_function(wrap_pyfunction!(ring::fixed_point_info, m)?)?;
     session::register(m)?;
+    channel::register(m)?;
     Ok(())
 }

@@ -18,7 +18,7 @@ mod tcp;
 pub use error::TransportError;
 pub use handshake::{key_from_token, random_session_id};
 pub use memory::{memory_mesh, memory_pair, MemoryChannel};
-pub use tcp::{accept, bind, connect, party_label, tcp_mesh, TcpChannel, TcpConfig};
+pub use tcp::{accept, accept_stream, bind, connect, party_label, tcp_mesh, TcpChannel, TcpConfig};
 
 use std::time::Duration;
 

@@ -274,6 +274,12 @@ impl TcpChannel {
         self.reader.get_ref().peer_addr().ok()
     }
 
+    /// A second handle on the socket, so another thread can shut the connection down
+    /// (`shutdown(Shutdown::Both)`) while this channel is blocked in a read.
+    pub fn try_clone_socket(&self) -> io::Result<TcpStream> {
+        self.writer.stream.try_clone()
+    }
+
     /// True after an error: the channel is unusable and should be dropped.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned.is_some()
@@ -592,32 +598,68 @@ pub fn accept(
             Err(e) => break Err(io_setup(e)),
         };
         delay = Duration::from_millis(1);
-        let provisional = format!("connection from {from}");
         let timeout = cfg.timeout.min(left);
-        let identify = |id: u32| {
-            if expected.contains(&id) && id != my_id {
-                Ok(label_from(names, id))
-            } else {
-                Err(format!("party {id} is not expected here (party {my_id} waits for {who}); check the party ids"))
-            }
-        };
-        let rename = |id: u32, label: Option<&str>| match label {
-            Some(l) => l.to_string(),
-            None => format!("connection from {from} claiming to be party {id}"),
-        };
-        let attempt =
-            TcpChannel::new(stream, provisional, u32::MAX, handshake_limits(), timeout).and_then(|mut chan| {
-                let (id, _) = handshake(&mut chan, my_id, &session, key, &identify, &rename, timeout)?;
-                chan.peer_id = id;
-                Ok(chan)
-            });
-        match attempt {
-            Ok(chan) => break Ok(finish(chan, cfg)),
+        match authenticate_accepted(stream, from, my_id, expected, session, key, names, cfg, timeout) {
+            Ok(chan) => break Ok(chan),
             Err(e) => last_rejected = Some(e),
         }
     };
     let _ = listener.set_nonblocking(false);
     result
+}
+
+/// Authenticates one connection already accepted from `from` (by the caller's own accept
+/// loop, e.g. a server that runs each handshake on its own thread so a slow or hostile
+/// client never delays the others). Expects one of the `expected` party ids; the
+/// handshake waits are bounded by `cfg.timeout`. Errors: as in [`accept`]; the socket
+/// is closed on failure.
+#[allow(clippy::too_many_arguments)]
+pub fn accept_stream(
+    stream: TcpStream,
+    from: SocketAddr,
+    my_id: u32,
+    expected: &[u32],
+    session: [u8; 16],
+    key: &[u8; 32],
+    names: &[String],
+    cfg: &TcpConfig,
+) -> Result<TcpChannel, TransportError> {
+    authenticate_accepted(stream, from, my_id, expected, session, key, names, cfg, cfg.timeout)
+}
+
+/// [`accept_stream`] with a separate bound on the handshake waits.
+#[allow(clippy::too_many_arguments)]
+fn authenticate_accepted(
+    stream: TcpStream,
+    from: SocketAddr,
+    my_id: u32,
+    expected: &[u32],
+    session: [u8; 16],
+    key: &[u8; 32],
+    names: &[String],
+    cfg: &TcpConfig,
+    timeout: Duration,
+) -> Result<TcpChannel, TransportError> {
+    let who = match expected {
+        [one] => label_from(names, *one),
+        many => format!("any of {}", many.iter().map(|&i| label_from(names, i)).collect::<Vec<_>>().join(", ")),
+    };
+    let provisional = format!("connection from {from}");
+    let identify = |id: u32| {
+        if expected.contains(&id) && id != my_id {
+            Ok(label_from(names, id))
+        } else {
+            Err(format!("party {id} is not expected here (party {my_id} waits for {who}); check the party ids"))
+        }
+    };
+    let rename = |id: u32, label: Option<&str>| match label {
+        Some(l) => l.to_string(),
+        None => format!("connection from {from} claiming to be party {id}"),
+    };
+    let mut chan = TcpChannel::new(stream, provisional, u32::MAX, handshake_limits(), timeout)?;
+    let (id, _) = handshake(&mut chan, my_id, &session, key, &identify, &rename, timeout)?;
+    chan.peer_id = id;
+    Ok(finish(chan, cfg))
 }
 
 /// Full mesh among `addrs.len()` parties: this party (`my_id`, listening on `listener`,

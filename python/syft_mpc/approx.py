@@ -1,0 +1,265 @@
+"""Approximations of non-linear functions on shared fixed-point tensors (CrypTen's methods).
+
+Every function here takes and returns :class:`~syft_mpc.shared.SharedTensor` and is built
+from the secure primitives (Beaver products with truncation, comparisons); none opens a
+value. Methods, ranges and measured errors are in ``docs/ENCRYPTED_TENSORS.md``.
+
+* ``exp``: limit approximation ``(1 + x/2^8)^(2^8)`` (8 squarings).
+* ``reciprocal``: Newton–Raphson ``y ← y(2 − xy)``, 10 iterations from
+  ``y0 = 3·exp(0.5 − x) + 0.003``; signs handled by one comparison unless ``all_pos``.
+* ``log``: Householder iterations (order 8, 3 iterations) from
+  ``y0 = x/120 − 20·exp(−2x − 1) + 3``.
+* ``sqrt``: Newton–Raphson on ``1/sqrt`` (3 iterations) then ``x · (1/sqrt x)``.
+* ``sigmoid``: ``1/(1 + exp(−|x|))`` (reciprocal on [1, 2]) mirrored by the sign of ``x``.
+* ``tanh``: ``2·sigmoid(2x) − 1``.
+* ``softmax``/``log_softmax``: subtract the (tournament) max along ``dim``, ``exp``,
+  then a reciprocal (softmax) or a ``log`` (log_softmax) of the sum.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from syft_mpc.shared import (
+    SharedTensor,
+    _Cell,
+    _is_shared,
+    _lift,
+    _ltz,
+    _public_value,
+    _run,
+    add,
+    implements,
+    max_dim,
+    mul,
+    neg,
+    sub,
+)
+
+__all__ = ["exp", "reciprocal", "log", "sqrt", "inv_sqrt", "sigmoid", "tanh", "softmax", "log_softmax"]
+
+EXP_ITERATIONS = 8
+RECIPROCAL_ITERATIONS = 10
+LOG_ITERATIONS = 3
+LOG_ORDER = 8
+SQRT_ITERATIONS = 3
+
+
+def _sum(x: SharedTensor, dim: int, keepdim: bool = True) -> SharedTensor:
+    return _run(x, "aten.sum_dim", x, [dim], keepdim)
+
+
+def exp(x: SharedTensor) -> SharedTensor:
+    """exp(x) by ``(1 + x/2^n)^(2^n)``, n = 8. Accurate for x ≤ ~5; x < −256 is unsupported (→ garbage)."""
+    y = add(mul(x, 1.0 / (1 << EXP_ITERATIONS)), 1)
+    for _ in range(EXP_ITERATIONS):
+        y = mul(y, y)
+    return y
+
+
+def _sign_bits(x: SharedTensor) -> tuple[SharedTensor, SharedTensor]:
+    """(1{x<0} at x's scale, sign = 1 − 2·1{x<0})."""
+    lt = _ltz(x)
+    return lt, sub(_lift(1, x), mul(lt, 2))
+
+
+def reciprocal(x: SharedTensor, all_pos: bool = False, initial: "Any | None" = None) -> SharedTensor:
+    """1/x by Newton–Raphson. Documented range: 0.01 ≤ |x| ≤ 200 (relative error < 1e-3 for |x| in [0.1, 100])."""
+    if not all_pos:
+        _, sgn = _sign_bits(x)
+        return mul(reciprocal(mul(x, sgn), all_pos=True), sgn)
+    if initial is None:
+        y = add(mul(exp(sub(0.5, x)), 3), 0.003)
+    else:
+        y = _lift(initial, x) if not isinstance(initial, SharedTensor) else initial
+    for _ in range(RECIPROCAL_ITERATIONS):
+        y = sub(mul(y, 2), mul(x, mul(y, y)))
+    return y
+
+
+def log(x: SharedTensor) -> SharedTensor:
+    """Natural log for x > 0 (documented range [1e-2, 100]) by Householder iterations."""
+    y = add(sub(mul(x, 1.0 / 120), mul(exp(sub(mul(x, -2), 1)), 20)), 3.0)
+    for _ in range(LOG_ITERATIONS):
+        h = sub(1, mul(x, exp(neg(y))))
+        acc = h
+        hp = h
+        for i in range(2, LOG_ORDER + 1):
+            hp = mul(hp, h)
+            acc = add(acc, mul(hp, 1.0 / i))
+        y = sub(y, acc)
+    return y
+
+
+def inv_sqrt(x: SharedTensor) -> SharedTensor:
+    """1/sqrt(x) for x > 0 by Newton–Raphson (3 iterations) from CrypTen's initial guess."""
+    y = add(sub(mul(exp(neg(add(mul(x, 0.5), 0.2))), 2.2), mul(x, 1.0 / 1024)), 0.2)
+    for _ in range(SQRT_ITERATIONS):
+        y = mul(mul(y, sub(3, mul(x, mul(y, y)))), 0.5)
+    return y
+
+
+def sqrt(x: SharedTensor) -> SharedTensor:
+    """sqrt(x) = x · inv_sqrt(x), for x ≥ 0 (documented range [0.01, 100])."""
+    return mul(x, inv_sqrt(x))
+
+
+def sigmoid(x: SharedTensor) -> SharedTensor:
+    """1/(1 + e^−|x|) (its reciprocal runs on [1, 2], so it converges everywhere), mirrored for x < 0."""
+    lt, sgn = _sign_bits(x)
+    pos = mul(x, sgn)  # |x|
+    den = add(exp(neg(pos)), 1)
+    p = reciprocal(den, all_pos=True, initial=0.75)
+    # x >= 0: p ; x < 0: 1 - p   ->   p + lt·(1 − 2p)
+    return add(p, mul(lt, sub(1, mul(p, 2))))
+
+
+def tanh(x: SharedTensor) -> SharedTensor:
+    """2·sigmoid(2x) − 1."""
+    return sub(mul(sigmoid(mul(x, 2)), 2), 1)
+
+
+def _shifted(x: SharedTensor, dim: int) -> SharedTensor:
+    m, _ = max_dim(x, dim, keepdim=True)
+    return sub(x, m)  # <= 0
+
+
+def softmax(x: SharedTensor, dim: int) -> SharedTensor:
+    """exp(x − max) / Σ exp(x − max) along ``dim``; the sum lies in [1, n] (reciprocal range)."""
+    e = exp(_shifted(x, dim))
+    s = _sum(e, dim)
+    return mul(e, reciprocal(s, all_pos=True))
+
+
+def log_softmax(x: SharedTensor, dim: int) -> tuple[SharedTensor, SharedTensor]:
+    """(log_softmax, softmax) along ``dim``: z − log Σ exp(z) with z = x − max. The softmax is kept for the backward pass."""
+    z = _shifted(x, dim)
+    e = exp(z)
+    s = _sum(e, dim)
+    ls = sub(z, log(s))
+    return ls, mul(e, reciprocal(s, all_pos=True))
+
+
+def _check(x: Any) -> SharedTensor:
+    if not isinstance(x, SharedTensor) or x.scale == 1:
+        raise TypeError("approximations need a fixed-point shared tensor (x.fix_prec().share(...))")
+    return x
+
+
+# ------------------------------------------------------------------ aten ops (autograd reaches these)
+aten = torch.ops.aten
+
+
+def _unary(fn: Any) -> Any:
+    def impl(x: Any, *args: Any, **kwargs: Any) -> Any:
+        return fn(_check(x), *args, **kwargs)
+
+    return impl
+
+
+implements(aten.exp.default)(_unary(exp))
+implements(aten.reciprocal.default)(_unary(reciprocal))
+implements(aten.log.default)(_unary(log))
+implements(aten.sqrt.default)(_unary(sqrt))
+implements(aten.rsqrt.default)(_unary(inv_sqrt))
+implements(aten.sigmoid.default)(_unary(sigmoid))
+implements(aten.tanh.default)(_unary(tanh))
+
+
+@implements(aten._softmax.default)
+def _softmax(x: Any, dim: int, half_to_float: bool = False) -> Any:
+    return softmax(_check(x), dim)
+
+
+@implements(aten._log_softmax.default)
+def _log_softmax(x: Any, dim: int, half_to_float: bool = False) -> Any:
+    ls, sm = log_softmax(_check(x), dim)
+    ls._cell.aux = sm._cell.shares  # softmax, for _log_softmax_backward_data
+    return ls
+
+
+def _aux_or(out: SharedTensor, compute: Any) -> SharedTensor:
+    aux = getattr(out._cell, "aux", None)
+    if aux is None:
+        return compute()
+    return SharedTensor(_Cell(aux), out.scale, out.base, out.precision_fractional, out.dtype)
+
+
+@implements(aten._log_softmax_backward_data.default)
+def _log_softmax_backward(grad: Any, output: Any, dim: int, input_dtype: Any = None) -> Any:
+    # d/dx log_softmax: grad - softmax * sum(grad)
+    sm = _aux_or(output, lambda: exp(output)) if _is_shared(output) else torch.exp(_public_value(output))
+    gs = _sum(grad, dim) if _is_shared(grad) else _public_value(grad).sum(dim, keepdim=True)
+    return sub(grad, mul(sm, gs))
+
+
+@implements(aten._softmax_backward_data.default)
+def _softmax_backward(grad: Any, output: Any, dim: int, input_dtype: Any = None) -> Any:
+    gy = mul(grad, output)
+    s = _sum(gy, dim) if _is_shared(gy) else gy.sum(dim, keepdim=True)
+    return sub(gy, mul(output, s))
+
+
+@implements(aten.sigmoid_backward.default)
+def _sigmoid_backward(grad: Any, out: Any) -> Any:
+    return mul(grad, mul(out, sub(1, out)))
+
+
+@implements(aten.tanh_backward.default)
+def _tanh_backward(grad: Any, out: Any) -> Any:
+    return mul(grad, sub(1, mul(out, out)))
+
+
+def _reduce(x: Any, reduction: int) -> Any:
+    if reduction == 0:
+        return x
+    total = _run(x, "aten.sum", x)
+    return mul(total, 1.0 / max(1, x.numel())) if reduction == 1 else total
+
+
+@implements(aten.mse_loss.default)
+def _mse(x: Any, y: Any, reduction: int = 1) -> Any:
+    d = sub(x, y)
+    return _reduce(mul(d, d), reduction)
+
+
+@implements(aten.mse_loss_backward.default)
+def _mse_backward(grad: Any, x: Any, y: Any, reduction: int = 1) -> Any:
+    d = sub(x, y)
+    scale = 2.0 / x.numel() if reduction == 1 else 2
+    return mul(mul(d, scale), grad)
+
+
+def _onehot(target: Any, like: Any, n_classes: int, ignore_index: int) -> torch.Tensor:
+    t = _public_value(target)
+    if _is_shared(t):
+        raise TypeError("nll_loss/cross_entropy with shared class indices: share one-hot targets instead (probability targets)")
+    t = t.to(torch.int64)
+    valid = t != ignore_index
+    oh = torch.nn.functional.one_hot(t.clamp(min=0) * valid, n_classes) * valid.unsqueeze(-1)
+    return oh.to(torch.int64)
+
+
+@implements(aten.nll_loss_forward.default)
+def _nll_forward(x: Any, target: Any, weight: Any, reduction: int, ignore_index: int) -> Any:
+    if weight is not None or x.dim() != 2:
+        raise NotImplementedError("nll_loss on shared tensors: 2-d inputs without class weights")
+    oh = _onehot(target, x, x.shape[1], ignore_index)
+    picked = _run(x, "aten.sum_dim", mul(x, oh), [1], False)  # public one-hot: exact, local
+    n = int(oh.sum())
+    total = torch.tensor(float(n))
+    if reduction == 0:
+        return neg(picked), total
+    s = neg(_run(picked, "aten.sum", picked))
+    return (mul(s, 1.0 / max(1, n)) if reduction == 1 else s), total
+
+
+@implements(aten.nll_loss_backward.default)
+def _nll_backward(grad: Any, x: Any, target: Any, weight: Any, reduction: int, ignore_index: int, total_weight: Any) -> Any:
+    oh = _onehot(target, x, x.shape[1], ignore_index)
+    g = grad if reduction == 0 else mul(grad, 1.0 / max(1.0, float(_public_value(total_weight)))) if reduction == 1 else grad
+    if reduction == 0:
+        g = g.unsqueeze(1) if _is_shared(g) else _public_value(g).unsqueeze(1)
+    return neg(mul(g, oh)) if _is_shared(g) else _lift(neg(mul(g, oh)), x)

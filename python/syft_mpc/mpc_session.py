@@ -1,0 +1,572 @@
+"""MPC sessions among workers: the data plane behind shared tensors.
+
+Worker side
+    A share-holding worker keeps one :class:`~syft_mpc.Party` per session it joined
+    (``MpcJoin`` -> ``Party.connect`` on TCP); the crypto provider keeps a
+    :class:`~syft_mpc.Dealer` serving on a background thread. ``MpcRun`` runs one
+    operation of the fixed table :data:`MPC_OPS` on the worker's stored shares
+    (``torch.int64`` tensors in ``worker._objects``, read as ring elements of
+    Z_2^64); the parties of a session talk to each other directly, in Rust.
+
+Driver side
+    :class:`Group` is a set of share holders plus a crypto provider with a live
+    session (created on first use, re-created after a failure). :func:`fan_out`
+    sends one request to each of several workers concurrently and collects the
+    replies: a Party method blocks until every party has joined the step, so the
+    driver must never deliver them one after the other.
+
+Everything travels as typed messages through the worker codec (no code, no names); an
+operation name is a key of :data:`MPC_OPS`, never a name looked up dynamically.
+
+    >>> import torch, syft_mpc as sy
+    >>> hook = sy.TorchHook(torch)
+    >>> bob, alice, james = (sy.VirtualWorker(hook, id=i) for i in ("bob", "alice", "james"))
+    >>> x = torch.tensor([1, -2, 3]).share(bob, alice, crypto_provider=james)
+    >>> (x * x).get()
+    tensor([1, 4, 9])
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from syft_mpc import _native
+from syft_mpc.errors import ProtocolError, TransportError, UnsupportedOperationError
+from syft_mpc.messages import MpcJoin, MpcLeave, MpcRun, new_id
+from syft_mpc.serde import ObjRef
+from syft_mpc.workers import register_handler
+
+if TYPE_CHECKING:
+    from syft_mpc.workers import BaseWorker
+
+__all__ = ["Group", "MPC_OPS", "fan_out", "group_of", "close_all_sessions"]
+
+DEFAULT_TIMEOUT_S = 30.0
+"""Bound on every wait of a party for a peer or the dealer (join and each protocol step)."""
+
+# ============================================================================ worker side
+
+
+class _PartyState:
+    __slots__ = ("party", "id", "n")
+
+    def __init__(self, party: Any, pid: int, n: int) -> None:
+        self.party, self.id, self.n = party, pid, n
+
+
+def _state(worker: "BaseWorker") -> dict[str, Any]:
+    st = worker.__dict__.get("_mpc_sessions")
+    if st is None:
+        st = worker.__dict__.setdefault("_mpc_sessions", {})
+    return st
+
+
+def _handle_join(worker: "BaseWorker", msg: MpcJoin) -> tuple[Any, None]:
+    st = _state(worker)
+    if msg.session in st:
+        raise ProtocolError(f"worker {worker.id} already joined MPC session {msg.session!r}")
+    n = len(msg.addrs)
+    if msg.party_id < 0:
+        dealer = _native.Dealer.connect(n, msg.dealer_addr, msg.token, session=msg.session, timeout_s=msg.timeout_s)
+
+        def serve() -> None:
+            try:
+                dealer.serve()
+            except Exception:  # the parties report the failure; the dealer just stops
+                pass
+            finally:
+                dealer.close()
+                _state(worker).pop(msg.session, None)
+
+        st[msg.session] = dealer
+        threading.Thread(target=serve, name=f"dealer-{worker.id}-{msg.session}", daemon=True).start()
+        return None, None
+    party = _native.Party.connect(
+        msg.party_id, list(msg.addrs), msg.dealer_addr, msg.token, session=msg.session, timeout_s=msg.timeout_s
+    )
+    st[msg.session] = _PartyState(party, msg.party_id, n)
+    return None, None
+
+
+def _handle_leave(worker: "BaseWorker", msg: MpcLeave) -> tuple[Any, None]:
+    obj = _state(worker).pop(msg.session, None)
+    if obj is not None:
+        (obj.party if isinstance(obj, _PartyState) else obj).close()
+    return None, None
+
+
+def _u64(t: torch.Tensor) -> np.ndarray:
+    if not isinstance(t, torch.Tensor) or t.dtype != torch.int64:
+        raise TypeError(f"a share must be an int64 tensor, got {type(t).__name__} {getattr(t, 'dtype', '')}")
+    return t.detach().contiguous().numpy().view(np.uint64)
+
+
+def _t(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a).view(np.int64))
+
+
+# ---------------------------------------------------------------------------- the op table
+# Each op: fn(ctx, *args, **kwargs) -> tensor or tuple of tensors (shares, int64).
+# ``interactive`` ops call the Party and must be delivered to all parties concurrently.
+
+
+class _Ctx:
+    __slots__ = ("party", "id", "n")
+
+    def __init__(self, party: Any, pid: int, n: int) -> None:
+        self.party, self.id, self.n = party, pid, n
+
+
+MPC_OPS: dict[str, Callable[..., Any]] = {}
+"""Operation name -> worker-side function on shares. The only things MpcRun runs."""
+INTERACTIVE: set[str] = set()
+
+
+def _op(name: str, interactive: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        MPC_OPS[name] = fn
+        if interactive:
+            INTERACTIVE.add(name)
+        return fn
+
+    return deco
+
+
+def _trunc(ctx: _Ctx, z: np.ndarray, divisor: int, local: bool) -> np.ndarray:
+    if divisor == 1:
+        return z
+    if local:
+        bits = divisor.bit_length() - 1
+        return ctx.party.truncate_local(z, bits)
+    return ctx.party.truncate(z, divisor)
+
+
+@_op("from_public")
+def _from_public(ctx: _Ctx, c: torch.Tensor) -> torch.Tensor:
+    """A sharing of a public ring tensor without communication: party 0 holds it, the rest 0."""
+    return c.clone() if ctx.id == 0 else torch.zeros_like(c)
+
+
+@_op("add_public")
+def _add_public(ctx: _Ctx, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    return x + c if ctx.id == 0 else x + torch.zeros_like(c)
+
+
+@_op("public_sub")
+def _public_sub(ctx: _Ctx, c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return c - x if ctx.id == 0 else torch.zeros_like(c) - x
+
+
+@_op("mul_public")
+def _mul_public(ctx: _Ctx, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    return x * c
+
+
+def _bmm_shapes(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """Brings torch.matmul operands to the 2-d or equal-batch 3-d form of the ring kernels."""
+    squeeze_a = a.dim() == 1
+    squeeze_b = b.dim() == 1
+    if squeeze_a:
+        a = a.unsqueeze(0)
+    if squeeze_b:
+        b = b.unsqueeze(1)
+    batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+    if b.dim() == 2 and len(batch) > 0:  # fold a's batch into rows
+        a2 = a.reshape(-1, k)
+        out_shape = (*batch, m, n)
+        a3, b3 = a2, b
+    elif len(batch) == 0:
+        a3, b3, out_shape = a, b, (m, n)
+    else:
+        a3 = a.expand(*batch, m, k).reshape(-1, m, k)
+        b3 = b.expand(*batch, k, n).reshape(-1, k, n)
+        out_shape = (*batch, m, n)
+
+    def finish(z: torch.Tensor) -> torch.Tensor:
+        z = z.reshape(out_shape)
+        if squeeze_a:
+            z = z.squeeze(-2)
+        if squeeze_b:
+            z = z.squeeze(-1)
+        return z
+
+    return a3, b3, finish
+
+
+@_op("matmul_public")
+def _matmul_public(ctx: _Ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    a3, b3, finish = _bmm_shapes(a, b)
+    return finish(_t(_native.ring_matmul(_u64(a3), _u64(b3))))
+
+
+@_op("conv2d_public")
+def _conv2d_public(
+    ctx: _Ctx, x: torch.Tensor, w: torch.Tensor, stride: Any = (1, 1), padding: Any = (0, 0), dilation: Any = (1, 1), groups: int = 1
+) -> torch.Tensor:
+    return _t(_native.ring_conv2d(_u64(x), _u64(w), tuple(stride), tuple(padding), tuple(dilation), groups))
+
+
+@_op("mul", interactive=True)
+def _mul(ctx: _Ctx, x: torch.Tensor, y: torch.Tensor, divisor: int = 1, local: bool = False) -> torch.Tensor:
+    shape = torch.broadcast_shapes(x.shape, y.shape)
+    z = ctx.party.mul(_u64(x.expand(shape)), _u64(y.expand(shape)))
+    return _t(_trunc(ctx, z, divisor, local))
+
+
+@_op("matmul", interactive=True)
+def _matmul(ctx: _Ctx, a: torch.Tensor, b: torch.Tensor, divisor: int = 1, local: bool = False) -> torch.Tensor:
+    a3, b3, finish = _bmm_shapes(a, b)
+    if a3.dim() != b3.dim():  # 2-d weight with a folded batch
+        pass
+    z = ctx.party.matmul(_u64(a3), _u64(b3))
+    return finish(_t(_trunc(ctx, z, divisor, local)))
+
+
+@_op("conv2d", interactive=True)
+def _conv2d(
+    ctx: _Ctx,
+    x: torch.Tensor,
+    w: torch.Tensor,
+    stride: Any = (1, 1),
+    padding: Any = (0, 0),
+    dilation: Any = (1, 1),
+    groups: int = 1,
+    divisor: int = 1,
+    local: bool = False,
+) -> torch.Tensor:
+    z = ctx.party.conv2d(_u64(x), _u64(w), tuple(stride), tuple(padding), tuple(dilation), groups)
+    return _t(_trunc(ctx, z, divisor, local))
+
+
+@_op("truncate", interactive=True)
+def _truncate(ctx: _Ctx, x: torch.Tensor, divisor: int, local: bool = False) -> torch.Tensor:
+    return _t(_trunc(ctx, _u64(x), divisor, local)).reshape(x.shape)
+
+
+@_op("ltz", interactive=True)
+def _ltz(ctx: _Ctx, x: torch.Tensor, times: int = 1) -> torch.Tensor:
+    """Shares of 1{x < 0}, multiplied by ``times`` (the fixed-point encoding of 1)."""
+    b = _t(ctx.party.ltz(_u64(x))).reshape(x.shape)
+    return b * times if times != 1 else b
+
+
+@_op("relu_mask", interactive=True)
+def _relu_mask(ctx: _Ctx, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(relu(x), 1{x >= 0}): the (unscaled) mask is kept for the backward pass."""
+    b = _t(ctx.party.ltz(_u64(x))).reshape(x.shape)
+    pos = (torch.full_like(b, 1) if ctx.id == 0 else torch.zeros_like(b)) - b  # 1 - ltz
+    y = _t(ctx.party.mul(_u64(x), _u64(pos))).reshape(x.shape)
+    return y, pos
+
+
+@_op("relu", interactive=True)
+def _relu(ctx: _Ctx, x: torch.Tensor) -> torch.Tensor:
+    return _t(ctx.party.relu(_u64(x))).reshape(x.shape)
+
+
+@_op("select_mul", interactive=True)
+def _select_mul(ctx: _Ctx, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """b·x + (1−b)·y = y + b·(x − y) for an integer bit sharing b (unscaled)."""
+    shape = torch.broadcast_shapes(b.shape, x.shape, y.shape)
+    d = (x - y).expand(shape)
+    return y.expand(shape) + _t(ctx.party.mul(_u64(b.expand(shape)), _u64(d))).reshape(shape)
+
+
+# Structural / linear aten ops applied to each share as they are (valid on ring shares:
+# they move, copy, add or drop elements, so they commute with reconstruction).
+_ATEN_LINEAR = {
+    "view": torch.ops.aten.view.default,
+    "_unsafe_view": torch.ops.aten._unsafe_view.default,
+    "reshape": torch.ops.aten.reshape.default,
+    "permute": torch.ops.aten.permute.default,
+    "transpose": torch.ops.aten.transpose.int,
+    "t": torch.ops.aten.t.default,
+    "expand": torch.ops.aten.expand.default,
+    "slice": torch.ops.aten.slice.Tensor,
+    "narrow": torch.ops.aten.narrow.default,
+    "tril": torch.ops.aten.tril.default,
+    "triu": torch.ops.aten.triu.default,
+    "movedim": torch.ops.aten.movedim.int,
+    "select": torch.ops.aten.select.int,
+    "index": torch.ops.aten.index.Tensor,
+    "index_select": torch.ops.aten.index_select.default,
+    "gather": torch.ops.aten.gather.default,
+    "cat": torch.ops.aten.cat.default,
+    "stack": torch.ops.aten.stack.default,
+    "squeeze": torch.ops.aten.squeeze.default,
+    "squeeze_dim": torch.ops.aten.squeeze.dim,
+    "squeeze_dims": torch.ops.aten.squeeze.dims,
+    "unsqueeze": torch.ops.aten.unsqueeze.default,
+    "clone": torch.ops.aten.clone.default,
+    "neg": torch.ops.aten.neg.default,
+    "add": torch.ops.aten.add.Tensor,
+    "sub": torch.ops.aten.sub.Tensor,
+    "sum": torch.ops.aten.sum.default,
+    "sum_dim": torch.ops.aten.sum.dim_IntList,
+    "flip": torch.ops.aten.flip.default,
+    "roll": torch.ops.aten.roll.default,
+    "repeat": torch.ops.aten.repeat.default,
+    "pad": torch.ops.aten.constant_pad_nd.default,
+    "split": torch.ops.aten.split.Tensor,
+    "split_with_sizes": torch.ops.aten.split_with_sizes.default,
+    "unbind": torch.ops.aten.unbind.int,
+    "diagonal": torch.ops.aten.diagonal.default,
+    "unfold": torch.ops.aten.unfold.default,
+    "flatten": torch.ops.aten.flatten.using_ints,
+    "scatter_add": torch.ops.aten.scatter_add.default,
+    "index_put": torch.ops.aten.index_put.default,
+    "select_backward": torch.ops.aten.select_backward.default,
+    "slice_backward": torch.ops.aten.slice_backward.default,
+    "im2col": torch.ops.aten.im2col.default,
+    "col2im": torch.ops.aten.col2im.default,
+}
+for _name, _fn in _ATEN_LINEAR.items():
+    MPC_OPS["aten." + _name] = (lambda f: lambda ctx, *a, **k: f(*a, **k))(_fn)
+ATEN_LINEAR_NAMES: dict[Any, str] = {fn: "aten." + n for n, fn in _ATEN_LINEAR.items()}
+
+
+def _resolve(worker: "BaseWorker", v: Any) -> Any:
+    if isinstance(v, ObjRef):
+        return worker._get_obj(v.id)
+    tv = type(v)
+    if tv is tuple or tv is list:
+        return tv(_resolve(worker, x) for x in v)
+    if tv is dict:
+        return {k: _resolve(worker, x) for k, x in v.items()}
+    return v
+
+
+def _handle_run(worker: "BaseWorker", msg: MpcRun) -> tuple[Any, None]:
+    st = _state(worker).get(msg.session)
+    if not isinstance(st, _PartyState):
+        raise ProtocolError(
+            f"worker {worker.id} holds no party of MPC session {msg.session!r} (it was closed or failed); "
+            "the driver re-creates the session on the next operation"
+        )
+    fn = MPC_OPS.get(msg.op)
+    if fn is None:
+        raise UnsupportedOperationError(f"MPC operation {msg.op!r} is not in syft_mpc.mpc_session.MPC_OPS")
+    try:
+        args = _resolve(worker, msg.args)
+        kwargs = _resolve(worker, msg.kwargs)
+        with torch.no_grad():
+            out = fn(_Ctx(st.party, st.id, st.n), *args, **kwargs)
+    except BaseException:
+        if msg.op in INTERACTIVE:
+            # Our peers may be waiting for this step: fail them now (PeerDisconnected), not at their timeout.
+            st.party.abort()
+            _state(worker).pop(msg.session, None)
+        raise
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    if len(outs) != len(msg.return_ids):
+        raise ProtocolError(f"MPC operation {msg.op} made {len(outs)} results for {len(msg.return_ids)} ids")
+    shapes = []
+    for rid, t in zip(msg.return_ids, outs):
+        if t.dtype != torch.int64:
+            raise ProtocolError(f"MPC operation {msg.op} produced {t.dtype}, not int64 shares")
+        worker._store(rid, t)
+        shapes.append(tuple(t.shape))
+    return shapes, None
+
+
+register_handler(MpcJoin, _handle_join)
+register_handler(MpcRun, _handle_run)
+register_handler(MpcLeave, _handle_leave)
+
+# ============================================================================ driver side
+
+_POOL: "ThreadPoolExecutor | None" = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="syft-fanout")
+        return _POOL
+
+
+def fan_out(
+    requests: Sequence[tuple["BaseWorker", Any]], timeout_s: float = 4 * DEFAULT_TIMEOUT_S, concurrent: bool = True
+) -> list[Any]:
+    """Sends ``body`` to each ``worker`` (concurrently unless told otherwise) and returns the replies in order.
+
+    Waits for every reply (each bounded by ``timeout_s``) before raising, so no request
+    is still running when this returns. When several fail, the root cause is raised:
+    an error that is not a transport error outranks the ``PeerDisconnected`` errors it
+    causes in the other parties.
+    """
+    from syft_mpc.workers import local_worker
+
+    if not concurrent or len(requests) == 1:
+        return [local_worker._send(w, body) for w, body in requests]
+    futs = [_pool().submit(local_worker._send, w, body) for w, body in requests]
+    results: list[Any] = []
+    errors: list[BaseException] = []
+    for (w, _), f in zip(requests, futs):
+        try:
+            results.append(f.result(timeout=timeout_s))
+        except TimeoutError as e:
+            errors.append(TimeoutError(f"worker {w.id} did not answer within {timeout_s} s: {e}"))
+        except BaseException as e:  # noqa: BLE001 - re-raised below
+            errors.append(e)
+    if errors:
+        root = [e for e in errors if not _is_transport(e)]
+        raise (root or errors)[0]
+    return results
+
+
+def _is_transport(e: BaseException) -> bool:
+    return isinstance(e, TransportError) or getattr(e, "remote_type", "") in (
+        "PeerDisconnected",
+        "PeerTimeout",
+        "TransportError",
+        "ProtocolError",
+    )
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class Group:
+    """Share holders (party i = ``workers[i]``) plus a crypto provider, with a live MPC session.
+
+    Made once per distinct ``(workers, crypto_provider)`` by :func:`group_of`. The session
+    is joined lazily and re-joined after a failure (shares do not depend on a session).
+    ``host`` is the loopback address where VirtualWorkers' parties listen.
+    """
+
+    def __init__(self, workers: Sequence["BaseWorker"], crypto_provider: "BaseWorker", host: str = "127.0.0.1") -> None:
+        self.workers = tuple(workers)
+        self.crypto_provider = crypto_provider
+        self.host = host
+        self.session: "str | None" = None
+        self.timeout_s = DEFAULT_TIMEOUT_S
+        self.truncation = "dealer"
+        self._lock = threading.RLock()
+
+    @property
+    def n(self) -> int:
+        return len(self.workers)
+
+    def __repr__(self) -> str:
+        ws = ", ".join(w.id for w in self.workers)
+        return f"<Group parties:({ws}) crypto_provider:{self.crypto_provider.id}>"
+
+    def ensure_session(self) -> str:
+        with self._lock:
+            if self.session is None:
+                name = f"syft-{secrets.token_hex(8)}"
+                token = secrets.token_hex(16)
+                addrs = [f"{self.host}:{_free_port(self.host)}" for _ in self.workers]
+                dealer_addr = f"{self.host}:{_free_port(self.host)}"
+                reqs: list[tuple[BaseWorker, Any]] = [
+                    (self.crypto_provider, MpcJoin(name, -1, addrs, dealer_addr, token, float(self.timeout_s)))
+                ]
+                reqs += [(w, MpcJoin(name, i, addrs, dealer_addr, token, float(self.timeout_s))) for i, w in enumerate(self.workers)]
+                try:
+                    fan_out(reqs, timeout_s=self.timeout_s * 2)
+                except BaseException:
+                    self._leave(name)
+                    raise
+                self.session = name
+            return self.session
+
+    def _leave(self, name: str) -> None:
+        for w in (*self.workers, self.crypto_provider):
+            try:
+                from syft_mpc.workers import local_worker
+
+                local_worker._send(w, MpcLeave(name))
+            except Exception:
+                pass
+
+    def close(self) -> None:
+        """Closes the session (parties and dealer); the next operation opens a new one."""
+        with self._lock:
+            if self.session is not None:
+                name, self.session = self.session, None
+                self._leave(name)
+
+    def run(self, op: str, args: tuple[Any, ...], kwargs: "dict[str, Any] | None" = None, n_out: int = 1) -> tuple[list[int], list[tuple[int, ...]]]:
+        """Runs MPC op ``op`` on every share holder; returns the new share ids and their shapes.
+
+        ``args`` may hold ObjRefs (the same id names a tensor's share on every holder)
+        and public values. Interactive ops go out concurrently; after a failure of one
+        the session is dropped (its parties aborted) and re-created on the next call.
+        """
+        if op not in MPC_OPS:
+            raise UnsupportedOperationError(f"MPC operation {op!r} is not in syft_mpc.mpc_session.MPC_OPS")
+        interactive = op in INTERACTIVE
+        with self._lock:
+            session = self.ensure_session()
+            ids = [new_id() for _ in range(n_out)]
+            body = MpcRun(session, op, tuple(args), dict(kwargs or {}), ids)
+            try:
+                replies = fan_out([(w, body) for w in self.workers], concurrent=interactive)
+            except BaseException:
+                if interactive:
+                    self.session = None
+                    self._leave(session)
+                else:
+                    self._delete(ids)
+                raise
+            shapes = [tuple(s) for s in replies[0]]
+            return ids, shapes
+
+    def _delete(self, ids: Sequence[int]) -> None:
+        from syft_mpc.workers import local_worker
+
+        for w in self.workers:
+            for i in ids:
+                local_worker._queue_delete(w, i)
+
+
+_GROUPS: dict[tuple[str, ...], Group] = {}
+_GROUPS_LOCK = threading.Lock()
+
+
+def group_of(workers: Sequence["BaseWorker"], crypto_provider: "BaseWorker") -> Group:
+    """The :class:`Group` of these share holders (in this order) and crypto provider."""
+    ids = [w.id for w in workers]
+    if len(ids) < 2:
+        raise ValueError(f"sharing needs at least 2 workers, got {len(ids)}")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"the shares of one tensor must sit on distinct workers, got {ids}")
+    if crypto_provider is None:
+        raise ValueError("share() needs a crypto_provider (a worker that deals correlated randomness)")
+    if crypto_provider.id in ids:
+        raise ValueError(
+            f"the crypto provider {crypto_provider.id} must not hold a share (it would see the dealer's "
+            "randomness and a share); pick another worker"
+        )
+    key = (*ids, "|", crypto_provider.id)
+    with _GROUPS_LOCK:
+        g = _GROUPS.get(key)
+        same = g is not None and all(a is b for a, b in zip(g.workers, workers)) and g.crypto_provider is crypto_provider
+        if not same:
+            if g is not None:
+                g.close()
+            g = _GROUPS[key] = Group(workers, crypto_provider)
+        return g
+
+
+def close_all_sessions() -> None:
+    """Closes every MPC session this driver opened (tests call it between runs)."""
+    with _GROUPS_LOCK:
+        groups = list(_GROUPS.values())
+        _GROUPS.clear()
+    for g in groups:
+        g.close()

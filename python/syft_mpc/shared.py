@@ -1,0 +1,997 @@
+"""Additively shared tensors with torch autograd: ``x.fix_prec().share(bob, alice, crypto_provider=james)``.
+
+:class:`SharedTensor` is a wrapper tensor subclass (``_make_wrapper_subclass``) whose
+data are additive shares in Z_2^64, one ``int64`` tensor per share holder, stored in
+the holders' object stores under one id. Its ``__torch_dispatch__`` sits *below*
+autograd, so ``torch.autograd`` and ``torch.optim`` work unchanged on shared
+parameters: they only ever call aten ops, and each aten op maps to one of
+
+* a linear op applied to every share as it is (view, transpose, add, sum, cat, ...):
+  no communication, one message per holder;
+* a local op with a public operand (add/mul/matmul/conv2d by a public tensor);
+* an interactive op run by the holders' :class:`~syft_mpc.Party` objects (Beaver
+  mul/matmul/conv2d, truncation, comparison), delivered to all holders concurrently.
+
+Fixed point: a shared tensor carries ``scale`` (``base ** precision``; 1 for an integer
+tensor). A product of two fixed-point values is truncated by ``scale`` right after it,
+by the dealer-assisted protocol (any number of parties, exact up to one unit), or the
+local SecureML one with ``truncation="local"`` (2 parties only).
+
+Ops whose operands are all public never reach this class (they are plain torch ops).
+
+    >>> import torch, syft_mpc as sy
+    >>> hook = sy.TorchHook(torch)
+    >>> bob, alice, james = (sy.VirtualWorker(hook, id=i) for i in ("bob", "alice", "james"))
+    >>> x = torch.tensor([1.5, -2.0]).fix_prec().share(bob, alice, crypto_provider=james)
+    >>> x
+    SharedTensor(shape=(2,), parties=(bob, alice), crypto_provider=james, fixed_precision=2^-16)
+    >>> (x * x + 1).get().float_prec()
+    tensor([3.2500, 5.0000])
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils._pytree import tree_leaves, tree_map
+
+from syft_mpc import _native
+from syft_mpc.errors import UnsupportedOperationError
+from syft_mpc.fixed_precision import DEFAULT_BASE, DEFAULT_PRECISION, FixedPrecisionTensor, decode, encode, scale_of
+from syft_mpc.messages import Fetch, Store
+from syft_mpc.mpc_session import ATEN_LINEAR_NAMES, Group, group_of
+from syft_mpc.serde import ObjRef
+
+__all__ = ["SharedTensor", "share_encoded", "share_tensor"]
+
+aten = torch.ops.aten
+
+
+# ============================================================================ share handles
+
+
+class _Shares:
+    """The shares of one tensor: object ``id`` on every worker of ``group``; deleted with this handle."""
+
+    __slots__ = ("group", "id", "shape", "__weakref__")
+
+    def __init__(self, group: Group, obj_id: int, shape: Sequence[int]) -> None:
+        self.group, self.id, self.shape = group, obj_id, torch.Size(shape)
+
+    def __del__(self) -> None:
+        try:
+            from syft_mpc.workers import local_worker
+
+            for w in self.group.workers:
+                local_worker._queue_delete(w, self.id)
+        except Exception:  # interpreter shutdown
+            pass
+
+    @property
+    def ref(self) -> ObjRef:
+        return ObjRef(self.id)
+
+
+class _Cell:
+    """What a SharedTensor and its detached aliases point to (in-place ops replace ``shares``)."""
+
+    __slots__ = ("shares", "pos_mask", "aux")
+
+    def __init__(self, shares: _Shares, pos_mask: "_Shares | None" = None) -> None:
+        self.shares = shares
+        self.pos_mask = pos_mask  # shares of 1{x >= 0} (unscaled), kept by relu for its backward
+        self.aux: "_Shares | None" = None  # softmax kept by log_softmax for its backward
+
+
+class SharedTensor(torch.Tensor):
+    """A tensor whose values are additively shared among workers (see the module docstring).
+
+    Attributes: ``group`` (share holders and crypto provider), ``scale`` (the integer
+    encoding 1.0; 1 for integer tensors), ``base`` and ``precision_fractional``.
+    ``.get()`` reconstructs (a FixedPrecisionTensor, or an integer tensor);
+    ``.decrypt()`` gives the float tensor directly.
+    """
+
+    _cell: _Cell
+    scale: int
+    base: int
+    precision_fractional: int
+
+    @staticmethod
+    def __new__(cls, cell: _Cell, scale: int, base: int, precision: int, dtype: torch.dtype, requires_grad: bool = False) -> "SharedTensor":
+        r = torch.Tensor._make_wrapper_subclass(cls, cell.shares.shape, dtype=dtype, device="cpu", requires_grad=requires_grad)
+        r._cell = cell
+        r.scale = scale
+        r.base = base
+        r.precision_fractional = precision
+        return r
+
+    __torch_function__ = torch._C._disabled_torch_function_impl
+
+    # ------------------------------------------------------------------ user API
+
+    @property
+    def group(self) -> Group:
+        return self._cell.shares.group
+
+    @property
+    def workers(self) -> tuple[Any, ...]:
+        return self.group.workers
+
+    @property
+    def crypto_provider(self) -> Any:
+        return self.group.crypto_provider
+
+    @property
+    def share_id(self) -> int:
+        """The id under which every share holder stores its share."""
+        return self._cell.shares.id
+
+    def __repr__(self, *, tensor_contents: Any = None) -> str:  # type: ignore[override]
+        parts = ", ".join(w.id for w in self.workers)
+        fp = f", fixed_precision={self.base}^-{self.precision_fractional}" if self.scale != 1 else ", dtype=int64"
+        rg = ", requires_grad=True" if self.requires_grad else ""
+        gf = f", grad_fn=<{type(self.grad_fn).__name__}>" if self.grad_fn is not None else ""
+        return (
+            f"SharedTensor(shape={tuple(self.shape)}, parties=({parts}), "
+            f"crypto_provider={self.crypto_provider.id}{fp}{rg}{gf})"
+        )
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return repr(self)
+
+    def _reconstruct(self) -> torch.Tensor:
+        from syft_mpc.workers import local_worker
+
+        sh = self._cell.shares
+        total = None
+        for w in self.workers:
+            s = local_worker._send(w, Fetch(sh.id, False))
+            total = s if total is None else total + s  # int64 addition wraps: the ring sum
+        assert total is not None
+        return total.reshape(self.shape)
+
+    def get(self) -> torch.Tensor:
+        """Reconstructs the values: a FixedPrecisionTensor (``.float_prec()`` decodes it), or an integer tensor.
+
+        The shares stay on the workers until this tensor (and its aliases) are garbage-collected.
+        """
+        enc = self._reconstruct()
+        if self.scale == 1:
+            return enc
+        return FixedPrecisionTensor(enc, self.base, self.precision_fractional, self.dtype)
+
+    def decrypt(self) -> torch.Tensor:
+        """Reconstructs and decodes: a plain float (or integer) tensor."""
+        v = self.get()
+        return v.float_precision() if isinstance(v, FixedPrecisionTensor) else v
+
+    def float_precision(self) -> torch.Tensor:
+        raise TypeError("this tensor is shared: call .get() first (then .float_precision()), or .decrypt()")
+
+    float_prec = float_precision
+
+    def share(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("this tensor is already shared; .get() it first to share it among other workers")
+
+    def fix_precision(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("this tensor is already shared (and encoded); fix_precision() applies before .share()")
+
+    fix_prec = fix_precision
+
+    def send(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("a shared tensor cannot be sent; its shares already live on the share holders")
+
+
+# ============================================================================ sharing
+
+
+def share_encoded(
+    enc: torch.Tensor,
+    workers: Sequence[Any],
+    crypto_provider: Any,
+    *,
+    scale: int,
+    base: int = DEFAULT_BASE,
+    precision: int = DEFAULT_PRECISION,
+    dtype: torch.dtype = torch.float32,
+    requires_grad: bool = False,
+    truncation: "str | None" = None,
+) -> SharedTensor:
+    """Splits int64 ring tensor ``enc`` into ``len(workers)`` uniformly random shares, stores one on each worker."""
+    from syft_mpc.messages import new_id
+    from syft_mpc.workers import BaseWorker, local_worker
+
+    for w in workers:
+        if not isinstance(w, BaseWorker):
+            raise TypeError(f"share() takes workers, got {type(w).__name__}")
+    if crypto_provider is not None and not isinstance(crypto_provider, BaseWorker):
+        raise TypeError(f"crypto_provider must be a worker, got {type(crypto_provider).__name__}")
+    group = group_of(workers, crypto_provider)
+    if truncation is not None:
+        if truncation not in ("dealer", "local"):
+            raise ValueError("truncation must be 'dealer' (any number of parties) or 'local' (2 parties, SecureML)")
+        if truncation == "local" and (group.n != 2 or base != 2):
+            raise ValueError("local (SecureML) truncation needs exactly 2 parties and base 2")
+        group.truncation = truncation
+    if requires_grad and scale == 1:
+        raise TypeError("an integer tensor cannot require gradients; share a fix_prec() tensor")
+    group.ensure_session()
+    u = enc.detach().to(torch.int64).contiguous().numpy().view(np.uint64)
+    parts = _native.share(u, group.n)
+    sid = new_id()
+    for w, p in zip(group.workers, parts):
+        local_worker._send(w, Store(sid, torch.from_numpy(p.view(np.int64))))
+    return SharedTensor(_Cell(_Shares(group, sid, enc.shape)), scale, base, precision, dtype, requires_grad)
+
+
+def share_tensor(
+    x: torch.Tensor,
+    *workers: Any,
+    crypto_provider: Any = None,
+    requires_grad: bool = False,
+    auto_encode: bool = False,
+    base: int = DEFAULT_BASE,
+    precision_fractional: int = DEFAULT_PRECISION,
+    **kwargs: Any,
+) -> SharedTensor:
+    """``x.share(...)`` for a plain tensor: integer (and bool) tensors are shared as they are.
+
+    A float tensor must be encoded first (``x.fix_prec().share(...)``); ``x.encrypt(...)``
+    does both. A float tensor shared directly raises TypeError.
+    """
+    if isinstance(x, FixedPrecisionTensor):
+        return x.share(*workers, crypto_provider=crypto_provider, requires_grad=requires_grad, **kwargs)
+    if x.dtype.is_floating_point or x.dtype.is_complex:
+        if not auto_encode:
+            raise TypeError(
+                f"a {x.dtype} tensor cannot be shared as it is: encode it first with "
+                "x.fix_precision().share(...), or use x.encrypt(workers=[...], crypto_provider=...)"
+            )
+        fp = FixedPrecisionTensor.from_float(x, base, precision_fractional)
+        return fp.share(*workers, crypto_provider=crypto_provider, requires_grad=requires_grad, **kwargs)
+    return share_encoded(x.to(torch.int64), list(workers), crypto_provider, scale=1, dtype=torch.int64, requires_grad=requires_grad, **kwargs)
+
+
+# ============================================================================ operand handling
+
+
+def _is_shared(v: Any) -> bool:
+    return isinstance(v, SharedTensor)
+
+
+def _public_value(v: Any) -> Any:
+    """A public operand as a plain tensor or number (FixedPrecisionTensors are decoded)."""
+    if isinstance(v, FixedPrecisionTensor):
+        return v._value()
+    return v
+
+
+def _meta(args: Any) -> SharedTensor:
+    """The first shared tensor among ``args``; checks they all share one group and scale."""
+    first = None
+    for v in tree_leaves(args):
+        if isinstance(v, SharedTensor):
+            if first is None:
+                first = v
+            else:
+                if v.group is not first.group:
+                    raise ValueError(
+                        f"this operation mixes tensors shared among different workers: {first.group} and {v.group}; "
+                        "all operands must be shared among the same workers with the same crypto provider "
+                        "(.get() one of them and share it again)"
+                    )
+                if v.scale != first.scale:
+                    raise ValueError(
+                        f"this operation mixes shared tensors of different precisions (scale {first.scale} and {v.scale})"
+                    )
+    if first is None:
+        raise TypeError("no shared operand")
+    return first
+
+
+def _wrap(like: SharedTensor, ids: list[int], shapes: list[tuple[int, ...]], scale: "int | None" = None, dtype: "torch.dtype | None" = None) -> list[SharedTensor]:
+    g = like.group
+    return [
+        SharedTensor(_Cell(_Shares(g, i, s)), like.scale if scale is None else scale, like.base, like.precision_fractional, dtype or like.dtype)
+        for i, s in zip(ids, shapes)
+    ]
+
+
+def _run(like: SharedTensor, op: str, *args: Any, n_out: int = 1, scale: "int | None" = None, dtype: "torch.dtype | None" = None, **kwargs: Any) -> Any:
+    def conv(v: Any) -> Any:
+        if isinstance(v, SharedTensor):
+            return v._cell.shares.ref
+        if isinstance(v, FixedPrecisionTensor):
+            raise TypeError("internal: a fixed-precision operand reached a share op unencoded")
+        return v
+
+    enc_args = tree_map(conv, args)
+    enc_kwargs = tree_map(conv, kwargs)
+    ids, shapes = like.group.run(op, enc_args, enc_kwargs, n_out=n_out)
+    out = _wrap(like, ids, shapes, scale, dtype)
+    return out if n_out > 1 else out[0]
+
+
+def _enc_public(v: Any, like: SharedTensor) -> tuple[torch.Tensor, bool]:
+    """A public operand as an int64 ring tensor at ``like``'s scale; also whether it is integral
+    (an integral public factor multiplies shares exactly, with no truncation)."""
+    v = _public_value(v)
+    if isinstance(v, bool):
+        v = int(v)
+    if isinstance(v, numbers.Number):
+        v = torch.tensor(v, dtype=torch.float64 if isinstance(v, float) else torch.int64)
+    if not isinstance(v, torch.Tensor):
+        raise TypeError(f"unsupported operand of type {type(v).__name__} for a shared tensor")
+    if v.dtype == torch.bool or not v.dtype.is_floating_point:
+        return v.to(torch.int64), True
+    return encode(v, like.base, like.precision_fractional) if like.scale != 1 else _int_or_fail(v), False
+
+
+def _int_or_fail(v: torch.Tensor) -> torch.Tensor:
+    if not torch.equal(v, v.round()):
+        raise TypeError("a float operand with an integer shared tensor: fix_prec() the shared tensor instead")
+    return v.to(torch.int64)
+
+
+def _lift(v: Any, like: SharedTensor) -> SharedTensor:
+    """A public value as a (trivial) sharing at ``like``'s scale, without communication."""
+    if isinstance(v, SharedTensor):
+        return v
+    c, integral = _enc_public(v, like)
+    if integral and like.scale != 1:
+        c = c * like.scale
+    return _run(like, "from_public", c)
+
+
+def _trunc_kwargs(like: SharedTensor) -> dict[str, Any]:
+    return {"divisor": like.scale, "local": like.group.truncation == "local"}
+
+
+def _truncate(x: SharedTensor) -> SharedTensor:
+    if x.scale == 1:
+        return x
+    return _run(x, "truncate", x, **_trunc_kwargs(x))
+
+
+# ============================================================================ ops
+
+_IMPLS: dict[Any, Callable[..., Any]] = {}
+
+
+def implements(*ops: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for op in ops:
+            _IMPLS[op] = fn
+        return fn
+
+    return deco
+
+
+def add(a: Any, b: Any, alpha: Any = 1) -> Any:
+    if alpha != 1:
+        b = mul(b, alpha)
+    if _is_shared(a) and _is_shared(b):
+        _meta((a, b))
+        return _run(a, "aten.add", a, b)
+    if not _is_shared(a) and not _is_shared(b):
+        return torch.add(_public_value(a), _public_value(b))
+    x, c = (a, b) if _is_shared(a) else (b, a)
+    ce, integral = _enc_public(c, x)
+    if integral and x.scale != 1:
+        ce = ce * x.scale
+    return _run(x, "add_public", x, ce)
+
+
+def neg(a: Any) -> Any:
+    if not _is_shared(a):
+        return -_public_value(a)
+    return _run(a, "aten.neg", a)
+
+
+def sub(a: Any, b: Any, alpha: Any = 1) -> Any:
+    if alpha != 1:
+        b = mul(b, alpha)
+    if _is_shared(a) and _is_shared(b):
+        _meta((a, b))
+        return _run(a, "aten.sub", a, b)
+    if _is_shared(a):
+        return add(a, neg(b))
+    if not _is_shared(b):
+        return torch.sub(_public_value(a), _public_value(b))
+    ce, integral = _enc_public(a, b)
+    if integral and b.scale != 1:
+        ce = ce * b.scale
+    return _run(b, "public_sub", ce, b)
+
+
+def mul(a: Any, b: Any) -> Any:
+    if _is_shared(a) and _is_shared(b):
+        m = _meta((a, b))
+        return _run(m, "mul", a, b, **_trunc_kwargs(m))
+    if not _is_shared(a) and not _is_shared(b):
+        return torch.mul(_public_value(a), _public_value(b))
+    x, c = (a, b) if _is_shared(a) else (b, a)
+    cv = _public_value(c)
+    if isinstance(cv, float) and cv.is_integer() and abs(cv) < 2**62:
+        cv = int(cv)
+    ce, integral = _enc_public(cv, x)
+    if integral:
+        return _run(x, "mul_public", x, ce)
+    ce, divisor = _fine_encoding(cv, x)
+    z = _run(x, "mul_public", x, ce)
+    return _run(z, "truncate", z, divisor=divisor, local=x.group.truncation == "local")
+
+
+def _fine_encoding(c: Any, like: SharedTensor) -> tuple[torch.Tensor, int]:
+    """A public float factor encoded with ~20 significant bits (at least the tensor's precision), and its divisor.
+
+    Multiplying by a small public constant (1/n in a mean, a learning rate) at 16 fractional
+    bits would cost up to 2^-17 / |c| of relative error; here it costs about 2^-20.
+    """
+    cv = torch.as_tensor(_public_value(c), dtype=torch.float64)
+    if like.base != 2:
+        return encode(cv, like.base, like.precision_fractional), like.scale
+    m = float(cv.abs().max()) if cv.numel() else 0.0
+    bits = like.precision_fractional
+    if m > 0:
+        bits = min(40, max(bits, 20 - math.ceil(math.log2(m))))
+    return torch.round(cv * float(1 << bits)).to(torch.int64), 1 << bits
+
+
+def div(a: Any, b: Any, rounding_mode: "str | None" = None) -> Any:
+    if rounding_mode is not None:
+        raise UnsupportedOperationError("division with a rounding mode is not supported on shared tensors")
+    if _is_shared(b):
+        from syft_mpc import approx
+
+        return mul(a, approx.reciprocal(b))
+    bv = _public_value(b)
+    if _is_shared(a) and a.scale == 1:
+        raise TypeError("an integer shared tensor cannot be divided; fix_prec() it before sharing")
+    if isinstance(bv, torch.Tensor):
+        return mul(a, 1.0 / bv.to(torch.float64))
+    return mul(a, 1.0 / float(bv))
+
+
+def matmul(a: Any, b: Any) -> Any:
+    if _is_shared(a) and _is_shared(b):
+        m = _meta((a, b))
+        return _run(m, "matmul", a, b, **_trunc_kwargs(m))
+    if not _is_shared(a) and not _is_shared(b):
+        return torch.matmul(_public_value(a), _public_value(b))
+    x = a if _is_shared(a) else b
+    ca, ia = (_enc_public(a, x) if not _is_shared(a) else (a, True))
+    cb, ib = (_enc_public(b, x) if not _is_shared(b) else (b, True))
+    z = _run(x, "matmul_public", ca, cb)
+    return z if (ia and ib) else _truncate(z)
+
+
+def addmm(bias: Any, a: Any, b: Any, beta: Any = 1, alpha: Any = 1) -> Any:
+    prod = matmul(a, b)
+    if alpha != 1:
+        prod = mul(prod, alpha)
+    if beta == 0:
+        return prod
+    if beta != 1:
+        bias = mul(bias, beta)
+    return add(prod, bias)
+
+
+def _ltz(x: SharedTensor, scale: "int | None" = None) -> SharedTensor:
+    s = x.scale if scale is None else scale
+    return _run(x, "ltz", x, times=s, scale=s)
+
+
+def relu(x: Any) -> Any:
+    if not _is_shared(x):
+        return torch.relu(_public_value(x))
+    y, mask = _run(x, "relu_mask", x, n_out=2)
+    mask.scale = 1
+    y._cell.pos_mask = mask._cell.shares
+    return y
+
+
+def threshold_backward(grad: Any, result: Any, threshold: Any) -> Any:
+    if threshold != 0:
+        raise UnsupportedOperationError("threshold_backward on shared tensors supports threshold 0 (ReLU) only")
+    if not _is_shared(result):
+        return torch.ops.aten.threshold_backward(grad, _public_value(result), threshold)
+    m = result._cell.pos_mask
+    if m is None:
+        mask = _ltz(neg(result), scale=1)  # 1{result > 0}
+    else:
+        mask = SharedTensor(_Cell(m), 1, result.base, result.precision_fractional, result.dtype)
+    if not _is_shared(grad):
+        grad = _lift(grad, result)
+    return _run(result, "mul", grad, mask, divisor=1)
+
+
+def _cmp_lt(a: Any, b: Any) -> SharedTensor:
+    """Shares of 1{a < b} at the operands' scale."""
+    d = sub(a, b)
+    return _ltz(d)
+
+
+def _one_minus(bit: SharedTensor) -> SharedTensor:
+    return sub(_lift(1, bit), bit) if bit.scale != 1 else _run(bit, "public_sub", torch.tensor(1, dtype=torch.int64), bit)
+
+
+def lt(a: Any, b: Any) -> Any:
+    return _cmp_lt(a, b)
+
+
+def gt(a: Any, b: Any) -> Any:
+    return _cmp_lt(b, a)
+
+
+def ge(a: Any, b: Any) -> Any:
+    return _one_minus(_cmp_lt(a, b))
+
+
+def le(a: Any, b: Any) -> Any:
+    return _one_minus(_cmp_lt(b, a))
+
+
+def eq(a: Any, b: Any) -> Any:
+    d = sub(a, b)
+    both = _ltz(_run(d, "aten.stack", [d, neg(d)]))  # one comparison for a<b and a>b
+    lt_, gt_ = both.unbind(0)
+    return _one_minus(add(lt_, gt_))
+
+
+def sign(x: Any) -> Any:
+    # sign(x) = 1 - 2·1{x<0} - 1{x=0}
+    lt_ = _ltz(x)
+    is_zero = eq(x, 0)
+    return sub(sub(_lift(1, x), mul(lt_, 2)), is_zero)
+
+
+def _select(bit: SharedTensor, x: SharedTensor, y: SharedTensor) -> SharedTensor:
+    """bit ? x : y for an unscaled 0/1 sharing ``bit``."""
+    return _run(x, "select_mul", bit, x, y)
+
+
+def max_dim(x: SharedTensor, dim: int, keepdim: bool = False, largest: bool = True) -> tuple[SharedTensor, SharedTensor]:
+    """(values, indices) of the max (or min) along ``dim``: a tournament of log2(n) comparison rounds.
+
+    The indices come back shared (integer, like torch's argmax but secret)."""
+    dim = dim % x.dim() if x.dim() else 0
+    n = x.shape[dim]
+    if n == 0:
+        raise ValueError("max over an empty dimension")
+    idx_shape = [1] * x.dim()
+    idx_shape[dim] = n
+    idx = torch.arange(n, dtype=torch.int64).reshape(idx_shape).expand(x.shape).contiguous()
+    vals = x
+    ids = _run(x, "from_public", idx, scale=1, dtype=torch.int64)
+    while vals.shape[dim] > 1:
+        m = vals.shape[dim]
+        half = m // 2
+        a = vals.narrow(dim, 0, half)
+        b = vals.narrow(dim, half, half)
+        ia = ids.narrow(dim, 0, half)
+        ib = ids.narrow(dim, half, half)
+        # bit = 1{a < b} (max) or 1{b < a} (min): then take b
+        bit = _ltz(sub(a, b) if largest else sub(b, a), scale=1)
+        both_x = _run(x, "aten.stack", [a, ia])  # values and indices selected in one Beaver step
+        both_y = _run(x, "aten.stack", [b, ib])
+        sel = _run(x, "select_mul", bit.unsqueeze(0), both_y, both_x)
+        nv, ni = sel.unbind(0)
+        ni.scale = 1
+        if m % 2:
+            nv = _run(x, "aten.cat", [nv, vals.narrow(dim, m - 1, 1)], dim)
+            ni = _run(x, "aten.cat", [ni, ids.narrow(dim, m - 1, 1)], dim)
+            ni.scale = 1
+        vals, ids = nv, ni
+    if not keepdim:
+        vals, ids = vals.squeeze(dim), ids.squeeze(dim)
+    ids.scale = 1
+    return vals, SharedTensor(ids._cell, 1, x.base, x.precision_fractional, torch.int64)
+
+
+def pow_scalar(x: Any, e: Any) -> Any:
+    if not _is_shared(x):
+        return torch.pow(_public_value(x), e)
+    if isinstance(e, float) and e.is_integer():
+        e = int(e)
+    if not isinstance(e, int) or e < 0:
+        if e == 0.5:
+            from syft_mpc import approx
+
+            return approx.sqrt(x)
+        if e == -1:
+            from syft_mpc import approx
+
+            return approx.reciprocal(x)
+        raise UnsupportedOperationError(f"x ** {e} on a shared tensor: only non-negative integer powers, 0.5 and -1")
+    if e == 0:
+        return torch.ones(x.shape, dtype=x.dtype)
+    result = None
+    base = x
+    while e:
+        if e & 1:
+            result = base if result is None else mul(result, base)
+        e >>= 1
+        if e:
+            base = mul(base, base)
+    return result
+
+
+def _linear_forward(func: Any, args: Any, kwargs: Any) -> Any:
+    """A structural/linear aten op: applied to every share (public tensors in a cat/stack are lifted)."""
+    like = _meta((args, kwargs))
+    name = ATEN_LINEAR_NAMES[func]
+    if name in ("aten.cat", "aten.stack"):
+        args = ([_lift(v, like) for v in args[0]], *args[1:])
+    if name in ("aten.add", "aten.sub") and not all(_is_shared(v) for v in args[:2]):
+        return (add if name == "aten.add" else sub)(*args, **kwargs)
+    multi = name in ("aten.split", "aten.split_with_sizes", "aten.unbind")
+    if multi:
+        shapes = [tuple(t.shape) for t in func(torch.empty(like.shape, device="meta"), *args[1:], **kwargs)]
+        return list(_run(like, name, *args, n_out=len(shapes), **kwargs)) if len(shapes) > 1 else [_run(like, name, *args, **kwargs)]
+    return _run(like, name, *args, **kwargs)
+
+
+for _op in ATEN_LINEAR_NAMES:
+    _IMPLS[_op] = lambda *a, _op=_op, **k: _linear_forward(_op, a, k)
+
+
+@implements(aten.add.Tensor, aten.add.Scalar)
+def _add(a: Any, b: Any, alpha: Any = 1) -> Any:
+    return add(a, b, alpha)
+
+
+@implements(aten.sub.Tensor, aten.sub.Scalar)
+def _sub(a: Any, b: Any, alpha: Any = 1) -> Any:
+    return sub(a, b, alpha)
+
+
+@implements(aten.rsub.Tensor, aten.rsub.Scalar)
+def _rsub(a: Any, b: Any, alpha: Any = 1) -> Any:
+    return sub(b, mul(a, alpha) if alpha != 1 else a)
+
+
+@implements(aten.mul.Tensor, aten.mul.Scalar)
+def _mul(a: Any, b: Any) -> Any:
+    return mul(a, b)
+
+
+@implements(aten.div.Tensor, aten.div.Scalar)
+def _div(a: Any, b: Any) -> Any:
+    return div(a, b)
+
+
+@implements(aten.div.Tensor_mode)
+def _div_mode(a: Any, b: Any, rounding_mode: Any = None) -> Any:
+    return div(a, b, rounding_mode)
+
+
+@implements(aten.neg.default)
+def _neg(a: Any) -> Any:
+    return neg(a)
+
+
+@implements(aten.mm.default, aten.bmm.default, aten.matmul.default)
+def _mm(a: Any, b: Any) -> Any:
+    return matmul(a, b)
+
+
+@implements(aten.addmm.default)
+def _addmm(bias: Any, a: Any, b: Any, beta: Any = 1, alpha: Any = 1) -> Any:
+    return addmm(bias, a, b, beta=beta, alpha=alpha)
+
+
+@implements(aten.relu.default)
+def _relu(x: Any) -> Any:
+    return relu(x)
+
+
+@implements(aten.threshold_backward.default)
+def _threshold_backward(grad: Any, result: Any, threshold: Any) -> Any:
+    return threshold_backward(grad, result, threshold)
+
+
+@implements(aten.pow.Tensor_Scalar)
+def _pow(x: Any, e: Any) -> Any:
+    return pow_scalar(x, e)
+
+
+@implements(aten.mean.default)
+def _mean(x: SharedTensor, dtype: Any = None) -> Any:
+    return mul(_run(x, "aten.sum", x), 1.0 / max(1, x.numel()))
+
+
+@implements(aten.mean.dim)
+def _mean_dim(x: SharedTensor, dim: Any, keepdim: bool = False, dtype: Any = None) -> Any:
+    dims = [dim] if isinstance(dim, int) else list(dim or range(x.dim()))
+    n = math.prod(x.shape[d] for d in dims) if dims else x.numel()
+    return mul(_run(x, "aten.sum_dim", x, dims, keepdim), 1.0 / max(1, n))
+
+
+@implements(aten.sum.dim_IntList)
+def _sum_dim(x: SharedTensor, dim: Any, keepdim: bool = False, dtype: Any = None) -> Any:
+    return _run(x, "aten.sum_dim", x, list(dim) if dim is not None else None, keepdim)
+
+
+@implements(aten.sum.default)
+def _sum(x: SharedTensor, dtype: Any = None) -> Any:
+    return _run(x, "aten.sum", x)
+
+
+@implements(aten.lt.Tensor, aten.lt.Scalar)
+def _lt(a: Any, b: Any) -> Any:
+    return lt(a, b)
+
+
+@implements(aten.gt.Tensor, aten.gt.Scalar)
+def _gt(a: Any, b: Any) -> Any:
+    return gt(a, b)
+
+
+@implements(aten.le.Tensor, aten.le.Scalar)
+def _le(a: Any, b: Any) -> Any:
+    return le(a, b)
+
+
+@implements(aten.ge.Tensor, aten.ge.Scalar)
+def _ge(a: Any, b: Any) -> Any:
+    return ge(a, b)
+
+
+@implements(aten.eq.Tensor, aten.eq.Scalar)
+def _eq(a: Any, b: Any) -> Any:
+    return eq(a, b)
+
+
+@implements(aten.sign.default)
+def _sign(x: Any) -> Any:
+    return sign(x)
+
+
+@implements(aten.max.dim)
+def _max_dim(x: Any, dim: int, keepdim: bool = False) -> Any:
+    return max_dim(x, dim, keepdim)
+
+
+@implements(aten.min.dim)
+def _min_dim(x: Any, dim: int, keepdim: bool = False) -> Any:
+    return max_dim(x, dim, keepdim, largest=False)
+
+
+@implements(aten.max.default)
+def _max(x: Any) -> Any:
+    return max_dim(x.reshape(-1), 0)[0]
+
+
+@implements(aten.min.default)
+def _min(x: Any) -> Any:
+    return max_dim(x.reshape(-1), 0, largest=False)[0]
+
+
+@implements(aten.argmax.default)
+def _argmax(x: Any, dim: Any = None, keepdim: bool = False) -> Any:
+    if dim is None:
+        return max_dim(x.reshape(-1), 0)[1]
+    return max_dim(x, dim, keepdim)[1]
+
+
+@implements(aten.argmin.default)
+def _argmin(x: Any, dim: Any = None, keepdim: bool = False) -> Any:
+    if dim is None:
+        return max_dim(x.reshape(-1), 0, largest=False)[1]
+    return max_dim(x, dim, keepdim, largest=False)[1]
+
+
+@implements(aten.convolution.default)
+def _convolution(x: Any, w: Any, bias: Any, stride: Any, padding: Any, dilation: Any, transposed: bool, output_padding: Any, groups: int) -> Any:
+    if transposed:
+        raise UnsupportedOperationError("transposed convolution is not supported on shared tensors")
+    if len(stride) != 2:
+        raise UnsupportedOperationError("only 2-d convolution is supported on shared tensors")
+    kw = {"stride": list(stride), "padding": list(padding), "dilation": list(dilation), "groups": int(groups)}
+    if _is_shared(x) and _is_shared(w):
+        m = _meta((x, w))
+        out = _run(m, "conv2d", x, w, **kw, **_trunc_kwargs(m))
+    else:
+        like = x if _is_shared(x) else w
+        ca, ia = (_enc_public(x, like) if not _is_shared(x) else (x, True))
+        cb, ib = (_enc_public(w, like) if not _is_shared(w) else (w, True))
+        out = _run(like, "conv2d_public", ca, cb, **kw)
+        if not (ia and ib):
+            out = _truncate(out)
+    if bias is not None:
+        out = add(out, bias.reshape(1, -1, 1, 1) if _is_shared(bias) else _public_value(bias).reshape(1, -1, 1, 1))
+    return out
+
+
+@implements(aten.avg_pool2d.default)
+def _avg_pool2d(x: Any, kernel_size: Any, stride: Any = (), padding: Any = 0, ceil_mode: bool = False, count_include_pad: bool = True, divisor_override: Any = None) -> Any:
+    k = _pair(kernel_size)
+    s = _pair(stride) if stride else k
+    p = _pair(padding)
+    if ceil_mode or (not count_include_pad and p != (0, 0)):
+        raise UnsupportedOperationError("avg_pool2d on shared tensors: ceil_mode and count_include_pad=False are not supported")
+    c = x.shape[1]
+    ones = torch.ones((c, 1, *k), dtype=torch.int64)
+    summed = _run(x, "conv2d_public", x, ones, stride=list(s), padding=list(p), dilation=[1, 1], groups=c)
+    return mul(summed, 1.0 / (divisor_override or k[0] * k[1]))
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    v = tuple(v)
+    return (v[0], v[0]) if len(v) == 1 else (int(v[0]), int(v[1]))
+
+
+def max_pool2d(x: SharedTensor, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1) -> SharedTensor:
+    k = _pair(kernel_size)
+    s = _pair(stride) if stride else k
+    p, d = _pair(padding), _pair(dilation)
+    if p != (0, 0) or d != (1, 1):
+        raise UnsupportedOperationError("max_pool2d on shared tensors supports padding=0 and dilation=1 only")
+    win = x.unfold(2, k[0], s[0]).unfold(3, k[1], s[1])  # (n, c, oh, ow, kh, kw): views of the shares
+    n, c, oh, ow = win.shape[:4]
+    vals, _ = max_dim(win.reshape(n, c, oh, ow, k[0] * k[1]), 4)
+    return vals
+
+
+@implements(aten.max_pool2d_with_indices.default)
+def _max_pool2d_with_indices(x: Any, kernel_size: Any, stride: Any = (), padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False) -> Any:
+    if ceil_mode:
+        raise UnsupportedOperationError("max_pool2d on shared tensors: ceil_mode is not supported")
+    out = max_pool2d(x, kernel_size, stride or None, padding, dilation)
+    return out, torch.zeros(out.shape, dtype=torch.int64)  # indices are secret: not available
+
+
+@implements(aten.max_pool2d.default)
+def _max_pool2d(x: Any, kernel_size: Any, stride: Any = (), padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False) -> Any:
+    return _max_pool2d_with_indices(x, kernel_size, stride, padding, dilation, ceil_mode)[0]
+
+
+# ------------------------------------------------------------------ autograd plumbing
+
+
+@implements(aten.detach.default, aten.alias.default)
+def _detach(x: SharedTensor) -> SharedTensor:
+    return SharedTensor(x._cell, x.scale, x.base, x.precision_fractional, x.dtype)
+
+
+@implements(aten.clone.default)
+def _clone(x: SharedTensor, memory_format: Any = None) -> SharedTensor:
+    # Shares are never mutated in place (in-place ops swap the cell's handle), so sharing them is a copy.
+    return SharedTensor(_Cell(x._cell.shares, x._cell.pos_mask), x.scale, x.base, x.precision_fractional, x.dtype)
+
+
+@implements(aten._to_copy.default)
+def _to_copy(x: SharedTensor, dtype: Any = None, layout: Any = None, device: Any = None, pin_memory: Any = None, non_blocking: bool = False, memory_format: Any = None) -> SharedTensor:
+    if device is not None and torch.device(device).type != "cpu":
+        raise UnsupportedOperationError("shared tensors live on CPU workers")
+    if dtype is not None and dtype != x.dtype and not (dtype.is_floating_point and x.dtype.is_floating_point):
+        raise UnsupportedOperationError(f"a shared tensor cannot be converted from {x.dtype} to {dtype}")
+    return SharedTensor(x._cell, x.scale, x.base, x.precision_fractional, dtype or x.dtype)
+
+
+@implements(aten.ones_like.default)
+def _ones_like(x: SharedTensor, dtype: Any = None, **_: Any) -> torch.Tensor:
+    return torch.ones(x.shape, dtype=dtype or x.dtype)  # public: no communication
+
+
+@implements(aten.zeros_like.default, aten.empty_like.default)
+def _zeros_like(x: SharedTensor, dtype: Any = None, **_: Any) -> torch.Tensor:
+    return torch.zeros(x.shape, dtype=dtype or x.dtype)
+
+
+@implements(aten.full_like.default)
+def _full_like(x: SharedTensor, value: Any, **kw: Any) -> torch.Tensor:
+    return torch.full(x.shape, value, dtype=kw.get("dtype") or x.dtype)
+
+
+def _set_shares(dst: SharedTensor, src: Any) -> SharedTensor:
+    if not _is_shared(src):
+        src = _lift(src, dst)
+    if src.group is not dst.group or src.scale != dst.scale:
+        _meta((dst, src))
+    if tuple(src.shape) != tuple(dst.shape):
+        src = _run(src, "aten.clone", _run(src, "aten.expand", src, list(dst.shape)))
+    dst._cell.shares = src._cell.shares
+    dst._cell.pos_mask = None
+    dst._cell.aux = None
+    return dst
+
+
+@implements(aten.copy_.default)
+def _copy_(dst: Any, src: Any, non_blocking: bool = False) -> Any:
+    if not _is_shared(dst):
+        raise UnsupportedOperationError("a shared value cannot be copied into a plain tensor; use .get()")
+    return _set_shares(dst, src)
+
+
+def _inplace(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def impl(dst: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _is_shared(dst):
+            raise UnsupportedOperationError("an in-place op cannot store a shared result into a plain tensor")
+        return _set_shares(dst, fn(dst, *args, **kwargs))
+
+    return impl
+
+
+_IMPLS[aten.add_.Tensor] = _inplace(add)
+_IMPLS[aten.add_.Scalar] = _inplace(add)
+_IMPLS[aten.sub_.Tensor] = _inplace(sub)
+_IMPLS[aten.sub_.Scalar] = _inplace(sub)
+_IMPLS[aten.mul_.Tensor] = _inplace(mul)
+_IMPLS[aten.mul_.Scalar] = _inplace(mul)
+_IMPLS[aten.div_.Tensor] = _inplace(div)
+_IMPLS[aten.div_.Scalar] = _inplace(div)
+_IMPLS[aten.neg_.default] = _inplace(neg)
+_IMPLS[aten.relu_.default] = _inplace(relu)
+_IMPLS[aten.zero_.default] = _inplace(lambda x: _lift(torch.zeros(x.shape, dtype=torch.int64), x))
+_IMPLS[aten.addcmul_.default] = _inplace(lambda x, t1, t2, value=1: add(x, mul(mul(t1, t2), value)))
+_IMPLS[aten.addcdiv_.default] = _inplace(lambda x, t1, t2, value=1: add(x, mul(div(t1, t2), value)))
+
+
+def _foreach(fn: Callable[..., Any], inplace: bool) -> Callable[..., Any]:
+    def impl(xs: Any, *args: Any, **kwargs: Any) -> Any:
+        outs = []
+        for i, x in enumerate(xs):
+            a = [v[i] if isinstance(v, (list, tuple)) else v for v in args]
+            k = {n: (v[i] if isinstance(v, (list, tuple)) else v) for n, v in kwargs.items()}
+            r = fn(x, *a, **k)
+            if inplace:
+                if _is_shared(x):
+                    _set_shares(x, r)
+                else:
+                    x.copy_(r)
+            outs.append(r)
+        return None if inplace else outs
+
+    return impl
+
+
+for _name, _fn in (("add", add), ("sub", sub), ("mul", mul), ("div", div)):
+    for _ov in ("List", "Scalar", "Tensor", "ScalarList"):
+        for _suffix, _inp in (("", False), ("_", True)):
+            _pkt = getattr(aten, f"_foreach_{_name}{_suffix}", None)
+            if _pkt is not None and hasattr(_pkt, _ov):
+                _IMPLS[getattr(_pkt, _ov)] = _foreach(_fn, _inp)
+_IMPLS[aten._foreach_neg.default] = _foreach(neg, False)
+_IMPLS[aten._foreach_neg_.default] = _foreach(neg, True)
+_IMPLS[aten._foreach_zero_.default] = _foreach(lambda x: _lift(torch.zeros(x.shape, dtype=torch.int64), x) if _is_shared(x) else torch.zeros_like(x), True)
+
+
+@implements(aten.expand_as.default)
+def _expand_as(x: Any, other: Any) -> Any:
+    return x.expand(other.shape)
+
+
+@implements(aten.is_same_size.default)
+def _is_same_size(a: Any, b: Any) -> bool:
+    return tuple(a.shape) == tuple(b.shape)
+
+
+def _dispatch(func: Any, types: Any, args: Any, kwargs: Any) -> Any:
+    impl = _IMPLS.get(func)
+    if impl is None:
+        raise UnsupportedOperationError(
+            f"{func} is not supported on shared tensors (supported: arithmetic, matmul/linear, conv2d, pooling, "
+            "comparisons, relu, max/argmax, shape ops; see docs/ENCRYPTED_TENSORS.md). Use .get() to compute in plaintext"
+        )
+    return impl(*args, **kwargs)
+
+
+def _torch_dispatch(cls: Any, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+    return _dispatch(func, types, args, kwargs or {})
+
+
+SharedTensor.__torch_dispatch__ = classmethod(_torch_dispatch)  # type: ignore[assignment]
+
+
+from syft_mpc import approx as _approx  # noqa: E402,F401  (registers exp, log, softmax, ... aten ops)

@@ -1,0 +1,265 @@
+"""SocketWorker: a worker in another process (or machine), reached over authenticated TCP.
+
+A :class:`SocketWorker` is the driver's handle on a worker started with
+``syft-mpc worker --id bob --port 8777`` (see ``docs/WORKERS.md``). It behaves like a
+:class:`~syft_mpc.workers.VirtualWorker` for everything in the pointer layer: the same
+:class:`~syft_mpc.messages.Envelope` requests and replies travel, only over the native
+control channel (:class:`syft_mpc._native.Connection`: framed TCP, HMAC handshake on the
+shared token, a timeout on every wait).
+
+Control-channel frames (one transport message each; the first byte is the kind)::
+
+    b"R" + Envelope   request; the worker answers with Ok/Err
+    b"A" + Envelope   posted request (Store, SetAttr, deletions): no answer on success; the
+                      first failure is answered to the next b"R"/b"S" (which is not run)
+    b"S"              sync point: answers Ok(number of objects held), or the pending failure
+    b"H" + {"uid": str, "peers": {worker id: "host:port"}}
+                      hello (first frame of every connection, and again when the driver
+                      learns new workers): who the client is (objects it stores are freed
+                      when it stays away longer than the worker's grace period) and where
+                      the other workers listen (for ``.move()`` and pointer chains, which
+                      go worker to worker directly). Answered with Ok(None).
+
+    >>> import torch, syft_mpc as sy                                   # doctest: +SKIP
+    >>> hook = sy.TorchHook(torch)                                     # doctest: +SKIP
+    >>> bob = sy.SocketWorker(hook, id="bob", host="127.0.0.1", port=8777,
+    ...                       token=os.environ["SYFT_MPC_TOKEN"])      # doctest: +SKIP
+    >>> (torch.tensor([1, 2]).send(bob) * 2).get()                     # doctest: +SKIP
+    tensor([2, 4])
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from typing import Any
+
+from syft_mpc import _native, serde
+from syft_mpc.errors import TransportError
+from syft_mpc.launch import ENV_TOKEN, ENV_WORKERS
+from syft_mpc.workers import BaseWorker
+
+__all__ = ["SocketWorker", "workers_from_env", "parse_workers", "ENV_WORKERS", "ENV_TOKEN", "ENV_TIMEOUT"]
+
+ENV_TIMEOUT = "SYFT_MPC_TIMEOUT"
+"""Default bound (seconds) on every wait for a worker's answer (30 if unset)."""
+
+REQUEST, POST, SYNC, HELLO = b"R", b"A", b"S", b"H"
+DEFAULT_SESSION = "syft-mpc-control"
+
+# Where the SocketWorkers made in this process listen; announced to every worker (b"H").
+_directory: dict[str, str] = {}
+_directory_version = 0
+_directory_lock = threading.Lock()
+
+
+def _default_timeout() -> float:
+    raw = os.environ.get(ENV_TIMEOUT)
+    if not raw:
+        return 30.0
+    try:
+        t = float(raw)
+    except ValueError:
+        raise ValueError(f"{ENV_TIMEOUT}={raw!r} is not a number of seconds") from None
+    if not t > 0:
+        raise ValueError(f"{ENV_TIMEOUT} must be positive, got {raw!r}")
+    return t
+
+
+def _token(token: "str | None") -> str:
+    if token is None:
+        token = os.environ.get(ENV_TOKEN)
+    if not token:
+        raise ValueError(
+            f"no token: pass token=... or set {ENV_TOKEN} (the secret the workers were started with; "
+            "syft-mpc launch sets it for the script it runs)"
+        )
+    return token
+
+
+class SocketWorker(BaseWorker):
+    """A worker in another process, reached over authenticated TCP.
+
+    Args:
+        hook: the :class:`~syft_mpc.hook.TorchHook` (may be None).
+        id: the worker's id, as given to ``syft-mpc worker --id``. The handshake checks
+            it: reaching another worker at that address fails with ``AuthenticationError``.
+        host, port: where the worker listens.
+        token: the shared secret (default: ``$SYFT_MPC_TOKEN``).
+        timeout_s: bound on connecting and on every wait for an answer (default
+            ``$SYFT_MPC_TIMEOUT`` or 30 s). A worker that died or hangs raises
+            :class:`~syft_mpc.errors.TransportError` naming it within this time.
+        asynchronous: post requests whose reply is always None (``send``, attribute
+            writes, deletions) without waiting; their failures are raised by the next
+            request that waits. Requests to one worker always run in the order sent.
+        connect: connect now (default) rather than on the first request.
+
+    Example (with a worker started as ``syft-mpc worker --id bob --port 8777``)::
+
+        bob = sy.SocketWorker(hook, id="bob", host="127.0.0.1", port=8777, token=token)
+        x = torch.tensor([1, 2, 3]).send(bob)
+        print((x + x).get())        # tensor([2, 4, 6])
+    """
+
+    def __init__(
+        self,
+        hook: Any = None,
+        id: str = "bob",
+        host: str = "127.0.0.1",
+        port: int = 8777,
+        token: "str | None" = None,
+        *,
+        timeout_s: "float | None" = None,
+        asynchronous: bool = True,
+        connect: bool = True,
+        session: str = DEFAULT_SESSION,
+        known_workers: "dict[str, BaseWorker] | None" = None,
+        announce: bool = True,
+    ) -> None:
+        super().__init__(hook, id=id, known_workers=known_workers)
+        self.host = host
+        self.port = int(port)
+        self.address = f"{host}:{self.port}"
+        self._token = _token(token)
+        self.timeout_s = _default_timeout() if timeout_s is None else float(timeout_s)
+        self.asynchronous = asynchronous
+        self._session = session
+        self._announce = announce
+        self._uid = secrets.token_hex(16)
+        self._conn: "_native.Connection | None" = None
+        self._io = threading.Lock()
+        self._peers_version = -1
+        if announce:
+            global _directory_version
+            with _directory_lock:
+                if _directory.get(id) != self.address:
+                    _directory[id] = self.address
+                    _directory_version += 1
+        if connect:
+            with self._io:
+                self._connection()
+
+    def __repr__(self) -> str:
+        return f"<SocketWorker id:{self.id} {self.address}>"
+
+    # ------------------------------------------------------------------ transport
+
+    def _fail(self, e: Exception, doing: str) -> Exception:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+        hint = (
+            "check that its process is running (syft-mpc worker) and reachable; objects it held are "
+            "lost if it died"
+            if not isinstance(e, _native.AuthenticationError)
+            else f"start it and this driver with the same token (${ENV_TOKEN}) and check the worker id"
+        )
+        err = type(e)(f"worker {self.id} at {self.address}: {doing} failed: {e}; {hint}")
+        err.peer = f"worker {self.id}"  # type: ignore[attr-defined]
+        err.worker = self.id  # type: ignore[attr-defined]
+        return err
+
+    def _connection(self) -> "_native.Connection":
+        """The open connection (opened, and greeted with b"H", when needed). Call with ``_io`` held."""
+        conn = self._conn
+        if conn is None:
+            try:
+                conn = _native.Connection.connect(
+                    self.address, self._token, self.id, session=self._session, timeout_s=self.timeout_s
+                )
+            except TransportError as e:
+                raise self._fail(e, "connecting") from None
+            self._conn = conn
+            self._peers_version = -1
+        if self._peers_version != _directory_version:
+            with _directory_lock:
+                version, peers = _directory_version, dict(_directory) if self._announce else {}
+            self._call(conn, HELLO + serde.encode({"uid": self._uid, "peers": peers}), "saying hello")
+            self._peers_version = version
+        return conn
+
+    def _call(self, conn: "_native.Connection", frame: bytes, doing: str) -> bytes:
+        try:
+            return conn.request(frame, self.timeout_s)
+        except TransportError as e:
+            raise self._fail(e, doing) from None
+
+    def _deliver(self, data: bytes) -> bytes:
+        with self._io:
+            conn = self._connection()
+            return self._call(conn, REQUEST + data, "a request")
+
+    def _post(self, data: bytes) -> bool:
+        if not self.asynchronous:
+            return False
+        with self._io:
+            conn = self._connection()
+            try:
+                conn.send(POST + data)
+            except TransportError as e:
+                raise self._fail(e, "sending a request") from None
+        return True
+
+    def sync(self) -> int:
+        """Waits until the worker has run every request sent so far and returns how many
+        objects it holds (all clients together); raises the first failure among them."""
+        from syft_mpc.messages import Err
+
+        with self._io:
+            conn = self._connection()
+            reply = serde.decode(self._call(conn, SYNC, "a sync"))
+        if isinstance(reply, Err):
+            self._raise_err(reply)
+        return int(reply.value)
+
+    def _raise_err(self, reply: Any) -> None:
+        from syft_mpc.errors import RemoteError
+        from syft_mpc.workers import _REMOTE_ERRORS
+
+        cls = _REMOTE_ERRORS.get(reply.err_type, RemoteError)
+        err = cls(f"{reply.err_type} on worker {self.id}: {reply.message}")
+        err.worker = self.id
+        err.remote_type = reply.err_type
+        raise err
+
+    def close(self) -> None:
+        """Closes the connection (objects stay on the worker until its grace period for this client ends)."""
+        with self._io:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self) -> "SocketWorker":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def parse_workers(spec: str) -> "list[tuple[str, str, int]]":
+    """``"bob=127.0.0.1:8777,alice=h:8778"`` → ``[("bob", "127.0.0.1", 8777), ...]``."""
+    out = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        name, sep, addr = item.partition("=")
+        host, sep2, port = addr.rpartition(":")
+        if not (sep and sep2 and name and host and port.isdigit()):
+            raise ValueError(f"bad worker entry {item!r} in {ENV_WORKERS}; expected name=host:port")
+        out.append((name, host.strip("[]"), int(port)))
+    return out
+
+
+def workers_from_env(hook: Any = None, **kwargs: Any) -> "list[SocketWorker]":
+    """The workers named in ``$SYFT_MPC_WORKERS`` (set by ``syft-mpc launch``), connected with ``$SYFT_MPC_TOKEN``.
+
+        bob, alice, carol = sy.workers_from_env(hook)    # under `syft-mpc launch --workers bob,alice,carol`
+
+    Keyword arguments go to :class:`SocketWorker` (e.g. ``timeout_s``).
+    """
+    spec = os.environ.get(ENV_WORKERS)
+    if not spec:
+        raise RuntimeError(
+            f"${ENV_WORKERS} is not set: run this script with `syft-mpc launch --workers bob,alice script.py`, "
+            "or set it to name=host:port,... of running workers"
+        )
+    return [SocketWorker(hook, id=n, host=h, port=p, **kwargs) for n, h, p in parse_workers(spec)]

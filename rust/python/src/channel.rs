@@ -1,0 +1,412 @@
+//! `Listener` / `Connection`: the control plane's authenticated, framed TCP channel.
+//!
+//! The driver ↔ worker and worker ↔ worker control messages of `syft_mpc.socket_worker`
+//! travel over the transport crate's [`TcpChannel`]: versioned frames, size limits, a
+//! timeout on every wait, and the mutual HMAC handshake (the token never crosses the wire).
+//!
+//! Party-id convention of the handshake (it binds both ids into the proofs):
+//! * a worker named `name` is party [`worker_party_id`]`(name)`: `1 +` the first 4 bytes of
+//!   SHA-256(`"syft-mpc worker id\0" || name`) mod `2^32 − 1` (never 0);
+//! * whoever connects to a worker (a driver, or another worker) is party 0.
+//!
+//! So a client that reaches the wrong worker (another name on that port) fails the
+//! handshake with a clear error instead of talking to the wrong object store. The key and
+//! session id come from `session::session_secrets(token, session)`.
+//!
+//! A `Listener` runs its own accept thread; each accepted socket is authenticated on a
+//! thread of its own (a slow or hostile client never delays the others) and queued for
+//! `accept()`. Every blocking call releases the GIL.
+
+use crate::errors::{shape, Error, Result};
+use crate::session::session_secrets;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+use sha2::{Digest, Sha256};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use syft_mpc_transport::{accept_stream, bind, connect, Channel, TcpChannel, TcpConfig, TransportError};
+
+/// Handshakes waiting for `accept()`; further connections wait in the kernel backlog.
+const QUEUE: usize = 64;
+const CLIENT_ID: u32 = 0;
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Listener>()?;
+    m.add_class::<Connection>()?;
+    m.add_function(wrap_pyfunction!(worker_party_id, m)?)?;
+    Ok(())
+}
+
+/// The handshake party id of the worker named `name` (see the module docs); clients are party 0.
+#[pyfunction]
+pub fn worker_party_id(name: &str) -> u32 {
+    let mut h = Sha256::new();
+    h.update(b"syft-mpc worker id\0");
+    h.update(name.as_bytes());
+    let d = h.finalize();
+    1 + u32::from_le_bytes([d[0], d[1], d[2], d[3]]) % (u32::MAX - 1)
+}
+
+fn seconds(s: f64, what: &str) -> Result<Duration> {
+    Duration::try_from_secs_f64(s)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| shape(format!("{what} must be a positive number of seconds, got {s}")))
+}
+
+fn setup(detail: String) -> Error {
+    Error::Transport(TransportError::Setup(detail))
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr> {
+    addr.to_socket_addrs()
+        .map_err(|e| setup(format!("cannot resolve address {addr:?} (expected \"host:port\"): {e}")))?
+        .next()
+        .ok_or_else(|| setup(format!("address {addr:?} resolves to nothing")))
+}
+
+fn config(timeout_s: f64, max_message: u64) -> Result<TcpConfig> {
+    let t = seconds(timeout_s, "timeout_s")?;
+    if max_message == 0 {
+        return Err(shape("max_message must be at least 1 byte"));
+    }
+    Ok(TcpConfig { timeout: t, connect_timeout: t, max_message, ..TcpConfig::default() })
+}
+
+/// Listens for authenticated control connections to the worker `name`.
+///
+/// `Listener(addr, token, name, session="syft-mpc-control", timeout_s=30.0,
+/// max_message=1 << 30)` binds `addr` (`"host:port"`; port 0 picks a free one, see
+/// `local_addr`) at once: a port in use raises `TransportError` saying so. Connections are
+/// accepted and authenticated in the background; `accept(timeout_s)` hands them out.
+#[pyclass(frozen, module = "syft_mpc._native")]
+pub struct Listener {
+    local_addr: SocketAddr,
+    queue: Mutex<Receiver<std::result::Result<TcpChannel, TransportError>>>,
+    stop: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct AcceptCtx {
+    my_id: u32,
+    session: [u8; 16],
+    key: [u8; 32],
+    names: Vec<String>,
+    cfg: TcpConfig,
+}
+
+fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<AcceptCtx>,
+    tx: SyncSender<std::result::Result<TcpChannel, TransportError>>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut delay = Duration::from_millis(1);
+    while !stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((stream, from)) => {
+                delay = Duration::from_millis(1);
+                let (ctx2, tx2, stop2) = (ctx.clone(), tx.clone(), stop.clone());
+                let spawned = std::thread::Builder::new().name("syft-mpc-handshake".into()).spawn(move || {
+                    let c = &ctx2;
+                    let r = accept_stream(stream, from, c.my_id, &[CLIENT_ID], c.session, &c.key, &c.names, &c.cfg);
+                    if !stop2.load(Ordering::SeqCst) {
+                        let _ = tx2.send(r);
+                    }
+                });
+                if let Err(e) = spawned {
+                    let detail = format!("cannot start a thread for a connection from {from}: {e}");
+                    let _ = tx.try_send(Err(TransportError::Setup(detail)));
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::Interrupted
+                        | std::io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_millis(20));
+            }
+            Err(e) => {
+                // E.g. too many open files: report it and keep going after a pause.
+                let _ = tx.try_send(Err(TransportError::Setup(format!("accepting a connection failed: {e}"))));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl Listener {
+    #[new]
+    #[pyo3(signature = (addr, token, name, session="syft-mpc-control", timeout_s=30.0, max_message=1_073_741_824))]
+    fn new(
+        py: Python<'_>,
+        addr: &str,
+        token: &str,
+        name: &str,
+        session: &str,
+        timeout_s: f64,
+        max_message: u64,
+    ) -> Result<Listener> {
+        let (key, session) = session_secrets(token, session)?;
+        let cfg = config(timeout_s, max_message)?;
+        let my_id = worker_party_id(name);
+        // Error labels by party id: clients (id 0) show up as "party 0 (client)".
+        let names = vec!["client".to_string()];
+        let addr = resolve(addr)?;
+        py.detach(|| {
+            let listener = bind(addr)?;
+            let local_addr = listener.local_addr().map_err(|e| setup(format!("cannot read the bound address: {e}")))?;
+            listener.set_nonblocking(true).map_err(|e| setup(format!("cannot poll the listener: {e}")))?;
+            let (tx, rx) = mpsc::sync_channel(QUEUE);
+            let stop = Arc::new(AtomicBool::new(false));
+            let ctx = Arc::new(AcceptCtx { my_id, session, key, names, cfg });
+            let stop2 = stop.clone();
+            let thread = std::thread::Builder::new()
+                .name("syft-mpc-accept".into())
+                .spawn(move || accept_loop(listener, ctx, tx, stop2))
+                .map_err(|e| setup(format!("cannot start the accept thread: {e}")))?;
+            Ok(Listener { local_addr, queue: Mutex::new(rx), stop, thread: Mutex::new(Some(thread)) })
+        })
+    }
+
+    /// The bound address as `"host:port"` (the real port when 0 was asked for).
+    #[getter]
+    fn local_addr(&self) -> String {
+        self.local_addr.to_string()
+    }
+
+    /// The next authenticated connection, or None after `timeout_s` without one.
+    ///
+    /// A connection that failed authentication (wrong token, not a syft_mpc peer, ...)
+    /// raises its error (`AuthenticationError`, `TransportError`) once, so the caller can
+    /// log it; the listener keeps serving.
+    #[pyo3(signature = (timeout_s=1.0))]
+    fn accept(&self, py: Python<'_>, timeout_s: f64) -> Result<Option<Connection>> {
+        let t = seconds(timeout_s, "timeout_s")?;
+        py.detach(|| {
+            let rx = self.queue.lock().map_err(|_| Error::Session("the listener's queue is poisoned".into()))?;
+            match rx.recv_timeout(t) {
+                Ok(Ok(chan)) => Ok(Some(Connection::wrap(chan)?)),
+                Ok(Err(e)) => Err(Error::Transport(e)),
+                Err(RecvTimeoutError::Timeout) => Ok(None),
+                Err(RecvTimeoutError::Disconnected) => Err(Error::Session("the listener is closed".into())),
+            }
+        })
+    }
+
+    /// Stops accepting (the port is released); connections already handed out stay open.
+    fn close(&self, py: Python<'_>) {
+        self.stop.store(true, Ordering::SeqCst);
+        py.detach(|| {
+            if let Some(t) = self.thread.lock().ok().and_then(|mut g| g.take()) {
+                let _ = t.join();
+            }
+        });
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Listener({})", self.local_addr)
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst); // the accept thread exits and releases the port
+    }
+}
+
+/// One authenticated control connection: whole messages (`bytes`) in order, both ways.
+///
+/// `Connection.connect(addr, token, name, ...)` reaches the worker `name` at `addr`
+/// (retrying "connection refused" until `timeout_s`); `Listener.accept()` returns the
+/// server side. `send`, `recv` and `request` release the GIL; `close()` may be called
+/// from another thread and makes a blocked `recv` fail at once. After any error the
+/// connection is closed (the transport never retries).
+#[pyclass(frozen, module = "syft_mpc._native")]
+pub struct Connection {
+    chan: Mutex<Option<TcpChannel>>,
+    socket: TcpStream,
+    peer: String,
+    peer_addr: Option<SocketAddr>,
+    closed: AtomicBool,
+}
+
+impl Connection {
+    fn wrap(chan: TcpChannel) -> Result<Connection> {
+        let socket = chan
+            .try_clone_socket()
+            .map_err(|e| setup(format!("cannot keep a handle on the socket of {}: {e}", chan.peer())))?;
+        Ok(Connection {
+            peer: chan.peer().to_string(),
+            peer_addr: chan.peer_addr(),
+            socket,
+            chan: Mutex::new(Some(chan)),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut TcpChannel) -> std::result::Result<T, TransportError>) -> Result<T> {
+        let mut g = self.chan.lock().map_err(|_| Error::Session(format!("connection to {} failed", self.peer)))?;
+        let chan = g.as_mut().ok_or_else(|| self.closed_error())?;
+        let r = f(chan);
+        if r.is_err() {
+            *g = None; // the transport poisoned it: drop the socket now
+        }
+        r.map_err(|e| if self.closed.load(Ordering::SeqCst) { self.closed_error() } else { Error::Transport(e) })
+    }
+
+    fn closed_error(&self) -> Error {
+        Error::Transport(TransportError::Disconnected {
+            peer: self.peer.clone(),
+            detail: "the connection is closed; open a new one".into(),
+        })
+    }
+}
+
+#[pymethods]
+impl Connection {
+    /// Connects to the worker `name` at `addr` (`"host:port"`) and authenticates with `token`.
+    ///
+    /// `timeout_s` bounds connecting (a worker that is still starting is retried) and is
+    /// the default bound on every later wait. Errors: `TransportError` if nobody listens,
+    /// `AuthenticationError` for a wrong token or another worker at that address.
+    #[staticmethod]
+    #[pyo3(signature = (addr, token, name, session="syft-mpc-control", timeout_s=30.0, max_message=1_073_741_824))]
+    fn connect(
+        py: Python<'_>,
+        addr: &str,
+        token: &str,
+        name: &str,
+        session: &str,
+        timeout_s: f64,
+        max_message: u64,
+    ) -> Result<Connection> {
+        let (key, session) = session_secrets(token, session)?;
+        let cfg = config(timeout_s, max_message)?;
+        let peer_id = worker_party_id(name);
+        let label = format!("worker {name}");
+        py.detach(|| {
+            let sa = resolve(addr)?;
+            let chan = connect(sa, CLIENT_ID, peer_id, session, &key, &label, &cfg)?;
+            Connection::wrap(chan)
+        })
+    }
+
+    /// Sends one message (any size up to `max_message`).
+    fn send(&self, py: Python<'_>, data: &[u8]) -> Result<()> {
+        py.detach(|| self.with(|c| c.send(data)))
+    }
+
+    /// Receives one message; waits at most `timeout_s` (default: the connection's timeout).
+    #[pyo3(signature = (timeout_s=None))]
+    fn recv<'py>(&self, py: Python<'py>, timeout_s: Option<f64>) -> Result<Bound<'py, PyBytes>> {
+        let t = timeout_s.map(|s| seconds(s, "timeout_s")).transpose()?;
+        let msg = py.detach(|| {
+            self.with(|c| {
+                if let Some(t) = t {
+                    c.set_timeout(t);
+                }
+                c.recv()
+            })
+        })?;
+        Ok(PyBytes::new(py, &msg))
+    }
+
+    /// `send(data)` then `recv(timeout_s)` in one call (one GIL release per round trip).
+    #[pyo3(signature = (data, timeout_s=None))]
+    fn request<'py>(&self, py: Python<'py>, data: &[u8], timeout_s: Option<f64>) -> Result<Bound<'py, PyBytes>> {
+        let t = timeout_s.map(|s| seconds(s, "timeout_s")).transpose()?;
+        let msg = py.detach(|| {
+            self.with(|c| {
+                if let Some(t) = t {
+                    c.set_timeout(t);
+                }
+                c.send(data)?;
+                c.recv()
+            })
+        })?;
+        Ok(PyBytes::new(py, &msg))
+    }
+
+    /// Sets the default bound on every later wait.
+    fn set_timeout(&self, py: Python<'_>, timeout_s: f64) -> Result<()> {
+        let t = seconds(timeout_s, "timeout_s")?;
+        py.detach(|| {
+            self.with(|c| {
+                c.set_timeout(t);
+                Ok(())
+            })
+        })
+    }
+
+    /// Closes the connection; safe from any thread, also while another one waits in `recv`.
+    fn close(&self, py: Python<'_>) {
+        self.closed.store(true, Ordering::SeqCst);
+        let _ = self.socket.shutdown(Shutdown::Both);
+        py.detach(|| {
+            if let Ok(mut g) = self.chan.lock() {
+                *g = None;
+            }
+        });
+    }
+
+    /// True once closed or failed.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst) || self.chan.lock().map(|g| g.is_none()).unwrap_or(true)
+    }
+
+    /// The authenticated peer, e.g. `"party 0"` (a client) or `"party 123 (worker bob)"`.
+    #[getter]
+    fn peer(&self) -> String {
+        self.peer.clone()
+    }
+
+    /// The peer's socket address as `"host:port"`, if known.
+    #[getter]
+    fn peer_addr(&self) -> Option<String> {
+        self.peer_addr.map(|a| a.to_string())
+    }
+
+    /// Payload bytes and messages sent and received so far.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.chan.lock().ok().and_then(|g| g.as_ref().map(|c| c.stats())).unwrap_or_default();
+        let d = PyDict::new(py);
+        d.set_item("bytes_sent", s.bytes_sent)?;
+        d.set_item("bytes_received", s.bytes_received)?;
+        d.set_item("messages_sent", s.messages_sent)?;
+        d.set_item("messages_received", s.messages_received)?;
+        Ok(d)
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _t: Option<Bound<'_, PyAny>>,
+        _v: Option<Bound<'_, PyAny>>,
+        _tb: Option<Bound<'_, PyAny>>,
+    ) -> bool {
+        self.close(py);
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        match self.peer_addr {
+            Some(a) => format!("Connection(to {} at {a})", self.peer),
+            None => format!("Connection(to {})", self.peer),
+        }
+    }
+}

@@ -1,0 +1,219 @@
+"""Shared tensors on VirtualWorkers: sharing, reconstruction, secure ops (issue 5, stages 1-2)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import syft_mpc as sy
+from syft_mpc import mpc_session
+from syft_mpc.shared import SharedTensor
+
+hook = sy.TorchHook(torch)
+TOL = 1e-3  # a few units of 2^-16 after a product and its truncation
+
+
+class _Env:
+    def __init__(self, n: int) -> None:
+        self.workers = [sy.VirtualWorker(hook, id=f"st{n}-p{i}") for i in range(n)]
+        self.james = sy.VirtualWorker(hook, id=f"st{n}-james")
+
+    def fp(self, t: torch.Tensor, **kw: object) -> SharedTensor:
+        return t.fix_prec().share(*self.workers, crypto_provider=self.james, **kw)
+
+    def int(self, t: torch.Tensor) -> SharedTensor:
+        return t.share(*self.workers, crypto_provider=self.james)
+
+
+_ENVS: dict[int, _Env] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_sessions():
+    yield
+    mpc_session.close_all_sessions()
+    _ENVS.clear()
+
+
+@pytest.fixture(params=[2, 3], ids=["2-parties", "3-parties"])
+def env(request: pytest.FixtureRequest) -> _Env:
+    n = int(request.param)
+    if n not in _ENVS:
+        _ENVS[n] = _Env(n)
+    return _ENVS[n]
+
+
+def close(a: torch.Tensor, b: torch.Tensor, tol: float = TOL) -> bool:
+    return bool((a.float() - b.float()).abs().max() <= tol) if a.numel() else a.shape == b.shape
+
+
+# ---------------------------------------------------------------------- stage 1: sharing
+
+
+def test_share_get_integer_and_fixed(env: _Env) -> None:
+    x = torch.tensor([1, -2, 3, 2**40])
+    s = env.int(x)
+    assert isinstance(s, SharedTensor) and s.shape == x.shape
+    assert torch.equal(s.get(), x)
+    f = torch.tensor([[1.5, -0.25], [3.0, -1e4]])
+    sf = env.fp(f)
+    assert torch.equal(sf.get().float_prec(), f)
+    assert torch.equal(sf.decrypt(), f)
+
+
+def test_shares_live_in_object_stores_and_look_random(env: _Env) -> None:
+    x = torch.zeros(1000, dtype=torch.int64)
+    s = env.int(x)
+    shares = [w._objects[s.share_id] for w in env.workers]
+    assert all(t.dtype == torch.int64 and t.shape == x.shape for t in shares)
+    assert not torch.equal(shares[0], shares[1])
+    assert (shares[0] != 0).float().mean() > 0.99  # a share of zeros is not zeros
+    assert torch.equal(sum(shares[1:], shares[0]), x)  # int64 addition wraps: the ring sum
+    sid = s.share_id
+    del s
+    sy.local_worker.flush_gc()
+    assert all(sid not in w._objects for w in env.workers)
+
+
+def test_repr_shows_structure_never_values(env: _Env) -> None:
+    s = env.fp(torch.tensor([123.456]), requires_grad=True)
+    r = repr(s)
+    assert "SharedTensor" in r and env.james.id in r and all(w.id in r for w in env.workers)
+    assert "123" not in r and "requires_grad=True" in r
+    assert str(s) == r and f"{s}" == r
+
+
+def test_float_without_fix_prec_is_refused_and_encrypt_encodes(env: _Env) -> None:
+    with pytest.raises(TypeError, match="fix_precision"):
+        torch.tensor([1.5]).share(*env.workers, crypto_provider=env.james)
+    e = torch.tensor([1.5, -2.0]).encrypt(workers=env.workers, crypto_provider=env.james)
+    assert torch.equal(e.decrypt(), torch.tensor([1.5, -2.0]))
+
+
+def test_group_errors(env: _Env) -> None:
+    w = env.workers
+    with pytest.raises(ValueError, match="distinct"):
+        torch.tensor([1]).share(w[0], w[0], crypto_provider=env.james)
+    with pytest.raises(ValueError, match="crypto provider"):
+        torch.tensor([1]).share(w[0], w[1], crypto_provider=w[0])
+    with pytest.raises(ValueError, match="crypto_provider"):
+        torch.tensor([1]).share(w[0], w[1])
+    a = env.int(torch.tensor([1, 2]))
+    b = torch.tensor([1, 2]).share(w[1], w[0], crypto_provider=env.james)  # another group (order matters)
+    with pytest.raises(ValueError, match="different workers"):
+        _ = a + b
+
+
+def test_session_recovers_after_a_failure(env: _Env) -> None:
+    a = env.fp(torch.tensor([2.0]))
+    g = a.group
+    # One party fails before the protocol step (unknown object): the others are aborted, not hung.
+    bogus = SharedTensor(type(a._cell)(type(a._cell.shares)(g, 12345, (1,))), a.scale, 2, 16, torch.float32)
+    with pytest.raises(Exception):
+        _ = a * bogus
+    assert torch.allclose((a * a).decrypt(), torch.tensor([4.0]), atol=TOL)
+
+
+# ---------------------------------------------------------------------- stage 2: ops
+
+floats = st.floats(-50, 50, allow_nan=False, width=32)
+
+
+@settings(max_examples=8, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_linear_ops_match_torch(env: _Env, data: st.DataObject) -> None:
+    shape = data.draw(st.sampled_from([(3,), (2, 3), (2, 3, 4)]))
+    a = torch.tensor(np.array(data.draw(st.lists(floats, min_size=int(np.prod(shape)), max_size=int(np.prod(shape))))).reshape(shape), dtype=torch.float32)
+    b = torch.tensor(np.array(data.draw(st.lists(floats, min_size=int(np.prod(shape)), max_size=int(np.prod(shape))))).reshape(shape), dtype=torch.float32)
+    sa, sb = env.fp(a), env.fp(b)
+    assert close((sa + sb).decrypt(), a + b)
+    assert close((sa - sb).decrypt(), a - b)
+    assert close((-sa).decrypt(), -a)
+    assert close((sa + 2.5).decrypt(), a + 2.5)
+    assert close((1 - sa).decrypt(), 1 - a)
+    assert close((sa * 3).decrypt(), a * 3)
+    assert close((sa * b).decrypt(), a * b, 1e-3 * (1 + float(a.abs().max())))
+    assert close((sa / 4).decrypt(), a / 4)
+    assert close(sa.sum().decrypt(), a.sum(), 1e-3)
+    assert close(sa.sum(0).decrypt(), a.sum(0), 1e-3)
+    assert close(sa.mean().decrypt(), a.mean(), 1e-3)
+    assert close(sa.reshape(-1).decrypt(), a.reshape(-1))
+    assert close(sa.flatten().decrypt(), a.flatten())
+    assert close(sa.transpose(0, -1).decrypt(), a.transpose(0, -1))
+    assert close(sa.permute(*reversed(range(a.dim()))).decrypt(), a.permute(*reversed(range(a.dim()))))
+    assert close(torch.cat([sa, sb]).decrypt(), torch.cat([a, b]))
+    assert close(torch.stack([sa, sb], 1).decrypt(), torch.stack([a, b], 1))
+    assert close(sa[0].decrypt(), a[0])
+    assert close(sa[..., 1:].decrypt(), a[..., 1:])
+    assert close((sa + torch.ones(a.shape[-1])).decrypt(), a + 1)  # broadcasting a public operand
+    assert close((sa + sb[0]).decrypt(), a + b[0])  # broadcasting shares
+
+
+def test_private_products(env: _Env) -> None:
+    torch.manual_seed(1)
+    a, b = torch.randn(4, 5), torch.randn(5, 3)
+    sa, sb = env.fp(a), env.fp(b)
+    assert close((sa @ sb).decrypt(), a @ b)
+    assert close(torch.mm(sa, sb).decrypt(), a @ b)
+    assert close((sa @ b).decrypt(), a @ b)  # public operand: local, then truncation
+    assert close((a @ sb).decrypt(), a @ b)
+    x, y = torch.randn(2, 3, 4), torch.randn(2, 4, 5)
+    assert close(torch.bmm(env.fp(x), env.fp(y)).decrypt(), torch.bmm(x, y))
+    assert close((env.fp(x) @ sb[:4] if False else env.fp(x) @ env.fp(b[:4])).decrypt(), x @ b[:4])
+    w, bias = torch.randn(3, 5), torch.randn(3)
+    assert close(F.linear(sa, env.fp(w), env.fp(bias)).decrypt(), F.linear(a, w, bias))
+    assert close(torch.addmm(env.fp(bias), sa, env.fp(w.t())).decrypt(), torch.addmm(bias, a, w.t()))
+    assert close((sa * sa).decrypt(), a * a)
+    xi, wi = torch.randn(2, 3, 6, 6), torch.randn(4, 3, 3, 3)
+    ref = F.conv2d(xi, wi, padding=1, stride=2)
+    assert close(F.conv2d(env.fp(xi), env.fp(wi), padding=1, stride=2).decrypt(), ref, 2e-3)
+    assert close(F.conv2d(env.fp(xi), wi, padding=1, stride=2).decrypt(), ref, 2e-3)
+    assert close(F.avg_pool2d(env.fp(xi), 2).decrypt(), F.avg_pool2d(xi, 2))
+    i = env.int(torch.tensor([3, -4]))
+    assert torch.equal((i * i).get(), torch.tensor([9, 16]))
+
+
+def test_comparisons(env: _Env) -> None:
+    a = torch.tensor([-3.0, -0.5, 0.0, 0.25, 7.0, 1.0])
+    b = torch.tensor([-3.0, 0.5, -1.0, 0.25, 8.0, 0.0])
+    sa, sb = env.fp(a), env.fp(b)
+    assert torch.equal((sa > sb).decrypt(), (a > b).float())
+    assert torch.equal((sa >= sb).decrypt(), (a >= b).float())
+    assert torch.equal((sa < sb).decrypt(), (a < b).float())
+    assert torch.equal((sa <= sb).decrypt(), (a <= b).float())
+    assert torch.equal((sa == sb).decrypt(), (a == b).float())
+    assert torch.equal((sa > 0).decrypt(), (a > 0).float())
+    assert torch.equal(sa.sign().decrypt(), a.sign())
+    assert torch.equal(F.relu(sa).decrypt(), F.relu(a))
+    m = torch.tensor([[1.0, 5.0, -2.0, 5.5, 0.0], [-1.0, -7.0, -0.5, -3.0, -2.0]])
+    sm = env.fp(m)
+    v, i = sm.max(dim=1)
+    assert torch.equal(v.decrypt(), m.max(1).values) and torch.equal(i.get(), m.argmax(1))
+    v, i = sm.min(dim=0, keepdim=True)
+    assert torch.equal(v.decrypt(), m.min(0, keepdim=True).values) and torch.equal(i.get(), m.argmin(0, keepdim=True))
+    assert torch.equal(sm.argmax(dim=1).get(), m.argmax(1))
+    assert torch.equal(sm.max().decrypt(), m.max())
+    x = torch.randn(2, 3, 6, 6)
+    assert close(F.max_pool2d(env.fp(x), 2).decrypt(), F.max_pool2d(x, 2), 2**-15)
+
+
+def test_public_operands_need_no_interaction(env: _Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = env.fp(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+    calls: list[str] = []
+    orig = mpc_session.Group.run
+
+    def spy(self, op, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(op)
+        return orig(self, op, *args, **kwargs)
+
+    monkeypatch.setattr(mpc_session.Group, "run", spy)
+    _ = a + torch.ones(2)
+    _ = a * 3
+    _ = a @ torch.tensor([[1, 0], [0, 1]])
+    _ = a.sum(0).t() if False else a.sum(0)
+    assert not set(calls) & mpc_session.INTERACTIVE, calls
+    assert torch.equal(torch.ones(2) + torch.ones(2), torch.full((2,), 2.0))  # all public: plain torch
