@@ -1,6 +1,6 @@
 # One place for the commands that README, CI and hooks share.
 #   make venv   .venv with build + dev dependencies and syft_mpc built in release mode
-#   make demo   secure matmul between a dealer and two parties in separate processes
+#   make demo   encrypted training over worker processes, then secure matmul between party processes
 #   make test   cargo test --workspace, then pytest (tests/ and benches/ run once each)
 #   make lint   cargo fmt --check, clippy -D warnings
 #   make bench  pytest-benchmark with timing on; JSON into bench-results/, then a markdown table
@@ -39,7 +39,10 @@ venv: $(STAMP)
 
 build: venv
 
+# The main job: encrypted training on real data with every worker in its own process,
+# then the raw protocol layer (secure matmul between a dealer and two party processes).
 demo: venv
+	$(PY) -m syft_mpc launch --workers bob,alice,carol examples/encrypted_digits_demo.py
 	$(PY) examples/mpc_matmul_demo.py
 
 test: test-rust test-python

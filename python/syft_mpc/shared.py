@@ -725,29 +725,9 @@ def _sum(x: SharedTensor, dtype: Any = None) -> Any:
     return _run(x, "aten.sum", x)
 
 
-@implements(aten.lt.Tensor, aten.lt.Scalar)
-def _lt(a: Any, b: Any) -> Any:
-    return lt(a, b)
-
-
-@implements(aten.gt.Tensor, aten.gt.Scalar)
-def _gt(a: Any, b: Any) -> Any:
-    return gt(a, b)
-
-
-@implements(aten.le.Tensor, aten.le.Scalar)
-def _le(a: Any, b: Any) -> Any:
-    return le(a, b)
-
-
-@implements(aten.ge.Tensor, aten.ge.Scalar)
-def _ge(a: Any, b: Any) -> Any:
-    return ge(a, b)
-
-
-@implements(aten.eq.Tensor, aten.eq.Scalar)
-def _eq(a: Any, b: Any) -> Any:
-    return eq(a, b)
+# Comparisons take a tensor or a scalar on the right; both overloads map to one protocol.
+for _packet, _fn in ((aten.lt, lt), (aten.gt, gt), (aten.le, le), (aten.ge, ge), (aten.eq, eq)):
+    implements(_packet.Tensor, _packet.Scalar)(_fn)
 
 
 @implements(aten.sign.default)
