@@ -4,6 +4,7 @@
 #   make test   cargo test --workspace, then pytest (tests/ and benches/ run once each)
 #   make lint   cargo fmt --check, clippy -D warnings
 #   make bench  pytest-benchmark with timing on; JSON into bench-results/, then a markdown table
+#   make compare  syft_mpc vs CrypTen 0.4.1 (own venv, .venv-crypten) on the same workloads; table, JSON, PNGs in bench-results/
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -14,8 +15,13 @@ STAMP  := $(VENV)/.deps-installed
 TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
 BENCH_DIR ?= bench-results
+# CrypTen gets its own virtualenv: its declared requirements cannot install (a deprecated
+# `sklearn` package), so it goes in with --no-deps plus the few modules it really imports.
+CRYPTEN_VENV ?= .venv-crypten
+CRYPTEN_PY := $(CRYPTEN_VENV)/bin/python
+CRYPTEN_STAMP := $(CRYPTEN_VENV)/.deps-installed
 
-.PHONY: venv build demo test test-rust test-python lint fmt bench clean
+.PHONY: venv build demo test test-rust test-python lint fmt bench compare clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +71,22 @@ bench: venv
 	$(PY) -m pytest benches --benchmark-enable --benchmark-only --benchmark-columns=min,median,max,rounds \
 		--benchmark-json=$(BENCH_DIR)/bench-$$(date +%Y%m%d-%H%M%S).json $(PYTEST_ARGS)
 	$(PY) benches/report.py $(BENCH_DIR)
+
+# torch pinned to the version in .venv (same wheel; pip reuses its cache), else torch>=2.4.
+$(CRYPTEN_STAMP):
+	$(PYTHON) -m venv $(CRYPTEN_VENV)
+	$(CRYPTEN_PY) -m pip install --upgrade pip
+	$(CRYPTEN_PY) -m pip install $(TORCH_PIP_ARGS) \
+		"torch$$($(PY) -c 'import torch; print("==" + torch.__version__.split("+")[0])' 2>/dev/null || echo '>=2.4')"
+	$(CRYPTEN_PY) -m pip install --no-deps "crypten==0.4.1"
+	$(CRYPTEN_PY) -m pip install numpy pyyaml omegaconf onnx
+	touch $(CRYPTEN_STAMP)
+
+# The CrypTen side is best effort: if its venv cannot be made, the syft_mpc side still runs.
+compare: venv
+	$(PY) -c "import matplotlib" 2>/dev/null || $(PIP) install "matplotlib>=3.5"
+	$(MAKE) --no-print-directory $(CRYPTEN_STAMP) || echo "warning: could not set up $(CRYPTEN_VENV); comparing without CrypTen"
+	$(PY) benches/compare/compare.py --crypten-python $(CRYPTEN_PY) --out $(BENCH_DIR)
 
 clean:
 	rm -rf $(BENCH_DIR) .pytest_cache .hypothesis .benchmarks

@@ -1,0 +1,322 @@
+"""The syft_mpc side of the race, plus plaintext torch float32 (issue 7).
+
+    python benches/compare/run_syft.py protocol   # mul, matmul, ReLU: Party/Dealer processes
+    python benches/compare/run_syft.py tensor     # sigmoid, softmax, MLP: SocketWorkers
+    python benches/compare/run_syft.py plaintext  # torch float32, one thread
+
+Each prints one ``RESULT {json}`` line: workload -> {"times_ms": [...], "ms": median, ...}.
+
+* ``protocol``: a dealer and two parties, each its own process (``run_syft.py dealer|party``)
+  on 127.0.0.1, with a random session token passed in the environment. Inputs are real
+  fixed-point values that party 0 and party 1 secret-share before the clock starts; each
+  rep starts after a barrier (an opening of one element) and ends when the result is
+  revealed to both parties. Products are truncated (the fixed-point product CrypTen
+  computes). The reported time of a rep is the larger of the two parties' times; bytes
+  and rounds are each party's ``Party.stats()`` delta over one rep (the larger party).
+* ``tensor``: ``syft_mpc.launch.LocalWorkers`` starts bob, alice (share holders) and carol
+  (crypto provider) as worker processes; this process is the driver and reaches them as
+  ``SocketWorker``s. ``x.fix_prec().share(bob, alice, crypto_provider=carol)`` happens
+  before the clock; each rep is the op plus ``.get().float_precision()`` of its result
+  (the training step reveals its loss; the shared weights stay shared).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from workloads import ENV_ONE_THREAD, LR, MLP_SIZES, WORKLOADS, emit, median  # noqa: E402
+
+os.environ.update(ENV_ONE_THREAD)
+TOKEN_ENV = "SYFT_MPC_COMPARE_TOKEN"
+FRAC = 16
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _torch() -> Any:
+    import torch
+
+    torch.set_num_threads(1)
+    return torch
+
+
+# ---------------------------------------------------------------- protocol layer
+
+
+def _protocol_ops(p: Any, rng: Any) -> dict[str, tuple[Callable[[], Any], int]]:
+    """workload -> (one rep: op + reveal, reps); inputs are shared here, before any clock."""
+    import numpy as np
+
+    import syft_mpc as sy
+
+    def inp(owner: int, shape: tuple[int, ...], scale: float = 1.0) -> Any:
+        x = sy.encode(rng.normal(0.0, scale, shape)) if p.id == owner else None
+        return p.input(owner, x, shape=shape)
+
+    out: dict[str, tuple[Callable[[], Any], int]] = {}
+    w = WORKLOADS["mul_1e6"]
+    mx, my = inp(0, (w["n"],)), inp(1, (w["n"],))
+    out["mul_1e6"] = ((lambda mx=mx, my=my: p.open(p.truncate(p.mul(mx, my), 1 << FRAC))), w["reps"])
+    for name in ("matmul_256", "matmul_1024"):
+        m = WORKLOADS[name]["m"]
+        a, b = inp(0, (m, m)), inp(1, (m, m))
+        out[name] = ((lambda a=a, b=b: p.open(p.truncate(p.matmul(a, b), 1 << FRAC))), WORKLOADS[name]["reps"])
+    w = WORKLOADS["relu_1e6"]
+    rx = inp(0, (w["n"],))
+    out["relu_1e6"] = ((lambda rx=rx: p.open(p.relu(rx))), w["reps"])
+    del np
+    return out
+
+
+def _party_main(pid: int, addrs: list[str], dealer_addr: str, session: str, timeout_s: float, only: set[str]) -> int:
+    import numpy as np
+
+    import syft_mpc as sy
+
+    token = os.environ[TOKEN_ENV]
+    barrier = np.zeros(1, np.uint64)
+    results: dict[str, Any] = {}
+    with sy.Party.connect(pid, addrs, dealer_addr, token, session=session, timeout_s=timeout_s) as p:
+        ops = _protocol_ops(p, np.random.default_rng(pid))
+        for name, (fn, reps) in ops.items():
+            if only and name not in only:
+                continue
+            p.open(barrier)
+            if WORKLOADS[name].get("warmup", True):
+                fn()  # warm-up (also the first use of each buffer size)
+            times = []
+            for _ in range(reps):
+                p.open(barrier)
+                before = p.stats()
+                t = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t) * 1e3)
+                after = p.stats()
+            results[name] = {"times_ms": times, "stats": {k: after[k] - before[k] for k in after}}
+    emit("PARTY", {"id": pid, "results": results})
+    return 0
+
+
+def _dealer_main(n: int, dealer_addr: str, session: str, timeout_s: float) -> int:
+    import syft_mpc as sy
+
+    d = sy.Dealer.connect(n, dealer_addr, os.environ[TOKEN_ENV], session=session, timeout_s=timeout_s, idle_timeout_s=timeout_s)
+    d.serve()
+    d.close()
+    return 0
+
+
+def _drain(proc: "subprocess.Popen[str]", sink: list[str]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        sink.append(line.rstrip("\n"))
+
+
+def run_protocol(timeout_s: float, only: set[str]) -> dict[str, Any]:
+    addrs = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
+    dealer_addr = f"127.0.0.1:{_free_port()}"
+    session = "compare-" + secrets.token_hex(4)
+    env = dict(os.environ, **{TOKEN_ENV: secrets.token_hex(32)})
+    me = [sys.executable, str(Path(__file__).resolve())]
+    argv = [me + ["dealer", "2", dealer_addr, session, str(timeout_s)]]
+    argv += [me + ["party", str(i), dealer_addr, session, str(timeout_s), ",".join(only), *addrs] for i in range(2)]
+    procs = [subprocess.Popen(a, env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True) for a in argv]
+    outs: list[list[str]] = [[] for _ in procs]
+    pumps = [threading.Thread(target=_drain, args=(p, o), daemon=True) for p, o in zip(procs, outs)]
+    for t in pumps:
+        t.start()
+    deadline = time.monotonic() + timeout_s
+    try:
+        for p in procs:
+            p.wait(max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        raise TimeoutError(f"syft_mpc protocol run did not finish within {timeout_s:.0f} s") from None
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+        for t in pumps:
+            t.join(5)
+    if any(p.returncode for p in procs):
+        raise RuntimeError(f"syft_mpc protocol processes failed: exit codes {[p.returncode for p in procs]}")
+    import json
+
+    parties = [json.loads(line[len("PARTY ") :]) for o in outs for line in o if line.startswith("PARTY ")]
+    if len(parties) != 2:
+        raise RuntimeError("missing party results")
+    merged: dict[str, Any] = {}
+    for name in parties[0]["results"]:
+        per = [q["results"][name] for q in parties]
+        times = [max(ts) for ts in zip(*(r["times_ms"] for r in per))]
+        merged[name] = {
+            "times_ms": times,
+            "ms": median(times),
+            "bytes_per_party": max(r["stats"]["bytes_sent"] for r in per),
+            "rounds": max(r["stats"]["rounds"] for r in per),
+            "party_stats": [r["stats"] for r in per],
+            "api": "syft_mpc._native Party/Dealer, one process each",
+        }
+    return merged
+
+
+# ---------------------------------------------------------------- tensor layer
+
+
+def _time(fn: Callable[[], Any], reps: int) -> list[float]:
+    fn()  # warm-up
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return times
+
+
+def _mlp(torch: Any) -> Any:
+    nn = torch.nn
+    a, b, c, d = MLP_SIZES
+    return nn.Sequential(nn.Linear(a, b), nn.ReLU(), nn.Linear(b, c), nn.ReLU(), nn.Linear(c, d))
+
+
+def run_tensor(timeout_s: float, only: set[str]) -> dict[str, Any]:
+    torch = _torch()
+    import torch.nn.functional as F
+
+    import syft_mpc as sy
+    from syft_mpc.launch import LocalWorkers
+
+    want = [n for n, w in WORKLOADS.items() if w["layer"] == "tensor" and (not only or n in only)]
+    g = torch.Generator().manual_seed(0)
+    results: dict[str, Any] = {}
+    with LocalWorkers(["bob", "alice", "carol"], quiet=True, start_timeout_s=min(timeout_s, 120.0)) as cluster:
+        os.environ.update(cluster.env)
+        hook = sy.TorchHook(torch)
+        bob, alice, carol = sy.workers_from_env(hook, timeout_s=timeout_s)
+
+        def share(t: Any) -> Any:
+            return t.fix_prec().share(bob, alice, crypto_provider=carol)
+
+        for name in want:
+            w = WORKLOADS[name]
+            if name == "sigmoid_1e5":
+                xs = share(torch.randn(w["n"], generator=g) * 3)
+                fn: Callable[[], Any] = lambda xs=xs: torch.sigmoid(xs).get().float_precision()
+            elif name == "softmax_1000x100":
+                xs = share(torch.randn(*w["shape"], generator=g) * 3)
+                fn = lambda xs=xs: torch.softmax(xs, dim=1).get().float_precision()
+            else:
+                torch.manual_seed(0)
+                model = _mlp(torch)
+                x = torch.rand(w["batch"], MLP_SIZES[0], generator=g)
+                y = torch.randint(0, MLP_SIZES[-1], (w["batch"],), generator=g)
+                train = name.startswith("mlp_train")
+                model.fix_precision().share(bob, alice, crypto_provider=carol, requires_grad=train)
+                xs = share(x)
+                if train:
+                    ys = share(F.one_hot(y, MLP_SIZES[-1]).float())
+                    opt = torch.optim.SGD(model.parameters(), lr=LR).fix_precision()
+
+                    def fn(model: Any = model, xs: Any = xs, ys: Any = ys, opt: Any = opt) -> Any:
+                        opt.zero_grad()
+                        loss = F.cross_entropy(model(xs), ys)
+                        loss.backward()
+                        opt.step()
+                        return loss.get().float_precision()
+                else:
+                    fn = lambda model=model, xs=xs: model(xs).get().float_precision()
+            times = _time(fn, w["reps"])
+            results[name] = {"times_ms": times, "ms": median(times), "api": "fix_prec().share() on SocketWorkers (LocalWorkers processes)"}
+        for wk in (bob, alice, carol):
+            close = getattr(wk, "close", None)
+            if close is not None:
+                close()
+    return results
+
+
+# ---------------------------------------------------------------- plaintext
+
+
+def run_plaintext() -> dict[str, Any]:
+    torch = _torch()
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    res: dict[str, Any] = {}
+
+    def rec(name: str, fn: Callable[[], Any], reps: int = 20) -> None:
+        times = _time(fn, reps)
+        res[name] = {"times_ms": times, "ms": median(times)}
+
+    n = WORKLOADS["mul_1e6"]["n"]
+    a, b = torch.randn(n, generator=g), torch.randn(n, generator=g)
+    rec("mul_1e6", lambda: a * b)
+    for name in ("matmul_256", "matmul_1024"):
+        m = WORKLOADS[name]["m"]
+        x, y = torch.randn(m, m, generator=g), torch.randn(m, m, generator=g)
+        rec(name, lambda x=x, y=y: x @ y, 5 if m > 256 else 20)
+    rec("relu_1e6", lambda: torch.relu(a))
+    s = torch.randn(WORKLOADS["sigmoid_1e5"]["n"], generator=g)
+    rec("sigmoid_1e5", lambda: torch.sigmoid(s))
+    sm = torch.randn(*WORKLOADS["softmax_1000x100"]["shape"], generator=g)
+    rec("softmax_1000x100", lambda: torch.softmax(sm, dim=1))
+    torch.manual_seed(0)
+    model = _mlp(torch)
+    x = torch.rand(64, MLP_SIZES[0], generator=g)
+    y = torch.randint(0, MLP_SIZES[-1], (64,), generator=g)
+
+    def infer() -> Any:
+        with torch.no_grad():
+            return model(x)
+
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+
+    def step() -> Any:
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    rec("mlp_inference_b64", infer)
+    rec("mlp_train_step_b64", step)
+    return res
+
+
+def main() -> int:
+    role = sys.argv[1]
+    if role == "dealer":
+        return _dealer_main(int(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5]))
+    if role == "party":
+        only = set(filter(None, sys.argv[6].split(",")))
+        return _party_main(int(sys.argv[2]), sys.argv[7:], sys.argv[3], sys.argv[4], float(sys.argv[5]), only)
+    timeout_s = float(os.environ.get("COMPARE_TIMEOUT_S", "900"))
+    only = set(filter(None, os.environ.get("COMPARE_ONLY", "").split(",")))
+    if role == "protocol":
+        emit("RESULT", run_protocol(timeout_s, only))
+    elif role == "tensor":
+        emit("RESULT", run_tensor(timeout_s, only))
+    elif role == "plaintext":
+        emit("RESULT", run_plaintext())
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""The workloads of the syft_mpc vs CrypTen race (issue 7), shared by every runner.
+
+Pure Python (no torch, syft_mpc or CrypTen import), so that both virtual environments
+load the same definitions. Sizes follow the issue; ``reps`` is how many timed runs each
+workload gets after one untimed warm-up (none for matmul 1024³, whose CrypTen run
+takes tens of seconds); the median is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+# name -> description, layer (which syft_mpc API runs it), reps
+WORKLOADS: dict[str, dict[str, Any]] = {
+    "mul_1e6": {"desc": "element-wise mul, 10^6 (fixed point, with truncation)", "layer": "protocol", "n": 10**6, "reps": 5},
+    "matmul_256": {"desc": "matmul 256x256x256 (fixed point, with truncation)", "layer": "protocol", "m": 256, "reps": 5},
+    "matmul_1024": {"desc": "matmul 1024x1024x1024 (fixed point, with truncation)", "layer": "protocol", "m": 1024, "reps": 3, "warmup": False},
+    "relu_1e6": {"desc": "ReLU, 10^6", "layer": "protocol", "n": 10**6, "reps": 3},
+    "sigmoid_1e5": {"desc": "sigmoid, 10^5", "layer": "tensor", "n": 10**5, "reps": 3},
+    "softmax_1000x100": {"desc": "softmax 1000x100, dim 1", "layer": "tensor", "shape": [1000, 100], "reps": 3},
+    "mlp_inference_b64": {"desc": "MLP 784-128-128-10 inference, batch 64", "layer": "tensor", "batch": 64, "reps": 5},
+    "mlp_train_step_b64": {"desc": "MLP 784-128-128-10 training step (fwd, cross-entropy, bwd, SGD), batch 64", "layer": "tensor", "batch": 64, "reps": 5},
+}
+
+MLP_SIZES = (784, 128, 128, 10)
+LR = 0.1
+ENV_ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def median(xs: list[float]) -> float:
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+
+
+def emit(tag: str, obj: Any) -> None:
+    """One result line on stdout that the orchestrator picks out of the noise: ``TAG {json}``."""
+    sys.stdout.write(f"{tag} {json.dumps(obj)}\n")
+    sys.stdout.flush()
