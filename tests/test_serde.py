@@ -232,3 +232,24 @@ def test_random_commands_round_trip(op: str, args: list[Any], kwargs: dict[str, 
     assert isinstance(out.body, messages.Command) and out.deletes == deletes and out.sender == "me"
     assert (out.body.op, out.body.return_id, out.body.grad_enabled) == (op, rid, grad)
     assert same(out.body.args, tuple(args)) and same(out.body.kwargs, kwargs)
+
+
+@pytest.mark.parametrize("offset", [0, 1, 5])
+def test_encode_parts_round_trip_without_copies(offset: int) -> None:
+    """Large payloads travel by reference, land 8-byte aligned after `offset` bytes, and a
+    writable received buffer is wrapped in place; the joined pieces equal `encode`."""
+    big = torch.arange(40_000, dtype=torch.float64).reshape(200, 200)
+    small = torch.tensor([1, 2, 3])
+    value = {"a": big, "b": [small, "x"], "c": big.float()}
+    parts = serde.encode_parts(value, offset=offset)
+    assert any(isinstance(p, np.ndarray) and np.shares_memory(p, big.numpy()) for p in parts)
+    joined = b"".join(parts)
+    out = serde.decode(joined)  # read-only bytes: copied
+    assert torch.equal(out["a"], big) and torch.equal(out["b"][0], small) and torch.equal(out["c"], big.float())
+    msg = np.frombuffer(b"\0" * offset + joined, dtype=np.uint8).copy()  # as a received message
+    got = serde.decode(memoryview(msg)[offset:])
+    assert torch.equal(got["a"], big) and torch.equal(got["c"], big.float()) and got["b"][1] == "x"
+    assert np.shares_memory(got["a"].numpy(), msg) and got["a"].numpy().ctypes.data % 8 == 0
+    assert torch.equal(serde.decode(parts)["a"], big)
+    with pytest.raises(SerializationError):
+        serde.decode(np.zeros((2, 2), dtype=np.uint8))

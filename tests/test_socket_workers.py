@@ -23,7 +23,7 @@ import torch
 import syft_mpc as sy
 from syft_mpc import _native, serde
 from syft_mpc.launch import LocalWorkers
-from syft_mpc.errors import ObjectNotFoundError
+from syft_mpc.errors import ObjectNotFoundError, RemoteError
 from syft_mpc.messages import Envelope, Fetch, Store, new_id
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -109,6 +109,38 @@ def test_posted_requests_run_in_order_and_report_failures(cluster: LocalWorkers)
         bob.sync()
     bob._post(serde.encode(Envelope("me", [oid], None)))
     assert (torch.tensor([5]).send(bob) * 2).get().item() == 10  # the connection keeps working
+
+
+def test_ops_are_posted_with_locally_inferred_results(cluster: LocalWorkers) -> None:
+    """An op returns at once (no reply awaited) with a pointer described from meta tensors;
+    the driver waits only for values; a posted op's failure surfaces at the next wait."""
+    bob = connect(cluster, "bob")
+    x = torch.arange(12.0).reshape(3, 4).send(bob)
+    w = torch.ones(4, 2, requires_grad=True).send(bob)
+    bob.sync()
+    conn = bob._conn
+    assert conn is not None
+    before = conn.stats()["messages_received"]
+    h = (x @ w).relu() * 2 + 1            # four ops, none waits for an answer
+    s = h.sum(dim=0)
+    assert conn.stats()["messages_received"] == before
+    assert h.shape == torch.Size([3, 2]) and h.dtype == torch.float32 and h.requires_grad
+    assert s.shape == torch.Size([2])
+    expected = (torch.arange(12.0).reshape(3, 4) @ torch.ones(4, 2)).relu() * 2 + 1
+    assert torch.equal(h.get(), expected) and torch.equal(s.get(), expected.sum(dim=0))
+    # Data-dependent shapes and in-place ops fall back to a synchronous call.
+    nz = torch.tensor([0, 3, 0, 5]).send(bob)
+    assert nz.nonzero().shape == torch.Size([2, 1])
+    v = torch.ones(3).send(bob)
+    assert v.add_(1) is v and torch.equal(v.get(), torch.full((3,), 2.0))
+    # A failure on the worker (integer division by zero) is raised by the next wait.
+    i = torch.tensor([4, 6]).send(bob)
+    bad = i.div(0, rounding_mode="floor")
+    assert bad.shape == torch.Size([2])
+    with pytest.raises(RemoteError, match="earlier request sent without waiting"):
+        i.copy().get()
+    assert torch.equal(i.get(), torch.tensor([4, 6]))  # the worker kept serving
+    bob.close()
 
 
 def test_concurrent_clients(cluster: LocalWorkers) -> None:
@@ -202,13 +234,19 @@ def test_killed_or_hung_worker_gives_bounded_error() -> None:
         os.kill(c.procs["hung"].pid, 19)  # SIGSTOP: alive but silent
         try:
             t0 = time.monotonic()
+            r = y + 1  # posted (its shape is inferred here); the wait is in .get()
             with pytest.raises(sy.PeerTimeout, match="worker hung"):
-                (y + 1).get()
+                r.get()
             assert time.monotonic() - t0 < 8
         finally:
             os.kill(c.procs["hung"].pid, 18)  # SIGCONT, so SIGTERM can stop it
-        for p in (x, y):
+        for p in (x, y, r):
             p._consume("test")
+        # Results of posted ops on the dead workers queued deletions: they cannot be sent.
+        del info
+        gc.collect()
+        for w in (victim, hung):
+            sy.local_worker._gc_pending.pop(w, None)
 
 
 def test_port_in_use_gives_a_clear_message() -> None:

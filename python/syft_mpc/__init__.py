@@ -81,6 +81,10 @@ _LAZY = {
     "SocketWorker": "syft_mpc.socket_worker",
     "socket_worker": "syft_mpc.socket_worker",
     "workers_from_env": "syft_mpc.socket_worker",
+    "validation": "syft_mpc.validation_mode",
+    "set_validation": "syft_mpc.validation_mode",
+    "validation_enabled": "syft_mpc.validation_mode",
+    "ValidationError": "syft_mpc.validation_mode",
 }
 
 
@@ -137,4 +141,8 @@ __all__ = [
     "ring_transpose",
     "share",
     "workers_from_env",
+    "set_validation",
+    "validation",
+    "validation_enabled",
+    "ValidationError",
 ]

@@ -16,10 +16,11 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 
+from syft_mpc.errors import UnsupportedOperationError
 from syft_mpc.fixed_precision import DEFAULT_BASE, DEFAULT_PRECISION, FixedPrecisionTensor
 from syft_mpc.shared import SharedTensor, share_tensor
 
-__all__ = ["TENSOR_METHODS", "MODULE_METHODS", "OPTIMIZER_METHODS"]
+__all__ = ["TENSOR_METHODS", "MODULE_METHODS", "OPTIMIZER_METHODS", "POINTER_METHODS", "FixedPrecisionPointer", "share_remote"]
 
 
 def _check_kwargs(kwargs: dict[str, Any], what: str) -> None:
@@ -40,7 +41,7 @@ def tensor_fix_precision(
     kwargs.pop("dtype", None)  # PySyft's storage dtype: always int64 here
     _check_kwargs(kwargs, "fix_precision")
     if type(self).__name__ == "RemoteParameter" or hasattr(self, "_syft_ptr"):
-        raise TypeError("fix_precision() of a remote tensor is not supported; .get() it first")
+        return pointer_fix_precision(getattr(self, "_syft_ptr"), base, precision_fractional)  # type: ignore[return-value]
     return FixedPrecisionTensor.from_float(self.detach(), base, precision_fractional)
 
 
@@ -63,6 +64,8 @@ def tensor_share(
         >>> (x + x).get()
         tensor([6, 8])
     """
+    if type(self).__name__ == "RemoteParameter" or hasattr(self, "_syft_ptr"):  # a sent parameter
+        return pointer_share(getattr(self, "_syft_ptr"), *workers, crypto_provider=crypto_provider, requires_grad=requires_grad, **kwargs)
     return share_tensor(self, *workers, crypto_provider=crypto_provider, requires_grad=requires_grad, **kwargs)
 
 
@@ -163,8 +166,50 @@ def module_decrypt(self: nn.Module) -> nn.Module:
     return module_float_precision(module_get_shared(self))
 
 
+_ADAPTIVE = tuple(
+    getattr(torch.optim, n) for n in ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop", "Adagrad", "Adadelta", "SparseAdam")
+    if hasattr(torch.optim, n)
+)
+
+
+def _refuse_adaptive(opt: Any) -> None:
+    """Adam and the other adaptive optimizers divide by the square root of the second moment
+    (≈ (1−β2)·g², 1e-4 and below): at 16 fractional bits (resolution 1.5e-5) it underflows and
+    sqrt/reciprocal on shares (accurate on [0.1, 50]) turn it into noise; measured: Adam on a
+    shared Linear diverged at its second step (loss 11.6 vs 1.52 in plaintext)."""
+    if isinstance(opt, _ADAPTIVE) and any(
+        isinstance(p, SharedTensor) for g in opt.param_groups for p in g["params"]
+    ):
+        raise UnsupportedOperationError(
+            f"torch.optim.{type(opt).__name__} cannot step shared parameters: its second-moment estimate "
+            "(~1e-4) underflows 16-bit fixed point and sqrt/division on shares are only accurate on [0.1, 50], "
+            "so the update would be noise. Use torch.optim.SGD (momentum=0.9 works) instead; "
+            "see docs/ENCRYPTED_TENSORS.md"
+        )
+
+
+def _step_pre_hook(opt: Any, args: Any, kwargs: Any) -> None:
+    _refuse_adaptive(opt)
+
+
+_hook_handle: Any = None
+
+
+def install_optimizer_check() -> None:
+    """Registers (once) a global optimizer step pre-hook that refuses adaptive optimizers on shares."""
+    global _hook_handle
+    if _hook_handle is None:
+        from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+        _hook_handle = register_optimizer_step_pre_hook(_step_pre_hook)
+
+
 def optimizer_fix_precision(self: Any, *args: Any, **kwargs: Any) -> Any:
-    """Returns the optimizer: its ordinary ``step()`` already updates shared fixed-point parameters."""
+    """Returns the optimizer: its ordinary ``step()`` already updates shared fixed-point parameters.
+
+    SGD (with or without momentum) only; Adam and the other adaptive optimizers raise
+    :class:`UnsupportedOperationError` (here and at their first ``step()``)."""
+    _refuse_adaptive(self)
     return self
 
 
@@ -186,4 +231,141 @@ MODULE_METHODS = {
     "encrypt": module_encrypt,
     "decrypt": module_decrypt,
 }
+
+
+# ---------------------------------------------------------------------- pointers (data stays with its owner)
+
+
+def share_remote(
+    ptr: Any,
+    workers: Sequence[Any],
+    crypto_provider: Any,
+    *,
+    base: int = DEFAULT_BASE,
+    precision: "int | None" = None,
+    requires_grad: bool = False,
+    truncation: "str | None" = None,
+) -> SharedTensor:
+    """Shares the tensor ``ptr`` points to without bringing it here: its location encodes it
+    (``precision`` given: fixed point; None: an integer tensor as it is), splits it and stores
+    one share on each of ``workers`` itself (:class:`~syft_mpc.messages.MpcShareOut`). The
+    driver only learns the shape. The original tensor stays where it was."""
+    from syft_mpc.fixed_precision import scale_of
+    from syft_mpc.messages import MpcShareOut, new_id
+    from syft_mpc.mpc_session import group_of
+    from syft_mpc.shared import _Cell, _Shares
+    from syft_mpc.workers import BaseWorker
+
+    for w in workers:
+        if not isinstance(w, BaseWorker):
+            raise TypeError(f"share() takes workers, got {type(w).__name__}")
+    if crypto_provider is not None and not isinstance(crypto_provider, BaseWorker):
+        raise TypeError(f"crypto_provider must be a worker, got {type(crypto_provider).__name__}")
+    if ptr.dtype.is_floating_point and precision is None:
+        raise TypeError(
+            f"a {ptr.dtype} tensor cannot be shared as it is: encode it first with "
+            "ptr.fix_precision().share(...), or use ptr.encrypt(workers=[...], crypto_provider=...)"
+        )
+    scale = 1 if precision is None else scale_of(base, precision)
+    if requires_grad and scale == 1:
+        raise TypeError("an integer tensor cannot require gradients; share a fix_prec() tensor")
+    group = group_of(list(workers), crypto_provider)  # type: ignore[arg-type]  # (None: group_of raises a clear error)
+    if truncation is not None:
+        if truncation not in ("dealer", "local"):
+            raise ValueError("truncation must be 'dealer' (any number of parties) or 'local' (2 parties, SecureML)")
+        if truncation == "local" and (group.n != 2 or base != 2):
+            raise ValueError("local (SecureML) truncation needs exactly 2 parties and base 2")
+        group.truncation = truncation
+    group.ensure_session()
+    sid = new_id()
+    msg = MpcShareOut(ptr.id_at_location, [w.id for w in group.workers], sid, base, -1 if precision is None else precision)
+    shape = ptr._send(msg)
+    dtype = torch.int64 if precision is None else (ptr.dtype if ptr.dtype.is_floating_point else torch.float32)
+    return SharedTensor(_Cell(_Shares(group, sid, tuple(shape))), scale, base, DEFAULT_PRECISION if precision is None else precision, dtype, requires_grad)
+
+
+class FixedPrecisionPointer:
+    """``ptr.fix_prec()``: the remote tensor, to be encoded in fixed point *where it lives*.
+
+    Encoding happens on the pointer's location when the tensor is shared
+    (``ptr.fix_prec().share(bob, alice, crypto_provider=james)``), so the plaintext never
+    leaves its owner. ``.get()`` brings it here as a :class:`FixedPrecisionTensor`;
+    ``.float_precision()`` gives the plain pointer back.
+    """
+
+    __slots__ = ("ptr", "base", "precision_fractional")
+
+    def __init__(self, ptr: Any, base: int = DEFAULT_BASE, precision_fractional: int = DEFAULT_PRECISION) -> None:
+        from syft_mpc.fixed_precision import scale_of
+
+        scale_of(base, precision_fractional)  # checks the pair
+        self.ptr, self.base, self.precision_fractional = ptr, base, precision_fractional
+
+    location = property(lambda self: self.ptr.location)
+    shape = property(lambda self: self.ptr.shape)
+    dtype = property(lambda self: self.ptr.dtype)
+
+    def __repr__(self) -> str:
+        return f"FixedPrecisionPointer(base={self.base}, precision_fractional={self.precision_fractional})>{self.ptr!r}"
+
+    def share(self, *workers: Any, crypto_provider: Any = None, requires_grad: bool = False, **kwargs: Any) -> SharedTensor:
+        truncation = kwargs.pop("truncation", None)
+        kwargs.pop("protocol", None)
+        _check_kwargs(kwargs, "share")
+        return share_remote(
+            self.ptr, workers, crypto_provider, base=self.base, precision=self.precision_fractional,
+            requires_grad=requires_grad, truncation=truncation,
+        )
+
+    def get(self) -> FixedPrecisionTensor:
+        return FixedPrecisionTensor.from_float(self.ptr.get(), self.base, self.precision_fractional)
+
+    def float_precision(self) -> Any:
+        return self.ptr
+
+    float_prec = float_precision
+
+    def fix_precision(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("this pointer is already in fixed precision")
+
+    fix_prec = fix_precision
+
+
+def pointer_fix_precision(self: Any, base: int = DEFAULT_BASE, precision_fractional: int = DEFAULT_PRECISION, **kwargs: Any) -> FixedPrecisionPointer:
+    """``ptr.fix_prec()``: see :class:`FixedPrecisionPointer` (the data is not touched until shared)."""
+    kwargs.pop("dtype", None)
+    _check_kwargs(kwargs, "fix_precision")
+    self._check_alive()
+    if not (self.dtype.is_floating_point or self.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool)):
+        raise TypeError(f"fix_precision() of a {self.dtype} tensor is not supported")
+    return FixedPrecisionPointer(self, base, precision_fractional)
+
+
+def pointer_share(self: Any, *workers: Any, crypto_provider: Any = None, requires_grad: bool = False, **kwargs: Any) -> SharedTensor:
+    """``ptr.share(bob, alice, crypto_provider=james)`` for an integer remote tensor (floats: ``ptr.fix_prec()`` first)."""
+    truncation = kwargs.pop("truncation", None)
+    kwargs.pop("protocol", None)
+    _check_kwargs(kwargs, "share")
+    return share_remote(self, workers, crypto_provider, precision=None, requires_grad=requires_grad, truncation=truncation)
+
+
+def pointer_encrypt(
+    self: Any, *args: Any, workers: "Sequence[Any] | None" = None, crypto_provider: Any = None, requires_grad: bool = False,
+    base: int = DEFAULT_BASE, precision_fractional: int = DEFAULT_PRECISION, protocol: str = "snn", **kwargs: Any,
+) -> SharedTensor:
+    """``fix_precision()`` (float tensors) then ``share(...)``, done by the pointer's location."""
+    if protocol not in ("snn", "fss"):
+        raise ValueError(f"unknown protocol {protocol!r}")
+    ws = list(workers or []) + list(args)
+    precision = precision_fractional if self.dtype.is_floating_point else None
+    return share_remote(self, ws, crypto_provider, base=base, precision=precision, requires_grad=requires_grad, truncation=kwargs.pop("truncation", None))
+
+
+POINTER_METHODS = {
+    "fix_precision": pointer_fix_precision,
+    "fix_prec": pointer_fix_precision,
+    "share": pointer_share,
+    "encrypt": pointer_encrypt,
+}
+
 OPTIMIZER_METHODS = {"fix_precision": optimizer_fix_precision, "fix_prec": optimizer_fix_precision}

@@ -217,6 +217,8 @@ class TorchHook:
         _attach(torch.Tensor, encrypted_api.TENSOR_METHODS, encrypted_api.__name__)
         _attach(nn.Module, encrypted_api.MODULE_METHODS, encrypted_api.__name__)
         _attach(torch.optim.Optimizer, encrypted_api.OPTIMIZER_METHODS, encrypted_api.__name__)
+        _attach(PointerTensor, encrypted_api.POINTER_METHODS, encrypted_api.__name__)  # ptr.fix_prec().share(...)
+        encrypted_api.install_optimizer_check()  # Adam & co. on shared parameters: a clear error
 
     def __repr__(self) -> str:
         return f"<TorchHook local_worker:{self.local_worker.id}>"

@@ -249,3 +249,31 @@ class MpcLeave(Struct):
     KIND: ClassVar[int] = 32
     SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((str,),)
     session: str
+
+
+@register
+@dataclass
+class MpcShareOut(Struct):
+    """Secret-share object ``obj_id`` (a plain tensor on this worker) among ``holders`` (worker ids,
+    party order): this worker encodes it (``precision >= 0``: fixed point ``base**precision``;
+    ``precision == -1``: an integer tensor as it is), splits it with ``_native.share`` and stores
+    share i under ``share_id`` on ``holders[i]`` directly (``Store``, as ``Move`` does). The
+    plaintext never leaves this worker; the reply is the tensor's shape."""
+
+    KIND: ClassVar[int] = 33
+    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((int,), (list,), (int,), (int,), (int,))
+    obj_id: int
+    holders: list[str]
+    share_id: int
+    base: int
+    precision: int
+
+    def validate(self) -> None:
+        _check_id("obj_id", self.obj_id)
+        _check_id("share_id", self.share_id)
+        if not 2 <= len(self.holders) <= 64 or any(type(h) is not str for h in self.holders):
+            raise SerializationError("MpcShareOut.holders must list 2 to 64 worker ids")
+        if len(set(self.holders)) != len(self.holders):
+            raise SerializationError("MpcShareOut.holders must be distinct workers")
+        if self.base not in (2, 10) or not -1 <= self.precision <= 62:
+            raise SerializationError("MpcShareOut: base must be 2 or 10 and precision in [-1, 62]")

@@ -17,7 +17,10 @@ randomness), closes the session and returns every party's result::
 
 Across processes or machines, every party calls
 ``Party.connect(...)`` and the dealer ``Dealer.connect(...)`` instead; the
-protocol code is the same.
+protocol code is the same. Under ``torchrun`` (or any launcher setting ``RANK``,
+``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``), :func:`from_torchrun` finds the
+other ranks through torch's TCPStore rendezvous and returns the connected
+``Party`` (ranks ``0..WORLD_SIZE-2``) or ``Dealer`` (the last rank).
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from syft_mpc.errors import TransportError
 
 T = TypeVar("T")
 
-__all__ = ["run", "run_session"]
+from syft_mpc.rendezvous import from_torchrun  # noqa: E402  (no torch import until called)
+
+__all__ = ["run", "run_session", "from_torchrun"]
 
 
 def run(

@@ -39,7 +39,7 @@ import torch
 
 from syft_mpc import _native
 from syft_mpc.errors import ProtocolError, TransportError, UnsupportedOperationError
-from syft_mpc.messages import MpcJoin, MpcLeave, MpcRun, new_id
+from syft_mpc.messages import Envelope, Err, MpcJoin, MpcLeave, MpcRun, MpcShareOut, Ok, Store, new_id
 from syft_mpc.serde import ObjRef
 from syft_mpc.workers import register_handler
 
@@ -377,6 +377,59 @@ def _handle_run(worker: "BaseWorker", msg: MpcRun) -> tuple[Any, None]:
     return shapes, None
 
 
+def _store_on(worker: "BaseWorker", dest: "BaseWorker", obj_id: int, t: torch.Tensor) -> None:
+    """Stores ``t`` on ``dest`` and waits for its reply (``_deliver``, never a posted ``Store``:
+    the driver's next request to ``dest`` travels on another connection and must find the share)."""
+    from syft_mpc import serde
+
+    reply = serde.decode(dest._deliver(serde.encode(Envelope(worker.id, [], Store(obj_id, t)))))
+    if isinstance(reply, Err):
+        raise ProtocolError(f"worker {dest.id} refused a share from {worker.id}: {reply.err_type}: {reply.message}")
+    if not isinstance(reply, Ok):
+        raise ProtocolError(f"worker {dest.id} sent a reply of type {type(reply).__name__}")
+
+
+def _handle_share_out(worker: "BaseWorker", msg: MpcShareOut) -> tuple[Any, None]:
+    """``ptr.share(...)`` / ``ptr.fix_prec().share(...)``: split a local tensor, send the shares to their holders."""
+    from syft_mpc.fixed_precision import encode
+
+    obj = worker._get_obj(msg.obj_id)
+    if not isinstance(obj, torch.Tensor):
+        raise TypeError(
+            f"object {msg.obj_id} on worker {worker.id} is a {type(obj).__name__}; only a plain tensor can be "
+            "shared remotely (for a pointer chain, .remote_get() it first)"
+        )
+    x = obj.detach()
+    if msg.precision >= 0:
+        enc = encode(x, msg.base, msg.precision)
+    else:
+        if x.dtype.is_floating_point or x.dtype.is_complex:
+            raise TypeError(
+                f"a {x.dtype} tensor cannot be shared as it is: encode it first with ptr.fix_precision().share(...)"
+            )
+        enc = x.to(torch.int64)
+    dests = [None if h == worker.id else worker.get_worker(h) for h in msg.holders]  # resolve all before sending any
+    parts = _native.share(_u64(enc), len(msg.holders))
+    stored: list[Any] = []
+    try:
+        for dest, p in zip(dests, parts):
+            t = torch.from_numpy(p.view(np.int64)).reshape(enc.shape)
+            if dest is None:
+                worker._store(msg.share_id, t)
+            else:
+                _store_on(worker, dest, msg.share_id, t)
+            stored.append(dest)
+    except BaseException:
+        for dest in stored:  # no half-shared tensor stays behind
+            if dest is None:
+                worker._forget(msg.share_id)
+            else:
+                worker._queue_delete(dest, msg.share_id)
+        raise
+    return list(enc.shape), None
+
+
+register_handler(MpcShareOut, _handle_share_out)
 register_handler(MpcJoin, _handle_join)
 register_handler(MpcRun, _handle_run)
 register_handler(MpcLeave, _handle_leave)

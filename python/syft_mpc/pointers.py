@@ -569,8 +569,97 @@ def remote_call(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if refs.location is None or refs.owner is None:
         raise LocationError(f"{op} has no pointer argument: nothing says where to run it")
     rid = new_id()
-    value = refs.owner._send(refs.location, Command(op, enc_args, enc_kwargs, rid, torch.is_grad_enabled()))
+    cmd = Command(op, enc_args, enc_kwargs, rid, torch.is_grad_enabled())
+    desc = _infer(op, enc_args, enc_kwargs, refs.by_id) if getattr(refs.location, "async_commands", False) else None
+    value = refs.owner._send(refs.location, cmd, post=desc is not None)
+    if value is None and desc is not None:  # posted: the result is described locally
+        return PointerTensor(refs.owner, refs.location, rid, *desc)
     return _materialize(value, refs.owner, refs.location, refs.by_id)
+
+
+def _infer(
+    op: str, args: tuple[Any, ...], kwargs: dict[str, Any], by_id: dict[int, Any]
+) -> "tuple[torch.Size, torch.dtype, bool] | None":
+    """Shape, dtype and requires_grad of ``op``'s result, computed here on meta tensors
+    (no data, no round trip), or None when the op must run synchronously: inference
+    fails (data-dependent shapes, unknown input shapes, ...), the result is not one new
+    tensor (plain values, tuples, None), or it is one of the inputs (in-place ops, and
+    ops that may return their input, e.g. ``contiguous``)."""
+    fn = allowlist.OPS.get(op)
+    if fn is None or "out" in kwargs:
+        return None
+    # Meta kernels cost ~100 us (torch's Python meta registrations), so results are cached
+    # by everything they depend on: op, grad mode, every pointer's shape/dtype/requires_grad
+    # (and which arguments are the same pointer), and the other arguments' types and values.
+    try:
+        key: Any = (op, torch.is_grad_enabled(), _key(args, by_id, {}), _key(kwargs, by_id, {}))
+        hit = _INFER_CACHE.get(key, _MISS)
+    except _Uncacheable:
+        key, hit = None, _MISS
+    if hit is not _MISS:
+        return hit  # type: ignore[no-any-return]
+    metas: dict[int, torch.Tensor] = {}
+    desc: "tuple[torch.Size, torch.dtype, bool] | None" = None
+    try:
+        result = fn(*_to_meta(args, by_id, metas), **_to_meta(kwargs, by_id, metas))
+        if type(result) is torch.Tensor and result.device.type == "meta" and not any(result is m for m in metas.values()):
+            desc = (result.shape, result.dtype, result.requires_grad)
+    except Exception:
+        desc = None
+    if key is not None:
+        if len(_INFER_CACHE) >= _INFER_CACHE_SIZE:
+            _INFER_CACHE.pop(next(iter(_INFER_CACHE)))
+        _INFER_CACHE[key] = desc
+    return desc
+
+
+_INFER_CACHE: dict[Any, Any] = {}
+_INFER_CACHE_SIZE = 4096
+_MISS = object()
+_PLAIN_KEY_TYPES = (type(None), bool, int, float, complex, str, torch.dtype, torch.device, torch.memory_format)
+
+
+class _Uncacheable(Exception):
+    pass
+
+
+def _key(v: Any, by_id: dict[int, Any], seen: dict[int, int]) -> Any:
+    """A hashable description of an argument for the inference cache (raises _Uncacheable)."""
+    if isinstance(v, ObjRef):
+        p = _as_pointer(by_id[v.id])
+        return ("P", seen.setdefault(v.id, len(seen)), p._shape, p._dtype, p._requires_grad)
+    tv = type(v)
+    if tv is tuple or tv is list or tv is torch.Size:
+        return (tv, tuple(_key(x, by_id, seen) for x in v))
+    if tv is dict:
+        return (dict, tuple((k, _key(x, by_id, seen)) for k, x in v.items()))
+    if tv is slice:
+        return (slice, _key(v.start, by_id, seen), _key(v.stop, by_id, seen), _key(v.step, by_id, seen))
+    if v is Ellipsis:
+        return (tv,)
+    if tv in _PLAIN_KEY_TYPES:
+        return (tv, v)
+    raise _Uncacheable
+
+
+def _to_meta(v: Any, by_id: dict[int, Any], metas: dict[int, torch.Tensor]) -> Any:
+    if isinstance(v, ObjRef):
+        m = metas.get(v.id)
+        if m is None:
+            p = _as_pointer(by_id[v.id])
+            if p._shape is None:
+                raise LookupError("unknown shape")
+            m = torch.empty(p._shape, dtype=p._dtype, device="meta")
+            if p._requires_grad:
+                m.requires_grad_(True)
+            metas[v.id] = m
+        return m
+    tv = type(v)
+    if tv is tuple or tv is list:
+        return tv(_to_meta(x, by_id, metas) for x in v)
+    if tv is dict:
+        return {k: _to_meta(x, by_id, metas) for k, x in v.items()}
+    return v
 
 
 def _materialize(value: Any, owner: "BaseWorker", location: "BaseWorker", by_id: dict[int, Any]) -> Any:

@@ -23,8 +23,9 @@ Wire format (all integers little-endian)::
       0x0E Size        ndim:u8 i64*ndim
       0x0F device      str payload (validated by torch.device)
       0x10 memfmt      code:u8
-      0x11 tensor      dtype:u8 flags:u8 ndim:u8 dims:u64*ndim nbytes:u64 raw [grad tensor]
-                       flags: 1 requires_grad, 2 a grad tensor follows
+      0x11 tensor      dtype:u8 flags:u8 ndim:u8 dims:u64*ndim nbytes:u64 [pad:u8 zero*pad] raw [grad tensor]
+                       flags: 1 requires_grad, 2 a grad tensor follows, 4 padded: raw starts
+                       8-byte aligned in the transport message (see encode_parts)
       0x12 objref      id:u64                    an object stored on the receiving worker
       0x13 pointer     location:str id:u64 shape:(None|Size) dtype:u8 requires_grad:u8
       0x14 struct      kind:u16 nfields:u8 value*nfields   (a message, see syft_mpc.messages)
@@ -73,6 +74,10 @@ T_MEMFMT, T_TENSOR, T_OBJREF, T_POINTER, T_STRUCT = range(16, 21)
 
 FLAG_REQUIRES_GRAD = 1
 FLAG_HAS_GRAD = 2
+FLAG_PADDED = 4
+LARGE_PAYLOAD = 64 * 1024
+"""Tensor payloads of at least this many bytes travel out of line in :func:`encode_parts`
+(no copy) and are wrapped without a copy by :func:`decode` of a writable buffer."""
 
 # dtype code -> (torch dtype, numpy dtype used to move the bytes)
 _DTYPES: dict[int, tuple[torch.dtype, np.dtype[Any]]] = {
@@ -188,6 +193,38 @@ def encode(value: object) -> bytes:
     if len(out) > MAX_FRAME_BYTES:
         raise SerializationError(f"message of {len(out)} bytes exceeds the limit of {MAX_FRAME_BYTES}")
     return bytes(out)
+
+
+class _PartsOut(bytearray):
+    """Encoder output of :func:`encode_parts`: large tensor payloads go to ``parts`` by
+    reference; ``base`` is the transport offset of this bytearray's first byte."""
+
+    parts: list
+    base: int
+
+
+def encode_parts(value: object, offset: int = 0) -> "list[bytes | np.ndarray]":
+    """Encodes ``value`` like :func:`encode`, as a list of pieces whose concatenation is the frame.
+
+    Tensor payloads of at least :data:`LARGE_PAYLOAD` bytes are not copied: their piece is a
+    ``uint8`` numpy view of the tensor's memory (keep the tensor unchanged until the pieces
+    are sent), preceded by padding so that the payload starts 8-byte aligned when the frame
+    is sent after ``offset`` other bytes (e.g. 1 for a one-byte frame kind). The receiver
+    can then wrap it without a copy (:func:`decode` of a writable buffer). Meant for
+    ``_native.Connection.send``, which sends the pieces as one message without joining them.
+    """
+    out = _PartsOut(MAGIC)
+    out.append(VERSION)
+    out.parts = []
+    out.base = offset
+    _enc(out, value, 0)
+    parts = out.parts
+    if out:
+        parts.append(bytes(out))
+    total = out.base + len(out) - offset
+    if total > MAX_FRAME_BYTES:
+        raise SerializationError(f"message of {total} bytes exceeds the limit of {MAX_FRAME_BYTES}")
+    return parts
 
 
 def _enc(out: bytearray, v: Any, depth: int) -> None:
@@ -317,14 +354,27 @@ def _enc_tensor(out: bytearray, t: Any, depth: int) -> None:
     arr = data.contiguous().numpy()
     if not _LITTLE:
         arr = arr.astype(arr.dtype.newbyteorder("<"))
-    raw = arr.tobytes()
+    raw = arr.reshape(-1).view(np.uint8)  # the tensor's memory, no copy
+    nbytes = raw.nbytes
     grad = t.grad if t.requires_grad and t.is_leaf else None
     flags = (FLAG_REQUIRES_GRAD if t.requires_grad else 0) | (FLAG_HAS_GRAD if grad is not None else 0)
+    out_of_line = nbytes >= LARGE_PAYLOAD and type(out) is _PartsOut
+    if out_of_line:
+        flags |= FLAG_PADDED
     out += bytes((T_TENSOR, code, flags, t.ndim))
     for d in t.shape:
         out += _U64.pack(d)
-    out += _U64.pack(len(raw))
-    out += raw
+    out += _U64.pack(nbytes)
+    if out_of_line:
+        pad = -(out.base + len(out) + 1) % 8
+        out.append(pad)
+        out += bytes(pad)
+        out.parts.append(bytes(out))
+        out.parts.append(raw)
+        out.base += len(out) + nbytes
+        out.clear()
+    else:
+        out += memoryview(raw)
     if grad is not None:
         if depth >= MAX_DEPTH:
             raise SerializationError(f"value nested deeper than {MAX_DEPTH} levels")
@@ -461,17 +511,35 @@ class _Reader:
         p = self.pos
         self.pos = p + n
         try:
-            return self.buf[p : p + n].decode("utf-8")
+            return str(self.buf[p : p + n], "utf-8")
         except UnicodeDecodeError as e:
             raise SerializationError(f"invalid utf-8 in string: {e}") from None
 
 
-def decode(data: "bytes | bytearray | memoryview") -> Any:
-    """Decodes one frame made by :func:`encode`; raises :class:`SerializationError` on bad input."""
+def decode(data: "bytes | bytearray | memoryview | np.ndarray | list | tuple") -> Any:
+    """Decodes one frame made by :func:`encode` (or the pieces of :func:`encode_parts`, joined);
+    raises :class:`SerializationError` on bad input.
+
+    A large (≥ :data:`LARGE_PAYLOAD`) writable ``memoryview`` or ``uint8`` numpy array, e.g.
+    a message received by ``_native.Connection``, is read in place: large tensor payloads
+    become tensors sharing its memory when aligned. Other inputs are copied first.
+    """
+    if isinstance(data, (list, tuple)):  # the pieces of encode_parts
+        try:
+            data = b"".join(data)
+        except TypeError:
+            raise SerializationError("expected bytes-like pieces") from None
     if not isinstance(data, bytes):
+        if isinstance(data, np.ndarray):
+            if data.dtype != np.uint8 or data.ndim != 1:
+                raise SerializationError(f"expected a 1-d uint8 array, got {data.dtype} of rank {data.ndim}")
+            data = memoryview(data)
         if not isinstance(data, (bytearray, memoryview)):
             raise SerializationError(f"expected bytes, got {type(data).__name__}")
-        data = bytes(data)
+        if type(data) is memoryview and not data.readonly and data.nbytes >= LARGE_PAYLOAD and data.c_contiguous:
+            data = data.cast("B") if data.format != "B" else data
+        else:
+            data = bytes(data)
     if len(data) > MAX_FRAME_BYTES:
         raise SerializationError(f"message of {len(data)} bytes exceeds the limit of {MAX_FRAME_BYTES}")
     if len(data) < 5 or data[:4] != MAGIC:
@@ -590,7 +658,7 @@ def _dec_tensor(r: _Reader, depth: int) -> torch.Tensor:
         raise SerializationError(f"unknown dtype code {code}")
     dtype, npdtype = _DTYPES[code]
     flags = r.u8()
-    if flags & ~(FLAG_REQUIRES_GRAD | FLAG_HAS_GRAD):
+    if flags & ~(FLAG_REQUIRES_GRAD | FLAG_HAS_GRAD | FLAG_PADDED):
         raise SerializationError(f"unknown tensor flags {flags:#x}")
     ndim = r.u8()
     if ndim > MAX_NDIM:
@@ -602,9 +670,17 @@ def _dec_tensor(r: _Reader, depth: int) -> torch.Tensor:
         numel *= d
     if numel * npdtype.itemsize != nbytes:
         raise SerializationError(f"tensor of shape {shape} and dtype {dtype} cannot hold {nbytes} bytes")
+    if flags & FLAG_PADDED:
+        pad = r.u8()
+        if pad > 7:
+            raise SerializationError(f"tensor padding of {pad} bytes (at most 7)")
+        r.take(pad)
     raw = r.take(nbytes)
     if numel:
-        arr = np.frombuffer(raw, dtype=npdtype, count=numel).copy()
+        arr = np.frombuffer(raw, dtype=npdtype, count=numel)
+        # In place only for large payloads of a writable received buffer (see decode).
+        if not (nbytes >= LARGE_PAYLOAD and not raw.readonly and arr.flags.aligned and _LITTLE):
+            arr = arr.copy()
         if not _LITTLE:
             arr = arr.astype(arr.dtype.newbyteorder("="))
         t = torch.from_numpy(arr)

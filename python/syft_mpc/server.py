@@ -34,6 +34,10 @@ __all__ = ["ServedWorker", "WorkerServer"]
 
 log = logging.getLogger("syft_mpc.worker")
 
+def _no_reply(value: object) -> None:
+    return None
+
+
 _current = threading.local()  # .owner: the client uid whose request this thread runs
 
 
@@ -169,7 +173,8 @@ class WorkerServer:
                         log.warning("connection from %s: %s", where, e)
                     why = "stopped" if self._stop.is_set() else f"ended: {type(e).__name__}"
                     break
-                kind, body = msg[:1], memoryview(msg)[1:]
+                view = memoryview(msg)  # bytes, or a uint8 array owning a large message
+                kind, body = bytes(view[:1]), view[1:]
                 try:
                     if kind == REQUEST or kind == POST:
                         env = serde.decode(body)
@@ -195,11 +200,13 @@ class WorkerServer:
                     if pending is not None:
                         reply, pending = pending, None
                     else:
-                        reply = self.worker.handle_envelope(env)
+                        reply = self.worker.handle_envelope(env, serde.encode_parts)
                     conn.send(reply)
                 elif kind == POST:
-                    reply = self.worker.handle_envelope(env)
-                    if pending is None and len(reply) < 65536:
+                    # A success is not answered, so it is not encoded (None); a failure is
+                    # an encoded Err, kept for the next request that waits.
+                    reply = self.worker.handle_envelope(env, _no_reply)
+                    if reply is not None and pending is None and len(reply) < 65536:
                         r = serde.decode(reply)
                         if isinstance(r, Err):
                             pending = serde.encode(

@@ -40,6 +40,7 @@ import torch
 from torch.utils._pytree import tree_leaves, tree_map
 
 from syft_mpc import _native
+from syft_mpc import validation_mode as _validation
 from syft_mpc.errors import UnsupportedOperationError
 from syft_mpc.fixed_precision import DEFAULT_BASE, DEFAULT_PRECISION, FixedPrecisionTensor, decode, encode, scale_of
 from syft_mpc.messages import Fetch, Store
@@ -823,12 +824,125 @@ def max_pool2d(x: SharedTensor, kernel_size: Any, stride: Any = None, padding: A
     return vals
 
 
+def _max_pool2d_onehot(x: SharedTensor, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1) -> tuple[SharedTensor, SharedTensor]:
+    """max_pool2d that also returns, for each window, the shared one-hot vector of its argmax
+    (shape ``(n, c, oh, ow, kh*kw)``, unscaled): a tournament of ⌈log2(kh·kw)⌉ rounds, each one
+    ``ltz`` plus one Beaver select of the values and their one-hot vectors together."""
+    k = _pair(kernel_size)
+    s = _pair(stride) if stride else k
+    p, d = _pair(padding), _pair(dilation)
+    if p != (0, 0) or d != (1, 1):
+        raise UnsupportedOperationError("max_pool2d on shared tensors supports padding=0 and dilation=1 only")
+    win = x.unfold(2, k[0], s[0]).unfold(3, k[1], s[1])
+    n, c, oh, ow = win.shape[:4]
+    kk = k[0] * k[1]
+    vals: Any = win.reshape(n, c, oh, ow, kk, 1)
+    hot = _run(x, "from_public", torch.eye(kk, dtype=torch.int64).expand(n, c, oh, ow, kk, kk).contiguous(), scale=1, dtype=torch.int64)
+    while vals.shape[4] > 1:
+        m = vals.shape[4]
+        half = m // 2
+        a, b = vals.narrow(4, 0, half), vals.narrow(4, half, half)
+        bit = _ltz(sub(a, b), scale=1)  # 1{a < b}: take b
+        both_a = _run(x, "aten.cat", [a, hot.narrow(4, 0, half)], 5)
+        both_b = _run(x, "aten.cat", [b, hot.narrow(4, half, half)], 5)
+        sel = _run(x, "select_mul", bit, both_b, both_a)
+        nv, nh = sel.narrow(5, 0, 1), sel.narrow(5, 1, kk)
+        if m % 2:
+            nv = _run(x, "aten.cat", [nv, vals.narrow(4, m - 1, 1)], 4)
+            nh = _run(x, "aten.cat", [nh, hot.narrow(4, m - 1, 1)], 4)
+        vals, hot = nv, nh
+    out = vals.reshape(n, c, oh, ow)
+    hot = hot.reshape(n, c, oh, ow, kk)
+    hot.scale = 1
+    return out, SharedTensor(hot._cell, 1, x.base, x.precision_fractional, torch.int64)
+
+
 @implements(aten.max_pool2d_with_indices.default)
 def _max_pool2d_with_indices(x: Any, kernel_size: Any, stride: Any = (), padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False) -> Any:
     if ceil_mode:
         raise UnsupportedOperationError("max_pool2d on shared tensors: ceil_mode is not supported")
-    out = max_pool2d(x, kernel_size, stride or None, padding, dilation)
-    return out, torch.zeros(out.shape, dtype=torch.int64)  # indices are secret: not available
+    out, hot = _max_pool2d_onehot(x, kernel_size, stride or None, padding, dilation)
+    # The indices (argmax within each window, row-major) stay secret: a shared int64 tensor, which
+    # also carries the one-hot selection the backward pass needs.
+    kk = hot.shape[-1]
+    idx = _run(hot, "aten.sum_dim", _run(hot, "mul_public", hot, torch.arange(kk, dtype=torch.int64)), [4], False)
+    idx = SharedTensor(idx._cell, 1, x.base, x.precision_fractional, torch.int64)
+    idx._cell.aux = hot._cell.shares
+    return out, idx
+
+
+@implements(aten.max_pool2d_with_indices_backward.default)
+def _max_pool2d_with_indices_backward(grad: Any, x: Any, kernel_size: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: bool, indices: Any) -> Any:
+    """Routes each window's gradient to its (secret) argmax: one Beaver product with the one-hot
+    selection kept by the forward pass, then col2im (sums overlapping windows)."""
+    if not _is_shared(indices) or indices._cell.aux is None:
+        raise UnsupportedOperationError(
+            "max_pool2d backward on shared tensors needs the indices of a shared max_pool2d forward pass"
+        )
+    k = _pair(kernel_size)
+    s = _pair(stride) if stride else k
+    like = x if _is_shared(x) else indices
+    n, c, oh, ow = indices.shape
+    hot = SharedTensor(_Cell(indices._cell.aux), 1, like.base, like.precision_fractional, torch.int64)
+    if not _is_shared(grad):
+        grad = _lift(grad, like)
+    g = _run(grad, "mul", grad.reshape(n, c, oh, ow, 1), hot, divisor=1)  # (n, c, oh, ow, kk) at grad's scale
+    cols = g.permute(0, 1, 4, 2, 3).reshape(n, c * k[0] * k[1], oh * ow)
+    return _col2im(cols, c, tuple(x.shape[-2:]), k, (1, 1), (0, 0), s)
+
+
+def _col2im(cols: SharedTensor, c: int, hw: tuple[int, int], k: Any, dilation: Any, padding: Any, stride: Any) -> Any:
+    """col2im (the adjoint of im2col: sums each column entry into the pixel it came from) on
+    shares. torch has no int64 col2im on CPU, so it is a scatter_add with a public index map
+    (the im2col of the pixel numbers), local on every share."""
+    n, ckk, L = cols.shape
+    kk = ckk // c
+    hp, wp = hw[0] + 2 * padding[0], hw[1] + 2 * padding[1]
+    pix = torch.arange(hp * wp, dtype=torch.float64).reshape(1, 1, hp, wp)
+    index = torch.nn.functional.unfold(pix, tuple(k), dilation=tuple(dilation), stride=tuple(stride)).round().to(torch.int64)
+    if index.shape[-1] != L:
+        raise UnsupportedOperationError(f"col2im on shares: {L} columns for an output of {index.shape[-1]}")
+    index = index.reshape(1, 1, kk * L).expand(n, c, kk * L).contiguous()
+    zeros = _lift(torch.zeros((n, c, hp * wp), dtype=torch.int64), cols)
+    out = torch.ops.aten.scatter_add(zeros, 2, index, cols.reshape(n, c, kk * L)).reshape(n, c, hp, wp)
+    if padding[0] or padding[1]:
+        out = out[:, :, padding[0] : padding[0] + hw[0], padding[1] : padding[1] + hw[1]]
+    return out
+
+
+@implements(aten.convolution_backward.default)
+def _convolution_backward(
+    grad: Any, x: Any, w: Any, bias_sizes: Any, stride: Any, padding: Any, dilation: Any,
+    transposed: bool, output_padding: Any, groups: int, output_mask: Any,
+) -> Any:
+    """Gradients of conv2d as products on im2col columns (one Beaver matmul each when both
+    operands are shared, a local one otherwise): with cols = im2col(x) of shape (N, C·kh·kw, L)
+    and G = grad as (O, N·L), grad_w = G @ colsᵀ and grad_x = col2im(Wᵀ @ G)."""
+    if transposed or groups != 1 or len(stride) != 2:
+        raise UnsupportedOperationError("conv2d backward on shared tensors supports groups=1, non-transposed 2-d convolution")
+    o, c, kh, kw = w.shape
+    n, _, oh, ow = grad.shape
+    L = oh * ow
+    g2 = grad.reshape(n, o, L).permute(1, 0, 2).reshape(o, n * L)
+    gx = gw = gb = None
+    if output_mask[1]:
+        # im2col (torch has no int64 im2col on CPU): pad, then windows as views of the shares
+        xv = x if _is_shared(x) else _public_value(x)
+        if padding[0] or padding[1]:
+            xv = torch.ops.aten.constant_pad_nd(xv, [padding[1], padding[1], padding[0], padding[0]], 0)
+        dk = (dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1)
+        win = xv.unfold(2, dk[0], stride[0]).unfold(3, dk[1], stride[1])  # (N, C, oh, ow, dk0, dk1)
+        if dilation[0] != 1 or dilation[1] != 1:
+            win = win[..., :: dilation[0], :: dilation[1]]
+        cols2 = win[:, :, :oh, :ow].permute(0, 2, 3, 1, 4, 5).reshape(n * L, c * kh * kw)
+        gw = matmul(g2, cols2).reshape(o, c, kh, kw)
+    if output_mask[0]:
+        dcols = matmul(w.reshape(o, c * kh * kw).t(), g2)  # (C*kh*kw, N*L)
+        dcols = dcols.reshape(c * kh * kw, n, L).permute(1, 0, 2)
+        gx = _col2im(dcols, c, tuple(x.shape[-2:]), (kh, kw), tuple(dilation), tuple(padding), tuple(stride))
+    if output_mask[2]:
+        gb = grad.sum((0, 2, 3))
+    return gx, gw, gb
 
 
 @implements(aten.max_pool2d.default)
@@ -918,6 +1032,26 @@ _IMPLS[aten.addcmul_.default] = _inplace(lambda x, t1, t2, value=1: add(x, mul(m
 _IMPLS[aten.addcdiv_.default] = _inplace(lambda x, t1, t2, value=1: add(x, mul(div(t1, t2), value)))
 
 
+def lerp(x: Any, end: Any, weight: Any) -> Any:
+    """x + weight·(end − x) (Adam's moment update)."""
+    return add(x, mul(sub(end, x), weight))
+
+
+def _sqrt(x: Any) -> Any:
+    if not _is_shared(x):
+        return torch.sqrt(_public_value(x))
+    from syft_mpc import approx
+
+    return approx.sqrt(x)
+
+
+_IMPLS[aten.lerp.Scalar] = lerp
+_IMPLS[aten.lerp.Tensor] = lerp
+_IMPLS[aten.lerp_.Scalar] = _inplace(lerp)
+_IMPLS[aten.lerp_.Tensor] = _inplace(lerp)
+_IMPLS[aten.sqrt_.default] = _inplace(_sqrt)
+
+
 def _foreach(fn: Callable[..., Any], inplace: bool) -> Callable[..., Any]:
     def impl(xs: Any, *args: Any, **kwargs: Any) -> Any:
         outs = []
@@ -942,6 +1076,16 @@ for _name, _fn in (("add", add), ("sub", sub), ("mul", mul), ("div", div)):
             _pkt = getattr(aten, f"_foreach_{_name}{_suffix}", None)
             if _pkt is not None and hasattr(_pkt, _ov):
                 _IMPLS[getattr(_pkt, _ov)] = _foreach(_fn, _inp)
+_fn3: Callable[..., Any]
+for _name, _fn3 in (("lerp", lerp), ("addcmul", lambda x, t1, t2, value=1: add(x, mul(mul(t1, t2), value))),
+                    ("addcdiv", lambda x, t1, t2, value=1: add(x, mul(div(t1, t2), value)))):
+    for _ov in ("Scalar", "List", "Tensor", "ScalarList"):
+        for _suffix, _inp in (("", False), ("_", True)):
+            _pkt = getattr(aten, f"_foreach_{_name}{_suffix}", None)
+            if _pkt is not None and hasattr(_pkt, _ov):
+                _IMPLS[getattr(_pkt, _ov)] = _foreach(_fn3, _inp)
+_IMPLS[aten._foreach_sqrt.default] = _foreach(_sqrt, False)
+_IMPLS[aten._foreach_sqrt_.default] = _foreach(_sqrt, True)
 _IMPLS[aten._foreach_neg.default] = _foreach(neg, False)
 _IMPLS[aten._foreach_neg_.default] = _foreach(neg, True)
 _IMPLS[aten._foreach_zero_.default] = _foreach(lambda x: _lift(torch.zeros(x.shape, dtype=torch.int64), x) if _is_shared(x) else torch.zeros_like(x), True)
@@ -968,6 +1112,8 @@ def _dispatch(func: Any, types: Any, args: Any, kwargs: Any) -> Any:
 
 
 def _torch_dispatch(cls: Any, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+    if _validation._STATE["on"] and func in _IMPLS:  # debugging mode: reveals everything (validation_mode.py)
+        return _validation.checked(func, lambda *a, **k: _dispatch(func, types, a, k), args, kwargs or {})
     return _dispatch(func, types, args, kwargs or {})
 
 

@@ -91,8 +91,10 @@ class SocketWorker(BaseWorker):
             ``$SYFT_MPC_TIMEOUT`` or 30 s). A worker that died or hangs raises
             :class:`~syft_mpc.errors.TransportError` naming it within this time.
         asynchronous: post requests whose reply is always None (``send``, attribute
-            writes, deletions) without waiting; their failures are raised by the next
-            request that waits. Requests to one worker always run in the order sent.
+            writes, deletions), and operations whose result the driver can describe
+            itself (shape/dtype inferred on meta tensors), without waiting; their failures
+            are raised by the next request that waits (``.get()``, ``sync()``, an op
+            that cannot be inferred). Requests to one worker always run in the order sent.
         connect: connect now (default) rather than on the first request.
 
     Example (with a worker started as ``syft-mpc worker --id bob --port 8777``)::
@@ -143,6 +145,12 @@ class SocketWorker(BaseWorker):
     def __repr__(self) -> str:
         return f"<SocketWorker id:{self.id} {self.address}>"
 
+    @property
+    def async_commands(self) -> bool:
+        """Operations on pointers to this worker are posted without waiting when the driver
+        can infer their result's shape and dtype (meta tensors; ``pointers.remote_call``)."""
+        return self.asynchronous
+
     # ------------------------------------------------------------------ transport
 
     def _fail(self, e: Exception, doing: str) -> Exception:
@@ -179,24 +187,32 @@ class SocketWorker(BaseWorker):
             self._peers_version = version
         return conn
 
-    def _call(self, conn: "_native.Connection", frame: bytes, doing: str) -> bytes:
+    def _encode_request(self, env: Any) -> Any:
+        # Pieces, sent without joining: tensor payloads go out from the tensor's memory,
+        # 8-byte aligned after the one-byte frame kind, so the worker wraps them in place.
+        return serde.encode_parts(env, offset=1)
+
+    def _call(self, conn: "_native.Connection", frame: Any, doing: str) -> Any:
         try:
             return conn.request(frame, self.timeout_s)
         except TransportError as e:
             raise self._fail(e, doing) from None
 
-    def _deliver(self, data: bytes) -> bytes:
+    def _deliver(self, data: Any) -> Any:
+        # ``data``: bytes (serde.encode) or pieces (serde.encode_parts); the reply is bytes,
+        # or for large replies a uint8 numpy array owning the received buffer (serde.decode
+        # reads both).
         with self._io:
             conn = self._connection()
-            return self._call(conn, REQUEST + data, "a request")
+            return self._call(conn, _frame(REQUEST, data), "a request")
 
-    def _post(self, data: bytes) -> bool:
+    def _post(self, data: Any) -> bool:
         if not self.asynchronous:
             return False
         with self._io:
             conn = self._connection()
             try:
-                conn.send(POST + data)
+                conn.send(_frame(POST, data))
             except TransportError as e:
                 raise self._fail(e, "sending a request") from None
         return True
@@ -235,6 +251,13 @@ class SocketWorker(BaseWorker):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _frame(kind: bytes, data: Any) -> list:
+    """One control frame as pieces for ``Connection.send``: the kind byte, then the message."""
+    if isinstance(data, list):
+        return [kind, *data]
+    return [kind, data]
 
 
 def parse_workers(spec: str) -> "list[tuple[str, str, int]]":

@@ -204,22 +204,29 @@ class BaseWorker:
         """Transport: hands an encoded request to this worker and returns the encoded reply."""
         raise NotImplementedError(f"{type(self).__name__} cannot receive messages")
 
+    def _encode_request(self, env: Envelope) -> Any:
+        """Transport: encodes a request for :meth:`_deliver`/:meth:`_post` (a socket worker
+        returns pieces, :func:`serde.encode_parts`, so large tensors are not copied)."""
+        return serde.encode(env)
+
     def _post(self, data: bytes) -> bool:
         """Transport: sends an encoded request without waiting for its reply, if this
         transport can (a socket worker reports a failure with its next reply). Returns
         False when it cannot; the caller then uses :meth:`_deliver`."""
         return False
 
-    def _send(self, location: "BaseWorker", body: Any) -> Any:
+    def _send(self, location: "BaseWorker", body: Any, post: bool = False) -> Any:
         """Sends request ``body`` to ``location`` (with this worker's pending deletions) and returns the reply value.
 
         Requests whose reply is always None and whose effects stay on ``location``
-        (``Store``, ``SetAttr``, deletions alone) are posted without waiting where the
-        transport allows it; the worker runs them in order before any later request.
+        (``Store``, ``SetAttr``, deletions alone), and any request with ``post=True`` (a
+        ``Command`` whose result the caller described itself, see
+        ``pointers.remote_call``), are posted without waiting where the transport allows
+        it (then None is returned); the worker runs them in order before any later request.
         """
         deletes = self._gc_pending.pop(location, None) or []
-        data = serde.encode(Envelope(self.id, deletes, body))
-        if (body is None or type(body) in _NO_REPLY) and location._post(data):
+        data = location._encode_request(Envelope(self.id, deletes, body))
+        if (post or body is None or type(body) in _NO_REPLY) and location._post(data):
             return None
         reply = serde.decode(location._deliver(data))
         if isinstance(reply, Ok):
@@ -257,14 +264,18 @@ class BaseWorker:
             return serde.encode(Err(type(e).__name__, str(e)))
         return self.handle_envelope(env)
 
-    def handle_envelope(self, env: Envelope) -> bytes:
-        """Answers one decoded request (see :meth:`handle`); never raises."""
+    def handle_envelope(self, env: Envelope, encode: Callable[[Any], Any] = serde.encode) -> Any:
+        """Answers one decoded request (see :meth:`handle`); never raises.
+
+        ``encode`` encodes a successful reply (a socket server passes
+        :func:`serde.encode_parts`, so a large ``.get()`` is sent without a copy); errors
+        are always ``bytes``."""
         try:
             with self._lock:
                 for obj_id in env.deletes:
                     self._forget(obj_id)
                 value, commit = self._dispatch(env.body)
-                reply = serde.encode(Ok(value))
+                reply = encode(Ok(value))
                 if commit is not None:
                     commit()
         except Exception as e:  # the worker keeps serving whatever the request did

@@ -19,8 +19,10 @@
 
 use crate::errors::{shape, Error, Result};
 use crate::session::session_secrets;
+use numpy::{IntoPyArray, PyReadonlyArray1};
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use sha2::{Digest, Sha256};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +35,74 @@ use syft_mpc_transport::{accept_stream, bind, connect, Channel, TcpChannel, TcpC
 /// Handshakes waiting for `accept()`; further connections wait in the kernel backlog.
 const QUEUE: usize = 64;
 const CLIENT_ID: u32 = 0;
+/// Received messages of at least this many bytes come back as a numpy `uint8` array that
+/// owns the received buffer (no copy); smaller ones as `bytes`.
+const LARGE_MESSAGE: usize = 64 * 1024;
+
+/// One piece of an outgoing message, borrowed from Python without a copy.
+enum Part<'py> {
+    Bytes(Bound<'py, PyBytes>),
+    Array(PyReadonlyArray1<'py, u8>),
+}
+
+impl<'py> Part<'py> {
+    fn extract(obj: &Bound<'py, PyAny>) -> PyResult<Option<Part<'py>>> {
+        if let Ok(b) = obj.cast::<PyBytes>() {
+            return Ok(Some(Part::Bytes(b.clone())));
+        }
+        if let Ok(a) = obj.extract::<PyReadonlyArray1<'py, u8>>() {
+            if a.as_slice().is_err() {
+                return Err(PyTypeError::new_err("a message part must be a contiguous uint8 array"));
+            }
+            return Ok(Some(Part::Array(a)));
+        }
+        Ok(None)
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Part::Bytes(b) => b.as_bytes(),
+            Part::Array(a) => a.as_slice().unwrap_or(&[]), // contiguity checked in `extract`
+        }
+    }
+}
+
+/// A message to send: `bytes`, a 1-d contiguous `uint8` numpy array, or a list/tuple of
+/// those (sent as their concatenation, without joining them in memory).
+fn message_parts<'py>(data: &Bound<'py, PyAny>) -> PyResult<Vec<Part<'py>>> {
+    if let Some(p) = Part::extract(data)? {
+        return Ok(vec![p]);
+    }
+    if data.is_instance_of::<PyList>() || data.is_instance_of::<PyTuple>() {
+        let mut out = Vec::new();
+        for item in data.try_iter()? {
+            let item = item?;
+            match Part::extract(&item)? {
+                Some(p) => out.push(p),
+                None => {
+                    return Err(PyTypeError::new_err(format!(
+                        "a message part must be bytes or a uint8 numpy array, got {}",
+                        item.get_type().name()?
+                    )))
+                }
+            }
+        }
+        return Ok(out);
+    }
+    Err(PyTypeError::new_err(format!(
+        "a message must be bytes, a uint8 numpy array, or a list of those, got {}",
+        data.get_type().name()?
+    )))
+}
+
+/// A received message as `bytes` (small) or a numpy `uint8` array owning the buffer (large).
+fn message_out(py: Python<'_>, msg: Vec<u8>) -> Bound<'_, PyAny> {
+    if msg.len() < LARGE_MESSAGE {
+        PyBytes::new(py, &msg).into_any()
+    } else {
+        msg.into_pyarray(py).into_any()
+    }
+}
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Listener>()?;
@@ -301,14 +371,23 @@ impl Connection {
         })
     }
 
-    /// Sends one message (any size up to `max_message`).
-    fn send(&self, py: Python<'_>, data: &[u8]) -> Result<()> {
-        py.detach(|| self.with(|c| c.send(data)))
+    /// Sends one message (any size up to `max_message`): `bytes`, a contiguous 1-d `uint8`
+    /// numpy array, or a list/tuple of those, sent as one message (their concatenation)
+    /// without joining them: e.g. `[b"R", header, tensor_bytes_view]`.
+    fn send(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let parts = message_parts(data)?;
+        let slices: Vec<&[u8]> = parts.iter().map(Part::bytes).collect();
+        py.detach(|| self.with(|c| c.send_parts(&slices)))?;
+        Ok(())
     }
 
     /// Receives one message; waits at most `timeout_s` (default: the connection's timeout).
+    ///
+    /// Messages under 64 KiB come back as `bytes`; larger ones as a writable 1-d numpy
+    /// `uint8` array that owns the received buffer (no copy; `memoryview(msg)` and
+    /// `torch.frombuffer` wrap it as it is).
     #[pyo3(signature = (timeout_s=None))]
-    fn recv<'py>(&self, py: Python<'py>, timeout_s: Option<f64>) -> Result<Bound<'py, PyBytes>> {
+    fn recv<'py>(&self, py: Python<'py>, timeout_s: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
         let t = timeout_s.map(|s| seconds(s, "timeout_s")).transpose()?;
         let msg = py.detach(|| {
             self.with(|c| {
@@ -318,23 +397,30 @@ impl Connection {
                 c.recv()
             })
         })?;
-        Ok(PyBytes::new(py, &msg))
+        Ok(message_out(py, msg))
     }
 
     /// `send(data)` then `recv(timeout_s)` in one call (one GIL release per round trip).
     #[pyo3(signature = (data, timeout_s=None))]
-    fn request<'py>(&self, py: Python<'py>, data: &[u8], timeout_s: Option<f64>) -> Result<Bound<'py, PyBytes>> {
+    fn request<'py>(
+        &self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+        timeout_s: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let t = timeout_s.map(|s| seconds(s, "timeout_s")).transpose()?;
+        let parts = message_parts(data)?;
+        let slices: Vec<&[u8]> = parts.iter().map(Part::bytes).collect();
         let msg = py.detach(|| {
             self.with(|c| {
                 if let Some(t) = t {
                     c.set_timeout(t);
                 }
-                c.send(data)?;
+                c.send_parts(&slices)?;
                 c.recv()
             })
         })?;
-        Ok(PyBytes::new(py, &msg))
+        Ok(message_out(py, msg))
     }
 
     /// Sets the default bound on every later wait.

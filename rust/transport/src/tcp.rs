@@ -116,22 +116,35 @@ impl Writer {
         Ok(())
     }
 
-    /// Frames `msg`; headers and small payloads are coalesced into ≤ 64 KiB writes, the
-    /// bulk of large payloads goes to the socket without a copy.
-    fn write_message(&mut self, msg: &[u8], max_frame: usize) -> io::Result<()> {
-        let mut rest = msg;
-        for (len, last) in frame_sizes(msg.len(), max_frame) {
-            let (chunk, tail) = rest.split_at(len);
-            rest = tail;
+    /// Frames the concatenation of `parts` (without joining them); headers and small
+    /// payloads are coalesced into ≤ 64 KiB writes, the bulk of large payloads goes to the
+    /// socket without a copy.
+    fn write_message(&mut self, parts: &[&[u8]], max_frame: usize) -> io::Result<()> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let mut next = parts.iter().copied().filter(|p| !p.is_empty());
+        let mut cur: &[u8] = &[];
+        for (len, last) in frame_sizes(total, max_frame) {
             if self.buf.len() + HEADER_LEN > COALESCE {
                 self.flush_buf()?;
             }
             self.buf.extend_from_slice(&FrameHeader::new(len as u32, last).encode());
-            let head = chunk.len().min(COALESCE - self.buf.len());
-            self.buf.extend_from_slice(&chunk[..head]);
-            if head < chunk.len() {
-                self.flush_buf()?;
-                self.stream.write_all(&chunk[head..])?;
+            let mut need = len;
+            while need > 0 {
+                if cur.is_empty() {
+                    match next.next() {
+                        Some(p) => cur = p,
+                        None => break, // unreachable: the parts sum to `total`
+                    }
+                }
+                let (chunk, rest) = cur.split_at(need.min(cur.len()));
+                cur = rest;
+                need -= chunk.len();
+                let head = chunk.len().min(COALESCE - self.buf.len());
+                self.buf.extend_from_slice(&chunk[..head]);
+                if head < chunk.len() {
+                    self.flush_buf()?;
+                    self.stream.write_all(&chunk[head..])?;
+                }
             }
         }
         self.flush_buf()
@@ -192,17 +205,23 @@ fn read_message(r: &mut BufReader<TcpStream>, limits: &FrameLimits, ctx: Ctx<'_>
         let h = read_header(r, limits, ctx, msg.len() as u64)?;
         let len = re.on_header(&h).map_err(|e| e.into_transport(ctx.peer))?;
         let before = msg.len();
-        msg.reserve(len);
-        let n = r
-            .by_ref()
-            .take(len as u64)
-            .read_to_end(&mut msg)
-            .map_err(|e| ctx.io(e, &format!("in the middle of a message, after {before} bytes")))?;
-        if n < len {
-            return Err(ctx.io(
-                ErrorKind::UnexpectedEof.into(),
-                &format!("in the middle of a message, after {} bytes", before + n),
-            ));
+        // Frames arrive in full (exact reads straight into the message; `read_to_end`
+        // would read in small adaptive steps). Growth doubles, so a large message is
+        // reallocated O(log n) times.
+        msg.resize(before + len, 0);
+        let mut got = 0;
+        while got < len {
+            match r.read(&mut msg[before + got..]) {
+                Ok(0) => {
+                    return Err(ctx.io(
+                        ErrorKind::UnexpectedEof.into(),
+                        &format!("in the middle of a message, after {} bytes", before + got),
+                    ))
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(ctx.io(e, &format!("in the middle of a message, after {} bytes", before + got))),
+            }
         }
         if h.is_final() {
             return Ok(msg);
@@ -285,6 +304,27 @@ impl TcpChannel {
         self.poisoned.is_some()
     }
 
+    /// Sends the concatenation of `parts` as one message, without joining them first
+    /// (e.g. a small header and a large tensor payload). The peer receives one message,
+    /// exactly as if [`Channel::send`] had been called with the joined bytes.
+    pub fn send_parts(&mut self, parts: &[&[u8]]) -> Result<(), TransportError> {
+        self.check()?;
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if let Err(e) = self.check_size(total) {
+            return Err(self.fail(e));
+        }
+        match self.writer.write_message(parts, self.limits.frame()) {
+            Ok(()) => {
+                self.sent(total);
+                Ok(())
+            }
+            Err(e) => {
+                let e = self.ctx().io(e, "while sending");
+                Err(self.fail(e))
+            }
+        }
+    }
+
     pub(crate) fn set_peer_name(&mut self, name: String) {
         self.peer = name;
     }
@@ -347,7 +387,7 @@ impl TcpChannel {
         let (wres, rres) = std::thread::scope(|s| {
             let first = &first_failure;
             let handle = s.spawn(move || {
-                let r = writer.write_message(out, limits.frame());
+                let r = writer.write_message(&[out], limits.frame());
                 // Unblock the reader at once: the exchange has failed either way.
                 if r.is_err() && first.compare_exchange(0, WRITER, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
                     let _ = writer.stream.shutdown(Shutdown::Both);
@@ -380,20 +420,7 @@ impl Channel for TcpChannel {
     /// Sends one message as frames. Errors: `TooLarge` above `max_message`, `Timeout` if
     /// the peer does not drain its socket within the timeout, `Disconnected` if it is gone.
     fn send(&mut self, msg: &[u8]) -> Result<(), TransportError> {
-        self.check()?;
-        if let Err(e) = self.check_size(msg.len()) {
-            return Err(self.fail(e));
-        }
-        match self.writer.write_message(msg, self.limits.frame()) {
-            Ok(()) => {
-                self.sent(msg.len());
-                Ok(())
-            }
-            Err(e) => {
-                let e = self.ctx().io(e, "while sending");
-                Err(self.fail(e))
-            }
-        }
+        self.send_parts(&[msg])
     }
 
     /// Receives a message of exactly `buf.len()` bytes, without an intermediate copy.

@@ -102,6 +102,37 @@ fn messages_of_many_sizes_and_frames() {
 }
 
 #[test]
+fn send_parts_equals_send_of_the_joined_bytes() {
+    let small_frames = TcpConfig { max_frame: 1000, ..cfg(5000) };
+    let (mut a, mut b) = pair_with(small_frames, small_frames);
+    // Splits that cross frame boundaries, empty parts, one large part after small ones.
+    let cases: Vec<Vec<usize>> =
+        vec![vec![], vec![0, 0], vec![1, 0, 998, 1], vec![1, 1000, 0, 1001], vec![5, 3 << 20, 7], vec![999; 17]];
+    let expect: Vec<Vec<u8>> = cases.iter().map(|c| pattern(c.iter().sum(), 3)).collect();
+    let want = expect.clone();
+    let t = thread::spawn(move || {
+        for m in &want {
+            assert_eq!(&b.recv().unwrap(), m);
+        }
+        let stats = b.stats();
+        (stats.messages_received, stats.bytes_received)
+    });
+    for (c, m) in cases.iter().zip(&expect) {
+        let mut parts = Vec::new();
+        let mut off = 0;
+        for &n in c {
+            parts.push(&m[off..off + n]);
+            off += n;
+        }
+        a.send_parts(&parts).unwrap();
+    }
+    let (msgs, bytes) = t.join().unwrap();
+    assert_eq!(msgs, cases.len() as u64);
+    assert_eq!(bytes, expect.iter().map(|m| m.len() as u64).sum::<u64>());
+    assert_eq!(a.stats().bytes_sent, bytes);
+}
+
+#[test]
 fn three_party_mesh() {
     let listeners: Vec<(TcpListener, SocketAddr)> = (0..3).map(|_| listen()).collect();
     let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.1).collect();
