@@ -21,17 +21,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from workloads import ENV_ONE_THREAD, LR, MLP_SIZES, WORKLOADS, emit, median  # noqa: E402
+from workloads import ENV_ONE_THREAD, LR, MLP_SIZES, WORKLOADS, emit, free_port, median, run_processes  # noqa: E402
 
 os.environ.update(ENV_ONE_THREAD)
 WORLD = 2
@@ -147,48 +144,19 @@ def _ttp_main() -> int:
     return 0
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _drain(proc: "subprocess.Popen[str]", sink: list[str]) -> None:
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        sink.append(line.rstrip("\n"))
-
-
 def launch(timeout_s: float, only: set[str]) -> dict[str, Any]:
-    port = _free_port()
+    port = free_port()
     base = dict(os.environ, WORLD_SIZE=str(WORLD), RENDEZVOUS=f"tcp://127.0.0.1:{port}", DISTRIBUTED_BACKEND="gloo",
                 GLOO_SOCKET_IFNAME="lo", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     me = [sys.executable, str(Path(__file__).resolve())]
-    procs = []
+    argvs, envs = [], []
     for rank in range(WORLD + 1):
-        role = ["ttp"] if rank == WORLD else ["rank", str(rank), ",".join(only)]
-        procs.append(subprocess.Popen(me + role, env=dict(base, RANK=str(rank)), stdout=subprocess.PIPE,
-                                      stdin=subprocess.DEVNULL, text=True))
-    outs: list[list[str]] = [[] for _ in procs]
-    pumps = [threading.Thread(target=_drain, args=(p, o), daemon=True) for p, o in zip(procs, outs)]
-    for t in pumps:
-        t.start()
-    deadline = time.monotonic() + timeout_s
-    try:
-        for p in procs:
-            p.wait(max(1.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        raise TimeoutError(f"CrypTen run did not finish within {timeout_s:.0f} s") from None
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(10)
-        for t in pumps:
-            t.join(5)
+        argvs.append(me + (["ttp"] if rank == WORLD else ["rank", str(rank), ",".join(only)]))
+        envs.append(dict(base, RANK=str(rank)))
+    outs = run_processes(argvs, envs, timeout_s, "CrypTen run")
     parties = [json.loads(line[len("PARTY ") :]) for o in outs for line in o if line.startswith("PARTY ")]
     if len(parties) != WORLD:
-        raise RuntimeError(f"CrypTen processes failed: exit codes {[p.returncode for p in procs]}")
+        raise RuntimeError(f"CrypTen reported {len(parties)} parties instead of {WORLD}")
     merged: dict[str, Any] = {}
     for name in parties[0]["results"]:
         per = [q["results"][name] for q in parties]

@@ -24,27 +24,18 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from workloads import ENV_ONE_THREAD, LR, MLP_SIZES, WORKLOADS, emit, median  # noqa: E402
+from workloads import ENV_ONE_THREAD, LR, MLP_SIZES, WORKLOADS, emit, free_port, median, run_processes  # noqa: E402
 
 os.environ.update(ENV_ONE_THREAD)
 TOKEN_ENV = "SYFT_MPC_COMPARE_TOKEN"
 FRAC = 16
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _torch() -> Any:
@@ -120,40 +111,15 @@ def _dealer_main(n: int, dealer_addr: str, session: str, timeout_s: float) -> in
     return 0
 
 
-def _drain(proc: "subprocess.Popen[str]", sink: list[str]) -> None:
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        sink.append(line.rstrip("\n"))
-
-
 def run_protocol(timeout_s: float, only: set[str]) -> dict[str, Any]:
-    addrs = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
-    dealer_addr = f"127.0.0.1:{_free_port()}"
+    addrs = [f"127.0.0.1:{free_port()}" for _ in range(2)]
+    dealer_addr = f"127.0.0.1:{free_port()}"
     session = "compare-" + secrets.token_hex(4)
     env = dict(os.environ, **{TOKEN_ENV: secrets.token_hex(32)})
     me = [sys.executable, str(Path(__file__).resolve())]
     argv = [me + ["dealer", "2", dealer_addr, session, str(timeout_s)]]
     argv += [me + ["party", str(i), dealer_addr, session, str(timeout_s), ",".join(only), *addrs] for i in range(2)]
-    procs = [subprocess.Popen(a, env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True) for a in argv]
-    outs: list[list[str]] = [[] for _ in procs]
-    pumps = [threading.Thread(target=_drain, args=(p, o), daemon=True) for p, o in zip(procs, outs)]
-    for t in pumps:
-        t.start()
-    deadline = time.monotonic() + timeout_s
-    try:
-        for p in procs:
-            p.wait(max(1.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        raise TimeoutError(f"syft_mpc protocol run did not finish within {timeout_s:.0f} s") from None
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(10)
-        for t in pumps:
-            t.join(5)
-    if any(p.returncode for p in procs):
-        raise RuntimeError(f"syft_mpc protocol processes failed: exit codes {[p.returncode for p in procs]}")
+    outs = run_processes(argv, [env] * len(argv), timeout_s, "syft_mpc protocol run")
     import json
 
     parties = [json.loads(line[len("PARTY ") :]) for o in outs for line in o if line.startswith("PARTY ")]

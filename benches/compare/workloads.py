@@ -9,7 +9,11 @@ takes tens of seconds); the median is reported.
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 import sys
+import threading
+import time
 from typing import Any
 
 # name -> description, layer (which syft_mpc API runs it), reps
@@ -39,3 +43,44 @@ def emit(tag: str, obj: Any) -> None:
     """One result line on stdout that the orchestrator picks out of the noise: ``TAG {json}``."""
     sys.stdout.write(f"{tag} {json.dumps(obj)}\n")
     sys.stdout.flush()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_processes(argvs: list[list[str]], envs: list[dict[str, str]], timeout_s: float, what: str) -> list[list[str]]:
+    """Runs the processes together and returns each one's stdout lines. Every process
+    is killed if they do not all finish within ``timeout_s``; a non-zero exit raises."""
+    procs = [
+        subprocess.Popen(a, env=e, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        for a, e in zip(argvs, envs)
+    ]
+    outs: list[list[str]] = [[] for _ in procs]
+
+    def drain(proc: "subprocess.Popen[str]", sink: list[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sink.append(line.rstrip("\n"))
+
+    pumps = [threading.Thread(target=drain, args=(p, o), daemon=True) for p, o in zip(procs, outs)]
+    for t in pumps:
+        t.start()
+    deadline = time.monotonic() + timeout_s
+    try:
+        for p in procs:
+            p.wait(max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        raise TimeoutError(f"{what} did not finish within {timeout_s:.0f} s") from None
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+        for t in pumps:
+            t.join(5)
+    if any(p.returncode for p in procs):
+        raise RuntimeError(f"{what} failed: exit codes {[p.returncode for p in procs]}")
+    return outs
