@@ -171,7 +171,12 @@ class WorkerServer:
                 except TransportError as e:
                     if not self._stop.is_set() and not isinstance(e, _native.PeerDisconnected):
                         log.warning("connection from %s: %s", where, e)
-                    why = "stopped" if self._stop.is_set() else f"ended: {type(e).__name__}"
+                    if self._stop.is_set():
+                        why = "stopped"
+                    elif isinstance(e, _native.PeerDisconnected):
+                        why = "closed by the client"  # the usual way a driver leaves
+                    else:
+                        why = f"ended: {type(e).__name__}"
                     break
                 view = memoryview(msg)  # bytes, or a uint8 array owning a large message
                 kind, body = bytes(view[:1]), view[1:]
