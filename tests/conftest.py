@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import socket
-from typing import Callable, TypeVar
+import sys
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 import pytest
@@ -49,3 +50,16 @@ def rng() -> np.random.Generator:
 @pytest.fixture(params=[2, 3], ids=["2-parties", "3-parties"])
 def n_parties(request: pytest.FixtureRequest) -> int:
     return int(request.param)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_mpc_sessions():  # type: ignore[no-untyped-def]
+    """MPC sessions (parties' sockets, dealer threads) end with the module that opened them."""
+    yield
+    if "syft_mpc.mpc_session" in sys.modules:
+        sys.modules["syft_mpc.mpc_session"].close_all_sessions()
+
+
+def mpc_workers(hook: Any, prefix: str, n: int) -> "tuple[list[Any], Any]":
+    """`n` share-holder VirtualWorkers and a crypto provider, with ids unique to `prefix`."""
+    return [sy.VirtualWorker(hook, id=f"{prefix}-p{i}") for i in range(n)], sy.VirtualWorker(hook, id=f"{prefix}-james")

@@ -10,21 +10,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.optim as optim
 
+from conftest import mpc_workers
+
 import syft_mpc as sy
-from syft_mpc import mpc_session, shared
+from syft_mpc import shared
 from syft_mpc.errors import UnsupportedOperationError
 
 hook = sy.TorchHook(torch)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _close_sessions():
-    yield
-    mpc_session.close_all_sessions()
-
-
 def _workers(n: int) -> tuple[list[sy.VirtualWorker], sy.VirtualWorker]:
-    return [sy.VirtualWorker(hook, id=f"cnn{n}-p{i}") for i in range(n)], sy.VirtualWorker(hook, id=f"cnn{n}-james")
+    return mpc_workers(hook, f"cnn{n}", n)
 
 
 class CNN(nn.Module):

@@ -10,20 +10,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.optim as optim
 
+from conftest import mpc_workers
+
 import syft_mpc as sy
-from syft_mpc import mpc_session
 
 hook = sy.TorchHook(torch)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _close_sessions():
-    yield
-    mpc_session.close_all_sessions()
-
-
 def _workers(n: int) -> tuple[list[sy.VirtualWorker], sy.VirtualWorker]:
-    return [sy.VirtualWorker(hook, id=f"et{n}-p{i}") for i in range(n)], sy.VirtualWorker(hook, id=f"et{n}-james")
+    return mpc_workers(hook, f"et{n}", n)
 
 
 class Net(nn.Module):
