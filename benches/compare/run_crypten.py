@@ -19,7 +19,6 @@ CrypTen counts them). Prints ``RESULT {json}``.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -28,7 +27,7 @@ from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from workloads import ENV_ONE_THREAD, LR, MLP_SIZES, WORKLOADS, emit, free_port, median, run_processes  # noqa: E402
+from workloads import ENV_ONE_THREAD, LR, MLP_SIZES, WORKLOADS, emit, free_port, merge_party_results, run_processes  # noqa: E402
 
 os.environ.update(ENV_ONE_THREAD)
 WORLD = 2
@@ -154,22 +153,7 @@ def launch(timeout_s: float, only: set[str]) -> dict[str, Any]:
         argvs.append(me + (["ttp"] if rank == WORLD else ["rank", str(rank), ",".join(only)]))
         envs.append(dict(base, RANK=str(rank)))
     outs = run_processes(argvs, envs, timeout_s, "CrypTen run")
-    parties = [json.loads(line[len("PARTY ") :]) for o in outs for line in o if line.startswith("PARTY ")]
-    if len(parties) != WORLD:
-        raise RuntimeError(f"CrypTen reported {len(parties)} parties instead of {WORLD}")
-    merged: dict[str, Any] = {}
-    for name in parties[0]["results"]:
-        per = [q["results"][name] for q in parties]
-        times = [max(ts) for ts in zip(*(r["times_ms"] for r in per))]
-        merged[name] = {
-            "times_ms": times,
-            "ms": median(times),
-            "bytes_per_party": max(r["stats"]["bytes"] for r in per),
-            "rounds": max(r["stats"]["rounds"] for r in per),
-            "party_stats": [r["stats"] for r in per],
-            "api": "crypten 0.4.1, TTP provider, world size 2 + TTP process",
-        }
-    return merged
+    return merge_party_results(outs, WORLD, "bytes", "crypten 0.4.1, TTP provider, world size 2 + TTP process")
 
 
 def main() -> int:

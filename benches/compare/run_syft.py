@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from workloads import ENV_ONE_THREAD, LR, MLP_SIZES, WORKLOADS, emit, free_port, median, run_processes  # noqa: E402
+from workloads import ENV_ONE_THREAD, LR, MLP_SIZES, WORKLOADS, emit, free_port, median, merge_party_results, run_processes  # noqa: E402
 
 os.environ.update(ENV_ONE_THREAD)
 TOKEN_ENV = "SYFT_MPC_COMPARE_TOKEN"
@@ -120,24 +120,7 @@ def run_protocol(timeout_s: float, only: set[str]) -> dict[str, Any]:
     argv = [me + ["dealer", "2", dealer_addr, session, str(timeout_s)]]
     argv += [me + ["party", str(i), dealer_addr, session, str(timeout_s), ",".join(only), *addrs] for i in range(2)]
     outs = run_processes(argv, [env] * len(argv), timeout_s, "syft_mpc protocol run")
-    import json
-
-    parties = [json.loads(line[len("PARTY ") :]) for o in outs for line in o if line.startswith("PARTY ")]
-    if len(parties) != 2:
-        raise RuntimeError("missing party results")
-    merged: dict[str, Any] = {}
-    for name in parties[0]["results"]:
-        per = [q["results"][name] for q in parties]
-        times = [max(ts) for ts in zip(*(r["times_ms"] for r in per))]
-        merged[name] = {
-            "times_ms": times,
-            "ms": median(times),
-            "bytes_per_party": max(r["stats"]["bytes_sent"] for r in per),
-            "rounds": max(r["stats"]["rounds"] for r in per),
-            "party_stats": [r["stats"] for r in per],
-            "api": "syft_mpc._native Party/Dealer, one process each",
-        }
-    return merged
+    return merge_party_results(outs, 2, "bytes_sent", "syft_mpc._native Party/Dealer, one process each")
 
 
 # ---------------------------------------------------------------- tensor layer

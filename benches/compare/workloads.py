@@ -84,3 +84,24 @@ def run_processes(argvs: list[list[str]], envs: list[dict[str, str]], timeout_s:
     if any(p.returncode for p in procs):
         raise RuntimeError(f"{what} failed: exit codes {[p.returncode for p in procs]}")
     return outs
+
+
+def merge_party_results(outs: list[list[str]], world: int, bytes_key: str, api: str) -> dict[str, Any]:
+    """Combines the ``PARTY {json}`` lines of the parties: a run takes as long as its
+    slowest party, and bytes/rounds are the maximum over parties."""
+    parties = [json.loads(line[len("PARTY ") :]) for o in outs for line in o if line.startswith("PARTY ")]
+    if len(parties) != world:
+        raise RuntimeError(f"{len(parties)} of {world} parties reported results")
+    merged: dict[str, Any] = {}
+    for name in parties[0]["results"]:
+        per = [q["results"][name] for q in parties]
+        times = [max(ts) for ts in zip(*(r["times_ms"] for r in per))]
+        merged[name] = {
+            "times_ms": times,
+            "ms": median(times),
+            "bytes_per_party": max(r["stats"][bytes_key] for r in per),
+            "rounds": max(r["stats"]["rounds"] for r in per),
+            "party_stats": [r["stats"] for r in per],
+            "api": api,
+        }
+    return merged
