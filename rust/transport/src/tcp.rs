@@ -29,6 +29,8 @@ const COALESCE: usize = 64 * 1024;
 const SMALL_EXCHANGE: usize = 16 * 1024;
 /// Read buffer: frame headers and small messages arrive in one syscall.
 const READ_BUF: usize = 64 * 1024;
+/// A message buffer grows ahead of the received bytes by at least this much.
+const GROW_MIN: usize = 64 * 1024;
 
 /// Settings of TCP channels and their set-up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,8 +153,29 @@ impl Writer {
     }
 }
 
+/// The receiving socket. With a deadline (set for the handshake) every read waits at most
+/// until the deadline, not a full timeout per read: a stranger trickling one byte at a time
+/// cannot hold a handshake (and the thread running it) open longer than its bound.
+struct SocketReader {
+    sock: TcpStream,
+    deadline: Option<Instant>,
+}
+
+impl Read for SocketReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(d) = self.deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(ErrorKind::TimedOut, "deadline passed"));
+            }
+            self.sock.set_read_timeout(Some(left))?;
+        }
+        self.sock.read(buf)
+    }
+}
+
 fn read_header(
-    r: &mut BufReader<TcpStream>,
+    r: &mut BufReader<SocketReader>,
     limits: &FrameLimits,
     ctx: Ctx<'_>,
     got: u64,
@@ -171,7 +194,7 @@ fn read_header(
 
 /// Reads one message of exactly `buf.len()` bytes straight into `buf`.
 fn read_message_into(
-    r: &mut BufReader<TcpStream>,
+    r: &mut BufReader<SocketReader>,
     buf: &mut [u8],
     limits: &FrameLimits,
     ctx: Ctx<'_>,
@@ -197,30 +220,39 @@ fn read_message_into(
     }
 }
 
-/// Reads one message of any length up to `max_message`; the buffer grows one frame at a time.
-fn read_message(r: &mut BufReader<TcpStream>, limits: &FrameLimits, ctx: Ctx<'_>) -> Result<Vec<u8>, TransportError> {
+/// Reads one message of any length up to `max_message`; the buffer grows with the bytes received.
+fn read_message(
+    r: &mut BufReader<SocketReader>,
+    limits: &FrameLimits,
+    ctx: Ctx<'_>,
+) -> Result<Vec<u8>, TransportError> {
     let mut re = Reassembly::new(limits.max_message);
     let mut msg = Vec::new();
     loop {
         let h = read_header(r, limits, ctx, msg.len() as u64)?;
         let len = re.on_header(&h).map_err(|e| e.into_transport(ctx.peer))?;
-        let before = msg.len();
-        // Frames arrive in full (exact reads straight into the message; `read_to_end`
-        // would read in small adaptive steps). Growth doubles, so a large message is
-        // reallocated O(log n) times.
-        msg.resize(before + len, 0);
-        let mut got = 0;
-        while got < len {
-            match r.read(&mut msg[before + got..]) {
+        let end = msg.len() + len;
+        // Reads go straight into the message (`read_to_end` would read in small adaptive
+        // steps). The buffer grows ahead of the bytes received by at most what was received
+        // so far (and at least GROW_MIN), never by the declared length alone: a header
+        // announcing a large frame costs nothing until its bytes arrive. Growth still
+        // doubles, so a large message is reallocated O(log n) times.
+        let mut filled = msg.len();
+        while filled < end {
+            if filled == msg.len() {
+                let ahead = filled.max(GROW_MIN);
+                msg.resize(end.min(filled.saturating_add(ahead)), 0);
+            }
+            match r.read(&mut msg[filled..]) {
                 Ok(0) => {
                     return Err(ctx.io(
                         ErrorKind::UnexpectedEof.into(),
-                        &format!("in the middle of a message, after {} bytes", before + got),
+                        &format!("in the middle of a message, after {filled} bytes"),
                     ))
                 }
-                Ok(n) => got += n,
+                Ok(n) => filled += n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(ctx.io(e, &format!("in the middle of a message, after {} bytes", before + got))),
+                Err(e) => return Err(ctx.io(e, &format!("in the middle of a message, after {filled} bytes"))),
             }
         }
         if h.is_final() {
@@ -232,7 +264,7 @@ fn read_message(r: &mut BufReader<TcpStream>, limits: &FrameLimits, ctx: Ctx<'_>
 /// A [`Channel`] over an authenticated TCP connection. Created by [`connect`], [`accept`]
 /// or [`tcp_mesh`]. Stats count message payload bytes (not headers or the handshake).
 pub struct TcpChannel {
-    reader: BufReader<TcpStream>,
+    reader: BufReader<SocketReader>,
     writer: Writer,
     peer: String,
     peer_id: u32,
@@ -245,7 +277,7 @@ pub struct TcpChannel {
 impl std::fmt::Debug for TcpChannel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "TcpChannel(to {}", self.peer)?;
-        if let Ok(a) = self.reader.get_ref().peer_addr() {
+        if let Ok(a) = self.reader.get_ref().sock.peer_addr() {
             write!(f, " at {a}")?;
         }
         if self.poisoned.is_some() {
@@ -269,7 +301,7 @@ impl TcpChannel {
         stream.set_nodelay(true).map_err(setup)?;
         let writer = Writer { stream: stream.try_clone().map_err(setup)?, buf: Vec::with_capacity(COALESCE) };
         let mut chan = TcpChannel {
-            reader: BufReader::with_capacity(READ_BUF, stream),
+            reader: BufReader::with_capacity(READ_BUF, SocketReader { sock: stream, deadline: None }),
             writer,
             peer,
             peer_id,
@@ -290,7 +322,7 @@ impl TcpChannel {
 
     /// The peer's socket address, if the socket is still open.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.reader.get_ref().peer_addr().ok()
+        self.reader.get_ref().sock.peer_addr().ok()
     }
 
     /// A second handle on the socket, so another thread can shut the connection down
@@ -327,6 +359,11 @@ impl TcpChannel {
 
     pub(crate) fn set_peer_name(&mut self, name: String) {
         self.peer = name;
+    }
+
+    /// Bounds every later read by `deadline` as a whole (None: each read by the timeout).
+    pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.reader.get_mut().deadline = deadline;
     }
 
     /// Records the first error, shuts the socket down (the peer sees the connection close
@@ -396,7 +433,7 @@ impl TcpChannel {
             });
             let r = read_message_into(reader, inp, &limits, ctx);
             if r.is_err() && first.compare_exchange(0, READER, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
-                let _ = reader.get_ref().shutdown(Shutdown::Both);
+                let _ = reader.get_ref().sock.shutdown(Shutdown::Both);
             }
             (handle.join(), r)
         });
@@ -478,7 +515,7 @@ impl Channel for TcpChannel {
     fn set_timeout(&mut self, timeout: Duration) {
         let timeout = timeout.max(Duration::from_millis(1));
         self.timeout = timeout;
-        let s = self.reader.get_ref();
+        let s = &self.reader.get_ref().sock;
         if let Err(e) = s.set_read_timeout(Some(timeout)).and_then(|()| s.set_write_timeout(Some(timeout))) {
             let e = TransportError::Io { peer: self.peer.clone(), source: e };
             self.fail(e);
@@ -507,6 +544,13 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, TransportError> {
     })
 }
 
+/// `now + d`, saturating far in the future instead of panicking on overflow (a huge
+/// timeout means "no bound").
+pub(crate) fn deadline_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d).or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600))).unwrap_or(now)
+}
+
 fn handshake_limits() -> FrameLimits {
     FrameLimits { max_frame: HANDSHAKE_MAX, max_message: HANDSHAKE_MAX as u64 }
 }
@@ -514,6 +558,7 @@ fn handshake_limits() -> FrameLimits {
 fn finish(mut chan: TcpChannel, cfg: &TcpConfig) -> TcpChannel {
     chan.limits = cfg.limits();
     chan.stats = ChannelStats::default();
+    chan.set_deadline(None);
     chan.set_timeout(cfg.timeout);
     chan
 }
@@ -538,7 +583,7 @@ pub fn connect(
     if peer_id == my_id {
         return Err(TransportError::Setup(format!("party {my_id} cannot connect to itself")));
     }
-    let deadline = Instant::now() + cfg.connect_timeout;
+    let deadline = deadline_after(cfg.connect_timeout);
     let mut delay = Duration::from_millis(5);
     let stream = loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -600,7 +645,7 @@ pub fn accept(
     };
     let io_setup = |e: io::Error| TransportError::Setup(format!("cannot accept connections: {e}"));
     listener.set_nonblocking(true).map_err(io_setup)?;
-    let deadline = Instant::now() + cfg.connect_timeout;
+    let deadline = deadline_after(cfg.connect_timeout);
     let mut last_rejected: Option<TransportError> = None;
     let mut delay = Duration::from_millis(1);
     let result = loop {
