@@ -14,7 +14,6 @@ from conftest import mpc_workers
 
 import syft_mpc as sy
 from syft_mpc import shared
-from syft_mpc.errors import UnsupportedOperationError
 
 hook = sy.TorchHook(torch)
 
@@ -83,20 +82,6 @@ def test_small_cnn_trains_like_plaintext() -> None:
         plosses.append(pl.item())
     assert plosses[-1] < plosses[0]
     assert max(abs(a - b) for a, b in zip(losses, plosses)) < 0.02, (losses, plosses)
-
-
-def test_adaptive_optimizers_are_refused_with_a_clear_error() -> None:
-    ps, james = _workers(2)
-    model = nn.Linear(3, 2).fix_precision().share(*ps, crypto_provider=james, requires_grad=True)
-    with pytest.raises(UnsupportedOperationError, match=r"torch.optim.Adam cannot step shared parameters.*SGD"):
-        optim.Adam(model.parameters(), lr=0.01).fix_precision()
-    opt = optim.AdamW(model.parameters(), lr=0.01)
-    loss = model(torch.ones(2, 3).fix_prec().share(*ps, crypto_provider=james)).sum()
-    loss.backward()
-    with pytest.raises(UnsupportedOperationError, match="AdamW.*SGD"):
-        opt.step()
-    plain = nn.Linear(3, 2)
-    optim.Adam(plain.parameters()).step()  # plaintext models are untouched
 
 
 def test_lerp_and_sqrt_on_shares() -> None:

@@ -9,7 +9,11 @@ value. Methods, ranges and measured errors are in ``docs/ENCRYPTED_TENSORS.md``.
   ``y0 = 3·exp(0.5 − x) + 0.003``; signs handled by one comparison unless ``all_pos``.
 * ``log``: Householder iterations (order 8, 3 iterations) from
   ``y0 = x/120 − 20·exp(−2x − 1) + 3``.
-* ``sqrt``: Newton–Raphson on ``1/sqrt`` (3 iterations) then ``x · (1/sqrt x)``.
+* ``sqrt``: Newton–Raphson on ``1/sqrt`` (3 iterations) then ``x · (1/sqrt x)``; for a
+  high-precision tensor (an optimizer's second moment, 32 fractional bits) normalized first to
+  [1/4, 1) by one batched comparison with the powers 4^j.
+* High-precision tensors (scale above ``HIGH_PRECISION_SCALE``) are narrowed to 16 bits for
+  Newton starting points; ``reciprocal`` keeps their full precision in each step's ``x·y²``.
 * ``sigmoid``: ``1/(1 + exp(−|x|))`` mirrored by the sign of ``x``; the reciprocal runs on
   [1, 2], where the minimax line ``24/17 − 8/17·d`` starts Newton–Raphson within 1/17, so 3
   iterations reach the fixed-point resolution (1/17 → 3.5e−3 → 1.2e−5 → 1.5e−10).
@@ -25,11 +29,13 @@ from typing import Any
 import torch
 
 from syft_mpc.shared import (
+    HIGH_PRECISION_SCALE,
     SharedTensor,
     _Cell,
     _is_shared,
     _lift,
     _ltz,
+    _precision_of,
     _public_value,
     _run,
     add,
@@ -37,7 +43,9 @@ from syft_mpc.shared import (
     max_dim,
     mul,
     neg,
+    rescale,
     sub,
+    work_scale,
 )
 
 __all__ = ["exp", "reciprocal", "log", "sqrt", "inv_sqrt", "sigmoid", "tanh", "softmax", "log_softmax"]
@@ -63,24 +71,33 @@ def exp(x: SharedTensor) -> SharedTensor:
 
 
 def _sign_bits(x: SharedTensor) -> tuple[SharedTensor, SharedTensor]:
-    """(1{x<0} at x's scale, sign = 1 − 2·1{x<0})."""
-    lt = _ltz(x)
-    return lt, sub(_lift(1, x), mul(lt, 2))
+    """(1{x<0}, sign = 1 − 2·1{x<0}), both unscaled integers: a product with them is exact (no truncation)."""
+    lt = _ltz(x, scale=1)
+    return lt, sub(1, mul(lt, 2))
+
+
+def _narrowed(x: SharedTensor) -> SharedTensor:
+    """A high-precision tensor (an optimizer accumulator) at the scale its approximations run at."""
+    return rescale(x, work_scale(x)) if x.scale > HIGH_PRECISION_SCALE else x
 
 
 def reciprocal(
     x: SharedTensor, all_pos: bool = False, initial: "Any | None" = None, iterations: int = RECIPROCAL_ITERATIONS
 ) -> SharedTensor:
-    """1/x by Newton–Raphson. Documented range: 0.01 ≤ |x| ≤ 200 (relative error < 1e-3 for |x| in [0.1, 100])."""
+    """1/x by Newton–Raphson. Documented range: 0.01 ≤ |x| ≤ 200 (relative error < 1e-3 for |x| in [0.1, 100]).
+
+    A high-precision ``x`` keeps its precision in ``x·y²`` (truncated to ``y``'s scale): the
+    result, at the work scale, is then as precise as if ``x`` were exact, e.g. 1/(√v̂ + ε) in Adam."""
     if not all_pos:
         _, sgn = _sign_bits(x)
         return mul(reciprocal(mul(x, sgn), all_pos=True), sgn)
+    xn = _narrowed(x)
     if initial is None:
-        y = add(mul(exp(sub(0.5, x)), 3), 0.003)
+        y = add(mul(exp(sub(0.5, xn)), 3), 0.003)
     else:
-        y = _lift(initial, x) if not isinstance(initial, SharedTensor) else initial
+        y = _lift(initial, xn) if not isinstance(initial, SharedTensor) else initial
     for _ in range(iterations):
-        y = sub(mul(y, 2), mul(x, mul(y, y)))
+        y = sub(mul(y, 2), mul(x, mul(y, y), out_scale=y.scale))
     return y
 
 
@@ -98,17 +115,47 @@ def log(x: SharedTensor) -> SharedTensor:
     return y
 
 
-def inv_sqrt(x: SharedTensor) -> SharedTensor:
-    """1/sqrt(x) for x > 0 by Newton–Raphson (3 iterations) from CrypTen's initial guess."""
-    y = add(sub(mul(exp(neg(add(mul(x, 0.5), 0.2))), 2.2), mul(x, 1.0 / 1024)), 0.2)
+def inv_sqrt(x: SharedTensor, initial: "SharedTensor | None" = None) -> SharedTensor:
+    """1/sqrt(x) for x > 0 by Newton–Raphson (3 iterations) from CrypTen's initial guess (or ``initial``)."""
+    if x.scale > HIGH_PRECISION_SCALE:
+        return reciprocal(sqrt(x), all_pos=True)
+    y = initial if initial is not None else add(sub(mul(exp(neg(add(mul(x, 0.5), 0.2))), 2.2), mul(x, 1.0 / 1024)), 0.2)
     for _ in range(SQRT_ITERATIONS):
         y = mul(mul(y, sub(3, mul(x, mul(y, y)))), 0.5)
     return y
 
 
+SQRT_THRESHOLDS = range(-16, 8)
+"""Exponents j of the thresholds 4^j that normalize a high-precision sqrt argument: [2^-32, 2^16)."""
+_INV_SQRT_LINE = (2.1328, -1.2187)  # minimax line for 1/sqrt on [1/4, 1]: relative error 8.6e-2
+
+
 def sqrt(x: SharedTensor) -> SharedTensor:
-    """sqrt(x) = x · inv_sqrt(x), for x ≥ 0 (documented range [0.01, 100])."""
-    return mul(x, inv_sqrt(x))
+    """sqrt(x) = x · inv_sqrt(x), for x ≥ 0 (documented range [0.01, 100]).
+
+    A high-precision ``x`` (a second-moment accumulator, 32 fractional bits: values down to 2^-32
+    that Newton's method from a fixed start cannot reach) is normalized first: one batched
+    comparison with the thresholds 4^j gives shared bits b_j = 1{x ≥ 4^j}, hence (linearly, with
+    public coefficients) A = 4^-(i+1) and B = 2^(i+1) for x ∈ [4^i, 4^(i+1)); then
+    sqrt(x) = B · sqrt(x·A) with x·A ∈ [1/4, 1), where 3 Newton steps from a minimax line reach
+    the 16-bit resolution. The result keeps 32 fractional bits (relative error ≈ 2^-15);
+    x < 2^-32 (including small negative rounding) gives 0."""
+    if x.scale <= HIGH_PRECISION_SCALE:
+        return mul(x, inv_sqrt(x))
+    work = work_scale(x)
+    js = list(SQRT_THRESHOLDS)
+    col = (len(js),) + (1,) * x.dim()
+    thresholds = torch.tensor([4.0**j for j in js], dtype=torch.float64).reshape(col)
+    ge = sub(1, _ltz(sub(x.unsqueeze(0), thresholds), scale=1))  # (J, *x.shape), unscaled bits
+    lo = js[0]
+    a = [4.0 ** -(lo + 1)] + [4.0 ** -(j + 1) - 4.0**-j for j in js[1:]]  # telescoping: Σ_{j ≤ i} = 4^-(i+1)
+    b = [2.0 ** (lo + 1)] + [2.0**j for j in js[1:]]  # Σ_{j ≤ i} = 2^(i+1)
+    coef = torch.tensor([a, b], dtype=torch.float64).reshape((2,) + col)
+    ab = _run(ge, "aten.sum_dim", _run(ge, "mul_public", ge.unsqueeze(0), torch.round(coef * work).to(torch.int64)), [1], False)
+    big_a, big_b = (SharedTensor(t._cell, work, x.base, _precision_of(x.base, work), x.dtype) for t in ab.unbind(0))
+    y = mul(x, big_a, out_scale=work)  # ∈ [1/4, 1) at the work scale
+    line = add(mul(y, _INV_SQRT_LINE[1]), _INV_SQRT_LINE[0])
+    return mul(mul(y, inv_sqrt(y, initial=line)), big_b, out_scale=work * work)
 
 
 def sigmoid(x: SharedTensor) -> SharedTensor:

@@ -3,7 +3,8 @@
 ``torch.Tensor``: ``fix_prec``/``fix_precision``, ``float_prec``/``float_precision``,
 ``share``, ``encrypt``, ``decrypt``. ``torch.nn.Module``: the same, applied to every
 parameter (in place, returning the module). ``torch.optim.Optimizer.fix_precision()``
-returns the optimizer itself (it steps shared parameters with its ordinary code).
+returns the optimizer itself (it steps shared parameters with its ordinary code; adaptive
+optimizers get their state created in shares first).
 
 Float tensors: ``x.share(...)`` on a float tensor raises TypeError (encode first with
 ``x.fix_prec()``); ``x.encrypt(...)`` encodes floats automatically.
@@ -11,6 +12,7 @@ Float tensors: ``x.share(...)`` on a float tensor raises TypeError (encode first
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Sequence
 
 import torch
@@ -18,7 +20,7 @@ import torch.nn as nn
 
 from syft_mpc.errors import UnsupportedOperationError
 from syft_mpc.fixed_precision import DEFAULT_BASE, DEFAULT_PRECISION, FixedPrecisionTensor
-from syft_mpc.shared import SharedTensor, share_tensor
+from syft_mpc.shared import SharedTensor, lift_at, share_tensor
 
 __all__ = ["TENSOR_METHODS", "MODULE_METHODS", "OPTIMIZER_METHODS", "POINTER_METHODS", "FixedPrecisionPointer", "share_remote"]
 
@@ -166,37 +168,105 @@ def module_decrypt(self: nn.Module) -> nn.Module:
     return module_float_precision(module_get_shared(self))
 
 
-_ADAPTIVE = tuple(
-    getattr(torch.optim, n) for n in ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop", "Adagrad", "Adadelta", "SparseAdam")
+# ---------------------------------------------------------------------- optimizers
+
+ADAPTIVE_MIN_EPS_UNITS = 256
+"""Adaptive optimizers on shared parameters use ``eps ≥ 256`` units of the parameters' fixed-point
+resolution (2^-8 at 16 fractional bits): 1/(√v̂ + eps) then stays within the range where the
+shared reciprocal converges and a gradient's own rounding (a few units) moves the update by
+≲ 1 % (docs/ENCRYPTED_TENSORS.md, *Optimizers*)."""
+ACCUMULATOR_PRECISION = 32
+"""Fractional bits (base 2) of the moment estimates kept for shared parameters: g² of a 16-bit
+gradient is exact there, where at 16 bits (1−β2)·g² ≈ 1e-9 would round to 0."""
+
+
+def _state_spec(opt: Any, group: dict[str, Any]) -> "dict[str, bool] | None":
+    """The state tensors torch's ``step()`` reads for one parameter of ``opt`` (name → kept at
+    ACCUMULATOR_PRECISION), or None when there is nothing to prepare (SGD). Only tensors
+    that are never multiplied by one another may be high-precision (their product would not fit
+    the ring): RMSprop's centered ``grad_avg`` is squared, so it stays at the parameter's precision."""
+    if isinstance(opt, torch.optim.Adam):  # and AdamW, its subclass
+        spec = {"exp_avg": True, "exp_avg_sq": True}
+        if group.get("amsgrad"):
+            spec["max_exp_avg_sq"] = True
+        return spec
+    if isinstance(opt, torch.optim.RMSprop):
+        spec = {"square_avg": True}
+        if group.get("momentum", 0) > 0:
+            spec["momentum_buffer"] = False
+        if group.get("centered"):
+            spec["grad_avg"] = False
+        return spec
+    if isinstance(opt, torch.optim.Adagrad):
+        return {"sum": True}
+    return None
+
+
+_REFUSED = tuple(
+    getattr(torch.optim, n) for n in ("Adamax", "NAdam", "RAdam", "Adadelta", "SparseAdam")
     if hasattr(torch.optim, n)
 )
 
 
-def _refuse_adaptive(opt: Any) -> None:
-    """Adam and the other adaptive optimizers divide by the square root of the second moment
-    (≈ (1−β2)·g², 1e-4 and below): at 16 fractional bits (resolution 1.5e-5) it underflows and
-    sqrt/reciprocal on shares (accurate on [0.1, 50]) turn it into noise; measured: Adam on a
-    shared Linear diverged at its second step (loss 11.6 vs 1.52 in plaintext)."""
-    if isinstance(opt, _ADAPTIVE) and any(
-        isinstance(p, SharedTensor) for g in opt.param_groups for p in g["params"]
-    ):
+def _prepare_shared_optimizer(opt: Any) -> None:
+    """Makes ``opt``'s ordinary ``step()`` work on its shared parameters (Kingma & Ba 2015 for Adam).
+
+    Adam, AdamW, RMSprop and Adagrad: their state (moment estimates) is created as shared zeros,
+    the second moments at ACCUMULATOR_PRECISION fractional bits, and ``eps`` is raised to
+    ADAPTIVE_MIN_EPS_UNITS units (with a warning). Other adaptive optimizers raise
+    UnsupportedOperationError; SGD needs nothing."""
+    shared = [p for g in opt.param_groups for p in g["params"] if isinstance(p, SharedTensor)]
+    if not shared:
+        return
+    name = type(opt).__name__
+    if isinstance(opt, _REFUSED):
         raise UnsupportedOperationError(
-            f"torch.optim.{type(opt).__name__} cannot step shared parameters: its second-moment estimate "
-            "(~1e-4) underflows 16-bit fixed point and sqrt/division on shares are only accurate on [0.1, 50], "
-            "so the update would be noise. Use torch.optim.SGD (momentum=0.9 works) instead; "
-            "see docs/ENCRYPTED_TENSORS.md"
+            f"torch.optim.{name} cannot step shared parameters (its update has no secure implementation here). "
+            "Use torch.optim.SGD, Adam, AdamW, RMSprop or Adagrad; see docs/ENCRYPTED_TENSORS.md"
         )
+    for group in opt.param_groups:
+        spec = _state_spec(opt, group)
+        if spec is None:
+            continue  # SGD: its momentum buffer is a clone of the (shared) gradient
+        if group.get("fused") or group.get("capturable") or group.get("differentiable"):
+            raise UnsupportedOperationError(f"torch.optim.{name} on shared parameters: fused, capturable and differentiable are not supported")
+        for p in group["params"]:
+            if not isinstance(p, SharedTensor):
+                continue
+            if p.base != 2 or p.precision_fractional > DEFAULT_PRECISION:
+                raise UnsupportedOperationError(
+                    f"torch.optim.{name} on shared parameters needs base 2 with at most {DEFAULT_PRECISION} fractional bits"
+                )
+            min_eps = ADAPTIVE_MIN_EPS_UNITS / p.scale
+            if group["eps"] < min_eps:
+                warnings.warn(
+                    f"torch.optim.{name}: eps raised from {group['eps']:g} to {min_eps:g} for shared parameters "
+                    f"({ADAPTIVE_MIN_EPS_UNITS} units of their fixed-point resolution; see docs/ENCRYPTED_TENSORS.md)",
+                    stacklevel=3,
+                )
+                group["eps"] = min_eps
+            state = opt.state[p]
+            if "step" not in state:
+                state["step"] = torch.tensor(0.0, dtype=torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32)
+            for key, high in spec.items():
+                v = state.get(key)
+                if isinstance(v, SharedTensor):
+                    continue
+                # a plain initial value (Adagrad's initial_accumulator_value, made by full_like) is public
+                init = v.detach().to(torch.float64) if isinstance(v, torch.Tensor) else torch.zeros(p.shape, dtype=torch.float64)
+                state[key] = lift_at(init, p, ACCUMULATOR_PRECISION if high else p.precision_fractional)
 
 
 def _step_pre_hook(opt: Any, args: Any, kwargs: Any) -> None:
-    _refuse_adaptive(opt)
+    _prepare_shared_optimizer(opt)
 
 
 _hook_handle: Any = None
 
 
 def install_optimizer_check() -> None:
-    """Registers (once) a global optimizer step pre-hook that refuses adaptive optimizers on shares."""
+    """Registers (once) a global optimizer step pre-hook that prepares adaptive optimizers for
+    shared parameters (and refuses the unsupported ones); see :func:`_prepare_shared_optimizer`."""
     global _hook_handle
     if _hook_handle is None:
         from torch.optim.optimizer import register_optimizer_step_pre_hook
@@ -205,11 +275,21 @@ def install_optimizer_check() -> None:
 
 
 def optimizer_fix_precision(self: Any, *args: Any, **kwargs: Any) -> Any:
-    """Returns the optimizer: its ordinary ``step()`` already updates shared fixed-point parameters.
+    """Returns the optimizer: its ordinary ``step()`` updates shared fixed-point parameters.
 
-    SGD (with or without momentum) only; Adam and the other adaptive optimizers raise
-    :class:`UnsupportedOperationError` (here and at their first ``step()``)."""
-    _refuse_adaptive(self)
+    SGD as it is; Adam, AdamW, RMSprop and Adagrad with their state kept in shares (second
+    moments at 32 fractional bits) and ``eps`` raised to at least 2^-8 (see
+    docs/ENCRYPTED_TENSORS.md); other adaptive optimizers raise :class:`UnsupportedOperationError`.
+
+        >>> import torch, syft_mpc as sy
+        >>> hook = sy.TorchHook(torch)
+        >>> bob, alice, james = (sy.VirtualWorker(hook, id=i) for i in ("bob", "alice", "james"))
+        >>> model = torch.nn.Linear(2, 1).fix_precision().share(bob, alice, crypto_provider=james, requires_grad=True)
+        >>> opt = torch.optim.Adam(model.parameters(), lr=0.1, eps=2**-8).fix_precision()
+        >>> model(torch.ones(1, 2).fix_prec().share(bob, alice, crypto_provider=james)).sum().backward()
+        >>> opt.step()
+    """
+    _prepare_shared_optimizer(self)
     return self
 
 

@@ -219,7 +219,7 @@ class TorchHook:
         _attach(nn.Module, encrypted_api.MODULE_METHODS, encrypted_api.__name__)
         _attach(torch.optim.Optimizer, encrypted_api.OPTIMIZER_METHODS, encrypted_api.__name__)
         _attach(PointerTensor, encrypted_api.POINTER_METHODS, encrypted_api.__name__)  # ptr.fix_prec().share(...)
-        encrypted_api.install_optimizer_check()  # Adam & co. on shared parameters: a clear error
+        encrypted_api.install_optimizer_check()  # adaptive optimizers on shared parameters: prepared at the first step
         from syft_mpc.federated import dataset as fl_dataset  # dataset.federate((bob, alice)), as in PySyft
 
         dataset_methods: dict[str, Callable[..., Any]] = {"federate": fl_dataset.dataset_federate}

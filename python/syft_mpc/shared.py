@@ -15,7 +15,8 @@ parameters: they only ever call aten ops, and each aten op maps to one of
 Fixed point: a shared tensor carries ``scale`` (``base ** precision``; 1 for an integer
 tensor). A product of two fixed-point values is truncated by ``scale`` right after it,
 by the dealer-assisted protocol (any number of parties, exact up to one unit), or the
-local SecureML one with ``truncation="local"`` (2 parties only).
+local SecureML one with ``truncation="local"`` (2 parties only). Operands may carry different
+scales (an adaptive optimizer's state keeps 32 fractional bits): see ``rescale`` and ``mul``.
 
 Ops whose operands are all public never reach this class (they are plain torch ops).
 
@@ -285,8 +286,9 @@ def _public_value(v: Any) -> Any:
     return v
 
 
-def _meta(args: Any) -> SharedTensor:
-    """The first shared tensor among ``args``; checks they all share one group and scale."""
+def _meta(args: Any, same_scale: bool = True) -> SharedTensor:
+    """The first shared tensor among ``args``; checks they all share one group and (unless
+    ``same_scale`` is False: add, sub, mul and in-place stores align scales themselves) one scale."""
     first = None
     for v in tree_leaves(args):
         if isinstance(v, SharedTensor):
@@ -299,7 +301,7 @@ def _meta(args: Any) -> SharedTensor:
                         "all operands must be shared among the same workers with the same crypto provider "
                         "(.get() one of them and share it again)"
                     )
-                if v.scale != first.scale:
+                if same_scale and v.scale != first.scale:
                     raise ValueError(
                         f"this operation mixes shared tensors of different precisions (scale {first.scale} and {v.scale})"
                     )
@@ -308,12 +310,20 @@ def _meta(args: Any) -> SharedTensor:
     return first
 
 
+def _precision_of(base: int, scale: int) -> int:
+    p = round(math.log(scale, base))
+    if base**p != scale:
+        raise ValueError(f"scale {scale} is not a power of base {base}")
+    return p
+
+
 def _wrap(like: SharedTensor, ids: list[int], shapes: list[tuple[int, ...]], scale: "int | None" = None, dtype: "torch.dtype | None" = None) -> list[SharedTensor]:
     g = like.group
-    return [
-        SharedTensor(_Cell(_Shares(g, i, s)), like.scale if scale is None else scale, like.base, like.precision_fractional, dtype or like.dtype)
-        for i, s in zip(ids, shapes)
-    ]
+    sc = like.scale if scale is None else scale
+    # a fixed-point result at another scale than ``like`` (a product kept at higher precision, a
+    # rescaled tensor) gets the matching precision; integer (scale 1) results keep ``like``'s
+    prec = like.precision_fractional if sc in (1, like.scale) else _precision_of(like.base, sc)
+    return [SharedTensor(_Cell(_Shares(g, i, s)), sc, like.base, prec, dtype or like.dtype) for i, s in zip(ids, shapes)]
 
 
 def _run(like: SharedTensor, op: str, *args: Any, n_out: int = 1, scale: "int | None" = None, dtype: "torch.dtype | None" = None, **kwargs: Any) -> Any:
@@ -372,6 +382,49 @@ def _truncate(x: SharedTensor) -> SharedTensor:
     return _run(x, "truncate", x, **_trunc_kwargs(x))
 
 
+# ------------------------------------------------------------------ mixed scales
+# A shared tensor may carry more fractional bits than its operands (an optimizer's second-moment
+# accumulator: the square of a 16-bit gradient kept exactly at 32 bits). Addition and in-place
+# stores align scales; a product is kept at the larger operand scale (or ``out_scale``).
+HIGH_PRECISION_SCALE = 1 << 24
+"""Tensors above this scale are *high-precision*: they cannot be multiplied by themselves (the
+product would leave the ring), so approximations run on a copy narrowed to ``work_scale``."""
+MAX_PRODUCT_SCALE = 1 << 48  # a product at this scale still holds |x·y| < 2^14 below 2^62
+
+
+def work_scale(x: SharedTensor) -> int:
+    """The scale approximations of a high-precision tensor run at: 16 fractional bits (base 2), 4 digits (base 10)."""
+    return min(x.scale, 1 << 16 if x.base == 2 else 10**4)
+
+
+def rescale(x: SharedTensor, scale: int) -> SharedTensor:
+    """``x`` encoded at ``scale``: up is exact and local (a public integer factor), down is one truncation."""
+    if scale == x.scale:
+        return x
+    hi, lo = max(scale, x.scale), min(scale, x.scale)
+    if hi % lo or x.scale == 1 or scale == 1:
+        raise ValueError(f"cannot rescale a shared tensor from scale {x.scale} to {scale}")
+    out: SharedTensor
+    if scale > x.scale:
+        out = _run(x, "mul_public", x, torch.tensor(scale // x.scale, dtype=torch.int64), scale=scale)
+    else:
+        out = _run(x, "truncate", x, divisor=x.scale // scale, local=x.group.truncation == "local", scale=scale)
+    return out
+
+
+def _aligned(a: SharedTensor, b: SharedTensor) -> tuple[SharedTensor, SharedTensor]:
+    """Both at the larger of their scales (exact: the lower one is multiplied up)."""
+    _meta((a, b), same_scale=a.scale == 1 or b.scale == 1)  # integer and fixed point do not mix
+    s = max(a.scale, b.scale)
+    return rescale(a, s), rescale(b, s)
+
+
+def lift_at(v: torch.Tensor, like: SharedTensor, precision: int) -> SharedTensor:
+    """Public float tensor ``v`` as a (trivial) sharing among ``like``'s holders at ``precision``, without communication."""
+    out: SharedTensor = _run(like, "from_public", encode(v, like.base, precision), scale=scale_of(like.base, precision))
+    return out
+
+
 # ============================================================================ ops
 
 _IMPLS: dict[Any, Callable[..., Any]] = {}
@@ -390,7 +443,7 @@ def add(a: Any, b: Any, alpha: Any = 1) -> Any:
     if alpha != 1:
         b = mul(b, alpha)
     if _is_shared(a) and _is_shared(b):
-        _meta((a, b))
+        a, b = _aligned(a, b)
         return _run(a, "aten.add", a, b)
     if not _is_shared(a) and not _is_shared(b):
         return torch.add(_public_value(a), _public_value(b))
@@ -411,7 +464,7 @@ def sub(a: Any, b: Any, alpha: Any = 1) -> Any:
     if alpha != 1:
         b = mul(b, alpha)
     if _is_shared(a) and _is_shared(b):
-        _meta((a, b))
+        a, b = _aligned(a, b)
         return _run(a, "aten.sub", a, b)
     if _is_shared(a):
         return add(a, neg(b))
@@ -423,10 +476,19 @@ def sub(a: Any, b: Any, alpha: Any = 1) -> Any:
     return _run(b, "public_sub", ce, b)
 
 
-def mul(a: Any, b: Any) -> Any:
+def mul(a: Any, b: Any, out_scale: "int | None" = None) -> Any:
+    """a·b. Two shared operands: one Beaver product at scale ``a.scale·b.scale``, truncated to
+    ``out_scale`` (default: the larger operand scale; no truncation when it is the product's)."""
     if _is_shared(a) and _is_shared(b):
-        m = _meta((a, b))
-        return _run(m, "mul", a, b, **_trunc_kwargs(m))
+        m = _meta((a, b), same_scale=False)
+        prod = a.scale * b.scale
+        if prod > MAX_PRODUCT_SCALE and max(a.scale, b.scale) > HIGH_PRECISION_SCALE:
+            raise UnsupportedOperationError(
+                f"a product of shared tensors at scales {a.scale} and {b.scale} does not fit the 64-bit ring"
+            )
+        divisor = max(1, prod // (out_scale or max(a.scale, b.scale)))
+        like = a if a.scale >= b.scale else b
+        return _run(like, "mul", a, b, divisor=divisor, local=m.group.truncation == "local", scale=prod // divisor)
     if not _is_shared(a) and not _is_shared(b):
         return torch.mul(_public_value(a), _public_value(b))
     x, c = (a, b) if _is_shared(a) else (b, a)
@@ -451,7 +513,7 @@ def _fine_encoding(c: Any, like: SharedTensor) -> tuple[torch.Tensor, int]:
     if like.base != 2:
         return encode(cv, like.base, like.precision_fractional), like.scale
     m = float(cv.abs().max()) if cv.numel() else 0.0
-    bits = like.precision_fractional
+    bits = min(like.precision_fractional, DEFAULT_PRECISION)  # a high-precision tensor needs no more: |x·c| must fit
     if m > 0:
         bits = min(40, max(bits, 20 - math.ceil(math.log2(m))))
     return torch.round(cv * float(1 << bits)).to(torch.int64), 1 << bits
@@ -823,30 +885,54 @@ def _pair(v: Any) -> tuple[int, int]:
     return (v[0], v[0]) if len(v) == 1 else (int(v[0]), int(v[1]))
 
 
-def max_pool2d(x: SharedTensor, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1) -> SharedTensor:
+_POOL_PAD = -(1 << 60)
+"""Encoded value of max_pool2d's padding: far below any encodable value (|x| < 2^47), so a padded
+position never wins, as torch's −inf padding; differences with real values stay far from 2^63."""
+
+
+def _pool_out(n: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> tuple[int, int]:
+    """torch's max_pool2d output length along one axis, and how far its last window reads past
+    the padded input (ceil_mode: a partial window at the end)."""
+    eff = d * (k - 1) + 1
+    o = (n + 2 * p - eff + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (o - 1) * s >= n + p:  # the last window must start inside the input or its left padding
+        o -= 1
+    return o, max(0, (o - 1) * s + eff - (n + 2 * p))
+
+
+def _pool_windows(x: SharedTensor, k: tuple[int, int], s: tuple[int, int], p: tuple[int, int], d: tuple[int, int], ceil_mode: bool) -> tuple[Any, tuple[int, int]]:
+    """max_pool2d's windows as views of the shares, ``(n, c, oh, ow, kh*kw)``, and the extra
+    right/bottom padding that ceil_mode's partial windows read. Padded positions hold the public
+    ``_POOL_PAD`` (zero-padded shares plus a public mask: no communication)."""
+    n, c, h, w = x.shape
+    oh, eh = _pool_out(h, k[0], s[0], p[0], d[0], ceil_mode)
+    ow, ew = _pool_out(w, k[1], s[1], p[1], d[1], ceil_mode)
+    if oh < 1 or ow < 1:
+        raise ValueError(f"max_pool2d: output size {oh}x{ow} is too small for input {h}x{w}")
+    xp = x
+    if p != (0, 0) or eh or ew:
+        xp = torch.ops.aten.constant_pad_nd(x, [p[1], p[1] + ew, p[0], p[0] + eh], 0)
+        mask = torch.full(tuple(xp.shape[-2:]), _POOL_PAD, dtype=torch.int64)
+        mask[p[0] : p[0] + h, p[1] : p[1] + w] = 0
+        xp = _run(xp, "add_public", xp, mask)
+    win = xp.unfold(2, d[0] * (k[0] - 1) + 1, s[0]).unfold(3, d[1] * (k[1] - 1) + 1, s[1])
+    if d != (1, 1):
+        win = win[..., :: d[0], :: d[1]]
+    return win[:, :, :oh, :ow].reshape(n, c, oh, ow, k[0] * k[1]), (eh, ew)
+
+
+def _pool_args(kernel_size: Any, stride: Any, padding: Any, dilation: Any) -> tuple[tuple[int, int], ...]:
     k = _pair(kernel_size)
-    s = _pair(stride) if stride else k
-    p, d = _pair(padding), _pair(dilation)
-    if p != (0, 0) or d != (1, 1):
-        raise UnsupportedOperationError("max_pool2d on shared tensors supports padding=0 and dilation=1 only")
-    win = x.unfold(2, k[0], s[0]).unfold(3, k[1], s[1])  # (n, c, oh, ow, kh, kw): views of the shares
-    n, c, oh, ow = win.shape[:4]
-    vals, _ = max_dim(win.reshape(n, c, oh, ow, k[0] * k[1]), 4)
-    return vals
+    return k, (_pair(stride) if stride else k), _pair(padding), _pair(dilation)
 
 
-def _max_pool2d_onehot(x: SharedTensor, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1) -> tuple[SharedTensor, SharedTensor]:
+def _max_pool2d_onehot(x: SharedTensor, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False) -> tuple[SharedTensor, SharedTensor]:
     """max_pool2d that also returns, for each window, the shared one-hot vector of its argmax
     (shape ``(n, c, oh, ow, kh*kw)``, unscaled): a tournament of ⌈log2(kh·kw)⌉ rounds, each one
     ``ltz`` plus one Beaver select of the values and their one-hot vectors together."""
-    k = _pair(kernel_size)
-    s = _pair(stride) if stride else k
-    p, d = _pair(padding), _pair(dilation)
-    if p != (0, 0) or d != (1, 1):
-        raise UnsupportedOperationError("max_pool2d on shared tensors supports padding=0 and dilation=1 only")
-    win = x.unfold(2, k[0], s[0]).unfold(3, k[1], s[1])
-    n, c, oh, ow = win.shape[:4]
-    kk = k[0] * k[1]
+    k, s, p, d = _pool_args(kernel_size, stride, padding, dilation)
+    win, _ = _pool_windows(x, k, s, p, d, ceil_mode)
+    n, c, oh, ow, kk = win.shape
     vals: Any = win.reshape(n, c, oh, ow, kk, 1)
     hot = _run(x, "from_public", torch.eye(kk, dtype=torch.int64).expand(n, c, oh, ow, kk, kk).contiguous(), scale=1, dtype=torch.int64)
     while vals.shape[4] > 1:
@@ -864,15 +950,12 @@ def _max_pool2d_onehot(x: SharedTensor, kernel_size: Any, stride: Any = None, pa
         vals, hot = nv, nh
     out = vals.reshape(n, c, oh, ow)
     hot = hot.reshape(n, c, oh, ow, kk)
-    hot.scale = 1
     return out, SharedTensor(hot._cell, 1, x.base, x.precision_fractional, torch.int64)
 
 
 @implements(aten.max_pool2d_with_indices.default)
 def _max_pool2d_with_indices(x: Any, kernel_size: Any, stride: Any = (), padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False) -> Any:
-    if ceil_mode:
-        raise UnsupportedOperationError("max_pool2d on shared tensors: ceil_mode is not supported")
-    out, hot = _max_pool2d_onehot(x, kernel_size, stride or None, padding, dilation)
+    out, hot = _max_pool2d_onehot(x, kernel_size, stride or None, padding, dilation, ceil_mode)
     # The indices (argmax within each window, row-major) stay secret: a shared int64 tensor, which
     # also carries the one-hot selection the backward pass needs.
     kk = hot.shape[-1]
@@ -885,13 +968,15 @@ def _max_pool2d_with_indices(x: Any, kernel_size: Any, stride: Any = (), padding
 @implements(aten.max_pool2d_with_indices_backward.default)
 def _max_pool2d_with_indices_backward(grad: Any, x: Any, kernel_size: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: bool, indices: Any) -> Any:
     """Routes each window's gradient to its (secret) argmax: one Beaver product with the one-hot
-    selection kept by the forward pass, then col2im (sums overlapping windows)."""
+    selection kept by the forward pass, then col2im (sums overlapping windows; what lands on
+    padding is dropped)."""
     if not _is_shared(indices) or indices._cell.aux is None:
         raise UnsupportedOperationError(
             "max_pool2d backward on shared tensors needs the indices of a shared max_pool2d forward pass"
         )
-    k = _pair(kernel_size)
-    s = _pair(stride) if stride else k
+    k, s, p, d = _pool_args(kernel_size, stride, padding, dilation)
+    h, w = x.shape[-2:]
+    extra = (_pool_out(h, k[0], s[0], p[0], d[0], ceil_mode)[1], _pool_out(w, k[1], s[1], p[1], d[1], ceil_mode)[1])
     like = x if _is_shared(x) else indices
     n, c, oh, ow = indices.shape
     hot = SharedTensor(_Cell(indices._cell.aux), 1, like.base, like.precision_fractional, torch.int64)
@@ -899,16 +984,17 @@ def _max_pool2d_with_indices_backward(grad: Any, x: Any, kernel_size: Any, strid
         grad = _lift(grad, like)
     g = _run(grad, "mul", grad.reshape(n, c, oh, ow, 1), hot, divisor=1)  # (n, c, oh, ow, kk) at grad's scale
     cols = g.permute(0, 1, 4, 2, 3).reshape(n, c * k[0] * k[1], oh * ow)
-    return _col2im(cols, c, tuple(x.shape[-2:]), k, (1, 1), (0, 0), s)
+    return _col2im(cols, c, (h, w), k, d, p, s, extra)
 
 
-def _col2im(cols: SharedTensor, c: int, hw: tuple[int, int], k: Any, dilation: Any, padding: Any, stride: Any) -> Any:
+def _col2im(cols: SharedTensor, c: int, hw: tuple[int, int], k: Any, dilation: Any, padding: Any, stride: Any, extra: tuple[int, int] = (0, 0)) -> Any:
     """col2im (the adjoint of im2col: sums each column entry into the pixel it came from) on
     shares. torch has no int64 col2im on CPU, so it is a scatter_add with a public index map
-    (the im2col of the pixel numbers), local on every share."""
+    (the im2col of the pixel numbers), local on every share. ``extra``: padding beyond the
+    symmetric one on the bottom/right (ceil_mode pooling), cropped like it."""
     n, ckk, L = cols.shape
     kk = ckk // c
-    hp, wp = hw[0] + 2 * padding[0], hw[1] + 2 * padding[1]
+    hp, wp = hw[0] + 2 * padding[0] + extra[0], hw[1] + 2 * padding[1] + extra[1]
     pix = torch.arange(hp * wp, dtype=torch.float64).reshape(1, 1, hp, wp)
     index = torch.nn.functional.unfold(pix, tuple(k), dilation=tuple(dilation), stride=tuple(stride)).round().to(torch.int64)
     if index.shape[-1] != L:
@@ -916,7 +1002,7 @@ def _col2im(cols: SharedTensor, c: int, hw: tuple[int, int], k: Any, dilation: A
     index = index.reshape(1, 1, kk * L).expand(n, c, kk * L).contiguous()
     zeros = _lift(torch.zeros((n, c, hp * wp), dtype=torch.int64), cols)
     out = torch.ops.aten.scatter_add(zeros, 2, index, cols.reshape(n, c, kk * L)).reshape(n, c, hp, wp)
-    if padding[0] or padding[1]:
+    if (hp, wp) != tuple(hw):
         out = out[:, :, padding[0] : padding[0] + hw[0], padding[1] : padding[1] + hw[1]]
     return out
 
@@ -927,14 +1013,18 @@ def _convolution_backward(
     transposed: bool, output_padding: Any, groups: int, output_mask: Any,
 ) -> Any:
     """Gradients of conv2d as products on im2col columns (one Beaver matmul each when both
-    operands are shared, a local one otherwise): with cols = im2col(x) of shape (N, C·kh·kw, L)
-    and G = grad as (O, N·L), grad_w = G @ colsᵀ and grad_x = col2im(Wᵀ @ G)."""
-    if transposed or groups != 1 or len(stride) != 2:
-        raise UnsupportedOperationError("conv2d backward on shared tensors supports groups=1, non-transposed 2-d convolution")
-    o, c, kh, kw = w.shape
+    operands are shared, a local one otherwise): with cols = im2col(x) of shape (N·L, C·kh·kw)
+    and G = grad as (O, N·L), grad_w = G @ cols and grad_x = col2im(Wᵀ @ G). With ``groups`` g,
+    channels and filters split into g independent blocks: the same products as one batched
+    (g, ·, ·) matmul (depthwise: C = g)."""
+    if transposed or len(stride) != 2:
+        raise UnsupportedOperationError("conv2d backward on shared tensors supports non-transposed 2-d convolution")
+    o, cg, kh, kw = w.shape
+    g = int(groups)
+    og, c, kk = o // g, cg * g, kh * kw
     n, _, oh, ow = grad.shape
     L = oh * ow
-    g2 = grad.reshape(n, o, L).permute(1, 0, 2).reshape(o, n * L)
+    g3 = grad.reshape(n, g, og, L).permute(1, 2, 0, 3).reshape(g, og, n * L)
     gx = gw = gb = None
     if output_mask[1]:
         # im2col (torch has no int64 im2col on CPU): pad, then windows as views of the shares
@@ -945,11 +1035,11 @@ def _convolution_backward(
         win = xv.unfold(2, dk[0], stride[0]).unfold(3, dk[1], stride[1])  # (N, C, oh, ow, dk0, dk1)
         if dilation[0] != 1 or dilation[1] != 1:
             win = win[..., :: dilation[0], :: dilation[1]]
-        cols2 = win[:, :, :oh, :ow].permute(0, 2, 3, 1, 4, 5).reshape(n * L, c * kh * kw)
-        gw = matmul(g2, cols2).reshape(o, c, kh, kw)
+        cols = win[:, :, :oh, :ow].reshape(n, g, cg, L, kk).permute(1, 0, 3, 2, 4).reshape(g, n * L, cg * kk)
+        gw = matmul(g3, cols).reshape(o, cg, kh, kw)
     if output_mask[0]:
-        dcols = matmul(w.reshape(o, c * kh * kw).t(), g2)  # (C*kh*kw, N*L)
-        dcols = dcols.reshape(c * kh * kw, n, L).permute(1, 0, 2)
+        dcols = matmul(w.reshape(g, og, cg * kk).transpose(1, 2), g3)  # (g, Cg*kh*kw, N*L)
+        dcols = dcols.reshape(g, cg, kk, n, L).permute(3, 0, 1, 2, 4).reshape(n, c * kk, L)
         gx = _col2im(dcols, c, tuple(x.shape[-2:]), (kh, kw), tuple(dilation), tuple(padding), tuple(stride))
     if output_mask[2]:
         gb = grad.sum((0, 2, 3))
@@ -1003,7 +1093,8 @@ def _set_shares(dst: SharedTensor, src: Any) -> SharedTensor:
     if not _is_shared(src):
         src = _lift(src, dst)
     if src.group is not dst.group or src.scale != dst.scale:
-        _meta((dst, src))
+        _meta((dst, src), same_scale=src.scale == 1 or dst.scale == 1)
+        src = rescale(src, dst.scale)  # an in-place result keeps the destination's precision
     if tuple(src.shape) != tuple(dst.shape):
         src = _run(src, "aten.clone", _run(src, "aten.expand", src, list(dst.shape)))
     dst._cell.shares = src._cell.shares
@@ -1039,8 +1130,53 @@ _IMPLS[aten.div_.Scalar] = _inplace(div)
 _IMPLS[aten.neg_.default] = _inplace(neg)
 _IMPLS[aten.relu_.default] = _inplace(relu)
 _IMPLS[aten.zero_.default] = _inplace(lambda x: _lift(torch.zeros(x.shape, dtype=torch.int64), x))
-_IMPLS[aten.addcmul_.default] = _inplace(lambda x, t1, t2, value=1: add(x, mul(mul(t1, t2), value)))
-_IMPLS[aten.addcdiv_.default] = _inplace(lambda x, t1, t2, value=1: add(x, mul(div(t1, t2), value)))
+
+
+def addcmul(x: Any, t1: Any, t2: Any, value: Any = 1) -> Any:
+    """x + value·t1·t2, the product kept at ``x``'s precision: a gradient's square added to a
+    high-precision accumulator is exact (16 + 16 fractional bits, no truncation)."""
+    return add(x, mul(mul(t1, t2, out_scale=x.scale if _is_shared(x) else None), value))
+
+
+def addcdiv(x: Any, t1: Any, t2: Any, value: Any = 1) -> Any:
+    return add(x, mul(div(t1, t2), value))
+
+
+def maximum(a: Any, b: Any, largest: bool = True) -> Any:
+    """Elementwise max (min): one comparison and one Beaver select."""
+    if not _is_shared(a) and not _is_shared(b):
+        return (torch.maximum if largest else torch.minimum)(_public_value(a), _public_value(b))
+    like = a if _is_shared(a) else b
+    a, b = _aligned(_lift(a, like), _lift(b, like))
+    shape = np.broadcast_shapes(tuple(a.shape), tuple(b.shape))
+    a, b = a.expand(shape), b.expand(shape)
+    bit = _ltz(sub(a, b) if largest else sub(b, a), scale=1)  # 1: take b
+    return _select(bit, b, a)
+
+
+def minimum(a: Any, b: Any) -> Any:
+    return maximum(a, b, largest=False)
+
+
+_IMPLS[aten.addcmul.default] = addcmul
+_IMPLS[aten.addcmul_.default] = _inplace(addcmul)
+_IMPLS[aten.addcdiv.default] = addcdiv
+_IMPLS[aten.addcdiv_.default] = _inplace(addcdiv)
+_IMPLS[aten.maximum.default] = maximum
+_IMPLS[aten.minimum.default] = minimum
+
+
+def _out_variant(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def impl(*args: Any, out: Any, **kwargs: Any) -> Any:
+        if not _is_shared(out):
+            raise UnsupportedOperationError("a shared result cannot be written into a plain tensor (out=)")
+        return _set_shares(out, fn(*args, **kwargs))
+
+    return impl
+
+
+_IMPLS[aten.maximum.out] = _out_variant(maximum)
+_IMPLS[aten.minimum.out] = _out_variant(minimum)
 
 
 def lerp(x: Any, end: Any, weight: Any) -> Any:
@@ -1081,15 +1217,14 @@ def _foreach(fn: Callable[..., Any], inplace: bool) -> Callable[..., Any]:
     return impl
 
 
-for _name, _fn in (("add", add), ("sub", sub), ("mul", mul), ("div", div)):
+for _name, _fn in (("add", add), ("sub", sub), ("mul", mul), ("div", div), ("maximum", maximum), ("minimum", minimum)):
     for _ov in ("List", "Scalar", "Tensor", "ScalarList"):
         for _suffix, _inp in (("", False), ("_", True)):
             _pkt = getattr(aten, f"_foreach_{_name}{_suffix}", None)
             if _pkt is not None and hasattr(_pkt, _ov):
                 _IMPLS[getattr(_pkt, _ov)] = _foreach(_fn, _inp)
 _fn3: Callable[..., Any]
-for _name, _fn3 in (("lerp", lerp), ("addcmul", lambda x, t1, t2, value=1: add(x, mul(mul(t1, t2), value))),
-                    ("addcdiv", lambda x, t1, t2, value=1: add(x, mul(div(t1, t2), value)))):
+for _name, _fn3 in (("lerp", lerp), ("addcmul", addcmul), ("addcdiv", addcdiv)):
     for _ov in ("Scalar", "List", "Tensor", "ScalarList"):
         for _suffix, _inp in (("", False), ("_", True)):
             _pkt = getattr(aten, f"_foreach_{_name}{_suffix}", None)
