@@ -64,6 +64,7 @@ def _worker(args: argparse.Namespace) -> int:
             timeout_s=args.timeout,
             ready=ready,
             listener=listener,
+            state_dir=args.state_dir,
         )
     except _native.TransportError as e:  # e.g. the port is in use
         print(f"syft-mpc worker {args.id}: {e}", file=sys.stderr)
@@ -92,6 +93,9 @@ def main(argv: "list[str] | None" = None) -> int:
     w.add_argument("--grace", type=float, default=60.0, help="seconds a disconnected client's objects are kept")
     w.add_argument("--idle-timeout", type=float, default=24 * 3600.0, help="close connections silent this long")
     w.add_argument("--timeout", type=float, default=30.0, help="bound on handshakes and on requests to peers")
+    w.add_argument(
+        "--state-dir", help="directory for this worker's checkpoints (default: a per-worker directory under the temp dir)"
+    )
     w.add_argument("--quiet", action="store_true", help="log only warnings")
     w.set_defaults(fn=_worker)
 

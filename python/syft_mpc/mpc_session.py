@@ -469,14 +469,17 @@ def _pool() -> ThreadPoolExecutor:
 
 
 def fan_out(
-    requests: Sequence[tuple["BaseWorker", Any]], timeout_s: float = 4 * DEFAULT_TIMEOUT_S, concurrent: bool = True
+    requests: Sequence[tuple["BaseWorker", Any]],
+    timeout_s: float = 4 * DEFAULT_TIMEOUT_S,
+    concurrent: bool = True,
+    errors_out: "list[BaseException] | None" = None,
 ) -> list[Any]:
     """Sends ``body`` to each ``worker`` (concurrently unless told otherwise) and returns the replies in order.
 
     Waits for every reply (each bounded by ``timeout_s``) before raising, so no request
     is still running when this returns. When several fail, the root cause is raised:
     an error that is not a transport error outranks the ``PeerDisconnected`` errors it
-    causes in the other parties.
+    causes in the other parties. ``errors_out``, if given, receives every failure.
     """
     from syft_mpc.workers import local_worker
 
@@ -488,11 +491,13 @@ def fan_out(
     for (w, _), f in zip(requests, futs):
         try:
             results.append(f.result(timeout=timeout_s))
-        except TimeoutError as e:
-            errors.append(TimeoutError(f"worker {w.id} did not answer within {timeout_s} s: {e}"))
         except BaseException as e:  # noqa: BLE001 - re-raised below
-            errors.append(e)
+            # A PeerTimeout from the request is a TimeoutError too: only a future still
+            # running timed out here.
+            errors.append(e if f.done() else TimeoutError(f"worker {w.id} did not answer within {timeout_s} s"))
     if errors:
+        if errors_out is not None:
+            errors_out.extend(errors)
         root = [e for e in errors if not _is_transport(e)]
         raise (root or errors)[0]
     return results
@@ -529,6 +534,7 @@ class Group:
         self.timeout_s = DEFAULT_TIMEOUT_S
         self.truncation = "dealer"
         self._lock = threading.RLock()
+        self._stale: list[tuple[BaseWorker, str]] = []  # (member, session) whose MpcLeave could not be sent
 
     @property
     def n(self) -> int:
@@ -549,36 +555,49 @@ class Group:
                     (self.crypto_provider, MpcJoin(name, -1, addrs, dealer_addr, token, float(self.timeout_s)))
                 ]
                 reqs += [(w, MpcJoin(name, i, addrs, dealer_addr, token, float(self.timeout_s))) for i, w in enumerate(self.workers)]
+                errors: list[BaseException] = []
                 try:
-                    fan_out(reqs, timeout_s=self.timeout_s * 2)
+                    fan_out(reqs, timeout_s=self.timeout_s * 2, errors_out=errors)
                 except BaseException as e:
-                    culprit, dead = self._culprit("set-up", e)
+                    culprit, dead = self._culprit("set-up", e, errors)
                     self._leave(name, skip=dead)
                     if culprit is not None:
                         raise culprit from e
                     raise
                 self.session = name
+                self._leave_stale()  # every member just answered its join
             return self.session
 
-    def _culprit(self, what: str, e: BaseException) -> "tuple[BaseException | None, set[str]]":
+    def _culprit(
+        self, what: str, e: BaseException, errors: Sequence[BaseException] = ()
+    ) -> "tuple[BaseException | None, set[str]]":
         """After a transport failure of the session: which member is gone? Each party only
         sees its neighbour fail ("party 1 closed the connection", even when the dealer died
-        and party 1 gave up), so every member is asked for a sync (each bounded by its own
-        timeout). Returns the error to raise instead (naming the unreachable worker, or the
-        original annotated with who is who) and the ids of the unreachable members."""
+        and party 1 gave up). A member whose own connection to the driver was closed
+        (``errors``: every failure of the fan-out) is gone; otherwise every member is asked
+        for a sync (each bounded by its own timeout: a timeout alone may be a member busy
+        waiting for the one that hangs). Returns the error to raise instead (naming the
+        unreachable worker, or the original annotated with who is who) and the ids of the
+        unreachable members."""
         if not (_is_transport(e) or isinstance(e, TimeoutError)):
             return None, set()
         members = (*self.workers, self.crypto_provider)
-        probes = [(w, getattr(w, "sync", None)) for w in members]  # SocketWorkers; VirtualWorkers cannot vanish
-        futs = [(w, _pool().submit(sync)) for w, sync in probes if callable(sync)]
+        ids = {w.id for w in members}
         dead: dict[str, BaseException] = {}
-        for w, f in futs:
-            try:
-                f.result()
-            except TransportError as probe_err:
-                dead[w.id] = probe_err
-            except Exception:  # it answered (an earlier posted request's failure): reachable
-                pass
+        for x in errors:
+            wid = getattr(x, "worker", None)
+            if isinstance(x, TransportError) and not isinstance(x, TimeoutError) and wid in ids:
+                dead.setdefault(wid, x)
+        if not dead:
+            probes = [(w, getattr(w, "sync", None)) for w in members]  # SocketWorkers; VirtualWorkers cannot vanish
+            futs = [(w, _pool().submit(sync)) for w, sync in probes if callable(sync)]
+            for w, f in futs:
+                try:
+                    f.result()
+                except TransportError as probe_err:
+                    dead[w.id] = probe_err
+                except Exception:  # it answered (an earlier posted request's failure): reachable
+                    pass
         roles = ", ".join(f"party {i} = {w.id}" for i, w in enumerate(self.workers))
         roles += f", dealer = crypto provider {self.crypto_provider.id}"
         if dead:
@@ -597,9 +616,26 @@ class Group:
             err.worker = wid  # type: ignore[attr-defined]
         return err, set(dead)
 
+    def _leave_stale(self, connected_only: bool = False) -> None:
+        """Sends the leaves that unreachable members missed: a member that was only cut off
+        (a stalled or dropped link) still holds its party of the failed session. With
+        ``connected_only``, only to members the driver is connected to again (a dead one
+        would cost a connect timeout); the others are forgotten."""
+        from syft_mpc.workers import local_worker
+
+        stale, self._stale = self._stale, []
+        for w, name in stale:
+            if connected_only and getattr(w, "_conn", True) is None:  # a SocketWorker not reconnected
+                continue
+            try:
+                local_worker._send(w, MpcLeave(name))
+            except Exception:  # still unreachable, or restarted: nothing to close there
+                pass
+
     def _leave(self, name: str, skip: "set[str] | frozenset[str]" = frozenset()) -> None:
         for w in (*self.workers, self.crypto_provider):
             if w.id in skip:  # unreachable: waiting on it again would only add its timeout
+                self._stale.append((w, name))
                 continue
             try:
                 from syft_mpc.workers import local_worker
@@ -614,6 +650,7 @@ class Group:
             if self.session is not None:
                 name, self.session = self.session, None
                 self._leave(name)
+            self._leave_stale(connected_only=True)
 
     def run(self, op: str, args: tuple[Any, ...], kwargs: "dict[str, Any] | None" = None, n_out: int = 1) -> tuple[list[int], list[tuple[int, ...]]]:
         """Runs MPC op ``op`` on every share holder; returns the new share ids and their shapes.
@@ -629,17 +666,17 @@ class Group:
             session = self.ensure_session()
             ids = [new_id() for _ in range(n_out)]
             body = MpcRun(session, op, tuple(args), dict(kwargs or {}), ids)
+            errors: list[BaseException] = []
             try:
-                replies = fan_out([(w, body) for w in self.workers], concurrent=interactive)
+                replies = fan_out([(w, body) for w in self.workers], concurrent=interactive, errors_out=errors)
             except BaseException as e:
+                self._delete(ids)  # holders that finished stored results nobody will name
                 if interactive:
                     self.session = None
-                    culprit, dead = self._culprit(f"operation {op!r}", e)
+                    culprit, dead = self._culprit(f"operation {op!r}", e, errors)
                     self._leave(session, skip=dead)
                     if culprit is not None:
                         raise culprit from e
-                else:
-                    self._delete(ids)
                 raise
             shapes = [tuple(s) for s in replies[0]]
             return ids, shapes

@@ -44,6 +44,8 @@ _current = threading.local()  # .owner: the client uid whose request this thread
 class ServedWorker(BaseWorker):
     """The object store of a worker process; remembers which client stored each object."""
 
+    state_dir: "str | None" = None  # where checkpoints go (syft_mpc.checkpoint); None: a per-worker temp dir
+
     def __init__(self, hook: Any, id: str) -> None:
         # Its own registry: peers are the SocketWorkers announced by clients.
         super().__init__(hook, id=id, known_workers={})
@@ -59,12 +61,20 @@ class ServedWorker(BaseWorker):
         self._owner_of.pop(obj_id, None)
         return super()._forget(obj_id, moved_to)
 
+    @property
+    def current_client(self) -> "str | None":
+        """The client (hello uid) whose request this thread is running, if any."""
+        return getattr(_current, "owner", None)
+
     def free_client(self, uid: str) -> int:
-        """Forgets every object stored by client ``uid``; returns how many."""
+        """Forgets every object stored by client ``uid`` and aborts the MPC parties it opened; returns how many objects."""
+        from syft_mpc.mpc_session import close_sessions_of
+
         with self._lock:
             ids = [i for i, o in self._owner_of.items() if o == uid]
             for i in ids:
                 self._forget(i)
+            close_sessions_of(self, uid)
         self.flush_gc()
         return len(ids)
 
@@ -93,6 +103,7 @@ class WorkerServer:
         timeout_s: float = 30.0,
         session: str = DEFAULT_SESSION,
         listener: "_native.Listener | None" = None,
+        state_dir: "str | None" = None,
     ) -> None:
         self.id = id
         self.token = token
@@ -101,6 +112,7 @@ class WorkerServer:
         self.timeout_s = timeout_s
         self.session = session
         self.worker = ServedWorker(TorchHook(torch), id)
+        self.worker.state_dir = state_dir
         if listener is None:
             listener = _native.Listener(f"{host}:{port}", token, id, session=session, timeout_s=timeout_s)
         self.listener = listener
@@ -187,8 +199,10 @@ class WorkerServer:
                             raise SerializationError(f"expected an Envelope, got {type(env).__name__}")
                     elif kind == HELLO:
                         hello = serde.decode(body)
-                        if not (isinstance(hello, dict) and isinstance(hello.get("uid"), str)):
-                            raise SerializationError("a hello must be a dict with a string 'uid'")
+                        # Checked here, so a bad hello is answered like any malformed message.
+                        if not (isinstance(hello, dict) and isinstance(hello.get("uid"), str)
+                                and isinstance(hello.get("peers") or {}, dict)):
+                            raise SerializationError("a hello must be a dict with a string 'uid' and a dict 'peers'")
                     elif kind != SYNC:
                         raise SerializationError(f"unknown frame kind {bytes(kind)!r}")
                 except Exception as e:  # malformed: answer, then drop this client only
@@ -324,13 +338,15 @@ def run_worker(
     timeout_s: float = 30.0,
     ready: "Any" = None,
     listener: "_native.Listener | None" = None,
+    state_dir: "str | None" = None,
 ) -> None:
     """Runs a worker server in this process until SIGINT/SIGTERM (the CLI's ``worker`` command).
 
     ``ready(address)`` is called once listening (the CLI prints ``listening on host:port``).
     """
     server = WorkerServer(
-        id, host, port, token, grace_s=grace_s, idle_timeout_s=idle_timeout_s, timeout_s=timeout_s, listener=listener
+        id, host, port, token, grace_s=grace_s, idle_timeout_s=idle_timeout_s, timeout_s=timeout_s, listener=listener,
+        state_dir=state_dir,
     )
     server.install_signal_handlers()
     log.info("worker %s listening on %s", id, server.address)

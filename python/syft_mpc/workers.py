@@ -36,6 +36,7 @@ from syft_mpc.errors import (
     RemoteValueError,
     RemoteZeroDivisionError,
     SerializationError,
+    TransportError,
     UnsupportedOperationError,
 )
 from syft_mpc.messages import (
@@ -226,9 +227,19 @@ class BaseWorker:
         """
         deletes = self._gc_pending.pop(location, None) or []
         data = location._encode_request(Envelope(self.id, deletes, body))
-        if (post or body is None or type(body) in _NO_REPLY) and location._post(data):
-            return None
-        reply = serde.decode(location._deliver(data))
+        linked = getattr(location, "_conn", None) is not None  # a SocketWorker with a live connection
+        try:
+            if (post or body is None or type(body) in _NO_REPLY) and location._post(data):
+                return None
+            raw = location._deliver(data)
+        except TransportError:
+            # The link broke under this request, so its deletions may never have arrived: queue
+            # them again for the next request (after a reconnect; deleting twice is harmless).
+            # Not when connecting failed: a worker that is gone would keep them queued forever.
+            if deletes and linked:
+                self._gc_pending.setdefault(location, []).extend(deletes)
+            raise
+        reply = serde.decode(raw)
         if isinstance(reply, Ok):
             return reply.value
         if isinstance(reply, Err):
@@ -248,7 +259,10 @@ class BaseWorker:
         while self._gc_pending:
             location = next(iter(self._gc_pending))
             if self._gc_pending.get(location):
-                self._send(location, None)
+                # Workers are equal by id, so the key may be an older object for this id (a
+                # restarted worker, reached through a new SocketWorker): go through the one
+                # known now, as the next request to that id would, not to the old address.
+                self._send(self._known_workers.get(location.id, location), None)
             else:
                 self._gc_pending.pop(location, None)
 
@@ -421,3 +435,5 @@ class VirtualWorker(BaseWorker):
 local_worker = VirtualWorker(None, id="me")
 """The driver: the worker that owns the pointers made in this process (id ``"me"``)."""
 import syft_mpc.mpc_session  # noqa: E402,F401  (registers the MPC request handlers; see register_handler)
+import syft_mpc.checkpoint  # noqa: E402,F401  (registers the checkpoint request handlers)
+import syft_mpc.federated.local  # noqa: E402,F401  (registers LocalTrain / AddNoiseShare; see register_handler)
