@@ -55,6 +55,7 @@ from syft_mpc.errors import (
     PeerTimeout,
     ProtocolError,
     ShapeError,
+    TlsError,
     TransportError,
 )
 
@@ -121,6 +122,7 @@ __all__ = [
     "PeerTimeout",
     "ProtocolError",
     "ShapeError",
+    "TlsError",
     "TransportError",
     "__version__",
     "decode",
