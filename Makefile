@@ -4,6 +4,7 @@
 #   make test   cargo test --workspace, then pytest (tests/ and benches/ run once each)
 #   make lint   cargo fmt --check, clippy -D warnings
 #   make bench  pytest-benchmark with timing on; JSON into bench-results/, then a markdown table
+#   make fuzz   cargo-fuzz (nightly Rust) on every fuzz target for FUZZ_SECONDS each (default 60)
 #   make compare  syft_mpc vs CrypTen 0.4.1 (own venv, .venv-crypten) on the same workloads; table, JSON, PNGs in bench-results/
 
 PYTHON ?= python3
@@ -21,7 +22,7 @@ CRYPTEN_VENV ?= .venv-crypten
 CRYPTEN_PY := $(CRYPTEN_VENV)/bin/python
 CRYPTEN_STAMP := $(CRYPTEN_VENV)/.deps-installed
 
-.PHONY: venv build demo test test-rust test-python lint fmt bench compare clean
+.PHONY: venv build demo test test-rust test-python lint fmt bench compare clean fuzz
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +72,21 @@ bench: venv
 	$(PY) -m pytest benches --benchmark-enable --benchmark-only --benchmark-columns=min,median,max,rounds \
 		--benchmark-json=$(BENCH_DIR)/bench-$$(date +%Y%m%d-%H%M%S).json $(PYTEST_ARGS)
 	$(PY) benches/report.py $(BENCH_DIR)
+
+# Coverage-guided fuzzing of the transport's decoders (needs `cargo +nightly` and
+# `cargo install cargo-fuzz`). Seeds come from fuzz/corpus/ (committed); what a run discovers
+# goes to fuzz/work/, crashes to fuzz/artifacts/ (both ignored). A crash fails the target:
+# fix it, then add the input to fuzz/corpus/<target>/ so the stable replay test
+# (rust/transport/tests/fuzz_replay.rs, part of `cargo test`) keeps checking it.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := frame_decoder handshake tcp_channel
+
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/work/$$t; \
+		cargo +nightly fuzz run $$t fuzz/work/$$t fuzz/corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) \
+			-malloc_limit_mb=64 -rss_limit_mb=1024 -print_final_stats=1 || exit 1; \
+	done
 
 # torch pinned to the version in .venv (same wheel; pip reuses its cache), else torch>=2.4.
 $(CRYPTEN_STAMP):

@@ -153,6 +153,23 @@ def test_linear_ops_match_torch(env: _Env, data: st.DataObject) -> None:
     assert close((sa + sb[0]).decrypt(), a + b[0])  # broadcasting shares
 
 
+def test_group_stats_count_the_traffic_of_one_product(env: _Env) -> None:
+    """A private product is 2 rounds (Beaver opening, truncation opening) and 24 bytes per
+    element to each peer (two 8-byte openings for the product, one for the truncation)."""
+    n = len(env.workers)
+    x = env.fp(torch.randn(1000))
+    env.fp(torch.zeros(1)).get()  # the session is open before the first count
+    before = x.group.stats()
+    (x * x).get()
+    after = x.group.stats()
+    assert set(after) == {w.id for w in env.workers}
+    for wid, a in after.items():
+        b = before[wid]
+        assert a["rounds"] - b["rounds"] >= 2
+        # the products' openings and the truncation's, to each of the n-1 peers (the .get() opens nothing among parties)
+        assert a["bytes_sent"] - b["bytes_sent"] >= 24 * 1000 * (n - 1)
+
+
 def test_private_products(env: _Env) -> None:
     torch.manual_seed(1)
     a, b = torch.randn(4, 5), torch.randn(5, 3)

@@ -151,7 +151,7 @@ def plots(res: dict[str, Any], out: Path) -> list[str]:
             ax.set_title(title)
             ax.legend()
         a1.set_yscale("log")
-        fig.suptitle("per op, max over the 2 parties (0 = not measured: syft_mpc's tensor layer has no stats call over sockets)", fontsize=9)
+        fig.suptitle("per op, max over the 2 parties", fontsize=9)
         fig.tight_layout()
         fig.savefig(out / "compare-comm.png", dpi=110)
         plt.close(fig)

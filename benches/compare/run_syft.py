@@ -189,7 +189,20 @@ def run_tensor(timeout_s: float, only: set[str]) -> dict[str, Any]:
                 else:
                     fn = lambda model=model, xs=xs: model(xs).get().float_precision()
             times = _time(fn, w["reps"])
-            results[name] = {"times_ms": times, "ms": median(times), "api": "fix_prec().share() on SocketWorkers (LocalWorkers processes)"}
+            # Traffic of one more rep: the share holders' counters before and after it.
+            group = xs.group
+            before = group.stats()
+            fn()
+            after = group.stats()
+            per = [{k: after[wid][k] - before.get(wid, {}).get(k, 0) for k in after[wid]} for wid in after]
+            results[name] = {
+                "times_ms": times,
+                "ms": median(times),
+                "bytes_per_party": max(p["bytes_sent"] for p in per),
+                "rounds": max(p["rounds"] for p in per),
+                "party_stats": per,
+                "api": "fix_prec().share() on SocketWorkers (LocalWorkers processes)",
+            }
         for wk in (bob, alice, carol):
             close = getattr(wk, "close", None)
             if close is not None:

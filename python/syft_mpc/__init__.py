@@ -86,6 +86,12 @@ _LAZY = {
     "set_validation": "syft_mpc.validation_mode",
     "validation_enabled": "syft_mpc.validation_mode",
     "ValidationError": "syft_mpc.validation_mode",
+    "dp": "syft_mpc.dp",
+    "federated": "syft_mpc.federated",
+    "BaseDataset": "syft_mpc.federated.dataset",
+    "FederatedDataset": "syft_mpc.federated.dataset",
+    "FederatedDataLoader": "syft_mpc.federated.loader",
+    "federate": "syft_mpc.federated.dataset",
 }
 
 
@@ -147,4 +153,8 @@ __all__ = [
     "validation",
     "validation_enabled",
     "ValidationError",
+    "BaseDataset",
+    "FederatedDataset",
+    "FederatedDataLoader",
+    "federate",
 ]

@@ -249,7 +249,9 @@ def share_remote(
     """Shares the tensor ``ptr`` points to without bringing it here: its location encodes it
     (``precision`` given: fixed point; None: an integer tensor as it is), splits it and stores
     one share on each of ``workers`` itself (:class:`~syft_mpc.messages.MpcShareOut`). The
-    driver only learns the shape. The original tensor stays where it was."""
+    driver only learns the shape. The original tensor stays where it was. As in PySyft 0.2 (where
+    the result is a pointer to the shared tensor), ``.get()`` of the result returns it still
+    shared; ``.decrypt()`` reveals it."""
     from syft_mpc.fixed_precision import scale_of
     from syft_mpc.messages import MpcShareOut, new_id
     from syft_mpc.mpc_session import group_of
@@ -281,7 +283,9 @@ def share_remote(
     msg = MpcShareOut(ptr.id_at_location, [w.id for w in group.workers], sid, base, -1 if precision is None else precision)
     shape = ptr._send(msg)
     dtype = torch.int64 if precision is None else (ptr.dtype if ptr.dtype.is_floating_point else torch.float32)
-    return SharedTensor(_Cell(_Shares(group, sid, tuple(shape))), scale, base, DEFAULT_PRECISION if precision is None else precision, dtype, requires_grad)
+    out = SharedTensor(_Cell(_Shares(group, sid, tuple(shape))), scale, base, DEFAULT_PRECISION if precision is None else precision, dtype, requires_grad)
+    out._from_pointer = True  # PySyft's pointer to a shared tensor: .get() keeps it shared
+    return out
 
 
 class FixedPrecisionPointer:

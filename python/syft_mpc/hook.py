@@ -192,8 +192,9 @@ class TorchHook:
     """Hooks torch for syft_mpc: ``hook = sy.TorchHook(torch)``.
 
     Adds ``send``, ``get``, ``move``, ``copy``, ``remote_get`` and ``remote_send`` to
-    ``torch.Tensor`` and ``send``, ``get``, ``move``, ``copy`` to ``torch.nn.Module``
-    (plain methods; nothing else in torch changes). Idempotent.
+    ``torch.Tensor``, ``send``, ``get``, ``move``, ``copy`` to ``torch.nn.Module`` and
+    ``federate`` to ``torch.utils.data.Dataset`` (plain methods; nothing else in torch
+    changes). Idempotent.
 
     Attributes:
         torch: the hooked module.
@@ -219,6 +220,10 @@ class TorchHook:
         _attach(torch.optim.Optimizer, encrypted_api.OPTIMIZER_METHODS, encrypted_api.__name__)
         _attach(PointerTensor, encrypted_api.POINTER_METHODS, encrypted_api.__name__)  # ptr.fix_prec().share(...)
         encrypted_api.install_optimizer_check()  # Adam & co. on shared parameters: a clear error
+        from syft_mpc.federated import dataset as fl_dataset  # dataset.federate((bob, alice)), as in PySyft
+
+        dataset_methods: dict[str, Callable[..., Any]] = {"federate": fl_dataset.dataset_federate}
+        _attach(torch.utils.data.Dataset, dataset_methods, fl_dataset.__name__)
 
     def __repr__(self) -> str:
         return f"<TorchHook local_worker:{self.local_worker.id}>"

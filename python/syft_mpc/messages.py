@@ -277,3 +277,14 @@ class MpcShareOut(Struct):
             raise SerializationError("MpcShareOut.holders must be distinct workers")
         if self.base not in (2, 10) or not -1 <= self.precision <= 62:
             raise SerializationError("MpcShareOut: base must be 2 or 10 and precision in [-1, 62]")
+
+
+@register
+@dataclass
+class MpcStats(Struct):
+    """Return this worker's traffic counters for MPC session ``session`` (its party's or its
+    dealer's ``stats()``: rounds, bytes sent and received), or an empty dict if it has none."""
+
+    KIND: ClassVar[int] = 34
+    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((str,),)
+    session: str

@@ -39,7 +39,7 @@ import torch
 
 from syft_mpc import _native
 from syft_mpc.errors import ProtocolError, TransportError, UnsupportedOperationError
-from syft_mpc.messages import Envelope, Err, MpcJoin, MpcLeave, MpcRun, MpcShareOut, Ok, Store, new_id
+from syft_mpc.messages import Envelope, Err, MpcJoin, MpcLeave, MpcRun, MpcShareOut, MpcStats, Ok, Store, new_id
 from syft_mpc.serde import ObjRef
 from syft_mpc.workers import register_handler
 
@@ -55,10 +55,11 @@ DEFAULT_TIMEOUT_S = 30.0
 
 
 class _PartyState:
-    __slots__ = ("party", "id", "n")
+    __slots__ = ("party", "id", "n", "owner")
 
-    def __init__(self, party: Any, pid: int, n: int) -> None:
+    def __init__(self, party: Any, pid: int, n: int, owner: "str | None" = None) -> None:
         self.party, self.id, self.n = party, pid, n
+        self.owner = owner  # the client (hello uid) whose MpcJoin opened it, on a worker server
 
 
 def _state(worker: "BaseWorker") -> dict[str, Any]:
@@ -102,8 +103,19 @@ def _handle_join(worker: "BaseWorker", msg: MpcJoin) -> tuple[Any, None]:
     party = _native.Party.connect(
         msg.party_id, list(msg.addrs), msg.dealer_addr, msg.token, session=msg.session, timeout_s=msg.timeout_s, **tls
     )
-    st[msg.session] = _PartyState(party, msg.party_id, n)
+    st[msg.session] = _PartyState(party, msg.party_id, n, getattr(worker, "current_client", None))
     return None, None
+
+
+def close_sessions_of(worker: "BaseWorker", owner: str) -> int:
+    """Aborts the parties that client ``owner`` opened on ``worker`` (its driver went away for
+    good: nobody will drive or close them). Their peers fail at once, and a dealer stops when
+    its sessions' last party goes. Call with the worker's lock held. Returns how many."""
+    st = _state(worker)
+    mine = [k for k, v in st.items() if isinstance(v, _PartyState) and v.owner == owner]
+    for k in mine:
+        st.pop(k).party.abort()
+    return len(mine)
 
 
 def _handle_leave(worker: "BaseWorker", msg: MpcLeave) -> tuple[Any, None]:
@@ -111,6 +123,13 @@ def _handle_leave(worker: "BaseWorker", msg: MpcLeave) -> tuple[Any, None]:
     if obj is not None:
         (obj.party if isinstance(obj, _PartyState) else obj).close()
     return None, None
+
+
+def _handle_stats(worker: "BaseWorker", msg: MpcStats) -> tuple[Any, None]:
+    st = _state(worker).get(msg.session)
+    # A dealer is busy in serve() for the whole session; its traffic shows in the parties'
+    # dealer_bytes_received.
+    return (dict(st.party.stats()) if isinstance(st, _PartyState) else {}), None
 
 
 def _u64(t: torch.Tensor) -> np.ndarray:
@@ -444,6 +463,7 @@ register_handler(MpcShareOut, _handle_share_out)
 register_handler(MpcJoin, _handle_join)
 register_handler(MpcRun, _handle_run)
 register_handler(MpcLeave, _handle_leave)
+register_handler(MpcStats, _handle_stats)
 
 # ============================================================================ driver side
 
@@ -542,14 +562,56 @@ class Group:
                 reqs += [(w, MpcJoin(name, i, addrs, dealer_addr, token, float(self.timeout_s))) for i, w in enumerate(self.workers)]
                 try:
                     fan_out(reqs, timeout_s=self.timeout_s * 2)
-                except BaseException:
-                    self._leave(name)
+                except BaseException as e:
+                    culprit, dead = self._culprit("set-up", e)
+                    self._leave(name, skip=dead)
+                    if culprit is not None:
+                        raise culprit from e
                     raise
                 self.session = name
             return self.session
 
-    def _leave(self, name: str) -> None:
+    def _culprit(self, what: str, e: BaseException) -> "tuple[BaseException | None, set[str]]":
+        """After a transport failure of the session: which member is gone? Each party only
+        sees its neighbour fail ("party 1 closed the connection", even when the dealer died
+        and party 1 gave up), so every member is asked for a sync (each bounded by its own
+        timeout). Returns the error to raise instead (naming the unreachable worker, or the
+        original annotated with who is who) and the ids of the unreachable members."""
+        if not (_is_transport(e) or isinstance(e, TimeoutError)):
+            return None, set()
+        members = (*self.workers, self.crypto_provider)
+        probes = [(w, getattr(w, "sync", None)) for w in members]  # SocketWorkers; VirtualWorkers cannot vanish
+        futs = [(w, _pool().submit(sync)) for w, sync in probes if callable(sync)]
+        dead: dict[str, BaseException] = {}
+        for w, f in futs:
+            try:
+                f.result()
+            except TransportError as probe_err:
+                dead[w.id] = probe_err
+            except Exception:  # it answered (an earlier posted request's failure): reachable
+                pass
+        roles = ", ".join(f"party {i} = {w.id}" for i, w in enumerate(self.workers))
+        roles += f", dealer = crypto provider {self.crypto_provider.id}"
+        if dead:
+            wid, first = next(iter(dead.items()))
+            role = "the crypto provider" if wid == self.crypto_provider.id else "share holder"
+            err: BaseException = type(first)(f"MPC {what} failed: {role} {wid} cannot be reached ({roles}): {first}")
+        elif getattr(e, "remote_type", ""):
+            err = type(e)(f"{e} ({roles})")
+        else:
+            return None, set()
+        for attr in ("worker", "peer", "remote_type"):
+            v = getattr(first if dead else e, attr, None)
+            if v is not None:
+                setattr(err, attr, v)
+        if dead:
+            err.worker = wid  # type: ignore[attr-defined]
+        return err, set(dead)
+
+    def _leave(self, name: str, skip: "set[str] | frozenset[str]" = frozenset()) -> None:
         for w in (*self.workers, self.crypto_provider):
+            if w.id in skip:  # unreachable: waiting on it again would only add its timeout
+                continue
             try:
                 from syft_mpc.workers import local_worker
 
@@ -580,15 +642,29 @@ class Group:
             body = MpcRun(session, op, tuple(args), dict(kwargs or {}), ids)
             try:
                 replies = fan_out([(w, body) for w in self.workers], concurrent=interactive)
-            except BaseException:
+            except BaseException as e:
                 if interactive:
                     self.session = None
-                    self._leave(session)
+                    culprit, dead = self._culprit(f"operation {op!r}", e)
+                    self._leave(session, skip=dead)
+                    if culprit is not None:
+                        raise culprit from e
                 else:
                     self._delete(ids)
                 raise
             shapes = [tuple(s) for s in replies[0]]
             return ids, shapes
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Traffic counters of the live session per share holder, worker id -> ``{"rounds",
+        "bytes_sent", "bytes_received", "dealer_bytes_received"}`` (bytes between parties, and
+        what the crypto provider streamed to that party); empty when no session is open.
+        Counters grow over the session's life: measure an operation by the difference of two calls."""
+        with self._lock:
+            if self.session is None:
+                return {}
+            replies = fan_out([(w, MpcStats(self.session)) for w in self.workers], timeout_s=self.timeout_s)
+            return {w.id: dict(r) for w, r in zip(self.workers, replies)}
 
     def _delete(self, ids: Sequence[int]) -> None:
         from syft_mpc.workers import local_worker

@@ -67,6 +67,7 @@ _U32 = struct.Struct("<I")
 _U16 = struct.Struct("<H")
 _F64 = struct.Struct("<d")
 _C128 = struct.Struct("<dd")
+_I64_MAX = (1 << 63) - 1
 
 T_NONE, T_FALSE, T_TRUE, T_INT, T_FLOAT, T_COMPLEX, T_STR, T_BYTES = range(8)
 T_LIST, T_TUPLE, T_DICT, T_SLICE, T_DTYPE, T_ELLIPSIS, T_SIZE, T_DEVICE = range(8, 16)
@@ -666,10 +667,14 @@ def _dec_tensor(r: _Reader, depth: int) -> torch.Tensor:
     shape = [int(r.unpack(_U64)) for _ in range(ndim)]
     nbytes = int(r.unpack(_U64))
     numel = 1
+    strided = 1  # torch's largest stride: the product of the dimensions, zeros counted as 1
     for d in shape:
         numel *= d
+        strided *= d or 1
     if numel * npdtype.itemsize != nbytes:
         raise SerializationError(f"tensor of shape {shape} and dtype {dtype} cannot hold {nbytes} bytes")
+    if strided > _I64_MAX:  # only possible with a zero dimension: nbytes bounds the others
+        raise SerializationError(f"tensor dimensions {shape} overflow 64-bit strides")
     if flags & FLAG_PADDED:
         pad = r.u8()
         if pad > 7:

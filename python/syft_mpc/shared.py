@@ -101,6 +101,7 @@ class SharedTensor(torch.Tensor):
     scale: int
     base: int
     precision_fractional: int
+    _from_pointer: bool = False  # made by sharing a remote tensor: .get() keeps it shared (see get)
 
     @staticmethod
     def __new__(cls, cell: _Cell, scale: int, base: int, precision: int, dtype: torch.dtype, requires_grad: bool = False) -> "SharedTensor":
@@ -162,7 +163,17 @@ class SharedTensor(torch.Tensor):
         """Reconstructs the values: a FixedPrecisionTensor (``.float_prec()`` decodes it), or an integer tensor.
 
         The shares stay on the workers until this tensor (and its aliases) are garbage-collected.
+
+        Exception, as in PySyft 0.2: sharing a *remote* tensor (``ptr.fix_prec().share(...)``)
+        stands for a pointer to a shared tensor, whose ``.get()`` brings that tensor here
+        still shared; so for such a tensor ``.get()`` returns a shared alias and reveals
+        nothing (PySyft tutorial Part 10 aggregates that way). ``.decrypt()`` always reveals.
         """
+        if self._from_pointer:
+            return SharedTensor(self._cell, self.scale, self.base, self.precision_fractional, self.dtype, self.requires_grad)
+        return self._reveal()
+
+    def _reveal(self) -> torch.Tensor:
         enc = self._reconstruct()
         if self.scale == 1:
             return enc
@@ -170,7 +181,7 @@ class SharedTensor(torch.Tensor):
 
     def decrypt(self) -> torch.Tensor:
         """Reconstructs and decodes: a plain float (or integer) tensor."""
-        v = self.get()
+        v = self._reveal()
         return v.float_precision() if isinstance(v, FixedPrecisionTensor) else v
 
     def float_precision(self) -> torch.Tensor:

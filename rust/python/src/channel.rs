@@ -14,8 +14,9 @@
 //! session id come from `session::session_secrets(token, session)`.
 //!
 //! A `Listener` runs its own accept thread; each accepted socket is authenticated on a
-//! thread of its own (a slow or hostile client never delays the others) and queued for
-//! `accept()`. Every blocking call releases the GIL.
+//! thread of its own (a slow or hostile client never delays the others), bounded by the
+//! timeout as a whole, at most [`MAX_HANDSHAKES`] at once, and queued for `accept()`.
+//! Every blocking call releases the GIL.
 //!
 //! TLS (optional): a `Listener` given `tls_cert`/`tls_key` (PEM files) accepts only TLS 1.3;
 //! a `Connection.connect` given `tls_ca` (PEM) uses TLS and checks the worker's certificate
@@ -31,7 +32,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use sha2::{Digest, Sha256};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -40,6 +41,10 @@ use syft_mpc_transport::{accept_stream, bind, connect, Channel, TcpChannel, TcpC
 
 /// Handshakes waiting for `accept()`; further connections wait in the kernel backlog.
 const QUEUE: usize = 64;
+/// Handshakes in progress at once (one thread each). Each lasts at most the timeout; past
+/// this many, new connections are closed at once, so strangers opening connections
+/// without finishing a handshake cannot exhaust the worker's threads or memory.
+const MAX_HANDSHAKES: usize = 512;
 const CLIENT_ID: u32 = 0;
 /// Received messages of at least this many bytes come back as a numpy `uint8` array that
 /// owns the received buffer (no copy); smaller ones as `bytes`.
@@ -211,6 +216,15 @@ struct AcceptCtx {
     cfg: TcpConfig,
 }
 
+/// Counts a handshake in progress; released when its thread ends (also by a panic).
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 fn accept_loop(
     listener: TcpListener,
     ctx: Arc<AcceptCtx>,
@@ -218,12 +232,25 @@ fn accept_loop(
     stop: Arc<AtomicBool>,
 ) {
     let mut delay = Duration::from_millis(1);
+    let in_progress = Arc::new(AtomicUsize::new(0));
     while !stop.load(Ordering::SeqCst) {
         match listener.accept() {
             Ok((stream, from)) => {
                 delay = Duration::from_millis(1);
+                if in_progress.fetch_add(1, Ordering::SeqCst) >= MAX_HANDSHAKES {
+                    in_progress.fetch_sub(1, Ordering::SeqCst);
+                    drop(stream); // closed at once: the client sees the connection end
+                    let detail = format!(
+                        "{MAX_HANDSHAKES} handshakes already in progress: closed a connection from {from} at once \
+                         (many connections that do not authenticate; firewall the port)"
+                    );
+                    let _ = tx.try_send(Err(TransportError::Setup(detail)));
+                    continue;
+                }
+                let slot = Slot(in_progress.clone());
                 let (ctx2, tx2, stop2) = (ctx.clone(), tx.clone(), stop.clone());
                 let spawned = std::thread::Builder::new().name("syft-mpc-handshake".into()).spawn(move || {
+                    let _slot = slot;
                     let c = &ctx2;
                     let r = accept_stream(stream, from, c.my_id, &[CLIENT_ID], c.session, &c.key, &c.names, &c.cfg);
                     if !stop2.load(Ordering::SeqCst) {

@@ -13,12 +13,13 @@
 //! the connection's `tls-exporter` channel binding (RFC 9266), which both ends of one TLS
 //! connection share and no other connection has: a proof cannot be relayed into another
 //! TLS connection. Over plaintext TCP nothing is appended.
-//! Proofs are checked in constant time (`hmac`'s `verify_slice`). Every read has the
-//! handshake timeout and a 256-byte bound. Failure mode: a wrong key, another session or
+//! Proofs are checked in constant time (`hmac`'s `verify_slice`). Every message has a
+//! 256-byte bound, and the whole handshake the timeout as one deadline (a peer sending a
+//! byte at a time cannot stretch it). Failure mode: a wrong key, another session or
 //! an unexpected party id gives [`TransportError::Auth`] naming the peer on both sides
 //! (each side sends its verdict before closing); the connection is then dropped.
 
-use crate::tcp::TcpChannel;
+use crate::tcp::{deadline_after, TcpChannel};
 use crate::{Channel, TransportError};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -140,6 +141,7 @@ pub(crate) fn handshake(
     timeout: Duration,
 ) -> Result<(u32, String), TransportError> {
     chan.set_timeout(timeout);
+    chan.set_deadline(Some(deadline_after(timeout)));
     let mut nonce = [0u8; 32];
     getrandom::getrandom(&mut nonce)
         .map_err(|e| TransportError::Setup(format!("OS random number generator failed: {e}")))?;

@@ -32,6 +32,8 @@ const COALESCE: usize = 64 * 1024;
 const SMALL_EXCHANGE: usize = 16 * 1024;
 /// Read buffer: frame headers and small messages arrive in one syscall.
 const READ_BUF: usize = 64 * 1024;
+/// A message buffer grows ahead of the received bytes by at least this much.
+const GROW_MIN: usize = 64 * 1024;
 
 /// Settings of TCP channels and their set-up.
 #[derive(Clone, Debug)]
@@ -114,15 +116,22 @@ impl Ctx<'_> {
 
 /// Where the receiving half reads from: the socket through a buffer, or TLS.
 enum ReadHalf {
-    Plain(BufReader<TcpStream>),
+    Plain(BufReader<SocketReader>),
     Tls(TlsReader),
 }
 
 impl ReadHalf {
     fn socket(&self) -> &TcpStream {
         match self {
-            ReadHalf::Plain(r) => r.get_ref(),
+            ReadHalf::Plain(r) => &r.get_ref().sock,
             ReadHalf::Tls(r) => r.socket(),
+        }
+    }
+
+    fn set_deadline(&mut self, deadline: Option<Instant>) {
+        match self {
+            ReadHalf::Plain(r) => r.get_mut().deadline = deadline,
+            ReadHalf::Tls(r) => r.sock.deadline = deadline,
         }
     }
 }
@@ -218,6 +227,27 @@ impl Writer {
     }
 }
 
+/// The receiving socket. With a deadline (set for the handshake) every read waits at most
+/// until the deadline, not a full timeout per read: a stranger trickling one byte at a time
+/// cannot hold a handshake (and the thread running it) open longer than its bound.
+pub(crate) struct SocketReader {
+    pub(crate) sock: TcpStream,
+    pub(crate) deadline: Option<Instant>,
+}
+
+impl Read for SocketReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(d) = self.deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(ErrorKind::TimedOut, "deadline passed"));
+            }
+            self.sock.set_read_timeout(Some(left))?;
+        }
+        self.sock.read(buf)
+    }
+}
+
 fn read_header(r: &mut ReadHalf, limits: &FrameLimits, ctx: Ctx<'_>, got: u64) -> Result<FrameHeader, TransportError> {
     let mut h = [0u8; HEADER_LEN];
     r.read_exact(&mut h).map_err(|e| {
@@ -266,23 +296,28 @@ fn read_message(r: &mut ReadHalf, limits: &FrameLimits, ctx: Ctx<'_>) -> Result<
     loop {
         let h = read_header(r, limits, ctx, msg.len() as u64)?;
         let len = re.on_header(&h).map_err(|e| e.into_transport(ctx.peer))?;
-        let before = msg.len();
-        // Frames arrive in full (exact reads straight into the message; `read_to_end`
-        // would read in small adaptive steps). Growth doubles, so a large message is
-        // reallocated O(log n) times.
-        msg.resize(before + len, 0);
-        let mut got = 0;
-        while got < len {
-            match r.read(&mut msg[before + got..]) {
+        let end = msg.len() + len;
+        // Reads go straight into the message (`read_to_end` would read in small adaptive
+        // steps). The buffer grows ahead of the bytes received by at most what was received
+        // so far (and at least GROW_MIN), never by the declared length alone: a header
+        // announcing a large frame costs nothing until its bytes arrive. Growth still
+        // doubles, so a large message is reallocated O(log n) times.
+        let mut filled = msg.len();
+        while filled < end {
+            if filled == msg.len() {
+                let ahead = filled.max(GROW_MIN);
+                msg.resize(end.min(filled.saturating_add(ahead)), 0);
+            }
+            match r.read(&mut msg[filled..]) {
                 Ok(0) => {
                     return Err(ctx.io(
                         ErrorKind::UnexpectedEof.into(),
-                        &format!("in the middle of a message, after {} bytes", before + got),
+                        &format!("in the middle of a message, after {filled} bytes"),
                     ))
                 }
-                Ok(n) => got += n,
+                Ok(n) => filled += n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(ctx.io(e, &format!("in the middle of a message, after {} bytes", before + got))),
+                Err(e) => return Err(ctx.io(e, &format!("in the middle of a message, after {filled} bytes"))),
             }
         }
         if h.is_final() {
@@ -342,7 +377,11 @@ impl TcpChannel {
         let (reader, stream, tls_binding) = match tls {
             None => {
                 let w = WriteHalf::Plain(stream.try_clone().map_err(setup)?);
-                (ReadHalf::Plain(BufReader::with_capacity(READ_BUF, stream)), w, None)
+                (
+                    ReadHalf::Plain(BufReader::with_capacity(READ_BUF, SocketReader { sock: stream, deadline: None })),
+                    w,
+                    None,
+                )
             }
             Some(conn) => {
                 let (r, w, binding) = tls::establish(stream, conn, &peer, t)?;
@@ -439,6 +478,11 @@ impl TcpChannel {
 
     pub(crate) fn set_peer_name(&mut self, name: String) {
         self.peer = name;
+    }
+
+    /// Bounds every later read by `deadline` as a whole (None: each read by the timeout).
+    pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.reader.set_deadline(deadline);
     }
 
     /// Records the first error, shuts the socket down (the peer sees the connection close
@@ -619,6 +663,13 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, TransportError> {
     })
 }
 
+/// `now + d`, saturating far in the future instead of panicking on overflow (a huge
+/// timeout means "no bound").
+pub(crate) fn deadline_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d).or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600))).unwrap_or(now)
+}
+
 fn handshake_limits() -> FrameLimits {
     FrameLimits { max_frame: HANDSHAKE_MAX, max_message: HANDSHAKE_MAX as u64 }
 }
@@ -626,6 +677,7 @@ fn handshake_limits() -> FrameLimits {
 fn finish(mut chan: TcpChannel, cfg: &TcpConfig) -> TcpChannel {
     chan.limits = cfg.limits();
     chan.stats = ChannelStats::default();
+    chan.set_deadline(None);
     chan.set_timeout(cfg.timeout);
     chan
 }
@@ -650,7 +702,7 @@ pub fn connect(
     if peer_id == my_id {
         return Err(TransportError::Setup(format!("party {my_id} cannot connect to itself")));
     }
-    let deadline = Instant::now() + cfg.connect_timeout;
+    let deadline = deadline_after(cfg.connect_timeout);
     let mut delay = Duration::from_millis(5);
     let stream = loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -713,7 +765,7 @@ pub fn accept(
     };
     let io_setup = |e: io::Error| TransportError::Setup(format!("cannot accept connections: {e}"));
     listener.set_nonblocking(true).map_err(io_setup)?;
-    let deadline = Instant::now() + cfg.connect_timeout;
+    let deadline = deadline_after(cfg.connect_timeout);
     let mut last_rejected: Option<TransportError> = None;
     let mut delay = Duration::from_millis(1);
     let result = loop {

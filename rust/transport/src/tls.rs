@@ -20,6 +20,7 @@
 //! §4.6.3) go out with the writer's next record, which is when the RFC requires them.
 
 use crate::frame::FRAME_MAGIC;
+use crate::tcp::{deadline_after, SocketReader};
 use crate::TransportError;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -187,7 +188,7 @@ pub(crate) fn tls_error(e: &io::Error) -> Option<&rustls::Error> {
 /// The receiving half: raw bytes come from its socket clone without the lock; the lock is
 /// taken to decrypt them and to copy plaintext out.
 pub(crate) struct TlsReader {
-    sock: TcpStream,
+    pub(crate) sock: SocketReader,
     conn: Arc<Mutex<Connection>>,
     raw: Box<[u8]>,
     start: usize,
@@ -196,7 +197,7 @@ pub(crate) struct TlsReader {
 
 impl TlsReader {
     pub(crate) fn socket(&self) -> &TcpStream {
-        &self.sock
+        &self.sock.sock
     }
 
     /// One socket read into the (empty) raw buffer; end of stream is an error.
@@ -420,7 +421,9 @@ pub(crate) fn establish(
     };
     let wsock = stream.try_clone().map_err(|e| TransportError::Io { peer: peer.to_string(), source: e })?;
     let conn = Arc::new(Mutex::new(conn));
-    let mut r = TlsReader { sock: stream, conn: conn.clone(), raw: vec![0u8; READ_CHUNK].into(), start: 0, end: 0 };
+    // The TLS handshake as a whole is bounded by the timeout, as the HMAC handshake after it is.
+    let sock = SocketReader { sock: stream, deadline: Some(deadline_after(timeout)) };
+    let mut r = TlsReader { sock, conn: conn.clone(), raw: vec![0u8; READ_CHUNK].into(), start: 0, end: 0 };
     let mut w = TlsWriter { sock: wsock, conn, out: Vec::new(), clean: true };
     let mut first_read = true;
     loop {

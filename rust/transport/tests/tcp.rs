@@ -5,7 +5,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 use syft_mpc_transport::{
-    accept, bind, connect, key_from_token, tcp_mesh, Channel, TcpChannel, TcpConfig, TransportError,
+    accept, accept_stream, bind, connect, key_from_token, tcp_mesh, Channel, TcpChannel, TcpConfig, TransportError,
 };
 
 const SESSION: [u8; 16] = *b"test-session-001";
@@ -341,4 +341,41 @@ fn connect_to_nobody_gives_up_after_connect_timeout() {
     let (l, _) = listen();
     let err = accept(&l, 0, &[1, 2], SESSION, &[0; 32], &names(), &cfg).unwrap_err();
     assert!(err.to_string().contains("party 1 (bob), party 2 (carol)"), "{err}");
+}
+
+#[test]
+fn a_trickling_stranger_is_cut_off_at_the_handshake_deadline() {
+    // Regression: the handshake timeout bounded each read, so a peer sending one byte just
+    // before every timeout held the handshake (and a worker's thread) open indefinitely.
+    let (l, addr) = listen();
+    let client = thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let hello = [&b"SMPC\x01\x01\x39\x00\x00\x00SMHI\x01"[..], &[0u8; 52]].concat();
+        for b in hello {
+            if s.write_all(&[b]).is_err() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let (stream, from) = l.accept().unwrap();
+    let start = Instant::now();
+    let err = accept_stream(stream, from, 0, &[1], SESSION, &key_from_token(b"t"), &names(), &cfg(400)).unwrap_err();
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(1500), "the handshake lasted {took:?}");
+    assert!(matches!(err, TransportError::Timeout { .. }), "{err}");
+    client.join().unwrap();
+}
+
+#[test]
+fn huge_timeouts_mean_no_bound_instead_of_a_panic() {
+    let forever = TcpConfig { timeout: Duration::MAX, connect_timeout: Duration::MAX, ..TcpConfig::default() };
+    let (l, addr) = listen();
+    let key = key_from_token(b"t");
+    let forever2 = forever.clone();
+    let t = thread::spawn(move || connect(addr, 1, 0, SESSION, &key, "alice", &forever2));
+    let mut a = accept(&l, 0, &[1], SESSION, &key, &names(), &forever).unwrap();
+    let mut b = t.join().unwrap().unwrap();
+    a.send(b"ok").unwrap();
+    assert_eq!(b.recv().unwrap(), b"ok");
 }
