@@ -93,6 +93,7 @@ fn cfg(limits: FrameLimits) -> TcpConfig {
         connect_timeout: Duration::from_secs(10),
         max_frame: limits.max_frame,
         max_message: limits.max_message,
+        ..TcpConfig::default()
     }
 }
 

@@ -55,6 +55,7 @@ from syft_mpc.errors import (
     PeerTimeout,
     ProtocolError,
     ShapeError,
+    TlsError,
     TransportError,
 )
 
@@ -127,6 +128,7 @@ __all__ = [
     "PeerTimeout",
     "ProtocolError",
     "ShapeError",
+    "TlsError",
     "TransportError",
     "__version__",
     "decode",

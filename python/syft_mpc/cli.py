@@ -1,7 +1,7 @@
 """The ``syft-mpc`` command (also ``python -m syft_mpc``).
 
-    syft-mpc worker --id bob --host 127.0.0.1 --port 8777 --token-file F
-    syft-mpc launch --workers bob,alice,carol script.py [script args...]
+    syft-mpc worker --id bob --host 127.0.0.1 --port 8777 --token-file F [--tls-cert C --tls-key K] [--tls-ca A]
+    syft-mpc launch --workers bob,alice,carol [--tls-cert C --tls-key K --tls-ca A] script.py [script args...]
 
 The token is read from ``--token-file`` or ``$SYFT_MPC_TOKEN``; it never appears on a
 command line. See ``docs/WORKERS.md``.
@@ -34,8 +34,16 @@ def _read_token(path: "str | None") -> str:
     return token
 
 
+def _tls_args(args: argparse.Namespace) -> "dict[str, str | None]":
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise SystemExit("syft-mpc: --tls-cert and --tls-key go together (PEM certificate chain and its key)")
+    ca = args.tls_ca or os.environ.get("SYFT_MPC_TLS_CA")
+    return {"tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_ca": ca}
+
+
 def _worker(args: argparse.Namespace) -> int:
     token = _read_token(args.token_file)
+    tls = _tls_args(args)
     logging.basicConfig(
         level=logging.INFO if not args.quiet else logging.WARNING,
         format=f"%(asctime)s syft-mpc worker {args.id}: %(message)s",
@@ -44,7 +52,10 @@ def _worker(args: argparse.Namespace) -> int:
     from syft_mpc import _native
 
     try:  # bind before importing torch: a port in use is reported at once
-        listener = _native.Listener(f"{args.host}:{args.port}", token, args.id, timeout_s=args.timeout)
+        addr = f"{args.host}:{args.port}"
+        listener = _native.Listener(
+            addr, token, args.id, timeout_s=args.timeout, tls_cert=tls["tls_cert"], tls_key=tls["tls_key"]
+        )
     except _native.TransportError as e:
         print(f"syft-mpc worker {args.id}: {e}", file=sys.stderr)
         return 2
@@ -65,6 +76,9 @@ def _worker(args: argparse.Namespace) -> int:
             ready=ready,
             listener=listener,
             state_dir=args.state_dir,
+            tls_cert=tls["tls_cert"],
+            tls_key=tls["tls_key"],
+            tls_ca=tls["tls_ca"],
         )
     except _native.TransportError as e:  # e.g. the port is in use
         print(f"syft-mpc worker {args.id}: {e}", file=sys.stderr)
@@ -78,7 +92,22 @@ def _launch(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.workers.split(",") if n.strip()]
     if not names:
         raise SystemExit("syft-mpc launch: --workers needs at least one name, e.g. --workers bob,alice")
-    return launch(names, [args.script, *args.args], host=args.host, grace_s=args.grace)
+    tls = _tls_args(args)
+    return launch(
+        names,
+        [args.script, *args.args],
+        host=args.host,
+        grace_s=args.grace,
+        tls_cert=tls["tls_cert"],
+        tls_key=tls["tls_key"],
+        tls_ca=tls["tls_ca"],
+    )
+
+
+def _add_tls_args(p: argparse.ArgumentParser, whose: str) -> None:
+    p.add_argument("--tls-cert", help=f"{whose} TLS certificate chain (PEM): connections must use TLS")
+    p.add_argument("--tls-key", help=f"{whose} TLS private key (PEM)")
+    p.add_argument("--tls-ca", help="CA certificate (PEM) to trust for TLS to workers (default: $SYFT_MPC_TLS_CA)")
 
 
 def main(argv: "list[str] | None" = None) -> int:
@@ -97,12 +126,14 @@ def main(argv: "list[str] | None" = None) -> int:
         "--state-dir", help="directory for this worker's checkpoints (default: a per-worker directory under the temp dir)"
     )
     w.add_argument("--quiet", action="store_true", help="log only warnings")
+    _add_tls_args(w, "this worker's")
     w.set_defaults(fn=_worker)
 
     la = sub.add_parser("launch", help="start local workers, run a script against them, stop them")
     la.add_argument("--workers", required=True, help="comma-separated worker ids, e.g. bob,alice,carol")
     la.add_argument("--host", default="127.0.0.1")
     la.add_argument("--grace", type=float, default=60.0)
+    _add_tls_args(la, "every worker's")
     la.add_argument("script")
     la.add_argument("args", nargs=argparse.REMAINDER)
     la.set_defaults(fn=_launch)

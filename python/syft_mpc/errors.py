@@ -7,7 +7,8 @@ Every error is an :class:`MpcError`. The classes are defined by the native modul
     ├── TransportError            a peer could not be reached or misbehaved (``.peer`` names it)
     │   ├── PeerTimeout           also a TimeoutError
     │   ├── PeerDisconnected      also a ConnectionError
-    │   └── AuthenticationError   wrong token or session
+    │   ├── AuthenticationError   wrong token or session
+    │   └── TlsError              TLS handshake failed (untrusted certificate, wrong name, TLS on one side only)
     ├── ProtocolError             parties out of step, unsupported party count, dealer trouble
     ├── ShapeError                also a ValueError
     ├── FixedPointError           also a ValueError
@@ -19,7 +20,7 @@ Every error is an :class:`MpcError`. The classes are defined by the native modul
         └── Remote{Runtime,Type,Value,Index,NotImplemented,ZeroDivision}Error
                                   also the builtin error of the same name
 
-The first seven come from the native module; the pointer-tensor layer defines the rest.
+The first eight come from the native module; the pointer-tensor layer defines the rest.
 
 Example::
 
@@ -39,6 +40,7 @@ from syft_mpc._native import (
     PeerTimeout,
     ProtocolError,
     ShapeError,
+    TlsError,
     TransportError,
 )
 
@@ -110,5 +112,6 @@ __all__ = [
     "PeerTimeout",
     "ProtocolError",
     "ShapeError",
+    "TlsError",
     "TransportError",
 ]

@@ -25,20 +25,27 @@ import time
 from types import TracebackType
 from typing import Any
 
-__all__ = ["LocalWorkers", "launch", "ENV_WORKERS", "ENV_TOKEN"]
+__all__ = ["LocalWorkers", "launch", "ENV_WORKERS", "ENV_TOKEN", "ENV_TLS_CA"]
 
 # Defined here (not in socket_worker) so that `syft-mpc launch` does not import torch.
 ENV_WORKERS = "SYFT_MPC_WORKERS"
 """``bob=127.0.0.1:8777,alice=127.0.0.1:8778``: the workers ``syft-mpc launch`` started."""
 ENV_TOKEN = "SYFT_MPC_TOKEN"
 """The shared secret every driver and worker authenticates with (never on a command line)."""
+ENV_TLS_CA = "SYFT_MPC_TLS_CA"
+"""Path of the CA certificate (PEM) that signed the workers' TLS certificates: when set,
+``SocketWorker``s connect over TLS by default (``syft-mpc launch --tls-...`` sets it)."""
 
 
 class LocalWorkers:
     """Worker processes on this machine, on free ports, with a fresh token.
 
     Attributes after ``__enter__``: ``addresses`` (name -> "host:port"), ``token``,
-    ``procs`` (name -> Popen) and ``env`` (the two variables a driver needs).
+    ``procs`` (name -> Popen) and ``env`` (the variables a driver needs).
+
+    With ``tls_cert``/``tls_key`` (PEM files; the certificate must name ``host``) every
+    worker accepts only TLS; ``tls_ca`` (the CA that signed it) lets workers reach each
+    other, and their MPC sessions, over TLS too, and goes to drivers as ``$SYFT_MPC_TLS_CA``.
     """
 
     def __init__(
@@ -50,6 +57,9 @@ class LocalWorkers:
         start_timeout_s: float = 60.0,
         extra_args: "list[str] | None" = None,
         quiet: bool = False,
+        tls_cert: "str | None" = None,
+        tls_key: "str | None" = None,
+        tls_ca: "str | None" = None,
     ) -> None:
         if len(set(names)) != len(names):
             raise ValueError(f"worker names must be distinct, got {names}")
@@ -59,6 +69,9 @@ class LocalWorkers:
         self.start_timeout_s = start_timeout_s
         self.extra_args = list(extra_args or [])
         self.quiet = quiet
+        if bool(tls_cert) != bool(tls_key):
+            raise ValueError("tls_cert and tls_key go together: pass both (PEM files) or neither")
+        self.tls = [os.path.abspath(p) if p else None for p in (tls_cert, tls_key, tls_ca)]
         self.token = secrets.token_hex(32)
         self.addresses: dict[str, str] = {}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -66,7 +79,10 @@ class LocalWorkers:
     @property
     def env(self) -> dict[str, str]:
         spec = ",".join(f"{n}={a}" for n, a in self.addresses.items())
-        return {ENV_WORKERS: spec, ENV_TOKEN: self.token}
+        env = {ENV_WORKERS: spec, ENV_TOKEN: self.token}
+        if self.tls[2]:
+            env[ENV_TLS_CA] = self.tls[2]
+        return env
 
     def port(self, name: str) -> int:
         return int(self.addresses[name].rpartition(":")[2])
@@ -88,6 +104,9 @@ class LocalWorkers:
         for name in self.names:
             cmd = [sys.executable, "-m", "syft_mpc", "worker", "--id", name, "--host", self.host, "--port", "0"]
             cmd += ["--grace", str(self.grace_s), *self.extra_args]
+            for flag, path in zip(("--tls-cert", "--tls-key", "--tls-ca"), self.tls):
+                if path:
+                    cmd += [flag, path]
             if self.quiet:
                 cmd.append("--quiet")
             self.procs[name] = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
@@ -136,10 +155,20 @@ def _wait_ready(name: str, proc: "subprocess.Popen[bytes]", timeout_s: float) ->
     return line[len("listening on ") :]
 
 
-def launch(names: "list[str]", argv: "list[str]", *, host: str = "127.0.0.1", grace_s: float = 60.0) -> int:
+def launch(
+    names: "list[str]",
+    argv: "list[str]",
+    *,
+    host: str = "127.0.0.1",
+    grace_s: float = 60.0,
+    tls_cert: "str | None" = None,
+    tls_key: "str | None" = None,
+    tls_ca: "str | None" = None,
+) -> int:
     """Starts the workers, runs ``python argv...`` with their addresses and token in the
-    environment, stops the workers, and returns the script's exit code."""
-    with LocalWorkers(names, host=host, grace_s=grace_s) as cluster:
+    environment, stops the workers, and returns the script's exit code. ``tls_cert``,
+    ``tls_key``, ``tls_ca`` go to :class:`LocalWorkers`."""
+    with LocalWorkers(names, host=host, grace_s=grace_s, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca) as cluster:
         env = dict(os.environ)
         env.update(cluster.env)
         print(f"syft-mpc launch: workers {env[ENV_WORKERS]}", file=sys.stderr, flush=True)

@@ -74,8 +74,19 @@ def _handle_join(worker: "BaseWorker", msg: MpcJoin) -> tuple[Any, None]:
     if msg.session in st:
         raise ProtocolError(f"worker {worker.id} already joined MPC session {msg.session!r}")
     n = len(msg.addrs)
+    # A worker started with a TLS certificate (server.WorkerServer) runs its MPC connections
+    # over TLS: as the dealer it only accepts; as a party it also connects (and needs the CA).
+    tls: "dict[str, str | None]" = getattr(worker, "mpc_tls", None) or {}
     if msg.party_id < 0:
-        dealer = _native.Dealer.connect(n, msg.dealer_addr, msg.token, session=msg.session, timeout_s=msg.timeout_s)
+        dealer = _native.Dealer.connect(
+            n,
+            msg.dealer_addr,
+            msg.token,
+            session=msg.session,
+            timeout_s=msg.timeout_s,
+            tls_cert=tls.get("tls_cert"),
+            tls_key=tls.get("tls_key"),
+        )
 
         def serve() -> None:
             try:
@@ -90,7 +101,7 @@ def _handle_join(worker: "BaseWorker", msg: MpcJoin) -> tuple[Any, None]:
         threading.Thread(target=serve, name=f"dealer-{worker.id}-{msg.session}", daemon=True).start()
         return None, None
     party = _native.Party.connect(
-        msg.party_id, list(msg.addrs), msg.dealer_addr, msg.token, session=msg.session, timeout_s=msg.timeout_s
+        msg.party_id, list(msg.addrs), msg.dealer_addr, msg.token, session=msg.session, timeout_s=msg.timeout_s, **tls
     )
     st[msg.session] = _PartyState(party, msg.party_id, n, getattr(worker, "current_client", None))
     return None, None

@@ -24,6 +24,12 @@ addresses go through the store: the **token** comes from ``$SYFT_MPC_TOKEN`` (or
 ``token`` argument) and never touches the store; every party-to-party and party-to-dealer
 connection is authenticated with it (HMAC handshake), so a store reachable by others can
 at worst make the session fail, not join it.
+
+TLS: with ``$SYFT_MPC_TLS_CERT`` and ``$SYFT_MPC_TLS_KEY`` (this node's PEM certificate and
+key) and ``$SYFT_MPC_TLS_CA`` (the CA that signed every node's certificate) set on every
+node, or the ``tls_*`` arguments, every connection of the session uses TLS 1.3. A node's
+certificate must name the address it publishes (``$SYFT_MPC_HOST``), or one name given as
+``tls_server_name`` on every node.
 """
 
 from __future__ import annotations
@@ -35,8 +41,12 @@ from typing import Any, Optional, Union
 
 from syft_mpc._native import Dealer, Party, PeerTimeout
 
-__all__ = ["from_torchrun", "ENV_HOST", "ENV_PORT", "KEY_PREFIX"]
+__all__ = ["from_torchrun", "ENV_HOST", "ENV_PORT", "ENV_TLS_CERT", "ENV_TLS_KEY", "KEY_PREFIX"]
 
+ENV_TLS_CERT = "SYFT_MPC_TLS_CERT"
+"""This node's TLS certificate chain (PEM) for :func:`from_torchrun`; TLS is on when it is set."""
+ENV_TLS_KEY = "SYFT_MPC_TLS_KEY"
+"""The private key (PEM) of ``$SYFT_MPC_TLS_CERT``."""
 ENV_HOST = "SYFT_MPC_HOST"
 """The address this rank listens on and publishes (default: the local address that routes to MASTER_ADDR)."""
 ENV_PORT = "SYFT_MPC_PORT"
@@ -102,6 +112,10 @@ def from_torchrun(
     host: Optional[str] = None,
     port: Optional[int] = None,
     store: Any = None,
+    tls_cert: Optional[str] = None,
+    tls_key: Optional[str] = None,
+    tls_ca: Optional[str] = None,
+    tls_server_name: Optional[str] = None,
 ) -> Union[Party, Dealer]:
     """Joins the MPC session of this torchrun job: returns a connected :class:`Party`
     (ranks ``0..WORLD_SIZE-2``, party id = rank) or the :class:`Dealer` (rank ``WORLD_SIZE-1``).
@@ -115,13 +129,16 @@ def from_torchrun(
             address routing to ``MASTER_ADDR``; ``$SYFT_MPC_PORT`` or a free port).
         store: a ``torch.distributed.Store`` to use instead of the ``env://`` rendezvous
             (then only ``RANK`` and ``WORLD_SIZE`` are read from the environment).
+        tls_cert, tls_key, tls_ca, tls_server_name: TLS for every connection (defaults:
+            ``$SYFT_MPC_TLS_CERT``, ``$SYFT_MPC_TLS_KEY``, ``$SYFT_MPC_TLS_CA``; TLS is on when
+            a certificate is given). See :meth:`Party.connect`.
 
     Raises:
         RuntimeError: missing or bad environment variables; ValueError: fewer than 3 ranks
         or no token; :class:`PeerTimeout` naming the ranks that did not publish in time;
         the errors of :meth:`Party.connect` / :meth:`Dealer.connect`.
     """
-    from syft_mpc.launch import ENV_TOKEN
+    from syft_mpc.launch import ENV_TLS_CA, ENV_TOKEN
 
     rank, world = _env_int("RANK"), _env_int("WORLD_SIZE")
     if world < 3:
@@ -155,9 +172,25 @@ def from_torchrun(
         ) from None
     addrs = [bytes(store.get(k)).decode("utf-8") for k in keys]
     n_parties = world - 1
+    tls_cert, tls_key = tls_cert or os.environ.get(ENV_TLS_CERT), tls_key or os.environ.get(ENV_TLS_KEY)
+    if tls_cert or tls_key:
+        tls_ca = tls_ca or os.environ.get(ENV_TLS_CA)
     if rank == world - 1:
-        return Dealer.connect(n_parties, addrs[-1], token, session=session, timeout_s=timeout_s)
-    return Party.connect(rank, addrs[:-1], addrs[-1], token, session=session, timeout_s=timeout_s)
+        return Dealer.connect(
+            n_parties, addrs[-1], token, session=session, timeout_s=timeout_s, tls_cert=tls_cert, tls_key=tls_key
+        )
+    return Party.connect(
+        rank,
+        addrs[:-1],
+        addrs[-1],
+        token,
+        session=session,
+        timeout_s=timeout_s,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_ca=tls_ca,
+        tls_server_name=tls_server_name,
+    )
 
 
 def _has(store: Any, key: str) -> bool:

@@ -16,6 +16,7 @@ the object store's lock serialises requests of different connections.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -26,6 +27,7 @@ import torch
 from syft_mpc import _native, serde
 from syft_mpc.errors import SerializationError, TransportError
 from syft_mpc.hook import TorchHook
+from syft_mpc.launch import ENV_TLS_CA
 from syft_mpc.messages import Envelope, Err, Ok
 from syft_mpc.socket_worker import DEFAULT_SESSION, HELLO, POST, REQUEST, SYNC, SocketWorker
 from syft_mpc.workers import BaseWorker
@@ -89,6 +91,11 @@ class WorkerServer:
         idle_timeout_s: a connection silent this long is closed (its client may reconnect).
         timeout_s: bound on handshakes, and on each wait of this worker's own requests
             to other workers.
+        tls_cert, tls_key: this worker's certificate chain and key (PEM files): clients
+            must connect over TLS.
+        tls_ca: the CA (PEM) this worker trusts when it connects to other workers (default
+            ``$SYFT_MPC_TLS_CA``). With a certificate, its MPC connections use TLS as well
+            (as a share holder it then needs ``tls_ca`` too).
     """
 
     def __init__(
@@ -104,6 +111,9 @@ class WorkerServer:
         session: str = DEFAULT_SESSION,
         listener: "_native.Listener | None" = None,
         state_dir: "str | None" = None,
+        tls_cert: "str | None" = None,
+        tls_key: "str | None" = None,
+        tls_ca: "str | None" = None,
     ) -> None:
         self.id = id
         self.token = token
@@ -113,8 +123,14 @@ class WorkerServer:
         self.session = session
         self.worker = ServedWorker(TorchHook(torch), id)
         self.worker.state_dir = state_dir
+        self.tls_ca = tls_ca if tls_ca is not None else os.environ.get(ENV_TLS_CA)
+        if tls_cert and tls_key:  # read by mpc_session: this worker's MPC connections use TLS too
+            tls = {"tls_cert": tls_cert, "tls_key": tls_key, "tls_ca": self.tls_ca}
+            self.worker.mpc_tls = tls  # type: ignore[attr-defined]
         if listener is None:
-            listener = _native.Listener(f"{host}:{port}", token, id, session=session, timeout_s=timeout_s)
+            listener = _native.Listener(
+                f"{host}:{port}", token, id, session=session, timeout_s=timeout_s, tls_cert=tls_cert, tls_key=tls_key
+            )
         self.listener = listener
         self.address = self.listener.local_addr
         self._stop = threading.Event()
@@ -290,6 +306,7 @@ class WorkerServer:
                 session=self.session,
                 known_workers=known,
                 announce=False,
+                tls_ca=self.tls_ca,
             )
             log.info("peer %s is at %s", name, addr)
 
@@ -339,17 +356,22 @@ def run_worker(
     ready: "Any" = None,
     listener: "_native.Listener | None" = None,
     state_dir: "str | None" = None,
+    tls_cert: "str | None" = None,
+    tls_key: "str | None" = None,
+    tls_ca: "str | None" = None,
 ) -> None:
     """Runs a worker server in this process until SIGINT/SIGTERM (the CLI's ``worker`` command).
 
-    ``ready(address)`` is called once listening (the CLI prints ``listening on host:port``).
+    ``ready(address)`` is called once listening (the CLI prints ``listening on host:port``);
+    ``tls_cert``, ``tls_key``, ``tls_ca`` go to :class:`WorkerServer`.
     """
     server = WorkerServer(
         id, host, port, token, grace_s=grace_s, idle_timeout_s=idle_timeout_s, timeout_s=timeout_s, listener=listener,
         state_dir=state_dir,
+        tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca,
     )
     server.install_signal_handlers()
-    log.info("worker %s listening on %s", id, server.address)
+    log.info("worker %s listening on %s%s", id, server.address, " (TLS)" if server.listener.tls else "")
     if ready is not None:
         ready(server.address)
     server.serve_forever()

@@ -37,7 +37,7 @@ from typing import Any
 
 from syft_mpc import _native, serde
 from syft_mpc.errors import TransportError
-from syft_mpc.launch import ENV_TOKEN, ENV_WORKERS
+from syft_mpc.launch import ENV_TLS_CA, ENV_TOKEN, ENV_WORKERS
 from syft_mpc.workers import BaseWorker
 
 __all__ = ["SocketWorker", "workers_from_env", "parse_workers", "ENV_WORKERS", "ENV_TOKEN", "ENV_TIMEOUT"]
@@ -87,6 +87,10 @@ class SocketWorker(BaseWorker):
             it: reaching another worker at that address fails with ``AuthenticationError``.
         host, port: where the worker listens.
         token: the shared secret (default: ``$SYFT_MPC_TOKEN``).
+        tls_ca: PEM file of the CA that signed the worker's TLS certificate (default
+            ``$SYFT_MPC_TLS_CA``; ``""`` forces plaintext): connect over TLS 1.3 and check
+            that certificate, for the name ``tls_server_name`` (default: ``host``). For a
+            worker started with ``--tls-cert/--tls-key``; see ``docs/WORKERS.md``.
         timeout_s: bound on connecting and on every wait for an answer (default
             ``$SYFT_MPC_TIMEOUT`` or 30 s). A worker that died or hangs raises
             :class:`~syft_mpc.errors.TransportError` naming it within this time.
@@ -118,12 +122,16 @@ class SocketWorker(BaseWorker):
         session: str = DEFAULT_SESSION,
         known_workers: "dict[str, BaseWorker] | None" = None,
         announce: bool = True,
+        tls_ca: "str | None" = None,
+        tls_server_name: "str | None" = None,
     ) -> None:
         super().__init__(hook, id=id, known_workers=known_workers)
         self.host = host
         self.port = int(port)
         self.address = f"{host}:{self.port}"
         self._token = _token(token)
+        self.tls_ca = (os.environ.get(ENV_TLS_CA) if tls_ca is None else tls_ca) or None
+        self._tls_server_name = tls_server_name
         self.timeout_s = _default_timeout() if timeout_s is None else float(timeout_s)
         self.asynchronous = asynchronous
         self._session = session
@@ -157,12 +165,15 @@ class SocketWorker(BaseWorker):
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
-        hint = (
-            "check that its process is running (syft-mpc worker) and reachable; objects it held are "
-            "lost if it died"
-            if not isinstance(e, _native.AuthenticationError)
-            else f"start it and this driver with the same token (${ENV_TOKEN}) and check the worker id"
-        )
+        if isinstance(e, _native.AuthenticationError):
+            hint = f"start it and this driver with the same token (${ENV_TOKEN}) and check the worker id"
+        elif isinstance(e, _native.TlsError):
+            hint = f"check its --tls-cert/--tls-key and the CA given here as tls_ca (${ENV_TLS_CA})"
+        else:
+            hint = (
+                "check that its process is running (syft-mpc worker) and reachable; objects it held are "
+                "lost if it died"
+            )
         err = type(e)(f"worker {self.id} at {self.address}: {doing} failed: {e}; {hint}")
         err.peer = f"worker {self.id}"  # type: ignore[attr-defined]
         err.worker = self.id  # type: ignore[attr-defined]
@@ -174,7 +185,13 @@ class SocketWorker(BaseWorker):
         if conn is None:
             try:
                 conn = _native.Connection.connect(
-                    self.address, self._token, self.id, session=self._session, timeout_s=self.timeout_s
+                    self.address,
+                    self._token,
+                    self.id,
+                    session=self._session,
+                    timeout_s=self.timeout_s,
+                    tls_ca=self.tls_ca,
+                    tls_server_name=self._tls_server_name,
                 )
             except TransportError as e:
                 raise self._fail(e, "connecting") from None

@@ -17,6 +17,11 @@
 //! thread of its own (a slow or hostile client never delays the others), bounded by the
 //! timeout as a whole, at most [`MAX_HANDSHAKES`] at once, and queued for `accept()`.
 //! Every blocking call releases the GIL.
+//!
+//! TLS (optional): a `Listener` given `tls_cert`/`tls_key` (PEM files) accepts only TLS 1.3;
+//! a `Connection.connect` given `tls_ca` (PEM) uses TLS and checks the worker's certificate
+//! against it, for the name `tls_server_name` (default: the host part of `addr`). The HMAC
+//! handshake runs inside the tunnel either way.
 
 use crate::errors::{shape, Error, Result};
 use crate::session::session_secrets;
@@ -26,12 +31,13 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use sha2::{Digest, Sha256};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use syft_mpc_transport::{accept_stream, bind, connect, Channel, TcpChannel, TcpConfig, TransportError};
+use syft_mpc_transport::{accept_stream, bind, connect, Channel, TcpChannel, TcpConfig, TlsConfig, TransportError};
 
 /// Handshakes waiting for `accept()`; further connections wait in the kernel backlog.
 const QUEUE: usize = 64;
@@ -152,15 +158,51 @@ fn config(timeout_s: f64, max_message: u64) -> Result<TcpConfig> {
     Ok(TcpConfig { timeout: t, connect_timeout: t, max_message, ..TcpConfig::default() })
 }
 
+/// TLS settings from PEM file paths: `cert` + `key` (this side's identity, for accepting),
+/// `ca` (whom to trust, for connecting), `server_name` (what the peer's certificate must
+/// name; default: the address connected to). All `None`: plaintext.
+pub(crate) fn tls_config(
+    cert: Option<&str>,
+    key: Option<&str>,
+    ca: Option<&str>,
+    server_name: Option<&str>,
+) -> Result<TlsConfig> {
+    let mut tls = TlsConfig::default();
+    match (cert, key) {
+        (Some(c), Some(k)) => tls = tls.with_identity_files(Path::new(c), Path::new(k))?,
+        (None, None) => {}
+        _ => return Err(shape("tls_cert and tls_key go together: pass both (PEM files) or neither")),
+    }
+    if let Some(ca) = ca {
+        tls = tls.with_trusted_ca_file(Path::new(ca))?;
+    }
+    if let Some(name) = server_name {
+        if ca.is_none() {
+            return Err(shape("tls_server_name needs tls_ca (the CA that signed the peer's certificate)"));
+        }
+        tls = tls.with_server_name(name)?;
+    }
+    Ok(tls)
+}
+
+/// The host part of `"host:port"` (without IPv6 brackets): the default TLS server name.
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
 /// Listens for authenticated control connections to the worker `name`.
 ///
 /// `Listener(addr, token, name, session="syft-mpc-control", timeout_s=30.0,
-/// max_message=1 << 30)` binds `addr` (`"host:port"`; port 0 picks a free one, see
-/// `local_addr`) at once: a port in use raises `TransportError` saying so. Connections are
-/// accepted and authenticated in the background; `accept(timeout_s)` hands them out.
+/// max_message=1 << 30, tls_cert=None, tls_key=None)` binds `addr` (`"host:port"`; port 0
+/// picks a free one, see `local_addr`) at once: a port in use raises `TransportError` saying
+/// so. Connections are accepted and authenticated in the background; `accept(timeout_s)`
+/// hands them out. With `tls_cert` (PEM certificate chain) and `tls_key` (its PEM private
+/// key) every connection must use TLS 1.3.
 #[pyclass(frozen, module = "syft_mpc._native")]
 pub struct Listener {
     local_addr: SocketAddr,
+    tls: bool,
     queue: Mutex<Receiver<std::result::Result<TcpChannel, TransportError>>>,
     stop: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -243,7 +285,8 @@ fn accept_loop(
 #[pymethods]
 impl Listener {
     #[new]
-    #[pyo3(signature = (addr, token, name, session="syft-mpc-control", timeout_s=30.0, max_message=1_073_741_824))]
+    #[pyo3(signature = (addr, token, name, session="syft-mpc-control", timeout_s=30.0, max_message=1_073_741_824,
+                        tls_cert=None, tls_key=None))]
     fn new(
         py: Python<'_>,
         addr: &str,
@@ -252,9 +295,12 @@ impl Listener {
         session: &str,
         timeout_s: f64,
         max_message: u64,
+        tls_cert: Option<&str>,
+        tls_key: Option<&str>,
     ) -> Result<Listener> {
         let (key, session) = session_secrets(token, session)?;
-        let cfg = config(timeout_s, max_message)?;
+        let cfg = TcpConfig { tls: tls_config(tls_cert, tls_key, None, None)?, ..config(timeout_s, max_message)? };
+        let tls = cfg.tls.is_enabled();
         let my_id = worker_party_id(name);
         // Error labels by party id: clients (id 0) show up as "party 0 (client)".
         let names = vec!["client".to_string()];
@@ -271,7 +317,7 @@ impl Listener {
                 .name("syft-mpc-accept".into())
                 .spawn(move || accept_loop(listener, ctx, tx, stop2))
                 .map_err(|e| setup(format!("cannot start the accept thread: {e}")))?;
-            Ok(Listener { local_addr, queue: Mutex::new(rx), stop, thread: Mutex::new(Some(thread)) })
+            Ok(Listener { local_addr, tls, queue: Mutex::new(rx), stop, thread: Mutex::new(Some(thread)) })
         })
     }
 
@@ -279,6 +325,12 @@ impl Listener {
     #[getter]
     fn local_addr(&self) -> String {
         self.local_addr.to_string()
+    }
+
+    /// True when connections must use TLS (the listener has a certificate and key).
+    #[getter]
+    fn tls(&self) -> bool {
+        self.tls
     }
 
     /// The next authenticated connection, or None after `timeout_s` without one.
@@ -311,7 +363,7 @@ impl Listener {
     }
 
     fn __repr__(&self) -> String {
-        format!("Listener({})", self.local_addr)
+        format!("Listener({}{})", self.local_addr, if self.tls { ", TLS" } else { "" })
     }
 }
 
@@ -324,8 +376,8 @@ impl Drop for Listener {
 /// One authenticated control connection: whole messages (`bytes`) in order, both ways.
 ///
 /// `Connection.connect(addr, token, name, ...)` reaches the worker `name` at `addr`
-/// (retrying "connection refused" until `timeout_s`); `Listener.accept()` returns the
-/// server side. `send`, `recv` and `request` release the GIL; `close()` may be called
+/// (retrying "connection refused" until `timeout_s`), over TLS when `tls_ca` is given;
+/// `Listener.accept()` returns the server side. `send`, `recv` and `request` release the GIL; `close()` may be called
 /// from another thread and makes a blocked `recv` fail at once. After any error the
 /// connection is closed (the transport never retries).
 #[pyclass(frozen, module = "syft_mpc._native")]
@@ -334,6 +386,7 @@ pub struct Connection {
     socket: TcpStream,
     peer: String,
     peer_addr: Option<SocketAddr>,
+    tls: bool,
     closed: AtomicBool,
 }
 
@@ -345,6 +398,7 @@ impl Connection {
         Ok(Connection {
             peer: chan.peer().to_string(),
             peer_addr: chan.peer_addr(),
+            tls: chan.is_tls(),
             socket,
             chan: Mutex::new(Some(chan)),
             closed: AtomicBool::new(false),
@@ -374,10 +428,14 @@ impl Connection {
     /// Connects to the worker `name` at `addr` (`"host:port"`) and authenticates with `token`.
     ///
     /// `timeout_s` bounds connecting (a worker that is still starting is retried) and is
-    /// the default bound on every later wait. Errors: `TransportError` if nobody listens,
-    /// `AuthenticationError` for a wrong token or another worker at that address.
+    /// the default bound on every later wait. With `tls_ca` (a PEM file of the CA that
+    /// signed the worker's certificate) the connection uses TLS 1.3 and the certificate must
+    /// name `tls_server_name` (default: the host part of `addr`). Errors: `TransportError`
+    /// if nobody listens, `AuthenticationError` for a wrong token or another worker at that
+    /// address, `TlsError` for an untrusted certificate or a TLS / plaintext mismatch.
     #[staticmethod]
-    #[pyo3(signature = (addr, token, name, session="syft-mpc-control", timeout_s=30.0, max_message=1_073_741_824))]
+    #[pyo3(signature = (addr, token, name, session="syft-mpc-control", timeout_s=30.0, max_message=1_073_741_824,
+                        tls_ca=None, tls_server_name=None))]
     fn connect(
         py: Python<'_>,
         addr: &str,
@@ -386,9 +444,12 @@ impl Connection {
         session: &str,
         timeout_s: f64,
         max_message: u64,
+        tls_ca: Option<&str>,
+        tls_server_name: Option<&str>,
     ) -> Result<Connection> {
         let (key, session) = session_secrets(token, session)?;
-        let cfg = config(timeout_s, max_message)?;
+        let server_name = tls_server_name.or_else(|| tls_ca.map(|_| host_of(addr)));
+        let cfg = TcpConfig { tls: tls_config(None, None, tls_ca, server_name)?, ..config(timeout_s, max_message)? };
         let peer_id = worker_party_id(name);
         let label = format!("worker {name}");
         py.detach(|| {
@@ -490,6 +551,12 @@ impl Connection {
         self.peer_addr.map(|a| a.to_string())
     }
 
+    /// True when the connection runs over TLS.
+    #[getter]
+    fn tls(&self) -> bool {
+        self.tls
+    }
+
     /// Payload bytes and messages sent and received so far.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.chan.lock().ok().and_then(|g| g.as_ref().map(|c| c.stats())).unwrap_or_default();
@@ -517,9 +584,10 @@ impl Connection {
     }
 
     fn __repr__(&self) -> String {
+        let tls = if self.tls { ", TLS" } else { "" };
         match self.peer_addr {
-            Some(a) => format!("Connection(to {} at {a})", self.peer),
-            None => format!("Connection(to {})", self.peer),
+            Some(a) => format!("Connection(to {} at {a}{tls})", self.peer),
+            None => format!("Connection(to {}{tls})", self.peer),
         }
     }
 }

@@ -7,7 +7,8 @@
 //! ├── TransportError                      a peer could not be reached or misbehaved
 //! │   ├── PeerTimeout(…, TimeoutError)    no answer within the timeout
 //! │   ├── PeerDisconnected(…, ConnectionError)
-//! │   └── AuthenticationError             wrong token / session, or a stranger
+//! │   ├── AuthenticationError             wrong token / session, or a stranger
+//! │   └── TlsError                        TLS handshake failed (certificate, CA, name, TLS on one side only)
 //! ├── ProtocolError                       parties out of step, unsupported party count, dealer trouble
 //! ├── ShapeError(…, ValueError)           operands whose shapes do not fit
 //! └── FixedPointError(…, ValueError)      NaN, out of range, unsupported precision
@@ -31,6 +32,7 @@ struct Types {
     peer_timeout: Py<PyType>,
     peer_disconnected: Py<PyType>,
     auth: Py<PyType>,
+    tls: Py<PyType>,
     protocol: Py<PyType>,
     shape: Py<PyType>,
     fixed_point: Py<PyType>,
@@ -78,6 +80,13 @@ fn build(py: Python<'_>) -> PyResult<Types> {
         &[transport_b],
         "A connection failed authentication: check that every process uses the same token and session.",
     )?;
+    let tls = new_type(
+        py,
+        "TlsError",
+        &[transport_b],
+        "A TLS handshake failed: the peer's certificate is not signed by the trusted CA (tls_ca) or does not \
+         name the address connected to, or only one side uses TLS. The message says which.",
+    )?;
     let protocol = new_type(
         py,
         "ProtocolError",
@@ -93,7 +102,7 @@ fn build(py: Python<'_>) -> PyResult<Types> {
         &[mpc_b, &value],
         "A value has no fixed-point encoding (NaN, infinite, out of range) or the precision is unsupported.",
     )?;
-    Ok(Types { mpc, transport, peer_timeout, peer_disconnected, auth, protocol, shape, fixed_point })
+    Ok(Types { mpc, transport, peer_timeout, peer_disconnected, auth, tls, protocol, shape, fixed_point })
 }
 
 fn types(py: Python<'_>) -> &Types {
@@ -104,9 +113,17 @@ fn types(py: Python<'_>) -> &Types {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     let t = TYPES.get_or_try_init(py, || build(py))?;
-    for ty in
-        [&t.mpc, &t.transport, &t.peer_timeout, &t.peer_disconnected, &t.auth, &t.protocol, &t.shape, &t.fixed_point]
-    {
+    for ty in [
+        &t.mpc,
+        &t.transport,
+        &t.peer_timeout,
+        &t.peer_disconnected,
+        &t.auth,
+        &t.tls,
+        &t.protocol,
+        &t.shape,
+        &t.fixed_point,
+    ] {
         let ty = ty.bind(py);
         m.add(ty.name()?, ty)?;
     }
@@ -165,6 +182,7 @@ fn transport_to_py(py: Python<'_>, e: RingTransportError) -> PyErr {
         RingTransportError::Timeout { peer, .. } => raise(py, &t.peer_timeout, msg, Some(peer)),
         RingTransportError::Disconnected { peer, .. } => raise(py, &t.peer_disconnected, msg, Some(peer)),
         RingTransportError::Auth { peer, .. } => raise(py, &t.auth, msg, Some(peer)),
+        RingTransportError::Tls { peer, .. } => raise(py, &t.tls, msg, Some(peer)),
         RingTransportError::Malformed { peer, .. }
         | RingTransportError::UnexpectedLength { peer, .. }
         | RingTransportError::TooLarge { peer, .. }

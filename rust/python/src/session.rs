@@ -4,6 +4,7 @@
 //! party's lock only after releasing it: a thread that waits for the lock must
 //! never hold the GIL that the lock's holder needs to return.
 
+use crate::channel::tls_config;
 use crate::convert::{conv_params, elems, matmul_dims, ring, ring_out, same_shape, shape4};
 use crate::errors::{shape, Error, Result};
 use numpy::{PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArrayMethods};
@@ -185,8 +186,15 @@ impl Party {
     /// Every process of the session passes the same `token` (a secret, at least 16
     /// characters, e.g. `secrets.token_hex(32)`) and `session` (a public name for this
     /// computation). `timeout_s` bounds set-up and every later wait for a peer.
+    ///
+    /// TLS: with `tls_cert`, `tls_key` (this party's PEM certificate chain and key: it
+    /// accepts connections from higher ids) and `tls_ca` (PEM CA that signed the other
+    /// parties' and the dealer's certificates: it connects to them), every connection of
+    /// the session uses TLS 1.3. A peer's certificate must name the IP address it is
+    /// reached at, or `tls_server_name` when given (one name for every peer).
     #[staticmethod]
-    #[pyo3(signature = (party_id, addrs, dealer_addr, token, session="syft-mpc", timeout_s=30.0))]
+    #[pyo3(signature = (party_id, addrs, dealer_addr, token, session="syft-mpc", timeout_s=30.0,
+                        tls_cert=None, tls_key=None, tls_ca=None, tls_server_name=None))]
     fn connect(
         py: Python<'_>,
         party_id: usize,
@@ -195,6 +203,10 @@ impl Party {
         token: &str,
         session: &str,
         timeout_s: f64,
+        tls_cert: Option<&str>,
+        tls_key: Option<&str>,
+        tls_ca: Option<&str>,
+        tls_server_name: Option<&str>,
     ) -> Result<Party> {
         let n = addrs.len();
         if n < 2 || party_id >= n {
@@ -203,7 +215,16 @@ impl Party {
             )));
         }
         let (key, sid) = session_secrets(token, session)?;
-        let cfg = tcp_config(timeout_s)?;
+        if (tls_cert.is_some() || tls_key.is_some() || tls_ca.is_some())
+            && (tls_cert.is_none() || tls_key.is_none() || tls_ca.is_none())
+        {
+            return Err(shape(
+                "a party over TLS needs tls_cert and tls_key (it accepts connections) and tls_ca (it connects): \
+                 pass all three or none",
+            ));
+        }
+        let tls = tls_config(tls_cert, tls_key, tls_ca, tls_server_name)?;
+        let cfg = TcpConfig { tls, ..tcp_config(timeout_s)? };
         let addrs = addrs.iter().map(|a| resolve(a)).collect::<Result<Vec<_>>>()?;
         let dealer_addr = resolve(dealer_addr)?;
         let names = tcp_names(n);
@@ -456,9 +477,11 @@ impl Dealer {
     /// The dealer of a TCP session of `n_parties` parties: listens on `dealer_addr`
     /// and accepts one authenticated connection from each party (see `Party.connect`
     /// for `token` and `session`). `timeout_s` bounds set-up; `idle_timeout_s` bounds
-    /// how long `serve()` waits for the next request.
+    /// how long `serve()` waits for the next request. With `tls_cert` and `tls_key` (PEM
+    /// certificate chain and key) the parties must connect over TLS 1.3.
     #[staticmethod]
-    #[pyo3(signature = (n_parties, dealer_addr, token, session="syft-mpc", timeout_s=30.0, idle_timeout_s=3600.0))]
+    #[pyo3(signature = (n_parties, dealer_addr, token, session="syft-mpc", timeout_s=30.0, idle_timeout_s=3600.0,
+                        tls_cert=None, tls_key=None))]
     fn connect(
         py: Python<'_>,
         n_parties: usize,
@@ -467,12 +490,14 @@ impl Dealer {
         session: &str,
         timeout_s: f64,
         idle_timeout_s: f64,
+        tls_cert: Option<&str>,
+        tls_key: Option<&str>,
     ) -> Result<Dealer> {
         if n_parties < 2 {
             return Err(shape(format!("a session needs at least 2 parties, got {n_parties}")));
         }
         let (key, sid) = session_secrets(token, session)?;
-        let cfg = tcp_config(timeout_s)?;
+        let cfg = TcpConfig { tls: tls_config(tls_cert, tls_key, None, None)?, ..tcp_config(timeout_s)? };
         let idle = duration(idle_timeout_s)?;
         let addr = resolve(dealer_addr)?;
         let names = tcp_names(n_parties);

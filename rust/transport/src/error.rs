@@ -15,6 +15,9 @@ pub enum TransportError {
     TooLarge { peer: String, size: u64, limit: u64 },
     #[error("authentication with {peer} failed: {detail}")]
     Auth { peer: String, detail: String },
+    /// The TLS handshake failed: untrusted or mismatched certificate, or only one side uses TLS.
+    #[error("TLS handshake with {peer} failed: {detail}")]
+    Tls { peer: String, detail: String },
     #[error("I/O error with {peer}: {source}")]
     Io {
         peer: String,

@@ -6,9 +6,13 @@
 //! ```text
 //! 1. hello   = "SMHI" | version u8 (= 1) | session id [16] | own party id u32 LE | nonce [32]
 //! 2. proof   = HMAC-SHA256(key, LABEL | session | sender id u32 LE | receiver id u32 LE
-//!                               | receiver's nonce | sender's nonce)                  (32 bytes)
+//!                               | receiver's nonce | sender's nonce [| TLS binding [32]])  (32 bytes)
 //! 3. verdict = 0x00 (accepted)  |  0x01 | UTF-8 reason (rejected)
 //! ```
+//! Over TLS ([`crate::tls`]) the handshake runs inside the tunnel and the proofs also cover
+//! the connection's `tls-exporter` channel binding (RFC 9266), which both ends of one TLS
+//! connection share and no other connection has: a proof cannot be relayed into another
+//! TLS connection. Over plaintext TCP nothing is appended.
 //! Proofs are checked in constant time (`hmac`'s `verify_slice`). Every message has a
 //! 256-byte bound, and the whole handshake the timeout as one deadline (a peer sending a
 //! byte at a time cannot stretch it). Failure mode: a wrong key, another session or
@@ -101,6 +105,7 @@ fn proof_mac(
     receiver: u32,
     receiver_nonce: &[u8; 32],
     sender_nonce: &[u8; 32],
+    binding: Option<&[u8; 32]>,
 ) -> Result<HmacSha256, TransportError> {
     let mut mac = HmacSha256::new_from_slice(key).map_err(|e| TransportError::Setup(format!("HMAC key: {e}")))?;
     mac.update(PROOF_LABEL);
@@ -109,6 +114,9 @@ fn proof_mac(
     mac.update(&receiver.to_le_bytes());
     mac.update(receiver_nonce);
     mac.update(sender_nonce);
+    if let Some(b) = binding {
+        mac.update(b);
+    }
     Ok(mac)
 }
 
@@ -138,13 +146,16 @@ pub(crate) fn handshake(
     getrandom::getrandom(&mut nonce)
         .map_err(|e| TransportError::Setup(format!("OS random number generator failed: {e}")))?;
     chan.send(&Hello { session: *session, party: my_id, nonce }.encode())?;
+    chan.refuse_tls_peer()?;
     let raw = chan.recv()?;
     let peer = Hello::decode(&raw)
         .map_err(|detail| chan.fail(TransportError::Malformed { peer: chan.peer().into(), detail }))?;
     let identity = identify(peer.party);
     chan.set_peer_name(rename(peer.party, identity.as_ref().ok().map(String::as_str)));
 
-    let mine = proof_mac(key, session, my_id, peer.party, &peer.nonce, &nonce)?.finalize().into_bytes();
+    let binding = chan.tls_binding().copied();
+    let binding = binding.as_ref();
+    let mine = proof_mac(key, session, my_id, peer.party, &peer.nonce, &nonce, binding)?.finalize().into_bytes();
     chan.send(&mine)?;
     let their_proof = chan.recv()?;
 
@@ -158,8 +169,17 @@ pub(crate) fn handshake(
         Some(reason.clone())
     } else if peer.nonce == nonce {
         Some("the peer echoed this party's nonce (reflected connection)".into())
-    } else if proof_mac(key, session, peer.party, my_id, &nonce, &peer.nonce)?.verify_slice(&their_proof).is_err() {
-        Some("the peer's proof of the session key is wrong: the parties were given different keys or tokens".into())
+    } else if proof_mac(key, session, peer.party, my_id, &nonce, &peer.nonce, binding)?
+        .verify_slice(&their_proof)
+        .is_err()
+    {
+        Some(if binding.is_some() {
+            "the peer's proof of the session key is wrong: the parties were given different keys or tokens \
+             (or the TLS connection is relayed)"
+                .into()
+        } else {
+            "the peer's proof of the session key is wrong: the parties were given different keys or tokens".into()
+        })
     } else {
         None
     };
@@ -207,10 +227,18 @@ mod tests {
     fn proofs_bind_direction_and_key() {
         let k = key_from_token(b"secret");
         let (n0, n1) = ([1u8; 32], [2u8; 32]);
-        let t = proof_mac(&k, &[0; 16], 0, 1, &n1, &n0).unwrap().finalize().into_bytes();
-        assert!(proof_mac(&k, &[0; 16], 0, 1, &n1, &n0).unwrap().verify_slice(&t).is_ok());
-        assert!(proof_mac(&k, &[0; 16], 1, 0, &n0, &n1).unwrap().verify_slice(&t).is_err());
-        assert!(proof_mac(&key_from_token(b"other"), &[0; 16], 0, 1, &n1, &n0).unwrap().verify_slice(&t).is_err());
+        let t = proof_mac(&k, &[0; 16], 0, 1, &n1, &n0, None).unwrap().finalize().into_bytes();
+        assert!(proof_mac(&k, &[0; 16], 0, 1, &n1, &n0, None).unwrap().verify_slice(&t).is_ok());
+        assert!(proof_mac(&k, &[0; 16], 1, 0, &n0, &n1, None).unwrap().verify_slice(&t).is_err());
+        assert!(proof_mac(&key_from_token(b"other"), &[0; 16], 0, 1, &n1, &n0, None)
+            .unwrap()
+            .verify_slice(&t)
+            .is_err());
+        // Bound to the TLS connection: another binding (another connection) fails.
+        let tb = proof_mac(&k, &[0; 16], 0, 1, &n1, &n0, Some(&[7; 32])).unwrap().finalize().into_bytes();
+        assert!(proof_mac(&k, &[0; 16], 0, 1, &n1, &n0, Some(&[7; 32])).unwrap().verify_slice(&tb).is_ok());
+        assert!(proof_mac(&k, &[0; 16], 0, 1, &n1, &n0, Some(&[8; 32])).unwrap().verify_slice(&tb).is_err());
+        assert!(proof_mac(&k, &[0; 16], 0, 1, &n1, &n0, None).unwrap().verify_slice(&tb).is_err());
         assert_ne!(key_from_token(b"secret"), key_from_token(b"secret2"));
     }
 }

@@ -7,18 +7,21 @@
 //! * [`TcpChannel`] — TCP with length-prefixed, versioned frames ([`frame`]), a mutual
 //!   HMAC handshake binding session id, party ids and fresh nonces ([`handshake`]),
 //!   TCP_NODELAY, a timeout on every wait and size limits. Set up with [`bind`],
-//!   [`connect`], [`accept`] or [`tcp_mesh`].
+//!   [`connect`], [`accept`] or [`tcp_mesh`]. Optionally over TLS 1.3 ([`TlsConfig`] in
+//!   [`TcpConfig::tls`]; see [`tls`]), with the HMAC handshake inside the tunnel.
 
 mod error;
 pub mod frame;
 pub mod handshake;
 mod memory;
 mod tcp;
+pub mod tls;
 
 pub use error::TransportError;
 pub use handshake::{key_from_token, random_session_id};
 pub use memory::{memory_mesh, memory_pair, MemoryChannel};
 pub use tcp::{accept, accept_stream, bind, connect, party_label, tcp_mesh, TcpChannel, TcpConfig};
+pub use tls::TlsConfig;
 
 use std::time::Duration;
 

@@ -2,7 +2,9 @@
 //!
 //! Wire: after the [handshake](crate::handshake) each message is a sequence of frames
 //! (see [`crate::frame`]). Sockets use TCP_NODELAY and an OS read/write timeout, so every
-//! wait for the peer is bounded by the channel's timeout.
+//! wait for the peer is bounded by the channel's timeout. With [`TcpConfig::tls`] the
+//! frames (and the handshake) travel inside TLS 1.3 ([`crate::tls`]); the plaintext path
+//! reads and writes the socket directly and never touches a lock.
 //!
 //! Failure mode: the first error (timeout, disconnect, malformed frame, size limit, ...)
 //! shuts the socket down and poisons the channel; every later call returns
@@ -14,8 +16,9 @@ use crate::frame::{
     HEADER_LEN,
 };
 use crate::handshake::{handshake, HANDSHAKE_MAX};
+use crate::tls::{self, TlsConfig, TlsReader, TlsWriter};
 use crate::{Channel, ChannelStats, TransportError, DEFAULT_TIMEOUT};
-use std::io::{self, BufReader, ErrorKind, Read, Write};
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -33,7 +36,7 @@ const READ_BUF: usize = 64 * 1024;
 const GROW_MIN: usize = 64 * 1024;
 
 /// Settings of TCP channels and their set-up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct TcpConfig {
     /// Bound on every wait for the peer (each blocking read or write), after set-up.
     pub timeout: Duration,
@@ -44,6 +47,9 @@ pub struct TcpConfig {
     /// Bound on connecting (retrying "connection refused" while peers start) and on
     /// waiting in [`accept`] for an authenticated peer.
     pub connect_timeout: Duration,
+    /// TLS for connections made ([`connect`], when `tls.client` is set) and accepted
+    /// ([`accept`], when `tls.server` is set). Default: plaintext.
+    pub tls: TlsConfig,
 }
 
 impl Default for TcpConfig {
@@ -53,6 +59,7 @@ impl Default for TcpConfig {
             max_frame: DEFAULT_MAX_FRAME,
             max_message: DEFAULT_MAX_MESSAGE,
             connect_timeout: DEFAULT_TIMEOUT,
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -88,6 +95,10 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn io(&self, e: io::Error, during: &str) -> TransportError {
         let peer = self.peer.to_string();
+        if let Some(t) = tls::tls_error(&e) {
+            // A record that fails to decrypt or parse: altered in transit, or a broken peer.
+            return TransportError::Malformed { peer, detail: format!("TLS record rejected {during}: {t}") };
+        }
         match e.kind() {
             ErrorKind::WouldBlock | ErrorKind::TimedOut => TransportError::Timeout { peer, timeout: self.timeout },
             ErrorKind::UnexpectedEof => {
@@ -103,9 +114,72 @@ impl Ctx<'_> {
     }
 }
 
+/// Where the receiving half reads from: the socket through a buffer, or TLS.
+enum ReadHalf {
+    Plain(BufReader<SocketReader>),
+    Tls(TlsReader),
+}
+
+impl ReadHalf {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            ReadHalf::Plain(r) => &r.get_ref().sock,
+            ReadHalf::Tls(r) => r.socket(),
+        }
+    }
+
+    fn set_deadline(&mut self, deadline: Option<Instant>) {
+        match self {
+            ReadHalf::Plain(r) => r.get_mut().deadline = deadline,
+            ReadHalf::Tls(r) => r.sock.deadline = deadline,
+        }
+    }
+}
+
+impl Read for ReadHalf {
+    #[inline]
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            ReadHalf::Plain(r) => r.read(buf),
+            ReadHalf::Tls(r) => r.read(buf),
+        }
+    }
+
+    #[inline]
+    fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        match self {
+            ReadHalf::Plain(r) => r.read_exact(buf),
+            ReadHalf::Tls(r) => r.read_exact(buf),
+        }
+    }
+}
+
+/// Where the sending half writes to: the socket, or TLS.
+enum WriteHalf {
+    Plain(TcpStream),
+    Tls(TlsWriter),
+}
+
+impl WriteHalf {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            WriteHalf::Plain(s) => s,
+            WriteHalf::Tls(w) => w.socket(),
+        }
+    }
+
+    #[inline]
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        match self {
+            WriteHalf::Plain(s) => s.write_all(data),
+            WriteHalf::Tls(w) => w.write_all(data),
+        }
+    }
+}
+
 /// The sending half: owns a clone of the socket and a small coalescing buffer.
 struct Writer {
-    stream: TcpStream,
+    stream: WriteHalf,
     buf: Vec<u8>,
 }
 
@@ -156,9 +230,9 @@ impl Writer {
 /// The receiving socket. With a deadline (set for the handshake) every read waits at most
 /// until the deadline, not a full timeout per read: a stranger trickling one byte at a time
 /// cannot hold a handshake (and the thread running it) open longer than its bound.
-struct SocketReader {
-    sock: TcpStream,
-    deadline: Option<Instant>,
+pub(crate) struct SocketReader {
+    pub(crate) sock: TcpStream,
+    pub(crate) deadline: Option<Instant>,
 }
 
 impl Read for SocketReader {
@@ -174,12 +248,7 @@ impl Read for SocketReader {
     }
 }
 
-fn read_header(
-    r: &mut BufReader<SocketReader>,
-    limits: &FrameLimits,
-    ctx: Ctx<'_>,
-    got: u64,
-) -> Result<FrameHeader, TransportError> {
+fn read_header(r: &mut ReadHalf, limits: &FrameLimits, ctx: Ctx<'_>, got: u64) -> Result<FrameHeader, TransportError> {
     let mut h = [0u8; HEADER_LEN];
     r.read_exact(&mut h).map_err(|e| {
         let during = if got == 0 {
@@ -194,7 +263,7 @@ fn read_header(
 
 /// Reads one message of exactly `buf.len()` bytes straight into `buf`.
 fn read_message_into(
-    r: &mut BufReader<SocketReader>,
+    r: &mut ReadHalf,
     buf: &mut [u8],
     limits: &FrameLimits,
     ctx: Ctx<'_>,
@@ -220,12 +289,8 @@ fn read_message_into(
     }
 }
 
-/// Reads one message of any length up to `max_message`; the buffer grows with the bytes received.
-fn read_message(
-    r: &mut BufReader<SocketReader>,
-    limits: &FrameLimits,
-    ctx: Ctx<'_>,
-) -> Result<Vec<u8>, TransportError> {
+/// Reads one message of any length up to `max_message`; the buffer grows one frame at a time.
+fn read_message(r: &mut ReadHalf, limits: &FrameLimits, ctx: Ctx<'_>) -> Result<Vec<u8>, TransportError> {
     let mut re = Reassembly::new(limits.max_message);
     let mut msg = Vec::new();
     loop {
@@ -264,8 +329,10 @@ fn read_message(
 /// A [`Channel`] over an authenticated TCP connection. Created by [`connect`], [`accept`]
 /// or [`tcp_mesh`]. Stats count message payload bytes (not headers or the handshake).
 pub struct TcpChannel {
-    reader: BufReader<SocketReader>,
+    reader: ReadHalf,
     writer: Writer,
+    /// The TLS connection's `tls-exporter` value, bound into the handshake proofs.
+    tls_binding: Option<[u8; 32]>,
     peer: String,
     peer_id: u32,
     limits: FrameLimits,
@@ -277,8 +344,11 @@ pub struct TcpChannel {
 impl std::fmt::Debug for TcpChannel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "TcpChannel(to {}", self.peer)?;
-        if let Ok(a) = self.reader.get_ref().sock.peer_addr() {
+        if let Ok(a) = self.reader.socket().peer_addr() {
             write!(f, " at {a}")?;
+        }
+        if self.tls_binding.is_some() {
+            write!(f, ", TLS")?;
         }
         if self.poisoned.is_some() {
             write!(f, ", closed after an error")?;
@@ -288,21 +358,41 @@ impl std::fmt::Debug for TcpChannel {
 }
 
 impl TcpChannel {
-    /// Wraps a connected socket (not yet authenticated): sets TCP_NODELAY and timeouts.
+    /// Wraps a connected socket (not yet authenticated): sets TCP_NODELAY and timeouts, and
+    /// runs the TLS handshake to completion when `tls` is given (before the socket is
+    /// split into reader and writer).
     fn new(
         stream: TcpStream,
         peer: String,
         peer_id: u32,
         limits: FrameLimits,
         timeout: Duration,
+        tls: Option<rustls::Connection>,
     ) -> Result<Self, TransportError> {
         let setup = |e: io::Error| TransportError::Io { peer: peer.clone(), source: e };
+        let t = timeout.max(Duration::from_millis(1));
         stream.set_nonblocking(false).map_err(setup)?;
         stream.set_nodelay(true).map_err(setup)?;
-        let writer = Writer { stream: stream.try_clone().map_err(setup)?, buf: Vec::with_capacity(COALESCE) };
+        stream.set_read_timeout(Some(t)).and_then(|()| stream.set_write_timeout(Some(t))).map_err(setup)?;
+        let (reader, stream, tls_binding) = match tls {
+            None => {
+                let w = WriteHalf::Plain(stream.try_clone().map_err(setup)?);
+                (
+                    ReadHalf::Plain(BufReader::with_capacity(READ_BUF, SocketReader { sock: stream, deadline: None })),
+                    w,
+                    None,
+                )
+            }
+            Some(conn) => {
+                let (r, w, binding) = tls::establish(stream, conn, &peer, t)?;
+                (ReadHalf::Tls(r), WriteHalf::Tls(w), Some(binding))
+            }
+        };
+        let writer = Writer { stream, buf: Vec::with_capacity(COALESCE) };
         let mut chan = TcpChannel {
-            reader: BufReader::with_capacity(READ_BUF, SocketReader { sock: stream, deadline: None }),
+            reader,
             writer,
+            tls_binding,
             peer,
             peer_id,
             limits,
@@ -322,13 +412,42 @@ impl TcpChannel {
 
     /// The peer's socket address, if the socket is still open.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.reader.get_ref().sock.peer_addr().ok()
+        self.reader.socket().peer_addr().ok()
     }
 
     /// A second handle on the socket, so another thread can shut the connection down
     /// (`shutdown(Shutdown::Both)`) while this channel is blocked in a read.
     pub fn try_clone_socket(&self) -> io::Result<TcpStream> {
-        self.writer.stream.try_clone()
+        self.writer.stream.socket().try_clone()
+    }
+
+    /// True when the channel runs over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls_binding.is_some()
+    }
+
+    /// The TLS channel binding (`tls-exporter`, RFC 9266), for the handshake proofs.
+    pub(crate) fn tls_binding(&self) -> Option<&[u8; 32]> {
+        self.tls_binding.as_ref()
+    }
+
+    /// On a plaintext channel, fails with a clear error when the peer's first bytes are
+    /// TLS (the peer was configured for TLS and this side was not). Waits for those bytes
+    /// like a read does (bounded by the timeout) without consuming them.
+    pub(crate) fn refuse_tls_peer(&mut self) -> Result<(), TransportError> {
+        let ReadHalf::Plain(r) = &mut self.reader else { return Ok(()) };
+        let e = loop {
+            match r.fill_buf() {
+                Ok(first) => match tls::looks_like_tls(first) {
+                    None => return Ok(()),
+                    Some(detail) => break TransportError::Tls { peer: self.peer.clone(), detail: detail.into() },
+                },
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                // Reported now: the read that follows would wait a second timeout.
+                Err(e) => break self.ctx().io(e, "while waiting for a message"),
+            }
+        };
+        Err(self.fail(e))
     }
 
     /// True after an error: the channel is unusable and should be dropped.
@@ -363,7 +482,7 @@ impl TcpChannel {
 
     /// Bounds every later read by `deadline` as a whole (None: each read by the timeout).
     pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
-        self.reader.get_mut().deadline = deadline;
+        self.reader.set_deadline(deadline);
     }
 
     /// Records the first error, shuts the socket down (the peer sees the connection close
@@ -372,7 +491,7 @@ impl TcpChannel {
         if self.poisoned.is_none() {
             self.poisoned = Some(e.to_string());
         }
-        let _ = self.writer.stream.shutdown(Shutdown::Both);
+        let _ = self.writer.stream.socket().shutdown(Shutdown::Both);
         e
     }
 
@@ -427,13 +546,13 @@ impl TcpChannel {
                 let r = writer.write_message(&[out], limits.frame());
                 // Unblock the reader at once: the exchange has failed either way.
                 if r.is_err() && first.compare_exchange(0, WRITER, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
-                    let _ = writer.stream.shutdown(Shutdown::Both);
+                    let _ = writer.stream.socket().shutdown(Shutdown::Both);
                 }
                 r
             });
             let r = read_message_into(reader, inp, &limits, ctx);
             if r.is_err() && first.compare_exchange(0, READER, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
-                let _ = reader.get_ref().sock.shutdown(Shutdown::Both);
+                let _ = reader.socket().shutdown(Shutdown::Both);
             }
             (handle.join(), r)
         });
@@ -515,7 +634,7 @@ impl Channel for TcpChannel {
     fn set_timeout(&mut self, timeout: Duration) {
         let timeout = timeout.max(Duration::from_millis(1));
         self.timeout = timeout;
-        let s = &self.reader.get_ref().sock;
+        let s = self.reader.socket();
         if let Err(e) = s.set_read_timeout(Some(timeout)).and_then(|()| s.set_write_timeout(Some(timeout))) {
             let e = TransportError::Io { peer: self.peer.clone(), source: e };
             self.fail(e);
@@ -611,7 +730,8 @@ pub fn connect(
         delay = (delay * 2).min(Duration::from_millis(100));
     };
     let timeout = cfg.timeout.max(deadline.saturating_duration_since(Instant::now()));
-    let mut chan = TcpChannel::new(stream, label.clone(), peer_id, handshake_limits(), timeout)?;
+    let tls = cfg.tls.client_connection(addr)?;
+    let mut chan = TcpChannel::new(stream, label.clone(), peer_id, handshake_limits(), timeout, tls)?;
     let identify = |id: u32| {
         if id == peer_id {
             Ok(label.clone())
@@ -728,7 +848,8 @@ fn authenticate_accepted(
         Some(l) => l.to_string(),
         None => format!("connection from {from} claiming to be party {id}"),
     };
-    let mut chan = TcpChannel::new(stream, provisional, u32::MAX, handshake_limits(), timeout)?;
+    let tls = cfg.tls.server_connection()?;
+    let mut chan = TcpChannel::new(stream, provisional, u32::MAX, handshake_limits(), timeout, tls)?;
     let (id, _) = handshake(&mut chan, my_id, &session, key, &identify, &rename, timeout)?;
     chan.peer_id = id;
     Ok(finish(chan, cfg))
@@ -751,6 +872,11 @@ pub fn tcp_mesh(
     let n = addrs.len();
     if my_id as usize >= n {
         return Err(TransportError::Setup(format!("party id {my_id} is out of range for a mesh of {n} parties")));
+    }
+    if cfg.tls.server.is_some() != cfg.tls.client.is_some() {
+        return Err(TransportError::Setup(
+            "TLS in a mesh needs both this party's certificate and key (it accepts) and the CA (it connects)".into(),
+        ));
     }
     let mut chans: Vec<Option<TcpChannel>> = (0..n).map(|_| None).collect();
     for j in 0..my_id {

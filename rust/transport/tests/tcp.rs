@@ -79,7 +79,7 @@ fn exchange_16mb_both_directions_at_once() {
 #[test]
 fn messages_of_many_sizes_and_frames() {
     let small_frames = TcpConfig { max_frame: 1000, ..cfg(5000) };
-    let (mut a, mut b) = pair_with(small_frames, small_frames);
+    let (mut a, mut b) = pair_with(small_frames.clone(), small_frames);
     let sizes = [0usize, 1, 999, 1000, 1001, 16 * 1024, 100_000, 3 << 20];
     let t = thread::spawn(move || {
         for &n in &sizes {
@@ -104,7 +104,7 @@ fn messages_of_many_sizes_and_frames() {
 #[test]
 fn send_parts_equals_send_of_the_joined_bytes() {
     let small_frames = TcpConfig { max_frame: 1000, ..cfg(5000) };
-    let (mut a, mut b) = pair_with(small_frames, small_frames);
+    let (mut a, mut b) = pair_with(small_frames.clone(), small_frames);
     // Splits that cross frame boundaries, empty parts, one large part after small ones.
     let cases: Vec<Vec<usize>> =
         vec![vec![], vec![0, 0], vec![1, 0, 998, 1], vec![1, 1000, 0, 1001], vec![5, 3 << 20, 7], vec![999; 17]];
@@ -185,7 +185,8 @@ fn expect_auth(r: Result<TcpChannel, TransportError>, peer: &str, what: &str) {
 fn wrong_key_fails_on_both_sides() {
     let (l, addr) = listen();
     let cfg = TcpConfig { connect_timeout: Duration::from_millis(1500), ..cfg(1000) };
-    let t = thread::spawn(move || connect(addr, 1, 0, SESSION, &key_from_token(b"wrong"), "alice", &cfg));
+    let c = cfg.clone();
+    let t = thread::spawn(move || connect(addr, 1, 0, SESSION, &key_from_token(b"wrong"), "alice", &c));
     let r = accept(&l, 0, &[1], SESSION, &key_from_token(b"right"), &names(), &cfg);
     expect_auth(r, "party 1 (bob)", "proof of the session key is wrong");
     expect_auth(t.join().unwrap(), "party 0 (alice)", "proof of the session key is wrong");
@@ -196,12 +197,14 @@ fn wrong_session_and_wrong_party_fail() {
     let (l, addr) = listen();
     let cfg = TcpConfig { connect_timeout: Duration::from_millis(1500), ..cfg(1000) };
     let key = key_from_token(b"k");
-    let t = thread::spawn(move || connect(addr, 1, 0, *b"another-session!", &key, "alice", &cfg));
+    let c = cfg.clone();
+    let t = thread::spawn(move || connect(addr, 1, 0, *b"another-session!", &key, "alice", &c));
     expect_auth(accept(&l, 0, &[1], SESSION, &key, &names(), &cfg), "party 1 (bob)", "session id mismatch");
     expect_auth(t.join().unwrap(), "party 0 (alice)", "session id mismatch");
 
     // Party 2 connects where only party 1 is expected.
-    let t = thread::spawn(move || connect(addr, 2, 0, SESSION, &key, "alice", &cfg));
+    let c = cfg.clone();
+    let t = thread::spawn(move || connect(addr, 2, 0, SESSION, &key, "alice", &c));
     expect_auth(accept(&l, 0, &[1], SESSION, &key, &names(), &cfg), "party 2", "not expected");
     expect_auth(t.join().unwrap(), "party 0 (alice)", "rejected");
 }
@@ -211,14 +214,15 @@ fn bad_connections_do_not_consume_the_accept_slot() {
     let (l, addr) = listen();
     let key = key_from_token(b"token");
     let cfg = cfg(300);
+    let c = cfg.clone();
     let t = thread::spawn(move || {
         // Garbage, then a silent connection, then a wrong key, then the real peer.
         let mut s = TcpStream::connect(addr).unwrap();
         s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
         let _silent = TcpStream::connect(addr).unwrap();
         thread::sleep(Duration::from_millis(400));
-        assert!(connect(addr, 1, 0, SESSION, &key_from_token(b"bad"), "alice", &cfg).is_err());
-        connect(addr, 1, 0, SESSION, &key, "alice", &cfg).unwrap()
+        assert!(connect(addr, 1, 0, SESSION, &key_from_token(b"bad"), "alice", &c).is_err());
+        connect(addr, 1, 0, SESSION, &key, "alice", &c).unwrap()
     });
     let mut a = accept(&l, 0, &[1], SESSION, &key, &names(), &cfg).unwrap();
     let mut b = t.join().unwrap();
@@ -277,12 +281,12 @@ fn stalled_peer_times_out_within_the_timeout() {
 fn oversize_message_is_rejected() {
     let small = TcpConfig { max_message: 1000, max_frame: 256, ..cfg(2000) };
     let big = TcpConfig { max_frame: 256, ..cfg(2000) };
-    let (mut a, mut b) = pair_with(small, big);
+    let (mut a, mut b) = pair_with(small.clone(), big);
     b.send(&[5u8; 1001]).unwrap();
     let err = a.recv().unwrap_err();
     assert!(matches!(err, TransportError::TooLarge { size: 1001, limit: 1000, .. }), "{err}");
     // A frame larger than the receiver's max_frame is rejected from its header alone.
-    let (mut a, mut b) = pair_with(small, cfg(2000));
+    let (mut a, mut b) = pair_with(small.clone(), cfg(2000));
     b.send(&[5u8; 300]).unwrap();
     let err = a.recv().unwrap_err();
     assert!(matches!(err, TransportError::TooLarge { size: 300, limit: 256, .. }), "{err}");
@@ -368,7 +372,8 @@ fn huge_timeouts_mean_no_bound_instead_of_a_panic() {
     let forever = TcpConfig { timeout: Duration::MAX, connect_timeout: Duration::MAX, ..TcpConfig::default() };
     let (l, addr) = listen();
     let key = key_from_token(b"t");
-    let t = thread::spawn(move || connect(addr, 1, 0, SESSION, &key, "alice", &forever));
+    let forever2 = forever.clone();
+    let t = thread::spawn(move || connect(addr, 1, 0, SESSION, &key, "alice", &forever2));
     let mut a = accept(&l, 0, &[1], SESSION, &key, &names(), &forever).unwrap();
     let mut b = t.join().unwrap().unwrap();
     a.send(b"ok").unwrap();
