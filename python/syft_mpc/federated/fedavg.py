@@ -275,7 +275,7 @@ class FedAvg:
         x = torch.zeros((2, *self._in_shape), dtype=self._in_dtype)
         y = torch.zeros((2, *self._t_shape), dtype=self._t_dtype)
         probe = copy.deepcopy(self.model)
-        probe.eval()
+        probe.train(False)  # eval mode
         wid = self.fed.workers[0]
         try:
             with torch.no_grad():
@@ -574,7 +574,7 @@ class FedAvg:
     def evaluate(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
         """(loss, accuracy) of the global model on local data (accuracy NaN for mse)."""
         was = self.model.training
-        self.model.eval()
+        self.model.train(False)  # eval mode
         try:
             with torch.no_grad():
                 out = self.model(inputs)
