@@ -329,11 +329,10 @@ def test_deletions_lost_with_a_broken_link_are_sent_again() -> None:
     assert len(w._objects) == 4 and len(sy.local_worker._gc_pending[w]) == 3
     assert torch.equal(keep.get(), torch.zeros(2))  # reconnects; the deletions go along
     assert not w._objects and w not in sy.local_worker._gc_pending
-    # A worker that is gone: the deletions are tried once more, then dropped.
+    # A worker that is gone: flush_gc drops its deletions without failing the caller (a
+    # stale queue entry must not break an unrelated flush).
     ptrs = [torch.ones(2).send(w) for _ in range(2)]
     del ptrs
-    w.broken = 2
-    for _ in range(2):
-        with pytest.raises(sy.PeerDisconnected):
-            sy.local_worker.flush_gc()
+    w.broken = 1
+    sy.local_worker.flush_gc()
     assert w not in sy.local_worker._gc_pending

@@ -258,13 +258,20 @@ class BaseWorker:
         """Sends the deletions queued by dead pointers now (otherwise they ride on the next message)."""
         while self._gc_pending:
             location = next(iter(self._gc_pending))
-            if self._gc_pending.get(location):
-                # Workers are equal by id, so the key may be an older object for this id (a
-                # restarted worker, reached through a new SocketWorker): go through the one
-                # known now, as the next request to that id would, not to the old address.
-                self._send(self._known_workers.get(location.id, location), None)
-            else:
+            if not self._gc_pending.get(location):
                 self._gc_pending.pop(location, None)
+                continue
+            # Workers are equal by id, so the key may be an older object for this id (a
+            # restarted worker, reached through a new SocketWorker): go through the one
+            # known now, as the next request to that id would, not to the old address.
+            target = self._known_workers.get(location.id, location)
+            try:
+                self._send(target, None)
+            except TransportError:
+                # Unreachable (gone, or another deployment's worker of that name): its objects
+                # die with it or after its grace period; deletions never fail the caller.
+                self._gc_pending.pop(location, None)
+                self._gc_pending.pop(target, None)
 
     # ------------------------------------------------------------------ server side
 
