@@ -87,6 +87,7 @@ _LAZY = {
     "validation_enabled": "syft_mpc.validation_mode",
     "ValidationError": "syft_mpc.validation_mode",
     "dp": "syft_mpc.dp",
+    "checkpoint": "syft_mpc.checkpoint",
     "federated": "syft_mpc.federated",
     "BaseDataset": "syft_mpc.federated.dataset",
     "FederatedDataset": "syft_mpc.federated.dataset",
