@@ -43,6 +43,21 @@ def _check(outs: list[str], world: int) -> None:
     assert "dealer served" in text, text
 
 
+def run_ranks(env: dict[str, str], world: int) -> None:
+    """Runs the job once per rank (RANK/LOCAL_RANK set over ``env``) and checks every rank's result."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(JOB)],
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(world)
+    ]
+    _check(_finish(procs, TIMEOUT), world)
+
+
 def test_env_rendezvous_processes_secure_mul() -> None:
     """Ranks started like torchrun starts them: env vars set, the TCPStore hosted by the
     launcher (here this test, on a free port), every rank a client of it."""
@@ -57,17 +72,7 @@ def test_env_rendezvous_processes_secure_mul() -> None:
         SYFT_MPC_TOKEN=secrets.token_hex(32),
         JOB_SESSION=f"t-{secrets.token_hex(4)}",
     )
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(JOB)],
-            env={**base, "RANK": str(r), "LOCAL_RANK": str(r)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for r in range(world)
-    ]
-    _check(_finish(procs, TIMEOUT), world)
+    run_ranks(base, world)
     # Only addresses went through the store; the token did not.
     keys = [f"syft_mpc/{base['JOB_SESSION']}/addr/{r}" for r in range(world)]
     values = [bytes(store.get(k)).decode() for k in keys]

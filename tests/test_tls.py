@@ -294,7 +294,7 @@ def test_torchrun_rendezvous_over_tls(pki: Pki) -> None:
     from datetime import timedelta
 
     import torch.distributed as dist
-    from test_rendezvous import JOB, TIMEOUT, _check, _finish
+    from test_rendezvous import run_ranks
 
     store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=60))
     world = 3
@@ -310,14 +310,4 @@ def test_torchrun_rendezvous_over_tls(pki: Pki) -> None:
         SYFT_MPC_TLS_CA=pki.ca,
         JOB_SESSION="tls-job",
     )
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(JOB)],
-            env={**base, "RANK": str(r), "LOCAL_RANK": str(r)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for r in range(world)
-    ]
-    _check(_finish(procs, TIMEOUT), world)
+    run_ranks(base, world)
