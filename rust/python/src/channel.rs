@@ -37,7 +37,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use syft_mpc_transport::{accept_stream, bind, connect, Channel, TcpChannel, TcpConfig, TlsConfig, TransportError};
+use syft_mpc_transport::{
+    accept_stream, bind, connect, Channel, Message, TcpChannel, TcpConfig, TlsConfig, TransportError,
+};
 
 /// Handshakes waiting for `accept()`; further connections wait in the kernel backlog.
 const QUEUE: usize = 64;
@@ -106,13 +108,36 @@ fn message_parts<'py>(data: &Bound<'py, PyAny>) -> PyResult<Vec<Part<'py>>> {
     )))
 }
 
-/// A received message as `bytes` (small) or a numpy `uint8` array owning the buffer (large).
-fn message_out(py: Python<'_>, msg: Vec<u8>) -> Bound<'_, PyAny> {
+/// A received message as `bytes` (small) or a writable numpy `uint8` array that owns the
+/// received buffer (large): no copy either way for large messages.
+fn message_out(py: Python<'_>, msg: Message) -> PyResult<Bound<'_, PyAny>> {
     if msg.len() < LARGE_MESSAGE {
-        PyBytes::new(py, &msg).into_any()
-    } else {
-        msg.into_pyarray(py).into_any()
+        return Ok(PyBytes::new(py, &msg).into_any());
     }
+    match msg.try_into_vec() {
+        Ok(v) => Ok(v.into_pyarray(py).into_any()),
+        Err(mut mapped) => {
+            let (len, ptr) = (mapped.len(), mapped.as_mut_ptr());
+            // Moving the message moves its handle, not the mapped bytes: `ptr` stays valid.
+            let owner = Bound::new(py, ReceivedMessage { _bytes: mapped })?;
+            // SAFETY: the view covers the `len` bytes of the message that `owner` owns and
+            // never moves or frees while alive; numpy keeps `owner` as the array's base, so
+            // the memory outlives every array or tensor viewing it. The bytes are only
+            // written through numpy, never again from Rust.
+            let arr = unsafe {
+                let view = numpy::ndarray::ArrayView1::from_shape_ptr(len, ptr.cast_const());
+                numpy::PyArray1::<u8>::borrow_from_array(&view, owner.into_any())
+            };
+            Ok(arr.into_any())
+        }
+    }
+}
+
+/// Owner of a large received message (a memory mapping): the base object of the numpy
+/// array [`Connection::recv`] returns; unmapped when the last view of it goes away.
+#[pyclass(frozen, module = "syft_mpc._native")]
+struct ReceivedMessage {
+    _bytes: Message,
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -482,10 +507,10 @@ impl Connection {
                 if let Some(t) = t {
                     c.set_timeout(t);
                 }
-                c.recv()
+                c.recv_message()
             })
         })?;
-        Ok(message_out(py, msg))
+        message_out(py, msg)
     }
 
     /// `send(data)` then `recv(timeout_s)` in one call (one GIL release per round trip).
@@ -505,10 +530,10 @@ impl Connection {
                     c.set_timeout(t);
                 }
                 c.send_parts(&slices)?;
-                c.recv()
+                c.recv_message()
             })
         })?;
-        Ok(message_out(py, msg))
+        message_out(py, msg)
     }
 
     /// Sets the default bound on every later wait.

@@ -14,12 +14,14 @@ mod error;
 pub mod frame;
 pub mod handshake;
 mod memory;
+pub mod message;
 mod tcp;
 pub mod tls;
 
 pub use error::TransportError;
 pub use handshake::{key_from_token, random_session_id};
 pub use memory::{memory_mesh, memory_pair, MemoryChannel};
+pub use message::Message;
 pub use tcp::{accept, accept_stream, bind, connect, party_label, tcp_mesh, TcpChannel, TcpConfig};
 pub use tls::TlsConfig;
 

@@ -16,6 +16,7 @@ use crate::frame::{
     HEADER_LEN,
 };
 use crate::handshake::{handshake, HANDSHAKE_MAX};
+use crate::message::Message;
 use crate::tls::{self, TlsConfig, TlsReader, TlsWriter};
 use crate::{Channel, ChannelStats, TransportError, DEFAULT_TIMEOUT};
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
@@ -32,8 +33,6 @@ const COALESCE: usize = 64 * 1024;
 const SMALL_EXCHANGE: usize = 16 * 1024;
 /// Read buffer: frame headers and small messages arrive in one syscall.
 const READ_BUF: usize = 64 * 1024;
-/// A message buffer grows ahead of the received bytes by at least this much.
-const GROW_MIN: usize = 64 * 1024;
 
 /// Settings of TCP channels and their set-up.
 #[derive(Clone, Debug)]
@@ -289,38 +288,29 @@ fn read_message_into(
     }
 }
 
-/// Reads one message of any length up to `max_message`; the buffer grows one frame at a time.
-fn read_message(r: &mut ReadHalf, limits: &FrameLimits, ctx: Ctx<'_>) -> Result<Vec<u8>, TransportError> {
+/// Reads one message of any length up to `max_message`. Reads go straight into the
+/// message, which grows with the bytes received, never by a declared length alone (see
+/// [`Message::room`]); large messages land in a memory mapping, without copies on growth.
+fn read_message(r: &mut ReadHalf, limits: &FrameLimits, ctx: Ctx<'_>) -> Result<Message, TransportError> {
     let mut re = Reassembly::new(limits.max_message);
-    let mut msg = Vec::new();
+    let mut msg = Message::new();
     loop {
         let h = read_header(r, limits, ctx, msg.len() as u64)?;
         let len = re.on_header(&h).map_err(|e| e.into_transport(ctx.peer))?;
         let end = msg.len() + len;
-        // Reads go straight into the message (`read_to_end` would read in small adaptive
-        // steps). The buffer grows ahead of the bytes received by at most what was received
-        // so far (and at least GROW_MIN), never by the declared length alone: a header
-        // announcing a large frame costs nothing until its bytes arrive. Growth still
-        // doubles, so a large message is reallocated O(log n) times.
-        let mut filled = msg.len();
-        while filled < end {
-            if filled == msg.len() {
-                let ahead = filled.max(GROW_MIN);
-                msg.resize(end.min(filled.saturating_add(ahead)), 0);
-            }
-            match r.read(&mut msg[filled..]) {
-                Ok(0) => {
-                    return Err(ctx.io(
-                        ErrorKind::UnexpectedEof.into(),
-                        &format!("in the middle of a message, after {filled} bytes"),
-                    ))
-                }
-                Ok(n) => filled += n,
+        while msg.len() < end {
+            let filled = msg.len();
+            let during = || format!("in the middle of a message, after {filled} bytes");
+            let room = msg.room(end).map_err(|e| ctx.io(e, &during()))?;
+            match r.read(room) {
+                Ok(0) => return Err(ctx.io(ErrorKind::UnexpectedEof.into(), &during())),
+                Ok(n) => msg.advance(n),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(ctx.io(e, &format!("in the middle of a message, after {filled} bytes"))),
+                Err(e) => return Err(ctx.io(e, &during())),
             }
         }
         if h.is_final() {
+            msg.finish();
             return Ok(msg);
         }
     }
@@ -453,6 +443,20 @@ impl TcpChannel {
     /// True after an error: the channel is unusable and should be dropped.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned.is_some()
+    }
+
+    /// Receives one message of any length up to the maximum. Large messages come back
+    /// in a memory mapping (no copy on the way in); [`Channel::recv`] copies those into a `Vec`.
+    pub fn recv_message(&mut self) -> Result<Message, TransportError> {
+        self.check()?;
+        let (limits, ctx) = (self.limits, Ctx { peer: &self.peer, timeout: self.timeout });
+        match read_message(&mut self.reader, &limits, ctx) {
+            Ok(msg) => {
+                self.received(msg.len());
+                Ok(msg)
+            }
+            Err(e) => Err(self.fail(e)),
+        }
     }
 
     /// Sends the concatenation of `parts` as one message, without joining them first
@@ -594,15 +598,7 @@ impl Channel for TcpChannel {
     }
 
     fn recv(&mut self) -> Result<Vec<u8>, TransportError> {
-        self.check()?;
-        let (limits, ctx) = (self.limits, Ctx { peer: &self.peer, timeout: self.timeout });
-        match read_message(&mut self.reader, &limits, ctx) {
-            Ok(msg) => {
-                self.received(msg.len());
-                Ok(msg)
-            }
-            Err(e) => Err(self.fail(e)),
-        }
+        self.recv_message().map(Message::into_vec)
     }
 
     /// Full duplex: large messages are written on a scoped thread while this thread
