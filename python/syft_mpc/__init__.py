@@ -68,6 +68,7 @@ _LAZY = {
     "PointerTensor": "syft_mpc.pointers",
     "RemoteParameter": "syft_mpc.pointers",
     "serde": "syft_mpc.serde",
+    "cuda_ring": "syft_mpc.cuda_ring",
     "messages": "syft_mpc.messages",
     "allowlist": "syft_mpc.allowlist",
     "hook": "syft_mpc.hook",
