@@ -319,14 +319,39 @@ def _entries(objs: Mapping[str, Any]) -> list[tuple[str, "SharedTensor"]]:
                     for k, v in obj.state.get(p, {}).items():
                         if v is None:
                             continue
+                        if _is_public_counter(v):
+                            continue  # saved in the description: see _public_state
                         if not isinstance(v, SharedTensor):
                             raise TypeError(
                                 f"optimizer state {k!r} of {key} is a {type(v).__name__}, not a shared tensor; "
-                                "only SGD (whose state is its shared momentum buffers) can be checkpointed"
+                                "a checkpoint holds shared state and public step counters only"
                             )
                         out.append((f"{key}/{gi}/{pi}/{k}", v))
         else:
             raise TypeError(f"cannot checkpoint {key}={type(obj).__name__}: pass modules, optimizers or shared tensors")
+    return out
+
+
+def _is_public_counter(v: Any) -> bool:
+    """A plain scalar of optimizer state, e.g. Adam's ``step``: public (every party knows how
+    many steps ran), so it is kept in the checkpoint's description, not as shares."""
+    from syft_mpc.shared import SharedTensor
+
+    if isinstance(v, SharedTensor):
+        return False
+    return isinstance(v, (int, float)) or (isinstance(v, torch.Tensor) and v.numel() == 1 and v.dim() == 0)
+
+
+def _public_state(objs: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """(name, value) of every public counter in the optimizers of ``objs`` (names as in :func:`_entries`)."""
+    out: list[tuple[str, Any]] = []
+    for key, obj in objs.items():
+        if isinstance(obj, torch.optim.Optimizer):
+            for gi, group in enumerate(obj.param_groups):
+                for pi, p in enumerate(group["params"]):
+                    for k, v in obj.state.get(p, {}).items():
+                        if _is_public_counter(v):
+                            out.append((f"{key}/{gi}/{pi}/{k}", v.detach().clone() if isinstance(v, torch.Tensor) else float(v)))
     return out
 
 
@@ -367,6 +392,7 @@ def save(tag: str, **objs: Any) -> dict[str, Any]:
                 (name, list(t.shape), t.dtype, int(t.scale), int(t.base), int(t.precision_fractional), bool(t.requires_grad))
                 for name, t in entries
             ],
+            "public": _public_state(objs),
         }
     )
     nonce = secrets.token_hex(16)
@@ -453,7 +479,7 @@ def restore(tag: str, *workers: BaseWorker, crypto_provider: "BaseWorker | None"
             raise ProtocolError(f"checkpoint {tag!r}: the holders' shares of {name} do not have its shape {shape}")
         tensors[name] = SharedTensor(_Cell(_Shares(group, i, shape)), scale, base, precision, dtype, False)
         grads[name] = requires_grad
-    _install(tensors, grads, objs, tag)
+    _install(tensors, grads, objs, tag, dict(meta.get("public", [])))
     return tensors
 
 
@@ -477,7 +503,9 @@ def _put(old: Any, new: "SharedTensor", name: str) -> None:
     old._cell.aux = None
 
 
-def _install(tensors: dict[str, "SharedTensor"], grads: dict[str, bool], objs: Mapping[str, Any], tag: str) -> None:
+def _install(
+    tensors: dict[str, "SharedTensor"], grads: dict[str, bool], objs: Mapping[str, Any], tag: str, public: "dict[str, Any] | None" = None
+) -> None:
     from syft_mpc.shared import SharedTensor
 
     replaced: dict[int, torch.nn.Parameter] = {}  # id(plain parameter) -> the shared one replacing it
@@ -520,7 +548,8 @@ def _install(tensors: dict[str, "SharedTensor"], grads: dict[str, bool], objs: M
                         obj.state[new_p] = obj.state.pop(old)
                 group["params"] = params
             prefix = f"{key}/"
-            for name, t in tensors.items():
+            state_items: list[tuple[str, Any]] = [*tensors.items(), *(public or {}).items()]
+            for name, t in state_items:
                 if not name.startswith(prefix):
                     continue
                 gi, pi, k = name[len(prefix):].split("/", 2)
@@ -528,9 +557,9 @@ def _install(tensors: dict[str, "SharedTensor"], grads: dict[str, bool], objs: M
                     p = obj.param_groups[int(gi)]["params"][int(pi)]
                 except (IndexError, ValueError):
                     raise ValueError(f"{name}: the optimizer here has no parameter group {gi} / parameter {pi}") from None
-                if tuple(p.shape) != tuple(t.shape):
+                if name in tensors and tuple(p.shape) != tuple(t.shape):
                     raise ValueError(f"{name}: shape {tuple(t.shape)} does not match its parameter's {tuple(p.shape)}")
-                obj.state[p][k] = t
+                obj.state[p][k] = t.clone() if isinstance(t, torch.Tensor) and name not in tensors else t
         elif isinstance(obj, SharedTensor):
             new = _take(tensors, key, tag)
             _put(obj, new, key)
