@@ -281,6 +281,22 @@ class MpcShareOut(Struct):
 
 @register
 @dataclass
+class MpcPort(Struct):
+    """Return a free TCP port on ``host``, an address of this worker's machine (the one the
+    driver reaches it by): where this worker's party or dealer will listen in the next
+    session, so the members of a session may sit on different machines."""
+
+    KIND: ClassVar[int] = 35
+    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((str,),)
+    host: str
+
+    def validate(self) -> None:
+        if not 0 < len(self.host) <= 255:
+            raise SerializationError("MpcPort.host must be a host name or address of at most 255 characters")
+
+
+@register
+@dataclass
 class MpcStats(Struct):
     """Return this worker's traffic counters for MPC session ``session`` (its party's or its
     dealer's ``stats()``: rounds, bytes sent and received), or an empty dict if it has none."""

@@ -39,7 +39,7 @@ import torch
 
 from syft_mpc import _native
 from syft_mpc.errors import ProtocolError, TransportError, UnsupportedOperationError
-from syft_mpc.messages import Envelope, Err, MpcJoin, MpcLeave, MpcRun, MpcShareOut, MpcStats, Ok, Store, new_id
+from syft_mpc.messages import Envelope, Err, MpcJoin, MpcLeave, MpcPort, MpcRun, MpcShareOut, MpcStats, Ok, Store, new_id
 from syft_mpc.serde import ObjRef
 from syft_mpc.workers import register_handler
 
@@ -465,6 +465,20 @@ register_handler(MpcRun, _handle_run)
 register_handler(MpcLeave, _handle_leave)
 register_handler(MpcStats, _handle_stats)
 
+
+def _handle_port(worker: "BaseWorker", msg: MpcPort) -> tuple[Any, None]:
+    try:
+        return _free_port(msg.host), None
+    except OSError as e:
+        raise ValueError(
+            f"worker {worker.id} cannot listen on {msg.host} for an MPC session ({e}); the driver reaches it "
+            "by that address, so it must be an address of the worker's machine (start the worker with "
+            "--host set to an address the driver and the other workers can reach)"
+        ) from None
+
+
+register_handler(MpcPort, _handle_port)
+
 # ============================================================================ driver side
 
 _POOL: "ThreadPoolExecutor | None" = None
@@ -542,6 +556,7 @@ class Group:
         self.crypto_provider = crypto_provider
         self.host = host
         self.session: "str | None" = None
+        self.addresses: "tuple[tuple[str, ...], str] | None" = None  # (parties, dealer) of the last session opened
         self.timeout_s = DEFAULT_TIMEOUT_S
         self.truncation = "dealer"
         self._lock = threading.RLock()
@@ -555,13 +570,29 @@ class Group:
         ws = ", ".join(w.id for w in self.workers)
         return f"<Group parties:({ws}) crypto_provider:{self.crypto_provider.id}>"
 
+    def _listen_addresses(self) -> list[str]:
+        """Where each party, then the dealer, listens in a new session. A socket worker
+        listens on its own host (the address the driver reaches it by) at a free port it
+        picks there, so the members may sit on different machines; a VirtualWorker on this
+        process's ``host``."""
+        members = (*self.workers, self.crypto_provider)
+        hosts = {w.id: h for w in members if isinstance(h := getattr(w, "host", None), str)}
+        remote = [w for w in members if w.id in hosts]
+        ports = dict(zip(hosts, fan_out([(w, MpcPort(hosts[w.id])) for w in remote], timeout_s=self.timeout_s)))
+        out = []
+        for w in members:
+            host = hosts.get(w.id, self.host)
+            port = ports[w.id] if w.id in ports else _free_port(host)
+            out.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        return out
+
     def ensure_session(self) -> str:
         with self._lock:
             if self.session is None:
                 name = f"syft-{secrets.token_hex(8)}"
                 token = secrets.token_hex(16)
-                addrs = [f"{self.host}:{_free_port(self.host)}" for _ in self.workers]
-                dealer_addr = f"{self.host}:{_free_port(self.host)}"
+                *addrs, dealer_addr = self._listen_addresses()
+                self.addresses = (tuple(addrs), dealer_addr)
                 reqs: list[tuple[BaseWorker, Any]] = [
                     (self.crypto_provider, MpcJoin(name, -1, addrs, dealer_addr, token, float(self.timeout_s)))
                 ]
