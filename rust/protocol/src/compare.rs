@@ -34,6 +34,9 @@ fn bit(words: &[u64], e: usize) -> u64 {
 impl Party {
     /// Shares of `1{x < 0}` (0 or 1) for shared `x` read as signed 64-bit.
     pub fn ltz(&mut self, x: &[R64]) -> Result<Vec<R64>> {
+        if x.is_empty() {
+            return Ok(Vec::new()); // every party sees the same length: all skip the rounds
+        }
         let (e, s, _) = self.masked_sign(x, false)?;
         let first = self.id() == 0;
         Ok((0..x.len())
@@ -47,6 +50,9 @@ impl Party {
 
     /// Shares of `max(x, 0)` for shared `x` read as signed 64-bit (fixed-point inputs work unchanged).
     pub fn relu(&mut self, x: &[R64]) -> Result<Vec<R64>> {
+        if x.is_empty() {
+            return Ok(Vec::new());
+        }
         let (e, s, eps) = self.masked_sign(x, true)?;
         // x·msb = e·x + (1 − 2e)·x·ρ and x·ρ = ε·ρ + a·ρ with ε = x − a public.
         Ok((0..x.len())

@@ -57,6 +57,14 @@ fn run_bilinear(n: usize, x: &[R64], y: &[R64], f: impl Fn(&mut Party, &[R64], &
     reveal(&run(n, |p| f(p, &xs[p.id()], &ys[p.id()])))
 }
 
+#[test]
+fn comparisons_of_empty_tensors_are_empty() {
+    for n in 2..=3 {
+        let outs = run(n, |p| (p.ltz(&[]).unwrap(), p.relu(&[]).unwrap()));
+        assert!(outs.iter().all(|(lt, re)| lt.is_empty() && re.is_empty()));
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
