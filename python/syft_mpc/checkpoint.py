@@ -41,7 +41,7 @@ import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -314,22 +314,35 @@ def _entries(objs: Mapping[str, Any]) -> list[tuple[str, "SharedTensor"]]:
                     raise TypeError(f"buffer {bname} of {key} is not shared; a checkpoint holds shared state only")
                 out.append((f"{key}/buffers/{bname}", b))
         elif isinstance(obj, torch.optim.Optimizer):
-            for gi, group in enumerate(obj.param_groups):
-                for pi, p in enumerate(group["params"]):
-                    for k, v in obj.state.get(p, {}).items():
-                        if v is None:
-                            continue
-                        if _is_public_counter(v):
-                            continue  # saved in the description: see _public_state
-                        if not isinstance(v, SharedTensor):
-                            raise TypeError(
-                                f"optimizer state {k!r} of {key} is a {type(v).__name__}, not a shared tensor; "
-                                "a checkpoint holds shared state and public step counters only"
-                            )
-                        out.append((f"{key}/{gi}/{pi}/{k}", v))
+            for name, k, v in _optimizer_state(key, obj):
+                if v is None or _is_public_counter(v):
+                    continue  # counters go into the description: see _public_state
+                if not isinstance(v, SharedTensor):
+                    raise TypeError(
+                        f"optimizer state {k!r} of {key} is a {type(v).__name__}, not a shared tensor; "
+                        "a checkpoint holds shared state and public step counters only"
+                    )
+                out.append((name, v))
         else:
             raise TypeError(f"cannot checkpoint {key}={type(obj).__name__}: pass modules, optimizers or shared tensors")
     return out
+
+
+def _optimizer_state(key: str, opt: torch.optim.Optimizer) -> Iterator[tuple[str, str, Any]]:
+    """(checkpoint name ``key/group/param/state-key``, state key, value) of every entry of ``opt``'s state."""
+    for gi, group in enumerate(opt.param_groups):
+        for pi, p in enumerate(group["params"]):
+            for k, v in opt.state.get(p, {}).items():
+                yield f"{key}/{gi}/{pi}/{k}", k, v
+
+
+def _state_slot(opt: torch.optim.Optimizer, name: str, prefix: str) -> tuple[Any, str]:
+    """The (parameter, state key) that checkpoint name ``name`` (``prefix`` + ``group/param/key``) refers to in ``opt``."""
+    gi, pi, k = name[len(prefix):].split("/", 2)
+    try:
+        return opt.param_groups[int(gi)]["params"][int(pi)], k
+    except (IndexError, ValueError):
+        raise ValueError(f"{name}: the optimizer here has no parameter group {gi} / parameter {pi}") from None
 
 
 def _is_public_counter(v: Any) -> bool:
@@ -344,15 +357,13 @@ def _is_public_counter(v: Any) -> bool:
 
 def _public_state(objs: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """(name, value) of every public counter in the optimizers of ``objs`` (names as in :func:`_entries`)."""
-    out: list[tuple[str, Any]] = []
-    for key, obj in objs.items():
-        if isinstance(obj, torch.optim.Optimizer):
-            for gi, group in enumerate(obj.param_groups):
-                for pi, p in enumerate(group["params"]):
-                    for k, v in obj.state.get(p, {}).items():
-                        if _is_public_counter(v):
-                            out.append((f"{key}/{gi}/{pi}/{k}", v.detach().clone() if isinstance(v, torch.Tensor) else float(v)))
-    return out
+    return [
+        (name, v.detach().clone() if isinstance(v, torch.Tensor) else float(v))
+        for key, obj in objs.items()
+        if isinstance(obj, torch.optim.Optimizer)
+        for name, _, v in _optimizer_state(key, obj)
+        if _is_public_counter(v)
+    ]
 
 
 def save(tag: str, **objs: Any) -> dict[str, Any]:
@@ -548,18 +559,16 @@ def _install(
                         obj.state[new_p] = obj.state.pop(old)
                 group["params"] = params
             prefix = f"{key}/"
-            state_items: list[tuple[str, Any]] = [*tensors.items(), *(public or {}).items()]
-            for name, t in state_items:
-                if not name.startswith(prefix):
-                    continue
-                gi, pi, k = name[len(prefix):].split("/", 2)
-                try:
-                    p = obj.param_groups[int(gi)]["params"][int(pi)]
-                except (IndexError, ValueError):
-                    raise ValueError(f"{name}: the optimizer here has no parameter group {gi} / parameter {pi}") from None
-                if name in tensors and tuple(p.shape) != tuple(t.shape):
-                    raise ValueError(f"{name}: shape {tuple(t.shape)} does not match its parameter's {tuple(p.shape)}")
-                obj.state[p][k] = t.clone() if isinstance(t, torch.Tensor) and name not in tensors else t
+            for name, t in tensors.items():
+                if name.startswith(prefix):
+                    p, k = _state_slot(obj, name, prefix)
+                    if tuple(p.shape) != tuple(t.shape):
+                        raise ValueError(f"{name}: shape {tuple(t.shape)} does not match its parameter's {tuple(p.shape)}")
+                    obj.state[p][k] = t
+            for name, v in (public or {}).items():
+                if name.startswith(prefix):
+                    p, k = _state_slot(obj, name, prefix)
+                    obj.state[p][k] = v.clone() if isinstance(v, torch.Tensor) else v
         elif isinstance(obj, SharedTensor):
             new = _take(tensors, key, tag)
             _put(obj, new, key)

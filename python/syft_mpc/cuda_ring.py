@@ -37,10 +37,10 @@ from __future__ import annotations
 
 from typing import Optional, Union
 
-import numpy as np
 import torch
 
 from syft_mpc import _native
+from syft_mpc.mpc_session import _t, _u64  # the int64 <-> u64 share boundary
 
 __all__ = ["beaver_matmul_local", "limb_plan", "max_exact_inner", "ring_matmul"]
 
@@ -110,14 +110,6 @@ def _check(a: torch.Tensor, b: torch.Tensor) -> None:
         raise ValueError(f"ring_matmul: inner dimensions differ ({tuple(a.shape)} @ {tuple(b.shape)})")
 
 
-def _native_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    u = _native.ring_matmul(
-        a.contiguous().numpy().view(np.uint64),
-        b.contiguous().numpy().view(np.uint64),
-    )
-    return torch.from_numpy(u.view(np.int64))
-
-
 def ring_matmul(a: torch.Tensor, b: torch.Tensor, device: Optional[Device] = None) -> torch.Tensor:
     """``a @ b`` in Z_2^64 for int64 tensors, with torch.matmul's shape rules (1-d operands,
     broadcast batch dimensions). The result is an int64 tensor on the operands' device.
@@ -137,7 +129,7 @@ def ring_matmul(a: torch.Tensor, b: torch.Tensor, device: Optional[Device] = Non
         elif torch.cuda.is_available():
             device = torch.device("cuda")
         elif (a.dim() == b.dim() == 2) or (a.dim() == b.dim() == 3 and a.shape[0] == b.shape[0]):
-            return _native_matmul(a, b)
+            return _t(_native.ring_matmul(_u64(a), _u64(b)))
         else:
             device = home
     dev = torch.device(device)

@@ -112,14 +112,7 @@ impl Message {
 
     /// The bytes as a `Vec` (a copy when the message is mapped).
     pub fn into_vec(self) -> Vec<u8> {
-        match self.repr {
-            Repr::Heap(mut v) => {
-                v.truncate(self.len);
-                v
-            }
-            #[cfg(target_os = "linux")]
-            Repr::Mapped(ref m) => m.as_slice()[..self.len].to_vec(),
-        }
+        self.try_into_vec().unwrap_or_else(|mapped| mapped.to_vec())
     }
 
     /// The bytes as a `Vec` when they are in one already; the message back otherwise.
