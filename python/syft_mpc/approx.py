@@ -32,6 +32,7 @@ from syft_mpc.shared import (
     HIGH_PRECISION_SCALE,
     SharedTensor,
     _Cell,
+    _fine_encoding,
     _is_shared,
     _lift,
     _ltz,
@@ -93,7 +94,7 @@ def reciprocal(
         return mul(reciprocal(mul(x, sgn), all_pos=True), sgn)
     xn = _narrowed(x)
     if initial is None:
-        y = add(mul(exp(sub(0.5, xn)), 3), 0.003)
+        y = _reciprocal_start(exp(sub(0.5, xn)))
     else:
         y = _lift(initial, xn) if not isinstance(initial, SharedTensor) else initial
     for _ in range(iterations):
@@ -101,18 +102,42 @@ def reciprocal(
     return y
 
 
-def log(x: SharedTensor) -> SharedTensor:
-    """Natural log for x > 0 (documented range [1e-2, 100]) by Householder iterations."""
-    y = add(sub(mul(x, 1.0 / 120), mul(exp(sub(mul(x, -2), 1)), 20)), 3.0)
+def _reciprocal_start(e: SharedTensor) -> SharedTensor:
+    """CrypTen's Newton start for 1/x, ``3·e + 0.003`` with ``e = exp(0.5 − x)``."""
+    return add(mul(e, 3), 0.003)
+
+
+def log(x: SharedTensor, initial: "SharedTensor | None" = None) -> SharedTensor:
+    """Natural log for x > 0 (documented range [1e-2, 100]) by Householder iterations
+    ``y ← y − Σ_{i=1..8} h^i/i`` with ``h = 1 − x·e^−y``, from ``initial`` or ``_log_start(x)``."""
+    y = _log_start(x) if initial is None else initial
     for _ in range(LOG_ITERATIONS):
         h = sub(1, mul(x, exp(neg(y))))
-        acc = h
-        hp = h
-        for i in range(2, LOG_ORDER + 1):
-            hp = mul(hp, h)
-            acc = add(acc, mul(hp, 1.0 / i))
-        y = sub(y, acc)
+        y = sub(y, _log_series(h))
     return y
+
+
+def _log_start(x: SharedTensor, e: "SharedTensor | None" = None) -> SharedTensor:
+    """CrypTen's start ``x/120 − 20·exp(−2x − 1) + 3`` (``e``: that exp, when already computed)."""
+    if e is None:
+        e = exp(sub(mul(x, -2), 1))
+    return add(sub(mul(x, 1.0 / 120), mul(e, 20)), 3.0)
+
+
+def _log_series(h: SharedTensor) -> SharedTensor:
+    """Σ_{i=1..LOG_ORDER} h^i / i. The powers are built by doubling, h^(m+j) = h^m·h^j for
+    j ≤ m, one Beaver product of a stacked tensor per doubling (3 rounds for order 8, not 7);
+    the public coefficients 1/i multiply them locally and the sum is truncated once."""
+    powers = h.unsqueeze(0)  # (m, *h.shape): h^1 .. h^m
+    while powers.shape[0] < LOG_ORDER:
+        m = powers.shape[0]
+        k = min(m, LOG_ORDER - m)
+        top = powers.narrow(0, m - 1, 1)  # h^m
+        powers = _run(h, "aten.cat", [powers, mul(top, powers.narrow(0, 0, k))], 0)
+    coef = torch.tensor([1.0 / i for i in range(1, LOG_ORDER + 1)], dtype=torch.float64).reshape((LOG_ORDER,) + (1,) * h.dim())
+    ce, divisor = _fine_encoding(coef, h)
+    terms = _run(h, "mul_public", powers, ce)
+    return _run(h, "truncate", _sum(terms, 0, keepdim=False), divisor=divisor, local=h.group.truncation == "local")
 
 
 def inv_sqrt(x: SharedTensor, initial: "SharedTensor | None" = None) -> SharedTensor:
@@ -186,12 +211,17 @@ def softmax(x: SharedTensor, dim: int) -> SharedTensor:
 
 
 def log_softmax(x: SharedTensor, dim: int) -> tuple[SharedTensor, SharedTensor]:
-    """(log_softmax, softmax) along ``dim``: z − log Σ exp(z) with z = x − max. The softmax is kept for the backward pass."""
+    """(log_softmax, softmax) along ``dim``: z − log Σ exp(z) with z = x − max. The softmax is kept for the backward pass.
+
+    The starting points of the log and of the reciprocal of the sum s each need an exp (of
+    −2s − 1 and 0.5 − s): both run as one exp of the two stacked (8 rounds, not 16)."""
     z = _shifted(x, dim)
     e = exp(z)
     s = _sum(e, dim)
-    ls = sub(z, log(s))
-    return ls, mul(e, reciprocal(s, all_pos=True))
+    both = exp(_run(s, "aten.stack", [sub(mul(s, -2), 1), sub(0.5, s)]))
+    e_log, e_rec = both.unbind(0)
+    ls = sub(z, log(s, initial=_log_start(s, e_log)))
+    return ls, mul(e, reciprocal(s, all_pos=True, initial=_reciprocal_start(e_rec)))
 
 
 def _check(x: Any) -> SharedTensor:

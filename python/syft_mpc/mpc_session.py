@@ -13,7 +13,10 @@ Driver side
     session (created on first use, re-created after a failure). :func:`fan_out`
     sends one request to each of several workers concurrently and collects the
     replies: a Party method blocks until every party has joined the step, so the
-    driver must never deliver them one after the other.
+    driver must never deliver them one after the other. When every holder is a socket
+    worker, :meth:`Group.run` instead posts each MpcRun without waiting (the driver infers
+    the result shapes with :func:`infer_shapes`) and waits only in :meth:`Group.flush`
+    (reveals, stats, ops it cannot describe, a bound on the backlog).
 
 Everything travels as typed messages through the worker codec (no code, no names); an
 operation name is a key of :data:`MPC_OPS`, never a name looked up dynamically.
@@ -28,6 +31,7 @@ operation name is a key of :data:`MPC_OPS`, never a name looked up dynamically.
 
 from __future__ import annotations
 
+import math
 import secrets
 import socket
 import threading
@@ -46,7 +50,7 @@ from syft_mpc.workers import register_handler
 if TYPE_CHECKING:
     from syft_mpc.workers import BaseWorker
 
-__all__ = ["Group", "MPC_OPS", "fan_out", "group_of", "close_all_sessions"]
+__all__ = ["Group", "MPC_OPS", "fan_out", "group_of", "close_all_sessions", "infer_shapes"]
 
 DEFAULT_TIMEOUT_S = 30.0
 """Bound on every wait of a party for a peer or the dealer (join and each protocol step)."""
@@ -120,8 +124,13 @@ def close_sessions_of(worker: "BaseWorker", owner: str) -> int:
 
 def _handle_leave(worker: "BaseWorker", msg: MpcLeave) -> tuple[Any, None]:
     obj = _state(worker).pop(msg.session, None)
-    if obj is not None:
-        (obj.party if isinstance(obj, _PartyState) else obj).close()
+    if isinstance(obj, _PartyState):
+        obj.party.close()
+    elif obj is not None:
+        # A dealer's close waits until its serve() returns, i.e. until every party has left; one
+        # may be stuck (a stalled peer) until its own timeout. The leave must not wait for that:
+        # this worker's requests, and the driver's recovery, go on meanwhile.
+        threading.Thread(target=obj.close, name=f"dealer-close-{msg.session}", daemon=True).start()
     return None, None
 
 
@@ -362,6 +371,40 @@ for _name, _fn in _ATEN_LINEAR.items():
     MPC_OPS["aten." + _name] = (lambda f: lambda ctx, *a, **k: f(*a, **k))(_fn)
 ATEN_LINEAR_NAMES: dict[Any, str] = {fn: "aten." + n for n, fn in _ATEN_LINEAR.items()}
 
+# Result shapes of each op, computed by the driver without a reply (so it can post MpcRuns
+# without waiting for them): the same rules the worker-side functions above follow.
+_ELEMENTWISE = frozenset(
+    {"from_public", "add_public", "public_sub", "mul_public", "mul", "truncate", "ltz", "relu", "relu_mask", "select_mul"}
+)
+
+
+def _as_meta(t: Any, dtype: "torch.dtype | None" = None) -> torch.Tensor:
+    return torch.empty(t.shape, dtype=dtype or t.dtype, device="meta")
+
+
+def infer_shapes(op: str, args: tuple[Any, ...], kwargs: dict[str, Any], n_out: int) -> "list[tuple[int, ...]] | None":
+    """The shapes of the results of MPC op ``op`` on arguments whose shares are given as meta
+    tensors (``int64``, ``device="meta"``; public tensors as they are), or None when the driver
+    cannot tell (then it waits for the holders' reply). Raises nothing."""
+    try:
+        if op in _ELEMENTWISE:
+            shape = torch.broadcast_shapes(*(a.shape for a in args if isinstance(a, torch.Tensor)))
+            shapes = [tuple(shape)] * n_out
+        elif op in ("matmul", "matmul_public"):
+            shapes = [tuple(torch.matmul(_as_meta(args[0]), _as_meta(args[1])).shape)]
+        elif op in ("conv2d", "conv2d_public"):
+            kw = {k: kwargs[k] for k in ("stride", "padding", "dilation", "groups") if k in kwargs}
+            x, w = (_as_meta(a, torch.float32) for a in args[:2])
+            shapes = [tuple(torch.nn.functional.conv2d(x, w, None, *args[2:6], **kw).shape)]
+        elif op.startswith("aten.") and op[5:] in _ATEN_LINEAR:
+            r = _ATEN_LINEAR[op[5:]](*args, **kwargs)
+            shapes = [tuple(t.shape) for t in (r if isinstance(r, (list, tuple)) else (r,))]
+        else:
+            return None
+    except Exception:  # the holders will report it (or it was a case these rules do not cover)
+        return None
+    return shapes if len(shapes) == n_out else None
+
 
 def _resolve(worker: "BaseWorker", v: Any) -> Any:
     if isinstance(v, ObjRef):
@@ -561,6 +604,10 @@ class Group:
         self.truncation = "dealer"
         self._lock = threading.RLock()
         self._stale: list[tuple[BaseWorker, str]] = []  # (member, session) whose MpcLeave could not be sent
+        self._posted = 0  # MpcRuns posted (not waited for) since the holders last confirmed they ran
+        self._posted_elements = 0  # elements those posted interactive ops produce: a measure of their work
+        self._posted_op = ""  # the first of them, named in an error
+        self._undo: list[Callable[[], None]] = []  # run (last first) if a posted op fails: in-place updates made since
 
     @property
     def n(self) -> int:
@@ -679,32 +726,62 @@ class Group:
             if w.id in skip:  # unreachable: waiting on it again would only add its timeout
                 self._stale.append((w, name))
                 continue
-            try:
-                from syft_mpc.workers import local_worker
+            from syft_mpc.workers import local_worker
 
-                local_worker._send(w, MpcLeave(name))
-            except Exception:
-                pass
+            for _ in range(2):
+                try:
+                    local_worker._send(w, MpcLeave(name))
+                except TransportError:
+                    break
+                except Exception:  # a posted request's failure came back instead: this one did not run
+                    continue
+                break
 
     def close(self) -> None:
         """Closes the session (parties and dealer); the next operation opens a new one."""
         with self._lock:
+            try:
+                self.flush()  # a failure of posted ops drops the session itself
+            except Exception:
+                pass
             if self.session is not None:
                 name, self.session = self.session, None
                 self._leave(name)
             self._leave_stale(connected_only=True)
 
-    def run(self, op: str, args: tuple[Any, ...], kwargs: "dict[str, Any] | None" = None, n_out: int = 1) -> tuple[list[int], list[tuple[int, ...]]]:
+    @property
+    def asynchronous(self) -> bool:
+        """Whether MpcRuns are posted without waiting: every share holder is a worker whose
+        transport can (a :class:`~syft_mpc.socket_worker.SocketWorker` with ``asynchronous``)."""
+        return all(getattr(w, "async_commands", False) for w in self.workers)
+
+    def run(
+        self,
+        op: str,
+        args: tuple[Any, ...],
+        kwargs: "dict[str, Any] | None" = None,
+        n_out: int = 1,
+        shapes: "Sequence[tuple[int, ...]] | None" = None,
+    ) -> tuple[list[int], list[tuple[int, ...]]]:
         """Runs MPC op ``op`` on every share holder; returns the new share ids and their shapes.
 
         ``args`` may hold ObjRefs (the same id names a tensor's share on every holder)
-        and public values. Interactive ops go out concurrently; after a failure of one
-        the session is dropped (its parties aborted) and re-created on the next call.
+        and public values. ``shapes``: the result shapes, when the caller inferred them
+        (:func:`infer_shapes`); then, if the group is :attr:`asynchronous`, the op is posted to
+        every holder without waiting (holders run their requests in order; a failure is raised
+        by the next wait: :meth:`flush`, a reveal, an op that waits). Otherwise interactive ops
+        go out concurrently and the replies are awaited (and checked against ``shapes``).
+        After a failure of an interactive op (of any posted op) the session is dropped (its
+        parties aborted) and re-created on the next call.
         """
         if op not in MPC_OPS:
             raise UnsupportedOperationError(f"MPC operation {op!r} is not in syft_mpc.mpc_session.MPC_OPS")
         interactive = op in INTERACTIVE
         with self._lock:
+            if shapes is not None and self.asynchronous:
+                return self._post(op, args, kwargs, n_out, shapes, interactive)
+            if self._posted:
+                self.flush()  # what was posted runs first; its failure must not land on this request
             session = self.ensure_session()
             ids = [new_id() for _ in range(n_out)]
             body = MpcRun(session, op, tuple(args), dict(kwargs or {}), ids)
@@ -714,14 +791,89 @@ class Group:
             except BaseException as e:
                 self._delete(ids)  # holders that finished stored results nobody will name
                 if interactive:
-                    self.session = None
-                    culprit, dead = self._culprit(f"operation {op!r}", e, errors)
-                    self._leave(session, skip=dead)
-                    if culprit is not None:
-                        raise culprit from e
+                    self._failed(session, f"operation {op!r}", e, errors)
                 raise
-            shapes = [tuple(s) for s in replies[0]]
-            return ids, shapes
+            got = [tuple(s) for s in replies[0]]
+            if shapes is not None and [tuple(s) for s in shapes] != got:
+                raise ProtocolError(f"MPC operation {op}: the holders made shapes {got}, the driver expected {list(shapes)}")
+            return ids, got
+
+    # Bounds on what may be posted before the driver waits for the holders: a wait is bounded by
+    # each worker's timeout, so the work queued ahead of it must stay far below that.
+    MAX_POSTED = 1024
+    MAX_POSTED_ELEMENTS = 1 << 23  # elements out of posted interactive ops (~1 s of protocol work here)
+
+    def _post(
+        self, op: str, args: Any, kwargs: Any, n_out: int, shapes: Sequence[tuple[int, ...]], interactive: bool
+    ) -> tuple[list[int], list[tuple[int, ...]]]:
+        from syft_mpc.workers import local_worker
+
+        session = self.ensure_session()
+        ids = [new_id() for _ in range(n_out)]
+        body = MpcRun(session, op, tuple(args), dict(kwargs or {}), ids)
+        if not self._posted:
+            self._posted_op = op
+        self._posted += 1
+        try:
+            for w in self.workers:
+                local_worker._send(w, body, post=True)
+        except BaseException as e:
+            # The link to a holder broke: the others may be waiting in this op for it.
+            self._delete(ids)
+            self._posted = self._posted_elements = 0
+            self._confirmed(False)
+            self._failed(session, f"operation {op!r}", e, [e])
+            raise
+        if interactive:
+            self._posted_elements += sum(math.prod(s) for s in shapes)
+        if self._posted >= self.MAX_POSTED or self._posted_elements >= self.MAX_POSTED_ELEMENTS:
+            self.flush()
+        return ids, [tuple(s) for s in shapes]
+
+    def on_failure(self, undo: Callable[[], None]) -> None:
+        """Registers ``undo`` to run if an op posted so far fails (in-place updates of shared
+        tensors: they then keep the shares they had, as after a failure of a synchronous op)."""
+        self._undo.append(undo)
+
+    def _confirmed(self, ok: bool) -> None:
+        undo, self._undo = self._undo, []
+        if not ok:
+            for fn in reversed(undo):
+                fn()
+
+    def flush(self) -> None:
+        """Waits until every share holder has run the MpcRuns posted so far; raises the first
+        failure among them (the root cause, naming an unreachable worker, as :meth:`run` does)
+        and then drops the session (re-created on the next operation). No-op when nothing is posted."""
+        with self._lock:
+            if not self._posted:
+                return
+            what = f"operation {self._posted_op!r} or one sent after it without waiting"
+            self._posted = self._posted_elements = 0
+            session = self.session
+            futs = [(w, _pool().submit(w.sync)) for w in self.workers]
+            errors: list[BaseException] = []
+            for w, f in futs:
+                try:
+                    f.result()
+                except BaseException as e:  # noqa: BLE001 - re-raised below
+                    errors.append(e)
+            self._confirmed(not errors)
+            if errors:
+                root = [e for e in errors if not _is_transport(e)]
+                first = (root or errors)[0]
+                if session is not None:
+                    self._failed(session, what, first, errors)
+                raise first
+
+    def _failed(self, session: str, what: str, e: BaseException, errors: Sequence[BaseException]) -> None:
+        """An op of ``session`` failed: drop the session (its members leave it), and raise the
+        error naming the unreachable member, if one is (otherwise return: the caller raises ``e``)."""
+        self.session = None
+        culprit, dead = self._culprit(what, e, errors)
+        self._leave(session, skip=dead)
+        if culprit is not None:
+            raise culprit from e
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Traffic counters of the live session per share holder, worker id -> ``{"rounds",
@@ -729,6 +881,7 @@ class Group:
         what the crypto provider streamed to that party); empty when no session is open.
         Counters grow over the session's life: measure an operation by the difference of two calls."""
         with self._lock:
+            self.flush()
             if self.session is None:
                 return {}
             replies = fan_out([(w, MpcStats(self.session)) for w in self.workers], timeout_s=self.timeout_s)

@@ -38,14 +38,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils._pytree import tree_leaves, tree_map
+from torch.utils._pytree import tree_leaves
 
 from syft_mpc import _native
 from syft_mpc import validation_mode as _validation
 from syft_mpc.errors import UnsupportedOperationError
 from syft_mpc.fixed_precision import DEFAULT_BASE, DEFAULT_PRECISION, FixedPrecisionTensor, decode, encode, scale_of
 from syft_mpc.messages import Fetch, Store
-from syft_mpc.mpc_session import ATEN_LINEAR_NAMES, Group, group_of
+from syft_mpc.mpc_session import ATEN_LINEAR_NAMES, Group, group_of, infer_shapes
 from syft_mpc.serde import ObjRef
 
 __all__ = ["SharedTensor", "share_encoded", "share_tensor"]
@@ -131,7 +131,9 @@ class SharedTensor(torch.Tensor):
 
     @property
     def share_id(self) -> int:
-        """The id under which every share holder stores its share."""
+        """The id under which every share holder stores its share (once the operations posted
+        to the holders without waiting have run: whoever asks is about to address the shares)."""
+        self.group.flush()
         return self._cell.shares.id
 
     def __repr__(self, *, tensor_contents: Any = None) -> str:  # type: ignore[override]
@@ -153,6 +155,7 @@ class SharedTensor(torch.Tensor):
         from syft_mpc.workers import local_worker
 
         sh = self._cell.shares
+        self.group.flush()  # operations posted without waiting (socket workers) have run, or raise here
         total = None
         for w in self.workers:
             s = local_worker._send(w, Fetch(sh.id, False))
@@ -327,18 +330,79 @@ def _wrap(like: SharedTensor, ids: list[int], shapes: list[tuple[int, ...]], sca
 
 
 def _run(like: SharedTensor, op: str, *args: Any, n_out: int = 1, scale: "int | None" = None, dtype: "torch.dtype | None" = None, **kwargs: Any) -> Any:
-    def conv(v: Any) -> Any:
-        if isinstance(v, SharedTensor):
-            return v._cell.shares.ref
-        if isinstance(v, FixedPrecisionTensor):
-            raise TypeError("internal: a fixed-precision operand reached a share op unencoded")
-        return v
-
-    enc_args = tree_map(conv, args)
-    enc_kwargs = tree_map(conv, kwargs)
-    ids, shapes = like.group.run(op, enc_args, enc_kwargs, n_out=n_out)
+    key: "list[Any] | None" = [op, n_out]
+    enc_args = tuple([_encode_arg(v, key) for v in args])
+    enc_kwargs = {k: _encode_arg(v, key) for k, v in kwargs.items()}
+    shapes = _result_shapes(op, args, kwargs, n_out, key)
+    ids, shapes = like.group.run(op, enc_args, enc_kwargs, n_out=n_out, shapes=shapes)
     out = _wrap(like, ids, shapes, scale, dtype)
     return out if n_out > 1 else out[0]
+
+
+# ------------------------------------------------------------------ result shapes on the driver
+# The driver describes each op's results itself (mpc_session.infer_shapes on meta tensors), so
+# that socket workers can be sent MpcRuns without waiting for replies. Meta kernels cost tens of
+# microseconds, so shapes are cached by everything they depend on: the op, each operand's shape
+# (and dtype for public tensors; the values of boolean ones, which may select elements), and the
+# other arguments' values.
+_SHAPES_CACHE: dict[Any, Any] = {}
+_SHAPES_CACHE_SIZE = 4096
+_KEY_TYPES = (type(None), bool, int, float, str)
+
+
+def _encode_arg(v: Any, key: "list[Any] | None") -> Any:
+    """``v`` for an MpcRun (shared tensors as ObjRefs); appends its description to ``key``."""
+    if isinstance(v, SharedTensor):
+        if key is not None:
+            key.append(v._cell.shares.shape)
+        return v._cell.shares.ref
+    tv = type(v)
+    if tv is tuple or tv is list:
+        if key is not None:
+            key.append((tv, len(v)))
+        return tv([_encode_arg(x, key) for x in v])
+    if tv is dict:
+        if key is not None:
+            key.append((dict, tuple(v)))
+        return {k: _encode_arg(x, key) for k, x in v.items()}
+    if isinstance(v, FixedPrecisionTensor):
+        raise TypeError("internal: a fixed-precision operand reached a share op unencoded")
+    if key is not None:
+        if isinstance(v, torch.Tensor):
+            key.append((v.shape, v.dtype, v.detach().numpy().tobytes() if v.dtype == torch.bool else None))
+        elif tv in _KEY_TYPES or isinstance(v, torch.dtype):
+            key.append((tv, v))
+        else:
+            key.append(_UNCACHEABLE)
+    return v
+
+
+_UNCACHEABLE = object()
+
+
+def _as_meta(v: Any) -> Any:
+    if isinstance(v, SharedTensor):
+        return torch.empty(v._cell.shares.shape, dtype=torch.int64, device="meta")
+    tv = type(v)
+    if tv is tuple or tv is list:
+        return tv([_as_meta(x) for x in v])
+    if tv is dict:
+        return {k: _as_meta(x) for k, x in v.items()}
+    return v
+
+
+def _result_shapes(op: str, args: Any, kwargs: Any, n_out: int, key: "list[Any] | None") -> Any:
+    k = tuple(key) if key is not None and _UNCACHEABLE not in key else None
+    if k is not None:
+        hit = _SHAPES_CACHE.get(k, _UNCACHEABLE)
+        if hit is not _UNCACHEABLE:
+            return hit
+    shapes = infer_shapes(op, _as_meta(args), _as_meta(kwargs), n_out)
+    if k is not None:
+        if len(_SHAPES_CACHE) >= _SHAPES_CACHE_SIZE:
+            _SHAPES_CACHE.pop(next(iter(_SHAPES_CACHE)))
+        _SHAPES_CACHE[k] = shapes
+    return shapes
 
 
 def _enc_public(v: Any, like: SharedTensor) -> tuple[torch.Tensor, bool]:
@@ -1097,10 +1161,21 @@ def _set_shares(dst: SharedTensor, src: Any) -> SharedTensor:
         src = rescale(src, dst.scale)  # an in-place result keeps the destination's precision
     if tuple(src.shape) != tuple(dst.shape):
         src = _run(src, "aten.clone", _run(src, "aten.expand", src, list(dst.shape)))
-    dst._cell.shares = src._cell.shares
-    dst._cell.pos_mask = None
-    dst._cell.aux = None
+    cell = dst._cell
+    g = dst.group
+    if g._posted:  # the op that made ``src`` may still fail: a failure puts the old shares back
+        g.on_failure(_restorer(cell, cell.shares, cell.pos_mask, cell.aux))
+    cell.shares = src._cell.shares
+    cell.pos_mask = None
+    cell.aux = None
     return dst
+
+
+def _restorer(cell: _Cell, shares: _Shares, pos_mask: "_Shares | None", aux: "_Shares | None") -> Callable[[], None]:
+    def restore() -> None:
+        cell.shares, cell.pos_mask, cell.aux = shares, pos_mask, aux
+
+    return restore
 
 
 @implements(aten.copy_.default)

@@ -140,6 +140,9 @@ class SocketWorker(BaseWorker):
         self._conn: "_native.Connection | None" = None
         self._io = threading.Lock()
         self._peers_version = -1
+        # Deletions sent in posted requests that the worker has not confirmed yet (by answering a
+        # later request): if the link breaks first they may be lost, so they are queued again.
+        self._unconfirmed: list[tuple[BaseWorker, list[int]]] = []
         if announce:
             global _directory_version
             with _directory_lock:
@@ -161,10 +164,17 @@ class SocketWorker(BaseWorker):
 
     # ------------------------------------------------------------------ transport
 
+    def _posted_deletes(self, sender: BaseWorker, deletes: list[int]) -> None:
+        with self._io:
+            self._unconfirmed.append((sender, deletes))
+
     def _fail(self, e: Exception, doing: str) -> Exception:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+        unconfirmed, self._unconfirmed = self._unconfirmed, []
+        for sender, ids in unconfirmed:  # deleting twice is harmless; never deleting leaks
+            sender._gc_pending.setdefault(self, []).extend(ids)
         if isinstance(e, _native.AuthenticationError):
             hint = f"start it and this driver with the same token (${ENV_TOKEN}) and check the worker id"
         elif isinstance(e, _native.TlsError):
@@ -211,9 +221,11 @@ class SocketWorker(BaseWorker):
 
     def _call(self, conn: "_native.Connection", frame: Any, doing: str) -> Any:
         try:
-            return conn.request(frame, self.timeout_s)
+            reply = conn.request(frame, self.timeout_s)
         except TransportError as e:
             raise self._fail(e, doing) from None
+        self._unconfirmed.clear()  # answered in order: everything posted before has arrived
+        return reply
 
     def _deliver(self, data: Any) -> Any:
         # ``data``: bytes (serde.encode) or pieces (serde.encode_parts); the reply is bytes,

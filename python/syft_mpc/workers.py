@@ -216,6 +216,10 @@ class BaseWorker:
         False when it cannot; the caller then uses :meth:`_deliver`."""
         return False
 
+    def _posted_deletes(self, sender: "BaseWorker", deletes: list[int]) -> None:
+        """Transport: ``sender``'s deletions went out in a posted request (a socket worker keeps
+        them until the worker confirms it ran that far, and queues them again if the link breaks first)."""
+
     def _send(self, location: "BaseWorker", body: Any, post: bool = False) -> Any:
         """Sends request ``body`` to ``location`` (with this worker's pending deletions) and returns the reply value.
 
@@ -230,6 +234,8 @@ class BaseWorker:
         linked = getattr(location, "_conn", None) is not None  # a SocketWorker with a live connection
         try:
             if (post or body is None or type(body) in _NO_REPLY) and location._post(data):
+                if deletes:
+                    location._posted_deletes(self, deletes)
                 return None
             raw = location._deliver(data)
         except TransportError:
