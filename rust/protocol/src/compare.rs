@@ -4,21 +4,23 @@
 //! `c = x + r`: writing `c_l, r_l` for the low 63 bits,
 //! `msb(x) = msb(c) ⊕ msb(r) ⊕ 1{c_l < r_l}` (a borrow out of the low bits).
 //! The borrow compares the public `c_l` with the dealer's `r_l`, chunk by chunk:
-//! for each 4-bit chunk the dealer XOR-shares the 16-entry tables of `1{u < r_j}`
-//! and `1{u = r_j}`, and each party looks up its share at the public index `c_j`
-//! (a one-time truth table, Ishai et al. TCC 2013, with no opening needed since
-//! the index is already public). The 16 chunk results are combined by a 4-level
+//! for each 4-bit chunk the dealer XOR-shares the 16-entry table of `1{u < r_j}`,
+//! and each party looks up its share at the public index `c_j` (a one-time truth
+//! table, Ishai et al. TCC 2013, with no opening needed since the index is already
+//! public); `1{c_j = r_j}` is the XOR of the entries at `c_j` and `c_j − 1`, so one
+//! table serves both. The 16 chunk results are combined by a 4-level
 //! tree of `(lt, eq)` merges — `lt = lt_hi ⊕ eq_hi∧lt_lo`, `eq = eq_hi∧eq_lo` —
 //! with bit-sliced Beaver AND triples that share their left operand.
-//! The dealer folds `msb(r)` and a random bit ρ into the top table, so the tree
-//! yields `e = msb(x) ⊕ ρ`, which is safe to open; `[msb] = e + (1 − 2e)[ρ]` with
+//! The dealer also XOR-shares `msb(r) ⊕ ρ` for a random bit ρ, so the parties
+//! obtain `e = msb(x) ⊕ ρ` locally from the tree's borrow, which is safe to open; `[msb] = e + (1 − 2e)[ρ]` with
 //! arithmetic shares of ρ converts to Z_2^64 (the daBit technique of Rotaru & Wood,
 //! INDOCRYPT 2019). ReLU multiplies by `1 − msb` in the same final round with a
 //! mask `(a, a·ρ)` whose `x − a` is opened together with `c`.
 //!
 //! Rounds: 6 (open c; four tree levels; open e). Bytes per element to each peer:
 //! 8 (c) + 5.5 (tree) + 1/8 (e), plus 8 for ReLU. CrypTen needs 9 rounds and
-//! 232 bytes. Security: semi-honest, non-colluding dealer; every opened value is
+//! 232 bytes. The dealer sends the last party ≈ 37 bytes per element (the 32-byte
+//! tables, ρ, the flip bit, the tree's AND corrections), 8 more for ReLU. Security: semi-honest, non-colluding dealer; every opened value is
 //! masked by fresh dealer randomness (c by r, AND inputs by triples, e by ρ).
 
 use crate::correlated::{words_for, CompareShare, Request, Share, CHUNKS, CHUNK_BITS, LEVEL_PAIRS};
@@ -83,19 +85,39 @@ impl Party {
         let opened = self.open_owned(masked)?;
         let (c, eps) = opened.split_at(len);
 
-        // Table look-ups: leaf (lt, eq) shares per chunk, bit-sliced `words` per chunk.
+        // Leaves: with T_j = the shared table of 1{u < r_j}, lt_j = T_j[c_j] and
+        // eq_j = 1{c_j ≤ r_j} ⊕ 1{c_j < r_j} = T_j[c_j − 1] ⊕ T_j[c_j], where T_j[−1] = 1
+        // (a public constant: party 0 holds it). Blocks of 64 elements keep their tables
+        // (2 KiB) in L1 and produce one bit-sliced word per chunk.
         let words = words_for(len);
+        let below_zero = u32::from(first);
+        let blocks: Vec<([u64; CHUNKS], [u64; CHUNKS])> = c
+            .par_chunks(64)
+            .zip(s.tables.par_chunks(64 * CHUNKS))
+            .map(|(cb, tb)| {
+                let (mut lt, mut eq) = ([0u64; CHUNKS], [0u64; CHUNKS]);
+                for (b, (cv, t)) in cb.iter().zip(tb.chunks_exact(CHUNKS)).enumerate() {
+                    let low = cv.0 & (u64::MAX >> 1);
+                    for j in 0..CHUNKS {
+                        let u = ((low >> (CHUNK_BITS as usize * j)) & ((1 << CHUNK_BITS) - 1)) as u32;
+                        let tj = u32::from(t[j]);
+                        let here = (tj >> u) & 1;
+                        let below = (((tj << 1) | below_zero) >> u) & 1;
+                        lt[j] |= u64::from(here) << b;
+                        eq[j] |= u64::from(here ^ below) << b;
+                    }
+                }
+                (lt, eq)
+            })
+            .collect();
         let mut lt = vec![0u64; CHUNKS * words];
         let mut eq = vec![0u64; CHUNKS * words];
-        let mask = (1u64 << CHUNK_BITS) - 1;
-        lt.par_chunks_mut(words).zip(eq.par_chunks_mut(words)).enumerate().for_each(|(j, (ltj, eqj))| {
-            for (i, cv) in c.iter().enumerate() {
-                let u = (cv.0 & (u64::MAX >> 1)) >> (CHUNK_BITS as usize * j) & mask;
-                let t = &s.tables[(i * CHUNKS + j) * 2..];
-                ltj[i / 64] |= ((t[0] >> u) as u64 & 1) << (i % 64);
-                eqj[i / 64] |= ((t[1] >> u) as u64 & 1) << (i % 64);
+        for (w, (l, q)) in blocks.iter().enumerate() {
+            for j in 0..CHUNKS {
+                lt[j * words + w] = l[j];
+                eq[j * words + w] = q[j];
             }
-        });
+        }
 
         // Rounds 2-5: merge pairs (hi = 2p+1, lo = 2p) level by level.
         for (lvl, &pairs) in LEVEL_PAIRS.iter().enumerate() {
@@ -133,7 +155,8 @@ impl Party {
             eq = new_eq;
         }
 
-        // Round 6: open e = msb(c) ⊕ (borrow ⊕ msb(r) ⊕ ρ).
+        // Round 6: open e = borrow ⊕ (msb(r) ⊕ ρ) ⊕ msb(c).
+        lt.iter_mut().zip(&s.flip).for_each(|(b, f)| *b ^= f);
         if first {
             for (i, cv) in c.iter().enumerate() {
                 lt[i / 64] ^= cv.msb() << (i % 64);

@@ -172,14 +172,16 @@ pub(crate) struct AndLevel {
 }
 
 /// Comparison material (see `compare.rs`): arithmetic mask `r`, XOR-shared lookup
-/// tables of `1{u < r_j}` and `1{u = r_j}` per 4-bit chunk of r's low 63 bits, a
-/// random bit ρ (arithmetic shares; its XOR part is folded into the top table),
-/// AND triples for the tree and, for ReLU, a product mask `(a, a·ρ)`.
+/// tables of `1{u < r_j}` per 4-bit chunk of r's low 63 bits, a random bit ρ
+/// (arithmetic shares) with XOR shares of `msb(r) ⊕ ρ`, AND triples for the tree and,
+/// for ReLU, a product mask `(a, a·ρ)`.
 pub(crate) struct CompareShare {
     pub r: Vec<R64>,
-    /// `[element][chunk][lt, eq]` 16-bit tables.
+    /// `[element][chunk]` 16-bit tables: bit u of chunk j's table is `1{u < r_j}`.
     pub tables: Vec<u16>,
     pub rho: Vec<R64>,
+    /// Bit-packed XOR shares of `msb(r) ⊕ ρ`.
+    pub flip: Vec<u64>,
     pub levels: Vec<AndLevel>,
     pub relu_a: Vec<R64>,
     pub relu_arho: Vec<R64>,
@@ -260,14 +262,15 @@ pub(crate) fn expand(req: &Request, prg: &mut Prg, last: bool) -> Share {
             let len = *len;
             let r = draw(prg, len);
             let tables = if last {
-                vec![0u16; len * CHUNKS * 2]
+                vec![0u16; len * CHUNKS]
             } else {
-                let mut t = vec![0u16; len * CHUNKS * 2];
+                let mut t = vec![0u16; len * CHUNKS];
                 prg.fill_bytes(bytemuck::cast_slice_mut(&mut t));
                 t
             };
             let rho = draw_or_zero(prg, len, last);
             let words = words_for(len);
+            let flip = draw_words_or_zero(prg, words, last);
             let levels = LEVEL_PAIRS
                 .iter()
                 .map(|&pairs| {
@@ -282,7 +285,7 @@ pub(crate) fn expand(req: &Request, prg: &mut Prg, last: bool) -> Share {
                 .collect();
             let (relu_a, relu_arho) =
                 if *relu { (draw(prg, len), draw_or_zero(prg, len, last)) } else { (Vec::new(), Vec::new()) };
-            Share::Compare(CompareShare { r, tables, rho, levels, relu_a, relu_arho })
+            Share::Compare(CompareShare { r, tables, rho, flip, levels, relu_a, relu_arho })
         }
         Request::Bye => unreachable!("Bye carries no material"),
     }
@@ -298,7 +301,7 @@ impl Share {
             Share::Bilinear(s) => vec![b(&mut s.c)],
             Share::Trunc(s) => vec![b(&mut s.quotient), b(&mut s.msb)],
             Share::Compare(s) => {
-                let mut v = vec![b(&mut s.tables), b(&mut s.rho)];
+                let mut v = vec![b(&mut s.tables), b(&mut s.rho), b(&mut s.flip)];
                 for l in &mut s.levels {
                     v.push(b(&mut l.c1));
                     v.push(b(&mut l.c2));

@@ -181,20 +181,11 @@ impl Dealer {
         let bit = |w: &[u64], e: usize| (w[e / 64] >> (e % 64)) & 1;
 
         // Tables: true value XOR the other parties' shares.
-        l.tables.par_chunks_mut(CHUNKS * 2).enumerate().for_each(|(e, t)| {
+        l.tables.par_chunks_mut(CHUNKS).enumerate().for_each(|(e, t)| {
             let low = r[e].0 & (u64::MAX >> 1);
-            let flip = (r[e].msb() ^ bit(&rho_bits, e)) as u16;
-            for j in 0..CHUNKS {
+            for (j, tj) in t.iter_mut().enumerate() {
                 let v = (low >> (CHUNK_BITS as usize * j)) & ((1 << CHUNK_BITS) - 1);
-                let mut lt = ((1u32 << v) - 1) as u16;
-                let eq = (1u32 << v) as u16;
-                if j == CHUNKS - 1 {
-                    // Folding r's top bit and ρ into the top chunk's "less than" makes the
-                    // tree output msb(x) ⊕ ρ directly (see compare.rs).
-                    lt ^= flip.wrapping_neg();
-                }
-                t[2 * j] = lt;
-                t[2 * j + 1] = eq;
+                *tj = ((1u32 << v) - 1) as u16;
             }
         });
         for s in &others {
@@ -204,6 +195,15 @@ impl Dealer {
         let rho: Vec<R64> = (0..len).map(|e| R64(bit(&rho_bits, e))).collect();
         l.rho = rho.clone();
         others.iter().for_each(|s| kernels::sub_assign(&mut l.rho, &s.rho));
+        // msb(r) ⊕ ρ, which turns the tree's borrow into the safe-to-open msb(x) ⊕ ρ.
+        let mut flip = rho_bits;
+        for (e, cell) in r.iter().enumerate() {
+            flip[e / 64] ^= cell.msb() << (e % 64);
+        }
+        for s in &others {
+            flip.iter_mut().zip(&s.flip).for_each(|(f, o)| *f ^= o);
+        }
+        l.flip = flip;
 
         for (lvl, &pairs) in LEVEL_PAIRS.iter().enumerate() {
             let xor_all = |f: &dyn Fn(&crate::correlated::AndLevel) -> &Vec<u64>, own: &Vec<u64>| {

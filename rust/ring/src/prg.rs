@@ -26,10 +26,162 @@ impl Seed {
     }
 }
 
+/// AES-128 keyed for counter mode: AES-NI round keys when the CPU has them
+/// (detected once, at construction), else the `aes` crate.
+#[derive(Clone)]
+struct Ctr {
+    soft: Aes128,
+    #[cfg(target_arch = "x86_64")]
+    ni: Option<ni::Keys>,
+}
+
+impl Ctr {
+    fn new(key: &[u8; 16]) -> Ctr {
+        Ctr {
+            soft: Aes128::new(GenericArray::from_slice(key)),
+            #[cfg(target_arch = "x86_64")]
+            ni: ni::Keys::new(key),
+        }
+    }
+
+    /// Writes the keystream of blocks `ctr, ctr + 1, ..` to `out`, the last block truncated.
+    fn keystream(&self, ctr: u128, out: &mut [u8]) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(keys) = &self.ni {
+            return keys.keystream(ctr, out);
+        }
+        keystream_soft(&self.soft, ctr, out);
+    }
+}
+
+/// The portable path: the `aes` crate, eight blocks at a time.
+fn keystream_soft(cipher: &Aes128, ctr: u128, out: &mut [u8]) {
+    let mut buf = [GenericArray::default(); 8];
+    for (i, piece) in out.chunks_mut(16 * 8).enumerate() {
+        let nb = piece.len().div_ceil(16);
+        for (j, b) in buf.iter_mut().enumerate().take(nb) {
+            *b = GenericArray::from((ctr + (i * 8 + j) as u128).to_le_bytes());
+        }
+        cipher.encrypt_blocks(&mut buf[..nb]);
+        for (j, dst) in piece.chunks_mut(16).enumerate() {
+            dst.copy_from_slice(&buf[j][..dst.len()]);
+        }
+    }
+}
+
+/// AES-128-CTR with AES-NI intrinsics, eight blocks in flight.
+#[cfg(target_arch = "x86_64")]
+mod ni {
+    use core::arch::x86_64::*;
+
+    /// Expanded AES-128 round keys; only built where the CPU has AES-NI and SSE2.
+    #[derive(Clone, Copy)]
+    pub(super) struct Keys([__m128i; 11]);
+
+    impl Keys {
+        /// The round keys for `key`, or `None` if the CPU lacks AES-NI.
+        pub(super) fn new(key: &[u8; 16]) -> Option<Keys> {
+            if is_x86_feature_detected!("aes") && is_x86_feature_detected!("sse2") {
+                // SAFETY: both target features of `expand` were just detected.
+                Some(Keys(unsafe { expand(key) }))
+            } else {
+                None
+            }
+        }
+
+        pub(super) fn keystream(&self, ctr: u128, out: &mut [u8]) {
+            // SAFETY: a `Keys` is only built by `new`, after detecting aes and sse2.
+            unsafe { keystream(&self.0, ctr, out) }
+        }
+    }
+
+    /// One AES-128 key-schedule step (FIPS-197 §5.2), as in Gueron, "Intel Advanced
+    /// Encryption Standard (AES) New Instructions Set" (2010): the assist yields
+    /// SubWord(RotWord(w3)) ^ rcon, then prefix-XOR the previous round key's words.
+    macro_rules! expand_step {
+        ($k:expr, $rcon:literal) => {{
+            let k = $k;
+            let t = _mm_shuffle_epi32::<0xff>(_mm_aeskeygenassist_si128::<$rcon>(k));
+            let k = _mm_xor_si128(k, _mm_slli_si128::<4>(k));
+            let k = _mm_xor_si128(k, _mm_slli_si128::<8>(k));
+            _mm_xor_si128(k, t)
+        }};
+    }
+
+    /// The AES-128 key schedule: 11 round keys.
+    #[target_feature(enable = "aes,sse2")]
+    unsafe fn expand(key: &[u8; 16]) -> [__m128i; 11] {
+        let mut rk = [_mm_setzero_si128(); 11];
+        // SAFETY: `key` is 16 readable bytes; loadu has no alignment requirement.
+        rk[0] = unsafe { _mm_loadu_si128(key.as_ptr().cast()) };
+        rk[1] = expand_step!(rk[0], 0x01);
+        rk[2] = expand_step!(rk[1], 0x02);
+        rk[3] = expand_step!(rk[2], 0x04);
+        rk[4] = expand_step!(rk[3], 0x08);
+        rk[5] = expand_step!(rk[4], 0x10);
+        rk[6] = expand_step!(rk[5], 0x20);
+        rk[7] = expand_step!(rk[6], 0x40);
+        rk[8] = expand_step!(rk[7], 0x80);
+        rk[9] = expand_step!(rk[8], 0x1b);
+        rk[10] = expand_step!(rk[9], 0x36);
+        rk
+    }
+
+    /// Block `i` of `out` gets AES-128(`ctr + i` as little-endian bytes); the last is truncated.
+    #[target_feature(enable = "aes,sse2")]
+    unsafe fn keystream(rk: &[__m128i; 11], mut ctr: u128, out: &mut [u8]) {
+        let mut off = 0;
+        while off < out.len() {
+            // Little-endian u128 bytes are the lanes (lo, hi) of an x86 vector.
+            let (lo, hi) = (ctr as u64, (ctr >> 64) as u64);
+            let mut b = [_mm_setzero_si128(); 8];
+            if lo <= u64::MAX - 7 {
+                let base = _mm_set_epi64x(hi as i64, lo as i64);
+                for j in 0..8 {
+                    b[j] = _mm_add_epi64(base, _mm_set_epi64x(0, j as i64));
+                }
+            } else {
+                for j in 0..8 {
+                    let c = ctr.wrapping_add(j as u128);
+                    b[j] = _mm_set_epi64x((c >> 64) as i64, c as i64);
+                }
+            }
+            for j in 0..8 {
+                b[j] = _mm_xor_si128(b[j], rk[0]);
+            }
+            for r in 1..10 {
+                for j in 0..8 {
+                    b[j] = _mm_aesenc_si128(b[j], rk[r]);
+                }
+            }
+            for j in 0..8 {
+                b[j] = _mm_aesenclast_si128(b[j], rk[10]);
+            }
+            let rest = &mut out[off..];
+            if rest.len() >= 128 {
+                for j in 0..8 {
+                    // SAFETY: `rest` has at least 128 bytes, so bytes 16j..16j+16 are in
+                    // bounds; storeu has no alignment requirement.
+                    unsafe { _mm_storeu_si128(rest.as_mut_ptr().add(16 * j).cast(), b[j]) };
+                }
+            } else {
+                let mut buf = [0u8; 128];
+                for j in 0..8 {
+                    // SAFETY: `buf` is 128 bytes, so bytes 16j..16j+16 are in bounds.
+                    unsafe { _mm_storeu_si128(buf.as_mut_ptr().add(16 * j).cast(), b[j]) };
+                }
+                rest.copy_from_slice(&buf[..rest.len()]);
+            }
+            off += 128;
+            ctr = ctr.wrapping_add(8);
+        }
+    }
+}
+
 /// AES-128-CTR keystream generator.
 #[derive(Clone)]
 pub struct Prg {
-    cipher: Aes128,
+    cipher: Ctr,
     counter: u128,
 }
 
@@ -44,7 +196,7 @@ const BLOCKS_PER_TASK: usize = 1 << 12;
 
 impl Prg {
     pub fn new(seed: Seed) -> Prg {
-        Prg { cipher: Aes128::new(GenericArray::from_slice(&seed.0)), counter: 0 }
+        Prg { cipher: Ctr::new(&seed.0), counter: 0 }
     }
 
     /// A PRG seeded from the OS CSPRNG.
@@ -59,18 +211,7 @@ impl Prg {
         self.counter += blocks as u128;
         let cipher = &self.cipher;
         let work = |(task, chunk): (usize, &mut [u8])| {
-            let mut buf = [GenericArray::default(); 8];
-            let first = start + (task * BLOCKS_PER_TASK) as u128;
-            for (i, piece) in chunk.chunks_mut(16 * 8).enumerate() {
-                let nb = piece.len().div_ceil(16);
-                for (j, b) in buf.iter_mut().enumerate().take(nb) {
-                    *b = GenericArray::from((first + (i * 8 + j) as u128).to_le_bytes());
-                }
-                cipher.encrypt_blocks(&mut buf[..nb]);
-                for (j, dst) in piece.chunks_mut(16).enumerate() {
-                    dst.copy_from_slice(&buf[j][..dst.len()]);
-                }
-            }
+            cipher.keystream(start + (task * BLOCKS_PER_TASK) as u128, chunk);
         };
         let task_bytes = 16 * BLOCKS_PER_TASK;
         if out.len() <= task_bytes {
@@ -117,7 +258,7 @@ impl Prg {
 /// cache-sized chunk at a time, on many threads) instead of all at once.
 #[derive(Clone)]
 pub struct PrgRange {
-    cipher: Aes128,
+    cipher: Ctr,
     start: u128,
     bytes: usize,
 }
@@ -134,19 +275,7 @@ impl PrgRange {
     pub fn fill_at(&self, first: usize, out: &mut [R64]) {
         assert!(first.is_multiple_of(2), "PrgRange::fill_at needs an even start");
         assert!((first + out.len()) * 8 <= self.bytes, "PrgRange::fill_at past the reserved range");
-        let mut buf = [GenericArray::default(); 8];
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(out);
-        let block0 = self.start + (first / 2) as u128;
-        for (i, piece) in bytes.chunks_mut(16 * 8).enumerate() {
-            let nb = piece.len().div_ceil(16);
-            for (j, b) in buf.iter_mut().enumerate().take(nb) {
-                *b = GenericArray::from((block0 + (i * 8 + j) as u128).to_le_bytes());
-            }
-            self.cipher.encrypt_blocks(&mut buf[..nb]);
-            for (j, dst) in piece.chunks_mut(16).enumerate() {
-                dst.copy_from_slice(&buf[j][..dst.len()]);
-            }
-        }
+        self.cipher.keystream(self.start + (first / 2) as u128, bytemuck::cast_slice_mut(out));
     }
 }
 
@@ -183,6 +312,86 @@ mod tests {
         ry.fill_at(0, &mut got_y);
         assert_eq!(got_y, y);
         assert_eq!(a.next_u64(), b.next_u64(), "both streams continue at the same place");
+    }
+
+    const LENS: [usize; 12] = [0, 1, 7, 15, 16, 17, 127, 128, 129, 4095, 65536 + 3, 1 << 20];
+
+    /// The `aes`-crate keystream from block `ctr`.
+    fn soft(seed: Seed, ctr: u128, len: usize) -> Vec<u8> {
+        let mut v = vec![0u8; len];
+        keystream_soft(&Aes128::new(GenericArray::from_slice(&seed.0)), ctr, &mut v);
+        v
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn aes_ni_path_matches_the_aes_crate() {
+        let seed = Seed([0x5a; 16]);
+        let Some(keys) = ni::Keys::new(&seed.0) else {
+            eprintln!("no AES-NI on this CPU: fast path not tested");
+            return;
+        };
+        // Includes counters whose low 64 bits carry within a batch of eight.
+        for ctr in [0, 1, 3, 7, 8, 1 << 40, u64::MAX as u128 - 3, u64::MAX as u128] {
+            for len in LENS {
+                let mut fast = vec![0u8; len];
+                keys.keystream(ctr, &mut fast);
+                assert!(fast == soft(seed, ctr, len), "ctr {ctr} len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn fill_bytes_matches_the_aes_crate_after_odd_draws() {
+        let seed = Seed([0x3c; 16]);
+        for prior in [0usize, 1, 17, 16 * 3 + 5, 16 * 13] {
+            for len in LENS {
+                let mut prg = Prg::new(seed);
+                let mut skip = vec![0u8; prior];
+                prg.fill_bytes(&mut skip);
+                let mut got = vec![0u8; len];
+                prg.fill_bytes(&mut got);
+                let ctr = prior.div_ceil(16) as u128;
+                assert!(got == soft(seed, ctr, len), "prior {prior} len {len}");
+                assert_eq!(prg.counter, ctr + len.div_ceil(16) as u128);
+            }
+        }
+    }
+
+    #[test]
+    fn fill_at_matches_the_aes_crate_at_even_offsets() {
+        let seed = Seed([0x17; 16]);
+        let mut prg = Prg::new(seed);
+        prg.fill_bytes(&mut [0u8; 5 * 16 + 1]); // the range starts at block 6
+        let n = 20_000;
+        let range = prg.reserve(n * 8);
+        for first in [0usize, 2, 14, 16, 18, 1000, 19_998] {
+            for len in [0usize, 1, 2, 3, 15, 16, 17, 33, n - first] {
+                let len = len.min(n - first);
+                let mut got = vec![R64::ZERO; len];
+                range.fill_at(first, &mut got);
+                let want = soft(seed, 6 + (first / 2) as u128, len * 8);
+                assert!(bytemuck::cast_slice::<R64, u8>(&got) == want, "first {first} len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn fips_197_appendix_c1_known_answer() {
+        let key: [u8; 16] = core::array::from_fn(|i| i as u8);
+        let pt: [u8; 16] = core::array::from_fn(|i| (i as u8) * 0x11);
+        let ct = [0x69, 0xc4, 0xe0, 0xd8, 0x6a, 0x7b, 0x04, 0x30, 0xd8, 0xcd, 0xb7, 0x80, 0x70, 0xb4, 0xc5, 0x5a];
+        let ctr = u128::from_le_bytes(pt);
+        let mut out = [0u8; 16];
+        Ctr::new(&key).keystream(ctr, &mut out);
+        assert_eq!(out, ct);
+        assert_eq!(soft(Seed(key), ctr, 16), ct);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(keys) = ni::Keys::new(&key) {
+            let mut out = [0u8; 16];
+            keys.keystream(ctr, &mut out);
+            assert_eq!(out, ct, "AES-NI key schedule");
+        }
     }
 
     #[test]
