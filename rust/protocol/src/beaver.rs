@@ -16,16 +16,18 @@ use syft_mpc_ring::{as_ring, as_ring_mut, kernels, R64};
 impl Party {
     fn beaver(&mut self, req: Request, x: &[R64], y: &[R64]) -> Result<Vec<R64>> {
         let Share::Bilinear(t) = self.material(&req)? else { unreachable!("bilinear request") };
-        let mut masked = self.scratch(x.len() + y.len());
-        let (me, md) = as_ring_mut(&mut masked).split_at_mut(x.len());
+        let opened_len = x.len() + y.len();
+        let mut pooled = self.scratch(opened_len);
+        let masked = &mut pooled[..opened_len];
+        let (me, md) = as_ring_mut(masked).split_at_mut(x.len());
         me.par_iter_mut().zip(x.par_iter().zip(&t.a)).for_each(|(m, (&v, &a))| *m = v - a);
         md.par_iter_mut().zip(y.par_iter().zip(&t.b)).for_each(|(m, (&v, &b))| *m = v - b);
-        let theirs = self.exchange_all(&masked)?;
+        let theirs = self.exchange_all(masked)?;
         let first = self.id() == 0;
         let mut z = t.c;
         if let Request::Mul { .. } = req {
             // Element-wise: the opening's sum and the product in one fused pass.
-            let (me, md) = as_ring(&masked).split_at(x.len());
+            let (me, md) = as_ring(masked).split_at(x.len());
             let peers: Vec<&[R64]> = theirs.iter().map(|t| as_ring(t)).collect();
             z.par_iter_mut().enumerate().for_each(|(i, z)| {
                 let (mut eps, mut delta) = (me[i], md[i]);
@@ -36,8 +38,8 @@ impl Party {
                 *z += eps * t.b[i] + delta * t.a[i] + if first { eps * delta } else { R64::ZERO };
             });
         } else {
-            let opened = as_ring_mut(&mut masked);
-            theirs.iter().for_each(|th| kernels::add_assign(opened, as_ring(th)));
+            let opened = as_ring_mut(masked);
+            theirs.iter().for_each(|th| kernels::add_assign(opened, as_ring(&th[..opened_len])));
             let (eps, delta) = opened.split_at(x.len());
             // Party 0 folds f(ε, δ) into f(ε, b_0 + δ): two evaluations of f per party.
             let b_plus = if first { kernels::add(&t.b, delta) } else { t.b };
@@ -45,7 +47,7 @@ impl Party {
             kernels::add_assign(&mut z, &bilinear_apply(&req, &t.a, delta));
         }
         self.recycle(theirs);
-        self.recycle([masked]);
+        self.recycle([pooled]);
         Ok(z)
     }
 

@@ -70,10 +70,11 @@ impl Dealer {
             Request::Mul { len } => return self.elementwise(len, |[a, b], [c], [out]| *out = *a * *b - *c),
             // Truncation pair: shares of ⌊r/d⌋ and msb(r) for r = Σ r_i.
             Request::Trunc { len, divisor } => {
+                let div = crate::trunc::Divisor::new(divisor);
                 return self.elementwise(len, |[r], [q, m], [q_out, m_out]| {
-                    *q_out = R64(r.0 / divisor) - *q;
+                    *q_out = R64(div.of(r.0)) - *q;
                     *m_out = R64(r.msb()) - *m;
-                })
+                });
             }
             _ => {}
         }

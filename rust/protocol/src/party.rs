@@ -110,27 +110,29 @@ impl Party {
         self.dealer.set_timeout(t);
     }
 
-    /// A buffer of `len` words from the scratch pool (contents unspecified). Reusing
-    /// buffers matters: first-touch page faults on fresh 16 MB buffers cost as much as
-    /// sending them over loopback.
+    /// A buffer of at least `len` words from the scratch pool (contents unspecified; use
+    /// `[..len]`). Reusing buffers matters: first-touch page faults on fresh 16 MB buffers
+    /// cost as much as sending them over loopback. A pooled buffer keeps its full length,
+    /// so reuse for a smaller request never zero-fills it again.
     pub(crate) fn scratch(&mut self, len: usize) -> Vec<u64> {
-        let mut v = match self.pool.iter().position(|b| b.capacity() >= len) {
-            Some(i) => self.pool.swap_remove(i),
+        let mut v = match self.pool.iter().position(|b| b.len() >= len) {
+            Some(i) => return self.pool.swap_remove(i),
             None => self.pool.pop().unwrap_or_default(),
         };
-        v.resize(len, 0); // no-op or truncation when the buffer was already long enough
+        v.resize(len, 0);
         v
     }
 
     /// Returns buffers to the scratch pool (it keeps the few largest).
     pub(crate) fn recycle(&mut self, bufs: impl IntoIterator<Item = Vec<u64>>) {
         self.pool.extend(bufs);
-        self.pool.sort_by_key(|b| std::cmp::Reverse(b.capacity()));
+        self.pool.sort_by_key(|b| std::cmp::Reverse(b.len()));
         self.pool.truncate(SCRATCH_BUFFERS);
     }
 
     /// Sends `mine` to every peer and returns each peer's message of the same length,
-    /// in increasing peer id (buffers from the scratch pool: recycle them). One round.
+    /// in increasing peer id, as the first `mine.len()` words of scratch buffers
+    /// (recycle them). One round.
     ///
     /// Peers are visited in increasing id order; since every party follows the same
     /// total order and `exchange` is full duplex, the pairwise exchanges cannot deadlock.
@@ -143,7 +145,7 @@ impl Party {
             }
             let mut buf = self.scratch(mine.len());
             let ch = self.peers[j].as_mut().expect("a channel to every peer");
-            ch.exchange(bytemuck::cast_slice(mine), bytemuck::cast_slice_mut(&mut buf))?;
+            ch.exchange(bytemuck::cast_slice(mine), bytemuck::cast_slice_mut(&mut buf[..mine.len()]))?;
             out.push(buf);
         }
         Ok(out)
@@ -158,8 +160,9 @@ impl Party {
     /// [`Party::open`] reusing the share's buffer for the result.
     pub(crate) fn open_owned(&mut self, mut x: Vec<R64>) -> Result<Vec<R64>> {
         let theirs = self.exchange_all(as_u64(&x))?;
+        let n = x.len();
         for t in &theirs {
-            kernels::add_assign(&mut x, as_ring(t));
+            kernels::add_assign(&mut x, as_ring(&t[..n]));
         }
         self.recycle(theirs);
         Ok(x)

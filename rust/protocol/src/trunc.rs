@@ -10,6 +10,28 @@ use syft_mpc_ring::R64;
 /// close to) `2^62`: inputs must lie in `[−2^62 + d, 2^62)`.
 const BIAS: u64 = 1 << 62;
 
+/// `⌊v / d⌋` for a fixed divisor: a shift when `d` is a power of two (every binary
+/// fixed-point rescale), a division otherwise.
+#[derive(Clone, Copy)]
+pub(crate) struct Divisor {
+    d: u64,
+    shift: Option<u32>,
+}
+
+impl Divisor {
+    pub(crate) fn new(d: u64) -> Divisor {
+        Divisor { d, shift: d.is_power_of_two().then(|| d.trailing_zeros()) }
+    }
+
+    #[inline]
+    pub(crate) fn of(self, v: u64) -> u64 {
+        match self.shift {
+            Some(s) => v >> s,
+            None => v / self.d,
+        }
+    }
+}
+
 impl Party {
     /// Dealer-assisted truncation for any number of parties: shares of `⌊x / d⌋`, off by
     /// at most one unit, for every `x ∈ [−2^62 + d, 2^62)`.
@@ -42,12 +64,13 @@ impl Party {
         let c = self.open_owned(masked)?;
         let wrap_unit = R64(((1u128 << 64) / divisor as u128) as u64);
         let first = self.id() == 0;
+        let div = Divisor::new(divisor);
         Ok(c.par_iter()
             .zip(t.quotient.par_iter().zip(&t.msb))
             .map(|(&c, (&q, &m))| {
                 let wrapped = R64(1 - c.msb()) * m * wrap_unit - q;
                 if first {
-                    wrapped + R64(c.0 / divisor) - bias_q
+                    wrapped + R64(div.of(c.0)) - bias_q
                 } else {
                     wrapped
                 }
