@@ -3,9 +3,10 @@
     .venv/bin/python benches/compare/compare.py [--crypten-python .venv-crypten/bin/python] [--out bench-results]
 
 Runs, one after the other (never at the same time, so they do not compete for the cores):
-plaintext torch float32, syft_mpc's protocol layer (mul, matmul, ReLU), syft_mpc's
-encrypted-tensor layer on SocketWorkers (sigmoid, softmax, MLP), then CrypTen 0.4.1 in its
-own virtualenv. Every MPC process runs one thread (OMP/MKL/OpenBLAS/RAYON_NUM_THREADS=1,
+plaintext torch float32, syft_mpc's protocol layer (mul, matmul, ReLU) and encrypted-tensor
+layer on SocketWorkers (sigmoid, softmax, MLP) in two variants (``SYFT_VARIANTS``: the
+default dealer-assisted exact truncation, then ``COMPARE_TRUNCATION=local``, the SecureML
+local truncation CrypTen uses with 2 parties), then CrypTen 0.4.1 in its own virtualenv. Every MPC process runs one thread (OMP/MKL/OpenBLAS/RAYON_NUM_THREADS=1,
 ``torch.set_num_threads(1)``). Prints a markdown table and writes ``compare-STAMP.json``,
 ``compare-STAMP.md``, ``compare-speedup.png`` and ``compare-comm.png`` into ``--out``.
 If the CrypTen environment is missing or fails, the syft_mpc side is still reported.
@@ -27,10 +28,20 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from workloads import ENV_ONE_THREAD, WORKLOADS  # noqa: E402
 
+# result key -> COMPARE_TRUNCATION of run_syft.py (protocol and tensor roles)
+SYFT_VARIANTS = {"syft_mpc": "dealer", "syft_mpc_local": "local"}
+TRUNCATION_NOTE = (
+    "Truncation: CrypTen 0.4.1 with 2 parties truncates locally (SecureML: each party shifts its own share; "
+    "no communication, a rare large error). syft_mpc's default (`syft_mpc`) is the dealer-assisted exact "
+    "truncation (one extra round per truncation). `syft_mpc local-trunc.` uses the same local SecureML "
+    "truncation as CrypTen (`Party.truncate_local`, `share(..., truncation=\"local\")`): the like-for-like "
+    "configuration. Speed-up = CrypTen time / syft_mpc time."
+)
 
-def _run(argv: list[str], label: str, timeout_s: float) -> tuple[dict[str, Any] | None, str]:
+
+def _run(argv: list[str], label: str, timeout_s: float, extra_env: dict[str, str] | None = None) -> tuple[dict[str, Any] | None, str]:
     """Runs a runner; returns its RESULT object (or None) and an error text."""
-    env = dict(os.environ, **ENV_ONE_THREAD, COMPARE_TIMEOUT_S=str(timeout_s))
+    env = dict(os.environ, **ENV_ONE_THREAD, COMPARE_TIMEOUT_S=str(timeout_s), **(extra_env or {}))
     print(f"[compare] {label} ...", file=sys.stderr, flush=True)
     t = time.perf_counter()
     try:
@@ -80,29 +91,35 @@ def _fmt(x: float | None) -> str:
     return f"{x:.3g}" if x < 10 else f"{x:,.0f}" if x >= 1000 else f"{x:.1f}"
 
 
+def _speedup(res: dict[str, Any], key: str, name: str) -> float | None:
+    """CrypTen time / ``key``'s time for workload ``name``, or None when one is missing."""
+    s, c = res.get(key, {}).get(name, {}).get("ms"), res["crypten"].get(name, {}).get("ms")
+    return c / s if s and c else None
+
+
 def table(res: dict[str, Any]) -> str:
-    rows = ["| workload | syft_mpc ms | CrypTen ms | speed-up (CrypTen / syft_mpc) | plaintext torch f32 ms | syft_mpc overhead vs plaintext |",
-            "|---|--:|--:|--:|--:|--:|"]
+    rows = [TRUNCATION_NOTE, "",
+            "| workload | syft_mpc ms | syft_mpc local-trunc. ms | CrypTen ms | speed-up (CrypTen / syft_mpc) | speed-up (local) "
+            "| plaintext torch f32 ms | syft_mpc overhead vs plaintext |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|"]
     for name, w in WORKLOADS.items():
-        s = res["syft_mpc"].get(name, {}).get("ms")
-        c = res["crypten"].get(name, {}).get("ms")
-        p = res["plaintext"].get(name, {}).get("ms")
-        sp = f"**{c / s:.2f}×**" if s and c else "–"
+        s, sl, c, p = (res.get(k, {}).get(name, {}).get("ms") for k in ("syft_mpc", "syft_mpc_local", "crypten", "plaintext"))
+        sp, spl = (f"**{v:.2f}×**" if v else "–" for v in (_speedup(res, k, name) for k in SYFT_VARIANTS))
         ov = f"{s / p:,.0f}×" if s and p else "–"
-        rows.append(f"| {name} — {w['desc']} | {_fmt(s)} | {_fmt(c)} | {sp} | {_fmt(p)} | {ov} |")
+        rows.append(f"| {name} — {w['desc']} | {_fmt(s)} | {_fmt(sl)} | {_fmt(c)} | {sp} | {spl} | {_fmt(p)} | {ov} |")
     return "\n".join(rows)
 
 
 def comm_table(res: dict[str, Any]) -> str:
-    rows = ["| workload | syft_mpc MB / party | syft_mpc rounds | CrypTen MB / party | CrypTen rounds |", "|---|--:|--:|--:|--:|"]
+    rows = ["| workload | syft_mpc MB / party | syft_mpc rounds | syft_mpc local-trunc. MB / party | syft_mpc local-trunc. rounds "
+            "| CrypTen MB / party | CrypTen rounds |", "|---|--:|--:|--:|--:|--:|--:|"]
     for name in WORKLOADS:
-        s, c = res["syft_mpc"].get(name, {}), res["crypten"].get(name, {})
-        sb = s.get("traffic_per_party")
-        cb = c.get("bytes_per_party")
-        rows.append(
-            f"| {name} | {_fmt(sb / 1e6) if sb is not None else '–'} | {s.get('rounds', '–')} | "
-            f"{_fmt(cb / 1e6) if cb is not None else '–'} | {c.get('rounds', '–')} |"
-        )
+        cells = []
+        for key, bytes_key in (("syft_mpc", "traffic_per_party"), ("syft_mpc_local", "traffic_per_party"), ("crypten", "bytes_per_party")):
+            r = res.get(key, {}).get(name, {})
+            b = r.get(bytes_key)
+            cells += [_fmt(b / 1e6) if b is not None else "–", str(r.get("rounds", "–"))]
+        rows.append(f"| {name} | {' | '.join(cells)} |")
     return "\n".join(rows)
 
 
@@ -112,40 +129,49 @@ def plots(res: dict[str, Any], out: Path) -> list[str]:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import numpy as np
     except ImportError:
         print("[compare] matplotlib not installed: no PNG", file=sys.stderr)
         return []
     written = []
-    names = [n for n in WORKLOADS if res["syft_mpc"].get(n, {}).get("ms") and res["crypten"].get(n, {}).get("ms")]
+    names = [n for n in WORKLOADS if any(_speedup(res, k, n) for k in SYFT_VARIANTS)]
     if names:
-        sp = [res["crypten"][n]["ms"] / res["syft_mpc"][n]["ms"] for n in names]
-        fig, ax = plt.subplots(figsize=(9, 4.5))
-        colors = ["tab:green" if v >= 1 else "tab:red" for v in sp]
-        bars = ax.bar(names, sp, color=colors)
+        fig, ax = plt.subplots(figsize=(10, 4.8))
+        xs = np.arange(len(names))
+        width = 0.8 / len(SYFT_VARIANTS)
+        labels = {"dealer": "syft_mpc default (dealer truncation, exact)", "local": "syft_mpc local truncation (like CrypTen)"}
+        for i, (key, trunc) in enumerate(SYFT_VARIANTS.items()):
+            sp = [_speedup(res, key, n) or 0.0 for n in names]  # 0: no bar (missing result)
+            pos = xs + (i - (len(SYFT_VARIANTS) - 1) / 2) * width
+            colors = ["tab:green" if v >= 1 else "tab:red" for v in sp]
+            ax.bar(pos, sp, width, color=colors, alpha=1.0 if trunc == "dealer" else 0.55, hatch="" if trunc == "dealer" else "//",
+                   edgecolor="black", linewidth=0.5, label=labels[trunc])
+            for x, v in zip(pos, sp):
+                if v:
+                    ax.annotate(f"{v:.2f}×", (x, v), ha="center", va="bottom", fontsize=7)
         ax.axhline(1.0, color="black", lw=0.8)
         ax.set_yscale("log")
         ax.set_ylabel("speed-up = CrypTen time / syft_mpc time (log)")
-        ax.set_title("syft_mpc vs CrypTen 0.4.1: 2 parties + dealer/TTP, 1 thread each, loopback")
-        for b, v in zip(bars, sp):
-            ax.annotate(f"{v:.2f}×", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=8)
-        plt.setp(ax.get_xticklabels(), rotation=25, ha="right")
+        ax.set_title("syft_mpc (2 truncation modes) vs CrypTen 0.4.1 (local truncation): 2 parties + dealer/TTP, 1 thread each, loopback", fontsize=9)
+        ax.set_xticks(xs)
+        ax.set_xticklabels(names, rotation=25, ha="right")
+        ax.legend(fontsize=8, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.3))
         fig.tight_layout()
         fig.savefig(out / "compare-speedup.png", dpi=110)
         plt.close(fig)
         written.append(str(out / "compare-speedup.png"))
-    cn = [n for n in WORKLOADS if "traffic_per_party" in res["syft_mpc"].get(n, {}) or "bytes_per_party" in res["crypten"].get(n, {})]
+    series = (("syft_mpc", "traffic_per_party", "syft_mpc (dealer trunc.)"), ("syft_mpc_local", "traffic_per_party", "syft_mpc (local trunc.)"),
+              ("crypten", "bytes_per_party", "CrypTen 0.4.1 (TTP)"))
+    cn = [n for n in WORKLOADS if any(bk in res.get(k, {}).get(n, {}) for k, bk, _ in series)]
     if cn:
-        import numpy as np
-
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
         xs = np.arange(len(cn))
-        sb = [res["syft_mpc"].get(n, {}).get("traffic_per_party", 0) / 1e6 for n in cn]
-        cb = [res["crypten"].get(n, {}).get("bytes_per_party", 0) / 1e6 for n in cn]
-        sr = [res["syft_mpc"].get(n, {}).get("rounds", 0) for n in cn]
-        cr = [res["crypten"].get(n, {}).get("rounds", 0) for n in cn]
-        for ax, a, b, title in ((a1, sb, cb, "MB sent + received per party (log)"), (a2, sr, cr, "communication rounds")):
-            ax.bar(xs - 0.2, a, 0.4, label="syft_mpc")
-            ax.bar(xs + 0.2, b, 0.4, label="CrypTen 0.4.1 (TTP)")
+        width = 0.8 / len(series)
+        for i, (key, bk, label) in enumerate(series):
+            pos = xs + (i - (len(series) - 1) / 2) * width
+            a1.bar(pos, [res.get(key, {}).get(n, {}).get(bk, 0) / 1e6 for n in cn], width, label=label)
+            a2.bar(pos, [res.get(key, {}).get(n, {}).get("rounds", 0) for n in cn], width, label=label)
+        for ax, title in ((a1, "MB sent + received per party (log)"), (a2, "communication rounds")):
             ax.set_xticks(xs)
             ax.set_xticklabels(cn, rotation=25, ha="right")
             ax.set_title(title)
@@ -171,23 +197,24 @@ def main() -> int:
     crypten_py = args.crypten_python if Path(args.crypten_python).exists() else None
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     load_before = os.getloadavg()
-    res: dict[str, Any] = {"plaintext": {}, "syft_mpc": {}, "crypten": {}, "errors": []}
-    for key, argv, label in (
-        ("plaintext", [me, str(HERE / "run_syft.py"), "plaintext"], "plaintext torch float32"),
-        ("syft_mpc", [me, str(HERE / "run_syft.py"), "protocol"], "syft_mpc protocol layer (mul, matmul, relu)"),
-        ("syft_mpc", [me, str(HERE / "run_syft.py"), "tensor"], "syft_mpc tensor layer (sigmoid, softmax, MLP)"),
-        ("crypten", [crypten_py or "", str(HERE / "run_crypten.py"), "launch"], "CrypTen 0.4.1"),
-    ):
+    res: dict[str, Any] = {"plaintext": {}, **{k: {} for k in SYFT_VARIANTS}, "crypten": {}, "errors": []}
+    run_syft = str(HERE / "run_syft.py")
+    runs: list[tuple[str, list[str], str, dict[str, str]]] = [("plaintext", [me, run_syft, "plaintext"], "plaintext torch float32", {})]
+    for key, trunc in SYFT_VARIANTS.items():  # one variant: both syft_mpc layers with COMPARE_TRUNCATION=trunc
+        runs += [(key, [me, run_syft, "protocol"], f"syft_mpc protocol layer (mul, matmul, relu), {trunc} truncation", {"COMPARE_TRUNCATION": trunc}),
+                 (key, [me, run_syft, "tensor"], f"syft_mpc tensor layer (sigmoid, softmax, MLP), {trunc} truncation", {"COMPARE_TRUNCATION": trunc})]
+    runs.append(("crypten", [crypten_py or "", str(HERE / "run_crypten.py"), "launch"], "CrypTen 0.4.1", {}))
+    for key, argv, label, extra_env in runs:
         if key == "crypten" and crypten_py is None:
             res["errors"].append(f"CrypTen: {args.crypten_python} not found (make compare creates it)")
             continue
-        r, err = _run(argv, label, args.timeout)
+        r, err = _run(argv, label, args.timeout, extra_env)
         if r is None:
             res["errors"].append(err)
             print(f"[compare] {err}", file=sys.stderr)
         else:
             res[key].update(r)
-    for r in res["syft_mpc"].values():  # comparable with CrypTen's count (sent + received, TTP traffic included)
+    for r in (r for k in SYFT_VARIANTS for r in res[k].values()):  # comparable with CrypTen's count (sent + received, TTP traffic included)
         st = r.get("party_stats")
         if st:
             r["traffic_per_party"] = max(s["bytes_sent"] + s["bytes_received"] + s["dealer_bytes_received"] for s in st)
@@ -200,6 +227,8 @@ def main() -> int:
         "versions": _versions(crypten_py),
         "command": "make compare",
         "threads": ENV_ONE_THREAD,
+        "syft_mpc_variants": {k: f"COMPARE_TRUNCATION={v}" for k, v in SYFT_VARIANTS.items()},
+        "truncation_note": TRUNCATION_NOTE,
         "workloads": WORKLOADS,
     }
     stamp = time.strftime("%Y%m%d-%H%M%S")

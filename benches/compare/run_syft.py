@@ -11,13 +11,21 @@ Each prints one ``RESULT {json}`` line: workload -> {"times_ms": [...], "ms": me
   fixed-point values that party 0 and party 1 secret-share before the clock starts; each
   rep starts after a barrier (an opening of one element) and ends when the result is
   revealed to both parties. Products are truncated (the fixed-point product CrypTen
-  computes). The reported time of a rep is the larger of the two parties' times; bytes
-  and rounds are each party's ``Party.stats()`` delta over one rep (the larger party).
+  computes): by default with the dealer-assisted exact protocol (``Party.truncate``, one
+  round), with ``COMPARE_TRUNCATION=local`` with SecureML local truncation
+  (``Party.truncate_local``: each party shifts its own share, no round, a rare large error;
+  what CrypTen does with 2 parties). The reported time of a rep is the larger of the two
+  parties' times; bytes and rounds are each party's ``Party.stats()`` delta over one rep
+  (the larger party).
 * ``tensor``: ``syft_mpc.launch.LocalWorkers`` starts bob, alice (share holders) and carol
   (crypto provider) as worker processes; this process is the driver and reaches them as
   ``SocketWorker``s. ``x.fix_prec().share(bob, alice, crypto_provider=carol)`` happens
   before the clock; each rep is the op plus ``.get().float_precision()`` of its result
-  (the training step reveals its loss; the shared weights stay shared).
+  (the training step reveals its loss; the shared weights stay shared). Every ``share()``
+  (data, targets, model) passes ``truncation=COMPARE_TRUNCATION`` (``dealer`` or ``local``).
+
+``COMPARE_TRUNCATION`` (``dealer``, the default, or ``local``) is read from the environment,
+which the party processes inherit; each result's ``api`` names the mode.
 """
 
 from __future__ import annotations
@@ -36,6 +44,10 @@ from workloads import ENV_ONE_THREAD, LR, MLP_SIZES, WORKLOADS, emit, free_port,
 os.environ.update(ENV_ONE_THREAD)
 TOKEN_ENV = "SYFT_MPC_COMPARE_TOKEN"
 FRAC = 16
+TRUNCATION = os.environ.get("COMPARE_TRUNCATION", "dealer")
+if TRUNCATION not in ("dealer", "local"):
+    raise SystemExit(f"COMPARE_TRUNCATION must be 'dealer' or 'local', not {TRUNCATION!r}")
+TRUNC_API = {"dealer": "dealer truncation (exact, 1 round)", "local": "local truncation (SecureML, 0 rounds)"}[TRUNCATION]
 
 
 def _torch() -> Any:
@@ -58,14 +70,17 @@ def _protocol_ops(p: Any, rng: Any) -> dict[str, tuple[Callable[[], Any], int]]:
         x = sy.encode(rng.normal(0.0, scale, shape)) if p.id == owner else None
         return p.input(owner, x, shape=shape)
 
+    def trunc(z: Any) -> Any:
+        return p.truncate_local(z, FRAC) if TRUNCATION == "local" else p.truncate(z, 1 << FRAC)
+
     out: dict[str, tuple[Callable[[], Any], int]] = {}
     w = WORKLOADS["mul_1e6"]
     mx, my = inp(0, (w["n"],)), inp(1, (w["n"],))
-    out["mul_1e6"] = ((lambda mx=mx, my=my: p.open(p.truncate(p.mul(mx, my), 1 << FRAC))), w["reps"])
+    out["mul_1e6"] = ((lambda mx=mx, my=my: p.open(trunc(p.mul(mx, my)))), w["reps"])
     for name in ("matmul_256", "matmul_1024"):
         m = WORKLOADS[name]["m"]
         a, b = inp(0, (m, m)), inp(1, (m, m))
-        out[name] = ((lambda a=a, b=b: p.open(p.truncate(p.matmul(a, b), 1 << FRAC))), WORKLOADS[name]["reps"])
+        out[name] = ((lambda a=a, b=b: p.open(trunc(p.matmul(a, b)))), WORKLOADS[name]["reps"])
     w = WORKLOADS["relu_1e6"]
     rx = inp(0, (w["n"],))
     out["relu_1e6"] = ((lambda rx=rx: p.open(p.relu(rx))), w["reps"])
@@ -120,7 +135,7 @@ def run_protocol(timeout_s: float, only: set[str]) -> dict[str, Any]:
     argv = [me + ["dealer", "2", dealer_addr, session, str(timeout_s)]]
     argv += [me + ["party", str(i), dealer_addr, session, str(timeout_s), ",".join(only), *addrs] for i in range(2)]
     outs = run_processes(argv, [env] * len(argv), timeout_s, "syft_mpc protocol run")
-    return merge_party_results(outs, 2, "bytes_sent", "syft_mpc._native Party/Dealer, one process each")
+    return merge_party_results(outs, 2, "bytes_sent", f"syft_mpc._native Party/Dealer, one process each; {TRUNC_API}")
 
 
 # ---------------------------------------------------------------- tensor layer
@@ -158,7 +173,7 @@ def run_tensor(timeout_s: float, only: set[str]) -> dict[str, Any]:
         bob, alice, carol = sy.workers_from_env(hook, timeout_s=timeout_s)
 
         def share(t: Any) -> Any:
-            return t.fix_prec().share(bob, alice, crypto_provider=carol)
+            return t.fix_prec().share(bob, alice, crypto_provider=carol, truncation=TRUNCATION)
 
         for name in want:
             w = WORKLOADS[name]
@@ -174,7 +189,7 @@ def run_tensor(timeout_s: float, only: set[str]) -> dict[str, Any]:
                 x = torch.rand(w["batch"], MLP_SIZES[0], generator=g)
                 y = torch.randint(0, MLP_SIZES[-1], (w["batch"],), generator=g)
                 train = name.startswith("mlp_train")
-                model.fix_precision().share(bob, alice, crypto_provider=carol, requires_grad=train)
+                model.fix_precision().share(bob, alice, crypto_provider=carol, requires_grad=train, truncation=TRUNCATION)
                 xs = share(x)
                 if train:
                     ys = share(F.one_hot(y, MLP_SIZES[-1]).float())
@@ -201,7 +216,7 @@ def run_tensor(timeout_s: float, only: set[str]) -> dict[str, Any]:
                 "bytes_per_party": max(p["bytes_sent"] for p in per),
                 "rounds": max(p["rounds"] for p in per),
                 "party_stats": per,
-                "api": "fix_prec().share() on SocketWorkers (LocalWorkers processes)",
+                "api": f"fix_prec().share(truncation={TRUNCATION!r}) on SocketWorkers (LocalWorkers processes); {TRUNC_API}",
             }
         for wk in (bob, alice, carol):
             close = getattr(wk, "close", None)
