@@ -18,12 +18,14 @@ value. Methods, ranges and measured errors are in ``docs/ENCRYPTED_TENSORS.md``.
   [1, 2], where the minimax line ``24/17 − 8/17·d`` starts Newton–Raphson within 1/17, so 3
   iterations reach the fixed-point resolution (1/17 → 3.5e−3 → 1.2e−5 → 1.5e−10).
 * ``tanh``: ``2·sigmoid(2x) − 1``.
-* ``softmax``/``log_softmax``: subtract the (tournament) max along ``dim``, ``exp``,
-  then a reciprocal (softmax) or a ``log`` (log_softmax) of the sum.
+* ``softmax``/``log_softmax``: subtract the (tournament) max along ``dim``, ``exp``; the
+  sum s ∈ [1, n] is normalized to u ∈ [1/2, 1) by one comparison with the powers of two,
+  then 1/s from 3 Newton steps on u and log s from a degree-6 polynomial in u.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -124,20 +126,74 @@ def _log_start(x: SharedTensor, e: "SharedTensor | None" = None) -> SharedTensor
     return add(sub(mul(x, 1.0 / 120), mul(e, 20)), 3.0)
 
 
-def _log_series(h: SharedTensor) -> SharedTensor:
-    """Σ_{i=1..LOG_ORDER} h^i / i. The powers are built by doubling, h^(m+j) = h^m·h^j for
-    j ≤ m, one Beaver product of a stacked tensor per doubling (3 rounds for order 8, not 7);
-    the public coefficients 1/i multiply them locally and the sum is truncated once."""
-    powers = h.unsqueeze(0)  # (m, *h.shape): h^1 .. h^m
-    while powers.shape[0] < LOG_ORDER:
+def _powers(h: SharedTensor, k: int) -> SharedTensor:
+    """h^1 .. h^k stacked along a new first dim, by doubling: h^(m+j) = h^m·h^j for j ≤ m,
+    one Beaver product of a stacked tensor per doubling (⌈log2 k⌉ rounds, not k − 1)."""
+    powers = h.unsqueeze(0)
+    while powers.shape[0] < k:
         m = powers.shape[0]
-        k = min(m, LOG_ORDER - m)
         top = powers.narrow(0, m - 1, 1)  # h^m
-        powers = _run(h, "aten.cat", [powers, mul(top, powers.narrow(0, 0, k))], 0)
-    coef = torch.tensor([1.0 / i for i in range(1, LOG_ORDER + 1)], dtype=torch.float64).reshape((LOG_ORDER,) + (1,) * h.dim())
-    ce, divisor = _fine_encoding(coef, h)
-    terms = _run(h, "mul_public", powers, ce)
+        powers = _run(h, "aten.cat", [powers, mul(top, powers.narrow(0, 0, min(m, k - m)))], 0)
+    return powers
+
+
+def _poly(h: SharedTensor, coef: "list[float]") -> SharedTensor:
+    """Σ_{i=1..k} coef[i−1]·h^i: public coefficients multiply the powers locally at a fine
+    encoding and the sum is truncated once."""
+    c = torch.tensor(coef, dtype=torch.float64).reshape((len(coef),) + (1,) * h.dim())
+    ce, divisor = _fine_encoding(c, h)
+    terms = _run(h, "mul_public", _powers(h, len(coef)), ce)
     return _run(h, "truncate", _sum(terms, 0, keepdim=False), divisor=divisor, local=h.group.truncation == "local")
+
+
+def _log_series(h: SharedTensor) -> SharedTensor:
+    """Σ_{i=1..LOG_ORDER} h^i / i."""
+    return _poly(h, [1.0 / i for i in range(1, LOG_ORDER + 1)])
+
+
+def _at_least(x: SharedTensor, thresholds: "list[float]") -> SharedTensor:
+    """Unscaled bits 1{x ≥ t_j}, shape (J, *x.shape): one batched comparison."""
+    col = (len(thresholds),) + (1,) * x.dim()
+    return sub(1, _ltz(sub(x.unsqueeze(0), torch.tensor(thresholds, dtype=torch.float64).reshape(col)), scale=1))
+
+
+def _bits_dot(bits: SharedTensor, rows: "list[list[float]]", like: SharedTensor) -> "list[SharedTensor]":
+    """Σ_j bits_j·row_j for each row of public coefficients, at ``like``'s work scale. Exact
+    (integer bits times encoded constants, no truncation)."""
+    work = work_scale(like)
+    col = (len(rows), len(rows[0])) + (1,) * (bits.dim() - 1)
+    coef = torch.round(torch.tensor(rows, dtype=torch.float64).reshape(col) * work).to(torch.int64)
+    dots = _run(bits, "aten.sum_dim", _run(bits, "mul_public", bits.unsqueeze(0), coef), [1], False)
+    return [SharedTensor(t._cell, work, like.base, _precision_of(like.base, work), like.dtype) for t in dots.unbind(0)]
+
+
+def _binary_normalized(x: SharedTensor, hi: float) -> "tuple[SharedTensor, SharedTensor, SharedTensor]":
+    """For x ∈ [1, hi] (a sum of softmax exps): ``(u, a, k)`` with, for x ∈ [2^i, 2^(i+1)),
+    a = 2^−(i+1), u = x·a ∈ [1/2, 1) and k = i + 1, from one batched comparison with the
+    powers 2^j, j = 1..⌈log2 hi⌉ − 1 (a and k are linear in its bits)."""
+    js = range(1, math.ceil(math.log2(hi))) if hi > 2 else range(0)
+    if not js:
+        return mul(x, 0.5), _lift(0.5, x), _lift(1.0, x)
+    bits = _at_least(x, [2.0**j for j in js])
+    a, k = _bits_dot(bits, [[-(2.0 ** -(j + 1)) for j in js], [1.0 for _ in js]], x)
+    a, k = add(a, 0.5), add(k, 1)
+    return mul(x, a), a, k
+
+
+def _unit_reciprocal(u: SharedTensor) -> SharedTensor:
+    """1/u for u ∈ [1/2, 1]: Newton–Raphson from the minimax line 48/17 − 32/17·u (relative
+    error ≤ 1/17, squared by each of the 3 iterations)."""
+    return reciprocal(u, all_pos=True, initial=sub(48.0 / 17, mul(u, 32.0 / 17)), iterations=UNIT_RECIPROCAL_ITERATIONS)
+
+
+LOG_UNIT_CENTER = 0.75
+LOG_UNIT_POLY = (-0.2876819463, 1.3333584109, -0.8889606615, 0.7865764501, -0.7839341102, 0.9632840004, -1.1013159117)
+"""log(0.75 + t) on t ∈ [−1/4, 1/4] (u ∈ [1/2, 1]): Chebyshev fit of degree 6, max error 3.5e−6."""
+
+
+def _unit_log(u: SharedTensor) -> SharedTensor:
+    """log(u) for u ∈ [1/2, 1]: a degree-6 polynomial in t = u − 3/4 (3 product rounds)."""
+    return add(_poly(sub(u, LOG_UNIT_CENTER), list(LOG_UNIT_POLY[1:])), LOG_UNIT_POLY[0])
 
 
 def inv_sqrt(x: SharedTensor, initial: "SharedTensor | None" = None) -> SharedTensor:
@@ -169,15 +225,11 @@ def sqrt(x: SharedTensor) -> SharedTensor:
         return mul(x, inv_sqrt(x))
     work = work_scale(x)
     js = list(SQRT_THRESHOLDS)
-    col = (len(js),) + (1,) * x.dim()
-    thresholds = torch.tensor([4.0**j for j in js], dtype=torch.float64).reshape(col)
-    ge = sub(1, _ltz(sub(x.unsqueeze(0), thresholds), scale=1))  # (J, *x.shape), unscaled bits
+    ge = _at_least(x, [4.0**j for j in js])  # (J, *x.shape), unscaled bits
     lo = js[0]
     a = [4.0 ** -(lo + 1)] + [4.0 ** -(j + 1) - 4.0**-j for j in js[1:]]  # telescoping: Σ_{j ≤ i} = 4^-(i+1)
     b = [2.0 ** (lo + 1)] + [2.0**j for j in js[1:]]  # Σ_{j ≤ i} = 2^(i+1)
-    coef = torch.tensor([a, b], dtype=torch.float64).reshape((2,) + col)
-    ab = _run(ge, "aten.sum_dim", _run(ge, "mul_public", ge.unsqueeze(0), torch.round(coef * work).to(torch.int64)), [1], False)
-    big_a, big_b = (SharedTensor(t._cell, work, x.base, _precision_of(x.base, work), x.dtype) for t in ab.unbind(0))
+    big_a, big_b = _bits_dot(ge, [a, b], x)
     y = mul(x, big_a, out_scale=work)  # ∈ [1/4, 1) at the work scale
     line = add(mul(y, _INV_SQRT_LINE[1]), _INV_SQRT_LINE[0])
     return mul(mul(y, inv_sqrt(y, initial=line)), big_b, out_scale=work * work)
@@ -204,24 +256,24 @@ def _shifted(x: SharedTensor, dim: int) -> SharedTensor:
 
 
 def softmax(x: SharedTensor, dim: int) -> SharedTensor:
-    """exp(x − max) / Σ exp(x − max) along ``dim``; the sum lies in [1, n] (reciprocal range)."""
+    """exp(x − max) / Σ exp(x − max) along ``dim``. The sum s lies in [1, n]: normalized to
+    u ∈ [1/2, 1) by one comparison with the powers of two (see ``_binary_normalized``),
+    1/s = a·(1/u) takes 3 Newton steps instead of CrypTen's exp start and 10 steps."""
     e = exp(_shifted(x, dim))
-    s = _sum(e, dim)
-    return mul(e, reciprocal(s, all_pos=True))
+    u, a, _ = _binary_normalized(_sum(e, dim), x.shape[dim])
+    return mul(e, mul(_unit_reciprocal(u), a))
 
 
 def log_softmax(x: SharedTensor, dim: int) -> tuple[SharedTensor, SharedTensor]:
     """(log_softmax, softmax) along ``dim``: z − log Σ exp(z) with z = x − max. The softmax is kept for the backward pass.
 
-    The starting points of the log and of the reciprocal of the sum s each need an exp (of
-    −2s − 1 and 0.5 − s): both run as one exp of the two stacked (8 rounds, not 16)."""
+    One normalization of the sum s ∈ [1, n] (s = u·2^k, u ∈ [1/2, 1)) serves both
+    log s = log u + k·ln 2 (a degree-6 polynomial in u) and 1/s = 2^−k·(1/u)."""
     z = _shifted(x, dim)
     e = exp(z)
-    s = _sum(e, dim)
-    both = exp(_run(s, "aten.stack", [sub(mul(s, -2), 1), sub(0.5, s)]))
-    e_log, e_rec = both.unbind(0)
-    ls = sub(z, log(s, initial=_log_start(s, e_log)))
-    return ls, mul(e, reciprocal(s, all_pos=True, initial=_reciprocal_start(e_rec)))
+    u, a, k = _binary_normalized(_sum(e, dim), x.shape[dim])
+    log_s = add(_unit_log(u), mul(k, math.log(2)))
+    return sub(z, log_s), mul(e, mul(_unit_reciprocal(u), a))
 
 
 def _check(x: Any) -> SharedTensor:
