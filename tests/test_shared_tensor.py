@@ -218,6 +218,21 @@ def test_comparisons(env: _Env) -> None:
     assert close(F.max_pool2d(env.fp(x), 2).decrypt(), F.max_pool2d(x, 2), 2**-15)
 
 
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_max_values_match_torch(env: _Env, data: st.DataObject) -> None:
+    """The index-free max (b + relu(a − b) per tournament level) equals torch's max, odd sizes included."""
+    from syft_mpc.shared import max_values
+
+    shape = data.draw(st.lists(st.integers(1, 7), min_size=1, max_size=3))
+    dim = data.draw(st.integers(-len(shape), len(shape) - 1))
+    seed = data.draw(st.integers(0, 2**31 - 1))
+    x = torch.round(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * 1000) / 64  # exact at 16 bits
+    keep = data.draw(st.booleans())
+    got = max_values(env.fp(x), dim, keepdim=keep).decrypt()
+    assert torch.equal(got, x.max(dim, keepdim=keep).values)
+
+
 def test_public_operands_need_no_interaction(env: _Env, monkeypatch: pytest.MonkeyPatch) -> None:
     a = env.fp(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
     calls: list[str] = []

@@ -43,7 +43,7 @@ from syft_mpc.shared import (
     _run,
     add,
     implements,
-    max_dim,
+    max_values,
     mul,
     neg,
     rescale,
@@ -251,8 +251,7 @@ def tanh(x: SharedTensor) -> SharedTensor:
 
 
 def _shifted(x: SharedTensor, dim: int) -> SharedTensor:
-    m, _ = max_dim(x, dim, keepdim=True)
-    return sub(x, m)  # <= 0
+    return sub(x, max_values(x, dim, keepdim=True))  # <= 0
 
 
 def softmax(x: SharedTensor, dim: int) -> SharedTensor:

@@ -734,6 +734,23 @@ def max_dim(x: SharedTensor, dim: int, keepdim: bool = False, largest: bool = Tr
     return vals, SharedTensor(ids._cell, 1, x.base, x.precision_fractional, torch.int64)
 
 
+def max_values(x: SharedTensor, dim: int, keepdim: bool = False) -> SharedTensor:
+    """The max along ``dim`` without its index (softmax's shift): each tournament level takes
+    max(a, b) = b + relu(a − b), one ReLU whose product rides in the comparison's last round,
+    instead of a comparison then a selection of values and indices (one round and a Beaver
+    product of twice the size less per level)."""
+    dim = dim % x.dim() if x.dim() else 0
+    if x.shape[dim] == 0:
+        raise ValueError("max over an empty dimension")
+    vals = x
+    while vals.shape[dim] > 1:
+        m = vals.shape[dim]
+        a, b = vals.narrow(dim, 0, m // 2), vals.narrow(dim, m // 2, m // 2)
+        top = add(b, _run(x, "relu", sub(a, b)))
+        vals = _run(x, "aten.cat", [top, vals.narrow(dim, m - 1, 1)], dim) if m % 2 else top
+    return vals if keepdim else vals.squeeze(dim)
+
+
 def pow_scalar(x: Any, e: Any) -> Any:
     if not _is_shared(x):
         return torch.pow(_public_value(x), e)
