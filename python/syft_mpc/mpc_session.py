@@ -299,11 +299,9 @@ def _ltz(ctx: _Ctx, x: torch.Tensor, times: int = 1) -> torch.Tensor:
 
 @_op("relu_mask", interactive=True)
 def _relu_mask(ctx: _Ctx, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(relu(x), 1{x >= 0}): the (unscaled) mask is kept for the backward pass."""
-    b = _t(ctx.party.ltz(_u64(x))).reshape(x.shape)
-    pos = (torch.full_like(b, 1) if ctx.id == 0 else torch.zeros_like(b)) - b  # 1 - ltz
-    y = _t(ctx.party.mul(_u64(x), _u64(pos))).reshape(x.shape)
-    return y, pos
+    """(relu(x), 1{x >= 0}) in ReLU's rounds: the (unscaled) mask is kept for the backward pass."""
+    y, pos = ctx.party.relu_mask(_u64(x))
+    return _t(y).reshape(x.shape), _t(pos).reshape(x.shape)
 
 
 @_op("relu", interactive=True)

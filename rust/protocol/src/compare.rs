@@ -33,6 +33,20 @@ fn bit(words: &[u64], e: usize) -> u64 {
     (words[e / 64] >> (e % 64)) & 1
 }
 
+/// A share of `msb = e ⊕ ρ = e + (1 − 2e)·ρ` from the opened `e` and the shares of ρ.
+#[inline]
+fn msb_share(e: u64, rho: R64, first: bool) -> R64 {
+    let own = if first { R64(e) } else { R64::ZERO };
+    own + R64(1u64.wrapping_sub(2 * e)) * rho
+}
+
+/// A share of `x·msb = e·x + (1 − 2e)·x·ρ`, with `x·ρ = ε·ρ + a·ρ` for the opened `ε = x − a`.
+#[inline]
+fn x_times_msb(e: u64, x: R64, eps: R64, s: &CompareShare, i: usize) -> R64 {
+    let x_rho = eps * s.rho[i] + s.relu_arho[i];
+    R64(e) * x + R64(1u64.wrapping_sub(2 * e)) * x_rho
+}
+
 impl Party {
     /// Shares of `1{x < 0}` (0 or 1) for shared `x` read as signed 64-bit.
     pub fn ltz(&mut self, x: &[R64]) -> Result<Vec<R64>> {
@@ -41,13 +55,7 @@ impl Party {
         }
         let (e, s, _) = self.masked_sign(x, false)?;
         let first = self.id() == 0;
-        Ok((0..x.len())
-            .map(|i| {
-                let e = bit(&e, i);
-                let own = if first { R64(e) } else { R64::ZERO };
-                own + R64(1u64.wrapping_sub(2 * e)) * s.rho[i]
-            })
-            .collect())
+        Ok((0..x.len()).map(|i| msb_share(bit(&e, i), s.rho[i], first)).collect())
     }
 
     /// Shares of `max(x, 0)` for shared `x` read as signed 64-bit (fixed-point inputs work unchanged).
@@ -56,16 +64,24 @@ impl Party {
             return Ok(Vec::new());
         }
         let (e, s, eps) = self.masked_sign(x, true)?;
-        // x·msb = e·x + (1 − 2e)·x·ρ and x·ρ = ε·ρ + a·ρ with ε = x − a public.
+        Ok((0..x.len()).into_par_iter().map(|i| x[i] - x_times_msb(bit(&e, i), x[i], eps[i], &s, i)).collect())
+    }
+
+    /// `(max(x, 0), 1{x ≥ 0})` in ReLU's 6 rounds: the mask a backward pass needs comes free.
+    pub fn relu_with_mask(&mut self, x: &[R64]) -> Result<(Vec<R64>, Vec<R64>)> {
+        if x.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let (e, s, eps) = self.masked_sign(x, true)?;
+        let first = self.id() == 0;
+        let one = if first { R64(1) } else { R64::ZERO };
         Ok((0..x.len())
             .into_par_iter()
             .map(|i| {
                 let e = bit(&e, i);
-                let x_rho = eps[i] * s.rho[i] + s.relu_arho[i];
-                let x_msb = R64(e) * x[i] + R64(1u64.wrapping_sub(2 * e)) * x_rho;
-                x[i] - x_msb
+                (x[i] - x_times_msb(e, x[i], eps[i], &s, i), one - msb_share(e, s.rho[i], first))
             })
-            .collect())
+            .unzip())
     }
 
     /// Runs the comparison up to the opened `e = msb(x) ⊕ ρ` (bit-packed); returns it with

@@ -60,8 +60,8 @@ fn run_bilinear(n: usize, x: &[R64], y: &[R64], f: impl Fn(&mut Party, &[R64], &
 #[test]
 fn comparisons_of_empty_tensors_are_empty() {
     for n in 2..=3 {
-        let outs = run(n, |p| (p.ltz(&[]).unwrap(), p.relu(&[]).unwrap()));
-        assert!(outs.iter().all(|(lt, re)| lt.is_empty() && re.is_empty()));
+        let outs = run(n, |p| (p.ltz(&[]).unwrap(), p.relu(&[]).unwrap(), p.relu_with_mask(&[]).unwrap()));
+        assert!(outs.iter().all(|(lt, re, (y, m))| lt.is_empty() && re.is_empty() && y.is_empty() && m.is_empty()));
     }
 }
 
@@ -123,12 +123,20 @@ proptest! {
     fn ltz_and_relu_are_exact(n in 2usize..=3, v in prop::collection::vec(any::<i64>(), 0..300)) {
         let x = ring(&v);
         let xs = shares_of(&x, n);
-        let outs = run(n, |p| (p.ltz(&xs[p.id()]).unwrap(), p.relu(&xs[p.id()]).unwrap()));
+        let outs = run(n, |p| {
+            let (lt, re) = (p.ltz(&xs[p.id()]).unwrap(), p.relu(&xs[p.id()]).unwrap());
+            let (re2, mask) = p.relu_with_mask(&xs[p.id()]).unwrap();
+            (lt, re, re2, mask)
+        });
         let lt = reveal(&outs.iter().map(|o| o.0.clone()).collect::<Vec<_>>());
         let re = reveal(&outs.iter().map(|o| o.1.clone()).collect::<Vec<_>>());
+        let re2 = reveal(&outs.iter().map(|o| o.2.clone()).collect::<Vec<_>>());
+        let mask = reveal(&outs.iter().map(|o| o.3.clone()).collect::<Vec<_>>());
         for i in 0..v.len() {
             prop_assert_eq!(lt[i].0, (v[i] < 0) as u64);
             prop_assert_eq!(re[i].to_i64(), v[i].max(0));
+            prop_assert_eq!(re2[i].to_i64(), v[i].max(0));
+            prop_assert_eq!(mask[i].0, (v[i] >= 0) as u64);
         }
     }
 

@@ -19,6 +19,7 @@ use syft_mpc_ring::prg::Prg;
 use syft_mpc_transport::{bind, key_from_token, memory_mesh, memory_pair, Channel, TcpConfig, TransportError};
 
 type Out<'py> = Result<Bound<'py, PyArrayDyn<u64>>>;
+type OutPair<'py> = Result<(Bound<'py, PyArrayDyn<u64>>, Bound<'py, PyArrayDyn<u64>>)>;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Party>()?;
@@ -391,6 +392,13 @@ impl Party {
         let v = elems(&x);
         let out = self.run(py, |p| Ok(p.relu(ring(&v))?))?;
         ring_out(py, out, x.shape())
+    }
+
+    /// `(max(x, 0), 1 if x >= 0 else 0)` in ReLU's rounds (the mask is for a backward pass).
+    fn relu_mask<'py>(&self, py: Python<'py>, x: PyReadonlyArrayDyn<'py, u64>) -> OutPair<'py> {
+        let v = elems(&x);
+        let (y, mask) = self.run(py, |p| Ok(p.relu_with_mask(ring(&v))?))?;
+        Ok((ring_out(py, y, x.shape())?, ring_out(py, mask, x.shape())?))
     }
 
     /// Offline phase: fetches the correlated randomness for `requests` now, so the
