@@ -1,8 +1,9 @@
 //! A global-allocator wrapper that asks Linux for transparent huge pages on large
 //! allocations. Protocol buffers are tens of MB and live for one operation; with
 //! 4 KiB pages their first touch costs thousands of page faults (expensive under
-//! virtualisation), with 2 MiB pages a handful. Binaries and the Python extension
-//! opt in with `#[global_allocator] static A: HugePageHint = HugePageHint;`.
+//! virtualisation), with 2 MiB pages a handful. Binaries opt in with
+//! `#[global_allocator] static A: HugePageHint = HugePageHint;` (the Python extension
+//! uses mimalloc instead, which also keeps freed large blocks for reuse).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
