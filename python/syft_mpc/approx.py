@@ -236,13 +236,14 @@ def sqrt(x: SharedTensor) -> SharedTensor:
 
 
 def sigmoid(x: SharedTensor) -> SharedTensor:
-    """1/(1 + e^−|x|) (its reciprocal runs on [1, 2], so it converges everywhere), mirrored for x < 0."""
-    lt, sgn = _sign_bits(x)
-    pos = mul(x, sgn)  # |x|
-    den = add(exp(neg(pos)), 1)
+    """1/(1 + e^−|x|) (its reciprocal runs on [1, 2], so it converges everywhere), mirrored for x < 0.
+    One ReLU gives both |x| = 2·relu(x) − x and the sign bit (its mask), in the comparison's rounds."""
+    r, nonneg = _run(x, "relu_mask", x, n_out=2)
+    nonneg.scale = 1  # unscaled bit 1{x ≥ 0}: products with it are exact
+    den = add(exp(neg(sub(mul(r, 2), x))), 1)
     p = reciprocal(den, all_pos=True, initial=sub(24.0 / 17, mul(den, 8.0 / 17)), iterations=UNIT_RECIPROCAL_ITERATIONS)
-    # x >= 0: p ; x < 0: 1 - p   ->   p + lt·(1 − 2p)
-    return add(p, mul(lt, sub(1, mul(p, 2))))
+    # x >= 0: p ; x < 0: 1 − p   ->   (1 − p) + 1{x ≥ 0}·(2p − 1)
+    return add(sub(1, p), mul(nonneg, sub(mul(p, 2), 1)))
 
 
 def tanh(x: SharedTensor) -> SharedTensor:
