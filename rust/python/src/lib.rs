@@ -17,15 +17,14 @@ mod session;
 
 use pyo3::prelude::*;
 
-/// Rust allocations of the extension (shares, masks, protocol buffers) come from mimalloc,
-/// which keeps freed multi-MB blocks for reuse: with the system allocator every
-/// operation's buffers were fresh mappings whose first touch the kernel zero-fills
-/// (a fifth of a ReLU's time); Python's own allocations are untouched.
+/// Rust allocations of the extension (shares, masks, protocol buffers) ask for
+/// transparent huge pages when large; Python's own allocations are untouched.
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: syft_mpc_ring::alloc::HugePageHint = syft_mpc_ring::alloc::HugePageHint;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    syft_mpc_ring::alloc::reuse_large_blocks();
     errors::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("DEFAULT_FRAC_BITS", syft_mpc_ring::fixed::DEFAULT_FRAC_BITS)?;
