@@ -16,7 +16,6 @@ so this file doubles as a quick smoke test. Full sizes::
 
 from __future__ import annotations
 
-import gc
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -46,22 +45,8 @@ def parties(request: pytest.FixtureRequest) -> Iterator[tuple[Any, Any, Any]]:
         pytest.skip("socket workers only in enabled benchmark runs (starting 3 processes takes seconds)")
     from syft_mpc.launch import LocalWorkers
 
-    with LocalWorkers(["bob", "alice", "james"], grace_s=1.0, quiet=True) as c:
-        ws = tuple(
-            sy.SocketWorker(hook, id=n, host="127.0.0.1", port=c.port(n), token=c.token)  # type: ignore[arg-type]
-            for n in ("bob", "alice", "james")
-        )
-        try:
-            yield ws
-        finally:
-            close_all_sessions()
-            gc.collect()
-            try:
-                sy.local_worker.flush_gc()  # free the shares while the workers still run
-            finally:
-                for w in ws:  # leave no deletion queued for a worker that is about to stop
-                    sy.local_worker._gc_pending.pop(w, None)
-                    w.close()
+    with LocalWorkers(["bob", "alice", "james"], grace_s=1.0, quiet=True) as c, c.socket_workers(hook) as ws:
+        yield ws
 
 
 def _run(benchmark: Any, fn: Callable[[], Any], elements: int, rounds: int, **info: Any) -> None:

@@ -9,7 +9,6 @@ were posted when one failed are undone (the tensor keeps the shares it had).
 
 from __future__ import annotations
 
-import gc
 from typing import Any, Iterator
 
 import pytest
@@ -28,21 +27,10 @@ hook = sy.TorchHook(torch)
 
 @pytest.fixture(scope="module")
 def workers() -> Iterator[tuple[Any, ...]]:
-    with LocalWorkers(["as-bob", "as-alice", "as-carol"], grace_s=1.0, quiet=True) as c:
-        ws = tuple(
-            sy.SocketWorker(hook, id=n, host="127.0.0.1", port=c.port(n), token=c.token, timeout_s=20.0)  # type: ignore[arg-type]
-            for n in ("as-bob", "as-alice", "as-carol")
-        )
-        try:
-            yield ws
-        finally:
-            close_all_sessions()
-            gc.collect()
-            try:
-                sy.local_worker.flush_gc()
-            finally:
-                for w in ws:
-                    w.close()
+    with LocalWorkers(["as-bob", "as-alice", "as-carol"], grace_s=1.0, quiet=True) as c, c.socket_workers(
+        hook, timeout_s=20.0
+    ) as ws:
+        yield ws
 
 
 def _count_requests(w: Any) -> list[str]:

@@ -624,22 +624,8 @@ def _socket_rounds(ws: list[Any]) -> None:
 
 def test_fedavg_secure_aggregation_over_socket_workers() -> None:
     """Three worker processes: LocalTrain runs in each, shares go worker to worker, the driver deals."""
-    with LocalWorkers(["fl_bob", "fl_alice", "fl_carol"], grace_s=1.0, quiet=True) as c:
-        ws = [
-            sy.SocketWorker(hook, id=n, host="127.0.0.1", port=c.port(n), token=c.token)  # type: ignore[arg-type]
-            for n in ("fl_bob", "fl_alice", "fl_carol")
-        ]
-        try:
-            _socket_rounds(ws)
-        finally:
-            close_all_sessions()
-            gc.collect()
-            try:
-                sy.local_worker.flush_gc()
-            finally:
-                for w in ws:  # never leave deletions queued for workers that are about to stop
-                    sy.local_worker._gc_pending.pop(w, None)
-                    w.close()
+    with LocalWorkers(["fl_bob", "fl_alice", "fl_carol"], grace_s=1.0, quiet=True) as c, c.socket_workers(hook) as ws:
+        _socket_rounds(list(ws))
 
 
 def test_docstring_examples() -> None:

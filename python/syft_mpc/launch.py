@@ -15,6 +15,7 @@ the script's exit code.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -23,7 +24,7 @@ import sys
 import threading
 import time
 from types import TracebackType
-from typing import Any
+from typing import Any, Iterator
 
 __all__ = ["LocalWorkers", "launch", "ENV_WORKERS", "ENV_TOKEN", "ENV_TLS_CA"]
 
@@ -112,6 +113,30 @@ class LocalWorkers:
             self.procs[name] = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
         for name, proc in self.procs.items():
             self.addresses[name] = _wait_ready(name, proc, self.start_timeout_s)
+
+    @contextlib.contextmanager
+    def socket_workers(self, hook: Any, **kwargs: Any) -> Iterator[tuple[Any, ...]]:
+        """A ``SocketWorker`` per worker, in ``names`` order (``kwargs`` go to each). On exit the
+        MPC sessions close, the driver's queued deletions reach the workers while they still
+        run, and the connections close, with no deletion left queued for a worker about to stop."""
+        import gc
+
+        from syft_mpc.mpc_session import close_all_sessions
+        from syft_mpc.socket_worker import SocketWorker
+        from syft_mpc.workers import local_worker
+
+        ws = tuple(SocketWorker(hook, id=n, host=self.host, port=self.port(n), token=self.token, **kwargs) for n in self.names)
+        try:
+            yield ws
+        finally:
+            close_all_sessions()
+            gc.collect()
+            try:
+                local_worker.flush_gc()
+            finally:
+                for w in ws:
+                    local_worker._gc_pending.pop(w, None)
+                    w.close()
 
     def kill(self, name: str) -> None:
         """SIGKILLs one worker (for failure tests)."""
