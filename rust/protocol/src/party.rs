@@ -257,13 +257,17 @@ impl Party {
         let last = self.is_last();
         let mut share = expand(req, &mut self.dealer_prg, last);
         if last {
-            let len = share.explicit_len();
-            let mut buf = vec![0u8; len];
-            self.dealer.recv_into(&mut buf)?;
-            let mut off = 0;
-            for part in share.explicit_mut() {
-                part.copy_from_slice(&buf[off..off + part.len()]);
-                off += part.len();
+            let mut parts = share.explicit_mut();
+            if let [only] = parts.as_mut_slice() {
+                self.dealer.recv_into(only)?; // a triple's c: straight into place
+            } else {
+                let mut buf = vec![0u8; parts.iter().map(|p| p.len()).sum()];
+                self.dealer.recv_into(&mut buf)?;
+                let mut off = 0;
+                for part in parts {
+                    part.copy_from_slice(&buf[off..off + part.len()]);
+                    off += part.len();
+                }
             }
         }
         Ok(share)
