@@ -14,9 +14,8 @@ value. Methods, ranges and measured errors are in ``docs/ENCRYPTED_TENSORS.md``.
   [1/4, 1) by one batched comparison with the powers 4^j.
 * High-precision tensors (scale above ``HIGH_PRECISION_SCALE``) are narrowed to 16 bits for
   Newton starting points; ``reciprocal`` keeps their full precision in each step's ``x·y²``.
-* ``sigmoid``: ``1/(1 + exp(−|x|))`` mirrored by the sign of ``x``; the reciprocal runs on
-  [1, 2], where the minimax line ``24/17 − 8/17·d`` starts Newton–Raphson within 1/17, so 3
-  iterations reach the fixed-point resolution (1/17 → 3.5e−3 → 1.2e−5 → 1.5e−10).
+* ``sigmoid``: ``1/(1 + exp(−|x|))`` mirrored by the sign of ``x``; ``1/(1 + e)`` for
+  ``e = exp(−|x|) ∈ (0, 1]`` is a degree-6 Chebyshev fit (error 1.8e−5).
 * ``tanh``: ``2·sigmoid(2x) − 1``.
 * ``softmax``/``log_softmax``: subtract the (tournament) max along ``dim``, ``exp``; the
   sum s ∈ [1, n] is normalized to u ∈ [1/2, 1) by one comparison with the powers of two,
@@ -58,7 +57,7 @@ RECIPROCAL_ITERATIONS = 10
 LOG_ITERATIONS = 3
 LOG_ORDER = 8
 SQRT_ITERATIONS = 3
-UNIT_RECIPROCAL_ITERATIONS = 3  # on [1, 2] from the minimax line: relative error 1/17, squared per iteration
+UNIT_RECIPROCAL_ITERATIONS = 3  # on [1/2, 1] from the minimax line: relative error 1/17, squared per iteration
 
 
 def _sum(x: SharedTensor, dim: int, keepdim: bool = True) -> SharedTensor:
@@ -235,13 +234,18 @@ def sqrt(x: SharedTensor) -> SharedTensor:
     return mul(mul(y, inv_sqrt(y, initial=line)), big_b, out_scale=work * work)
 
 
+SIGMOID_RECIPROCAL_POLY = (0.999982, -0.998939, 0.984349, -0.90107, 0.667055, -0.324079, 0.072714)
+"""1/(1 + e) on e ∈ [0, 1]: Chebyshev fit of degree 6, max error 1.8e−5."""
+
+
 def sigmoid(x: SharedTensor) -> SharedTensor:
-    """1/(1 + e^−|x|) (its reciprocal runs on [1, 2], so it converges everywhere), mirrored for x < 0.
-    One ReLU gives both |x| = 2·relu(x) − x and the sign bit (its mask), in the comparison's rounds."""
+    """1/(1 + e^−|x|), mirrored for x < 0. One ReLU gives both |x| = 2·relu(x) − x and the sign
+    bit (its mask), in the comparison's rounds; 1/(1 + e) for e ∈ (0, 1] is a degree-6 polynomial
+    (3 product rounds, where Newton–Raphson on [1, 2] took 7)."""
     r, nonneg = _run(x, "relu_mask", x, n_out=2)
     nonneg.scale = 1  # unscaled bit 1{x ≥ 0}: products with it are exact
-    den = add(exp(neg(sub(mul(r, 2), x))), 1)
-    p = reciprocal(den, all_pos=True, initial=sub(24.0 / 17, mul(den, 8.0 / 17)), iterations=UNIT_RECIPROCAL_ITERATIONS)
+    e = exp(neg(sub(mul(r, 2), x)))  # e^−|x| ∈ (0, 1]
+    p = add(_poly(e, list(SIGMOID_RECIPROCAL_POLY[1:])), SIGMOID_RECIPROCAL_POLY[0])  # 1/(1 + e)
     # x >= 0: p ; x < 0: 1 − p   ->   (1 − p) + 1{x ≥ 0}·(2p − 1)
     return add(sub(1, p), mul(nonneg, sub(mul(p, 2), 1)))
 
