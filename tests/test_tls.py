@@ -24,7 +24,7 @@ import torch
 
 import syft_mpc as sy
 from syft_mpc import _native
-from syft_mpc.launch import ENV_TLS_CA, LocalWorkers
+from syft_mpc.launch import ENV_TLS_CA, LocalWorkers, release_socket_workers
 from syft_mpc.mpc_session import close_all_sessions
 
 from conftest import free_port
@@ -97,17 +97,8 @@ def cluster(pki: Pki) -> Iterator[LocalWorkers]:
         try:
             yield c
         finally:
-            # Free what the tests left on the workers while they still run, and leave no
-            # deletions queued for workers that are about to stop (later modules flush_gc).
-            close_all_sessions()
-            gc.collect()
-            try:
-                sy.local_worker.flush_gc()
-            finally:
-                for w in _made:
-                    sy.local_worker._gc_pending.pop(w, None)
-                    w.close()
-                _made.clear()
+            release_socket_workers(_made)  # what the tests left, while the workers still run
+            _made.clear()
 
 
 def connect(c: LocalWorkers, name: str, **kw: Any) -> sy.SocketWorker:

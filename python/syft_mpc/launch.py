@@ -24,9 +24,9 @@ import sys
 import threading
 import time
 from types import TracebackType
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
-__all__ = ["LocalWorkers", "launch", "ENV_WORKERS", "ENV_TOKEN", "ENV_TLS_CA"]
+__all__ = ["LocalWorkers", "launch", "release_socket_workers", "ENV_WORKERS", "ENV_TOKEN", "ENV_TLS_CA"]
 
 # Defined here (not in socket_worker) so that `syft-mpc launch` does not import torch.
 ENV_WORKERS = "SYFT_MPC_WORKERS"
@@ -116,27 +116,15 @@ class LocalWorkers:
 
     @contextlib.contextmanager
     def socket_workers(self, hook: Any, **kwargs: Any) -> Iterator[tuple[Any, ...]]:
-        """A ``SocketWorker`` per worker, in ``names`` order (``kwargs`` go to each). On exit the
-        MPC sessions close, the driver's queued deletions reach the workers while they still
-        run, and the connections close, with no deletion left queued for a worker about to stop."""
-        import gc
-
-        from syft_mpc.mpc_session import close_all_sessions
+        """A ``SocketWorker`` per worker, in ``names`` order (``kwargs`` go to each), released
+        on exit by :func:`release_socket_workers`."""
         from syft_mpc.socket_worker import SocketWorker
-        from syft_mpc.workers import local_worker
 
         ws = tuple(SocketWorker(hook, id=n, host=self.host, port=self.port(n), token=self.token, **kwargs) for n in self.names)
         try:
             yield ws
         finally:
-            close_all_sessions()
-            gc.collect()
-            try:
-                local_worker.flush_gc()
-            finally:
-                for w in ws:
-                    local_worker._gc_pending.pop(w, None)
-                    w.close()
+            release_socket_workers(ws)
 
     def kill(self, name: str) -> None:
         """SIGKILLs one worker (for failure tests)."""
@@ -158,6 +146,25 @@ class LocalWorkers:
                 proc.wait(10)
             if proc.stdout is not None:
                 proc.stdout.close()
+
+
+def release_socket_workers(workers: "Iterable[Any]") -> None:
+    """Before the workers stop: closes the MPC sessions, lets the driver's queued deletions
+    reach the workers while they still run, and closes the connections, leaving no deletion
+    queued for a worker about to stop."""
+    import gc
+
+    from syft_mpc.mpc_session import close_all_sessions
+    from syft_mpc.workers import local_worker
+
+    close_all_sessions()
+    gc.collect()
+    try:
+        local_worker.flush_gc()
+    finally:
+        for w in workers:
+            local_worker._gc_pending.pop(w, None)
+            w.close()
 
 
 def _wait_ready(name: str, proc: "subprocess.Popen[bytes]", timeout_s: float) -> str:
