@@ -95,7 +95,7 @@ def reciprocal(
         return mul(reciprocal(mul(x, sgn), all_pos=True), sgn)
     xn = _narrowed(x)
     if initial is None:
-        y = _reciprocal_start(exp(sub(0.5, xn)))
+        y = add(mul(exp(sub(0.5, xn)), 3), 0.003)  # CrypTen's start
     else:
         y = _lift(initial, xn) if not isinstance(initial, SharedTensor) else initial
     for _ in range(iterations):
@@ -103,26 +103,15 @@ def reciprocal(
     return y
 
 
-def _reciprocal_start(e: SharedTensor) -> SharedTensor:
-    """CrypTen's Newton start for 1/x, ``3·e + 0.003`` with ``e = exp(0.5 − x)``."""
-    return add(mul(e, 3), 0.003)
-
-
-def log(x: SharedTensor, initial: "SharedTensor | None" = None) -> SharedTensor:
+def log(x: SharedTensor) -> SharedTensor:
     """Natural log for x > 0 (documented range [1e-2, 100]) by Householder iterations
-    ``y ← y − Σ_{i=1..8} h^i/i`` with ``h = 1 − x·e^−y``, from ``initial`` or ``_log_start(x)``."""
-    y = _log_start(x) if initial is None else initial
+    ``y ← y − Σ_{i=1..8} h^i/i`` with ``h = 1 − x·e^−y``, from CrypTen's start
+    ``x/120 − 20·exp(−2x − 1) + 3``."""
+    y = add(sub(mul(x, 1.0 / 120), mul(exp(sub(mul(x, -2), 1)), 20)), 3.0)
     for _ in range(LOG_ITERATIONS):
         h = sub(1, mul(x, exp(neg(y))))
         y = sub(y, _log_series(h))
     return y
-
-
-def _log_start(x: SharedTensor, e: "SharedTensor | None" = None) -> SharedTensor:
-    """CrypTen's start ``x/120 − 20·exp(−2x − 1) + 3`` (``e``: that exp, when already computed)."""
-    if e is None:
-        e = exp(sub(mul(x, -2), 1))
-    return add(sub(mul(x, 1.0 / 120), mul(e, 20)), 3.0)
 
 
 def _powers(h: SharedTensor, k: int) -> SharedTensor:

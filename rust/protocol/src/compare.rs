@@ -8,20 +8,22 @@
 //! and each party looks up its share at the public index `c_j` (a one-time truth
 //! table, Ishai et al. TCC 2013, with no opening needed since the index is already
 //! public); `1{c_j = r_j}` is the XOR of the entries at `c_j` and `c_j − 1`, so one
-//! table serves both. The 16 chunk results are combined by a 4-level
-//! tree of `(lt, eq)` merges — `lt = lt_hi ⊕ eq_hi∧lt_lo`, `eq = eq_hi∧eq_lo` —
+//! table serves both. The 16 chunk results are combined by a 4-level tree of
+//! `(lt, eq)` merges — `lt = lt_hi ⊕ eq_hi∧lt_lo`, `eq = eq_hi∧eq_lo` —
 //! with bit-sliced Beaver AND triples that share their left operand.
 //! The dealer also XOR-shares `msb(r) ⊕ ρ` for a random bit ρ, so the parties
-//! obtain `e = msb(x) ⊕ ρ` locally from the tree's borrow, which is safe to open; `[msb] = e + (1 − 2e)[ρ]` with
-//! arithmetic shares of ρ converts to Z_2^64 (the daBit technique of Rotaru & Wood,
-//! INDOCRYPT 2019). ReLU multiplies by `1 − msb` in the same final round with a
-//! mask `(a, a·ρ)` whose `x − a` is opened together with `c`.
+//! obtain `e = msb(x) ⊕ ρ` locally from the tree's borrow, which is safe to open;
+//! `[msb] = e + (1 − 2e)[ρ]` with arithmetic shares of ρ converts to Z_2^64 (the
+//! daBit technique of Rotaru & Wood, INDOCRYPT 2019). ReLU multiplies by `1 − msb`
+//! in the same final round with a mask `(a, a·ρ)` whose `x − a` is opened together
+//! with `c`.
 //!
 //! Rounds: 6 (open c; four tree levels; open e). Bytes per element to each peer:
 //! 8 (c) + 5.5 (tree) + 1/8 (e), plus 8 for ReLU. CrypTen needs 9 rounds and
-//! 232 bytes. The dealer sends the last party ≈ 37 bytes per element (the 32-byte
-//! tables, ρ, the flip bit, the tree's AND corrections), 8 more for ReLU. Security: semi-honest, non-colluding dealer; every opened value is
-//! masked by fresh dealer randomness (c by r, AND inputs by triples, e by ρ).
+//! 232 bytes. The dealer sends the last party ≈ 44 bytes per element (the 32-byte
+//! tables, ρ, the flip bit, the tree's AND corrections), 8 more for ReLU.
+//! Security: semi-honest, non-colluding dealer; every opened value is masked by
+//! fresh dealer randomness (c by r, AND inputs by triples, e by ρ).
 
 use crate::correlated::{words_for, CompareShare, Request, Share, CHUNKS, CHUNK_BITS, LEVEL_PAIRS};
 use crate::{Party, Result};
