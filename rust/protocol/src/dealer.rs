@@ -20,6 +20,10 @@ pub struct Dealer {
     /// The dealer's private randomness (e.g. the comparison's bit ρ).
     own: Prg,
     served: u64,
+    /// The last party's explicit components of the current request, in wire order. Kept
+    /// between requests: a fresh buffer of tens of MB per request was a fresh mapping the
+    /// kernel faulted in and zero-filled every time.
+    out: Vec<u64>,
 }
 
 impl Dealer {
@@ -34,7 +38,7 @@ impl Dealer {
             ch.send(&seed.0)?;
             prgs.push(Prg::new(seed));
         }
-        Ok(Dealer { channels: parties, prgs, own: Prg::from_entropy(), served: 0 })
+        Ok(Dealer { channels: parties, prgs, own: Prg::from_entropy(), served: 0, out: Vec::new() })
     }
 
     /// Serves the last party's requests, in order, until it says goodbye.
@@ -47,8 +51,8 @@ impl Dealer {
             if req == Request::Bye {
                 return Ok(self.served);
             }
-            let correction = self.correction(&req);
-            self.channels[last].send(bytemuck::cast_slice(&correction))?;
+            let bytes = self.correction(&req);
+            self.channels[last].send(&bytemuck::cast_slice(&self.out)[..bytes])?;
             self.served += 1;
         }
     }
@@ -63,8 +67,9 @@ impl Dealer {
         s
     }
 
-    /// Expands every party's share of `req` and returns the last party's explicit part.
-    pub(crate) fn correction(&mut self, req: &Request) -> Vec<u64> {
+    /// Expands every party's share of `req` and writes the last party's explicit part to
+    /// the start of `self.out`; returns its length in bytes.
+    pub(crate) fn correction(&mut self, req: &Request) -> usize {
         match *req {
             // Beaver triple: c_last = (Σ a_i)(Σ b_i) − Σ_{i<last} c_i.
             Request::Mul { len } => return self.elementwise(len, |[a, b], [c], [out]| *out = *a * *b - *c),
@@ -99,27 +104,36 @@ impl Dealer {
             Share::Compare(l) => self.compare_correction(l, others.iter().map(cmp).collect()),
             Share::Trunc(_) => unreachable!("truncation pairs are generated element-wise"),
         }
-        let mut out = vec![0u64; last.explicit_len().div_ceil(8)];
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
+        let total = last.explicit_len();
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(self.out_words(total.div_ceil(8)));
         let mut off = 0;
         for part in last.explicit_mut() {
             bytes[off..off + part.len()].copy_from_slice(part);
             off += part.len();
         }
-        out
+        total
+    }
+
+    /// The first `words` words of the reused output buffer (grown, never shrunk).
+    fn out_words(&mut self, words: usize) -> &mut [u64] {
+        if self.out.len() < words {
+            self.out.resize(words, 0);
+        }
+        &mut self.out[..words]
     }
 
     /// Corrections for element-wise material whose every party draws `S` "shared" fields
     /// and then, except the last party, `E` "explicit" fields (the draw order of
     /// `correlated::expand` for Beaver triples and truncation pairs). Expanded chunk by
     /// chunk from reserved PRG ranges on all threads, so nothing but the output — `E`
-    /// fields of `len` elements, field-major — is materialised.
+    /// fields of `len` elements, field-major, in `self.out` — is materialised.
     /// `f(shared sums, explicit sums of the other parties, out)` fills one element.
+    /// Returns the output's length in bytes.
     fn elementwise<const S: usize, const E: usize>(
         &mut self,
         len: usize,
         f: impl Fn(&[R64; S], &[R64; E], &mut [R64; E]) + Sync,
-    ) -> Vec<u64> {
+    ) -> usize {
         const CHUNK: usize = 2048;
         let n = self.prgs.len();
         let ranges: Vec<(Vec<PrgRange>, Vec<PrgRange>)> = self
@@ -132,8 +146,8 @@ impl Dealer {
                 (shared, explicit)
             })
             .collect();
-        let mut out = vec![0u64; E * len];
-        let mut fields: Vec<&mut [R64]> = as_ring_mut(&mut out).chunks_mut(len.max(1)).collect();
+        let out = self.out_words(E * len);
+        let mut fields: Vec<&mut [R64]> = as_ring_mut(out).chunks_mut(len.max(1)).collect();
         // Chunk k of every output field, handed out together.
         let mut chunked: Vec<Vec<&mut [R64]>> = Vec::new();
         for field in fields.iter_mut() {
@@ -163,7 +177,7 @@ impl Dealer {
                 }
             }
         });
-        out
+        8 * E * len
     }
 
     fn compare_correction(
