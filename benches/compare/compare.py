@@ -6,7 +6,8 @@ Runs, one after the other (never at the same time, so they do not compete for th
 plaintext torch float32, syft_mpc's protocol layer (mul, matmul, ReLU) and encrypted-tensor
 layer on SocketWorkers (sigmoid, softmax, MLP) in two variants (``SYFT_VARIANTS``: the
 default dealer-assisted exact truncation, then ``COMPARE_TRUNCATION=local``, the SecureML
-local truncation CrypTen uses with 2 parties), then CrypTen 0.4.1 in its own virtualenv. Every MPC process runs one thread (OMP/MKL/OpenBLAS/RAYON_NUM_THREADS=1,
+local truncation CrypTen uses with 2 parties), then CrypTen 0.4.1 in its own virtualenv.
+Every MPC process runs one thread (OMP/MKL/OpenBLAS/RAYON_NUM_THREADS=1,
 ``torch.set_num_threads(1)``). Prints a markdown table and writes ``compare-STAMP.json``,
 ``compare-STAMP.md``, ``compare-speedup.png`` and ``compare-comm.png`` into ``--out``.
 If the CrypTen environment is missing or fails, the syft_mpc side is still reported.

@@ -380,14 +380,15 @@ def _encode_arg(v: Any, key: "list[Any] | None") -> Any:
 _UNCACHEABLE = object()
 
 
-def _as_meta(v: Any) -> Any:
+def _meta_args(v: Any) -> Any:
+    """``v`` with every shared tensor replaced by a meta tensor of its shares' shape (for infer_shapes)."""
     if isinstance(v, SharedTensor):
         return torch.empty(v._cell.shares.shape, dtype=torch.int64, device="meta")
     tv = type(v)
     if tv is tuple or tv is list:
-        return tv([_as_meta(x) for x in v])
+        return tv([_meta_args(x) for x in v])
     if tv is dict:
-        return {k: _as_meta(x) for k, x in v.items()}
+        return {k: _meta_args(x) for k, x in v.items()}
     return v
 
 
@@ -397,7 +398,7 @@ def _result_shapes(op: str, args: Any, kwargs: Any, n_out: int, key: "list[Any] 
         hit = _SHAPES_CACHE.get(k, _UNCACHEABLE)
         if hit is not _UNCACHEABLE:
             return hit
-    shapes = infer_shapes(op, _as_meta(args), _as_meta(kwargs), n_out)
+    shapes = infer_shapes(op, _meta_args(args), _meta_args(kwargs), n_out)
     if k is not None:
         if len(_SHAPES_CACHE) >= _SHAPES_CACHE_SIZE:
             _SHAPES_CACHE.pop(next(iter(_SHAPES_CACHE)))

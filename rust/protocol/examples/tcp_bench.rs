@@ -73,6 +73,7 @@ fn party(i: usize, addrs: &[SocketAddr], dealer: SocketAddr) {
 }
 
 fn main() {
+    syft_mpc_ring::alloc::reuse_large_blocks(); // as the Python extension does at import
     let args: Vec<String> = std::env::args().collect();
     if args.len() > 2 {
         // Child: role, then the dealer's address, then the parties' addresses.
