@@ -10,37 +10,36 @@
 
 use crate::correlated::{bilinear_apply, Request, Share};
 use crate::{Conv2dParams, Party, ProtocolError, Result};
-use rayon::prelude::*;
 use syft_mpc_ring::{as_ring, as_ring_mut, kernels, R64};
 
 impl Party {
     fn beaver(&mut self, req: Request, x: &[R64], y: &[R64]) -> Result<Vec<R64>> {
-        let Share::Bilinear(t) = self.material(&req)? else { unreachable!("bilinear request") };
+        let (mut share, explicit) = self.material(&req)?;
+        let Share::Bilinear(t) = &share else { unreachable!("bilinear request") };
         let opened_len = x.len() + y.len();
         let mut pooled = self.scratch(opened_len);
         let masked = &mut pooled[..opened_len];
         let (me, md) = as_ring_mut(masked).split_at_mut(x.len());
-        me.par_iter_mut().zip(x.par_iter().zip(&t.a)).for_each(|(m, (&v, &a))| *m = v - a);
-        md.par_iter_mut().zip(y.par_iter().zip(&t.b)).for_each(|(m, (&v, &b))| *m = v - b);
+        kernels::sub_into(me, x, &t.a);
+        kernels::sub_into(md, y, &t.b);
         let theirs = self.exchange_all(masked)?;
+        self.receive_explicit(&mut share, explicit)?;
+        let Share::Bilinear(t) = share else { unreachable!("bilinear request") };
         let first = self.id() == 0;
+        let opened = as_ring_mut(masked);
+        theirs.iter().for_each(|th| kernels::add_assign(opened, as_ring(&th[..opened_len])));
+        let (eps, delta) = opened.split_at(x.len());
         let mut z = t.c;
         if let Request::Mul { .. } = req {
-            // Element-wise: the opening's sum and the product in one fused pass.
-            let (me, md) = as_ring(masked).split_at(x.len());
-            let peers: Vec<&[R64]> = theirs.iter().map(|t| as_ring(t)).collect();
-            z.par_iter_mut().enumerate().for_each(|(i, z)| {
-                let (mut eps, mut delta) = (me[i], md[i]);
-                for th in &peers {
-                    eps += th[i];
-                    delta += th[x.len() + i];
+            // Element-wise: one fused pass, f(ε, δ) folded in on party 0.
+            kernels::for_chunks_mut(&mut z, |o, z| {
+                let n = z.len();
+                let ins = eps[o..o + n].iter().zip(&delta[o..o + n]).zip(&t.a[o..o + n]).zip(&t.b[o..o + n]);
+                for (z, (((&e, &d), &a), &b)) in z.iter_mut().zip(ins) {
+                    *z += e * (if first { b + d } else { b }) + d * a;
                 }
-                *z += eps * t.b[i] + delta * t.a[i] + if first { eps * delta } else { R64::ZERO };
             });
         } else {
-            let opened = as_ring_mut(masked);
-            theirs.iter().for_each(|th| kernels::add_assign(opened, as_ring(&th[..opened_len])));
-            let (eps, delta) = opened.split_at(x.len());
             // Party 0 folds f(ε, δ) into f(ε, b_0 + δ): two evaluations of f per party.
             let b_plus = if first { kernels::add(&t.b, delta) } else { t.b };
             kernels::add_assign(&mut z, &bilinear_apply(&req, eps, &b_plus));

@@ -28,7 +28,7 @@
 use crate::correlated::{words_for, CompareShare, Request, Share, CHUNKS, CHUNK_BITS, LEVEL_PAIRS};
 use crate::{Party, Result};
 use rayon::prelude::*;
-use syft_mpc_ring::R64;
+use syft_mpc_ring::{kernels, R64};
 
 #[inline]
 fn bit(words: &[u64], e: usize) -> u64 {
@@ -66,7 +66,13 @@ impl Party {
             return Ok(Vec::new());
         }
         let (e, s, eps) = self.masked_sign(x, true)?;
-        Ok((0..x.len()).into_par_iter().map(|i| x[i] - x_times_msb(bit(&e, i), x[i], eps[i], &s, i)).collect())
+        let mut out = x.to_vec();
+        kernels::for_chunks_mut(&mut out, |o, out| {
+            for (i, v) in (o..).zip(out) {
+                *v -= x_times_msb(bit(&e, i), *v, eps[i], &s, i);
+            }
+        });
+        Ok(out)
     }
 
     /// `(max(x, 0), 1{x ≥ 0})` in ReLU's 6 rounds: the mask a backward pass needs comes free.
@@ -77,13 +83,19 @@ impl Party {
         let (e, s, eps) = self.masked_sign(x, true)?;
         let first = self.id() == 0;
         let one = if first { R64(1) } else { R64::ZERO };
-        Ok((0..x.len())
-            .into_par_iter()
-            .map(|i| {
-                let e = bit(&e, i);
-                (x[i] - x_times_msb(e, x[i], eps[i], &s, i), one - msb_share(e, s.rho[i], first))
-            })
-            .unzip())
+        let mut out = x.to_vec();
+        let mut mask = vec![R64::ZERO; x.len()];
+        kernels::for_chunks_mut(&mut out, |o, out| {
+            for (i, v) in (o..).zip(out) {
+                *v -= x_times_msb(bit(&e, i), *v, eps[i], &s, i);
+            }
+        });
+        kernels::for_chunks_mut(&mut mask, |o, mask| {
+            for (i, m) in (o..).zip(mask) {
+                *m = one - msb_share(bit(&e, i), s.rho[i], first);
+            }
+        });
+        Ok((out, mask))
     }
 
     /// Runs the comparison up to the opened `e = msb(x) ⊕ ρ` (bit-packed); returns it with
@@ -92,15 +104,20 @@ impl Party {
         let len = x.len();
         let req = Request::Compare { len, relu };
         req.validate()?;
-        let Share::Compare(s) = self.material(&req)? else { unreachable!("compare request") };
+        let (mut share, explicit) = self.material(&req)?;
+        let Share::Compare(s) = &share else { unreachable!("compare request") };
         let first = self.id() == 0;
 
         // Round 1: c = x + r (and ε = x − a for ReLU).
-        let mut masked: Vec<R64> = x.par_iter().zip(&s.r).map(|(&v, &r)| v + r).collect();
+        let mut masked = vec![R64::ZERO; if relu { 2 * len } else { len }];
+        let (c, eps) = masked.split_at_mut(len);
+        kernels::add_into(c, x, &s.r);
         if relu {
-            masked.extend(x.iter().zip(&s.relu_a).map(|(&v, &a)| v - a));
+            kernels::sub_into(eps, x, &s.relu_a);
         }
         let opened = self.open_owned(masked)?;
+        self.receive_explicit(&mut share, explicit)?;
+        let Share::Compare(s) = share else { unreachable!("compare request") };
         let (c, eps) = opened.split_at(len);
 
         // Leaves: with T_j = the shared table of 1{u < r_j}, lt_j = T_j[c_j] and
@@ -109,25 +126,26 @@ impl Party {
         // (2 KiB) in L1 and produce one bit-sliced word per chunk.
         let words = words_for(len);
         let below_zero = u32::from(first);
-        let blocks: Vec<([u64; CHUNKS], [u64; CHUNKS])> = c
-            .par_chunks(64)
-            .zip(s.tables.par_chunks(64 * CHUNKS))
-            .map(|(cb, tb)| {
-                let (mut lt, mut eq) = ([0u64; CHUNKS], [0u64; CHUNKS]);
-                for (b, (cv, t)) in cb.iter().zip(tb.chunks_exact(CHUNKS)).enumerate() {
-                    let low = cv.0 & (u64::MAX >> 1);
-                    for j in 0..CHUNKS {
-                        let u = ((low >> (CHUNK_BITS as usize * j)) & ((1 << CHUNK_BITS) - 1)) as u32;
-                        let tj = u32::from(t[j]);
-                        let here = (tj >> u) & 1;
-                        let below = (((tj << 1) | below_zero) >> u) & 1;
-                        lt[j] |= u64::from(here) << b;
-                        eq[j] |= u64::from(here ^ below) << b;
-                    }
+        let leaf = |(cb, tb): (&[R64], &[u16])| {
+            let (mut lt, mut eq) = ([0u64; CHUNKS], [0u64; CHUNKS]);
+            for (b, (cv, t)) in cb.iter().zip(tb.chunks_exact(CHUNKS)).enumerate() {
+                let low = cv.0 & (u64::MAX >> 1);
+                for j in 0..CHUNKS {
+                    let u = ((low >> (CHUNK_BITS as usize * j)) & ((1 << CHUNK_BITS) - 1)) as u32;
+                    let tj = u32::from(t[j]);
+                    let here = (tj >> u) & 1;
+                    let below = (((tj << 1) | below_zero) >> u) & 1;
+                    lt[j] |= u64::from(here) << b;
+                    eq[j] |= u64::from(here ^ below) << b;
                 }
-                (lt, eq)
-            })
-            .collect();
+            }
+            (lt, eq)
+        };
+        let blocks: Vec<([u64; CHUNKS], [u64; CHUNKS])> = if kernels::parallel(len) {
+            c.par_chunks(64).zip(s.tables.par_chunks(64 * CHUNKS)).map(leaf).collect()
+        } else {
+            kernels::with_simd(|| c.chunks(64).zip(s.tables.chunks(64 * CHUNKS)).map(leaf).collect())
+        };
         let mut lt = vec![0u64; CHUNKS * words];
         let mut eq = vec![0u64; CHUNKS * words];
         for (w, (l, q)) in blocks.iter().enumerate() {

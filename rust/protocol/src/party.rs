@@ -23,6 +23,14 @@ pub struct Stats {
     pub dealer_bytes_received: u64,
 }
 
+/// Whether a share's explicit components (see [`crate::correlated`]) are in place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Explicit {
+    Received,
+    /// Requested from the dealer, not yet read from its channel.
+    OnTheWire,
+}
+
 pub struct Party {
     id: usize,
     peers: Vec<Option<Box<dyn Channel>>>,
@@ -239,18 +247,23 @@ impl Party {
     }
 
     /// This party's share of the correlated randomness for `req`: preprocessed, or
-    /// requested on demand.
-    pub(crate) fn material(&mut self, req: &Request) -> Result<Share> {
+    /// requested on demand. On demand, the last party's explicit components are still on
+    /// their way: the caller runs its first opening (which needs only the PRG-expanded
+    /// components) and then calls [`Party::receive_explicit`], so the dealer generates
+    /// while the parties exchange instead of before.
+    pub(crate) fn material(&mut self, req: &Request) -> Result<(Share, Explicit)> {
         match self.ready.pop_front() {
-            Some((r, share)) if r == *req => Ok(share),
+            Some((r, share)) if r == *req => Ok((share, Explicit::Received)),
             Some((r, _)) => Err(ProtocolError::Dealer(format!(
                 "preprocessed {r:?} but the next operation needs {req:?}; all parties must run the same sequence"
             ))),
             None => {
-                if self.is_last() {
+                let last = self.is_last();
+                if last {
                     self.dealer.send(&req.encode())?;
                 }
-                self.expand_and_receive(req)
+                let share = expand(req, &mut self.dealer_prg, last);
+                Ok((share, if last { Explicit::OnTheWire } else { Explicit::Received }))
             }
         }
     }
@@ -260,25 +273,32 @@ impl Party {
     fn expand_and_receive(&mut self, req: &Request) -> Result<Share> {
         let last = self.is_last();
         let mut share = expand(req, &mut self.dealer_prg, last);
-        if last {
-            let mut parts = share.explicit_mut();
-            if let [only] = parts.as_mut_slice() {
-                self.dealer.recv_into(only)?; // a triple's c: straight into place
-            } else {
-                let total = parts.iter().map(|p| p.len()).sum();
-                if self.explicit_buf.len() < total {
-                    self.explicit_buf.resize(total, 0);
-                }
-                let buf = &mut self.explicit_buf[..total];
-                self.dealer.recv_into(buf)?;
-                let mut off = 0;
-                for part in parts {
-                    part.copy_from_slice(&buf[off..off + part.len()]);
-                    off += part.len();
-                }
-            }
-        }
+        self.receive_explicit(&mut share, if last { Explicit::OnTheWire } else { Explicit::Received })?;
         Ok(share)
+    }
+
+    /// Receives the explicit components of `share` from the dealer if they are still on
+    /// their way (the last party, on demand); requests are answered in order.
+    pub(crate) fn receive_explicit(&mut self, share: &mut Share, state: Explicit) -> Result<()> {
+        if state == Explicit::Received {
+            return Ok(());
+        }
+        let mut parts = share.explicit_mut();
+        if let [only] = parts.as_mut_slice() {
+            return Ok(self.dealer.recv_into(only)?); // a triple's c: straight into place
+        }
+        let total = parts.iter().map(|p| p.len()).sum();
+        if self.explicit_buf.len() < total {
+            self.explicit_buf.resize(total, 0);
+        }
+        let buf = &mut self.explicit_buf[..total];
+        self.dealer.recv_into(buf)?;
+        let mut off = 0;
+        for part in parts {
+            part.copy_from_slice(&buf[off..off + part.len()]);
+            off += part.len();
+        }
+        Ok(())
     }
 
     /// Ends the session: the last party tells the dealer it may stop serving.

@@ -3,8 +3,7 @@
 
 use crate::correlated::{Request, Share};
 use crate::{Party, ProtocolError, Result};
-use rayon::prelude::*;
-use syft_mpc_ring::R64;
+use syft_mpc_ring::{kernels, R64};
 
 /// Shares are shifted into `[0, 2^63)` before masking by (a multiple of the divisor
 /// close to) `2^62`: inputs must lie in `[−2^62 + d, 2^62)`.
@@ -56,26 +55,26 @@ impl Party {
         }
         let req = Request::Trunc { len: x.len(), divisor };
         req.validate()?;
-        let Share::Trunc(t) = self.material(&req)? else { unreachable!("truncation request") };
+        let (mut share, explicit) = self.material(&req)?;
+        let Share::Trunc(t) = &share else { unreachable!("truncation request") };
         // A multiple of the divisor, so removing it after the division is exact.
         let bias_q = R64(BIAS / divisor);
         let bias = if self.id() == 0 { bias_q * R64(divisor) } else { R64::ZERO };
-        let masked: Vec<R64> = x.par_iter().zip(&t.r).map(|(&v, &r)| v + r + bias).collect();
-        let c = self.open_owned(masked)?;
+        let mut masked = x.to_vec();
+        kernels::for_chunks_mut(&mut masked, |o, m| m.iter_mut().zip(&t.r[o..]).for_each(|(v, &r)| *v += r + bias));
+        let mut out = self.open_owned(masked)?;
+        self.receive_explicit(&mut share, explicit)?;
+        let Share::Trunc(t) = share else { unreachable!("truncation request") };
         let wrap_unit = R64(((1u128 << 64) / divisor as u128) as u64);
         let first = self.id() == 0;
         let div = Divisor::new(divisor);
-        Ok(c.par_iter()
-            .zip(t.quotient.par_iter().zip(&t.msb))
-            .map(|(&c, (&q, &m))| {
+        kernels::for_chunks_mut(&mut out, |o, out| {
+            for (c, (&q, &m)) in out.iter_mut().zip(t.quotient[o..].iter().zip(&t.msb[o..])) {
                 let wrapped = R64(1 - c.msb()) * m * wrap_unit - q;
-                if first {
-                    wrapped + R64(div.of(c.0)) - bias_q
-                } else {
-                    wrapped
-                }
-            })
-            .collect())
+                *c = if first { wrapped + R64(div.of(c.0)) - bias_q } else { wrapped };
+            }
+        });
+        Ok(out)
     }
 
     /// Local truncation by `2^frac_bits` for two parties (SecureML, Mohassel & Zhang,
@@ -92,10 +91,13 @@ impl Party {
         if frac_bits >= 64 {
             return Err(ProtocolError::Shape(format!("cannot truncate by {frac_bits} bits")));
         }
-        Ok(if self.id() == 0 {
-            x.par_iter().map(|v| R64(v.0 >> frac_bits)).collect()
-        } else {
-            x.par_iter().map(|v| -R64((-*v).0 >> frac_bits)).collect()
-        })
+        let mut out = x.to_vec();
+        let first = self.id() == 0;
+        kernels::for_chunks_mut(&mut out, |_, out| {
+            for v in out {
+                *v = if first { R64(v.0 >> frac_bits) } else { -R64((-*v).0 >> frac_bits) };
+            }
+        });
+        Ok(out)
     }
 }

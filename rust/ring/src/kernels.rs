@@ -17,6 +17,41 @@ fn has_avx2() -> bool {
     std::arch::is_x86_feature_detected!("avx2")
 }
 
+/// Whether element-wise work over `len` elements goes to the thread pool: only when it is
+/// large and the pool has more than one thread. With one thread the pool would still run
+/// it on its own thread: a hand-off and a wake-up per call, for nothing.
+pub fn parallel(len: usize) -> bool {
+    len >= PAR_MIN && rayon::current_num_threads() > 1
+}
+
+/// Runs `f` compiled with AVX2 where the CPU has it (chosen at run time, as in
+/// [`map2_seq`]): `f` is inlined into a function built for AVX2, so its loops vectorise.
+#[inline(always)]
+pub fn with_simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if has_avx2() {
+            // SAFETY: AVX2 is present (checked at run time).
+            return unsafe { avx2(f) };
+        }
+    }
+    f()
+}
+
+/// `f(offset, chunk)` over consecutive chunks of `out`, for the protocols' fused
+/// element-wise passes: in parallel where [`parallel`] says so, each chunk under
+/// [`with_simd`]. `offset` is the chunk's start in `out` (index the inputs with it).
+pub fn for_chunks_mut<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) {
+    if !parallel(out.len()) {
+        return with_simd(|| f(0, out));
+    }
+    out.par_chunks_mut(PAR_CHUNK).enumerate().for_each(|(i, c)| with_simd(|| f(i * PAR_CHUNK, c)));
+}
+
 /// `out[i] = f(a[i], b[i])`, compiled twice: once for the baseline target and
 /// once with AVX2 (chosen at run time), so the loop auto-vectorises to 256-bit
 /// lanes where the CPU has them without building the wheel for a newer CPU.
@@ -44,7 +79,7 @@ fn map2_seq(out: &mut [R64], a: &[R64], b: &[R64], f: &(impl Fn(R64, R64) -> R64
 /// `out = f(a, b)` element-wise, multi-threaded for large buffers.
 fn map2(out: &mut [R64], a: &[R64], b: &[R64], f: impl Fn(R64, R64) -> R64 + Sync) {
     assert!(a.len() == b.len() && a.len() == out.len(), "element-wise kernel on buffers of different lengths");
-    if out.len() < PAR_MIN {
+    if !parallel(out.len()) {
         map2_seq(out, a, b, &f);
     } else {
         out.par_chunks_mut(PAR_CHUNK)
@@ -84,7 +119,7 @@ fn zip_assign(acc: &mut [R64], b: &[R64], f: impl Fn(R64, R64) -> R64 + Sync) {
         }
         body(acc, b, f)
     }
-    if acc.len() < PAR_MIN {
+    if !parallel(acc.len()) {
         seq(acc, b, &f);
     } else {
         acc.par_chunks_mut(PAR_CHUNK).zip(b.par_chunks(PAR_CHUNK)).for_each(|(o, y)| seq(o, y, &f));
@@ -96,6 +131,14 @@ pub fn add(a: &[R64], b: &[R64]) -> Vec<R64> {
 }
 pub fn sub(a: &[R64], b: &[R64]) -> Vec<R64> {
     zip_map(a, b, |x, y| x - y)
+}
+/// `out = a + b` into an existing buffer.
+pub fn add_into(out: &mut [R64], a: &[R64], b: &[R64]) {
+    map2(out, a, b, |x, y| x + y)
+}
+/// `out = a − b` into an existing buffer.
+pub fn sub_into(out: &mut [R64], a: &[R64], b: &[R64]) {
+    map2(out, a, b, |x, y| x - y)
 }
 /// Element-wise product.
 pub fn mul(a: &[R64], b: &[R64]) -> Vec<R64> {
