@@ -26,7 +26,7 @@
 //! fresh dealer randomness (c by r, AND inputs by triples, e by ρ).
 
 use crate::correlated::{words_for, CompareShare, Request, Share, CHUNKS, CHUNK_BITS, LEVEL_PAIRS};
-use crate::{Party, Result};
+use crate::{Party, ProtocolError, Result};
 use rayon::prelude::*;
 use syft_mpc_ring::{kernels, R64};
 
@@ -42,11 +42,11 @@ fn msb_share(e: u64, rho: R64, first: bool) -> R64 {
     own + R64(1u64.wrapping_sub(2 * e)) * rho
 }
 
-/// A share of `x·msb = e·x + (1 − 2e)·x·ρ`, with `x·ρ = ε·ρ + a·ρ` for the opened `ε = x − a`.
+/// A share of `p·msb = e·p + (1 − 2e)·p·ρ`, with `p·ρ = ε·ρ + a·ρ` for the opened
+/// `ε = p − a` and the dealer's mask `(a, a·ρ)`.
 #[inline]
-fn x_times_msb(e: u64, x: R64, eps: R64, s: &CompareShare, i: usize) -> R64 {
-    let x_rho = eps * s.rho[i] + s.relu_arho[i];
-    R64(e) * x + R64(1u64.wrapping_sub(2 * e)) * x_rho
+fn times_msb(e: u64, p: R64, eps: R64, rho: R64, a_rho: R64) -> R64 {
+    R64(e) * p + R64(1u64.wrapping_sub(2 * e)) * (eps * rho + a_rho)
 }
 
 impl Party {
@@ -55,41 +55,37 @@ impl Party {
         if x.is_empty() {
             return Ok(Vec::new()); // every party sees the same length: all skip the rounds
         }
-        let (e, s, _) = self.masked_sign(x, false)?;
+        let (e, s, _) = self.masked_sign(x, &[])?;
         let first = self.id() == 0;
         Ok((0..x.len()).map(|i| msb_share(bit(&e, i), s.rho[i], first)).collect())
     }
 
     /// Shares of `max(x, 0)` for shared `x` read as signed 64-bit (fixed-point inputs work unchanged).
     pub fn relu(&mut self, x: &[R64]) -> Result<Vec<R64>> {
-        if x.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (e, s, eps) = self.masked_sign(x, true)?;
-        let mut out = x.to_vec();
-        kernels::for_chunks_mut(&mut out, |o, out| {
-            for (i, v) in (o..).zip(out) {
-                *v -= x_times_msb(bit(&e, i), *v, eps[i], &s, i);
-            }
-        });
-        Ok(out)
+        Ok(self.relu_with_mask_if(x, false)?.0)
     }
 
     /// `(max(x, 0), 1{x ≥ 0})` in ReLU's 6 rounds: the mask a backward pass needs comes free.
     pub fn relu_with_mask(&mut self, x: &[R64]) -> Result<(Vec<R64>, Vec<R64>)> {
+        self.relu_with_mask_if(x, true)
+    }
+
+    /// `relu(x) = x − x·msb(x)`, the product riding in the comparison's last round; the
+    /// mask `1 − msb` (empty unless `with_mask`) is local from the same opening.
+    fn relu_with_mask_if(&mut self, x: &[R64], with_mask: bool) -> Result<(Vec<R64>, Vec<R64>)> {
         if x.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
-        let (e, s, eps) = self.masked_sign(x, true)?;
-        let first = self.id() == 0;
-        let one = if first { R64(1) } else { R64::ZERO };
+        let (e, s, eps) = self.masked_sign(x, x)?;
         let mut out = x.to_vec();
-        let mut mask = vec![R64::ZERO; x.len()];
         kernels::for_chunks_mut(&mut out, |o, out| {
             for (i, v) in (o..).zip(out) {
-                *v -= x_times_msb(bit(&e, i), *v, eps[i], &s, i);
+                *v -= times_msb(bit(&e, i), *v, eps[i], s.rho[i], s.prod_arho[i]);
             }
         });
+        let mut mask = vec![R64::ZERO; if with_mask { x.len() } else { 0 }];
+        let first = self.id() == 0;
+        let one = if first { R64(1) } else { R64::ZERO };
         kernels::for_chunks_mut(&mut mask, |o, mask| {
             for (i, m) in (o..).zip(mask) {
                 *m = one - msb_share(bit(&e, i), s.rho[i], first);
@@ -98,23 +94,47 @@ impl Party {
         Ok((out, mask))
     }
 
-    /// Runs the comparison up to the opened `e = msb(x) ⊕ ρ` (bit-packed); returns it with
-    /// the material and, for ReLU, the opened `ε = x − a`.
-    fn masked_sign(&mut self, x: &[R64], relu: bool) -> Result<(Vec<u64>, CompareShare, Vec<R64>)> {
+    /// Shares of `p_j·1{x < 0}` for each vector `p_j` of `payload` (vectors of `x.len()`
+    /// values, one after another), in the comparison's 6 rounds: a select `a + 1{a < b}·(b − a)`
+    /// without a Beaver round of its own (a max tournament's values and indices).
+    pub fn ltz_times(&mut self, x: &[R64], payload: &[R64]) -> Result<Vec<R64>> {
         let len = x.len();
-        let req = Request::Compare { len, relu };
+        if len == 0 || payload.len() % len != 0 {
+            return match payload.is_empty() {
+                true => Ok(Vec::new()),
+                false => Err(ProtocolError::Shape(format!(
+                    "a payload of {} values for a comparison of {len}: it must be whole vectors of {len}",
+                    payload.len()
+                ))),
+            };
+        }
+        let (e, s, eps) = self.masked_sign(x, payload)?;
+        let mut out = payload.to_vec();
+        kernels::for_chunks_mut(&mut out, |o, out| {
+            for (k, v) in (o..).zip(out) {
+                let i = k % len;
+                *v = times_msb(bit(&e, i), *v, eps[k], s.rho[i], s.prod_arho[k]);
+            }
+        });
+        Ok(out)
+    }
+
+    /// Runs the comparison up to the opened `e = msb(x) ⊕ ρ` (bit-packed); returns it with
+    /// the material and the opened `ε = p − a` of the vectors in `payload` (to be multiplied
+    /// by the sign: whole vectors of `x.len()`, checked by the callers).
+    fn masked_sign(&mut self, x: &[R64], payload: &[R64]) -> Result<(Vec<u64>, CompareShare, Vec<R64>)> {
+        let len = x.len();
+        let req = Request::Compare { len, products: payload.len() / len.max(1) };
         req.validate()?;
         let (mut share, explicit) = self.material(&req)?;
         let Share::Compare(s) = &share else { unreachable!("compare request") };
         let first = self.id() == 0;
 
-        // Round 1: c = x + r (and ε = x − a for ReLU).
-        let mut masked = vec![R64::ZERO; if relu { 2 * len } else { len }];
+        // Round 1: c = x + r and ε = p − a.
+        let mut masked = vec![R64::ZERO; len + payload.len()];
         let (c, eps) = masked.split_at_mut(len);
         kernels::add_into(c, x, &s.r);
-        if relu {
-            kernels::sub_into(eps, x, &s.relu_a);
-        }
+        kernels::sub_into(eps, payload, &s.prod_a);
         let opened = self.open_owned(masked)?;
         self.receive_explicit(&mut share, explicit)?;
         let Share::Compare(s) = share else { unreachable!("compare request") };

@@ -16,6 +16,10 @@ use syft_mpc_ring::R64;
 /// bounds what a malformed or hostile request can make the dealer allocate.
 pub const MAX_REQUEST_ELEMENTS: usize = 1 << 28;
 
+/// Most vectors one comparison may multiply by its sign bit (a max-pool window's
+/// one-hot vector and value: 1 + kh·kw).
+pub const MAX_COMPARE_PRODUCTS: usize = 1 << 10;
+
 /// Width of the chunks the comparison splits the 63 low bits into; 4 bits gives
 /// 16 chunks (the top one 3 bits wide) and a 4-level AND tree.
 pub(crate) const CHUNK_BITS: u32 = 4;
@@ -34,8 +38,10 @@ pub enum Request {
     Conv2d { x_shape: [usize; 4], w_shape: [usize; 4], params: Conv2dParams },
     /// Truncation (division by a public `divisor`) material for `len` values.
     Trunc { len: usize, divisor: u64 },
-    /// Comparison-with-zero material for `len` values; `relu` adds the mask for the product x·sign.
-    Compare { len: usize, relu: bool },
+    /// Comparison-with-zero material for `len` values, plus masks for `products` vectors
+    /// of `len` values to be multiplied by the sign bit in the same rounds (ReLU: 1, x
+    /// itself; a tournament's select: the values and their indices).
+    Compare { len: usize, products: usize },
     /// The session is over.
     Bye,
 }
@@ -50,8 +56,17 @@ impl Request {
     /// Checks sizes and geometry; the dealer calls this before allocating anything.
     pub fn validate(&self) -> Result<()> {
         match self {
-            Request::Mul { len } | Request::Trunc { len, .. } | Request::Compare { len, .. } => {
+            Request::Mul { len } | Request::Trunc { len, .. } => {
                 checked_product(&[*len])?;
+            }
+            Request::Compare { len, products } => {
+                checked_product(&[*len])?;
+                checked_product(&[*len, *products])?;
+                if *products > MAX_COMPARE_PRODUCTS {
+                    return Err(ProtocolError::Dealer(format!(
+                        "a comparison with {products} products; at most {MAX_COMPARE_PRODUCTS}"
+                    )));
+                }
             }
             Request::Matmul { batch, m, k, n } => {
                 checked_product(&[*batch, *m, *k])?;
@@ -84,7 +99,7 @@ impl Request {
                 (3, f)
             }
             Request::Trunc { len, divisor } => (4, vec![*len as u64, *divisor]),
-            Request::Compare { len, relu } => (5, vec![*len as u64, *relu as u64]),
+            Request::Compare { len, products } => (5, vec![*len as u64, *products as u64]),
             Request::Bye => (0, vec![]),
         };
         let mut out = vec![tag];
@@ -129,10 +144,7 @@ impl Request {
                 }
             }
             4 => Request::Trunc { len: u(f[0])?, divisor: f[1] },
-            _ => match f[1] {
-                0 | 1 => Request::Compare { len: u(f[0])?, relu: f[1] == 1 },
-                _ => return Err(bad("relu flag must be 0 or 1")),
-            },
+            _ => Request::Compare { len: u(f[0])?, products: u(f[1])? },
         };
         req.validate()?;
         Ok(req)
@@ -174,7 +186,7 @@ pub(crate) struct AndLevel {
 /// Comparison material (see `compare.rs`): arithmetic mask `r`, XOR-shared lookup
 /// tables of `1{u < r_j}` per 4-bit chunk of r's low 63 bits, a random bit ρ
 /// (arithmetic shares) with XOR shares of `msb(r) ⊕ ρ`, AND triples for the tree and,
-/// for ReLU, a product mask `(a, a·ρ)`.
+/// per product vector, a mask `(a, a·ρ)` (vector after vector, `len` each).
 pub(crate) struct CompareShare {
     pub r: Vec<R64>,
     /// `[element][chunk]` 16-bit tables: bit u of chunk j's table is `1{u < r_j}`.
@@ -183,8 +195,8 @@ pub(crate) struct CompareShare {
     /// Bit-packed XOR shares of `msb(r) ⊕ ρ`.
     pub flip: Vec<u64>,
     pub levels: Vec<AndLevel>,
-    pub relu_a: Vec<R64>,
-    pub relu_arho: Vec<R64>,
+    pub prod_a: Vec<R64>,
+    pub prod_arho: Vec<R64>,
 }
 
 pub(crate) fn words_for(len: usize) -> usize {
@@ -258,8 +270,8 @@ pub(crate) fn expand(req: &Request, prg: &mut Prg, last: bool) -> Share {
             let msb = draw_or_zero(prg, *len, last);
             Share::Trunc(TruncShare { r, quotient, msb })
         }
-        Request::Compare { len, relu } => {
-            let len = *len;
+        Request::Compare { len, products } => {
+            let (len, products) = (*len, *products);
             let r = draw(prg, len);
             let tables = if last {
                 vec![0u16; len * CHUNKS]
@@ -283,9 +295,9 @@ pub(crate) fn expand(req: &Request, prg: &mut Prg, last: bool) -> Share {
                     AndLevel { a, b1, b2, c1, c2 }
                 })
                 .collect();
-            let (relu_a, relu_arho) =
-                if *relu { (draw(prg, len), draw_or_zero(prg, len, last)) } else { (Vec::new(), Vec::new()) };
-            Share::Compare(CompareShare { r, tables, rho, flip, levels, relu_a, relu_arho })
+            let prod_a = draw(prg, products * len);
+            let prod_arho = draw_or_zero(prg, products * len, last);
+            Share::Compare(CompareShare { r, tables, rho, flip, levels, prod_a, prod_arho })
         }
         Request::Bye => unreachable!("Bye carries no material"),
     }
@@ -306,7 +318,7 @@ impl Share {
                     v.push(b(&mut l.c1));
                     v.push(b(&mut l.c2));
                 }
-                v.push(b(&mut s.relu_arho));
+                v.push(b(&mut s.prod_arho));
                 v
             }
         }

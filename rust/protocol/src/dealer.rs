@@ -245,12 +245,12 @@ impl Dealer {
             l.levels[lvl].c2 = c2;
         }
 
-        if !l.relu_a.is_empty() {
-            let mut a = l.relu_a.clone();
-            others.iter().for_each(|s| kernels::add_assign(&mut a, &s.relu_a));
-            let mut arho = kernels::mul(&a, &rho);
-            others.iter().for_each(|s| kernels::sub_assign(&mut arho, &s.relu_arho));
-            l.relu_arho = arho;
+        if !l.prod_a.is_empty() {
+            let mut arho = l.prod_a.clone();
+            others.iter().for_each(|s| kernels::add_assign(&mut arho, &s.prod_a));
+            arho.chunks_mut(len).for_each(|a| kernels::mul_assign(a, &rho)); // a·ρ, vector by vector
+            others.iter().for_each(|s| kernels::sub_assign(&mut arho, &s.prod_arho));
+            l.prod_arho = arho;
         }
     }
 }

@@ -141,6 +141,24 @@ proptest! {
     }
 
     #[test]
+    fn ltz_times_selects_whole_vectors(
+        n in 2usize..=3,
+        v in prop::collection::vec((any::<i64>(), any::<i64>(), any::<i64>()), 0..200),
+        k in 0usize..=2,
+    ) {
+        let x = ring(&v.iter().map(|t| t.0).collect::<Vec<_>>());
+        let payload: Vec<i64> = [v.iter().map(|t| t.1).collect::<Vec<_>>(), v.iter().map(|t| t.2).collect()].concat();
+        let p = ring(&payload[..k.min(2) * v.len()]);
+        let (xs, ps) = (shares_of(&x, n), shares_of(&p, n));
+        let got = reveal(&run(n, |party| party.ltz_times(&xs[party.id()], &ps[party.id()]).unwrap()));
+        prop_assert_eq!(got.len(), p.len());
+        for (j, g) in got.iter().enumerate() {
+            let want = if v[j % v.len()].0 < 0 { payload[j] } else { 0 };
+            prop_assert_eq!(g.to_i64(), want);
+        }
+    }
+
+    #[test]
     fn input_without_communication(n in 2usize..=4, owner in 0usize..4, v in prop::collection::vec(any::<u64>(), 0..100)) {
         let owner = owner % n;
         let x: Vec<R64> = v.iter().map(|&u| R64(u)).collect();
@@ -152,6 +170,14 @@ proptest! {
             s
         });
         prop_assert_eq!(reveal(&outs), x);
+    }
+}
+
+#[test]
+fn ltz_times_rejects_a_partial_payload() {
+    let outs = run(2, |p| p.ltz_times(&[R64(1), R64(2)], &[R64(3), R64(4), R64(5)]).map_err(|e| e.to_string()));
+    for o in outs {
+        assert!(o.unwrap_err().contains("whole vectors of 2"));
     }
 }
 
@@ -219,7 +245,7 @@ fn preprocessing_runs_ahead_and_checks_order() {
     let x = ring(&[3, -4, 5]);
     let xs = shares_of(&x, 2);
     let outs = run(2, |p| {
-        p.preprocess(&[Request::Mul { len: 3 }, Request::Compare { len: 3, relu: true }]).unwrap();
+        p.preprocess(&[Request::Mul { len: 3 }, Request::Compare { len: 3, products: 1 }]).unwrap();
         let sq = p.mul(&xs[p.id()], &xs[p.id()]).unwrap();
         let before = p.stats().dealer_bytes_received;
         p.relu(&xs[p.id()]).unwrap();

@@ -129,12 +129,17 @@ impl Request {
     /// For `Party.ltz` of `n` elements.
     #[staticmethod]
     fn ltz(n: usize) -> Request {
-        Request(proto::Request::Compare { len: n, relu: false })
+        Request(proto::Request::Compare { len: n, products: 0 })
     }
-    /// For `Party.relu` of `n` elements.
+    /// For `Party.relu` (and `relu_mask`) of `n` elements.
     #[staticmethod]
     fn relu(n: usize) -> Request {
-        Request(proto::Request::Compare { len: n, relu: true })
+        Request(proto::Request::Compare { len: n, products: 1 })
+    }
+    /// For `Party.ltz_times` of `n` elements with `k` payload vectors.
+    #[staticmethod]
+    fn ltz_times(n: usize, k: usize) -> Request {
+        Request(proto::Request::Compare { len: n, products: k })
     }
     fn __repr__(&self) -> String {
         format!("Request.{:?}", self.0)
@@ -392,6 +397,26 @@ impl Party {
         let v = elems(&x);
         let out = self.run(py, |p| Ok(p.relu(ring(&v))?))?;
         ring_out(py, out, x.shape())
+    }
+
+    /// Shares of `p * (1 if x < 0 else 0)` for `payload` of shape `(k, *x.shape)`, in the
+    /// comparison's rounds (a select without a Beaver round of its own).
+    fn ltz_times<'py>(
+        &self,
+        py: Python<'py>,
+        x: PyReadonlyArrayDyn<'py, u64>,
+        payload: PyReadonlyArrayDyn<'py, u64>,
+    ) -> Out<'py> {
+        if payload.shape().get(1..) != Some(x.shape()) {
+            return Err(Error::Shape(format!(
+                "ltz_times payload of shape {:?} for x of shape {:?}: it must be (k, *x.shape)",
+                payload.shape(),
+                x.shape()
+            )));
+        }
+        let (v, p) = (elems(&x), elems(&payload));
+        let out = self.run(py, |party| Ok(party.ltz_times(ring(&v), ring(&p))?))?;
+        ring_out(py, out, payload.shape())
     }
 
     /// `(max(x, 0), 1 if x >= 0 else 0)` in ReLU's rounds (the mask is for a backward pass).
