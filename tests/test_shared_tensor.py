@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -218,19 +220,38 @@ def test_comparisons(env: _Env) -> None:
     assert close(F.max_pool2d(env.fp(x), 2).decrypt(), F.max_pool2d(x, 2), 2**-15)
 
 
+def _reduction_case(data: st.DataObject) -> tuple[list[int], int, torch.Generator, bool]:
+    """A shape of 1 to 3 dims (odd sizes included), a dim to reduce, a seeded generator and keepdim."""
+    shape = data.draw(st.lists(st.integers(1, 7), min_size=1, max_size=3))
+    dim = data.draw(st.integers(-len(shape), len(shape) - 1))
+    g = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1)))
+    return shape, dim, g, data.draw(st.booleans())
+
+
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_max_values_match_torch(env: _Env, data: st.DataObject) -> None:
     """The index-free max (b + relu(a − b) per tournament level) equals torch's max, odd sizes included."""
     from syft_mpc.shared import max_values
 
-    shape = data.draw(st.lists(st.integers(1, 7), min_size=1, max_size=3))
-    dim = data.draw(st.integers(-len(shape), len(shape) - 1))
-    seed = data.draw(st.integers(0, 2**31 - 1))
-    x = torch.round(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * 1000) / 64  # exact at 16 bits
-    keep = data.draw(st.booleans())
+    shape, dim, g, keep = _reduction_case(data)
+    x = torch.round(torch.randn(*shape, generator=g) * 1000) / 64  # exact at 16 bits
     got = max_values(env.fp(x), dim, keepdim=keep).decrypt()
     assert torch.equal(got, x.max(dim, keepdim=keep).values)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_max_and_argmax_match_torch(env: _Env, data: st.DataObject) -> None:
+    """max/min with indices (the select riding in each comparison's rounds) equal torch's, odd sizes included."""
+    shape, dim, g, keep = _reduction_case(data)
+    n = math.prod(shape)
+    x = (torch.randperm(n, generator=g).reshape(shape) - n / 2) / 64  # distinct values: one argmax
+    largest = data.draw(st.booleans())
+    sx = env.fp(x)
+    v, i = sx.max(dim=dim, keepdim=keep) if largest else sx.min(dim=dim, keepdim=keep)
+    want = x.max(dim, keepdim=keep) if largest else x.min(dim, keepdim=keep)
+    assert torch.equal(v.decrypt(), want.values) and torch.equal(i.get(), want.indices)
 
 
 def test_public_operands_need_no_interaction(env: _Env, monkeypatch: pytest.MonkeyPatch) -> None:

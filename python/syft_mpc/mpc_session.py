@@ -297,6 +297,12 @@ def _ltz(ctx: _Ctx, x: torch.Tensor, times: int = 1) -> torch.Tensor:
     return b * times if times != 1 else b
 
 
+@_op("ltz_times", interactive=True)
+def _ltz_times(ctx: _Ctx, x: torch.Tensor, payload: torch.Tensor) -> torch.Tensor:
+    """payload·1{x < 0} for a payload of shape ``(k, *x.shape)``, in the comparison's rounds."""
+    return _t(ctx.party.ltz_times(_u64(x), _u64(payload))).reshape(payload.shape)
+
+
 @_op("relu_mask", interactive=True)
 def _relu_mask(ctx: _Ctx, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(relu(x), 1{x >= 0}) in ReLU's rounds: the (unscaled) mask is kept for the backward pass."""
@@ -372,7 +378,7 @@ ATEN_LINEAR_NAMES: dict[Any, str] = {fn: "aten." + n for n, fn in _ATEN_LINEAR.i
 # Result shapes of each op, computed by the driver without a reply (so it can post MpcRuns
 # without waiting for them): the same rules the worker-side functions above follow.
 _ELEMENTWISE = frozenset(
-    {"from_public", "add_public", "public_sub", "mul_public", "mul", "truncate", "ltz", "relu", "relu_mask", "select_mul"}
+    {"from_public", "add_public", "public_sub", "mul_public", "mul", "truncate", "ltz", "ltz_times", "relu", "relu_mask", "select_mul"}
 )
 
 

@@ -697,8 +697,18 @@ def _select(bit: SharedTensor, x: SharedTensor, y: SharedTensor) -> SharedTensor
     return _run(x, "select_mul", bit, x, y)
 
 
+def _take_where_less(key: SharedTensor, a: SharedTensor, b: SharedTensor, dim: int) -> SharedTensor:
+    """``b`` where ``key < 0``, else ``a``, along a new payload dimension ``dim`` of ``a`` and ``b``
+    (values and their indices together): ``a + 1{key < 0}·(b − a)``, the products riding in the
+    comparison's rounds (``ltz_times``) instead of a Beaver round of their own."""
+    payload = _run(key, "aten.movedim", sub(b, a), dim, 0)
+    moved = _run(key, "ltz_times", key, payload, scale=a.scale)
+    return add(a, _run(key, "aten.movedim", moved, 0, dim))
+
+
 def max_dim(x: SharedTensor, dim: int, keepdim: bool = False, largest: bool = True) -> tuple[SharedTensor, SharedTensor]:
-    """(values, indices) of the max (or min) along ``dim``: a tournament of log2(n) comparison rounds.
+    """(values, indices) of the max (or min) along ``dim``: a tournament of log2(n) comparisons,
+    each taking the winners' values and indices in its own 6 rounds (``_take_where_less``).
 
     The indices come back shared (integer, like torch's argmax but secret)."""
     dim = dim % x.dim() if x.dim() else 0
@@ -708,30 +718,20 @@ def max_dim(x: SharedTensor, dim: int, keepdim: bool = False, largest: bool = Tr
     idx_shape = [1] * x.dim()
     idx_shape[dim] = n
     idx = torch.arange(n, dtype=torch.int64).reshape(idx_shape).expand(x.shape).contiguous()
-    vals = x
-    ids = _run(x, "from_public", idx, scale=1, dtype=torch.int64)
-    while vals.shape[dim] > 1:
-        m = vals.shape[dim]
+    # Values and indices travel together along a new last dimension (each keeps its own
+    # encoding: every step below is exact, sums and products with a bit).
+    both = _run(x, "aten.stack", [x, _run(x, "from_public", idx, scale=1, dtype=torch.int64)], -1)
+    while both.shape[dim] > 1:
+        m = both.shape[dim]
         half = m // 2
-        a = vals.narrow(dim, 0, half)
-        b = vals.narrow(dim, half, half)
-        ia = ids.narrow(dim, 0, half)
-        ib = ids.narrow(dim, half, half)
-        # bit = 1{a < b} (max) or 1{b < a} (min): then take b
-        bit = _ltz(sub(a, b) if largest else sub(b, a), scale=1)
-        both_x = _run(x, "aten.stack", [a, ia])  # values and indices selected in one Beaver step
-        both_y = _run(x, "aten.stack", [b, ib])
-        sel = _run(x, "select_mul", bit.unsqueeze(0), both_y, both_x)
-        nv, ni = sel.unbind(0)
-        ni.scale = 1
-        if m % 2:
-            nv = _run(x, "aten.cat", [nv, vals.narrow(dim, m - 1, 1)], dim)
-            ni = _run(x, "aten.cat", [ni, ids.narrow(dim, m - 1, 1)], dim)
-            ni.scale = 1
-        vals, ids = nv, ni
+        a, b = both.narrow(dim, 0, half), both.narrow(dim, half, half)
+        va, vb = a.select(-1, 0), b.select(-1, 0)
+        # 1{a < b} (max) or 1{b < a} (min): then take b
+        top = _take_where_less(sub(va, vb) if largest else sub(vb, va), a, b, a.dim() - 1)
+        both = _run(x, "aten.cat", [top, both.narrow(dim, m - 1, 1)], dim) if m % 2 else top
+    vals, ids = both.unbind(-1)
     if not keepdim:
         vals, ids = vals.squeeze(dim), ids.squeeze(dim)
-    ids.scale = 1
     return vals, SharedTensor(ids._cell, 1, x.base, x.precision_fractional, torch.int64)
 
 
@@ -1010,26 +1010,22 @@ def _pool_args(kernel_size: Any, stride: Any, padding: Any, dilation: Any) -> tu
 
 def _max_pool2d_onehot(x: SharedTensor, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False) -> tuple[SharedTensor, SharedTensor]:
     """max_pool2d that also returns, for each window, the shared one-hot vector of its argmax
-    (shape ``(n, c, oh, ow, kh*kw)``, unscaled): a tournament of ⌈log2(kh·kw)⌉ rounds, each one
-    ``ltz`` plus one Beaver select of the values and their one-hot vectors together."""
+    (shape ``(n, c, oh, ow, kh*kw)``, unscaled): a tournament of ⌈log2(kh·kw)⌉ comparisons, each
+    taking the winners' values and one-hot vectors in its own rounds (``_take_where_less``)."""
     k, s, p, d = _pool_args(kernel_size, stride, padding, dilation)
     win, _ = _pool_windows(x, k, s, p, d, ceil_mode)
     n, c, oh, ow, kk = win.shape
     vals: Any = win.reshape(n, c, oh, ow, kk, 1)
     hot = _run(x, "from_public", torch.eye(kk, dtype=torch.int64).expand(n, c, oh, ow, kk, kk).contiguous(), scale=1, dtype=torch.int64)
-    while vals.shape[4] > 1:
-        m = vals.shape[4]
+    both = _run(x, "aten.cat", [vals, hot], 5)  # each window's value and one-hot vector, one payload
+    while both.shape[4] > 1:
+        m = both.shape[4]
         half = m // 2
-        a, b = vals.narrow(4, 0, half), vals.narrow(4, half, half)
-        bit = _ltz(sub(a, b), scale=1)  # 1{a < b}: take b
-        both_a = _run(x, "aten.cat", [a, hot.narrow(4, 0, half)], 5)
-        both_b = _run(x, "aten.cat", [b, hot.narrow(4, half, half)], 5)
-        sel = _run(x, "select_mul", bit, both_b, both_a)
-        nv, nh = sel.narrow(5, 0, 1), sel.narrow(5, 1, kk)
-        if m % 2:
-            nv = _run(x, "aten.cat", [nv, vals.narrow(4, m - 1, 1)], 4)
-            nh = _run(x, "aten.cat", [nh, hot.narrow(4, m - 1, 1)], 4)
-        vals, hot = nv, nh
+        a, b = both.narrow(4, 0, half), both.narrow(4, half, half)
+        key = sub(a.narrow(5, 0, 1), b.narrow(5, 0, 1)).squeeze(5)  # 1{a < b}: take b
+        top = _take_where_less(key, a, b, 5)
+        both = _run(x, "aten.cat", [top, both.narrow(4, m - 1, 1)], 4) if m % 2 else top
+    vals, hot = both.narrow(5, 0, 1), both.narrow(5, 1, kk)
     out = vals.reshape(n, c, oh, ow)
     hot = hot.reshape(n, c, oh, ow, kk)
     return out, SharedTensor(hot._cell, 1, x.base, x.precision_fractional, torch.int64)

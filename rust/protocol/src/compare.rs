@@ -14,14 +14,16 @@
 //! The dealer also XOR-shares `msb(r) ⊕ ρ` for a random bit ρ, so the parties
 //! obtain `e = msb(x) ⊕ ρ` locally from the tree's borrow, which is safe to open;
 //! `[msb] = e + (1 − 2e)[ρ]` with arithmetic shares of ρ converts to Z_2^64 (the
-//! daBit technique of Rotaru & Wood, INDOCRYPT 2019). ReLU multiplies by `1 − msb`
-//! in the same final round with a mask `(a, a·ρ)` whose `x − a` is opened together
-//! with `c`.
+//! daBit technique of Rotaru & Wood, INDOCRYPT 2019). Products with the sign bit
+//! ride in the same rounds: for each payload value `p` (ReLU: `x` itself, as
+//! `relu = x − x·msb`; a tournament's select: the values and indices to move) the
+//! dealer adds a mask `(a, a·ρ)`, `p − a` is opened together with `c`, and
+//! `p·msb = e·p + (1 − 2e)·p·ρ` is local once `e` is open.
 //!
 //! Rounds: 6 (open c; four tree levels; open e). Bytes per element to each peer:
-//! 8 (c) + 5.5 (tree) + 1/8 (e), plus 8 for ReLU. CrypTen needs 9 rounds and
+//! 8 (c) + 5.5 (tree) + 1/8 (e), plus 8 per payload value. CrypTen needs 9 rounds and
 //! 232 bytes. The dealer sends the last party ≈ 44 bytes per element (the 32-byte
-//! tables, ρ, the flip bit, the tree's AND corrections), 8 more for ReLU.
+//! tables, ρ, the flip bit, the tree's AND corrections), 8 more per payload value.
 //! Security: semi-honest, non-colluding dealer; every opened value is masked by
 //! fresh dealer randomness (c by r, AND inputs by triples, e by ρ).
 
@@ -99,14 +101,14 @@ impl Party {
     /// without a Beaver round of its own (a max tournament's values and indices).
     pub fn ltz_times(&mut self, x: &[R64], payload: &[R64]) -> Result<Vec<R64>> {
         let len = x.len();
-        if len == 0 || payload.len() % len != 0 {
-            return match payload.is_empty() {
-                true => Ok(Vec::new()),
-                false => Err(ProtocolError::Shape(format!(
-                    "a payload of {} values for a comparison of {len}: it must be whole vectors of {len}",
-                    payload.len()
-                ))),
-            };
+        if payload.is_empty() {
+            return Ok(Vec::new()); // every party sees the same lengths: all skip the rounds
+        }
+        if len == 0 || !payload.len().is_multiple_of(len) {
+            return Err(ProtocolError::Shape(format!(
+                "a payload of {} values for a comparison of {len}: it must be whole vectors of {len}",
+                payload.len()
+            )));
         }
         let (e, s, eps) = self.masked_sign(x, payload)?;
         let mut out = payload.to_vec();
