@@ -51,6 +51,89 @@ fn times_msb(e: u64, p: R64, eps: R64, rho: R64, a_rho: R64) -> R64 {
     R64(e) * p + R64(1u64.wrapping_sub(2 * e)) * (eps * rho + a_rho)
 }
 
+/// Bit-sliced leaf results of one block of at most 64 elements (`tb` their tables,
+/// `CHUNKS` per element): bit b of `lt[j]` is `T_b,j[u]` and of `eq[j]` is
+/// `T_b,j[u] ⊕ T_b,j[u − 1]` for the chunk `u = c_b,j` (`T[−1] = below_zero`).
+fn leaf_block(cb: &[R64], tb: &[u16], below_zero: u32) -> ([u64; CHUNKS], [u64; CHUNKS]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present (checked at run time); the slices are checked inside.
+        return unsafe { leaf_avx2::block(cb, tb, below_zero) };
+    }
+    leaf_block_scalar(cb, tb, below_zero)
+}
+
+fn leaf_block_scalar(cb: &[R64], tb: &[u16], below_zero: u32) -> ([u64; CHUNKS], [u64; CHUNKS]) {
+    let (mut lt, mut eq) = ([0u64; CHUNKS], [0u64; CHUNKS]);
+    for (b, (cv, t)) in cb.iter().zip(tb.chunks_exact(CHUNKS)).enumerate() {
+        let low = cv.0 & (u64::MAX >> 1);
+        for j in 0..CHUNKS {
+            let u = ((low >> (CHUNK_BITS as usize * j)) & ((1 << CHUNK_BITS) - 1)) as u32;
+            // bit 1: T[u], bit 0: T[u − 1]
+            let v = ((u32::from(t[j]) << 1) | below_zero) >> u;
+            lt[j] |= u64::from((v >> 1) & 1) << b;
+            eq[j] |= u64::from((v ^ (v >> 1)) & 1) << b;
+        }
+    }
+    (lt, eq)
+}
+
+/// The leaf look-ups eight chunks at a time: an element's 16 tables are one 256-bit load,
+/// widened to two vectors of 32-bit lanes and shifted by the 4-bit chunks of `c` at once
+/// (`vpsrlvd`); `vmovmskps` packs each half's 8 result bits into a byte, and the 64×16 bit
+/// matrix of a block is transposed to bit-sliced words with byte shifts and `vpmovmskb`.
+#[cfg(target_arch = "x86_64")]
+mod leaf_avx2 {
+    use super::{CHUNKS, R64};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn block(cb: &[R64], tb: &[u16], below_zero: u32) -> ([u64; CHUNKS], [u64; CHUNKS]) {
+        let n = cb.len();
+        assert!(n <= 64 && tb.len() >= n * CHUNKS, "a leaf block is at most 64 elements with their tables");
+        // [T[u] of chunks 0..8, T[u] of chunks 8..16, eq of 0..8, eq of 8..16], one byte per element.
+        let mut bytes = [[0u8; 64]; 4];
+        let shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+        let nibble = _mm256_set1_epi32(15);
+        let bz = _mm256_set1_epi32(below_zero as i32);
+        for b in 0..n {
+            let low = cb[b].0 & (u64::MAX >> 1);
+            // SAFETY: element b's CHUNKS (16) tables are 32 bytes inside `tb` (asserted above).
+            let t = unsafe { _mm256_loadu_si256(tb.as_ptr().add(b * CHUNKS).cast()) };
+            let halves = [
+                _mm256_cvtepu16_epi32(_mm256_castsi256_si128(t)),
+                _mm256_cvtepu16_epi32(_mm256_extracti128_si256::<1>(t)),
+            ];
+            for (h, (tables, word)) in halves.into_iter().zip([low as u32, (low >> 32) as u32]).enumerate() {
+                let u = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(word as i32), shifts), nibble);
+                // bit 1: T[u], bit 0: T[u − 1]
+                let v = _mm256_srlv_epi32(_mm256_or_si256(_mm256_slli_epi32::<1>(tables), bz), u);
+                let here = _mm256_slli_epi32::<30>(v);
+                let eq = _mm256_slli_epi32::<31>(_mm256_xor_si256(v, _mm256_srli_epi32::<1>(v)));
+                bytes[h][b] = _mm256_movemask_ps(_mm256_castsi256_ps(here)) as u8;
+                bytes[2 + h][b] = _mm256_movemask_ps(_mm256_castsi256_ps(eq)) as u8;
+            }
+        }
+        let (mut lt, mut eq) = ([0u64; CHUNKS], [0u64; CHUNKS]);
+        for (k, column) in bytes.iter().enumerate() {
+            // SAFETY: each column is 64 bytes: two unaligned 32-byte loads.
+            let (v0, v1) = unsafe {
+                (_mm256_loadu_si256(column.as_ptr().cast()), _mm256_loadu_si256(column.as_ptr().add(32).cast()))
+            };
+            for j in 0..8 {
+                // Bit j of every byte to its top bit (a 16-bit shift: the neighbour byte's
+                // bits only reach the low bits), then one bit per byte.
+                let by = _mm_cvtsi32_si128(7 - j as i32);
+                let w0 = _mm256_movemask_epi8(_mm256_sll_epi16(v0, by)) as u32 as u64;
+                let w1 = _mm256_movemask_epi8(_mm256_sll_epi16(v1, by)) as u32 as u64;
+                let out = if k < 2 { &mut lt } else { &mut eq };
+                out[(k % 2) * 8 + j] = w0 | (w1 << 32);
+            }
+        }
+        (lt, eq)
+    }
+}
+
 impl Party {
     /// Shares of `1{x < 0}` (0 or 1) for shared `x` read as signed 64-bit.
     pub fn ltz(&mut self, x: &[R64]) -> Result<Vec<R64>> {
@@ -148,25 +231,11 @@ impl Party {
         // (2 KiB) in L1 and produce one bit-sliced word per chunk.
         let words = words_for(len);
         let below_zero = u32::from(first);
-        let leaf = |(cb, tb): (&[R64], &[u16])| {
-            let (mut lt, mut eq) = ([0u64; CHUNKS], [0u64; CHUNKS]);
-            for (b, (cv, t)) in cb.iter().zip(tb.chunks_exact(CHUNKS)).enumerate() {
-                let low = cv.0 & (u64::MAX >> 1);
-                for j in 0..CHUNKS {
-                    let u = ((low >> (CHUNK_BITS as usize * j)) & ((1 << CHUNK_BITS) - 1)) as u32;
-                    let tj = u32::from(t[j]);
-                    let here = (tj >> u) & 1;
-                    let below = (((tj << 1) | below_zero) >> u) & 1;
-                    lt[j] |= u64::from(here) << b;
-                    eq[j] |= u64::from(here ^ below) << b;
-                }
-            }
-            (lt, eq)
-        };
+        let leaf = |(cb, tb): (&[R64], &[u16])| leaf_block(cb, tb, below_zero);
         let blocks: Vec<([u64; CHUNKS], [u64; CHUNKS])> = if kernels::parallel(len) {
             c.par_chunks(64).zip(s.tables.par_chunks(64 * CHUNKS)).map(leaf).collect()
         } else {
-            kernels::with_simd(|| c.chunks(64).zip(s.tables.chunks(64 * CHUNKS)).map(leaf).collect())
+            c.chunks(64).zip(s.tables.chunks(64 * CHUNKS)).map(leaf).collect()
         };
         let mut lt = vec![0u64; CHUNKS * words];
         let mut eq = vec![0u64; CHUNKS * words];
@@ -222,5 +291,25 @@ impl Party {
         }
         let e = self.open_bits(&lt)?;
         Ok((e, s, eps.to_vec()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use syft_mpc_ring::prg::Prg;
+
+    #[test]
+    fn leaf_kernels_agree() {
+        let mut prg = Prg::from_entropy();
+        for n in [0usize, 1, 7, 31, 32, 33, 63, 64] {
+            let c = prg.ring_vec(n);
+            let mut tables = vec![0u16; n * CHUNKS];
+            prg.fill_bytes(bytemuck::cast_slice_mut(&mut tables));
+            for below_zero in [0, 1] {
+                let want = leaf_block_scalar(&c, &tables, below_zero);
+                assert_eq!(leaf_block(&c, &tables, below_zero), want, "{n} elements, T[-1] = {below_zero}");
+            }
+        }
     }
 }
