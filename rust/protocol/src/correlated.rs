@@ -323,8 +323,4 @@ impl Share {
             }
         }
     }
-
-    pub(crate) fn explicit_len(&mut self) -> usize {
-        self.explicit_mut().iter().map(|s| s.len()).sum()
-    }
 }

@@ -13,6 +13,14 @@ use syft_mpc_ring::prg::{Prg, PrgRange, Seed};
 use syft_mpc_ring::{as_ring_mut, R64};
 use syft_mpc_transport::Channel;
 
+/// What the last party receives for one request.
+enum Correction {
+    /// The first bytes of `Dealer::out`: element-wise material, generated in place.
+    InBuffer(usize),
+    /// The explicit components of the last party's share, sent as they are.
+    Share(Share),
+}
+
 pub struct Dealer {
     channels: Vec<Box<dyn Channel>>,
     /// `prgs[i]` mirrors party i's stream (seeded with the seed sent to it).
@@ -51,8 +59,13 @@ impl Dealer {
             if req == Request::Bye {
                 return Ok(self.served);
             }
-            let bytes = self.correction(&req);
-            self.channels[last].send(&bytemuck::cast_slice(&self.out)[..bytes])?;
+            match self.correction(&req) {
+                Correction::InBuffer(bytes) => self.channels[last].send(&bytemuck::cast_slice(&self.out)[..bytes])?,
+                Correction::Share(mut share) => {
+                    let parts: Vec<&[u8]> = share.explicit_mut().into_iter().map(|p| &*p).collect();
+                    self.channels[last].send_parts(&parts)?
+                }
+            }
             self.served += 1;
         }
     }
@@ -67,19 +80,20 @@ impl Dealer {
         s
     }
 
-    /// Expands every party's share of `req` and writes the last party's explicit part to
-    /// the start of `self.out`; returns its length in bytes.
-    pub(crate) fn correction(&mut self, req: &Request) -> usize {
+    /// Expands every party's share of `req` and computes the last party's explicit part.
+    fn correction(&mut self, req: &Request) -> Correction {
         match *req {
             // Beaver triple: c_last = (Σ a_i)(Σ b_i) − Σ_{i<last} c_i.
-            Request::Mul { len } => return self.elementwise(len, |[a, b], [c], [out]| *out = *a * *b - *c),
+            Request::Mul { len } => {
+                return Correction::InBuffer(self.elementwise(len, |[a, b], [c], [out]| *out = *a * *b - *c))
+            }
             // Truncation pair: shares of ⌊r/d⌋ and msb(r) for r = Σ r_i.
             Request::Trunc { len, divisor } => {
                 let div = crate::trunc::Divisor::new(divisor);
-                return self.elementwise(len, |[r], [q, m], [q_out, m_out]| {
+                return Correction::InBuffer(self.elementwise(len, |[r], [q, m], [q_out, m_out]| {
                     *q_out = R64(div.of(r.0)) - *q;
                     *m_out = R64(r.msb()) - *m;
-                });
+                }));
             }
             _ => {}
         }
@@ -104,14 +118,7 @@ impl Dealer {
             Share::Compare(l) => self.compare_correction(l, others.iter().map(cmp).collect()),
             Share::Trunc(_) => unreachable!("truncation pairs are generated element-wise"),
         }
-        let total = last.explicit_len();
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(self.out_words(total.div_ceil(8)));
-        let mut off = 0;
-        for part in last.explicit_mut() {
-            bytes[off..off + part.len()].copy_from_slice(part);
-            off += part.len();
-        }
-        total
+        Correction::Share(last)
     }
 
     /// The first `words` words of the reused output buffer (grown, never shrunk).

@@ -43,9 +43,6 @@ pub struct Party {
     ready: VecDeque<(Request, Share)>,
     /// Reusable buffers for openings (see [`Party::scratch`]).
     pool: Vec<Vec<u64>>,
-    /// The last party's receive buffer for the dealer's explicit components, kept
-    /// between requests (grown, never shrunk) so large ones are not re-faulted each time.
-    explicit_buf: Vec<u8>,
     rounds: u64,
     closed: bool,
 }
@@ -89,7 +86,6 @@ impl Party {
             pair_prgs,
             ready: VecDeque::new(),
             pool: Vec::new(),
-            explicit_buf: Vec::new(),
             rounds: 0,
             closed: false,
         })
@@ -283,22 +279,7 @@ impl Party {
         if state == Explicit::Received {
             return Ok(());
         }
-        let mut parts = share.explicit_mut();
-        if let [only] = parts.as_mut_slice() {
-            return Ok(self.dealer.recv_into(only)?); // a triple's c: straight into place
-        }
-        let total = parts.iter().map(|p| p.len()).sum();
-        if self.explicit_buf.len() < total {
-            self.explicit_buf.resize(total, 0);
-        }
-        let buf = &mut self.explicit_buf[..total];
-        self.dealer.recv_into(buf)?;
-        let mut off = 0;
-        for part in parts {
-            part.copy_from_slice(&buf[off..off + part.len()]);
-            off += part.len();
-        }
-        Ok(())
+        Ok(self.dealer.recv_into_parts(&mut share.explicit_mut())?)
     }
 
     /// Ends the session: the last party tells the dealer it may stop serving.

@@ -47,6 +47,24 @@ pub trait Channel: Send {
     fn recv_into(&mut self, buf: &mut [u8]) -> Result<(), TransportError>;
     /// Receives one message of any length (bounded by the channel's maximum).
     fn recv(&mut self) -> Result<Vec<u8>, TransportError>;
+    /// Sends the concatenation of `parts` as one message, without joining them where the
+    /// channel can (the peer sees one message, as if `send` had the joined bytes).
+    fn send_parts(&mut self, parts: &[&[u8]]) -> Result<(), TransportError> {
+        self.send(&parts.concat())
+    }
+    /// Receives one message of exactly the parts' total length, split across `parts` in
+    /// order: straight into place where the channel can.
+    fn recv_into_parts(&mut self, parts: &mut [&mut [u8]]) -> Result<(), TransportError> {
+        let mut buf = vec![0u8; parts.iter().map(|p| p.len()).sum()];
+        self.recv_into(&mut buf)?;
+        let mut rest = buf.as_slice();
+        for p in parts.iter_mut() {
+            let (head, tail) = rest.split_at(p.len());
+            p.copy_from_slice(head);
+            rest = tail;
+        }
+        Ok(())
+    }
     /// Sends `out` while receiving a message of `inp.len()` bytes: full duplex, so two
     /// peers exchanging large messages at once never deadlock on full socket buffers.
     fn exchange(&mut self, out: &[u8], inp: &mut [u8]) -> Result<(), TransportError>;
@@ -66,6 +84,12 @@ impl<C: Channel + ?Sized> Channel for Box<C> {
     }
     fn recv(&mut self) -> Result<Vec<u8>, TransportError> {
         (**self).recv()
+    }
+    fn send_parts(&mut self, parts: &[&[u8]]) -> Result<(), TransportError> {
+        (**self).send_parts(parts)
+    }
+    fn recv_into_parts(&mut self, parts: &mut [&mut [u8]]) -> Result<(), TransportError> {
+        (**self).recv_into_parts(parts)
     }
     fn exchange(&mut self, out: &[u8], inp: &mut [u8]) -> Result<(), TransportError> {
         (**self).exchange(out, inp)

@@ -260,28 +260,35 @@ fn read_header(r: &mut ReadHalf, limits: &FrameLimits, ctx: Ctx<'_>, got: u64) -
     decode_header(&h, limits.frame()).map_err(|e| e.into_transport(ctx.peer))
 }
 
-/// Reads one message of exactly `buf.len()` bytes straight into `buf`.
+/// Reads one message of exactly the parts' total length straight into `parts`, in order.
 fn read_message_into(
     r: &mut ReadHalf,
-    buf: &mut [u8],
+    parts: &mut [&mut [u8]],
     limits: &FrameLimits,
     ctx: Ctx<'_>,
 ) -> Result<(), TransportError> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
     let mut re = Reassembly::new(limits.max_message);
-    let mut off = 0usize;
+    let (mut off, mut part, mut at) = (0usize, 0usize, 0usize);
     loop {
         let h = read_header(r, limits, ctx, off as u64)?;
         let len = re.on_header(&h).map_err(|e| e.into_transport(ctx.peer))?;
         let end = off.saturating_add(len);
-        if end > buf.len() {
-            return Err(TransportError::UnexpectedLength { peer: ctx.peer.into(), expected: buf.len(), got: end });
+        if end > total {
+            return Err(TransportError::UnexpectedLength { peer: ctx.peer.into(), expected: total, got: end });
         }
-        r.read_exact(&mut buf[off..end])
-            .map_err(|e| ctx.io(e, &format!("in the middle of a message, after {off} bytes")))?;
-        off = end;
+        while off < end {
+            while at == parts[part].len() {
+                (part, at) = (part + 1, 0); // in range: the parts hold `end` bytes or more
+            }
+            let n = (end - off).min(parts[part].len() - at);
+            r.read_exact(&mut parts[part][at..at + n])
+                .map_err(|e| ctx.io(e, &format!("in the middle of a message, after {off} bytes")))?;
+            (off, at) = (off + n, at + n);
+        }
         if h.is_final() {
-            if off != buf.len() {
-                return Err(TransportError::UnexpectedLength { peer: ctx.peer.into(), expected: buf.len(), got: off });
+            if off != total {
+                return Err(TransportError::UnexpectedLength { peer: ctx.peer.into(), expected: total, got: off });
             }
             return Ok(());
         }
@@ -554,7 +561,7 @@ impl TcpChannel {
                 }
                 r
             });
-            let r = read_message_into(reader, inp, &limits, ctx);
+            let r = read_message_into(reader, &mut [inp], &limits, ctx);
             if r.is_err() && first.compare_exchange(0, READER, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
                 let _ = reader.socket().shutdown(Shutdown::Both);
             }
@@ -586,15 +593,24 @@ impl Channel for TcpChannel {
     /// Receives a message of exactly `buf.len()` bytes, without an intermediate copy.
     /// Errors: `UnexpectedLength` if the peer's message has another length.
     fn recv_into(&mut self, buf: &mut [u8]) -> Result<(), TransportError> {
+        self.recv_into_parts(&mut [buf])
+    }
+
+    /// [`Channel::recv_into`] split across `parts`, each filled in place.
+    fn recv_into_parts(&mut self, parts: &mut [&mut [u8]]) -> Result<(), TransportError> {
         self.check()?;
         let (limits, ctx) = (self.limits, Ctx { peer: &self.peer, timeout: self.timeout });
-        match read_message_into(&mut self.reader, buf, &limits, ctx) {
+        match read_message_into(&mut self.reader, parts, &limits, ctx) {
             Ok(()) => {
-                self.received(buf.len());
+                self.received(parts.iter().map(|p| p.len()).sum());
                 Ok(())
             }
             Err(e) => Err(self.fail(e)),
         }
+    }
+
+    fn send_parts(&mut self, parts: &[&[u8]]) -> Result<(), TransportError> {
+        TcpChannel::send_parts(self, parts)
     }
 
     fn recv(&mut self) -> Result<Vec<u8>, TransportError> {

@@ -102,6 +102,33 @@ fn messages_of_many_sizes_and_frames() {
 }
 
 #[test]
+fn recv_into_parts_splits_one_message_in_place() {
+    let small_frames = TcpConfig { max_frame: 1000, ..cfg(5000) };
+    let (mut a, mut b) = pair_with(small_frames.clone(), small_frames);
+    // Part boundaries inside and across frames, empty parts, a large part.
+    let cases: Vec<Vec<usize>> = vec![vec![0], vec![0, 3, 0], vec![1, 999, 1000, 1], vec![7, 3 << 20, 0, 5], vec![333; 10]];
+    let msgs: Vec<Vec<u8>> = cases.iter().map(|c| pattern(c.iter().sum(), 5)).collect();
+    let sent = msgs.clone();
+    let t = thread::spawn(move || {
+        for m in &sent {
+            a.send(m).unwrap();
+        }
+        a.send(&[1, 2, 3]).unwrap(); // one byte more than the receiver's parts hold
+        a
+    });
+    for (c, m) in cases.iter().zip(&msgs) {
+        let mut bufs: Vec<Vec<u8>> = c.iter().map(|&n| vec![0; n]).collect();
+        let mut parts: Vec<&mut [u8]> = bufs.iter_mut().map(|v| v.as_mut_slice()).collect();
+        b.recv_into_parts(&mut parts).unwrap();
+        assert_eq!(&bufs.concat(), m, "parts {c:?}");
+    }
+    let (mut x, mut y) = ([0u8; 1], [0u8; 1]);
+    let err = b.recv_into_parts(&mut [&mut x, &mut y]).unwrap_err();
+    assert!(matches!(err, TransportError::UnexpectedLength { expected: 2, got: 3, .. }), "{err}");
+    t.join().unwrap();
+}
+
+#[test]
 fn send_parts_equals_send_of_the_joined_bytes() {
     let small_frames = TcpConfig { max_frame: 1000, ..cfg(5000) };
     let (mut a, mut b) = pair_with(small_frames.clone(), small_frames);
