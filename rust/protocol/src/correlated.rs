@@ -203,30 +203,16 @@ pub(crate) fn words_for(len: usize) -> usize {
     len.div_ceil(64)
 }
 
-fn draw(prg: &mut Prg, len: usize) -> Vec<R64> {
-    prg.ring_vec(len)
-}
-
-fn draw_words(prg: &mut Prg, len: usize) -> Vec<u64> {
-    let mut v: Vec<u64> = bytemuck::zeroed_vec(len);
-    prg.fill_bytes(bytemuck::cast_slice_mut(&mut v));
-    v
+fn draw<T: bytemuck::Pod>(prg: &mut Prg, len: usize) -> Vec<T> {
+    prg.vec(len)
 }
 
 /// Explicit components are zero for the last party until its correction arrives.
-fn draw_or_zero(prg: &mut Prg, len: usize, last: bool) -> Vec<R64> {
+fn draw_or_zero<T: bytemuck::Pod>(prg: &mut Prg, len: usize, last: bool) -> Vec<T> {
     if last {
         bytemuck::zeroed_vec(len)
     } else {
         draw(prg, len)
-    }
-}
-
-fn draw_words_or_zero(prg: &mut Prg, len: usize, last: bool) -> Vec<u64> {
-    if last {
-        vec![0; len]
-    } else {
-        draw_words(prg, len)
     }
 }
 
@@ -273,25 +259,19 @@ pub(crate) fn expand(req: &Request, prg: &mut Prg, last: bool) -> Share {
         Request::Compare { len, products } => {
             let (len, products) = (*len, *products);
             let r = draw(prg, len);
-            let tables = if last {
-                vec![0u16; len * CHUNKS]
-            } else {
-                let mut t = vec![0u16; len * CHUNKS];
-                prg.fill_bytes(bytemuck::cast_slice_mut(&mut t));
-                t
-            };
+            let tables = draw_or_zero(prg, len * CHUNKS, last);
             let rho = draw_or_zero(prg, len, last);
             let words = words_for(len);
-            let flip = draw_words_or_zero(prg, words, last);
+            let flip = draw_or_zero(prg, words, last);
             let levels = LEVEL_PAIRS
                 .iter()
                 .map(|&pairs| {
                     let n = pairs * words;
-                    let a = draw_words(prg, n);
-                    let b1 = draw_words(prg, n);
-                    let b2 = if pairs > 1 { draw_words(prg, n) } else { Vec::new() };
-                    let c1 = draw_words_or_zero(prg, n, last);
-                    let c2 = if pairs > 1 { draw_words_or_zero(prg, n, last) } else { Vec::new() };
+                    let a = draw(prg, n);
+                    let b1 = draw(prg, n);
+                    let b2 = if pairs > 1 { draw(prg, n) } else { Vec::new() };
+                    let c1 = draw_or_zero(prg, n, last);
+                    let c2 = if pairs > 1 { draw_or_zero(prg, n, last) } else { Vec::new() };
                     AndLevel { a, b1, b2, c1, c2 }
                 })
                 .collect();

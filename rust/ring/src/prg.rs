@@ -6,6 +6,7 @@ use crate::R64;
 use aes::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit};
 use aes::Aes128;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// A 128-bit PRG seed.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -45,7 +46,7 @@ impl Ctr {
     }
 
     /// Writes the keystream of blocks `ctr, ctr + 1, ..` to `out`, the last block truncated.
-    fn keystream(&self, ctr: u128, out: &mut [u8]) {
+    fn keystream(&self, ctr: u128, out: &mut [MaybeUninit<u8>]) {
         #[cfg(target_arch = "x86_64")]
         if let Some(keys) = &self.ni {
             return keys.keystream(ctr, out);
@@ -54,8 +55,22 @@ impl Ctr {
     }
 }
 
+/// `bytes` as a keystream destination.
+fn as_uninit(bytes: &mut [u8]) -> &mut [MaybeUninit<u8>] {
+    // SAFETY: `u8` and `MaybeUninit<u8>` have the same layout, and the keystream only
+    // writes initialised bytes, so `bytes` stays initialised.
+    unsafe { &mut *(bytes as *mut [u8] as *mut [MaybeUninit<u8>]) }
+}
+
+/// Copies `src` into the front of `dst` (which may be uninitialised).
+fn write_bytes(dst: &mut [MaybeUninit<u8>], src: &[u8]) {
+    assert!(src.len() <= dst.len());
+    // SAFETY: both ranges are in bounds (asserted) and cannot overlap (one is borrowed mutably).
+    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast::<u8>(), src.len()) };
+}
+
 /// The portable path: the `aes` crate, eight blocks at a time.
-fn keystream_soft(cipher: &Aes128, ctr: u128, out: &mut [u8]) {
+fn keystream_soft(cipher: &Aes128, ctr: u128, out: &mut [MaybeUninit<u8>]) {
     let mut buf = [GenericArray::default(); 8];
     for (i, piece) in out.chunks_mut(16 * 8).enumerate() {
         let nb = piece.len().div_ceil(16);
@@ -64,7 +79,7 @@ fn keystream_soft(cipher: &Aes128, ctr: u128, out: &mut [u8]) {
         }
         cipher.encrypt_blocks(&mut buf[..nb]);
         for (j, dst) in piece.chunks_mut(16).enumerate() {
-            dst.copy_from_slice(&buf[j][..dst.len()]);
+            write_bytes(dst, &buf[j][..dst.len()]);
         }
     }
 }
@@ -73,6 +88,7 @@ fn keystream_soft(cipher: &Aes128, ctr: u128, out: &mut [u8]) {
 #[cfg(target_arch = "x86_64")]
 mod ni {
     use core::arch::x86_64::*;
+    use std::mem::MaybeUninit;
 
     /// Expanded AES-128 round keys; only built where the CPU has AES-NI and SSE2.
     #[derive(Clone, Copy)]
@@ -89,7 +105,7 @@ mod ni {
             }
         }
 
-        pub(super) fn keystream(&self, ctr: u128, out: &mut [u8]) {
+        pub(super) fn keystream(&self, ctr: u128, out: &mut [MaybeUninit<u8>]) {
             // SAFETY: a `Keys` is only built by `new`, after detecting aes and sse2.
             unsafe { keystream(&self.0, ctr, out) }
         }
@@ -129,7 +145,7 @@ mod ni {
 
     /// Block `i` of `out` gets AES-128(`ctr + i` as little-endian bytes); the last is truncated.
     #[target_feature(enable = "aes,sse2")]
-    unsafe fn keystream(rk: &[__m128i; 11], mut ctr: u128, out: &mut [u8]) {
+    unsafe fn keystream(rk: &[__m128i; 11], mut ctr: u128, out: &mut [MaybeUninit<u8>]) {
         let mut off = 0;
         while off < out.len() {
             // Little-endian u128 bytes are the lanes (lo, hi) of an x86 vector.
@@ -170,7 +186,8 @@ mod ni {
                     // SAFETY: `buf` is 128 bytes, so bytes 16j..16j+16 are in bounds.
                     unsafe { _mm_storeu_si128(buf.as_mut_ptr().add(16 * j).cast(), b[j]) };
                 }
-                rest.copy_from_slice(&buf[..rest.len()]);
+                let n = rest.len();
+                super::write_bytes(rest, &buf[..n]);
             }
             off += 128;
             ctr = ctr.wrapping_add(8);
@@ -206,18 +223,23 @@ impl Prg {
 
     /// Fills `out` with keystream bytes; successive calls continue the stream.
     pub fn fill_bytes(&mut self, out: &mut [u8]) {
+        self.fill_uninit(as_uninit(out));
+    }
+
+    /// Writes keystream bytes to every byte of `out` (which need not be initialised).
+    fn fill_uninit(&mut self, out: &mut [MaybeUninit<u8>]) {
         let blocks = out.len().div_ceil(16);
         let start = self.counter;
         self.counter += blocks as u128;
         let cipher = &self.cipher;
-        let work = |(task, chunk): (usize, &mut [u8])| {
-            cipher.keystream(start + (task * BLOCKS_PER_TASK) as u128, chunk);
-        };
         let task_bytes = 16 * BLOCKS_PER_TASK;
-        if out.len() <= task_bytes {
-            work((0, out));
+        // A one-thread pool would only add a hand-off to its thread.
+        if out.len() <= task_bytes || rayon::current_num_threads() == 1 {
+            cipher.keystream(start, out);
         } else {
-            out.par_chunks_mut(task_bytes).enumerate().for_each(work);
+            out.par_chunks_mut(task_bytes).enumerate().for_each(|(task, chunk)| {
+                cipher.keystream(start + (task * BLOCKS_PER_TASK) as u128, chunk);
+            });
         }
     }
 
@@ -234,9 +256,21 @@ impl Prg {
     }
 
     pub fn ring_vec(&mut self, len: usize) -> Vec<R64> {
-        // zeroed_vec maps fresh zero pages instead of writing every element twice.
-        let mut v: Vec<R64> = bytemuck::zeroed_vec(len);
-        self.fill(&mut v);
+        self.vec(len)
+    }
+
+    /// `len` values of any plain-data type, straight from the stream (exactly what
+    /// `fill_bytes` of their bytes would draw), without first zero-filling the buffer.
+    pub fn vec<T: bytemuck::Pod>(&mut self, len: usize) -> Vec<T> {
+        let mut v: Vec<T> = Vec::with_capacity(len);
+        let bytes = len.checked_mul(std::mem::size_of::<T>()).expect("PRG vector size overflows");
+        // SAFETY: the spare capacity holds at least `len` values (`bytes` bytes), viewed as
+        // possibly uninitialised bytes.
+        let raw = unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<MaybeUninit<u8>>(), bytes) };
+        self.fill_uninit(raw);
+        // SAFETY: `fill_uninit` wrote every byte of the first `len` values, and any bit
+        // pattern is a valid `T` (Pod).
+        unsafe { v.set_len(len) };
         v
     }
 
@@ -275,7 +309,11 @@ impl PrgRange {
     pub fn fill_at(&self, first: usize, out: &mut [R64]) {
         assert!(first.is_multiple_of(2), "PrgRange::fill_at needs an even start");
         assert!((first + out.len()) * 8 <= self.bytes, "PrgRange::fill_at past the reserved range");
-        self.cipher.keystream(self.start + (first / 2) as u128, bytemuck::cast_slice_mut(out));
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(out);
+        // SAFETY: as in `Prg::fill_bytes`: the keystream only writes initialised bytes.
+        self.cipher.keystream(self.start + (first / 2) as u128, unsafe {
+            &mut *(bytes as *mut [u8] as *mut [MaybeUninit<u8>])
+        });
     }
 }
 
@@ -295,6 +333,18 @@ mod tests {
         assert_eq!(whole[..5], parts[..5]);
         let mut c = Prg::new(seed);
         assert_eq!(c.ring_vec(100_003), whole);
+    }
+
+    #[test]
+    fn vec_draws_what_fill_bytes_draws() {
+        let seed = Seed([9; 16]);
+        for len in [0usize, 1, 7, 8, 9, 40_000, 70_001] {
+            let (mut a, mut b) = (Prg::new(seed), Prg::new(seed));
+            let mut want = vec![0u8; 2 * len];
+            a.fill_bytes(&mut want);
+            assert_eq!(bytemuck::cast_slice::<u16, u8>(&b.vec::<u16>(len)), want.as_slice(), "{len} u16");
+            assert_eq!(a.next_u64(), b.next_u64(), "both streams continue at the same block");
+        }
     }
 
     #[test]
@@ -319,7 +369,7 @@ mod tests {
     /// The `aes`-crate keystream from block `ctr`.
     fn soft(seed: Seed, ctr: u128, len: usize) -> Vec<u8> {
         let mut v = vec![0u8; len];
-        keystream_soft(&Aes128::new(GenericArray::from_slice(&seed.0)), ctr, &mut v);
+        keystream_soft(&Aes128::new(GenericArray::from_slice(&seed.0)), ctr, as_uninit(&mut v));
         v
     }
 
@@ -335,7 +385,7 @@ mod tests {
         for ctr in [0, 1, 3, 7, 8, 1 << 40, u64::MAX as u128 - 3, u64::MAX as u128] {
             for len in LENS {
                 let mut fast = vec![0u8; len];
-                keys.keystream(ctr, &mut fast);
+                keys.keystream(ctr, as_uninit(&mut fast));
                 assert!(fast == soft(seed, ctr, len), "ctr {ctr} len {len}");
             }
         }
@@ -383,13 +433,13 @@ mod tests {
         let ct = [0x69, 0xc4, 0xe0, 0xd8, 0x6a, 0x7b, 0x04, 0x30, 0xd8, 0xcd, 0xb7, 0x80, 0x70, 0xb4, 0xc5, 0x5a];
         let ctr = u128::from_le_bytes(pt);
         let mut out = [0u8; 16];
-        Ctr::new(&key).keystream(ctr, &mut out);
+        Ctr::new(&key).keystream(ctr, as_uninit(&mut out));
         assert_eq!(out, ct);
         assert_eq!(soft(Seed(key), ctr, 16), ct);
         #[cfg(target_arch = "x86_64")]
         if let Some(keys) = ni::Keys::new(&key) {
             let mut out = [0u8; 16];
-            keys.keystream(ctr, &mut out);
+            keys.keystream(ctr, as_uninit(&mut out));
             assert_eq!(out, ct, "AES-NI key schedule");
         }
     }

@@ -106,7 +106,8 @@ fn recv_into_parts_splits_one_message_in_place() {
     let small_frames = TcpConfig { max_frame: 1000, ..cfg(5000) };
     let (mut a, mut b) = pair_with(small_frames.clone(), small_frames);
     // Part boundaries inside and across frames, empty parts, a large part.
-    let cases: Vec<Vec<usize>> = vec![vec![0], vec![0, 3, 0], vec![1, 999, 1000, 1], vec![7, 3 << 20, 0, 5], vec![333; 10]];
+    let cases: Vec<Vec<usize>> =
+        vec![vec![0], vec![0, 3, 0], vec![1, 999, 1000, 1], vec![7, 3 << 20, 0, 5], vec![333; 10]];
     let msgs: Vec<Vec<u8>> = cases.iter().map(|c| pattern(c.iter().sum(), 5)).collect();
     let sent = msgs.clone();
     let t = thread::spawn(move || {
