@@ -254,6 +254,18 @@ def test_max_and_argmax_match_torch(env: _Env, data: st.DataObject) -> None:
     assert torch.equal(v.decrypt(), want.values) and torch.equal(i.get(), want.indices)
 
 
+@pytest.mark.parametrize("k", range(1, 10))
+def test_poly_matches_plaintext(env: _Env, k: int) -> None:
+    """Σ c_i·h^i with one giant step (``approx._poly``) equals the plaintext polynomial, every degree."""
+    from syft_mpc.approx import _poly
+
+    g = torch.Generator().manual_seed(k)
+    h = torch.rand(50, generator=g) * 2 - 1
+    coef = (torch.rand(k, generator=g) - 0.5).tolist()
+    want = sum(c * h ** (i + 1) for i, c in enumerate(coef))
+    assert close(_poly(env.fp(h), coef).decrypt(), want, 2e-4)
+
+
 def test_public_operands_need_no_interaction(env: _Env, monkeypatch: pytest.MonkeyPatch) -> None:
     a = env.fp(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
     calls: list[str] = []
