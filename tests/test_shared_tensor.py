@@ -218,6 +218,8 @@ def test_comparisons(env: _Env) -> None:
     assert torch.equal(sm.max().decrypt(), m.max())
     x = torch.randn(2, 3, 6, 6)
     assert close(F.max_pool2d(env.fp(x), 2).decrypt(), F.max_pool2d(x, 2), 2**-15)
+    g = torch.randn(1, 2, 33, 33)  # one window of 1089 values: its one-hot vector rides along
+    assert close(F.max_pool2d(env.fp(g), 33).decrypt(), F.max_pool2d(g, 33), 2**-15)
 
 
 def _reduction_case(data: st.DataObject) -> tuple[list[int], int, torch.Generator, bool]:

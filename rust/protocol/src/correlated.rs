@@ -16,10 +16,6 @@ use syft_mpc_ring::R64;
 /// bounds what a malformed or hostile request can make the dealer allocate.
 pub const MAX_REQUEST_ELEMENTS: usize = 1 << 28;
 
-/// Most vectors one comparison may multiply by its sign bit (a max-pool window's
-/// one-hot vector and value: 1 + kh·kw).
-pub const MAX_COMPARE_PRODUCTS: usize = 1 << 10;
-
 /// Width of the chunks the comparison splits the 63 low bits into; 4 bits gives
 /// 16 chunks (the top one 3 bits wide) and a 4-level AND tree.
 pub(crate) const CHUNK_BITS: u32 = 4;
@@ -60,13 +56,10 @@ impl Request {
                 checked_product(&[*len])?;
             }
             Request::Compare { len, products } => {
+                // The products' masks are the largest part: `len·products` elements, bounded
+                // like every tensor (a max-pool window's value and one-hot vector: 1 + kh·kw).
                 checked_product(&[*len])?;
                 checked_product(&[*len, *products])?;
-                if *products > MAX_COMPARE_PRODUCTS {
-                    return Err(ProtocolError::Dealer(format!(
-                        "a comparison with {products} products; at most {MAX_COMPARE_PRODUCTS}"
-                    )));
-                }
             }
             Request::Matmul { batch, m, k, n } => {
                 checked_product(&[*batch, *m, *k])?;

@@ -45,6 +45,11 @@ pub struct Party {
     pool: Vec<Vec<u64>>,
     rounds: u64,
     closed: bool,
+    /// Dealer answers (explicit material) sent for but not yet read, on the last party:
+    /// raised with every request, lowered as each answer is read. An operation that
+    /// failed in between (a peer vanished) leaves it raised, and the dealer stream is then
+    /// out of step: nothing more may be asked of the dealer.
+    explicit_unread: usize,
 }
 
 impl Party {
@@ -88,6 +93,7 @@ impl Party {
             pool: Vec::new(),
             rounds: 0,
             closed: false,
+            explicit_unread: 0,
         })
     }
 
@@ -224,6 +230,7 @@ impl Party {
     /// Every party calls this with the same list. The last party sends all requests
     /// before waiting for the first answer, so the dealer generates in bulk.
     pub fn preprocess(&mut self, requests: &[Request]) -> Result<()> {
+        self.check_dealer_in_step()?;
         for r in requests {
             r.validate()?;
             if *r == Request::Bye {
@@ -233,6 +240,7 @@ impl Party {
         if self.is_last() {
             for r in requests {
                 self.dealer.send(&r.encode())?;
+                self.explicit_unread += 1;
             }
         }
         for r in requests {
@@ -256,7 +264,9 @@ impl Party {
             None => {
                 let last = self.is_last();
                 if last {
+                    self.check_dealer_in_step()?;
                     self.dealer.send(&req.encode())?;
+                    self.explicit_unread += 1;
                 }
                 let share = expand(req, &mut self.dealer_prg, last);
                 Ok((share, if last { Explicit::OnTheWire } else { Explicit::Received }))
@@ -279,7 +289,20 @@ impl Party {
         if state == Explicit::Received {
             return Ok(());
         }
-        Ok(self.dealer.recv_into_parts(&mut share.explicit_mut())?)
+        self.dealer.recv_into_parts(&mut share.explicit_mut())?;
+        self.explicit_unread -= 1;
+        Ok(())
+    }
+
+    fn check_dealer_in_step(&self) -> Result<()> {
+        if self.explicit_unread > 0 {
+            return Err(ProtocolError::Dealer(
+                "an earlier operation failed before reading the dealer's answer, so the dealer stream is out of \
+                 step; this session cannot continue, start a new one"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Ends the session: the last party tells the dealer it may stop serving.
@@ -288,7 +311,9 @@ impl Party {
     }
 
     fn say_bye(&mut self) -> Result<()> {
-        if !self.closed && self.is_last() {
+        // With an answer left unread the dealer may be blocked sending it: dropping the
+        // channel, not a goodbye queued behind it, is what ends its wait.
+        if !self.closed && self.is_last() && self.explicit_unread == 0 {
             self.closed = true;
             self.dealer.send(&Request::Bye.encode())?;
         }

@@ -303,6 +303,35 @@ fn vanished_peer_is_named_within_the_timeout() {
 }
 
 #[test]
+fn failed_operation_leaves_no_stale_dealer_answer_behind() {
+    use syft_mpc_protocol::Request;
+    let mut rows = memory_mesh(2).into_iter();
+    let (row0, row1) = (rows.next().unwrap(), rows.next().unwrap());
+    let (to_dealer, dealer_ends): (Vec<_>, Vec<_>) =
+        (0..2).map(|i| memory_pair((&format!("party {i}"), "dealer"))).unzip();
+    let mut to_dealer = to_dealer.into_iter();
+    let (d0, d1) = (to_dealer.next().unwrap(), to_dealer.next().unwrap());
+    let dealer = std::thread::spawn(move || {
+        let chans = dealer_ends.into_iter().map(|c| Box::new(c) as Box<dyn Channel>).collect();
+        Dealer::new(chans).and_then(|mut d| d.serve())
+    });
+    let boxed = |row: Vec<Option<_>>| row.into_iter().map(|c| c.map(|c| Box::new(c) as Box<dyn Channel>)).collect();
+    // Party 0 joins, then vanishes before the product.
+    let p0 = std::thread::spawn(move || drop(Party::new(0, boxed(row0), Box::new(d0)).unwrap()));
+    let mut p1 = Party::new(1, boxed(row1), Box::new(d1)).unwrap();
+    p0.join().unwrap();
+    p1.set_timeout(Duration::from_millis(300));
+    let x = vec![R64(3); 8];
+    assert!(matches!(p1.mul(&x, &x).unwrap_err(), ProtocolError::Transport(_)));
+    // The triple's correction is still unread: the dealer may not be asked for more.
+    for err in [p1.preprocess(&[Request::Mul { len: 8 }]).unwrap_err(), p1.mul(&x, &x).unwrap_err()] {
+        assert!(matches!(err, ProtocolError::Dealer(_)) && err.to_string().contains("out of step"), "{err}");
+    }
+    drop(p1); // no goodbye behind the unread answer: dropping the channel ends the dealer
+    assert!(dealer.join().unwrap().is_err());
+}
+
+#[test]
 fn malformed_requests_are_rejected() {
     use syft_mpc_protocol::Request;
     assert!(Request::decode(&[]).is_err());
