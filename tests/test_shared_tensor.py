@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
@@ -220,6 +219,12 @@ def test_comparisons(env: _Env) -> None:
     assert close(F.max_pool2d(env.fp(x), 2).decrypt(), F.max_pool2d(x, 2), 2**-15)
     g = torch.randn(1, 2, 33, 33)  # one window of 1089 values: its one-hot vector rides along
     assert close(F.max_pool2d(env.fp(g), 33).decrypt(), F.max_pool2d(g, 33), 2**-15)
+    r = torch.relu(torch.randn(2, 3, 6, 6))  # after a ReLU whole windows tie at 0: torch's index is the first
+    got, idx = F.max_pool2d(env.fp(r), 2, return_indices=True)  # shared, within each window
+    want, flat = F.max_pool2d(r, 2, return_indices=True)  # torch's: flat in the input plane
+    row, col = flat // 6, flat % 6
+    within = (row - 2 * torch.arange(3).view(3, 1)) * 2 + (col - 2 * torch.arange(3))
+    assert close(got.decrypt(), want, 2**-15) and torch.equal(idx.get(), within)
 
 
 def _reduction_case(data: st.DataObject) -> tuple[list[int], int, torch.Generator, bool]:
@@ -245,10 +250,11 @@ def test_max_values_match_torch(env: _Env, data: st.DataObject) -> None:
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_max_and_argmax_match_torch(env: _Env, data: st.DataObject) -> None:
-    """max/min with indices (the select riding in each comparison's rounds) equal torch's, odd sizes included."""
+    """max/min with indices (the select riding in each comparison's rounds) equal torch's, odd
+    sizes and ties included (torch returns the first of tied indices)."""
     shape, dim, g, keep = _reduction_case(data)
-    n = math.prod(shape)
-    x = (torch.randperm(n, generator=g).reshape(shape) - n / 2) / 64  # distinct values: one argmax
+    spread = data.draw(st.sampled_from([2, 5, 1000]))  # few distinct values: many ties
+    x = torch.randint(-spread, spread + 1, shape, generator=g) / 64
     largest = data.draw(st.booleans())
     sx = env.fp(x)
     v, i = sx.max(dim=dim, keepdim=keep) if largest else sx.min(dim=dim, keepdim=keep)

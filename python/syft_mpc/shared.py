@@ -706,9 +706,26 @@ def _take_where_less(key: SharedTensor, a: SharedTensor, b: SharedTensor, dim: i
     return add(a, _run(key, "aten.movedim", moved, 0, dim))
 
 
+def _tournament(both: SharedTensor, dim: int, largest: bool) -> SharedTensor:
+    """Reduces ``both`` along ``dim`` to one entry: ⌈log2 n⌉ levels, each one comparison of the
+    values (``both[..., 0]``) that moves the winners' whole last dimension (values with their
+    indices or one-hot vectors, ``_take_where_less``). Neighbours (2i, 2i + 1) are paired, so
+    of tied entries the first wins, as in torch."""
+    while both.shape[dim] > 1:
+        m = both.shape[dim]
+        end = m - m % 2
+        a, b = _run(both, "aten.slice", both, dim, 0, end, 2), _run(both, "aten.slice", both, dim, 1, end, 2)
+        va, vb = a.select(-1, 0), b.select(-1, 0)
+        # 1{a < b} (max) or 1{b < a} (min): then take b
+        top = _take_where_less(sub(va, vb) if largest else sub(vb, va), a, b, a.dim() - 1)
+        both = _run(both, "aten.cat", [top, both.narrow(dim, m - 1, 1)], dim) if m % 2 else top
+    return both
+
+
 def max_dim(x: SharedTensor, dim: int, keepdim: bool = False, largest: bool = True) -> tuple[SharedTensor, SharedTensor]:
-    """(values, indices) of the max (or min) along ``dim``: a tournament of log2(n) comparisons,
-    each taking the winners' values and indices in its own 6 rounds (``_take_where_less``).
+    """(values, indices) of the max (or min) along ``dim``: a tournament of ⌈log2 n⌉ comparisons,
+    each taking the winners' values and indices in its own 6 rounds (``_tournament``); ties
+    go to the first index, as in torch.
 
     The indices come back shared (integer, like torch's argmax but secret)."""
     dim = dim % x.dim() if x.dim() else 0
@@ -721,15 +738,7 @@ def max_dim(x: SharedTensor, dim: int, keepdim: bool = False, largest: bool = Tr
     # Values and indices travel together along a new last dimension (each keeps its own
     # encoding: every step below is exact, sums and products with a bit).
     both = _run(x, "aten.stack", [x, _run(x, "from_public", idx, scale=1, dtype=torch.int64)], -1)
-    while both.shape[dim] > 1:
-        m = both.shape[dim]
-        half = m // 2
-        a, b = both.narrow(dim, 0, half), both.narrow(dim, half, half)
-        va, vb = a.select(-1, 0), b.select(-1, 0)
-        # 1{a < b} (max) or 1{b < a} (min): then take b
-        top = _take_where_less(sub(va, vb) if largest else sub(vb, va), a, b, a.dim() - 1)
-        both = _run(x, "aten.cat", [top, both.narrow(dim, m - 1, 1)], dim) if m % 2 else top
-    vals, ids = both.unbind(-1)
+    vals, ids = _tournament(both, dim, largest).unbind(-1)
     if not keepdim:
         vals, ids = vals.squeeze(dim), ids.squeeze(dim)
     return vals, SharedTensor(ids._cell, 1, x.base, x.precision_fractional, torch.int64)
@@ -1011,20 +1020,14 @@ def _pool_args(kernel_size: Any, stride: Any, padding: Any, dilation: Any) -> tu
 def _max_pool2d_onehot(x: SharedTensor, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False) -> tuple[SharedTensor, SharedTensor]:
     """max_pool2d that also returns, for each window, the shared one-hot vector of its argmax
     (shape ``(n, c, oh, ow, kh*kw)``, unscaled): a tournament of ⌈log2(kh·kw)⌉ comparisons, each
-    taking the winners' values and one-hot vectors in its own rounds (``_take_where_less``)."""
+    taking the winners' values and one-hot vectors in its own rounds (``_tournament``; ties go
+    to the first position of the window, as in torch)."""
     k, s, p, d = _pool_args(kernel_size, stride, padding, dilation)
     win, _ = _pool_windows(x, k, s, p, d, ceil_mode)
     n, c, oh, ow, kk = win.shape
     vals: Any = win.reshape(n, c, oh, ow, kk, 1)
     hot = _run(x, "from_public", torch.eye(kk, dtype=torch.int64).expand(n, c, oh, ow, kk, kk).contiguous(), scale=1, dtype=torch.int64)
-    both = _run(x, "aten.cat", [vals, hot], 5)  # each window's value and one-hot vector, one payload
-    while both.shape[4] > 1:
-        m = both.shape[4]
-        half = m // 2
-        a, b = both.narrow(4, 0, half), both.narrow(4, half, half)
-        key = sub(a.narrow(5, 0, 1), b.narrow(5, 0, 1)).squeeze(5)  # 1{a < b}: take b
-        top = _take_where_less(key, a, b, 5)
-        both = _run(x, "aten.cat", [top, both.narrow(4, m - 1, 1)], 4) if m % 2 else top
+    both = _tournament(_run(x, "aten.cat", [vals, hot], 5), 4, largest=True)  # value and one-hot vector
     vals, hot = both.narrow(5, 0, 1), both.narrow(5, 1, kk)
     out = vals.reshape(n, c, oh, ow)
     hot = hot.reshape(n, c, oh, ow, kk)
