@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
@@ -269,8 +268,8 @@ def test_poly_matches_plaintext(env: _Env, k: int) -> None:
 
     g = torch.Generator().manual_seed(k)
     h = torch.rand(50, generator=g) * 2 - 1
-    coef = (torch.rand(k, generator=g) - 0.5).tolist()
-    want = sum(c * h ** (i + 1) for i, c in enumerate(coef))
+    coef = (torch.rand(k + 1, generator=g) - 0.5).tolist()
+    want = sum(c * h**i for i, c in enumerate(coef))
     assert close(_poly(env.fp(h), coef).decrypt(), want, 2e-4)
 
 

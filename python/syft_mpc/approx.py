@@ -14,8 +14,9 @@ value. Methods, ranges and measured errors are in ``docs/ENCRYPTED_TENSORS.md``.
   [1/4, 1) by one batched comparison with the powers 4^j.
 * High-precision tensors (scale above ``HIGH_PRECISION_SCALE``) are narrowed to 16 bits for
   Newton starting points; ``reciprocal`` keeps their full precision in each step's ``x·y²``.
-* ``sigmoid``: ``1/(1 + exp(−|x|))`` mirrored by the sign of ``x``; ``1/(1 + e)`` for
-  ``e = exp(−|x|) ∈ (0, 1]`` is a degree-6 Chebyshev fit (error 1.8e−5).
+* ``sigmoid``: a degree-8 Chebyshev fit in ``|x|`` clamped to [0, 8] (two ReLUs), mirrored
+  by the sign of ``x``.
+* Polynomials (``_poly``) compute only the powers up to half the degree (one giant step).
 * ``tanh``: ``2·sigmoid(2x) − 1``.
 * ``softmax``/``log_softmax``: subtract the (tournament) max along ``dim``, ``exp``; the
   sum s ∈ [1, n] is normalized to u ∈ [1/2, 1) by one comparison with the powers of two,
@@ -126,11 +127,12 @@ def _powers(h: SharedTensor, k: int) -> SharedTensor:
 
 
 def _poly(h: SharedTensor, coef: "list[float]") -> SharedTensor:
-    """Σ_{i=1..k} coef[i−1]·h^i with one giant step (Paterson & Stockmeyer, SIAM J. Comput.
+    """Σ_{i=0..k} coef[i]·h^i with one giant step (Paterson & Stockmeyer, SIAM J. Comput.
     1973): for m = ⌈k/2⌉, ``Σ_{i≤m} c_i·h^i + h^m·Σ_{j≤k−m} c_{m+j}·h^j``. Only h..h^m are
     computed (⌈log2 m⌉ product rounds) plus one product, about half the products of every
     power up to h^k, in the same number of rounds. Both inner sums take the public
     coefficients at one fine encoding and are truncated together, once."""
+    const, coef = coef[0], list(coef[1:])
     k = len(coef)
     m = (k + 1) // 2
     powers = _powers(h, m)
@@ -139,12 +141,12 @@ def _poly(h: SharedTensor, coef: "list[float]") -> SharedTensor:
     ce, divisor = _fine_encoding(c, h)
     sums = _sum(_run(h, "mul_public", powers.unsqueeze(0), ce), 1, keepdim=False)  # (2, ...)
     lo, hi = _run(h, "truncate", sums, divisor=divisor, local=h.group.truncation == "local").unbind(0)
-    return add(lo, mul(powers.select(0, m - 1), hi)) if k > m else lo
+    return add(add(lo, mul(powers.select(0, m - 1), hi)) if k > m else lo, const)
 
 
 def _log_series(h: SharedTensor) -> SharedTensor:
     """Σ_{i=1..LOG_ORDER} h^i / i."""
-    return _poly(h, [1.0 / i for i in range(1, LOG_ORDER + 1)])
+    return _poly(h, [0.0] + [1.0 / i for i in range(1, LOG_ORDER + 1)])
 
 
 def _at_least(x: SharedTensor, thresholds: "list[float]") -> SharedTensor:
@@ -189,7 +191,7 @@ LOG_UNIT_POLY = (-0.2876819463, 1.3333584109, -0.8889606615, 0.7865764501, -0.78
 
 def _unit_log(u: SharedTensor) -> SharedTensor:
     """log(u) for u ∈ [1/2, 1]: a degree-6 polynomial in t = u − 3/4 (3 product rounds)."""
-    return add(_poly(sub(u, LOG_UNIT_CENTER), list(LOG_UNIT_POLY[1:])), LOG_UNIT_POLY[0])
+    return _poly(sub(u, LOG_UNIT_CENTER), list(LOG_UNIT_POLY))
 
 
 def inv_sqrt(x: SharedTensor, initial: "SharedTensor | None" = None) -> SharedTensor:
@@ -253,7 +255,7 @@ def sigmoid(x: SharedTensor) -> SharedTensor:
     nonneg.scale = 1  # unscaled bit 1{x ≥ 0}: products with it are exact
     a = sub(mul(r, 2), x)  # |x|
     u = sub(a, _run(x, "relu", sub(a, SIGMOID_CLAMP)))  # min(|x|, 8)
-    p = add(_poly(mul(sub(u, SIGMOID_CLAMP / 2), 2 / SIGMOID_CLAMP), list(SIGMOID_POLY[1:])), SIGMOID_POLY[0])
+    p = _poly(mul(sub(u, SIGMOID_CLAMP / 2), 2 / SIGMOID_CLAMP), list(SIGMOID_POLY))  # sigmoid(u)
     # x >= 0: p ; x < 0: 1 − p   ->   (1 − p) + 1{x ≥ 0}·(2p − 1)
     return add(sub(1, p), mul(nonneg, sub(mul(p, 2), 1)))
 

@@ -697,27 +697,20 @@ def _select(bit: SharedTensor, x: SharedTensor, y: SharedTensor) -> SharedTensor
     return _run(x, "select_mul", bit, x, y)
 
 
-def _take_where_less(key: SharedTensor, a: SharedTensor, b: SharedTensor, dim: int) -> SharedTensor:
-    """``b`` where ``key < 0``, else ``a``, along a new payload dimension ``dim`` of ``a`` and ``b``
-    (values and their indices together): ``a + 1{key < 0}·(b − a)``, the products riding in the
-    comparison's rounds (``ltz_times``) instead of a Beaver round of their own."""
-    payload = _run(key, "aten.movedim", sub(b, a), dim, 0)
-    moved = _run(key, "ltz_times", key, payload, scale=a.scale)
-    return add(a, _run(key, "aten.movedim", moved, 0, dim))
-
-
 def _tournament(both: SharedTensor, dim: int, largest: bool) -> SharedTensor:
     """Reduces ``both`` along ``dim`` to one entry: ⌈log2 n⌉ levels, each one comparison of the
-    values (``both[..., 0]``) that moves the winners' whole last dimension (values with their
-    indices or one-hot vectors, ``_take_where_less``). Neighbours (2i, 2i + 1) are paired, so
-    of tied entries the first wins, as in torch."""
+    values (``both[..., 0]``) whose winners take their whole last dimension along (values with
+    their indices or one-hot vectors): ``a + 1{key < 0}·(b − a)``, the products riding in the
+    comparison's rounds (``ltz_times``) instead of a Beaver round of their own. Neighbours
+    (2i, 2i + 1) are paired, so of tied entries the first wins, as in torch."""
     while both.shape[dim] > 1:
         m = both.shape[dim]
         end = m - m % 2
         a, b = _run(both, "aten.slice", both, dim, 0, end, 2), _run(both, "aten.slice", both, dim, 1, end, 2)
         va, vb = a.select(-1, 0), b.select(-1, 0)
-        # 1{a < b} (max) or 1{b < a} (min): then take b
-        top = _take_where_less(sub(va, vb) if largest else sub(vb, va), a, b, a.dim() - 1)
+        key = sub(va, vb) if largest else sub(vb, va)  # < 0: take b
+        moved = _run(key, "ltz_times", key, _run(key, "aten.movedim", sub(b, a), -1, 0), scale=a.scale)
+        top = add(a, _run(key, "aten.movedim", moved, 0, -1))
         both = _run(both, "aten.cat", [top, both.narrow(dim, m - 1, 1)], dim) if m % 2 else top
     return both
 

@@ -161,7 +161,8 @@ impl Party {
         if x.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
-        let (e, s, eps) = self.masked_sign(x, x)?;
+        let (e, s, opened) = self.masked_sign(x, x)?;
+        let eps = &opened[x.len()..];
         let mut out = x.to_vec();
         kernels::for_chunks_mut(&mut out, |o, out| {
             for (i, v) in (o..).zip(out) {
@@ -193,7 +194,8 @@ impl Party {
                 payload.len()
             )));
         }
-        let (e, s, eps) = self.masked_sign(x, payload)?;
+        let (e, s, opened) = self.masked_sign(x, payload)?;
+        let eps = &opened[len..];
         let mut out = payload.to_vec();
         kernels::for_chunks_mut(&mut out, |o, out| {
             for (k, v) in (o..).zip(out) {
@@ -205,8 +207,9 @@ impl Party {
     }
 
     /// Runs the comparison up to the opened `e = msb(x) ⊕ ρ` (bit-packed); returns it with
-    /// the material and the opened `ε = p − a` of the vectors in `payload` (to be multiplied
-    /// by the sign: whole vectors of `x.len()`, checked by the callers).
+    /// the material and the first round's opening: `c = x + r`, then `ε = p − a` of the
+    /// vectors in `payload` (to be multiplied by the sign: whole vectors of `x.len()`,
+    /// checked by the callers) from index `x.len()` on.
     fn masked_sign(&mut self, x: &[R64], payload: &[R64]) -> Result<(Vec<u64>, CompareShare, Vec<R64>)> {
         let len = x.len();
         let req = Request::Compare { len, products: payload.len() / len.max(1) };
@@ -223,7 +226,7 @@ impl Party {
         let opened = self.open_owned(masked)?;
         self.receive_explicit(&mut share, explicit)?;
         let Share::Compare(s) = share else { unreachable!("compare request") };
-        let (c, eps) = opened.split_at(len);
+        let c = &opened[..len];
 
         // Leaves: with T_j = the shared table of 1{u < r_j}, lt_j = T_j[c_j] and
         // eq_j = 1{c_j ≤ r_j} ⊕ 1{c_j < r_j} = T_j[c_j − 1] ⊕ T_j[c_j], where T_j[−1] = 1
@@ -290,7 +293,7 @@ impl Party {
             }
         }
         let e = self.open_bits(&lt)?;
-        Ok((e, s, eps.to_vec()))
+        Ok((e, s, opened))
     }
 }
 
@@ -304,8 +307,7 @@ mod tests {
         let mut prg = Prg::from_entropy();
         for n in [0usize, 1, 7, 31, 32, 33, 63, 64] {
             let c = prg.ring_vec(n);
-            let mut tables = vec![0u16; n * CHUNKS];
-            prg.fill_bytes(bytemuck::cast_slice_mut(&mut tables));
+            let tables: Vec<u16> = prg.vec(n * CHUNKS);
             for below_zero in [0, 1] {
                 let want = leaf_block_scalar(&c, &tables, below_zero);
                 assert_eq!(leaf_block(&c, &tables, below_zero), want, "{n} elements, T[-1] = {below_zero}");

@@ -148,7 +148,7 @@ proptest! {
     ) {
         let x = ring(&v.iter().map(|t| t.0).collect::<Vec<_>>());
         let payload: Vec<i64> = [v.iter().map(|t| t.1).collect::<Vec<_>>(), v.iter().map(|t| t.2).collect()].concat();
-        let p = ring(&payload[..k.min(2) * v.len()]);
+        let p = ring(&payload[..k * v.len()]);
         let (xs, ps) = (shares_of(&x, n), shares_of(&p, n));
         let got = reveal(&run(n, |party| party.ltz_times(&xs[party.id()], &ps[party.id()]).unwrap()));
         prop_assert_eq!(got.len(), p.len());

@@ -232,12 +232,12 @@ impl Prg {
         let start = self.counter;
         self.counter += blocks as u128;
         let cipher = &self.cipher;
-        let task_bytes = 16 * BLOCKS_PER_TASK;
-        // A one-thread pool would only add a hand-off to its thread.
-        if out.len() <= task_bytes || rayon::current_num_threads() == 1 {
+        // The element-wise kernels' rule (in ring elements): threads only for large buffers
+        // and a pool of more than one.
+        if !crate::kernels::parallel(out.len() / 8) {
             cipher.keystream(start, out);
         } else {
-            out.par_chunks_mut(task_bytes).enumerate().for_each(|(task, chunk)| {
+            out.par_chunks_mut(16 * BLOCKS_PER_TASK).enumerate().for_each(|(task, chunk)| {
                 cipher.keystream(start + (task * BLOCKS_PER_TASK) as u128, chunk);
             });
         }

@@ -466,27 +466,6 @@ impl TcpChannel {
         }
     }
 
-    /// Sends the concatenation of `parts` as one message, without joining them first
-    /// (e.g. a small header and a large tensor payload). The peer receives one message,
-    /// exactly as if [`Channel::send`] had been called with the joined bytes.
-    pub fn send_parts(&mut self, parts: &[&[u8]]) -> Result<(), TransportError> {
-        self.check()?;
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        if let Err(e) = self.check_size(total) {
-            return Err(self.fail(e));
-        }
-        match self.writer.write_message(parts, self.limits.frame()) {
-            Ok(()) => {
-                self.sent(total);
-                Ok(())
-            }
-            Err(e) => {
-                let e = self.ctx().io(e, "while sending");
-                Err(self.fail(e))
-            }
-        }
-    }
-
     pub(crate) fn set_peer_name(&mut self, name: String) {
         self.peer = name;
     }
@@ -609,8 +588,25 @@ impl Channel for TcpChannel {
         }
     }
 
+    /// Frames the concatenation of `parts` without joining them first (e.g. a small header
+    /// and a large tensor payload): the peer receives one message, exactly as if
+    /// [`Channel::send`] had been called with the joined bytes.
     fn send_parts(&mut self, parts: &[&[u8]]) -> Result<(), TransportError> {
-        TcpChannel::send_parts(self, parts)
+        self.check()?;
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if let Err(e) = self.check_size(total) {
+            return Err(self.fail(e));
+        }
+        match self.writer.write_message(parts, self.limits.frame()) {
+            Ok(()) => {
+                self.sent(total);
+                Ok(())
+            }
+            Err(e) => {
+                let e = self.ctx().io(e, "while sending");
+                Err(self.fail(e))
+            }
+        }
     }
 
     fn recv(&mut self) -> Result<Vec<u8>, TransportError> {
