@@ -14,8 +14,8 @@ value. Methods, ranges and measured errors are in ``docs/ENCRYPTED_TENSORS.md``.
   [1/4, 1) by one batched comparison with the powers 4^j.
 * High-precision tensors (scale above ``HIGH_PRECISION_SCALE``) are narrowed to 16 bits for
   Newton starting points; ``reciprocal`` keeps their full precision in each step's ``x·y²``.
-* ``sigmoid``: a degree-8 Chebyshev fit in ``|x|`` clamped to [0, 8] (two ReLUs), mirrored
-  by the sign of ``x``.
+* ``sigmoid``: a Fourier series of 8 sines on [−8.5, 8.5] (one round with the dealer's
+  trigonometric masks), the tails set to 0 and 1 by one comparison.
 * Polynomials (``_poly``) compute only the powers up to half the degree (one giant step).
 * ``tanh``: ``2·sigmoid(2x) − 1``.
 * ``softmax``/``log_softmax``: subtract the (tournament) max along ``dim``, ``exp``; the
@@ -25,6 +25,7 @@ value. Methods, ranges and measured errors are in ``docs/ENCRYPTED_TENSORS.md``.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -233,31 +234,53 @@ def sqrt(x: SharedTensor) -> SharedTensor:
     return mul(mul(y, inv_sqrt(y, initial=line)), big_b, out_scale=work * work)
 
 
-SIGMOID_CLAMP = 8.0
-SIGMOID_POLY = (
-    0.981970713, 0.07037546164, -0.1339456799, 0.1709510943, -0.1613818181,
-    0.07650458572, 0.04128488928, -0.06825793703, 0.02209403467,
-)
-"""sigmoid(u) on u ∈ [0, 8] in powers of t = (u − 4)/4 ∈ [−1, 1] (centred and bounded: small
-coefficients, powers that never grow, so local truncation stays as safe as on any value in
-[−1, 1]): Chebyshev fit of degree 8, max error 4.5e−4; 1 − sigmoid(8) = 3.4e−4 beyond."""
+SIGMOID_CUTOFF = 8.5
+"""Beyond ±8.5 the sigmoid is 1 or 0 exactly (1 − sigmoid(8.5) = 2.0e−4)."""
+SIGMOID_PERIOD = 24.0
+"""Period of the Fourier series: [−8.5, 8.5] plus room on either side for the series to turn
+back smoothly, which is what makes 8 harmonics enough (error 2.7e−4)."""
+SIGMOID_HARMONICS = 8
+
+
+@functools.lru_cache(maxsize=None)
+def _sigmoid_series(scale: int) -> "tuple[int, list[float]]":
+    """``(multiplier, b)``: sigmoid(x) − 1/2 ≈ Σ_k b_k·sin(2πk·x/P) on [−8.5, 8.5], where the
+    angle is the fixed-point encoding times ``multiplier``, mod 2^32, so the period P is
+    2^32/(scale·multiplier) ≈ 24. The function is odd, so sines alone; the coefficients are a
+    minimax fit (least squares reweighted by the error, Lawson's iteration) for that exact P."""
+    multiplier = max(1, round(2**32 / (scale * SIGMOID_PERIOD)))
+    period = 2**32 / (scale * multiplier)
+    u = torch.linspace(0, SIGMOID_CUTOFF, 2001, dtype=torch.float64)
+    k = torch.arange(1, SIGMOID_HARMONICS + 1, dtype=torch.float64)
+    basis = torch.sin(2 * math.pi * u[:, None] * k / period)
+    target = torch.sigmoid(u) - 0.5
+    w = torch.ones_like(u)
+    for _ in range(100):
+        b = torch.linalg.lstsq(basis * w[:, None], target * w).solution
+        err = (basis @ b - target).abs()
+        w = w * (err / err.max() + 1e-3).sqrt()
+        w = w / w.max()
+    return multiplier, b.tolist()
 
 
 def sigmoid(x: SharedTensor) -> SharedTensor:
-    """A degree-8 polynomial in |x| clamped to [0, 8], mirrored for x < 0.
+    """A Fourier series on [−8.5, 8.5], exactly 1 above and 0 below.
 
-    One ReLU gives the sign bit (its mask) and |x| = 2·relu(x) − x; a second clamps it,
-    ``u = |x| − relu(|x| − 8)``; the polynomial (``_poly``) takes 3 product rounds. 5 products
-    of the input's size after the two ReLUs, where exp (8 squarings) and 1/(1 + e) took 14 in
-    12 rounds. (Clamping in the first comparison, on x, x − 8 and −x − 8 stacked, saves its 6
-    rounds but compares three times as many values: slower on a CPU-bound pair of parties.)"""
-    r, nonneg = _run(x, "relu_mask", x, n_out=2)
-    nonneg.scale = 1  # unscaled bit 1{x ≥ 0}: products with it are exact
-    a = sub(mul(r, 2), x)  # |x|
-    u = sub(a, _run(x, "relu", sub(a, SIGMOID_CLAMP)))  # min(|x|, 8)
-    p = _poly(mul(sub(u, SIGMOID_CLAMP / 2), 2 / SIGMOID_CLAMP), list(SIGMOID_POLY))  # sigmoid(u)
-    # x >= 0: p ; x < 0: 1 − p   ->   (1 − p) + 1{x ≥ 0}·(2p − 1)
-    return add(sub(1, p), mul(nonneg, sub(mul(p, 2), 1)))
+    The series takes two rounds (``fourier``: the dealer's trigonometric masks, Boura et al.
+    FC 2018, then a division into the tensor's scale). One comparison of ``8.5 − x`` and
+    ``x + 8.5`` stacked decides the two tails, and its rounds also carry the products that
+    select them (``ltz_times``): ``σ = f + 1{x > 8.5}·(1 − f) − 1{x < −8.5}·f`` for the
+    series ``f``. 8 rounds; no Beaver product."""
+    x = _narrowed(x)
+    multiplier, b = _sigmoid_series(x.scale)
+    # The series runs at 2^29 fractional bits; the op divides it down to x's scale (a base-10
+    # scale is matched to within a relative 2^−13 of one output unit).
+    divisor = max(1, round((1 << 29) / x.scale))
+    f = add(_run(x, "fourier", x, multiplier, [0.0] * len(b), b, divisor), 0.5)
+    tails = _run(x, "aten.stack", [sub(SIGMOID_CUTOFF, x), add(x, SIGMOID_CUTOFF)], 0)
+    payload = _run(f, "aten.stack", [sub(1, f), neg(f)], 0).unsqueeze(0)
+    picked = _run(x, "ltz_times", tails, payload)
+    return add(f, _run(picked, "aten.sum_dim", picked, [0, 1], False))
 
 
 def tanh(x: SharedTensor) -> SharedTensor:

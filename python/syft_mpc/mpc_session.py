@@ -303,6 +303,12 @@ def _ltz_times(ctx: _Ctx, x: torch.Tensor, payload: torch.Tensor) -> torch.Tenso
     return _t(ctx.party.ltz_times(_u64(x), _u64(payload))).reshape(payload.shape)
 
 
+@_op("fourier", interactive=True)
+def _fourier(ctx: _Ctx, x: torch.Tensor, multiplier: int, cos_coef: list, sin_coef: list, divisor: int) -> torch.Tensor:
+    """Σ_k a_k·cos(kθ) + b_k·sin(kθ) at ``2**29 / divisor`` for θ = 2π·(x·multiplier mod 2^32)/2^32, in two rounds."""
+    return _t(ctx.party.fourier(_u64(x), multiplier, cos_coef, sin_coef, divisor)).reshape(x.shape)
+
+
 @_op("relu_mask", interactive=True)
 def _relu_mask(ctx: _Ctx, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(relu(x), 1{x >= 0}) in ReLU's rounds: the (unscaled) mask is kept for the backward pass."""
@@ -378,7 +384,10 @@ ATEN_LINEAR_NAMES: dict[Any, str] = {fn: "aten." + n for n, fn in _ATEN_LINEAR.i
 # Result shapes of each op, computed by the driver without a reply (so it can post MpcRuns
 # without waiting for them): the same rules the worker-side functions above follow.
 _ELEMENTWISE = frozenset(
-    {"from_public", "add_public", "public_sub", "mul_public", "mul", "truncate", "ltz", "ltz_times", "relu", "relu_mask", "select_mul"}
+    {
+        "from_public", "add_public", "public_sub", "mul_public", "mul", "truncate", "ltz", "ltz_times", "fourier",
+        "relu", "relu_mask", "select_mul",
+    }
 )
 
 

@@ -16,6 +16,11 @@ use syft_mpc_ring::R64;
 /// bounds what a malformed or hostile request can make the dealer allocate.
 pub const MAX_REQUEST_ELEMENTS: usize = 1 << 28;
 
+/// Most harmonics a Fourier series may have (a sigmoid needs 8).
+pub const MAX_HARMONICS: usize = 64;
+/// Largest divisor of a Fourier series' output (computed at 2^29, below a 2^30 bias).
+pub const MAX_FOURIER_DIVISOR: u64 = 1 << 28;
+
 /// Width of the chunks the comparison splits the 63 low bits into; 4 bits gives
 /// 16 chunks (the top one 3 bits wide) and a 4-level AND tree.
 pub(crate) const CHUNK_BITS: u32 = 4;
@@ -38,6 +43,10 @@ pub enum Request {
     /// of `len` values to be multiplied by the sign bit in the same rounds (ReLU: 1, x
     /// itself; a tournament's select: the values and their indices).
     Compare { len: usize, products: usize },
+    /// Trigonometric masks for a Fourier series of `len` values with `harmonics` terms
+    /// (a mask `r` in Z_2^32 and shares of `cos(2πk·r/2^32)`, `sin(2πk·r/2^32)` in
+    /// Z_2^32), and the material to divide the series by `divisor` into Z_2^64.
+    Fourier { len: usize, harmonics: usize, divisor: u64 },
     /// The session is over.
     Bye,
 }
@@ -60,6 +69,19 @@ impl Request {
                 // like every tensor (a max-pool window's value and one-hot vector: 1 + kh·kw).
                 checked_product(&[*len])?;
                 checked_product(&[*len, *products])?;
+            }
+            Request::Fourier { len, harmonics, divisor } => {
+                if !(1..=MAX_HARMONICS).contains(harmonics) {
+                    return Err(ProtocolError::Dealer(format!(
+                        "a Fourier series of {harmonics} harmonics (1 to {MAX_HARMONICS} are supported)"
+                    )));
+                }
+                if !(1..=MAX_FOURIER_DIVISOR).contains(divisor) {
+                    return Err(ProtocolError::Dealer(format!(
+                        "a Fourier series divided by {divisor} (1 to 2^28 are supported)"
+                    )));
+                }
+                checked_product(&[*len, 2 * harmonics])?;
             }
             Request::Matmul { batch, m, k, n } => {
                 checked_product(&[*batch, *m, *k])?;
@@ -93,6 +115,7 @@ impl Request {
             }
             Request::Trunc { len, divisor } => (4, vec![*len as u64, *divisor]),
             Request::Compare { len, products } => (5, vec![*len as u64, *products as u64]),
+            Request::Fourier { len, harmonics, divisor } => (6, vec![*len as u64, *harmonics as u64, *divisor]),
             Request::Bye => (0, vec![]),
         };
         let mut out = vec![tag];
@@ -113,6 +136,7 @@ impl Request {
             2 => 4,
             3 => 15,
             4 | 5 => 2,
+            6 => 3,
             _ => return Err(bad(&format!("unknown request kind {tag}"))),
         };
         if f.len() != want {
@@ -137,7 +161,8 @@ impl Request {
                 }
             }
             4 => Request::Trunc { len: u(f[0])?, divisor: f[1] },
-            _ => Request::Compare { len: u(f[0])?, products: u(f[1])? },
+            5 => Request::Compare { len: u(f[0])?, products: u(f[1])? },
+            _ => Request::Fourier { len: u(f[0])?, harmonics: u(f[1])?, divisor: f[2] },
         };
         req.validate()?;
         Ok(req)
@@ -149,6 +174,7 @@ pub(crate) enum Share {
     Bilinear(BilinearShare),
     Trunc(TruncShare),
     Compare(CompareShare),
+    Fourier(FourierShare),
 }
 
 /// Beaver triple `(a, b, c = f(a, b))` for a bilinear `f` (Beaver 1991).
@@ -190,6 +216,19 @@ pub(crate) struct CompareShare {
     pub levels: Vec<AndLevel>,
     pub prod_a: Vec<R64>,
     pub prod_arho: Vec<R64>,
+}
+
+/// Fourier material (see `fourier.rs`): a mask `r` in Z_2^32; shares in Z_2^32 of `cos(kφ)`,
+/// `sin(kφ)` for `φ = 2π·r/2^32` and k = 1..=harmonics, encoded with 12 fractional bits,
+/// row by row (`[cos₁ of every element, sin₁ of every element, cos₂, …]`); and a
+/// truncation pair in Z_2^32 (as in `TruncShare`: `out_r` and shares in Z_2^64 of
+/// `⌊out_r/d⌋` and `msb₃₂(out_r)`) that divides the series and lifts it to Z_2^64.
+pub(crate) struct FourierShare {
+    pub r: Vec<u32>,
+    pub trig: Vec<u32>,
+    pub out_r: Vec<u32>,
+    pub quotient: Vec<R64>,
+    pub msb: Vec<R64>,
 }
 
 pub(crate) fn words_for(len: usize) -> usize {
@@ -272,6 +311,14 @@ pub(crate) fn expand(req: &Request, prg: &mut Prg, last: bool) -> Share {
             let prod_arho = draw_or_zero(prg, products * len, last);
             Share::Compare(CompareShare { r, tables, rho, flip, levels, prod_a, prod_arho })
         }
+        Request::Fourier { len, harmonics, .. } => {
+            let r = draw(prg, *len);
+            let trig = draw_or_zero(prg, 2 * harmonics * len, last);
+            let out_r = draw(prg, *len);
+            let quotient = draw_or_zero(prg, *len, last);
+            let msb = draw_or_zero(prg, *len, last);
+            Share::Fourier(FourierShare { r, trig, out_r, quotient, msb })
+        }
         Request::Bye => unreachable!("Bye carries no material"),
     }
 }
@@ -294,6 +341,7 @@ impl Share {
                 v.push(b(&mut s.prod_arho));
                 v
             }
+            Share::Fourier(s) => vec![b(&mut s.trig), b(&mut s.quotient), b(&mut s.msb)],
         }
     }
 }

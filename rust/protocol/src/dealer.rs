@@ -116,6 +116,10 @@ impl Dealer {
                 l.c = c;
             }
             Share::Compare(l) => self.compare_correction(l, others.iter().map(cmp).collect()),
+            Share::Fourier(l) => {
+                let Request::Fourier { harmonics, divisor, .. } = *req else { unreachable!("Fourier request") };
+                fourier_correction(l, others.iter().map(fourier).collect(), harmonics, divisor)
+            }
             Share::Trunc(_) => unreachable!("truncation pairs are generated element-wise"),
         }
         Correction::Share(last)
@@ -259,6 +263,43 @@ impl Dealer {
             others.iter().for_each(|s| kernels::sub_assign(&mut arho, &s.prod_arho));
             l.prod_arho = arho;
         }
+    }
+}
+
+/// `cos kφ`, `sin kφ` of the mask `r = Σ r_i` (φ = 2π·r/2^32) with 12 fractional bits, and
+/// `⌊R/d⌋`, `msb₃₂(R)` of the output mask `R = Σ out_r_i`, less the other parties' shares.
+fn fourier_correction(
+    l: &mut crate::correlated::FourierShare,
+    others: Vec<&crate::correlated::FourierShare>,
+    harmonics: usize,
+    divisor: u64,
+) {
+    let sum32 = |own: &[u32], of: &dyn Fn(&crate::correlated::FourierShare) -> &[u32]| {
+        let mut acc = own.to_vec();
+        for o in &others {
+            acc.iter_mut().zip(of(o)).for_each(|(a, x)| *a = a.wrapping_add(*x));
+        }
+        acc
+    };
+    let trig = &mut l.trig;
+    crate::fourier::encode_trig(&sum32(&l.r, &|o| &o.r), harmonics, trig);
+    for o in &others {
+        trig.iter_mut().zip(&o.trig).for_each(|(t, x)| *t = t.wrapping_sub(*x));
+    }
+    let out_r = sum32(&l.out_r, &|o| &o.out_r);
+    let div = crate::trunc::Divisor::new(divisor);
+    for (e, &v) in out_r.iter().enumerate() {
+        let others_q: R64 = others.iter().map(|o| o.quotient[e]).sum();
+        let others_m: R64 = others.iter().map(|o| o.msb[e]).sum();
+        l.quotient[e] = R64(div.of(u64::from(v))) - others_q;
+        l.msb[e] = R64(u64::from(v >> 31)) - others_m;
+    }
+}
+
+fn fourier(s: &Share) -> &crate::correlated::FourierShare {
+    match s {
+        Share::Fourier(f) => f,
+        _ => unreachable!("shares of one request have one kind"),
     }
 }
 

@@ -6,7 +6,7 @@
 //! produces correlated randomness; it never sees shares or openings.
 //!
 //! * [`Party`] — one party's end of a session: sharing, opening, Beaver
-//!   mul/matmul/conv2d, truncation, comparison and ReLU.
+//!   mul/matmul/conv2d, truncation, comparison and ReLU, Fourier series.
 //! * [`Dealer`] — serves seed-compressed correlated randomness.
 //! * [`sharing`] — splitting and reconstructing outside a session.
 //!
@@ -18,12 +18,13 @@ mod compare;
 mod correlated;
 mod dealer;
 mod error;
+mod fourier;
 mod party;
 pub mod sharing;
 pub mod tcp;
 mod trunc;
 
-pub use correlated::{Request, MAX_REQUEST_ELEMENTS};
+pub use correlated::{Request, MAX_FOURIER_DIVISOR, MAX_HARMONICS, MAX_REQUEST_ELEMENTS};
 pub use dealer::Dealer;
 pub use error::ProtocolError;
 pub use party::{Party, Stats};

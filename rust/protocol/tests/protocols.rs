@@ -173,6 +173,67 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// The shared series against the same series in float64 at the true angle: within the
+    /// fixed-point encodings' rounding and a unit of the output.
+    #[test]
+    fn fourier_series_matches_float(
+        n in 2usize..=3,
+        v in prop::collection::vec(any::<i64>(), 0..150),
+        coef in prop::collection::vec((-1.0f64..1.0, -1.0f64..1.0), 1..=9),
+        multiplier in prop_oneof![Just(1u64), Just(2731), Just(1 << 16), any::<u64>()],
+        out_bits in 0u32..=28,
+    ) {
+        // Magnitudes summing to at most 1, as the protocol requires.
+        let total: f64 = coef.iter().map(|(a, b)| a.abs() + b.abs()).sum::<f64>().max(1.0);
+        let (a, b): (Vec<f64>, Vec<f64>) = coef.iter().map(|(a, b)| (a / total, b / total)).unzip();
+        let divisor = 1u64 << (29 - out_bits.max(1)).min(28);
+        let scale = (1u64 << 29) as f64 / divisor as f64;
+        let x = ring(&v);
+        let xs = shares_of(&x, n);
+        let got = reveal(&run(n, |p| p.fourier(&xs[p.id()], multiplier, &a, &b, divisor).unwrap()));
+        // Each dealer value is off by ≤ 2^−13, weighing (|P| + |Q|) ≤ √2·(|a| + |b|) in all; each
+        // public factor by ≤ 2^−18; the division by a unit.
+        let tol = std::f64::consts::SQRT_2 * (2.0f64).powi(-13) + a.len() as f64 * (2.0f64).powi(-17) + 2.0 / scale + 1e-12;
+        for (g, xv) in got.iter().zip(&x) {
+            let t = xv.0.wrapping_mul(multiplier) as u32;
+            let theta = f64::from(t) * std::f64::consts::TAU / 4_294_967_296.0;
+            let want: f64 = (0..a.len()).map(|k| {
+                let kt = theta * (k + 1) as f64;
+                a[k] * kt.cos() + b[k] * kt.sin()
+            }).sum();
+            let err = (g.to_i64() as f64 / scale - want).abs();
+            prop_assert!(err <= tol, "got {} want {want} (err {err:e} > {tol:e})", g.to_i64() as f64 / scale);
+        }
+    }
+}
+
+#[test]
+fn fourier_rejects_bad_coefficients_and_divisors() {
+    let x = [R64(1), R64(2)];
+    let outs = run(2, |p| {
+        [
+            p.fourier(&x, 1, &[0.5], &[0.1, 0.2], 1 << 13),
+            p.fourier(&x, 1, &[f64::NAN], &[0.1], 1 << 13),
+            p.fourier(&x, 1, &[0.7], &[0.7], 1 << 13),
+            p.fourier(&x, 1, &[], &[], 1 << 13),
+            p.fourier(&x, 1, &[0.1], &[0.1], 0),
+            p.fourier(&x, 1, &[0.1], &[0.1], 1 << 29),
+        ]
+        .map(|r| r.map_err(|e| e.to_string()).unwrap_err())
+    });
+    for o in outs {
+        assert!(o[0].contains("1 cosine and 2 sine"), "{}", o[0]);
+        assert!(o[1].contains("sum to NaN"), "{}", o[1]);
+        assert!(o[2].contains("must be at most 1"), "{}", o[2]);
+        assert!(o[3].contains("0 harmonics"), "{}", o[3]);
+        assert!(o[4].contains("divided by 0"), "{}", o[4]);
+        assert!(o[5].contains("2^28"), "{}", o[5]);
+    }
+}
+
 #[test]
 fn ltz_times_rejects_a_partial_payload() {
     let outs = run(2, |p| p.ltz_times(&[R64(1), R64(2)], &[R64(3), R64(4), R64(5)]).map_err(|e| e.to_string()));

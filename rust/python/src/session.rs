@@ -141,6 +141,11 @@ impl Request {
     fn ltz_times(n: usize, k: usize) -> Request {
         Request(proto::Request::Compare { len: n, products: k })
     }
+    /// For `Party.fourier` of `n` elements with `k` harmonics, divided by `divisor`.
+    #[staticmethod]
+    fn fourier(n: usize, k: usize, divisor: u64) -> Request {
+        Request(proto::Request::Fourier { len: n, harmonics: k, divisor })
+    }
     fn __repr__(&self) -> String {
         format!("Request.{:?}", self.0)
     }
@@ -417,6 +422,23 @@ impl Party {
         let (v, p) = (elems(&x), elems(&payload));
         let out = self.run(py, |party| Ok(party.ltz_times(ring(&v), ring(&p))?))?;
         ring_out(py, out, payload.shape())
+    }
+
+    /// Shares of `S = Σ_k cos_coef[k]·cos((k+1)θ) + sin_coef[k]·sin((k+1)θ)` encoded at
+    /// `2**29 / divisor`, for `θ = 2π·(x·multiplier mod 2**32)/2**32` and coefficients whose
+    /// magnitudes sum to at most 1, in two rounds (a dealer's trigonometric masks).
+    fn fourier<'py>(
+        &self,
+        py: Python<'py>,
+        x: PyReadonlyArrayDyn<'py, u64>,
+        multiplier: u64,
+        cos_coef: Vec<f64>,
+        sin_coef: Vec<f64>,
+        divisor: u64,
+    ) -> Out<'py> {
+        let v = elems(&x);
+        let out = self.run(py, |p| Ok(p.fourier(ring(&v), multiplier, &cos_coef, &sin_coef, divisor)?))?;
+        ring_out(py, out, x.shape())
     }
 
     /// `(max(x, 0), 1 if x >= 0 else 0)` in ReLU's rounds (the mask is for a backward pass).
