@@ -143,6 +143,26 @@ def test_relu_on_fixed_point(n_parties: int, rng: np.random.Generator) -> None:
     np.testing.assert_array_equal(sy.decode(out), np.maximum(sy.decode(sy.encode(v)), 0))
 
 
+def test_fourier_series_through_the_binding(n_parties: int, rng: np.random.Generator) -> None:
+    """Party.fourier on fixed-point input, preprocessed and on demand, against numpy: a sine
+    of period 2^32/(2^16·m) real units, at 2^29/2^13 = 2^16 fractional bits."""
+    v = rng.normal(0, 20, (4, 25))
+    b = [0.5, -0.25, 0.125]
+    m = 4096  # period 16
+    want = sum(c * np.sin(2 * np.pi * (k + 1) * sy.decode(sy.encode(v)) / 16) for k, c in enumerate(b))
+
+    def op(p: sy.Party, a: np.ndarray) -> np.ndarray:
+        p.preprocess([sy.Request.fourier(a.size, len(b), 1 << 13)])
+        first = p.fourier(a, m, [0.0] * 3, b, 1 << 13)
+        return np.stack([first, p.fourier(a, m, [0.0] * 3, b, 1 << 13)])
+
+    out = sy.decode(shared_op(n_parties, op, sy.encode(v)))
+    assert out.shape == (2, 4, 25)
+    np.testing.assert_allclose(out, np.stack([want, want]), atol=3e-4)
+    with pytest.raises(sy.MpcError, match="must be at most 1"):
+        shared_op(n_parties, lambda p, a: p.fourier(a, m, [0.6], [0.6], 1 << 13), sy.encode(v))
+
+
 def test_input_from_each_owner(n_parties: int, rng: np.random.Generator) -> None:
     data = [rand_u64(rng, (4, 3)) for _ in range(n_parties)]
 
