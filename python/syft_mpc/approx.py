@@ -267,20 +267,20 @@ def sigmoid(x: SharedTensor) -> SharedTensor:
     """A Fourier series on [−8.5, 8.5], exactly 1 above and 0 below.
 
     The series takes two rounds (``fourier``: the dealer's trigonometric masks, Boura et al.
-    FC 2018, then a division into the tensor's scale). One comparison of ``8.5 − x`` and
-    ``x + 8.5`` stacked decides the two tails, and its rounds also carry the products that
-    select them (``ltz_times``): ``σ = f + 1{x > 8.5}·(1 − f) − 1{x < −8.5}·f`` for the
-    series ``f``. 8 rounds; no Beaver product."""
+    FC 2018, then a division into the tensor's scale). One comparison with the thresholds 8.5
+    and −8.5 (one opening and one set of tables for both: ``below_times``) sets the tails and
+    carries the products that select them in its rounds:
+    ``σ = 1 − 1{x < 8.5}·(1 − f) − 1{x < −8.5}·f`` for the series ``f``. 8 rounds; no Beaver product."""
     x = _narrowed(x)
     multiplier, b = _sigmoid_series(x.scale)
     # The series runs at 2^29 fractional bits; the op divides it down to x's scale (a base-10
     # scale is matched to within a relative 2^−13 of one output unit).
     divisor = max(1, round((1 << 29) / x.scale))
     f = add(_run(x, "fourier", x, multiplier, [0.0] * len(b), b, divisor), 0.5)
-    tails = _run(x, "aten.stack", [sub(SIGMOID_CUTOFF, x), add(x, SIGMOID_CUTOFF)], 0)
-    payload = _run(f, "aten.stack", [sub(1, f), neg(f)], 0).unsqueeze(0)
-    picked = _run(x, "ltz_times", tails, payload)
-    return add(f, _run(picked, "aten.sum_dim", picked, [0, 1], False))
+    cut = round(SIGMOID_CUTOFF * x.scale)
+    payload = _run(f, "aten.stack", [sub(1, f), f], 0).unsqueeze(0)
+    picked = _run(x, "below_times", x, [cut, -cut], payload)
+    return sub(1, _run(picked, "aten.sum_dim", picked, [0, 1], False))
 
 
 def tanh(x: SharedTensor) -> SharedTensor:

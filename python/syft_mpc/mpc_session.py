@@ -303,6 +303,14 @@ def _ltz_times(ctx: _Ctx, x: torch.Tensor, payload: torch.Tensor) -> torch.Tenso
     return _t(ctx.party.ltz_times(_u64(x), _u64(payload))).reshape(payload.shape)
 
 
+@_op("below_times", interactive=True)
+def _below_times(ctx: _Ctx, x: torch.Tensor, thresholds: list, payload: torch.Tensor) -> torch.Tensor:
+    """payload·1{x < t} for public ring thresholds t and a payload of shape ``(k, len(thresholds), *x.shape)``,
+    in one comparison's rounds (one opening and one set of tables for every threshold)."""
+    t = [int(v) & 0xFFFF_FFFF_FFFF_FFFF for v in thresholds]
+    return _t(ctx.party.below_times(_u64(x), t, _u64(payload))).reshape(payload.shape)
+
+
 @_op("fourier", interactive=True)
 def _fourier(ctx: _Ctx, x: torch.Tensor, multiplier: int, cos_coef: list, sin_coef: list, divisor: int) -> torch.Tensor:
     """Σ_k a_k·cos(kθ) + b_k·sin(kθ) at ``2**29 / divisor`` for θ = 2π·(x·multiplier mod 2^32)/2^32, in two rounds."""
@@ -385,7 +393,7 @@ ATEN_LINEAR_NAMES: dict[Any, str] = {fn: "aten." + n for n, fn in _ATEN_LINEAR.i
 # without waiting for them): the same rules the worker-side functions above follow.
 _ELEMENTWISE = frozenset(
     {
-        "from_public", "add_public", "public_sub", "mul_public", "mul", "truncate", "ltz", "ltz_times", "fourier",
+        "from_public", "add_public", "public_sub", "mul_public", "mul", "truncate", "ltz", "ltz_times", "below_times", "fourier",
         "relu", "relu_mask", "select_mul",
     }
 )

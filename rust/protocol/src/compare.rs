@@ -140,7 +140,7 @@ impl Party {
         if x.is_empty() {
             return Ok(Vec::new()); // every party sees the same length: all skip the rounds
         }
-        let (e, s, _) = self.masked_sign(x, &[])?;
+        let (e, s, _) = self.masked_sign(x, &[R64::ZERO], &[])?;
         let first = self.id() == 0;
         Ok((0..x.len()).map(|i| msb_share(bit(&e, i), s.rho[i], first)).collect())
     }
@@ -161,7 +161,7 @@ impl Party {
         if x.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
-        let (e, s, opened) = self.masked_sign(x, x)?;
+        let (e, s, opened) = self.masked_sign(x, &[R64::ZERO], x)?;
         let eps = &opened[x.len()..];
         let mut out = x.to_vec();
         kernels::for_chunks_mut(&mut out, |o, out| {
@@ -184,35 +184,56 @@ impl Party {
     /// values, one after another), in the comparison's 6 rounds: a select `a + 1{a < b}·(b − a)`
     /// without a Beaver round of its own (a max tournament's values and indices).
     pub fn ltz_times(&mut self, x: &[R64], payload: &[R64]) -> Result<Vec<R64>> {
-        let len = x.len();
+        self.below_times(x, &[R64::ZERO], payload)
+    }
+
+    /// Shares of `p·1{x < t_j}` for public thresholds `t_j` (signed ring values, with
+    /// `x − t_j` within the signed 64-bit range, as for any comparison of a difference): each
+    /// vector of `payload` holds `thresholds.len()` blocks of `x.len()` values, and block j
+    /// is multiplied by the bits of threshold j. In the comparison's 6 rounds, with one
+    /// opening of `x + r` and one set of leaf tables for all thresholds (the borrow of
+    /// `x − t_j` is that of the public `c − t_j` against the same r): per extra threshold,
+    /// only the tree, ρ and the products are added.
+    pub fn below_times(&mut self, x: &[R64], thresholds: &[R64], payload: &[R64]) -> Result<Vec<R64>> {
+        let compared = x.len() * thresholds.len();
         if payload.is_empty() {
             return Ok(Vec::new()); // every party sees the same lengths: all skip the rounds
         }
-        if len == 0 || !payload.len().is_multiple_of(len) {
+        if compared == 0 || !payload.len().is_multiple_of(compared) {
             return Err(ProtocolError::Shape(format!(
-                "a payload of {} values for a comparison of {len}: it must be whole vectors of {len}",
-                payload.len()
+                "a payload of {} values for a comparison of {} values with {} thresholds: it must be whole \
+                 vectors of {compared}",
+                payload.len(),
+                x.len(),
+                thresholds.len()
             )));
         }
-        let (e, s, opened) = self.masked_sign(x, payload)?;
-        let eps = &opened[len..];
+        let (e, s, opened) = self.masked_sign(x, thresholds, payload)?;
+        let eps = &opened[x.len()..];
         let mut out = payload.to_vec();
         kernels::for_chunks_mut(&mut out, |o, out| {
             for (k, v) in (o..).zip(out) {
-                let i = k % len;
+                let i = k % compared;
                 *v = times_msb(bit(&e, i), *v, eps[k], s.rho[i], s.prod_arho[k]);
             }
         });
         Ok(out)
     }
 
-    /// Runs the comparison up to the opened `e = msb(x) ⊕ ρ` (bit-packed); returns it with
-    /// the material and the first round's opening: `c = x + r`, then `ε = p − a` of the
-    /// vectors in `payload` (to be multiplied by the sign: whole vectors of `x.len()`,
+    /// Runs the comparison of `x − t` for each threshold `t` up to the opened
+    /// `e = msb(x − t) ⊕ ρ` (bit-packed, threshold after threshold); returns it with the
+    /// material and the first round's opening: `c = x + r`, then `ε = p − a` of the vectors
+    /// in `payload` (to be multiplied by the bits: whole vectors of `thresholds·x.len()`,
     /// checked by the callers) from index `x.len()` on.
-    fn masked_sign(&mut self, x: &[R64], payload: &[R64]) -> Result<(Vec<u64>, CompareShare, Vec<R64>)> {
+    fn masked_sign(
+        &mut self,
+        x: &[R64],
+        thresholds: &[R64],
+        payload: &[R64],
+    ) -> Result<(Vec<u64>, CompareShare, Vec<R64>)> {
         let len = x.len();
-        let req = Request::Compare { len, products: payload.len() / len.max(1) };
+        let compared = len * thresholds.len();
+        let req = Request::Compare { len, thresholds: thresholds.len(), products: payload.len() / compared.max(1) };
         req.validate()?;
         let (mut share, explicit) = self.material(&req)?;
         let Share::Compare(s) = &share else { unreachable!("compare request") };
@@ -226,19 +247,26 @@ impl Party {
         let opened = self.open_owned(masked)?;
         self.receive_explicit(&mut share, explicit)?;
         let Share::Compare(s) = share else { unreachable!("compare request") };
-        let c = &opened[..len];
+        // The public `c − t` of each threshold against the same r (and tables).
+        let shifted: Vec<R64>;
+        let (c, tables): (&[R64], std::borrow::Cow<'_, [u16]>) = if thresholds == [R64::ZERO] {
+            (&opened[..len], (&s.tables[..]).into())
+        } else {
+            shifted = thresholds.iter().flat_map(|&t| opened[..len].iter().map(move |&v| v - t)).collect();
+            (&shifted, s.tables.repeat(thresholds.len()).into())
+        };
 
         // Leaves: with T_j = the shared table of 1{u < r_j}, lt_j = T_j[c_j] and
         // eq_j = 1{c_j ≤ r_j} ⊕ 1{c_j < r_j} = T_j[c_j − 1] ⊕ T_j[c_j], where T_j[−1] = 1
         // (a public constant: party 0 holds it). Blocks of 64 elements keep their tables
         // (2 KiB) in L1 and produce one bit-sliced word per chunk.
-        let words = words_for(len);
+        let words = words_for(compared);
         let below_zero = u32::from(first);
         let leaf = |(cb, tb): (&[R64], &[u16])| leaf_block(cb, tb, below_zero);
-        let blocks: Vec<([u64; CHUNKS], [u64; CHUNKS])> = if kernels::parallel(len) {
-            c.par_chunks(64).zip(s.tables.par_chunks(64 * CHUNKS)).map(leaf).collect()
+        let blocks: Vec<([u64; CHUNKS], [u64; CHUNKS])> = if kernels::parallel(compared) {
+            c.par_chunks(64).zip(tables.par_chunks(64 * CHUNKS)).map(leaf).collect()
         } else {
-            c.chunks(64).zip(s.tables.chunks(64 * CHUNKS)).map(leaf).collect()
+            c.chunks(64).zip(tables.chunks(64 * CHUNKS)).map(leaf).collect()
         };
         let mut lt = vec![0u64; CHUNKS * words];
         let mut eq = vec![0u64; CHUNKS * words];

@@ -39,10 +39,11 @@ pub enum Request {
     Conv2d { x_shape: [usize; 4], w_shape: [usize; 4], params: Conv2dParams },
     /// Truncation (division by a public `divisor`) material for `len` values.
     Trunc { len: usize, divisor: u64 },
-    /// Comparison-with-zero material for `len` values, plus masks for `products` vectors
-    /// of `len` values to be multiplied by the sign bit in the same rounds (ReLU: 1, x
-    /// itself; a tournament's select: the values and their indices).
-    Compare { len: usize, products: usize },
+    /// Comparison material for `len` values against `thresholds` public thresholds each
+    /// (one mask and one set of tables serve them all; with zero: 1), plus masks for
+    /// `products` vectors of `thresholds·len` values to be multiplied by the bits in the
+    /// same rounds (ReLU: 1, x itself; a tournament's select: the values and their indices).
+    Compare { len: usize, thresholds: usize, products: usize },
     /// Trigonometric masks for a Fourier series of `len` values with `harmonics` terms
     /// (a mask `r` in Z_2^32 and shares of `cos(2πk·r/2^32)`, `sin(2πk·r/2^32)` in
     /// Z_2^32), and the material to divide the series by `divisor` into Z_2^64.
@@ -64,11 +65,14 @@ impl Request {
             Request::Mul { len } | Request::Trunc { len, .. } => {
                 checked_product(&[*len])?;
             }
-            Request::Compare { len, products } => {
-                // The products' masks are the largest part: `len·products` elements, bounded
-                // like every tensor (a max-pool window's value and one-hot vector: 1 + kh·kw).
-                checked_product(&[*len])?;
-                checked_product(&[*len, *products])?;
+            Request::Compare { len, thresholds, products } => {
+                // The products' masks are the largest part: `len·thresholds·products` elements,
+                // bounded like every tensor (a max-pool window's value and one-hot vector: 1 + kh·kw).
+                if *thresholds == 0 {
+                    return Err(ProtocolError::Dealer("a comparison with no threshold".into()));
+                }
+                checked_product(&[*len, *thresholds])?;
+                checked_product(&[*len, *thresholds, *products])?;
             }
             Request::Fourier { len, harmonics, divisor } => {
                 if !(1..=MAX_HARMONICS).contains(harmonics) {
@@ -114,7 +118,9 @@ impl Request {
                 (3, f)
             }
             Request::Trunc { len, divisor } => (4, vec![*len as u64, *divisor]),
-            Request::Compare { len, products } => (5, vec![*len as u64, *products as u64]),
+            Request::Compare { len, thresholds, products } => {
+                (5, vec![*len as u64, *thresholds as u64, *products as u64])
+            }
             Request::Fourier { len, harmonics, divisor } => (6, vec![*len as u64, *harmonics as u64, *divisor]),
             Request::Bye => (0, vec![]),
         };
@@ -135,8 +141,8 @@ impl Request {
             1 => 1,
             2 => 4,
             3 => 15,
-            4 | 5 => 2,
-            6 => 3,
+            4 => 2,
+            5 | 6 => 3,
             _ => return Err(bad(&format!("unknown request kind {tag}"))),
         };
         if f.len() != want {
@@ -161,7 +167,7 @@ impl Request {
                 }
             }
             4 => Request::Trunc { len: u(f[0])?, divisor: f[1] },
-            5 => Request::Compare { len: u(f[0])?, products: u(f[1])? },
+            5 => Request::Compare { len: u(f[0])?, thresholds: u(f[1])?, products: u(f[2])? },
             _ => Request::Fourier { len: u(f[0])?, harmonics: u(f[1])?, divisor: f[2] },
         };
         req.validate()?;
@@ -203,9 +209,10 @@ pub(crate) struct AndLevel {
 }
 
 /// Comparison material (see `compare.rs`): arithmetic mask `r`, XOR-shared lookup
-/// tables of `1{u < r_j}` per 4-bit chunk of r's low 63 bits, a random bit ρ
+/// tables of `1{u < r_j}` per 4-bit chunk of r's low 63 bits (`len` each); then per
+/// compared value (`thresholds·len`: threshold after threshold) a random bit ρ
 /// (arithmetic shares) with XOR shares of `msb(r) ⊕ ρ`, AND triples for the tree and,
-/// per product vector, a mask `(a, a·ρ)` (vector after vector, `len` each).
+/// per product vector, a mask `(a, a·ρ)` (vector after vector, `thresholds·len` each).
 pub(crate) struct CompareShare {
     pub r: Vec<R64>,
     /// `[element][chunk]` 16-bit tables: bit u of chunk j's table is `1{u < r_j}`.
@@ -288,12 +295,12 @@ pub(crate) fn expand(req: &Request, prg: &mut Prg, last: bool) -> Share {
             let msb = draw_or_zero(prg, *len, last);
             Share::Trunc(TruncShare { r, quotient, msb })
         }
-        Request::Compare { len, products } => {
-            let (len, products) = (*len, *products);
+        Request::Compare { len, thresholds, products } => {
+            let (len, products, compared) = (*len, *products, len * thresholds);
             let r = draw(prg, len);
             let tables = draw_or_zero(prg, len * CHUNKS, last);
-            let rho = draw_or_zero(prg, len, last);
-            let words = words_for(len);
+            let rho = draw_or_zero(prg, compared, last);
+            let words = words_for(compared);
             let flip = draw_or_zero(prg, words, last);
             let levels = LEVEL_PAIRS
                 .iter()
@@ -307,8 +314,8 @@ pub(crate) fn expand(req: &Request, prg: &mut Prg, last: bool) -> Share {
                     AndLevel { a, b1, b2, c1, c2 }
                 })
                 .collect();
-            let prod_a = draw(prg, products * len);
-            let prod_arho = draw_or_zero(prg, products * len, last);
+            let prod_a = draw(prg, products * compared);
+            let prod_arho = draw_or_zero(prg, products * compared, last);
             Share::Compare(CompareShare { r, tables, rho, flip, levels, prod_a, prod_arho })
         }
         Request::Fourier { len, harmonics, .. } => {

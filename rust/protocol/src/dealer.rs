@@ -196,11 +196,13 @@ impl Dealer {
         l: &mut crate::correlated::CompareShare,
         others: Vec<&crate::correlated::CompareShare>,
     ) {
-        let len = l.r.len();
+        // One mask r and its tables serve every threshold; ρ and all that follows is per
+        // compared value (`compared = thresholds·len`, threshold after threshold).
+        let (len, compared) = (l.r.len(), l.rho.len());
         let mut r = l.r.clone();
         others.iter().for_each(|s| kernels::add_assign(&mut r, &s.r));
         let rho_bits: Vec<u64> = {
-            let mut w = vec![0u64; words_for(len)];
+            let mut w = vec![0u64; words_for(compared)];
             self.own.fill_bytes(bytemuck::cast_slice_mut(&mut w));
             w
         };
@@ -218,13 +220,13 @@ impl Dealer {
             l.tables.iter_mut().zip(&s.tables).for_each(|(t, o)| *t ^= o);
         }
 
-        let rho: Vec<R64> = (0..len).map(|e| R64(bit(&rho_bits, e))).collect();
+        let rho: Vec<R64> = (0..compared).map(|e| R64(bit(&rho_bits, e))).collect();
         l.rho = rho.clone();
         others.iter().for_each(|s| kernels::sub_assign(&mut l.rho, &s.rho));
         // msb(r) ⊕ ρ, which turns the tree's borrow into the safe-to-open msb(x) ⊕ ρ.
         let mut flip = rho_bits;
-        for (e, cell) in r.iter().enumerate() {
-            flip[e / 64] ^= cell.msb() << (e % 64);
+        for e in 0..compared {
+            flip[e / 64] ^= r[e % len.max(1)].msb() << (e % 64);
         }
         for s in &others {
             flip.iter_mut().zip(&s.flip).for_each(|(f, o)| *f ^= o);
@@ -259,7 +261,7 @@ impl Dealer {
         if !l.prod_a.is_empty() {
             let mut arho = l.prod_a.clone();
             others.iter().for_each(|s| kernels::add_assign(&mut arho, &s.prod_a));
-            arho.chunks_mut(len).for_each(|a| kernels::mul_assign(a, &rho)); // a·ρ, vector by vector
+            arho.chunks_mut(compared).for_each(|a| kernels::mul_assign(a, &rho)); // a·ρ, vector by vector
             others.iter().for_each(|s| kernels::sub_assign(&mut arho, &s.prod_arho));
             l.prod_arho = arho;
         }

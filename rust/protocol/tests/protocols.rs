@@ -158,6 +158,32 @@ proptest! {
         }
     }
 
+    /// Several thresholds on one opening and one set of tables: every block of every payload
+    /// vector is multiplied by its own threshold's bit, exactly (values and thresholds whose
+    /// differences do not overflow, ties included).
+    #[test]
+    fn below_times_selects_per_threshold(
+        n in 2usize..=3,
+        v in prop::collection::vec(prop_oneof![-(1i64 << 62)..(1i64 << 62), -3i64..3], 1..120),
+        raw in prop::collection::vec(prop_oneof![-(1i64 << 62)..(1i64 << 62), -3i64..3, Just(-(1i64 << 62))], 1..=4),
+        k in 1usize..=2,
+        seed in any::<u64>(),
+    ) {
+        let mut thresholds = raw.clone();
+        thresholds.push(v[0]); // a tie: x < t is false for x = t
+        let (len, t) = (v.len(), thresholds.len());
+        let payload: Vec<i64> = (0..k * t * len).map(|j| (j as i64).wrapping_mul(seed as i64 | 1)).collect();
+        let (xs, ps) = (shares_of(&ring(&v), n), shares_of(&ring(&payload), n));
+        let th = ring(&thresholds);
+        let got = reveal(&run(n, |party| party.below_times(&xs[party.id()], &th, &ps[party.id()]).unwrap()));
+        prop_assert_eq!(got.len(), payload.len());
+        for (j, g) in got.iter().enumerate() {
+            let (ti, i) = ((j / len) % t, j % len);
+            let want = if v[i] < thresholds[ti] { payload[j] } else { 0 };
+            prop_assert_eq!(g.to_i64(), want, "value {} threshold {}", v[i], thresholds[ti]);
+        }
+    }
+
     #[test]
     fn input_without_communication(n in 2usize..=4, owner in 0usize..4, v in prop::collection::vec(any::<u64>(), 0..100)) {
         let owner = owner % n;
@@ -306,7 +332,7 @@ fn preprocessing_runs_ahead_and_checks_order() {
     let x = ring(&[3, -4, 5]);
     let xs = shares_of(&x, 2);
     let outs = run(2, |p| {
-        p.preprocess(&[Request::Mul { len: 3 }, Request::Compare { len: 3, products: 1 }]).unwrap();
+        p.preprocess(&[Request::Mul { len: 3 }, Request::Compare { len: 3, thresholds: 1, products: 1 }]).unwrap();
         let sq = p.mul(&xs[p.id()], &xs[p.id()]).unwrap();
         let before = p.stats().dealer_bytes_received;
         p.relu(&xs[p.id()]).unwrap();

@@ -129,17 +129,22 @@ impl Request {
     /// For `Party.ltz` of `n` elements.
     #[staticmethod]
     fn ltz(n: usize) -> Request {
-        Request(proto::Request::Compare { len: n, products: 0 })
+        Request(proto::Request::Compare { len: n, thresholds: 1, products: 0 })
     }
     /// For `Party.relu` (and `relu_mask`) of `n` elements.
     #[staticmethod]
     fn relu(n: usize) -> Request {
-        Request(proto::Request::Compare { len: n, products: 1 })
+        Request(proto::Request::Compare { len: n, thresholds: 1, products: 1 })
     }
     /// For `Party.ltz_times` of `n` elements with `k` payload vectors.
     #[staticmethod]
     fn ltz_times(n: usize, k: usize) -> Request {
-        Request(proto::Request::Compare { len: n, products: k })
+        Request(proto::Request::Compare { len: n, thresholds: 1, products: k })
+    }
+    /// For `Party.below_times` of `n` elements, `t` thresholds and `k` payload vectors.
+    #[staticmethod]
+    fn below_times(n: usize, t: usize, k: usize) -> Request {
+        Request(proto::Request::Compare { len: n, thresholds: t, products: k })
     }
     /// For `Party.fourier` of `n` elements with `k` harmonics, divided by `divisor`.
     #[staticmethod]
@@ -421,6 +426,31 @@ impl Party {
         }
         let (v, p) = (elems(&x), elems(&payload));
         let out = self.run(py, |party| Ok(party.ltz_times(ring(&v), ring(&p))?))?;
+        ring_out(py, out, payload.shape())
+    }
+
+    /// Shares of `p * (1 if x < t else 0)` for public thresholds `t` (ring values, read as
+    /// signed) and `payload` of shape `(k, len(thresholds), *x.shape)`, in one comparison's
+    /// rounds: one opening of x and one set of tables serve every threshold.
+    fn below_times<'py>(
+        &self,
+        py: Python<'py>,
+        x: PyReadonlyArrayDyn<'py, u64>,
+        thresholds: Vec<u64>,
+        payload: PyReadonlyArrayDyn<'py, u64>,
+    ) -> Out<'py> {
+        if payload.shape().get(1) != Some(&thresholds.len()) || payload.shape().get(2..) != Some(x.shape()) {
+            return Err(Error::Shape(format!(
+                "below_times payload of shape {:?} for {} thresholds and x of shape {:?}: it must be \
+                 (k, len(thresholds), *x.shape)",
+                payload.shape(),
+                thresholds.len(),
+                x.shape()
+            )));
+        }
+        let (v, p) = (elems(&x), elems(&payload));
+        let t: Vec<syft_mpc_ring::R64> = thresholds.into_iter().map(syft_mpc_ring::R64).collect();
+        let out = self.run(py, |party| Ok(party.below_times(ring(&v), &t, ring(&p))?))?;
         ring_out(py, out, payload.shape())
     }
 
