@@ -215,7 +215,8 @@ impl Party {
             )));
         }
         let bound: f64 = cos_coef.iter().chain(sin_coef).map(|c| c.abs()).sum();
-        if !(bound <= 1.0 + 1e-9) {
+        // NaN fails this too (a NaN coefficient makes the sum NaN).
+        if bound.is_nan() || bound > 1.0 + 1e-9 {
             return Err(ProtocolError::Shape(format!(
                 "Fourier coefficients whose magnitudes sum to {bound}: the sum must be at most 1 \
                  (scale the series down and its result up)"
@@ -226,7 +227,8 @@ impl Party {
         req.validate()?;
         let (mut share, explicit) = self.material(&req)?;
         let Share::Fourier(f) = &share else { unreachable!("Fourier request") };
-        let masked: Vec<u32> = x.iter().zip(&f.r).map(|(v, &r)| (v.0.wrapping_mul(multiplier) as u32).wrapping_add(r)).collect();
+        let masked: Vec<u32> =
+            x.iter().zip(&f.r).map(|(v, &r)| (v.0.wrapping_mul(multiplier) as u32).wrapping_add(r)).collect();
         let opened = self.open_u32(masked)?;
         self.receive_explicit(&mut share, explicit)?;
         let Share::Fourier(f) = share else { unreachable!("Fourier request") };
@@ -249,7 +251,11 @@ impl Party {
             .zip(f.quotient.iter().zip(&f.msb))
             .map(|(&c, (&q, &m))| {
                 let lifted = R64(u64::from(1 - (c >> 31))) * m * wrap_unit - q;
-                if first { lifted + R64(div.of(u64::from(c))) - bias_q } else { lifted }
+                if first {
+                    lifted + R64(div.of(u64::from(c))) - bias_q
+                } else {
+                    lifted
+                }
             })
             .collect();
         Ok(out)
@@ -305,7 +311,8 @@ mod tests {
 
     #[test]
     fn encode_rounds_to_nearest() {
-        for (v, want) in [(0.0, 0i64), (1.25, 80), (-1.25, -80), (0.5 / 64.0, 0), (1.5 / 64.0, 2), (-1e6, -64_000_000)] {
+        for (v, want) in [(0.0, 0i64), (1.25, 80), (-1.25, -80), (0.5 / 64.0, 0), (1.5 / 64.0, 2), (-1e6, -64_000_000)]
+        {
             assert_eq!(encode(v, 64.0).0 as i64, want, "{v}");
         }
         let big = (1u64 << 50) as f64;
