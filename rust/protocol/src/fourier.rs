@@ -250,12 +250,7 @@ impl Party {
             .iter()
             .zip(f.quotient.iter().zip(&f.msb))
             .map(|(&c, (&q, &m))| {
-                let lifted = R64(u64::from(1 - (c >> 31))) * m * wrap_unit - q;
-                if first {
-                    lifted + R64(div.of(u64::from(c))) - bias_q
-                } else {
-                    lifted
-                }
+                crate::trunc::quotient_share(u64::from(c >> 31), div.of(u64::from(c)), q, m, wrap_unit, bias_q, first)
             })
             .collect();
         Ok(out)

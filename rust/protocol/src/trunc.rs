@@ -31,6 +31,19 @@ impl Divisor {
     }
 }
 
+/// A party's share of `⌊x/d⌋` from the opened `c = x + B + r` of a dealer-assisted truncation
+/// (in Z_2^64, or in Z_2^32 for the Fourier series): `c`'s top bit and `⌊c/d⌋`, the shares
+/// `q` of `⌊r/d⌋` and `m` of `msb(r)`, `⌊2^ℓ/d⌋` and `B/d`; see [`Party::truncate`].
+#[inline]
+pub(crate) fn quotient_share(c_msb: u64, c_div: u64, q: R64, m: R64, wrap_unit: R64, bias_q: R64, first: bool) -> R64 {
+    let wrapped = R64(1 - c_msb) * m * wrap_unit - q;
+    if first {
+        wrapped + R64(c_div) - bias_q
+    } else {
+        wrapped
+    }
+}
+
 impl Party {
     /// Dealer-assisted truncation for any number of parties: shares of `⌊x / d⌋`, off by
     /// at most one unit, for every `x ∈ [−2^62 + d, 2^62)`.
@@ -70,8 +83,7 @@ impl Party {
         let div = Divisor::new(divisor);
         kernels::for_chunks_mut(&mut out, |o, out| {
             for (c, (&q, &m)) in out.iter_mut().zip(t.quotient[o..].iter().zip(&t.msb[o..])) {
-                let wrapped = R64(1 - c.msb()) * m * wrap_unit - q;
-                *c = if first { wrapped + R64(div.of(c.0)) - bias_q } else { wrapped };
+                *c = quotient_share(c.msb(), div.of(c.0), q, m, wrap_unit, bias_q, first);
             }
         });
         Ok(out)
