@@ -247,13 +247,13 @@ impl Party {
         let opened = self.open_owned(masked)?;
         self.receive_explicit(&mut share, explicit)?;
         let Share::Compare(s) = share else { unreachable!("compare request") };
-        // The public `c − t` of each threshold against the same r (and tables).
+        // The public `c − t` of each threshold, compared against the same r (and tables).
         let shifted: Vec<R64>;
-        let (c, tables): (&[R64], std::borrow::Cow<'_, [u16]>) = if thresholds == [R64::ZERO] {
-            (&opened[..len], (&s.tables[..]).into())
+        let c: &[R64] = if thresholds == [R64::ZERO] {
+            &opened[..len]
         } else {
             shifted = thresholds.iter().flat_map(|&t| opened[..len].iter().map(move |&v| v - t)).collect();
-            (&shifted, s.tables.repeat(thresholds.len()).into())
+            &shifted
         };
 
         // Leaves: with T_j = the shared table of 1{u < r_j}, lt_j = T_j[c_j] and
@@ -262,11 +262,22 @@ impl Party {
         // (2 KiB) in L1 and produce one bit-sliced word per chunk.
         let words = words_for(compared);
         let below_zero = u32::from(first);
-        let leaf = |(cb, tb): (&[R64], &[u16])| leaf_block(cb, tb, below_zero);
+        // Compared value k uses element k mod len's tables: a block's tables are one slice,
+        // copied together only for a block that wraps from one threshold to the next.
+        let leaf = |(b, cb): (usize, &[R64])| {
+            let i0 = (b * 64) % len;
+            if i0 + cb.len() <= len {
+                leaf_block(cb, &s.tables[i0 * CHUNKS..(i0 + cb.len()) * CHUNKS], below_zero)
+            } else {
+                let tb: Vec<u16> =
+                    (i0..i0 + cb.len()).flat_map(|i| &s.tables[(i % len) * CHUNKS..][..CHUNKS]).copied().collect();
+                leaf_block(cb, &tb, below_zero)
+            }
+        };
         let blocks: Vec<([u64; CHUNKS], [u64; CHUNKS])> = if kernels::parallel(compared) {
-            c.par_chunks(64).zip(tables.par_chunks(64 * CHUNKS)).map(leaf).collect()
+            c.par_chunks(64).enumerate().map(leaf).collect()
         } else {
-            c.chunks(64).zip(tables.chunks(64 * CHUNKS)).map(leaf).collect()
+            c.chunks(64).enumerate().map(leaf).collect()
         };
         let mut lt = vec![0u64; CHUNKS * words];
         let mut eq = vec![0u64; CHUNKS * words];

@@ -276,19 +276,17 @@ fn fourier_correction(
     harmonics: usize,
     divisor: u64,
 ) {
-    let sum32 = |own: &[u32], of: &dyn Fn(&crate::correlated::FourierShare) -> &[u32]| {
-        let mut acc = own.to_vec();
-        for o in &others {
-            acc.iter_mut().zip(of(o)).for_each(|(a, x)| *a = a.wrapping_add(*x));
-        }
+    // Masks in Z_2^32: the sum of every party's share.
+    let sum32 = |of: fn(&crate::correlated::FourierShare) -> &[u32]| {
+        let mut acc = of(l).to_vec();
+        others.iter().for_each(|o| acc.iter_mut().zip(of(o)).for_each(|(a, x)| *a = a.wrapping_add(*x)));
         acc
     };
-    let trig = &mut l.trig;
-    crate::fourier::encode_trig(&sum32(&l.r, &|o| &o.r), harmonics, trig);
+    let (r, out_r) = (sum32(|f| &f.r), sum32(|f| &f.out_r));
+    crate::fourier::encode_trig(&r, harmonics, &mut l.trig);
     for o in &others {
-        trig.iter_mut().zip(&o.trig).for_each(|(t, x)| *t = t.wrapping_sub(*x));
+        l.trig.iter_mut().zip(&o.trig).for_each(|(t, x)| *t = t.wrapping_sub(*x));
     }
-    let out_r = sum32(&l.out_r, &|o| &o.out_r);
     let div = crate::trunc::Divisor::new(divisor);
     for (e, &v) in out_r.iter().enumerate() {
         let others_q: R64 = others.iter().map(|o| o.quotient[e]).sum();

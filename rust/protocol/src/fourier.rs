@@ -113,6 +113,8 @@ fn padded(v: &[u32]) -> [u32; LANES] {
 /// A party's share in Z_2^32 of the series for the elements `o..o + out.len()`: block by
 /// block, `Σ_k P_k·cos kφ + Q_k·sin kφ` with the public factors `P_k`, `Q_k` of the opened
 /// angles (see the module comment) and the shared `cos kφ`, `sin kφ` rows of `trig`.
+/// Its own AVX2 entry point, as `encode_trig`'s: through `kernels::with_simd` the compiler
+/// kept these loop nests in a closure built without AVX2 (no 256-bit code at all).
 fn series_share(o: usize, out: &mut [u32], opened: &[u32], trig: &[u32], a: &[f64], b: &[f64]) {
     #[inline(always)]
     fn body(o: usize, out: &mut [u32], opened: &[u32], trig: &[u32], a: &[f64], b: &[f64]) {
