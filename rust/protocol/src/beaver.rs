@@ -8,14 +8,15 @@
 //! Security: semi-honest; ε and δ are uniformly random given a fresh triple, and the
 //! dealer (who knows a, b) never sees them.
 
-use crate::correlated::{bilinear_apply, Request, Share};
+use crate::correlated::{bilinear_acc, Request, Share};
+use crate::party::Explicit;
 use crate::{Conv2dParams, Party, ProtocolError, Result};
 use syft_mpc_ring::{as_ring, as_ring_mut, kernels, R64};
 
 impl Party {
     fn beaver(&mut self, req: Request, x: &[R64], y: &[R64]) -> Result<Vec<R64>> {
         let (mut share, explicit) = self.material(&req)?;
-        let Share::Bilinear(t) = &share else { unreachable!("bilinear request") };
+        let Share::Bilinear(t) = &mut share else { unreachable!("bilinear request") };
         let opened_len = x.len() + y.len();
         let mut pooled = self.scratch(opened_len);
         let masked = &mut pooled[..opened_len];
@@ -23,14 +24,21 @@ impl Party {
         kernels::sub_into(me, x, &t.a);
         kernels::sub_into(md, y, &t.b);
         let theirs = self.exchange_all(masked)?;
-        self.receive_explicit(&mut share, explicit)?;
-        let Share::Bilinear(t) = share else { unreachable!("bilinear request") };
         let first = self.id() == 0;
         let opened = as_ring_mut(masked);
         theirs.iter().for_each(|th| kernels::add_assign(opened, as_ring(&th[..opened_len])));
         let (eps, delta) = opened.split_at(x.len());
-        let mut z = t.c;
-        if let Request::Mul { .. } = req {
+        // The last party's c_i may still be on its way. For a matmul or convolution the
+        // dealer computes f(a, b) while we evaluate f twice, so c_i is read (and added)
+        // after; an element-wise product is cheaper than the wait, so c_i is read first.
+        let elementwise = matches!(req, Request::Mul { .. });
+        let c_later = explicit == Explicit::OnTheWire && !elementwise;
+        if !c_later {
+            self.receive_explicit(&mut share, explicit)?;
+        }
+        let Share::Bilinear(t) = &mut share else { unreachable!("bilinear request") };
+        let mut z = if c_later { vec![R64::ZERO; t.c.len()] } else { std::mem::take(&mut t.c) };
+        if elementwise {
             // Element-wise: one fused pass, f(ε, δ) folded in on party 0.
             kernels::for_chunks_mut(&mut z, |o, z| {
                 let n = z.len();
@@ -41,12 +49,17 @@ impl Party {
             });
         } else {
             // Party 0 folds f(ε, δ) into f(ε, b_0 + δ): two evaluations of f per party.
-            let b_plus = if first { kernels::add(&t.b, delta) } else { t.b };
-            kernels::add_assign(&mut z, &bilinear_apply(&req, eps, &b_plus));
-            kernels::add_assign(&mut z, &bilinear_apply(&req, &t.a, delta));
+            let b_plus = if first { kernels::add(&t.b, delta) } else { std::mem::take(&mut t.b) };
+            bilinear_acc(&req, eps, &b_plus, &mut z);
+            bilinear_acc(&req, &t.a, delta, &mut z);
         }
         self.recycle(theirs);
         self.recycle([pooled]);
+        if c_later {
+            self.receive_explicit(&mut share, explicit)?;
+            let Share::Bilinear(t) = &share else { unreachable!("bilinear request") };
+            kernels::add_assign(&mut z, &t.c);
+        }
         Ok(z)
     }
 

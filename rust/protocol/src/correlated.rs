@@ -278,6 +278,14 @@ pub(crate) fn bilinear_apply(req: &Request, a: &[R64], b: &[R64]) -> Vec<R64> {
     }
 }
 
+/// `out += f(a, b)` for the bilinear map `f` of `req` (a single matmul accumulates in place).
+pub(crate) fn bilinear_acc(req: &Request, a: &[R64], b: &[R64], out: &mut [R64]) {
+    match req {
+        Request::Matmul { batch: 1, m, k, n } => kernels::matmul_acc(a, b, *m, *k, *n, out),
+        _ => kernels::add_assign(out, &bilinear_apply(req, a, b)),
+    }
+}
+
 /// Party `last`'s share of the material for `req`, with its explicit components zeroed.
 /// The dealer calls this for every party, so both sides draw in exactly this order.
 pub(crate) fn expand(req: &Request, prg: &mut Prg, last: bool) -> Share {
