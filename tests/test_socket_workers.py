@@ -24,7 +24,7 @@ import syft_mpc as sy
 from syft_mpc import _native, serde
 from syft_mpc.launch import LocalWorkers
 from syft_mpc.errors import ObjectNotFoundError, RemoteError
-from syft_mpc.messages import Envelope, Fetch, Store, new_id
+from syft_mpc.messages import Envelope, Err, Fetch, Store, new_id
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 hook = sy.TorchHook(torch)
@@ -109,6 +109,21 @@ def test_posted_requests_run_in_order_and_report_failures(cluster: LocalWorkers)
         bob.sync()
     bob._post(serde.encode(Envelope("me", [oid], None)))
     assert (torch.tensor([5]).send(bob) * 2).get().item() == 10  # the connection keeps working
+
+
+def test_request_refused_for_a_posted_failure_still_applies_its_deletions(cluster: LocalWorkers) -> None:
+    """A request answered with an earlier posted request's failure is not run, but the
+    deletions riding on it are: the client does not send them again."""
+    bob = connect(cluster, "bob")
+    dropped, oid = new_id(), new_id()
+    bob._post(serde.encode(Envelope("me", [], Store(dropped, torch.ones(2)))))
+    bob._post(serde.encode(Envelope("me", [], Store(oid, torch.ones(2)))))
+    bob._post(serde.encode(Envelope("me", [], Store(oid, torch.ones(2)))))  # id in use: fails on bob
+    reply = serde.decode(bob._deliver(serde.encode(Envelope("me", [dropped], Fetch(oid, False)))))
+    assert isinstance(reply, Err) and "without waiting" in reply.message, reply
+    with pytest.raises(ObjectNotFoundError):
+        sy.local_worker._send(bob, Fetch(dropped, False))
+    assert torch.equal(sy.local_worker._send(bob, Fetch(oid, True)), torch.ones(2))
 
 
 def test_ops_are_posted_with_locally_inferred_results(cluster: LocalWorkers) -> None:

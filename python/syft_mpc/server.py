@@ -233,6 +233,11 @@ class WorkerServer:
                 _current.owner = uid
                 if kind == REQUEST:
                     if pending is not None:
+                        # This request is not run, but the deletions riding on it still stand (the
+                        # client let go of those objects and will not send them again): apply them,
+                        # or the objects stay here for as long as the client is connected.
+                        if env.deletes:
+                            self.worker.handle_envelope(Envelope(env.sender, env.deletes, None), _no_reply)
                         reply, pending = pending, None
                     else:
                         reply = self.worker.handle_envelope(env, serde.encode_parts)

@@ -11,7 +11,8 @@ Control-channel frames (one transport message each; the first byte is the kind):
 
     b"R" + Envelope   request; the worker answers with Ok/Err
     b"A" + Envelope   posted request (Store, SetAttr, deletions): no answer on success; the
-                      first failure is answered to the next b"R"/b"S" (which is not run)
+                      first failure is answered to the next b"R"/b"S" (which is not run, but
+                      the deletions it carries are)
     b"S"              sync point: answers Ok(number of objects held), or the pending failure
     b"H" + {"uid": str, "peers": {worker id: "host:port"}}
                       hello (first frame of every connection, and again when the driver
