@@ -129,17 +129,17 @@ impl Request {
     /// For `Party.ltz` of `n` elements.
     #[staticmethod]
     fn ltz(n: usize) -> Request {
-        Request(proto::Request::Compare { len: n, thresholds: 1, products: 0 })
+        Request::below_times(n, 1, 0)
     }
     /// For `Party.relu` (and `relu_mask`) of `n` elements.
     #[staticmethod]
     fn relu(n: usize) -> Request {
-        Request(proto::Request::Compare { len: n, thresholds: 1, products: 1 })
+        Request::below_times(n, 1, 1)
     }
     /// For `Party.ltz_times` of `n` elements with `k` payload vectors.
     #[staticmethod]
     fn ltz_times(n: usize, k: usize) -> Request {
-        Request(proto::Request::Compare { len: n, thresholds: 1, products: k })
+        Request::below_times(n, 1, k)
     }
     /// For `Party.below_times` of `n` elements, `t` thresholds and `k` payload vectors.
     #[staticmethod]
