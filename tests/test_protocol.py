@@ -112,6 +112,39 @@ def test_fixed_point_product_and_truncation(n_parties: int, rng: np.random.Gener
     assert np.abs(sy.decode(out) - exact).max() <= 1.0 / 2**FRAC + 1e-9
 
 
+def test_products_truncated_in_one_call(n_parties: int, rng: np.random.Generator) -> None:
+    """mul/matmul/conv2d with ``divisor``: the product and the dealer-assisted truncation in
+    one call, within one ulp of the truncated ring product."""
+    ea, eb = sy.encode(rng.normal(0, 10, (6, 8))), sy.encode(rng.normal(0, 10, (8, 5)))
+    x4, w4 = ea.reshape(1, 2, 4, 6), sy.encode(rng.normal(0, 10, (5, 2, 2, 2)))
+    cases = [
+        (lambda p, x, y: p.mul(x, y, divisor=1 << FRAC), ea, ea, ea * ea),
+        (lambda p, x, y: p.matmul(x, y, divisor=1 << FRAC), ea, eb, ea @ eb),
+        (
+            lambda p, x, w: p.conv2d(x, w, padding=(1, 1), divisor=1 << FRAC),
+            x4,
+            w4,
+            conv2d_reference(x4, w4, (1, 1), (1, 1), (1, 1), 1),
+        ),
+    ]
+    for op, x, y, ring_product in cases:
+        out = shared_op(n_parties, op, x, y).view(np.int64)
+        assert out.shape == ring_product.shape
+        assert np.abs(out - (ring_product.view(np.int64) >> FRAC)).max() <= 1
+
+
+def test_truncated_product_bad_divisor_keeps_the_session(rng: np.random.Generator) -> None:
+    x = sy.encode(rng.normal(0, 10, 50))
+
+    def op(p, a):  # type: ignore[no-untyped-def]
+        with pytest.raises(sy.ShapeError, match="divisor must be positive"):
+            p.mul(a, a, divisor=0)
+        return p.mul(a, a, divisor=1 << FRAC)
+
+    out = shared_op(2, op, x)
+    assert np.abs(sy.decode(out) - sy.decode(x) ** 2).max() <= 41 / 2**FRAC
+
+
 def test_truncate_local_two_parties(rng: np.random.Generator) -> None:
     x = signed_values(rng, 5000, 2**40)
     out = shared_op(2, lambda p, a: p.truncate_local(a, FRAC), x.view(np.uint64)).view(np.int64)

@@ -11,8 +11,9 @@ Each prints one ``RESULT {json}`` line: workload -> {"times_ms": [...], "ms": me
   fixed-point values that party 0 and party 1 secret-share before the clock starts; each
   rep starts after a barrier (an opening of one element) and ends when the result is
   revealed to both parties. Products are truncated (the fixed-point product CrypTen
-  computes): by default with the dealer-assisted exact protocol (``Party.truncate``, one
-  round), with ``COMPARE_TRUNCATION=local`` with SecureML local truncation
+  computes): by default with the dealer-assisted exact protocol (one round, fused with the
+  product: ``Party.mul(x, y, divisor=2**16)``, the dealer preparing the truncation pair
+  while the product runs), with ``COMPARE_TRUNCATION=local`` with SecureML local truncation
   (``Party.truncate_local``: each party shifts its own share, no round, a rare large error;
   what CrypTen does with 2 parties). The reported time of a rep is the larger of the two
   parties' times; bytes and rounds are each party's ``Party.stats()`` delta over one rep
@@ -70,17 +71,20 @@ def _protocol_ops(p: Any, rng: Any) -> dict[str, tuple[Callable[[], Any], int]]:
         x = sy.encode(rng.normal(0.0, scale, shape)) if p.id == owner else None
         return p.input(owner, x, shape=shape)
 
-    def trunc(z: Any) -> Any:
-        return p.truncate_local(z, FRAC) if TRUNCATION == "local" else p.truncate(z, 1 << FRAC)
+    def truncated(product: Callable[..., Any], *args: Any) -> Any:
+        """The fixed-point product: truncated locally after it, or fused with it (dealer)."""
+        if TRUNCATION == "local":
+            return p.truncate_local(product(*args), FRAC)
+        return product(*args, divisor=1 << FRAC)
 
     out: dict[str, tuple[Callable[[], Any], int]] = {}
     w = WORKLOADS["mul_1e6"]
     mx, my = inp(0, (w["n"],)), inp(1, (w["n"],))
-    out["mul_1e6"] = ((lambda mx=mx, my=my: p.open(trunc(p.mul(mx, my)))), w["reps"])
+    out["mul_1e6"] = ((lambda mx=mx, my=my: p.open(truncated(p.mul, mx, my))), w["reps"])
     for name in ("matmul_256", "matmul_1024"):
         m = WORKLOADS[name]["m"]
         a, b = inp(0, (m, m)), inp(1, (m, m))
-        out[name] = ((lambda a=a, b=b: p.open(trunc(p.matmul(a, b)))), WORKLOADS[name]["reps"])
+        out[name] = ((lambda a=a, b=b: p.open(truncated(p.matmul, a, b))), WORKLOADS[name]["reps"])
     w = WORKLOADS["relu_1e6"]
     rx = inp(0, (w["n"],))
     out["relu_1e6"] = ((lambda rx=rx: p.open(p.relu(rx))), w["reps"])

@@ -187,6 +187,15 @@ def _trunc(ctx: _Ctx, z: np.ndarray, divisor: int, local: bool) -> np.ndarray:
     return ctx.party.truncate(z, divisor)
 
 
+def _product(ctx: _Ctx, run: Callable[..., np.ndarray], divisor: int, local: bool) -> np.ndarray:
+    """A Beaver product truncated by ``divisor``: locally afterwards, or by the dealer-assisted
+    protocol fused with the product (``run(divisor=...)``), so that the dealer prepares the
+    truncation pair while the product runs."""
+    if local:
+        return _trunc(ctx, run(), divisor, local)
+    return run(divisor=divisor)
+
+
 @_op("from_public")
 def _from_public(ctx: _Ctx, c: torch.Tensor) -> torch.Tensor:
     """A sharing of a public ring tensor without communication: party 0 holds it, the rest 0."""
@@ -256,17 +265,15 @@ def _conv2d_public(
 @_op("mul", interactive=True)
 def _mul(ctx: _Ctx, x: torch.Tensor, y: torch.Tensor, divisor: int = 1, local: bool = False) -> torch.Tensor:
     shape = torch.broadcast_shapes(x.shape, y.shape)
-    z = ctx.party.mul(_u64(x.expand(shape)), _u64(y.expand(shape)))
-    return _t(_trunc(ctx, z, divisor, local))
+    xs, ys = _u64(x.expand(shape)), _u64(y.expand(shape))
+    return _t(_product(ctx, lambda **kw: ctx.party.mul(xs, ys, **kw), divisor, local))
 
 
 @_op("matmul", interactive=True)
 def _matmul(ctx: _Ctx, a: torch.Tensor, b: torch.Tensor, divisor: int = 1, local: bool = False) -> torch.Tensor:
     a3, b3, finish = _bmm_shapes(a, b)
-    if a3.dim() != b3.dim():  # 2-d weight with a folded batch
-        pass
-    z = ctx.party.matmul(_u64(a3), _u64(b3))
-    return finish(_t(_trunc(ctx, z, divisor, local)))
+    xs, ys = _u64(a3), _u64(b3)
+    return finish(_t(_product(ctx, lambda **kw: ctx.party.matmul(xs, ys, **kw), divisor, local)))
 
 
 @_op("conv2d", interactive=True)
@@ -281,8 +288,8 @@ def _conv2d(
     divisor: int = 1,
     local: bool = False,
 ) -> torch.Tensor:
-    z = ctx.party.conv2d(_u64(x), _u64(w), tuple(stride), tuple(padding), tuple(dilation), groups)
-    return _t(_trunc(ctx, z, divisor, local))
+    xs, ws, geometry = _u64(x), _u64(w), (tuple(stride), tuple(padding), tuple(dilation), groups)
+    return _t(_product(ctx, lambda **kw: ctx.party.conv2d(xs, ws, *geometry, **kw), divisor, local))
 
 
 @_op("truncate", interactive=True)

@@ -8,7 +8,7 @@
 //! Security: semi-honest; ε and δ are uniformly random given a fresh triple, and the
 //! dealer (who knows a, b) never sees them.
 
-use crate::correlated::{bilinear_acc, Request, Share};
+use crate::correlated::{bilinear_acc, bilinear_sizes, Request, Share};
 use crate::party::Explicit;
 use crate::{Conv2dParams, Party, ProtocolError, Result};
 use syft_mpc_ring::{as_ring, as_ring_mut, kernels, R64};
@@ -63,22 +63,31 @@ impl Party {
         Ok(z)
     }
 
-    /// Element-wise product of two shared vectors (the raw ring product: a fixed-point
-    /// caller truncates afterwards).
-    pub fn mul(&mut self, x: &[R64], y: &[R64]) -> Result<Vec<R64>> {
+    /// The Beaver product `req` of `x` and `y`, truncated by `divisor` (1: not truncated).
+    /// Both requests go to the dealer together, so it prepares the truncation pair while
+    /// the parties run the product instead of after. Rounds: 2.
+    fn beaver_truncated(&mut self, req: Request, x: &[R64], y: &[R64], divisor: u64) -> Result<Vec<R64>> {
+        if divisor == 1 {
+            return self.beaver(req, x, y);
+        }
+        let trunc = Request::Trunc { len: bilinear_sizes(&req).2, divisor };
+        trunc.validate()?;
+        // Material obtained ahead by the caller must be used in its order.
+        if self.nothing_ahead() {
+            self.prefetch(&[req.clone(), trunc])?;
+        }
+        let z = self.beaver(req, x, y)?;
+        self.truncate_owned(z, divisor)
+    }
+
+    fn mul_request(x: &[R64], y: &[R64]) -> Result<Request> {
         if x.len() != y.len() {
             return Err(ProtocolError::Shape(format!("mul of {} and {} elements", x.len(), y.len())));
         }
-        self.beaver(Request::Mul { len: x.len() }, x, y)
+        Ok(Request::Mul { len: x.len() })
     }
 
-    /// Shared `(m×k)·(k×n)` matrix product, row-major.
-    pub fn matmul(&mut self, x: &[R64], y: &[R64], m: usize, k: usize, n: usize) -> Result<Vec<R64>> {
-        self.bmm(x, y, 1, m, k, n)
-    }
-
-    /// `batch` independent shared products `(m×k)·(k×n)` in one round.
-    pub fn bmm(&mut self, x: &[R64], y: &[R64], batch: usize, m: usize, k: usize, n: usize) -> Result<Vec<R64>> {
+    fn bmm_request(x: &[R64], y: &[R64], batch: usize, m: usize, k: usize, n: usize) -> Result<Request> {
         let want = |dims: [usize; 3]| dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
         if want([batch, m, k]) != Some(x.len()) || want([batch, k, n]) != Some(y.len()) {
             return Err(ProtocolError::Shape(format!(
@@ -89,7 +98,62 @@ impl Party {
         }
         let req = Request::Matmul { batch, m, k, n };
         req.validate()?;
-        self.beaver(req, x, y)
+        Ok(req)
+    }
+
+    fn conv2d_request(
+        x: &[R64],
+        x_shape: [usize; 4],
+        w: &[R64],
+        w_shape: [usize; 4],
+        p: &Conv2dParams,
+    ) -> Result<(Request, [usize; 4])> {
+        let out = p.output_shape(x_shape, w_shape).map_err(ProtocolError::Shape)?;
+        if x.len() != x_shape.iter().product::<usize>() || w.len() != w_shape.iter().product::<usize>() {
+            return Err(ProtocolError::Shape(format!(
+                "conv2d buffers do not match shapes {x_shape:?} and {w_shape:?}"
+            )));
+        }
+        let req = Request::Conv2d { x_shape, w_shape, params: *p };
+        req.validate()?;
+        Ok((req, out))
+    }
+
+    /// Element-wise product of two shared vectors (the raw ring product: a fixed-point
+    /// caller truncates afterwards, or calls [`Party::mul_truncated`]).
+    pub fn mul(&mut self, x: &[R64], y: &[R64]) -> Result<Vec<R64>> {
+        self.beaver(Self::mul_request(x, y)?, x, y)
+    }
+
+    /// [`Party::mul`] then [`Party::truncate`] by `divisor`, with the dealer preparing the
+    /// truncation pair during the product.
+    pub fn mul_truncated(&mut self, x: &[R64], y: &[R64], divisor: u64) -> Result<Vec<R64>> {
+        self.beaver_truncated(Self::mul_request(x, y)?, x, y, divisor)
+    }
+
+    /// Shared `(m×k)·(k×n)` matrix product, row-major.
+    pub fn matmul(&mut self, x: &[R64], y: &[R64], m: usize, k: usize, n: usize) -> Result<Vec<R64>> {
+        self.bmm(x, y, 1, m, k, n)
+    }
+
+    /// `batch` independent shared products `(m×k)·(k×n)` in one round.
+    pub fn bmm(&mut self, x: &[R64], y: &[R64], batch: usize, m: usize, k: usize, n: usize) -> Result<Vec<R64>> {
+        self.beaver(Self::bmm_request(x, y, batch, m, k, n)?, x, y)
+    }
+
+    /// [`Party::bmm`] then [`Party::truncate`] by `divisor` (see [`Party::mul_truncated`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn bmm_truncated(
+        &mut self,
+        x: &[R64],
+        y: &[R64],
+        batch: usize,
+        m: usize,
+        k: usize,
+        n: usize,
+        divisor: u64,
+    ) -> Result<Vec<R64>> {
+        self.beaver_truncated(Self::bmm_request(x, y, batch, m, k, n)?, x, y, divisor)
     }
 
     /// Shared 2-d convolution (input `[N, C, H, W]`, weight `[O, C/groups, KH, KW]`).
@@ -101,14 +165,20 @@ impl Party {
         w_shape: [usize; 4],
         p: &Conv2dParams,
     ) -> Result<(Vec<R64>, [usize; 4])> {
-        let out = p.output_shape(x_shape, w_shape).map_err(ProtocolError::Shape)?;
-        if x.len() != x_shape.iter().product::<usize>() || w.len() != w_shape.iter().product::<usize>() {
-            return Err(ProtocolError::Shape(format!(
-                "conv2d buffers do not match shapes {x_shape:?} and {w_shape:?}"
-            )));
-        }
-        let req = Request::Conv2d { x_shape, w_shape, params: *p };
-        req.validate()?;
-        Ok((self.beaver(req, x, w)?, out))
+        self.conv2d_truncated(x, x_shape, w, w_shape, p, 1)
+    }
+
+    /// [`Party::conv2d`] then [`Party::truncate`] by `divisor` (see [`Party::mul_truncated`]).
+    pub fn conv2d_truncated(
+        &mut self,
+        x: &[R64],
+        x_shape: [usize; 4],
+        w: &[R64],
+        w_shape: [usize; 4],
+        p: &Conv2dParams,
+        divisor: u64,
+    ) -> Result<(Vec<R64>, [usize; 4])> {
+        let (req, out) = Self::conv2d_request(x, x_shape, w, w_shape, p)?;
+        Ok((self.beaver_truncated(req, x, w, divisor)?, out))
     }
 }

@@ -62,6 +62,9 @@ impl Request {
     /// Checks sizes and geometry; the dealer calls this before allocating anything.
     pub fn validate(&self) -> Result<()> {
         match self {
+            Request::Trunc { divisor: 0, .. } => {
+                return Err(ProtocolError::Dealer("a truncation by a divisor of 0".into()));
+            }
             Request::Mul { len } | Request::Trunc { len, .. } => {
                 checked_product(&[*len])?;
             }
@@ -256,7 +259,7 @@ fn draw_or_zero<T: bytemuck::Pod>(prg: &mut Prg, len: usize, last: bool) -> Vec<
 }
 
 /// Sizes `(a, b, c)` of the triple for a bilinear request.
-fn bilinear_sizes(req: &Request) -> (usize, usize, usize) {
+pub(crate) fn bilinear_sizes(req: &Request) -> (usize, usize, usize) {
     match req {
         Request::Mul { len } => (*len, *len, *len),
         Request::Matmul { batch, m, k, n } => (batch * m * k, batch * k * n, batch * m * n),

@@ -39,8 +39,9 @@ pub struct Party {
     dealer_prg: Prg,
     /// `pair_prgs[j]`: stream shared with party j, for shares of zero.
     pair_prgs: Vec<Option<Prg>>,
-    /// Material generated ahead of use by [`Party::preprocess`], in order.
-    ready: VecDeque<(Request, Share)>,
+    /// Material obtained ahead of use ([`Party::prefetch`], [`Party::preprocess`]), in
+    /// order, with whether the last party has read its explicit components yet.
+    ready: VecDeque<(Request, Share, Explicit)>,
     /// Reusable buffers for openings (see [`Party::scratch`]).
     pool: Vec<Vec<u64>>,
     rounds: u64,
@@ -230,57 +231,67 @@ impl Party {
     /// Every party calls this with the same list. The last party sends all requests
     /// before waiting for the first answer, so the dealer generates in bulk.
     pub fn preprocess(&mut self, requests: &[Request]) -> Result<()> {
+        self.prefetch(requests)?;
+        // Answers arrive in request order: read every one still pending, oldest first.
+        let mut ready = std::mem::take(&mut self.ready);
+        let received = ready.iter_mut().try_for_each(|(_, share, state)| {
+            self.receive_explicit(share, *state)?;
+            *state = Explicit::Received;
+            Ok(())
+        });
+        self.ready = ready;
+        received
+    }
+
+    /// Asks the dealer for the material of `requests` (the operations this party runs
+    /// next, in order) without waiting for it: the dealer generates it while the parties
+    /// compute, and each operation reads its part when it needs it. Every party calls this
+    /// with the same list. Used to get a product's truncation pair while the product runs.
+    pub fn prefetch(&mut self, requests: &[Request]) -> Result<()> {
         self.check_dealer_in_step()?;
         for r in requests {
             r.validate()?;
             if *r == Request::Bye {
-                return Err(ProtocolError::Dealer("Bye is not a preprocessing request".into()));
+                return Err(ProtocolError::Dealer("Bye is not a request for material".into()));
             }
         }
-        if self.is_last() {
+        let last = self.is_last();
+        if last {
             for r in requests {
                 self.dealer.send(&r.encode())?;
                 self.explicit_unread += 1;
             }
         }
+        let state = if last { Explicit::OnTheWire } else { Explicit::Received };
         for r in requests {
-            let share = self.expand_and_receive(r)?;
-            self.ready.push_back((r.clone(), share));
+            let share = expand(r, &mut self.dealer_prg, last);
+            self.ready.push_back((r.clone(), share, state));
         }
         Ok(())
     }
 
-    /// This party's share of the correlated randomness for `req`: preprocessed, or
-    /// requested on demand. On demand, the last party's explicit components are still on
-    /// their way: the caller runs its first opening (which needs only the PRG-expanded
-    /// components) and then calls [`Party::receive_explicit`], so the dealer generates
-    /// while the parties exchange instead of before.
+    /// This party's share of the correlated randomness for `req`: obtained ahead, or
+    /// requested now. Unless it was preprocessed, the last party's explicit components are
+    /// still on their way: the caller runs its first opening (which needs only the
+    /// PRG-expanded components) and then calls [`Party::receive_explicit`], so the dealer
+    /// generates while the parties exchange instead of before.
     pub(crate) fn material(&mut self, req: &Request) -> Result<(Share, Explicit)> {
-        match self.ready.pop_front() {
-            Some((r, share)) if r == *req => Ok((share, Explicit::Received)),
-            Some((r, _)) => Err(ProtocolError::Dealer(format!(
-                "preprocessed {r:?} but the next operation needs {req:?}; all parties must run the same sequence"
-            ))),
-            None => {
-                let last = self.is_last();
-                if last {
-                    self.check_dealer_in_step()?;
-                    self.dealer.send(&req.encode())?;
-                    self.explicit_unread += 1;
-                }
-                let share = expand(req, &mut self.dealer_prg, last);
-                Ok((share, if last { Explicit::OnTheWire } else { Explicit::Received }))
-            }
+        if self.ready.is_empty() {
+            self.prefetch(std::slice::from_ref(req))?;
         }
-    }
-
-    /// Expands our share from the dealer stream; the last party also receives its
-    /// explicit components (the request must already be on its way to the dealer).
-    fn expand_and_receive(&mut self, req: &Request) -> Result<Share> {
-        let last = self.is_last();
-        let mut share = expand(req, &mut self.dealer_prg, last);
-        self.receive_explicit(&mut share, if last { Explicit::OnTheWire } else { Explicit::Received })?;
-        Ok(share)
+        match self.ready.front() {
+            Some((r, ..)) if r == req => {}
+            // Kept: the operation it was obtained for may still run.
+            Some((r, ..)) => {
+                return Err(ProtocolError::Dealer(format!(
+                    "material was obtained ahead for {r:?} but the next operation needs {req:?}; all parties \
+                     must run the same sequence"
+                )))
+            }
+            None => unreachable!("prefetch queued the request"),
+        }
+        let (_, share, state) = self.ready.pop_front().expect("checked above");
+        Ok((share, state))
     }
 
     /// Receives the explicit components of `share` from the dealer if they are still on
@@ -294,8 +305,15 @@ impl Party {
         Ok(())
     }
 
+    /// Whether no material was obtained ahead (the next operation asks for its own).
+    pub(crate) fn nothing_ahead(&self) -> bool {
+        self.ready.is_empty()
+    }
+
+    /// The dealer's answers must all be read, but for those of material still queued.
     fn check_dealer_in_step(&self) -> Result<()> {
-        if self.explicit_unread > 0 {
+        let queued = self.ready.iter().filter(|(.., state)| *state == Explicit::OnTheWire).count();
+        if self.explicit_unread > queued {
             return Err(ProtocolError::Dealer(
                 "an earlier operation failed before reading the dealer's answer, so the dealer stream is out of \
                  step; this session cannot continue, start a new one"

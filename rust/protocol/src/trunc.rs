@@ -61,19 +61,23 @@ impl Party {
     /// Rounds: 1. Bytes: 8 per element to each peer. Security: semi-honest, non-colluding
     /// dealer; `c` is uniform because `r` is.
     pub fn truncate(&mut self, x: &[R64], divisor: u64) -> Result<Vec<R64>> {
+        self.truncate_owned(x.to_vec(), divisor)
+    }
+
+    /// [`Party::truncate`] masking `x`'s buffer in place.
+    pub(crate) fn truncate_owned(&mut self, mut masked: Vec<R64>, divisor: u64) -> Result<Vec<R64>> {
         match divisor {
             0 => return Err(ProtocolError::Shape("truncation by a divisor of 0".into())),
-            1 => return Ok(x.to_vec()),
+            1 => return Ok(masked),
             _ => {}
         }
-        let req = Request::Trunc { len: x.len(), divisor };
+        let req = Request::Trunc { len: masked.len(), divisor };
         req.validate()?;
         let (mut share, explicit) = self.material(&req)?;
         let Share::Trunc(t) = &share else { unreachable!("truncation request") };
         // A multiple of the divisor, so removing it after the division is exact.
         let bias_q = R64(BIAS / divisor);
         let bias = if self.id() == 0 { bias_q * R64(divisor) } else { R64::ZERO };
-        let mut masked = x.to_vec();
         kernels::for_chunks_mut(&mut masked, |o, m| m.iter_mut().zip(&t.r[o..]).for_each(|(v, &r)| *v += r + bias));
         let mut out = self.open_owned(masked)?;
         self.receive_explicit(&mut share, explicit)?;

@@ -109,6 +109,30 @@ proptest! {
         }
     }
 
+    /// The fused product-then-truncation of every bilinear map against plaintext.
+    #[test]
+    fn truncated_products_match_plaintext(
+        n in 2usize..=3,
+        v in prop::collection::vec((-(1i64 << 28)..(1i64 << 28), -(1i64 << 28)..(1i64 << 28)), 1..60),
+        bits in 1u32..24,
+    ) {
+        let (xv, yv): (Vec<i64>, Vec<i64>) = v.iter().copied().unzip();
+        let (x, y) = (ring(&xv), ring(&yv));
+        let within_one = |got: &[R64], want: &[R64]| {
+            got.iter().zip(want).all(|(g, w)| (g.to_i64() - (w.to_i64() >> bits)).abs() <= 1)
+        };
+        let d = 1u64 << bits;
+        let z = run_bilinear(n, &x, &y, |p, a, b| p.mul_truncated(a, b, d).unwrap());
+        prop_assert!(within_one(&z, &kernels::mul(&x, &y)));
+        // (1 x len) @ (len x 1), and the same as a 1x1 convolution over len channels.
+        let len = x.len();
+        let z = run_bilinear(n, &x, &y, |p, a, b| p.bmm_truncated(a, b, 1, 1, len, 1, d).unwrap());
+        prop_assert!(within_one(&z, &kernels::matmul(&x, &y, 1, len, 1)));
+        let prm = Conv2dParams::default();
+        let z = run_bilinear(n, &x, &y, |p, a, b| p.conv2d_truncated(a, [1, len, 1, 1], b, [1, len, 1, 1], &prm, d).unwrap().0);
+        prop_assert!(within_one(&z, &kernels::matmul(&x, &y, 1, len, 1)));
+    }
+
     #[test]
     fn truncate_decimal_divisor(v in prop::collection::vec(-(1i64 << 61)..(1i64 << 61), 1..100)) {
         let x = ring(&v);
@@ -346,6 +370,51 @@ fn preprocessing_runs_ahead_and_checks_order() {
 }
 
 #[test]
+fn prefetched_material_is_used_in_order() {
+    use syft_mpc_protocol::Request;
+    let x = ring(&[3 << 8, -4 << 8, 5 << 8]);
+    let xs = shares_of(&x, 2);
+    let outs = run(2, |p| {
+        let me = &xs[p.id()];
+        // Asked for ahead, answers unread; a preprocess behind them reads them all, in order.
+        p.prefetch(&[Request::Mul { len: 3 }, Request::Trunc { len: 3, divisor: 256 }]).unwrap();
+        p.preprocess(&[Request::Mul { len: 3 }]).unwrap();
+        let sq = p.mul(me, me).unwrap();
+        let sq = p.truncate(&sq, 256).unwrap();
+        let before = p.stats().dealer_bytes_received;
+        let cube = p.mul(&sq, me).unwrap();
+        assert_eq!(p.stats().dealer_bytes_received, before, "preprocessed material is already here");
+        // A wrong operation after a prefetch is refused, and the material stays for the right one.
+        p.prefetch(&[Request::Mul { len: 3 }]).unwrap();
+        let err = p.relu(me).unwrap_err().to_string();
+        assert!(err.contains("same sequence"), "{err}");
+        let cube2 = p.mul(&sq, me).unwrap();
+        (p.open(&sq).unwrap(), p.open(&cube).unwrap(), p.open(&cube2).unwrap())
+    });
+    let (sq, cube, cube2) = &outs[0];
+    assert_eq!(cube, cube2);
+    assert!(sq.iter().zip([9i64 << 8, 16 << 8, 25 << 8]).all(|(g, w)| (g.to_i64() - w).abs() <= 1), "{sq:?}");
+    assert!(cube.iter().zip([27i64 << 16, -64 << 16, 125 << 16]).all(|(g, w)| (g.to_i64() - w).abs() <= 1 << 8));
+}
+
+#[test]
+fn truncated_product_with_bad_input_loses_nothing() {
+    let x = ring(&[7 << 4, 9 << 4]);
+    let xs = shares_of(&x, 3);
+    let outs = run(3, |p| {
+        let me = &xs[p.id()];
+        let shape = p.mul_truncated(me, &me[..1], 16).unwrap_err().to_string();
+        let zero = p.mul_truncated(me, me, 0).unwrap_err().to_string();
+        let ok = p.mul_truncated(me, me, 16).unwrap();
+        (shape, zero, ok)
+    });
+    assert!(outs[0].0.contains("mul of 2 and 1"), "{}", outs[0].0);
+    assert!(outs[0].1.contains("divisor of 0"), "{}", outs[0].1);
+    let z = reveal(&outs.into_iter().map(|o| o.2).collect::<Vec<_>>());
+    assert!(z.iter().zip([49i64 << 4, 81 << 4]).all(|(g, w)| (g.to_i64() - w).abs() <= 1), "{z:?}");
+}
+
+#[test]
 fn shape_errors_are_reported() {
     let out = run(2, |p| {
         let a = p.mul(&[R64(1)], &[R64(1), R64(2)]).unwrap_err();
@@ -432,6 +501,8 @@ fn malformed_requests_are_rejected() {
         params: Conv2dParams { groups: 2, ..Default::default() },
     };
     assert_eq!(Request::decode(&r.encode()).unwrap(), r);
+    let zero = Request::Trunc { len: 4, divisor: 0 };
+    assert!(Request::decode(&zero.encode()).unwrap_err().to_string().contains("divisor of 0"));
 }
 
 /// Chi-square statistic of the top 4 bits of `v` against the uniform distribution (15 d.o.f.).

@@ -65,6 +65,13 @@ pub fn session_secrets(token: &str, session: &str) -> Result<([u8; 32], [u8; 16]
 }
 
 /// Resolves `"host:port"` (an IP or a name) to one socket address.
+fn positive_divisor(op: &str, divisor: u64) -> Result<()> {
+    if divisor == 0 {
+        return Err(shape(format!("{op}: divisor must be positive")));
+    }
+    Ok(())
+}
+
 fn resolve(addr: &str) -> Result<SocketAddr> {
     let setup = |detail: String| Error::Transport(TransportError::Setup(detail));
     addr.to_socket_addrs()
@@ -326,40 +333,52 @@ impl Party {
         ring_out(py, out, &dims)
     }
 
-    /// Beaver product of two shared arrays of one shape (raw ring product, no truncation).
-    fn mul<'py>(&self, py: Python<'py>, x: PyReadonlyArrayDyn<'py, u64>, y: PyReadonlyArrayDyn<'py, u64>) -> Out<'py> {
+    /// Beaver product of two shared arrays of one shape: the raw ring product, or with
+    /// `divisor > 1` the product truncated by it (as `truncate`, one more round; the dealer
+    /// prepares the truncation pair while the product runs).
+    #[pyo3(signature = (x, y, divisor=1))]
+    fn mul<'py>(
+        &self,
+        py: Python<'py>,
+        x: PyReadonlyArrayDyn<'py, u64>,
+        y: PyReadonlyArrayDyn<'py, u64>,
+        divisor: u64,
+    ) -> Out<'py> {
         same_shape("mul", x.shape(), y.shape())?;
+        positive_divisor("mul", divisor)?;
         let (a, b) = (elems(&x), elems(&y));
-        let out = self.run(py, |p| Ok(p.mul(ring(&a), ring(&b))?))?;
+        let out = self.run(py, |p| Ok(p.mul_truncated(ring(&a), ring(&b), divisor)?))?;
         ring_out(py, out, x.shape())
     }
 
-    /// Shared `(m,k) @ (k,n)`, or batched `(b,m,k) @ (b,k,n)`, in one round.
+    /// Shared `(m,k) @ (k,n)`, or batched `(b,m,k) @ (b,k,n)`, in one round; truncated by
+    /// `divisor` as in `mul`.
+    #[pyo3(signature = (x, y, divisor=1))]
     fn matmul<'py>(
         &self,
         py: Python<'py>,
         x: PyReadonlyArrayDyn<'py, u64>,
         y: PyReadonlyArrayDyn<'py, u64>,
+        divisor: u64,
     ) -> Out<'py> {
         let (batch, m, k, n) = matmul_dims(x.shape(), y.shape())?;
+        positive_divisor("matmul", divisor)?;
         let (a, b) = (elems(&x), elems(&y));
+        let bt = batch.unwrap_or(1);
+        let out = self.run(py, |p| Ok(p.bmm_truncated(ring(&a), ring(&b), bt, m, k, n, divisor)?))?;
         match batch {
-            None => {
-                let out = self.run(py, |p| Ok(p.matmul(ring(&a), ring(&b), m, k, n)?))?;
-                ring_out(py, out, &[m, n])
-            }
-            Some(bt) => {
-                let out = self.run(py, |p| Ok(p.bmm(ring(&a), ring(&b), bt, m, k, n)?))?;
-                ring_out(py, out, &[bt, m, n])
-            }
+            None => ring_out(py, out, &[m, n]),
+            Some(bt) => ring_out(py, out, &[bt, m, n]),
         }
     }
 
-    /// Shared 2-d convolution (as `torch.nn.functional.conv2d`), in one round.
+    /// Shared 2-d convolution (as `torch.nn.functional.conv2d`), in one round; truncated by
+    /// `divisor` as in `mul`.
     #[pyo3(
-        signature = (x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1),
-        text_signature = "($self, x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1)"
+        signature = (x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, divisor=1),
+        text_signature = "($self, x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, divisor=1)"
     )]
+    #[allow(clippy::too_many_arguments)]
     fn conv2d<'py>(
         &self,
         py: Python<'py>,
@@ -369,20 +388,20 @@ impl Party {
         padding: (usize, usize),
         dilation: (usize, usize),
         groups: usize,
+        divisor: u64,
     ) -> Out<'py> {
         let xs = shape4("input", x.shape())?;
         let ws = shape4("weight", w.shape())?;
         let (params, _) = conv_params(xs, ws, stride, padding, dilation, groups)?;
+        positive_divisor("conv2d", divisor)?;
         let (a, b) = (elems(&x), elems(&w));
-        let (out, s) = self.run(py, |p| Ok(p.conv2d(ring(&a), xs, ring(&b), ws, &params)?))?;
+        let (out, s) = self.run(py, |p| Ok(p.conv2d_truncated(ring(&a), xs, ring(&b), ws, &params, divisor)?))?;
         ring_out(py, out, &s)
     }
 
     /// Shared `x / divisor` (signed), dealer-assisted, any number of parties; within 1 ulp.
     fn truncate<'py>(&self, py: Python<'py>, x: PyReadonlyArrayDyn<'py, u64>, divisor: u64) -> Out<'py> {
-        if divisor == 0 {
-            return Err(shape("truncate: divisor must be positive"));
-        }
+        positive_divisor("truncate", divisor)?;
         let v = elems(&x);
         let out = self.run(py, |p| Ok(p.truncate(ring(&v), divisor)?))?;
         ring_out(py, out, x.shape())
