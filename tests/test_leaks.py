@@ -337,3 +337,44 @@ def test_deletions_lost_with_a_broken_link_are_sent_again() -> None:
     w.broken = 1
     sy.local_worker.flush_gc()
     assert w not in sy.local_worker._gc_pending
+
+
+def test_a_deletion_queued_while_the_queue_is_sent_is_not_lost() -> None:
+    """A finalizer on another thread queues a deletion while this thread takes the queue to
+    send it: the id must go out with that request or stay queued, never be appended to a
+    list that was already sent. The finalizer is paused inside its queue update (between
+    looking the list up and appending to it), the widest form of the window."""
+    w = sy.VirtualWorker(hook, id="lk-gc-race")
+    keep = torch.ones(2).send(w)
+    dead = torch.zeros(2).send(w)
+    dead_id = dead.id_at_location
+    inside, resume = threading.Event(), threading.Event()
+    lw = sy.local_worker
+
+    class Pausing(dict):  # type: ignore[type-arg]
+        def setdefault(self, key: Any, default: Any = None) -> Any:
+            got = super().setdefault(key, default)
+            if threading.current_thread() is finalizer:
+                inside.set()
+                resume.wait(5)
+            return got
+
+    lw._gc_pending = Pausing(lw._gc_pending)
+    try:
+        finalizer = threading.Thread(target=lw._queue_delete, args=(w, dead_id))
+        finalizer.start()
+        assert inside.wait(5)
+        sender = threading.Thread(target=lw.flush_gc)  # takes and sends w's queue
+        sender.start()
+        sender.join(0.3)  # without the queue lock it has sent (and lost the id) by now
+        resume.set()
+        finalizer.join(5)
+        sender.join(5)
+        lw.flush_gc()
+        assert not finalizer.is_alive() and not sender.is_alive()
+        assert dead_id not in w._objects, "the deletion was lost"
+        assert keep.id_at_location in w._objects
+    finally:
+        resume.set()
+        lw._gc_pending = dict(lw._gc_pending)
+        dead.garbage_collect_data = False  # deleted above; its finalizer must not queue it again

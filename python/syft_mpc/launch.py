@@ -163,7 +163,7 @@ def release_socket_workers(workers: "Iterable[Any]") -> None:
         local_worker.flush_gc()
     finally:
         for w in workers:
-            local_worker._gc_pending.pop(w, None)
+            local_worker._take_deletes(w)
             w.close()
 
 

@@ -165,17 +165,13 @@ class SocketWorker(BaseWorker):
 
     # ------------------------------------------------------------------ transport
 
-    def _posted_deletes(self, sender: BaseWorker, deletes: list[int]) -> None:
-        with self._io:
-            self._unconfirmed.append((sender, deletes))
-
     def _fail(self, e: Exception, doing: str) -> Exception:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
         unconfirmed, self._unconfirmed = self._unconfirmed, []
         for sender, ids in unconfirmed:  # deleting twice is harmless; never deleting leaks
-            sender._gc_pending.setdefault(self, []).extend(ids)
+            sender._queue_deletes(self, ids)
         if isinstance(e, _native.AuthenticationError):
             hint = f"start it and this driver with the same token (${ENV_TOKEN}) and check the worker id"
         elif isinstance(e, _native.TlsError):
@@ -236,7 +232,7 @@ class SocketWorker(BaseWorker):
             conn = self._connection()
             return self._call(conn, _frame(REQUEST, data), "a request")
 
-    def _post(self, data: Any) -> bool:
+    def _post(self, data: Any, sender: "BaseWorker | None" = None, deletes: "list[int] | None" = None) -> bool:
         if not self.asynchronous:
             return False
         with self._io:
@@ -245,6 +241,10 @@ class SocketWorker(BaseWorker):
                 conn.send(_frame(POST, data))
             except TransportError as e:
                 raise self._fail(e, "sending a request") from None
+            if sender is not None and deletes:
+                # Recorded under the same lock as the send: a reply or a broken link seen by
+                # another thread cannot fall between the two.
+                self._unconfirmed.append((sender, deletes))
         return True
 
     def sync(self) -> int:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -143,6 +143,9 @@ class BaseWorker:
         self._known_workers = _registry if known_workers is None else known_workers
         self._known_workers[id] = self
         self._gc_pending: dict[BaseWorker, list[int]] = {}
+        # Finalizers queue deletions from whichever thread drops the last reference: the
+        # queue is only touched under this lock (re-entrant: a finalizer can run inside it).
+        self._gc_lock = threading.RLock()
         self._moved: OrderedDict[int, str] = OrderedDict()
         self._lock = threading.RLock()
 
@@ -210,15 +213,14 @@ class BaseWorker:
         returns pieces, :func:`serde.encode_parts`, so large tensors are not copied)."""
         return serde.encode(env)
 
-    def _post(self, data: bytes) -> bool:
+    def _post(self, data: bytes, sender: "BaseWorker | None" = None, deletes: "list[int] | None" = None) -> bool:
         """Transport: sends an encoded request without waiting for its reply, if this
         transport can (a socket worker reports a failure with its next reply). Returns
-        False when it cannot; the caller then uses :meth:`_deliver`."""
+        False when it cannot; the caller then uses :meth:`_deliver`. ``sender``'s
+        ``deletes`` ride on the request: a socket worker keeps them, from the moment they
+        are sent, until the worker confirms it ran that far, and queues them again on
+        ``sender`` if the link breaks first."""
         return False
-
-    def _posted_deletes(self, sender: "BaseWorker", deletes: list[int]) -> None:
-        """Transport: ``sender``'s deletions went out in a posted request (a socket worker keeps
-        them until the worker confirms it ran that far, and queues them again if the link breaks first)."""
 
     def _send(self, location: "BaseWorker", body: Any, post: bool = False) -> Any:
         """Sends request ``body`` to ``location`` (with this worker's pending deletions) and returns the reply value.
@@ -229,13 +231,11 @@ class BaseWorker:
         ``pointers.remote_call``), are posted without waiting where the transport allows
         it (then None is returned); the worker runs them in order before any later request.
         """
-        deletes = self._gc_pending.pop(location, None) or []
+        deletes = self._take_deletes(location)
         data = location._encode_request(Envelope(self.id, deletes, body))
         linked = getattr(location, "_conn", None) is not None  # a SocketWorker with a live connection
         try:
-            if (post or body is None or type(body) in _NO_REPLY) and location._post(data):
-                if deletes:
-                    location._posted_deletes(self, deletes)
+            if (post or body is None or type(body) in _NO_REPLY) and location._post(data, self, deletes):
                 return None
             raw = location._deliver(data)
         except TransportError:
@@ -243,7 +243,7 @@ class BaseWorker:
             # them again for the next request (after a reconnect; deleting twice is harmless).
             # Not when connecting failed: a worker that is gone would keep them queued forever.
             if deletes and linked:
-                self._gc_pending.setdefault(location, []).extend(deletes)
+                self._queue_deletes(location, deletes)
             raise
         reply = serde.decode(raw)
         if isinstance(reply, Ok):
@@ -258,15 +258,29 @@ class BaseWorker:
 
     def _queue_delete(self, location: "BaseWorker", obj_id: int) -> None:
         # Called from PointerTensor.__del__: only queue (no I/O from a finalizer).
-        self._gc_pending.setdefault(location, []).append(obj_id)
+        self._queue_deletes(location, (obj_id,))
+
+    def _queue_deletes(self, location: "BaseWorker", ids: "Iterable[int]") -> None:
+        with self._gc_lock:
+            self._gc_pending.setdefault(location, []).extend(ids)
+
+    def _take_deletes(self, location: "BaseWorker") -> list[int]:
+        """Removes and returns the deletions queued for ``location`` (they go out now)."""
+        with self._gc_lock:
+            return self._gc_pending.pop(location, None) or []
+
+    def _next_gc_location(self) -> "BaseWorker | None":
+        """A location with deletions queued, or None (empty entries are dropped on the way)."""
+        with self._gc_lock:
+            for location, ids in list(self._gc_pending.items()):
+                if ids:
+                    return location
+                del self._gc_pending[location]
+            return None
 
     def flush_gc(self) -> None:
         """Sends the deletions queued by dead pointers now (otherwise they ride on the next message)."""
-        while self._gc_pending:
-            location = next(iter(self._gc_pending))
-            if not self._gc_pending.get(location):
-                self._gc_pending.pop(location, None)
-                continue
+        while (location := self._next_gc_location()) is not None:
             # Workers are equal by id, so the key may be an older object for this id (a
             # restarted worker, reached through a new SocketWorker): go through the one
             # known now, as the next request to that id would, not to the old address.
@@ -276,8 +290,8 @@ class BaseWorker:
             except TransportError:
                 # Unreachable (gone, or another deployment's worker of that name): its objects
                 # die with it or after its grace period; deletions never fail the caller.
-                self._gc_pending.pop(location, None)
-                self._gc_pending.pop(target, None)
+                self._take_deletes(location)
+                self._take_deletes(target)
 
     # ------------------------------------------------------------------ server side
 
