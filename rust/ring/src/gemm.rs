@@ -357,6 +357,12 @@ mod avx2 {
         mr: usize,
         nr: usize,
     ) {
+        // The C tile is read after the k-loop; fetch its rows now so the misses overlap it.
+        for r in 0..mr {
+            let row = c.wrapping_add(r * ldc) as *const i8;
+            _mm_prefetch::<_MM_HINT_T0>(row);
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(8 * NR - 1));
+        }
         let z = _mm256_setzero_si256();
         let [mut l00, mut l01, mut c00, mut c01] = [z; 4];
         let [mut l10, mut l11, mut c10, mut c11] = [z; 4];
