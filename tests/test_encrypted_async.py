@@ -38,8 +38,8 @@ def _count_requests(w: Any) -> list[str]:
     seen: list[str] = []
     orig_post, orig_deliver = w._post, w._deliver
 
-    def post(data: Any) -> bool:
-        ok = orig_post(data)
+    def post(data: Any, *deletions: Any) -> bool:
+        ok = orig_post(data, *deletions)
         seen.append("post")
         return ok
 
