@@ -94,6 +94,20 @@ def test_float_without_fix_prec_is_refused_and_encrypt_encodes(env: _Env) -> Non
     assert torch.equal(e.decrypt(), torch.tensor([1.5, -2.0]))
 
 
+def test_operators_keep_the_reason_of_a_type_error(env: _Env) -> None:
+    """torch's tensor operators turn a TypeError into "unsupported operand type(s)"; on a
+    shared tensor the operator form says why, as the function form does."""
+    a = env.int(torch.tensor([4, 6]))
+    for op in (lambda: a / 2, lambda: torch.div(a, 2)):
+        with pytest.raises(TypeError, match="fix_prec"):
+            op()
+    f = env.fp(torch.tensor([1.5, -2.0]))
+    assert torch.allclose((2 - f * f / 2 + f @ f).get().float_prec(), torch.tensor([7.125, 6.25]), atol=1e-3)
+    m = env.fp(torch.tensor([[1.0, 2.0], [0.5, -1.0]]))
+    assert torch.allclose((m @ f).get().float_prec(), torch.tensor([-2.5, 2.75]), atol=1e-3)  # aten.mv
+    assert torch.allclose((f ** 2 + 1 * f).get().float_prec(), torch.tensor([3.75, 2.0]), atol=1e-3)
+
+
 def test_group_errors(env: _Env) -> None:
     w = env.workers
     with pytest.raises(ValueError, match="distinct"):

@@ -836,7 +836,7 @@ def _neg(a: Any) -> Any:
     return neg(a)
 
 
-@implements(aten.mm.default, aten.bmm.default, aten.matmul.default)
+@implements(aten.mm.default, aten.bmm.default, aten.matmul.default, aten.mv.default, aten.dot.default)
 def _mm(a: Any, b: Any) -> Any:
     return matmul(a, b)
 
@@ -1349,6 +1349,32 @@ def _torch_dispatch(cls: Any, func: Any, types: Any, args: Any = (), kwargs: Any
 
 
 SharedTensor.__torch_dispatch__ = classmethod(_torch_dispatch)  # type: ignore[assignment]
+
+
+def _operator(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    def op(self: Any, other: Any) -> Any:
+        return fn(self, other)
+
+    return op
+
+
+# torch.Tensor's arithmetic operators turn any TypeError raised below them into
+# NotImplemented, so `x / 2` on an integer shared tensor said "unsupported operand type(s)"
+# instead of why (it must be fix_prec()'d first). The operators of shared tensors call the
+# torch functions directly, which let the error through.
+for _name, _fn in {
+    "__add__": torch.add,
+    "__radd__": torch.add,
+    "__sub__": torch.sub,
+    "__rsub__": torch.rsub,
+    "__mul__": torch.mul,
+    "__rmul__": torch.mul,
+    "__truediv__": torch.div,
+    "__matmul__": torch.matmul,
+    "__rmatmul__": lambda self, other: torch.matmul(other, self),
+    "__pow__": torch.pow,
+}.items():
+    setattr(SharedTensor, _name, _operator(_fn))
 
 
 from syft_mpc import approx as _approx  # noqa: E402,F401  (registers exp, log, softmax, ... aten ops)
