@@ -67,8 +67,10 @@ impl Party {
     /// Both requests go to the dealer together, so it prepares the truncation pair while
     /// the parties run the product instead of after. Rounds: 2.
     fn beaver_truncated(&mut self, req: Request, x: &[R64], y: &[R64], divisor: u64) -> Result<Vec<R64>> {
-        if divisor == 1 {
-            return self.beaver(req, x, y);
+        match divisor {
+            0 => return Err(ProtocolError::Shape("truncation by a divisor of 0".into())),
+            1 => return self.beaver(req, x, y),
+            _ => {}
         }
         let trunc = Request::Trunc { len: bilinear_sizes(&req).2, divisor };
         trunc.validate()?;
