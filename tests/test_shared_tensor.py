@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import syft_mpc as sy
 from syft_mpc import mpc_session
+from syft_mpc.errors import UnsupportedOperationError
 from syft_mpc.shared import SharedTensor
 
 hook = sy.TorchHook(torch)
@@ -100,6 +101,9 @@ def test_operators_keep_the_reason_of_a_type_error(env: _Env) -> None:
     a = env.int(torch.tensor([4, 6]))
     for op in (lambda: a / 2, lambda: torch.div(a, 2)):
         with pytest.raises(TypeError, match="fix_prec"):
+            op()
+    for op in (lambda: a // 2, lambda: a % 2):
+        with pytest.raises(UnsupportedOperationError, match="not supported on shared tensors"):
             op()
     f = env.fp(torch.tensor([1.5, -2.0]))
     assert torch.allclose((2 - f * f / 2 + f @ f).get().float_prec(), torch.tensor([7.125, 6.25]), atol=1e-3)

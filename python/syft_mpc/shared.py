@@ -1360,8 +1360,9 @@ def _operator(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
 
 # torch.Tensor's arithmetic operators turn any TypeError raised below them into
 # NotImplemented, so `x / 2` on an integer shared tensor said "unsupported operand type(s)"
-# instead of why (it must be fix_prec()'d first). The operators of shared tensors call the
-# torch functions directly, which let the error through.
+# instead of why (it must be fix_prec()'d first), and `x // 2` hid that floor division is
+# not supported. The operators of shared tensors call the torch functions directly, which
+# let the error through.
 for _name, _fn in {
     "__add__": torch.add,
     "__radd__": torch.add,
@@ -1370,6 +1371,8 @@ for _name, _fn in {
     "__mul__": torch.mul,
     "__rmul__": torch.mul,
     "__truediv__": torch.div,
+    "__floordiv__": torch.floor_divide,
+    "__mod__": torch.remainder,
     "__matmul__": torch.matmul,
     "__rmatmul__": lambda self, other: torch.matmul(other, self),
     "__pow__": torch.pow,
