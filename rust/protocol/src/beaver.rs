@@ -10,6 +10,7 @@
 
 use crate::correlated::{bilinear_acc, bilinear_sizes, Request, Share};
 use crate::party::Explicit;
+use crate::trunc::needs_truncation;
 use crate::{Conv2dParams, Party, ProtocolError, Result};
 use syft_mpc_ring::{as_ring, as_ring_mut, kernels, R64};
 
@@ -67,10 +68,8 @@ impl Party {
     /// Both requests go to the dealer together, so it prepares the truncation pair while
     /// the parties run the product instead of after. Rounds: 2.
     fn beaver_truncated(&mut self, req: Request, x: &[R64], y: &[R64], divisor: u64) -> Result<Vec<R64>> {
-        match divisor {
-            0 => return Err(ProtocolError::Shape("truncation by a divisor of 0".into())),
-            1 => return self.beaver(req, x, y),
-            _ => {}
+        if !needs_truncation(divisor)? {
+            return self.beaver(req, x, y);
         }
         let trunc = Request::Trunc { len: bilinear_sizes(&req).2, divisor };
         trunc.validate()?;

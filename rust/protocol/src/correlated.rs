@@ -62,9 +62,6 @@ impl Request {
     /// Checks sizes and geometry; the dealer calls this before allocating anything.
     pub fn validate(&self) -> Result<()> {
         match self {
-            Request::Trunc { divisor: 0, .. } => {
-                return Err(ProtocolError::Dealer("a truncation by a divisor of 0".into()));
-            }
             Request::Mul { len } | Request::Trunc { len, .. } => {
                 checked_product(&[*len])?;
             }

@@ -44,6 +44,15 @@ pub(crate) fn quotient_share(c_msb: u64, c_div: u64, q: R64, m: R64, wrap_unit: 
     }
 }
 
+/// Whether dividing by `divisor` takes the protocol: 1 is the identity, 0 an error.
+pub(crate) fn needs_truncation(divisor: u64) -> Result<bool> {
+    match divisor {
+        0 => Err(ProtocolError::Shape("truncation by a divisor of 0: the divisor must be positive".into())),
+        1 => Ok(false),
+        _ => Ok(true),
+    }
+}
+
 impl Party {
     /// Dealer-assisted truncation for any number of parties: shares of `⌊x / d⌋`, off by
     /// at most one unit, for every `x ∈ [−2^62 + d, 2^62)`.
@@ -66,10 +75,8 @@ impl Party {
 
     /// [`Party::truncate`] masking `x`'s buffer in place.
     pub(crate) fn truncate_owned(&mut self, mut masked: Vec<R64>, divisor: u64) -> Result<Vec<R64>> {
-        match divisor {
-            0 => return Err(ProtocolError::Shape("truncation by a divisor of 0".into())),
-            1 => return Ok(masked),
-            _ => {}
+        if !needs_truncation(divisor)? {
+            return Ok(masked);
         }
         let req = Request::Trunc { len: masked.len(), divisor };
         req.validate()?;

@@ -65,13 +65,6 @@ pub fn session_secrets(token: &str, session: &str) -> Result<([u8; 32], [u8; 16]
 }
 
 /// Resolves `"host:port"` (an IP or a name) to one socket address.
-fn positive_divisor(op: &str, divisor: u64) -> Result<()> {
-    if divisor == 0 {
-        return Err(shape(format!("{op}: divisor must be positive")));
-    }
-    Ok(())
-}
-
 fn resolve(addr: &str) -> Result<SocketAddr> {
     let setup = |detail: String| Error::Transport(TransportError::Setup(detail));
     addr.to_socket_addrs()
@@ -345,7 +338,6 @@ impl Party {
         divisor: u64,
     ) -> Out<'py> {
         same_shape("mul", x.shape(), y.shape())?;
-        positive_divisor("mul", divisor)?;
         let (a, b) = (elems(&x), elems(&y));
         let out = self.run(py, |p| Ok(p.mul_truncated(ring(&a), ring(&b), divisor)?))?;
         ring_out(py, out, x.shape())
@@ -362,7 +354,6 @@ impl Party {
         divisor: u64,
     ) -> Out<'py> {
         let (batch, m, k, n) = matmul_dims(x.shape(), y.shape())?;
-        positive_divisor("matmul", divisor)?;
         let (a, b) = (elems(&x), elems(&y));
         let bt = batch.unwrap_or(1);
         let out = self.run(py, |p| Ok(p.bmm_truncated(ring(&a), ring(&b), bt, m, k, n, divisor)?))?;
@@ -393,7 +384,6 @@ impl Party {
         let xs = shape4("input", x.shape())?;
         let ws = shape4("weight", w.shape())?;
         let (params, _) = conv_params(xs, ws, stride, padding, dilation, groups)?;
-        positive_divisor("conv2d", divisor)?;
         let (a, b) = (elems(&x), elems(&w));
         let (out, s) = self.run(py, |p| Ok(p.conv2d_truncated(ring(&a), xs, ring(&b), ws, &params, divisor)?))?;
         ring_out(py, out, &s)
@@ -401,7 +391,6 @@ impl Party {
 
     /// Shared `x / divisor` (signed), dealer-assisted, any number of parties; within 1 ulp.
     fn truncate<'py>(&self, py: Python<'py>, x: PyReadonlyArrayDyn<'py, u64>, divisor: u64) -> Out<'py> {
-        positive_divisor("truncate", divisor)?;
         let v = elems(&x);
         let out = self.run(py, |p| Ok(p.truncate(ring(&v), divisor)?))?;
         ring_out(py, out, x.shape())
