@@ -4,7 +4,7 @@ Two share holders and a crypto provider, each op timed **including the reveal of
 result** (``.get()``), as issue 5 asks. ``extra_info`` records the size and elements/s.
 
 * ``virtual``: VirtualWorkers in this process (the parties still talk over loopback TCP).
-* ``socket``: three ``syft-mpc worker`` processes started by ``syft_mpc.launch.LocalWorkers``
+* ``socket``: three ``syft-mpc worker`` processes started by ``syft_mpc.net.launch.LocalWorkers``
   (only when benchmarks are enabled: starting them takes seconds).
 
 With ``--benchmark-disable`` (the default in pyproject) every case runs once at a small size,
@@ -43,7 +43,7 @@ def parties(request: pytest.FixtureRequest) -> Iterator[tuple[Any, Any, Any]]:
         return
     if _disabled(request.config):
         pytest.skip("socket workers only in enabled benchmark runs (starting 3 processes takes seconds)")
-    from syft_mpc.launch import LocalWorkers
+    from syft_mpc.net.launch import LocalWorkers
 
     with LocalWorkers(["bob", "alice", "james"], grace_s=1.0, quiet=True) as c, c.socket_workers(hook) as ws:
         yield ws

@@ -60,7 +60,7 @@ def _fds(pid: int) -> int:
 
 @pytest.fixture(scope="module")
 def worker() -> Iterator[Any]:
-    from syft_mpc.launch import LocalWorkers
+    from syft_mpc.net.launch import LocalWorkers
 
     with LocalWorkers([WORKER], grace_s=GRACE_S, quiet=True) as c:
         yield c

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import syft_mpc as sy
-from syft_mpc.launch import LocalWorkers
+from syft_mpc.net.launch import LocalWorkers
 
 hook = sy.TorchHook(torch)
 

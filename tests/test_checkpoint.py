@@ -13,7 +13,8 @@ from conftest import mpc_workers
 from torch import nn, optim
 
 import syft_mpc as sy
-from syft_mpc import checkpoint, encrypted_api
+from syft_mpc import checkpoint
+from syft_mpc.encrypted import api as encrypted_api
 
 hook = sy.TorchHook(torch)
 EPS = encrypted_api.ADAPTIVE_MIN_EPS_UNITS / 2**16  # the smallest eps shared parameters use

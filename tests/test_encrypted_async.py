@@ -18,8 +18,8 @@ import torch.nn.functional as F
 import syft_mpc as sy
 from syft_mpc import mpc_session
 from syft_mpc.errors import ObjectNotFoundError
-from syft_mpc.launch import LocalWorkers
-from syft_mpc.messages import Fetch
+from syft_mpc.net.launch import LocalWorkers
+from syft_mpc.remote.messages import Fetch
 from syft_mpc.mpc_session import close_all_sessions, group_of, infer_shapes
 
 hook = sy.TorchHook(torch)

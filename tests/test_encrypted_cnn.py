@@ -13,7 +13,8 @@ import torch.optim as optim
 from conftest import mpc_workers
 
 import syft_mpc as sy
-from syft_mpc import shared
+from syft_mpc.encrypted import tensor as shared
+from syft_mpc.encrypted import validation as validation_mode
 
 hook = sy.TorchHook(torch)
 
@@ -100,8 +101,8 @@ def test_validation_mode_checks_every_op_and_names_the_culprit(monkeypatch: pyte
     model = CNN().fix_precision().share(*ps, crypto_provider=james, requires_grad=True)
     x = torch.randn(2, 2, 6, 6).fix_prec().share(*ps, crypto_provider=james)
     calls = []
-    real = sy.validation_mode.checked
-    monkeypatch.setattr(sy.validation_mode, "checked", lambda f, *a: (calls.append(f), real(f, *a))[1])
+    real = validation_mode.checked
+    monkeypatch.setattr(validation_mode, "checked", lambda f, *a: (calls.append(f), real(f, *a))[1])
     with sy.validation():
         assert sy.validation_enabled()
         F.softmax(model(x), 1).sum().backward()  # forward and backward pass all checks

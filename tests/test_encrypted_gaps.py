@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 from conftest import mpc_workers
 
 import syft_mpc as sy
-from syft_mpc import approx, encrypted_api
+from syft_mpc.encrypted import api as encrypted_api
+from syft_mpc.encrypted import approx
 from syft_mpc.errors import UnsupportedOperationError
-from syft_mpc.shared import lift_at
+from syft_mpc.encrypted.tensor import lift_at
 
 hook = sy.TorchHook(torch)
 _GROUPS: dict[int, tuple[list[Any], Any]] = {}

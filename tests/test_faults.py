@@ -38,10 +38,12 @@ import torch.nn.functional as F
 import torch.optim as optim
 
 import syft_mpc as sy
-from syft_mpc import _native, checkpoint, serde
+from syft_mpc import _native, checkpoint
+from syft_mpc.remote import serde
 from syft_mpc.errors import RemoteError, SerializationError
-from syft_mpc.launch import ENV_TOKEN, ENV_WORKERS, LocalWorkers
-from syft_mpc.messages import Envelope, Fetch
+from syft_mpc.net.env import ENV_TOKEN, ENV_WORKERS
+from syft_mpc.net.launch import LocalWorkers
+from syft_mpc.remote.messages import Envelope, Fetch
 from syft_mpc.mpc_session import close_all_sessions, group_of
 
 from _proxy import Proxy

@@ -17,11 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import syft_mpc as sy
-from syft_mpc import serde
+from syft_mpc.remote import serde
 from syft_mpc.federated import CentralDP, FedAvg, LocalDP, SecureAggregation, plain_sum, secure_sum
-from syft_mpc.federated.local import LocalTrain, UnsupportedModelError, batch_schedule, model_spec
-from syft_mpc.launch import LocalWorkers
-from syft_mpc.messages import Envelope, Ok
+from syft_mpc.federated.local import UnsupportedModelError, batch_schedule, model_spec
+from syft_mpc.remote.messages import LocalTrain
+from syft_mpc.net.launch import LocalWorkers
+from syft_mpc.remote.messages import Envelope, Ok
 from syft_mpc.mpc_session import close_all_sessions
 
 hook = sy.TorchHook(torch)
@@ -644,3 +645,10 @@ def test_local_train_message_round_trips() -> None:
     assert back.body.spec == msg.spec and torch.equal(back.body.params[0], msg.params[0])
     with pytest.raises(sy.errors.SerializationError):
         serde.decode(serde.encode(Envelope("me", [], LocalTrain([], [], 1, 2, 3, 0, 4, 0.1, 0.0, "mse", 9, True, 0.0, True, 0.0, 0.0, 0.0, 1))))
+
+
+def test_the_wire_and_the_trainer_know_the_same_losses() -> None:
+    from syft_mpc.federated.local import LOSSES
+    from syft_mpc.remote.messages import LOSS_NAMES
+
+    assert sorted(LOSSES) == sorted(LOSS_NAMES)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import syft_mpc as sy
-from syft_mpc.fixed_precision import FixedPrecisionTensor
+from syft_mpc.encrypted.fixed_precision import FixedPrecisionTensor
 
 hook = sy.TorchHook(torch)
 

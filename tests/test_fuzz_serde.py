@@ -29,10 +29,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import syft_mpc as sy
-from syft_mpc import messages, serde
+from syft_mpc.remote import messages, serde
 from syft_mpc.errors import SerializationError
-from syft_mpc.messages import Command, Envelope, Err, Fetch, GetAttr, Move, Ok, RemoteGet, SetAttr, Store
-from syft_mpc.serde import ObjRef, PointerDesc
+from syft_mpc.remote.messages import Command, Envelope, Err, Fetch, GetAttr, Move, Ok, RemoteGet, SetAttr, Store
+from syft_mpc.remote.serde import ObjRef, PointerDesc
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 fuzz = settings(

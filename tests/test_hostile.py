@@ -35,10 +35,11 @@ import pytest
 import torch
 
 import syft_mpc as sy
-from syft_mpc import _native, messages, serde
-from syft_mpc.launch import LocalWorkers
-from syft_mpc.messages import Command, Envelope, Err, Fetch, GetAttr, Move, Ok, SetAttr, Store
-from syft_mpc.serde import ObjRef
+from syft_mpc import _native
+from syft_mpc.remote import messages, serde
+from syft_mpc.net.launch import LocalWorkers
+from syft_mpc.remote.messages import Command, Envelope, Err, Fetch, GetAttr, Move, Ok, SetAttr, Store
+from syft_mpc.remote.serde import ObjRef
 
 hook = sy.TorchHook(torch)
 

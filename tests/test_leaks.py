@@ -15,11 +15,11 @@ import torch
 import syft_mpc as sy
 from syft_mpc import mpc_session
 from syft_mpc.errors import ObjectNotFoundError
-from syft_mpc.launch import LocalWorkers
-from syft_mpc.messages import MpcRun
+from syft_mpc.net.launch import LocalWorkers
+from syft_mpc.remote.messages import MpcRun
 from syft_mpc.mpc_session import close_all_sessions, group_of
-from syft_mpc.serde import ObjRef
-from syft_mpc.server import WorkerServer
+from syft_mpc.remote.serde import ObjRef
+from syft_mpc.net.server import WorkerServer
 
 hook = sy.TorchHook(torch)
 
@@ -273,7 +273,7 @@ def test_disconnected_client_objects_and_sessions_freed_after_grace(servers: dic
         gc.collect()
         for w in ws.values():
             sy.local_worker._gc_pending.pop(w, None)
-        group = mpc_session._GROUPS.pop(("lk-s-bob", "lk-s-alice", "|", "lk-s-carol"), None)
+        group = mpc_session.driver._GROUPS.pop(("lk-s-bob", "lk-s-alice", "|", "lk-s-carol"), None)
         if group is not None:
             group.session = None
             group._stale.clear()

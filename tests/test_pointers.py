@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import syft_mpc as sy
-from syft_mpc import messages, serde
+from syft_mpc.remote import messages, serde
 from syft_mpc.errors import (
     LocationError,
     ObjectNotFoundError,
@@ -18,7 +18,7 @@ from syft_mpc.errors import (
     RemoteRuntimeError,
     UnsupportedOperationError,
 )
-from syft_mpc.serde import ObjRef
+from syft_mpc.remote.serde import ObjRef
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""torchrun / TCPStore rendezvous (syft_mpc.rendezvous): parties as real processes on 127.0.0.1."""
+"""torchrun / TCPStore rendezvous (syft_mpc.net.rendezvous): parties as real processes on 127.0.0.1."""
 
 from __future__ import annotations
 

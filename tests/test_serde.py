@@ -12,9 +12,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syft_mpc import messages, serde
+from syft_mpc.remote import messages, serde
 from syft_mpc.errors import SerializationError
-from syft_mpc.serde import ObjRef, PointerDesc
+from syft_mpc.remote.serde import ObjRef, PointerDesc
 
 DTYPES = [
     torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8, torch.int8, torch.int16,

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import syft_mpc as sy
-from syft_mpc import mpc_session, serde
-from syft_mpc.launch import LocalWorkers
+from syft_mpc import mpc_session
+from syft_mpc.remote import serde
+from syft_mpc.net.launch import LocalWorkers
 from syft_mpc.mpc_session import close_all_sessions
 
 hook = sy.TorchHook(torch)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import syft_mpc as sy
 from syft_mpc import mpc_session
 from syft_mpc.errors import UnsupportedOperationError
-from syft_mpc.shared import SharedTensor
+from syft_mpc.encrypted.tensor import SharedTensor
 
 hook = sy.TorchHook(torch)
 TOL = 1e-3  # a few units of 2^-16 after a product and its truncation
@@ -256,7 +256,7 @@ def _reduction_case(data: st.DataObject) -> tuple[list[int], int, torch.Generato
 @given(st.data())
 def test_max_values_match_torch(env: _Env, data: st.DataObject) -> None:
     """The index-free max (b + relu(a − b) per tournament level) equals torch's max, odd sizes included."""
-    from syft_mpc.shared import max_values
+    from syft_mpc.encrypted.tensor import max_values
 
     shape, dim, g, keep = _reduction_case(data)
     x = torch.round(torch.randn(*shape, generator=g) * 1000) / 64  # exact at 16 bits
@@ -282,7 +282,7 @@ def test_max_and_argmax_match_torch(env: _Env, data: st.DataObject) -> None:
 @pytest.mark.parametrize("k", range(1, 10))
 def test_poly_matches_plaintext(env: _Env, k: int) -> None:
     """Σ c_i·h^i with one giant step (``approx._poly``) equals the plaintext polynomial, every degree."""
-    from syft_mpc.approx import _poly
+    from syft_mpc.encrypted.approx import _poly
 
     g = torch.Generator().manual_seed(k)
     h = torch.rand(50, generator=g) * 2 - 1

@@ -1,6 +1,6 @@
 """Workers in their own processes: SocketWorker against real `syft-mpc worker` processes on free ports.
 
-Every worker process is started by `syft_mpc.launch.LocalWorkers` inside a fixture or a
+Every worker process is started by `syft_mpc.net.launch.LocalWorkers` inside a fixture or a
 `with` block, so it is stopped (SIGTERM, then SIGKILL) also when a test fails.
 """
 
@@ -21,10 +21,11 @@ import pytest
 import torch
 
 import syft_mpc as sy
-from syft_mpc import _native, serde
-from syft_mpc.launch import LocalWorkers
+from syft_mpc import _native
+from syft_mpc.remote import serde
+from syft_mpc.net.launch import LocalWorkers
 from syft_mpc.errors import ObjectNotFoundError, RemoteError
-from syft_mpc.messages import Envelope, Err, Fetch, Store, new_id
+from syft_mpc.remote.messages import Envelope, Err, Fetch, Store, new_id
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 hook = sy.TorchHook(torch)

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import syft_mpc as sy
-from syft_mpc.launch import LocalWorkers
-from syft_mpc.messages import MpcPort
+from syft_mpc.net.launch import LocalWorkers
+from syft_mpc.remote.messages import MpcPort
 from syft_mpc.mpc_session import close_all_sessions
 
 hook = sy.TorchHook(torch)
@@ -49,7 +49,7 @@ def test_session_parties_listen_on_their_workers_hosts(spread: dict[str, sy.Sock
 
 
 def test_a_host_that_is_not_the_workers_is_a_clear_error(spread: dict[str, sy.SocketWorker]) -> None:
-    from syft_mpc.workers import local_worker
+    from syft_mpc.remote.workers import local_worker
 
     with pytest.raises(Exception, match=r"cannot listen on 192\.0\.2\.1 for an MPC session.*--host"):
         local_worker._send(spread["sp_bob"], MpcPort("192.0.2.1"))  # TEST-NET-1: never this machine's

@@ -24,7 +24,8 @@ import torch
 
 import syft_mpc as sy
 from syft_mpc import _native
-from syft_mpc.launch import ENV_TLS_CA, LocalWorkers, release_socket_workers
+from syft_mpc.net.env import ENV_TLS_CA
+from syft_mpc.net.launch import LocalWorkers, release_socket_workers
 from syft_mpc.mpc_session import close_all_sessions
 
 from conftest import free_port

@@ -1,6 +1,6 @@
 """One rank of a torchrun MPC job (used by tests/test_rendezvous.py): secure mul vs plaintext.
 
-Ranks 0..WORLD_SIZE-2 are parties, the last rank the dealer (syft_mpc.rendezvous). Each party
+Ranks 0..WORLD_SIZE-2 are parties, the last rank the dealer (syft_mpc.net.rendezvous). Each party
 prints one line ``result <rank> <json list>``; the dealer prints ``dealer served <n>``.
 """
 

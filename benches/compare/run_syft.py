@@ -18,7 +18,7 @@ Each prints one ``RESULT {json}`` line: workload -> {"times_ms": [...], "ms": me
   what CrypTen does with 2 parties). The reported time of a rep is the larger of the two
   parties' times; bytes and rounds are each party's ``Party.stats()`` delta over one rep
   (the larger party).
-* ``tensor``: ``syft_mpc.launch.LocalWorkers`` starts bob, alice (share holders) and carol
+* ``tensor``: ``syft_mpc.net.launch.LocalWorkers`` starts bob, alice (share holders) and carol
   (crypto provider) as worker processes; this process is the driver and reaches them as
   ``SocketWorker``s. ``x.fix_prec().share(bob, alice, crypto_provider=carol)`` happens
   before the clock; each rep is the op plus ``.get().float_precision()`` of its result
@@ -166,7 +166,7 @@ def run_tensor(timeout_s: float, only: set[str]) -> dict[str, Any]:
     import torch.nn.functional as F
 
     import syft_mpc as sy
-    from syft_mpc.launch import LocalWorkers
+    from syft_mpc.net.launch import LocalWorkers
 
     want = [n for n, w in WORKLOADS.items() if w["layer"] == "tensor" and (not only or n in only)]
     g = torch.Generator().manual_seed(0)

@@ -59,52 +59,59 @@ from syft_mpc.errors import (
     TransportError,
 )
 
-# name -> module that defines it; imported lazily (these modules import torch).
-_LAZY = {
+# name -> module that defines it; imported lazily (these modules import torch). The PySyft
+# layer is assembled by its composition root, syft_mpc.hook, which is imported first.
+_LAZY_NAMES = {
     "TorchHook": "syft_mpc.hook",
-    "BaseWorker": "syft_mpc.workers",
-    "VirtualWorker": "syft_mpc.workers",
-    "local_worker": "syft_mpc.workers",
-    "PointerTensor": "syft_mpc.pointers",
-    "RemoteParameter": "syft_mpc.pointers",
-    "serde": "syft_mpc.serde",
-    "cuda_ring": "syft_mpc.cuda_ring",
-    "messages": "syft_mpc.messages",
-    "allowlist": "syft_mpc.allowlist",
-    "hook": "syft_mpc.hook",
-    "workers": "syft_mpc.workers",
-    "pointers": "syft_mpc.pointers",
-    "SharedTensor": "syft_mpc.shared",
-    "FixedPrecisionTensor": "syft_mpc.fixed_precision",
-    "shared": "syft_mpc.shared",
-    "fixed_precision": "syft_mpc.fixed_precision",
-    "mpc_session": "syft_mpc.mpc_session",
-    "approx": "syft_mpc.approx",
-    "SocketWorker": "syft_mpc.socket_worker",
-    "socket_worker": "syft_mpc.socket_worker",
-    "workers_from_env": "syft_mpc.socket_worker",
-    "validation": "syft_mpc.validation_mode",
-    "set_validation": "syft_mpc.validation_mode",
-    "validation_enabled": "syft_mpc.validation_mode",
-    "ValidationError": "syft_mpc.validation_mode",
-    "dp": "syft_mpc.dp",
-    "checkpoint": "syft_mpc.checkpoint",
-    "federated": "syft_mpc.federated",
+    "BaseWorker": "syft_mpc.remote.workers",
+    "VirtualWorker": "syft_mpc.remote.workers",
+    "local_worker": "syft_mpc.remote.workers",
+    "PointerTensor": "syft_mpc.remote.pointers",
+    "RemoteParameter": "syft_mpc.remote.pointers",
+    "SharedTensor": "syft_mpc.encrypted.tensor",
+    "FixedPrecisionTensor": "syft_mpc.encrypted.fixed_precision",
+    "validation": "syft_mpc.encrypted.validation",
+    "set_validation": "syft_mpc.encrypted.validation",
+    "validation_enabled": "syft_mpc.encrypted.validation",
+    "ValidationError": "syft_mpc.encrypted.validation",
+    "SocketWorker": "syft_mpc.net.socket_worker",
+    "workers_from_env": "syft_mpc.net.socket_worker",
     "BaseDataset": "syft_mpc.federated.dataset",
     "FederatedDataset": "syft_mpc.federated.dataset",
     "FederatedDataLoader": "syft_mpc.federated.loader",
     "federate": "syft_mpc.federated.dataset",
 }
+# module attributes of syft_mpc (sy.serde, sy.checkpoint, ...) -> the module
+_LAZY_MODULES = {
+    "hook": "syft_mpc.hook",
+    "remote": "syft_mpc.remote",
+    "serde": "syft_mpc.remote.serde",
+    "messages": "syft_mpc.remote.messages",
+    "allowlist": "syft_mpc.remote.allowlist",
+    "workers": "syft_mpc.remote.workers",
+    "pointers": "syft_mpc.remote.pointers",
+    "encrypted": "syft_mpc.encrypted",
+    "approx": "syft_mpc.encrypted.approx",
+    "fixed_point": "syft_mpc.fixed_point",
+    "mpc_session": "syft_mpc.mpc_session",
+    "checkpoint": "syft_mpc.checkpoint",
+    "cuda_ring": "syft_mpc.cuda_ring",
+    "net": "syft_mpc.net",
+    "socket_worker": "syft_mpc.net.socket_worker",
+    "dp": "syft_mpc.dp",
+    "federated": "syft_mpc.federated",
+}
 
 
 def __getattr__(name: str) -> Any:
-    mod_name = _LAZY.get(name)
+    mod_name = _LAZY_NAMES.get(name) or _LAZY_MODULES.get(name)
     if mod_name is None:
         raise AttributeError(f"module 'syft_mpc' has no attribute {name!r}")
     import importlib
 
+    importlib.import_module("syft_mpc.hook")  # the composition root: handlers registered before any worker runs
     mod = importlib.import_module(mod_name)
-    value = mod if mod_name == f"syft_mpc.{name}" else getattr(mod, name)
+    value = mod if name in _LAZY_MODULES else getattr(mod, name)
     globals()[name] = value
     return value
 

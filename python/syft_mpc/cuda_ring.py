@@ -29,7 +29,7 @@ mantissa bits (such as cuBLAS's opt-in fixed-point FP64 emulation math mode) cou
 break it, which is why the tests run on every available device.
 
 Shares are ``torch.int64`` tensors holding the two's complement view of u64 ring
-elements (as in :mod:`syft_mpc.shared`); int64 addition, multiplication and left
+elements (as in :mod:`syft_mpc.encrypted.tensor`); int64 addition, multiplication and left
 shifts wrap, which is arithmetic mod 2^64.
 """
 
@@ -40,7 +40,7 @@ from typing import Optional, Union
 import torch
 
 from syft_mpc import _native
-from syft_mpc.mpc_session import _t, _u64  # the int64 <-> u64 share boundary
+from syft_mpc.fixed_point import from_ring, to_ring  # the int64 <-> u64 share boundary
 
 __all__ = ["beaver_matmul_local", "limb_plan", "max_exact_inner", "ring_matmul"]
 
@@ -129,7 +129,7 @@ def ring_matmul(a: torch.Tensor, b: torch.Tensor, device: Optional[Device] = Non
         elif torch.cuda.is_available():
             device = torch.device("cuda")
         elif (a.dim() == b.dim() == 2) or (a.dim() == b.dim() == 3 and a.shape[0] == b.shape[0]):
-            return _t(_native.ring_matmul(_u64(a), _u64(b)))
+            return from_ring(_native.ring_matmul(to_ring(a), to_ring(b)))
         else:
             device = home
     dev = torch.device(device)

@@ -55,7 +55,7 @@ class LocationError(MpcError, ValueError):
 
 
 class UnsupportedOperationError(MpcError, TypeError):
-    """The operation is not in :mod:`syft_mpc.allowlist`, so no worker will run it."""
+    """The operation is not in :mod:`syft_mpc.remote.allowlist`, so no worker will run it."""
 
 
 class RemoteError(MpcError):

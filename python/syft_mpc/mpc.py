@@ -34,7 +34,7 @@ from syft_mpc.errors import TransportError
 
 T = TypeVar("T")
 
-from syft_mpc.rendezvous import from_torchrun  # noqa: E402  (no torch import until called)
+from syft_mpc.net.rendezvous import from_torchrun  # noqa: E402  (no torch import until called)
 
 __all__ = ["run", "run_session", "from_torchrun"]
 

@@ -12,7 +12,7 @@ and only the functions that need it (DP-SGD, accountants) import it, or raise an
 ImportError that says how to install it. See ``docs/DIFFERENTIAL_PRIVACY.md``.
 """
 
-from syft_mpc.dp._common import make_accountant
+from syft_mpc.dp.common import make_accountant
 from syft_mpc.dp.clipping import clip_update
 from syft_mpc.dp.fedavg import FedAvgPrivacy
 from syft_mpc.dp.mechanisms import (

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from syft_mpc.dp._common import check_positive
+from syft_mpc.dp.common import check_positive
 
 
 def _global_norm(tensors: Sequence[torch.Tensor]) -> float:

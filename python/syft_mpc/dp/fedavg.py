@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import torch
 
-from syft_mpc.dp._common import (
+from syft_mpc.dp.common import (
     check_accountant_name,
     check_delta,
     check_epsilon,

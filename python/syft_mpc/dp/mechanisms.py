@@ -14,7 +14,7 @@ from typing import Literal, Optional, TypeVar, Union
 
 import torch
 
-from syft_mpc.dp._common import check_delta, check_epsilon, check_positive
+from syft_mpc.dp.common import check_delta, check_epsilon, check_positive
 
 Value = TypeVar("Value", float, torch.Tensor)
 Calibration = Literal["analytic", "classic"]

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from syft_mpc.dp._common import check_delta, check_epsilon, check_positive, check_positive_int
+from syft_mpc.dp.common import check_delta, check_epsilon, check_positive, check_positive_int
 
 
 def compute_q_noisy_max(counts: npt.ArrayLike, noise_eps: float) -> float:

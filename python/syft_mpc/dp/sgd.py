@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from syft_mpc.dp._common import (
+from syft_mpc.dp.common import (
     check_delta,
     check_positive,
     check_positive_int,

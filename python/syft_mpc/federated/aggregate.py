@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
-from syft_mpc.fixed_precision import DEFAULT_BASE, DEFAULT_PRECISION
-from syft_mpc.pointers import PointerTensor
+from syft_mpc.fixed_point import DEFAULT_BASE, DEFAULT_PRECISION
+from syft_mpc.remote.pointers import PointerTensor
 
 if TYPE_CHECKING:
-    from syft_mpc.workers import BaseWorker
+    from syft_mpc.remote.workers import BaseWorker
 
 __all__ = ["plain_sum", "secure_sum"]
 
@@ -84,11 +84,10 @@ def secure_sum(
 
     Returns a float32 tensor (the decoded sum). The shares are freed afterwards.
     """
-    from syft_mpc.encrypted_api import share_remote
-    from syft_mpc.messages import new_id
-    from syft_mpc.shared import SharedTensor, _Cell, _Shares
-    from syft_mpc.federated.local import AddNoiseShare
-    from syft_mpc.workers import local_worker
+    from syft_mpc.encrypted.api import share_remote
+    from syft_mpc.remote.messages import AddNoiseShare, new_id
+    from syft_mpc.encrypted.tensor import SharedTensor
+    from syft_mpc.remote.workers import local_worker
 
     _check_inputs(pointers)
     if len(pointers) < 2:
@@ -119,8 +118,9 @@ def secure_sum(
                 for w in done:
                     local_worker._queue_delete(w, nid)
                 raise
-            total = SharedTensor(
-                _Cell(_Shares(group, nid, tuple(total.shape))), total.scale, total.base, total.precision_fractional, total.dtype
+            total = SharedTensor.from_stored(
+                group, nid, tuple(total.shape), scale=total.scale, base=total.base,
+                precision=total.precision_fractional, dtype=total.dtype,
             )
         out: torch.Tensor = total.decrypt()
     del total

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 import torch
 from torch.utils.data import Dataset
 
-from syft_mpc.pointers import PointerTensor
+from syft_mpc.remote.pointers import PointerTensor
 
 if TYPE_CHECKING:
-    from syft_mpc.workers import BaseWorker
+    from syft_mpc.remote.workers import BaseWorker
 
 __all__ = ["BaseDataset", "FederatedDataset", "dataset_federate", "federate"]
 
@@ -159,7 +159,7 @@ def dataset_federate(dataset: Any, *workers: Any) -> "FederatedDataset":
     every worker gets data). Transforms run here, once, before sending. Raises ValueError
     when there are fewer samples than workers.
     """
-    from syft_mpc.workers import BaseWorker
+    from syft_mpc.remote.workers import BaseWorker
 
     if len(workers) == 1 and isinstance(workers[0], (list, tuple)):
         workers = tuple(workers[0])

@@ -46,11 +46,12 @@ import torch.nn as nn
 
 from syft_mpc.federated.dataset import FederatedDataset, federated_shapes
 from syft_mpc.federated.history import NAN, History, RoundRecord, fmt
-from syft_mpc.federated.local import LOSSES, LocalTrain, UnsupportedModelError, batch_schedule, model_spec
-from syft_mpc.pointers import PointerTensor, RemoteParameter
+from syft_mpc.federated.local import LOSSES, UnsupportedModelError, batch_schedule, model_spec
+from syft_mpc.remote.messages import LocalTrain
+from syft_mpc.remote.pointers import PointerTensor, RemoteParameter
 
 if TYPE_CHECKING:
-    from syft_mpc.workers import BaseWorker
+    from syft_mpc.remote.workers import BaseWorker
 
 __all__ = ["CentralDP", "FedAvg", "LocalDP", "SecureAggregation"]
 
@@ -192,8 +193,8 @@ class FedAvg:
         params = list(model.parameters())
         if not params:
             raise ValueError("the model has no parameters to train")
-        from syft_mpc.fixed_precision import FixedPrecisionTensor
-        from syft_mpc.shared import SharedTensor
+        from syft_mpc.encrypted.fixed_precision import FixedPrecisionTensor
+        from syft_mpc.encrypted.tensor import SharedTensor
 
         if any(isinstance(p, (RemoteParameter, SharedTensor, FixedPrecisionTensor)) for p in params):
             raise ValueError("the global model must be local (not sent or shared): FedAvg sends copies of it itself")
@@ -204,7 +205,7 @@ class FedAvg:
             raise ValueError("every model parameter must have the same floating-point dtype")
 
         # data: one owner, same per-sample shapes everywhere, and the model accepts them
-        from syft_mpc.workers import local_worker
+        from syft_mpc.remote.workers import local_worker
 
         for wid in self.fed.workers:
             ds = self.fed[wid]
@@ -311,7 +312,7 @@ class FedAvg:
             )
 
     def _setup_secure(self, sa: SecureAggregation) -> None:
-        from syft_mpc.workers import BaseWorker, local_worker
+        from syft_mpc.remote.workers import BaseWorker, local_worker
 
         holders = list(sa.holders) if sa.holders is not None else [self.fed.worker(w) for w in self.fed.workers]
         for h in holders:
@@ -387,9 +388,9 @@ class FedAvg:
         return [self._pointer_update(self._worker_seed(r, self.fed.workers.index(w)), w) for w in selected]
 
     def _worker_updates(self, r: int, selected: Sequence[str]) -> list[PointerTensor]:
-        from syft_mpc.messages import new_id
-        from syft_mpc.mpc_session import fan_out
-        from syft_mpc.workers import local_worker
+        from syft_mpc.remote.messages import new_id
+        from syft_mpc.mpc_session.driver import fan_out
+        from syft_mpc.remote.workers import local_worker
 
         assert self._spec is not None
         start = [p.detach().clone() for p in self.model.parameters()]
@@ -498,7 +499,7 @@ class FedAvg:
             selected = []
         if self._privacy is not None:
             self._privacy.step()  # a skipped round is accounted too (what the calibration assumed)
-        from syft_mpc.workers import local_worker
+        from syft_mpc.remote.workers import local_worker
 
         local_worker.flush_gc()
         self.rounds_done = r

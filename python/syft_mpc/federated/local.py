@@ -9,8 +9,8 @@ module (SGD, or Opacus DP-SGD through :func:`syft_mpc.dp.dp_sgd_fit`), and store
 model update as one flat vector under the id the driver chose. The driver then shares
 that vector (``ptr.fix_prec().share(...)``) or fetches it: the data never moves.
 
-Both message types are registered with :func:`syft_mpc.workers.register_handler`
-(``syft_mpc.workers`` imports this module), so a socket worker process handles them too.
+Both message types are registered with :func:`syft_mpc.remote.workers.register_handler`
+(``syft_mpc.remote.workers`` imports this module), so a socket worker process handles them too.
 
 The update vector of one worker ``k`` with ``n_k`` samples, start parameters ``w`` and
 trained parameters ``w_k`` is ``c_k * clip(w_k - w)`` followed, when ``report_loss``, by
@@ -24,27 +24,20 @@ so secure aggregation reveals only sums (Bonawitz et al. 2017).
 from __future__ import annotations
 
 import math
-import secrets
-import threading
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from syft_mpc.errors import SerializationError
-from syft_mpc.serde import Struct, register
-from syft_mpc.workers import register_handler
 
 if TYPE_CHECKING:
-    from syft_mpc.workers import BaseWorker
+    pass
 
 __all__ = [
     "LAYERS",
     "LOSSES",
-    "AddNoiseShare",
-    "LocalTrain",
     "UnsupportedModelError",
     "batch_schedule",
     "build_model",
@@ -52,7 +45,6 @@ __all__ = [
     "model_spec",
 ]
 
-MAX_STEPS = 1_000_000
 MAX_INT_ARG = 1 << 24
 MAX_LAYERS = 256
 
@@ -302,181 +294,3 @@ def local_sgd(
     return total / max(1, len(schedule))
 
 
-# ---------------------------------------------------------------------------- messages (KIND 40-49)
-
-
-def _check_id(name: str, v: int) -> None:
-    if type(v) is not int or not 0 <= v < 1 << 63:
-        raise SerializationError(f"{name} must be an object id (0 <= id < 2**63), got {v!r}")
-
-
-def _finite(name: str, v: float, lo: float, hi: float) -> None:
-    if not (math.isfinite(v) and lo <= v <= hi):
-        raise SerializationError(f"{name} must be in [{lo}, {hi}], got {v!r}")
-
-
-@register
-@dataclass
-class LocalTrain(Struct):
-    """Train a model built from ``spec`` with ``params`` on this worker's ``data_id`` /
-    ``targets_id`` tensors and store its update vector under ``return_id`` (see the module
-    docstring). ``dp_noise_multiplier > 0`` trains with Opacus DP-SGD instead of SGD.
-    ``threads > 0`` sets torch's intra-op threads for the training (restored afterwards;
-    0 leaves the worker's setting). The reply is ``{"epsilon": ε of this call's DP-SGD or
-    None, "steps": steps}``."""
-
-    KIND: ClassVar[int] = 40
-    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = (
-        (list,), (list,), (int,), (int,), (int,), (int,), (int,), (float,), (float,), (str,), (int,),
-        (bool,), (float,), (bool,), (float,), (float,), (float,), (int,),
-    )
-    spec: list[Any]
-    params: list[torch.Tensor]
-    data_id: int
-    targets_id: int
-    return_id: int
-    steps: int
-    batch_size: int
-    lr: float
-    momentum: float
-    loss: str
-    seed: int
-    weighted: bool
-    clip_norm: float
-    report_loss: bool
-    dp_noise_multiplier: float
-    dp_max_grad_norm: float
-    dp_delta: float
-    threads: int
-
-    def validate(self) -> None:
-        for name in ("data_id", "targets_id", "return_id", "seed"):
-            _check_id(name, getattr(self, name))
-        if any(not isinstance(p, torch.Tensor) for p in self.params):
-            raise SerializationError("LocalTrain.params must be tensors")
-        if not 1 <= self.steps <= MAX_STEPS or self.batch_size < 1:
-            raise SerializationError(f"LocalTrain: steps must be in [1, {MAX_STEPS}] and batch_size >= 1")
-        _finite("lr", self.lr, 1e-12, 1e6)
-        _finite("momentum", self.momentum, 0.0, 0.999999)
-        _finite("clip_norm", self.clip_norm, 0.0, 1e12)
-        _finite("dp_noise_multiplier", self.dp_noise_multiplier, 0.0, 1e6)
-        if not 0 <= self.threads <= 1024:
-            raise SerializationError("LocalTrain.threads must be in [0, 1024]")
-        if self.loss not in LOSSES:
-            raise SerializationError(f"LocalTrain: unknown loss {self.loss!r} (one of {sorted(LOSSES)})")
-        if self.dp_noise_multiplier > 0:
-            _finite("dp_max_grad_norm", self.dp_max_grad_norm, 1e-12, 1e12)
-            _finite("dp_delta", self.dp_delta, 1e-300, 1.0)
-
-
-@register
-@dataclass
-class AddNoiseShare(Struct):
-    """Add N(0, std²) noise, fixed-point encoded (``base**precision``), to this worker's
-    share ``obj_id`` and store the result under ``new_id``: every share holder adds its
-    own noise, so the shared sum gets noise that no single party knows. Replies the shape."""
-
-    KIND: ClassVar[int] = 41
-    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((int,), (int,), (float,), (int,), (int,))
-    obj_id: int
-    new_id: int
-    std: float
-    base: int
-    precision: int
-
-    def validate(self) -> None:
-        _check_id("obj_id", self.obj_id)
-        _check_id("new_id", self.new_id)
-        _finite("std", self.std, 0.0, 1e6)
-        if self.base not in (2, 10) or not 0 <= self.precision <= 30:
-            raise SerializationError("AddNoiseShare: base must be 2 or 10 and precision in [0, 30]")
-        if self.std * float(self.base**self.precision) > 2.0**50:  # |noise| < 2^57 even at 100 sigma
-            raise SerializationError("AddNoiseShare: std is too large for this fixed-point precision")
-
-
-# ---------------------------------------------------------------------------- handlers
-
-
-def _plain_tensor(worker: "BaseWorker", obj_id: int, what: str) -> torch.Tensor:
-    obj = worker._get_obj(obj_id)
-    if not isinstance(obj, torch.Tensor):
-        raise TypeError(f"{what} (object {obj_id}) on worker {worker.id} is a {type(obj).__name__}, not a plain tensor")
-    return obj
-
-
-_threads_lock = threading.Lock()
-_threads_users = 0
-_threads_saved = 0
-
-
-def _handle_local_train(worker: "BaseWorker", msg: LocalTrain) -> tuple[Any, None]:
-    # torch's thread count is per process: VirtualWorkers of one process train concurrently,
-    # so the first one in sets it and the last one out restores it.
-    global _threads_users, _threads_saved
-    if msg.threads:
-        with _threads_lock:
-            if _threads_users == 0:
-                _threads_saved = torch.get_num_threads()
-                torch.set_num_threads(msg.threads)
-            _threads_users += 1
-    try:
-        return _local_train(worker, msg)
-    finally:
-        if msg.threads:
-            with _threads_lock:
-                _threads_users -= 1
-                if _threads_users == 0:
-                    torch.set_num_threads(_threads_saved)
-
-
-def _local_train(worker: "BaseWorker", msg: LocalTrain) -> tuple[Any, None]:
-    model = build_model(msg.spec, list(msg.params))  # the spec is checked before anything else
-    data = _plain_tensor(worker, msg.data_id, "the training data").detach()
-    targets = _plain_tensor(worker, msg.targets_id, "the training targets").detach()
-    n = int(data.shape[0]) if data.dim() else 0
-    if n == 0 or targets.dim() == 0 or int(targets.shape[0]) != n:
-        raise ValueError(f"worker {worker.id}: data has {n} samples and targets {tuple(targets.shape)}; they must match and be non-empty")
-    start = [p.detach().clone() for p in model.parameters()]
-    epsilon: "float | None" = None
-    if msg.dp_noise_multiplier > 0:
-        from syft_mpc.dp import dp_sgd_fit
-
-        res = dp_sgd_fit(
-            model, data, targets, steps=msg.steps, lr=msg.lr, batch_size=msg.batch_size,
-            noise_multiplier=msg.dp_noise_multiplier, max_grad_norm=msg.dp_max_grad_norm, delta=msg.dp_delta,
-            seed=msg.seed,
-        )
-        loss, epsilon = float(res["loss"]), float(res["epsilon"])
-    else:
-        schedule = batch_schedule(n, msg.batch_size, msg.steps, msg.seed)
-        loss = local_sgd(model, data, targets, schedule, msg.lr, msg.momentum, msg.loss)
-    with torch.no_grad():
-        delta = [p.detach() - s for p, s in zip(model.parameters(), start)]
-        if msg.clip_norm > 0:
-            from syft_mpc.dp import clip_update
-
-            delta, _ = clip_update(delta, msg.clip_norm)
-        c = float(n) if msg.weighted else 1.0
-        parts = [d.reshape(-1) * c for d in delta]
-        if msg.report_loss:
-            parts.append(torch.tensor([c * loss], dtype=parts[0].dtype if parts else torch.float32))
-        vec = torch.cat(parts) if parts else torch.zeros(0)
-    if not bool(torch.isfinite(vec).all()):
-        raise ValueError(f"local training on worker {worker.id} diverged (the update has inf or nan); lower the learning rate")
-    worker._store(msg.return_id, vec)
-    return {"epsilon": epsilon, "steps": msg.steps}, None
-
-
-def _handle_add_noise(worker: "BaseWorker", msg: AddNoiseShare) -> tuple[Any, None]:
-    share = _plain_tensor(worker, msg.obj_id, "the share")
-    if share.dtype != torch.int64:
-        raise TypeError(f"object {msg.obj_id} on worker {worker.id} is not a share (int64), it is {share.dtype}")
-    g = torch.Generator().manual_seed(secrets.randbits(63))
-    noise = torch.randn(share.shape, dtype=torch.float64, generator=g) * msg.std
-    enc = torch.round(noise * float(msg.base**msg.precision)).to(torch.int64)
-    worker._store(msg.new_id, share + enc)  # int64 addition wraps: a ring addition
-    return list(share.shape), None
-
-
-register_handler(LocalTrain, _handle_local_train)
-register_handler(AddNoiseShare, _handle_add_noise)

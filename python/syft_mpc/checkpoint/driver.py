@@ -21,11 +21,11 @@ crypto provider's state are not saved: a new session is opened on the next opera
     True
     >>> tmp.cleanup()
 
-Wire messages (handled by every worker; kinds 50-52): :class:`CheckpointSave`,
+The worker side is :mod:`syft_mpc.checkpoint.worker`; the wire messages (kinds 50-52): :class:`CheckpointSave`,
 :class:`CheckpointInfo`, :class:`CheckpointLoad`. A worker's file is
 ``<state dir>/<tag>.npz`` (numpy ``savez``; read back with ``allow_pickle=False``): its
 shares, the driver's description of them (opaque to the worker, encoded with
-:mod:`syft_mpc.serde`), the worker's id and a random nonce that ties together the files
+:mod:`syft_mpc.remote.serde`), the worker's id and a random nonce that ties together the files
 one :func:`save` call wrote on the different holders. Tags are restricted to
 ``[A-Za-z0-9][A-Za-z0-9_.-]*`` (at most 128 characters), checked when a message is
 decoded and again before any path is built, so a tag can never name a file outside the
@@ -34,269 +34,25 @@ directory.
 
 from __future__ import annotations
 
-import os
-import re
 import secrets
-import stat
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping
 
-import numpy as np
 import torch
 
-from syft_mpc import serde
-from syft_mpc.errors import ProtocolError, SerializationError
-from syft_mpc.messages import MAX_ID, new_id
-from syft_mpc.serde import Struct, register
-from syft_mpc.workers import BaseWorker, register_handler
+from syft_mpc.checkpoint.worker import FORMAT
+from syft_mpc.encrypted.tensor import SharedTensor
+from syft_mpc.errors import ProtocolError
+from syft_mpc.mpc_session.driver import fan_out, group_of
+from syft_mpc.remote import serde
+from syft_mpc.remote.messages import CheckpointInfo, CheckpointLoad, CheckpointSave, check_tag, new_id
+from syft_mpc.remote.workers import BaseWorker, local_worker
 
-if TYPE_CHECKING:
-    from syft_mpc.shared import SharedTensor
+__all__ = ["restore", "save"]
 
-__all__ = ["save", "restore", "CheckpointSave", "CheckpointInfo", "CheckpointLoad", "state_dir", "check_tag"]
-
-_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-_FORMAT = 1
-_MAX_META = 16 << 20  # the driver's description: names and shapes, never data
-
-
-def check_tag(tag: object) -> str:
-    """Returns ``tag`` if it is a valid checkpoint name (letters, digits, ``_.-``, not starting
-    with ``.`` or ``-``, at most 128 characters); raises ValueError otherwise."""
-    if not isinstance(tag, str) or _TAG.fullmatch(tag) is None:
-        raise ValueError(
-            f"bad checkpoint tag {tag!r}: use 1 to 128 letters, digits, '_', '.' or '-', starting with a "
-            "letter or digit (a tag names a file in the worker's state directory, never a path)"
-        )
-    return tag
-
-
-def _wire_tag(tag: str) -> None:
-    try:
-        check_tag(tag)
-    except ValueError as e:
-        raise SerializationError(str(e)) from None
-
-
-def _check_ids(ids: list[Any]) -> None:
-    if len(ids) > 1_000_000:
-        raise SerializationError("a checkpoint holds at most 1,000,000 tensors")
-    for i in ids:
-        if type(i) is not int or not 0 <= i <= MAX_ID:
-            raise SerializationError(f"checkpoint object ids must be object ids (0 <= id < 2**63), got {i!r}")
-
-
-def _check_nonce(nonce: str) -> None:
-    if not re.fullmatch(r"[0-9a-f]{32}", nonce):
-        raise SerializationError("a checkpoint nonce is 32 lowercase hex digits")
-
-
-@register
-@dataclass
-class CheckpointSave(Struct):
-    """Write this worker's objects ``ids`` (int64 shares) to ``<state dir>/<tag>.npz``,
-    with ``nonce`` (the same on every holder of one save) and ``meta`` (the driver's
-    description, stored as it is). Replaces an earlier checkpoint of that tag atomically."""
-
-    KIND: ClassVar[int] = 50
-    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((str,), (str,), (list,), (bytes,))
-    tag: str
-    nonce: str
-    ids: list[int]
-    meta: bytes
-
-    def validate(self) -> None:
-        _wire_tag(self.tag)
-        _check_nonce(self.nonce)
-        _check_ids(self.ids)
-        if len(self.meta) > _MAX_META:
-            raise SerializationError("checkpoint description too large")
-
-
-@register
-@dataclass
-class CheckpointInfo(Struct):
-    """Describe checkpoint ``tag`` of this worker: ``{"nonce", "count", "meta"}``."""
-
-    KIND: ClassVar[int] = 51
-    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((str,),)
-    tag: str
-
-    def validate(self) -> None:
-        _wire_tag(self.tag)
-
-
-@register
-@dataclass
-class CheckpointLoad(Struct):
-    """Load checkpoint ``tag`` (it must carry ``nonce``) and store its tensors under ``ids``
-    (fresh ids chosen by the driver, the same on every holder). Replies with their shapes."""
-
-    KIND: ClassVar[int] = 52
-    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((str,), (str,), (list,))
-    tag: str
-    nonce: str
-    ids: list[int]
-
-    def validate(self) -> None:
-        _wire_tag(self.tag)
-        _check_nonce(self.nonce)
-        _check_ids(self.ids)
-
-
-# ============================================================================ worker side
-
-
-def state_dir(worker: BaseWorker, create: bool = True) -> Path:
-    """Where ``worker`` keeps its checkpoints (created, mode 0700, on the first save).
-
-    ``worker.state_dir`` when set (``syft-mpc worker --state-dir DIR`` sets it; a
-    VirtualWorker's can be assigned), else ``<temp dir>/syft-mpc-<uid>/worker-<id>``.
-    """
-    configured = getattr(worker, "state_dir", None)
-    if configured is not None:
-        path = Path(configured)
-        if create:
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return path
-    uid = os.getuid() if hasattr(os, "getuid") else 0
-    base = Path(tempfile.gettempdir()) / f"syft-mpc-{uid}"
-    path = base / ("worker-" + re.sub(r"[^A-Za-z0-9_.-]", "_", worker.id))
-    if not create and not base.exists():
-        return path
-    base.mkdir(mode=0o700, exist_ok=True)
-    st = os.lstat(base)
-    # The temp dir is shared: refuse a directory (or symlink) someone else put there.
-    if not stat.S_ISDIR(st.st_mode) or (hasattr(os, "getuid") and st.st_uid != uid) or st.st_mode & 0o077:
-        raise PermissionError(f"{base} is not a private directory of this user; start the worker with --state-dir DIR")
-    if create:
-        path.mkdir(mode=0o700, exist_ok=True)
-    return path
-
-
-def _path(worker: BaseWorker, tag: str, create: bool = False) -> Path:
-    check_tag(tag)  # again: a handler may be called without the decoder's check
-    d = state_dir(worker, create)
-    p = d / f"{tag}.npz"
-    if p.resolve().parent != d.resolve():
-        raise ValueError(f"checkpoint tag {tag!r} does not name a file in {d}")
-    return p
-
-
-def _text(a: np.ndarray) -> str:
-    return bytes(np.asarray(a, dtype=np.uint8)).decode("utf-8")
-
-
-def _bytes_array(b: bytes) -> np.ndarray:
-    return np.frombuffer(b, dtype=np.uint8)
-
-
-def _handle_save(worker: BaseWorker, msg: CheckpointSave) -> tuple[Any, None]:
-    arrays: dict[str, np.ndarray] = {}
-    for k, obj_id in enumerate(msg.ids):
-        t = worker._get_obj(obj_id)
-        if not isinstance(t, torch.Tensor) or t.dtype != torch.int64 or t.requires_grad:
-            raise TypeError(
-                f"object {obj_id} on worker {worker.id} is not a share (an int64 tensor); "
-                "only shared tensors can be checkpointed"
-            )
-        arrays[f"s{k}"] = t.detach().contiguous().numpy()
-    path = _path(worker, msg.tag, create=True)
-    arrays["format"] = np.array([_FORMAT], dtype=np.int64)
-    arrays["worker"] = _bytes_array(worker.id.encode("utf-8"))
-    arrays["nonce"] = _bytes_array(msg.nonce.encode("ascii"))
-    arrays["meta"] = _bytes_array(msg.meta)
-    fd, tmp = tempfile.mkstemp(prefix=f".{msg.tag}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)  # type: ignore[arg-type]
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # a crash mid-save leaves the previous checkpoint of this tag intact
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # and the rename itself survives a crash
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return None, None
-
-
-def _open(worker: BaseWorker, tag: str) -> Any:
-    path = _path(worker, tag)
-    try:
-        data = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"worker {worker.id} has no checkpoint {tag!r} in {path.parent}") from None
-    try:
-        fmt = int(data["format"][0])
-        owner = _text(data["worker"])
-    except Exception as e:
-        data.close()
-        raise ValueError(f"{path} on worker {worker.id} is not a syft_mpc checkpoint ({e})") from None
-    if fmt != _FORMAT:
-        data.close()
-        raise ValueError(f"{path} on worker {worker.id} has checkpoint format {fmt}, this version reads {_FORMAT}")
-    if owner != worker.id:
-        data.close()
-        raise ValueError(
-            f"checkpoint {tag!r} in {path.parent} was written by worker {owner}, not {worker.id}; "
-            "give every worker its own --state-dir"
-        )
-    return data
-
-
-def _count(data: Any) -> int:
-    return sum(1 for k in data.files if k.startswith("s") and k[1:].isdigit())
-
-
-def _handle_info(worker: BaseWorker, msg: CheckpointInfo) -> tuple[Any, None]:
-    with _open(worker, msg.tag) as data:
-        return {"nonce": _text(data["nonce"]), "count": _count(data), "meta": bytes(data["meta"])}, None
-
-
-def _handle_load(worker: BaseWorker, msg: CheckpointLoad) -> tuple[Any, None]:
-    with _open(worker, msg.tag) as data:
-        if _text(data["nonce"]) != msg.nonce:
-            raise ValueError(
-                f"checkpoint {msg.tag!r} on worker {worker.id} was overwritten by another save since it was inspected"
-            )
-        n = _count(data)
-        if n != len(msg.ids):
-            raise ValueError(f"checkpoint {msg.tag!r} on worker {worker.id} holds {n} tensors, {len(msg.ids)} ids given")
-        tensors = []
-        for k in range(n):
-            a = data[f"s{k}"]
-            if a.dtype != np.int64:
-                raise ValueError(f"checkpoint {msg.tag!r} on worker {worker.id}: tensor {k} is {a.dtype}, not an int64 share")
-            tensors.append(torch.from_numpy(np.array(a)))  # an owned, writable copy
-    for obj_id in msg.ids:
-        if obj_id in worker._objects:
-            raise ValueError(f"object id {obj_id} is already in use on worker {worker.id}")
-    for obj_id, t in zip(msg.ids, tensors):
-        worker._store(obj_id, t)
-    return [list(t.shape) for t in tensors], None
-
-
-register_handler(CheckpointSave, _handle_save)
-register_handler(CheckpointInfo, _handle_info)
-register_handler(CheckpointLoad, _handle_load)
-
-
-# ============================================================================ driver side
 
 
 def _entries(objs: Mapping[str, Any]) -> list[tuple[str, "SharedTensor"]]:
     """(name, shared tensor) for every piece of shared state in ``objs``, in a fixed order."""
-    from syft_mpc.shared import SharedTensor
-
     out: list[tuple[str, SharedTensor]] = []
     for key, obj in objs.items():
         if isinstance(obj, SharedTensor):
@@ -348,8 +104,6 @@ def _state_slot(opt: torch.optim.Optimizer, name: str, prefix: str) -> tuple[Any
 def _is_public_counter(v: Any) -> bool:
     """A plain scalar of optimizer state, e.g. Adam's ``step``: public (every party knows how
     many steps ran), so it is kept in the checkpoint's description, not as shares."""
-    from syft_mpc.shared import SharedTensor
-
     if isinstance(v, SharedTensor):
         return False
     return isinstance(v, (int, float)) or (isinstance(v, torch.Tensor) and v.numel() == 1 and v.dim() == 0)
@@ -378,8 +132,6 @@ def save(tag: str, **objs: Any) -> dict[str, Any]:
 
         >>> sy.checkpoint.save("epoch-3", model=model, optimizer=opt)   # doctest: +SKIP
     """
-    from syft_mpc.mpc_session import fan_out
-
     check_tag(tag)
     entries = _entries(objs)
     if not entries:
@@ -395,7 +147,7 @@ def save(tag: str, **objs: Any) -> dict[str, Any]:
             )
     meta = serde.encode(
         {
-            "format": _FORMAT,
+            "format": FORMAT,
             "holders": key[0],
             "crypto_provider": key[1],
             "truncation": group.truncation,
@@ -415,8 +167,7 @@ def save(tag: str, **objs: Any) -> dict[str, Any]:
 def _holders_of(objs: Mapping[str, Any]) -> list[BaseWorker]:
     """The share holders of shared state already in ``objs``, resolved again by id (so a
     worker restarted under the same id, with a new SocketWorker, is the one used)."""
-    from syft_mpc.shared import SharedTensor
-    from syft_mpc.workers import local_worker
+    from syft_mpc.remote.workers import local_worker
 
     for obj in objs.values():
         cands: list[Any] = [obj]
@@ -449,10 +200,6 @@ def restore(tag: str, *workers: BaseWorker, crypto_provider: "BaseWorker | None"
         >>> opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)     # doctest: +SKIP
         >>> sy.checkpoint.restore("epoch-3", optimizer=opt)                      # doctest: +SKIP
     """
-    from syft_mpc.mpc_session import fan_out, group_of
-    from syft_mpc.shared import SharedTensor, _Cell, _Shares
-    from syft_mpc.workers import local_worker
-
     check_tag(tag)
     holders = list(workers) if workers else _holders_of(objs)
     infos = fan_out([(w, CheckpointInfo(tag)) for w in holders])
@@ -464,7 +211,7 @@ def restore(tag: str, *workers: BaseWorker, crypto_provider: "BaseWorker | None"
         )
     nonce = nonces.pop()
     meta = serde.decode(infos[0]["meta"])
-    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ProtocolError(f"checkpoint {tag!r} has a description this version cannot read")
     saved = sorted(meta["holders"])
     if sorted(w.id for w in holders) != saved:
@@ -488,7 +235,7 @@ def restore(tag: str, *workers: BaseWorker, crypto_provider: "BaseWorker | None"
         if any(list(s[k]) != list(shape) for s in shapes):
             group._delete(ids)
             raise ProtocolError(f"checkpoint {tag!r}: the holders' shares of {name} do not have its shape {shape}")
-        tensors[name] = SharedTensor(_Cell(_Shares(group, i, shape)), scale, base, precision, dtype, False)
+        tensors[name] = SharedTensor.from_stored(group, i, shape, scale=scale, base=base, precision=precision, dtype=dtype)
         grads[name] = requires_grad
     _install(tensors, grads, objs, tag, dict(meta.get("public", [])))
     return tensors
@@ -517,8 +264,6 @@ def _put(old: Any, new: "SharedTensor", name: str) -> None:
 def _install(
     tensors: dict[str, "SharedTensor"], grads: dict[str, bool], objs: Mapping[str, Any], tag: str, public: "dict[str, Any] | None" = None
 ) -> None:
-    from syft_mpc.shared import SharedTensor
-
     replaced: dict[int, torch.nn.Parameter] = {}  # id(plain parameter) -> the shared one replacing it
     for key, obj in objs.items():  # modules first: optimizers may refer to their parameters
         if not isinstance(obj, torch.nn.Module):

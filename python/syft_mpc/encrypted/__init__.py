@@ -1,0 +1,16 @@
+"""Encrypted tensors: fixed point and additive secret sharing, with torch's autograd.
+
+:mod:`~syft_mpc.encrypted.fixed_precision` holds the fixed-point tensor,
+:mod:`~syft_mpc.encrypted.tensor` the shared tensor and its op table, and the op families fill
+that table: :mod:`~syft_mpc.encrypted.approx` (approximations). :mod:`~syft_mpc.encrypted.api`
+is what the hook attaches to tensors, modules, optimizers and pointers
+(``fix_prec``, ``share``, ``encrypt``, ...); :mod:`~syft_mpc.encrypted.validation` the debugging
+mode that checks every op against plaintext torch.
+
+Importing this package imports every op family, so the op table is complete before any shared
+tensor exists.
+"""
+
+from syft_mpc.encrypted import approx, tensor
+
+__all__ = ["approx", "tensor"]

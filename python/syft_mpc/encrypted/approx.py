@@ -1,0 +1,436 @@
+"""Approximations of non-linear functions on shared fixed-point tensors (CrypTen's methods).
+
+Every function here takes and returns :class:`~syft_mpc.encrypted.tensor.SharedTensor` and is built
+from the secure primitives (Beaver products with truncation, comparisons); none opens a
+value. Methods, ranges and measured errors are in ``docs/ENCRYPTED_TENSORS.md``.
+
+* ``exp``: limit approximation ``(1 + x/2^8)^(2^8)`` (8 squarings).
+* ``reciprocal``: Newton–Raphson ``y ← y(2 − xy)``, 10 iterations from
+  ``y0 = 3·exp(0.5 − x) + 0.003``; signs handled by one comparison unless ``all_pos``.
+* ``log``: Householder iterations (order 8, 3 iterations) from
+  ``y0 = x/120 − 20·exp(−2x − 1) + 3``.
+* ``sqrt``: Newton–Raphson on ``1/sqrt`` (3 iterations) then ``x · (1/sqrt x)``; for a
+  high-precision tensor (an optimizer's second moment, 32 fractional bits) normalized first to
+  [1/4, 1) by one batched comparison with the powers 4^j.
+* High-precision tensors (scale above ``HIGH_PRECISION_SCALE``) are narrowed to 16 bits for
+  Newton starting points; ``reciprocal`` keeps their full precision in each step's ``x·y²``.
+* ``sigmoid``: a Fourier series of 8 sines on [−8.5, 8.5] (one round with the dealer's
+  trigonometric masks), the tails set to 0 and 1 by one comparison.
+* Polynomials (``_poly``) compute only the powers up to half the degree (one giant step).
+* ``tanh``: ``2·sigmoid(2x) − 1``.
+* ``softmax``/``log_softmax``: subtract the (tournament) max along ``dim``, ``exp``; the
+  sum s ∈ [1, n] is normalized to u ∈ [1/2, 1) by one comparison with the powers of two,
+  then 1/s from 3 Newton steps on u and log s from a degree-6 polynomial in u.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import torch
+
+from syft_mpc.encrypted.tensor import (
+    HIGH_PRECISION_SCALE,
+    SharedTensor,
+    _Cell,
+    _fine_encoding,
+    _is_shared,
+    _lift,
+    _ltz,
+    _precision_of,
+    _public_value,
+    _run,
+    add,
+    implements,
+    max_values,
+    mul,
+    neg,
+    rescale,
+    sub,
+    work_scale,
+)
+
+__all__ = ["exp", "reciprocal", "log", "sqrt", "inv_sqrt", "sigmoid", "tanh", "softmax", "log_softmax"]
+
+EXP_ITERATIONS = 8
+RECIPROCAL_ITERATIONS = 10
+LOG_ITERATIONS = 3
+LOG_ORDER = 8
+SQRT_ITERATIONS = 3
+UNIT_RECIPROCAL_ITERATIONS = 3  # on [1/2, 1] from the minimax line: relative error 1/17, squared per iteration
+
+
+def _sum(x: SharedTensor, dim: int, keepdim: bool = True) -> SharedTensor:
+    return _run(x, "aten.sum_dim", x, [dim], keepdim)
+
+
+def exp(x: SharedTensor) -> SharedTensor:
+    """exp(x) by ``(1 + x/2^n)^(2^n)``, n = 8. Accurate for x ≤ ~5; x < −256 is unsupported (→ garbage)."""
+    y = add(mul(x, 1.0 / (1 << EXP_ITERATIONS)), 1)
+    for _ in range(EXP_ITERATIONS):
+        y = mul(y, y)
+    return y
+
+
+def _sign_bits(x: SharedTensor) -> tuple[SharedTensor, SharedTensor]:
+    """(1{x<0}, sign = 1 − 2·1{x<0}), both unscaled integers: a product with them is exact (no truncation)."""
+    lt = _ltz(x, scale=1)
+    return lt, sub(1, mul(lt, 2))
+
+
+def _narrowed(x: SharedTensor) -> SharedTensor:
+    """A high-precision tensor (an optimizer accumulator) at the scale its approximations run at."""
+    return rescale(x, work_scale(x)) if x.scale > HIGH_PRECISION_SCALE else x
+
+
+def reciprocal(
+    x: SharedTensor, all_pos: bool = False, initial: "Any | None" = None, iterations: int = RECIPROCAL_ITERATIONS
+) -> SharedTensor:
+    """1/x by Newton–Raphson. Documented range: 0.01 ≤ |x| ≤ 200 (relative error < 1e-3 for |x| in [0.1, 100]).
+
+    A high-precision ``x`` keeps its precision in ``x·y²`` (truncated to ``y``'s scale): the
+    result, at the work scale, is then as precise as if ``x`` were exact, e.g. 1/(√v̂ + ε) in Adam."""
+    if not all_pos:
+        _, sgn = _sign_bits(x)
+        return mul(reciprocal(mul(x, sgn), all_pos=True), sgn)
+    xn = _narrowed(x)
+    if initial is None:
+        y = add(mul(exp(sub(0.5, xn)), 3), 0.003)  # CrypTen's start
+    else:
+        y = _lift(initial, xn) if not isinstance(initial, SharedTensor) else initial
+    for _ in range(iterations):
+        y = sub(mul(y, 2), mul(x, mul(y, y), out_scale=y.scale))
+    return y
+
+
+def log(x: SharedTensor) -> SharedTensor:
+    """Natural log for x > 0 (documented range [1e-2, 100]) by Householder iterations
+    ``y ← y − Σ_{i=1..8} h^i/i`` with ``h = 1 − x·e^−y``, from CrypTen's start
+    ``x/120 − 20·exp(−2x − 1) + 3``."""
+    y = add(sub(mul(x, 1.0 / 120), mul(exp(sub(mul(x, -2), 1)), 20)), 3.0)
+    for _ in range(LOG_ITERATIONS):
+        h = sub(1, mul(x, exp(neg(y))))
+        y = sub(y, _log_series(h))
+    return y
+
+
+def _powers(h: SharedTensor, k: int) -> SharedTensor:
+    """h^1 .. h^k stacked along a new first dim, by doubling: h^(m+j) = h^m·h^j for j ≤ m,
+    one Beaver product of a stacked tensor per doubling (⌈log2 k⌉ rounds, not k − 1)."""
+    powers = h.unsqueeze(0)
+    while powers.shape[0] < k:
+        m = powers.shape[0]
+        top = powers.narrow(0, m - 1, 1)  # h^m
+        powers = _run(h, "aten.cat", [powers, mul(top, powers.narrow(0, 0, min(m, k - m)))], 0)
+    return powers
+
+
+def _poly(h: SharedTensor, coef: "list[float]") -> SharedTensor:
+    """Σ_{i=0..k} coef[i]·h^i with one giant step (Paterson & Stockmeyer, SIAM J. Comput.
+    1973): for m = ⌈k/2⌉, ``Σ_{i≤m} c_i·h^i + h^m·Σ_{j≤k−m} c_{m+j}·h^j``. Only h..h^m are
+    computed (⌈log2 m⌉ product rounds) plus one product, about half the products of every
+    power up to h^k, in the same number of rounds. Both inner sums take the public
+    coefficients at one fine encoding and are truncated together, once."""
+    const, coef = coef[0], list(coef[1:])
+    k = len(coef)
+    m = (k + 1) // 2
+    powers = _powers(h, m)
+    rows = [coef[:m], coef[m:] + [0.0] * (2 * m - k)]  # (2, m): the low and high halves
+    c = torch.tensor(rows, dtype=torch.float64).reshape((2, m) + (1,) * h.dim())
+    ce, divisor = _fine_encoding(c, h)
+    sums = _sum(_run(h, "mul_public", powers.unsqueeze(0), ce), 1, keepdim=False)  # (2, ...)
+    lo, hi = _run(h, "truncate", sums, divisor=divisor, local=h.group.truncation == "local").unbind(0)
+    return add(add(lo, mul(powers.select(0, m - 1), hi)) if k > m else lo, const)
+
+
+def _log_series(h: SharedTensor) -> SharedTensor:
+    """Σ_{i=1..LOG_ORDER} h^i / i."""
+    return _poly(h, [0.0] + [1.0 / i for i in range(1, LOG_ORDER + 1)])
+
+
+def _at_least(x: SharedTensor, thresholds: "list[float]") -> SharedTensor:
+    """Unscaled bits 1{x ≥ t_j}, shape (J, *x.shape): one batched comparison."""
+    col = (len(thresholds),) + (1,) * x.dim()
+    return sub(1, _ltz(sub(x.unsqueeze(0), torch.tensor(thresholds, dtype=torch.float64).reshape(col)), scale=1))
+
+
+def _bits_dot(bits: SharedTensor, rows: "list[list[float]]", like: SharedTensor) -> "list[SharedTensor]":
+    """Σ_j bits_j·row_j for each row of public coefficients, at ``like``'s work scale. Exact
+    (integer bits times encoded constants, no truncation)."""
+    work = work_scale(like)
+    col = (len(rows), len(rows[0])) + (1,) * (bits.dim() - 1)
+    coef = torch.round(torch.tensor(rows, dtype=torch.float64).reshape(col) * work).to(torch.int64)
+    dots = _run(bits, "aten.sum_dim", _run(bits, "mul_public", bits.unsqueeze(0), coef), [1], False)
+    return [SharedTensor(t._cell, work, like.base, _precision_of(like.base, work), like.dtype) for t in dots.unbind(0)]
+
+
+def _binary_normalized(x: SharedTensor, hi: float) -> "tuple[SharedTensor, SharedTensor, SharedTensor]":
+    """For x ∈ [1, hi] (a sum of softmax exps): ``(u, a, k)`` with, for x ∈ [2^i, 2^(i+1)),
+    a = 2^−(i+1), u = x·a ∈ [1/2, 1) and k = i + 1, from one batched comparison with the
+    powers 2^j, j = 1..⌈log2 hi⌉ − 1 (a and k are linear in its bits)."""
+    js = range(1, math.ceil(math.log2(hi))) if hi > 2 else range(0)
+    if not js:
+        return mul(x, 0.5), _lift(0.5, x), _lift(1.0, x)
+    bits = _at_least(x, [2.0**j for j in js])
+    a, k = _bits_dot(bits, [[-(2.0 ** -(j + 1)) for j in js], [1.0 for _ in js]], x)
+    a, k = add(a, 0.5), add(k, 1)
+    return mul(x, a), a, k
+
+
+def _unit_reciprocal(u: SharedTensor) -> SharedTensor:
+    """1/u for u ∈ [1/2, 1]: Newton–Raphson from the minimax line 48/17 − 32/17·u (relative
+    error ≤ 1/17, squared by each of the 3 iterations)."""
+    return reciprocal(u, all_pos=True, initial=sub(48.0 / 17, mul(u, 32.0 / 17)), iterations=UNIT_RECIPROCAL_ITERATIONS)
+
+
+LOG_UNIT_CENTER = 0.75
+LOG_UNIT_POLY = (-0.2876819463, 1.3333584109, -0.8889606615, 0.7865764501, -0.7839341102, 0.9632840004, -1.1013159117)
+"""log(0.75 + t) on t ∈ [−1/4, 1/4] (u ∈ [1/2, 1]): Chebyshev fit of degree 6, max error 3.5e−6."""
+
+
+def _unit_log(u: SharedTensor) -> SharedTensor:
+    """log(u) for u ∈ [1/2, 1]: a degree-6 polynomial in t = u − 3/4 (3 product rounds)."""
+    return _poly(sub(u, LOG_UNIT_CENTER), list(LOG_UNIT_POLY))
+
+
+def inv_sqrt(x: SharedTensor, initial: "SharedTensor | None" = None) -> SharedTensor:
+    """1/sqrt(x) for x > 0 by Newton–Raphson (3 iterations) from CrypTen's initial guess (or ``initial``)."""
+    if x.scale > HIGH_PRECISION_SCALE:
+        return reciprocal(sqrt(x), all_pos=True)
+    y = initial if initial is not None else add(sub(mul(exp(neg(add(mul(x, 0.5), 0.2))), 2.2), mul(x, 1.0 / 1024)), 0.2)
+    for _ in range(SQRT_ITERATIONS):
+        y = mul(mul(y, sub(3, mul(x, mul(y, y)))), 0.5)
+    return y
+
+
+SQRT_THRESHOLDS = range(-16, 8)
+"""Exponents j of the thresholds 4^j that normalize a high-precision sqrt argument: [2^-32, 2^16)."""
+_INV_SQRT_LINE = (2.1328, -1.2187)  # minimax line for 1/sqrt on [1/4, 1]: relative error 8.6e-2
+
+
+def sqrt(x: SharedTensor) -> SharedTensor:
+    """sqrt(x) = x · inv_sqrt(x), for x ≥ 0 (documented range [0.01, 100]).
+
+    A high-precision ``x`` (a second-moment accumulator, 32 fractional bits: values down to 2^-32
+    that Newton's method from a fixed start cannot reach) is normalized first: one batched
+    comparison with the thresholds 4^j gives shared bits b_j = 1{x ≥ 4^j}, hence (linearly, with
+    public coefficients) A = 4^-(i+1) and B = 2^(i+1) for x ∈ [4^i, 4^(i+1)); then
+    sqrt(x) = B · sqrt(x·A) with x·A ∈ [1/4, 1), where 3 Newton steps from a minimax line reach
+    the 16-bit resolution. The result keeps 32 fractional bits (relative error ≈ 2^-15);
+    x < 2^-32 (including small negative rounding) gives 0."""
+    if x.scale <= HIGH_PRECISION_SCALE:
+        return mul(x, inv_sqrt(x))
+    work = work_scale(x)
+    js = list(SQRT_THRESHOLDS)
+    ge = _at_least(x, [4.0**j for j in js])  # (J, *x.shape), unscaled bits
+    lo = js[0]
+    a = [4.0 ** -(lo + 1)] + [4.0 ** -(j + 1) - 4.0**-j for j in js[1:]]  # telescoping: Σ_{j ≤ i} = 4^-(i+1)
+    b = [2.0 ** (lo + 1)] + [2.0**j for j in js[1:]]  # Σ_{j ≤ i} = 2^(i+1)
+    big_a, big_b = _bits_dot(ge, [a, b], x)
+    y = mul(x, big_a, out_scale=work)  # ∈ [1/4, 1) at the work scale
+    line = add(mul(y, _INV_SQRT_LINE[1]), _INV_SQRT_LINE[0])
+    return mul(mul(y, inv_sqrt(y, initial=line)), big_b, out_scale=work * work)
+
+
+SIGMOID_CUTOFF = 8.5
+"""Beyond ±8.5 the sigmoid is 1 or 0 exactly (1 − sigmoid(8.5) = 2.0e−4)."""
+SIGMOID_PERIOD = 24.0
+"""Period of the Fourier series: [−8.5, 8.5] plus room on either side for the series to turn
+back smoothly, which is what makes 8 harmonics enough (error 2.7e−4)."""
+SIGMOID_HARMONICS = 8
+
+
+@functools.lru_cache(maxsize=None)
+def _sigmoid_series(scale: int) -> "tuple[int, list[float]]":
+    """``(multiplier, b)``: sigmoid(x) − 1/2 ≈ Σ_k b_k·sin(2πk·x/P) on [−8.5, 8.5], where the
+    angle is the fixed-point encoding times ``multiplier``, mod 2^32, so the period P is
+    2^32/(scale·multiplier) ≈ 24. The function is odd, so sines alone; the coefficients are a
+    minimax fit (least squares reweighted by the error, Lawson's iteration) for that exact P."""
+    multiplier = max(1, round(2**32 / (scale * SIGMOID_PERIOD)))
+    period = 2**32 / (scale * multiplier)
+    u = torch.linspace(0, SIGMOID_CUTOFF, 2001, dtype=torch.float64)
+    k = torch.arange(1, SIGMOID_HARMONICS + 1, dtype=torch.float64)
+    basis = torch.sin(2 * math.pi * u[:, None] * k / period)
+    target = torch.sigmoid(u) - 0.5
+    w = torch.ones_like(u)
+    for _ in range(100):
+        b = torch.linalg.lstsq(basis * w[:, None], target * w).solution
+        err = (basis @ b - target).abs()
+        w = w * (err / err.max() + 1e-3).sqrt()
+        w = w / w.max()
+    return multiplier, b.tolist()
+
+
+def sigmoid(x: SharedTensor) -> SharedTensor:
+    """A Fourier series on [−8.5, 8.5], exactly 1 above and 0 below.
+
+    The series takes two rounds (``fourier``: the dealer's trigonometric masks, Boura et al.
+    FC 2018, then a division into the tensor's scale). One comparison with the thresholds 8.5
+    and −8.5 (one opening and one set of tables for both: ``below_times``) sets the tails and
+    carries the products that select them in its rounds:
+    ``σ = 1 − 1{x < 8.5}·(1 − f) − 1{x < −8.5}·f`` for the series ``f``. 8 rounds; no Beaver product."""
+    x = _narrowed(x)
+    multiplier, b = _sigmoid_series(x.scale)
+    # The series runs at 2^29 fractional bits; the op divides it down to x's scale (a base-10
+    # scale is matched to within a relative 2^−13 of one output unit).
+    divisor = max(1, round((1 << 29) / x.scale))
+    f = add(_run(x, "fourier", x, multiplier, [0.0] * len(b), b, divisor), 0.5)
+    cut = round(SIGMOID_CUTOFF * x.scale)
+    payload = _run(f, "aten.stack", [sub(1, f), f], 0).unsqueeze(0)
+    picked = _run(x, "below_times", x, [cut, -cut], payload)
+    return sub(1, _run(picked, "aten.sum_dim", picked, [0, 1], False))
+
+
+def tanh(x: SharedTensor) -> SharedTensor:
+    """2·sigmoid(2x) − 1."""
+    return sub(mul(sigmoid(mul(x, 2)), 2), 1)
+
+
+def _shifted(x: SharedTensor, dim: int) -> SharedTensor:
+    return sub(x, max_values(x, dim, keepdim=True))  # <= 0
+
+
+def softmax(x: SharedTensor, dim: int) -> SharedTensor:
+    """exp(x − max) / Σ exp(x − max) along ``dim``. The sum s lies in [1, n]: normalized to
+    u ∈ [1/2, 1) by one comparison with the powers of two (see ``_binary_normalized``),
+    1/s = a·(1/u) takes 3 Newton steps instead of CrypTen's exp start and 10 steps."""
+    e = exp(_shifted(x, dim))
+    u, a, _ = _binary_normalized(_sum(e, dim), x.shape[dim])
+    return mul(e, mul(_unit_reciprocal(u), a))
+
+
+def log_softmax(x: SharedTensor, dim: int) -> tuple[SharedTensor, SharedTensor]:
+    """(log_softmax, softmax) along ``dim``: z − log Σ exp(z) with z = x − max. The softmax is kept for the backward pass.
+
+    One normalization of the sum s ∈ [1, n] (s = u·2^k, u ∈ [1/2, 1)) serves both
+    log s = log u + k·ln 2 (a degree-6 polynomial in u) and 1/s = 2^−k·(1/u)."""
+    z = _shifted(x, dim)
+    e = exp(z)
+    u, a, k = _binary_normalized(_sum(e, dim), x.shape[dim])
+    log_s = add(_unit_log(u), mul(k, math.log(2)))
+    return sub(z, log_s), mul(e, mul(_unit_reciprocal(u), a))
+
+
+def _check(x: Any) -> SharedTensor:
+    if not isinstance(x, SharedTensor) or x.scale == 1:
+        raise TypeError("approximations need a fixed-point shared tensor (x.fix_prec().share(...))")
+    return x
+
+
+# ------------------------------------------------------------------ aten ops (autograd reaches these)
+aten = torch.ops.aten
+
+
+def _unary(fn: Any) -> Any:
+    def impl(x: Any, *args: Any, **kwargs: Any) -> Any:
+        return fn(_check(x), *args, **kwargs)
+
+    return impl
+
+
+implements(aten.exp.default)(_unary(exp))
+implements(aten.reciprocal.default)(_unary(reciprocal))
+implements(aten.log.default)(_unary(log))
+implements(aten.sqrt.default)(_unary(sqrt))
+implements(aten.rsqrt.default)(_unary(inv_sqrt))
+implements(aten.sigmoid.default)(_unary(sigmoid))
+implements(aten.tanh.default)(_unary(tanh))
+
+
+@implements(aten._softmax.default)
+def _softmax(x: Any, dim: int, half_to_float: bool = False) -> Any:
+    return softmax(_check(x), dim)
+
+
+@implements(aten._log_softmax.default)
+def _log_softmax(x: Any, dim: int, half_to_float: bool = False) -> Any:
+    ls, sm = log_softmax(_check(x), dim)
+    ls._cell.aux = sm._cell.shares  # softmax, for _log_softmax_backward_data
+    return ls
+
+
+def _aux_or(out: SharedTensor, compute: Any) -> SharedTensor:
+    aux = getattr(out._cell, "aux", None)
+    if aux is None:
+        return compute()
+    return SharedTensor(_Cell(aux), out.scale, out.base, out.precision_fractional, out.dtype)
+
+
+@implements(aten._log_softmax_backward_data.default)
+def _log_softmax_backward(grad: Any, output: Any, dim: int, input_dtype: Any = None) -> Any:
+    # d/dx log_softmax: grad - softmax * sum(grad)
+    sm = _aux_or(output, lambda: exp(output)) if _is_shared(output) else torch.exp(_public_value(output))
+    gs = _sum(grad, dim) if _is_shared(grad) else _public_value(grad).sum(dim, keepdim=True)
+    return sub(grad, mul(sm, gs))
+
+
+@implements(aten._softmax_backward_data.default)
+def _softmax_backward(grad: Any, output: Any, dim: int, input_dtype: Any = None) -> Any:
+    gy = mul(grad, output)
+    s = _sum(gy, dim) if _is_shared(gy) else gy.sum(dim, keepdim=True)
+    return sub(gy, mul(output, s))
+
+
+@implements(aten.sigmoid_backward.default)
+def _sigmoid_backward(grad: Any, out: Any) -> Any:
+    return mul(grad, mul(out, sub(1, out)))
+
+
+@implements(aten.tanh_backward.default)
+def _tanh_backward(grad: Any, out: Any) -> Any:
+    return mul(grad, sub(1, mul(out, out)))
+
+
+def _reduce(x: Any, reduction: int) -> Any:
+    if reduction == 0:
+        return x
+    total = _run(x, "aten.sum", x)
+    return mul(total, 1.0 / max(1, x.numel())) if reduction == 1 else total
+
+
+@implements(aten.mse_loss.default)
+def _mse(x: Any, y: Any, reduction: int = 1) -> Any:
+    d = sub(x, y)
+    return _reduce(mul(d, d), reduction)
+
+
+@implements(aten.mse_loss_backward.default)
+def _mse_backward(grad: Any, x: Any, y: Any, reduction: int = 1) -> Any:
+    d = sub(x, y)
+    scale = 2.0 / x.numel() if reduction == 1 else 2
+    return mul(mul(d, scale), grad)
+
+
+def _onehot(target: Any, like: Any, n_classes: int, ignore_index: int) -> torch.Tensor:
+    t = _public_value(target)
+    if _is_shared(t):
+        raise TypeError("nll_loss/cross_entropy with shared class indices: share one-hot targets instead (probability targets)")
+    t = t.to(torch.int64)
+    valid = t != ignore_index
+    oh = torch.nn.functional.one_hot(t.clamp(min=0) * valid, n_classes) * valid.unsqueeze(-1)
+    return oh.to(torch.int64)
+
+
+@implements(aten.nll_loss_forward.default)
+def _nll_forward(x: Any, target: Any, weight: Any, reduction: int, ignore_index: int) -> Any:
+    if weight is not None or x.dim() != 2:
+        raise NotImplementedError("nll_loss on shared tensors: 2-d inputs without class weights")
+    oh = _onehot(target, x, x.shape[1], ignore_index)
+    picked = _run(x, "aten.sum_dim", mul(x, oh), [1], False)  # public one-hot: exact, local
+    n = int(oh.sum())
+    total = torch.tensor(float(n))
+    if reduction == 0:
+        return neg(picked), total
+    s = neg(_run(picked, "aten.sum", picked))
+    return (mul(s, 1.0 / max(1, n)) if reduction == 1 else s), total
+
+
+@implements(aten.nll_loss_backward.default)
+def _nll_backward(grad: Any, x: Any, target: Any, weight: Any, reduction: int, ignore_index: int, total_weight: Any) -> Any:
+    oh = _onehot(target, x, x.shape[1], ignore_index)
+    g = grad if reduction == 0 else mul(grad, 1.0 / max(1.0, float(_public_value(total_weight)))) if reduction == 1 else grad
+    if reduction == 0:
+        g = g.unsqueeze(1) if _is_shared(g) else _public_value(g).unsqueeze(1)
+    return neg(mul(g, oh)) if _is_shared(g) else _lift(neg(mul(g, oh)), x)

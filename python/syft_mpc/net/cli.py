@@ -1,0 +1,148 @@
+"""The ``syft-mpc`` command (also ``python -m syft_mpc``).
+
+    syft-mpc worker --id bob --host 127.0.0.1 --port 8777 --token-file F [--tls-cert C --tls-key K] [--tls-ca A]
+    syft-mpc launch --workers bob,alice,carol [--tls-cert C --tls-key K --tls-ca A] script.py [script args...]
+
+The token is read from ``--token-file`` or ``$SYFT_MPC_TOKEN``; it never appears on a
+command line. See ``docs/WORKERS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from syft_mpc.net.env import ENV_TLS_CA, ENV_TOKEN
+
+__all__ = ["main"]
+
+
+def _read_token(path: "str | None") -> str:
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                token = f.read().strip()
+        except OSError as e:
+            raise SystemExit(f"syft-mpc: cannot read the token file {path}: {e.strerror}")
+    else:
+        token = os.environ.get(ENV_TOKEN, "")
+    if len(token) < 16:
+        raise SystemExit(
+            "syft-mpc: a token of at least 16 characters is needed: pass --token-file F or set SYFT_MPC_TOKEN "
+            "(e.g. python -c 'import secrets; print(secrets.token_hex(32))' > F)"
+        )
+    return token
+
+
+def _tls_args(args: argparse.Namespace) -> "dict[str, str | None]":
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise SystemExit("syft-mpc: --tls-cert and --tls-key go together (PEM certificate chain and its key)")
+    ca = args.tls_ca or os.environ.get(ENV_TLS_CA)
+    return {"tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_ca": ca}
+
+
+def _worker(args: argparse.Namespace) -> int:
+    token = _read_token(args.token_file)
+    tls = _tls_args(args)
+    logging.basicConfig(
+        level=logging.INFO if not args.quiet else logging.WARNING,
+        format=f"%(asctime)s syft-mpc worker {args.id}: %(message)s",
+        stream=sys.stderr,
+    )
+    from syft_mpc import _native
+
+    try:  # bind before importing torch: a port in use is reported at once
+        addr = f"{args.host}:{args.port}"
+        listener = _native.Listener(
+            addr, token, args.id, timeout_s=args.timeout, tls_cert=tls["tls_cert"], tls_key=tls["tls_key"]
+        )
+    except _native.TransportError as e:
+        print(f"syft-mpc worker {args.id}: {e}", file=sys.stderr)
+        return 2
+    from syft_mpc.net.server import run_worker
+
+    def ready(address: str) -> None:
+        print(f"listening on {address}", flush=True)  # the one stdout line; `launch` reads it
+
+    try:
+        run_worker(
+            args.id,
+            args.host,
+            args.port,
+            token,
+            grace_s=args.grace,
+            idle_timeout_s=args.idle_timeout,
+            timeout_s=args.timeout,
+            ready=ready,
+            listener=listener,
+            state_dir=args.state_dir,
+            tls_cert=tls["tls_cert"],
+            tls_key=tls["tls_key"],
+            tls_ca=tls["tls_ca"],
+        )
+    except _native.TransportError as e:  # e.g. the port is in use
+        print(f"syft-mpc worker {args.id}: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _launch(args: argparse.Namespace) -> int:
+    from syft_mpc.net.launch import launch
+
+    names = [n.strip() for n in args.workers.split(",") if n.strip()]
+    if not names:
+        raise SystemExit("syft-mpc launch: --workers needs at least one name, e.g. --workers bob,alice")
+    tls = _tls_args(args)
+    return launch(
+        names,
+        [args.script, *args.args],
+        host=args.host,
+        grace_s=args.grace,
+        tls_cert=tls["tls_cert"],
+        tls_key=tls["tls_key"],
+        tls_ca=tls["tls_ca"],
+    )
+
+
+def _add_tls_args(p: argparse.ArgumentParser, whose: str) -> None:
+    p.add_argument("--tls-cert", help=f"{whose} TLS certificate chain (PEM): connections must use TLS")
+    p.add_argument("--tls-key", help=f"{whose} TLS private key (PEM)")
+    p.add_argument("--tls-ca", help="CA certificate (PEM) to trust for TLS to workers (default: $SYFT_MPC_TLS_CA)")
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    p = argparse.ArgumentParser(prog="syft-mpc", description="syft_mpc workers in their own processes")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    w = sub.add_parser("worker", help="run a worker (an object store serving drivers and other workers)")
+    w.add_argument("--id", required=True, help="the worker id clients use (e.g. bob)")
+    w.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    w.add_argument("--port", type=int, default=8777, help="port (0 picks a free one; default 8777)")
+    w.add_argument("--token-file", help="file holding the shared token (default: $SYFT_MPC_TOKEN)")
+    w.add_argument("--grace", type=float, default=60.0, help="seconds a disconnected client's objects are kept")
+    w.add_argument("--idle-timeout", type=float, default=24 * 3600.0, help="close connections silent this long")
+    w.add_argument("--timeout", type=float, default=30.0, help="bound on handshakes and on requests to peers")
+    w.add_argument(
+        "--state-dir", help="directory for this worker's checkpoints (default: a per-worker directory under the temp dir)"
+    )
+    w.add_argument("--quiet", action="store_true", help="log only warnings")
+    _add_tls_args(w, "this worker's")
+    w.set_defaults(fn=_worker)
+
+    la = sub.add_parser("launch", help="start local workers, run a script against them, stop them")
+    la.add_argument("--workers", required=True, help="comma-separated worker ids, e.g. bob,alice,carol")
+    la.add_argument("--host", default="127.0.0.1")
+    la.add_argument("--grace", type=float, default=60.0)
+    _add_tls_args(la, "every worker's")
+    la.add_argument("script")
+    la.add_argument("args", nargs=argparse.REMAINDER)
+    la.set_defaults(fn=_launch)
+
+    args = p.parse_args(argv)
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
