@@ -98,7 +98,8 @@ class TorchHook:
         self.torch = torch_module
         self.local_worker = local_worker if local_worker is not None else _driver()
         _attach(torch.Tensor, torch_methods.TENSOR_METHODS)
-        _attach(nn.Module, {**torch_methods.MODULE_METHODS, "get": module_get})
+        module_methods: dict[str, Callable[..., Any]] = {**torch_methods.MODULE_METHODS, "get": module_get}
+        _attach(nn.Module, module_methods)
         _attach(torch.Tensor, encrypted_api.TENSOR_METHODS)
         _attach(nn.Module, encrypted_api.MODULE_METHODS)
         _attach(torch.optim.Optimizer, encrypted_api.OPTIMIZER_METHODS)

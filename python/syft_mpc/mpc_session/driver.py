@@ -354,7 +354,7 @@ class Group:
             what = f"operation {self._posted_op!r} or one sent after it without waiting"
             self._posted = self._posted_elements = 0
             session = self.session
-            futs = [(w, _pool().submit(w.sync)) for w in self.workers]
+            futs = [(w, _pool().submit(getattr(w, "sync"))) for w in self.workers]  # posting needs SocketWorkers
             errors: list[BaseException] = []
             for w, f in futs:
                 try:
@@ -418,11 +418,11 @@ def group_of(workers: Sequence["BaseWorker"], crypto_provider: "BaseWorker") -> 
     key = (*ids, "|", crypto_provider.id)
     with _GROUPS_LOCK:
         g = _GROUPS.get(key)
-        same = g is not None and all(a is b for a, b in zip(g.workers, workers)) and g.crypto_provider is crypto_provider
-        if not same:
-            if g is not None:
-                g.close()
-            g = _GROUPS[key] = Group(workers, crypto_provider)
+        if g is not None and all(a is b for a, b in zip(g.workers, workers)) and g.crypto_provider is crypto_provider:
+            return g
+        if g is not None:
+            g.close()
+        g = _GROUPS[key] = Group(workers, crypto_provider)
         return g
 
 

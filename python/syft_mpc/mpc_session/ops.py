@@ -11,7 +11,7 @@ name looked up dynamically.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -26,12 +26,16 @@ __all__ = ["ATEN_LINEAR_NAMES", "INTERACTIVE", "MPC_OPS", "OpContext", "infer_sh
 # ``interactive`` ops call the Party and must be delivered to all parties concurrently.
 
 
+def _broadcast(*shapes: Sequence[int]) -> torch.Size:
+    return torch.Size(torch.broadcast_shapes(*shapes))  # type: ignore[no-untyped-call]  # (torch leaves it unannotated)
+
+
 class OpContext:
     """What an op needs of the worker that runs it: its party, party id and the number of parties."""
 
     __slots__ = ("party", "id", "n")
 
-    def __init__(self, party: Any, pid: int, n: int) -> None:
+    def __init__(self, party: _native.Party, pid: int, n: int) -> None:
         self.party, self.id, self.n = party, pid, n
 
 
@@ -97,7 +101,7 @@ def _bmm_shapes(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.T
         a = a.unsqueeze(0)
     if squeeze_b:
         b = b.unsqueeze(1)
-    batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    batch = _broadcast(a.shape[:-2], b.shape[:-2])
     m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
     if b.dim() == 2 and len(batch) > 0:  # fold a's batch into rows
         a2 = a.reshape(-1, k)
@@ -136,7 +140,7 @@ def _conv2d_public(
 
 @_op("mul", interactive=True)
 def _mul(ctx: OpContext, x: torch.Tensor, y: torch.Tensor, divisor: int = 1, local: bool = False) -> torch.Tensor:
-    shape = torch.broadcast_shapes(x.shape, y.shape)
+    shape = _broadcast(x.shape, y.shape)
     xs, ys = to_ring(x.expand(shape)), to_ring(y.expand(shape))
     return from_ring(_product(ctx, lambda **kw: ctx.party.mul(xs, ys, **kw), divisor, local))
 
@@ -183,7 +187,7 @@ def _ltz_times(ctx: OpContext, x: torch.Tensor, payload: torch.Tensor) -> torch.
 
 
 @_op("below_times", interactive=True)
-def _below_times(ctx: OpContext, x: torch.Tensor, thresholds: list, payload: torch.Tensor) -> torch.Tensor:
+def _below_times(ctx: OpContext, x: torch.Tensor, thresholds: list[int], payload: torch.Tensor) -> torch.Tensor:
     """payload·1{x < t} for public ring thresholds t and a payload of shape ``(k, len(thresholds), *x.shape)``,
     in one comparison's rounds (one opening and one set of tables for every threshold)."""
     t = [int(v) & 0xFFFF_FFFF_FFFF_FFFF for v in thresholds]
@@ -191,7 +195,7 @@ def _below_times(ctx: OpContext, x: torch.Tensor, thresholds: list, payload: tor
 
 
 @_op("fourier", interactive=True)
-def _fourier(ctx: OpContext, x: torch.Tensor, multiplier: int, cos_coef: list, sin_coef: list, divisor: int) -> torch.Tensor:
+def _fourier(ctx: OpContext, x: torch.Tensor, multiplier: int, cos_coef: list[int], sin_coef: list[int], divisor: int) -> torch.Tensor:
     """Σ_k a_k·cos(kθ) + b_k·sin(kθ) at ``2**29 / divisor`` for θ = 2π·(x·multiplier mod 2^32)/2^32, in two rounds."""
     return from_ring(ctx.party.fourier(to_ring(x), multiplier, cos_coef, sin_coef, divisor)).reshape(x.shape)
 
@@ -211,7 +215,7 @@ def _relu(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
 @_op("select_mul", interactive=True)
 def _select_mul(ctx: OpContext, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """b·x + (1−b)·y = y + b·(x − y) for an integer bit sharing b (unscaled)."""
-    shape = torch.broadcast_shapes(b.shape, x.shape, y.shape)
+    shape = _broadcast(b.shape, x.shape, y.shape)
     d = (x - y).expand(shape)
     return y.expand(shape) + from_ring(ctx.party.mul(to_ring(b.expand(shape)), to_ring(d))).reshape(shape)
 
@@ -288,7 +292,7 @@ def infer_shapes(op: str, args: tuple[Any, ...], kwargs: dict[str, Any], n_out: 
     cannot tell (then it waits for the holders' reply). Raises nothing."""
     try:
         if op in _ELEMENTWISE:
-            shape = torch.broadcast_shapes(*(a.shape for a in args if isinstance(a, torch.Tensor)))
+            shape = _broadcast(*(a.shape for a in args if isinstance(a, torch.Tensor)))
             shapes = [tuple(shape)] * n_out
         elif op in ("matmul", "matmul_public"):
             shapes = [tuple(torch.matmul(_as_meta(args[0]), _as_meta(args[1])).shape)]

@@ -40,9 +40,7 @@ class _PartyState:
 
 
 def _state(worker: "BaseWorker") -> dict[str, Any]:
-    st = worker.__dict__.get("_mpc_sessions")
-    if st is None:
-        st = worker.__dict__.setdefault("_mpc_sessions", {})
+    st: dict[str, Any] = worker.__dict__.setdefault("_mpc_sessions", {})
     return st
 
 

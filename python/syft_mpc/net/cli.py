@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 
+from syft_mpc.errors import TransportError
 from syft_mpc.net.env import ENV_TLS_CA, ENV_TOKEN
 
 __all__ = ["main"]
@@ -58,7 +59,7 @@ def _worker(args: argparse.Namespace) -> int:
         listener = _native.Listener(
             addr, token, args.id, timeout_s=args.timeout, tls_cert=tls["tls_cert"], tls_key=tls["tls_key"]
         )
-    except _native.TransportError as e:
+    except TransportError as e:
         print(f"syft-mpc worker {args.id}: {e}", file=sys.stderr)
         return 2
     from syft_mpc.net.server import run_worker
@@ -82,7 +83,7 @@ def _worker(args: argparse.Namespace) -> int:
             tls_key=tls["tls_key"],
             tls_ca=tls["tls_ca"],
         )
-    except _native.TransportError as e:  # e.g. the port is in use
+    except TransportError as e:  # e.g. the port is in use
         print(f"syft-mpc worker {args.id}: {e}", file=sys.stderr)
         return 2
     return 0

@@ -48,7 +48,7 @@ __all__ = ["from_torchrun", "KEY_PREFIX"]
 
 KEY_PREFIX = "syft_mpc"
 
-_stores: list = []  # the store of each session made here stays alive (rank 0 may host it)
+_stores: list[Any] = []  # the store of each session made here stays alive (rank 0 may host it)
 
 
 def _env(name: str) -> str:
@@ -77,7 +77,7 @@ def _local_host(master_addr: str) -> str:
     except OSError:
         return socket.gethostbyname(socket.gethostname())
     family, _, _, _, sockaddr = infos[0]
-    ip = sockaddr[0]
+    ip = str(sockaddr[0])
     if ip.startswith("127.") or ip == "::1":
         return ip
     with socket.socket(family, socket.SOCK_DGRAM) as s:
@@ -133,7 +133,7 @@ def from_torchrun(
         raise ValueError(f"no token: pass token=... or set ${ENV_TOKEN} on every node (it never goes through the store)")
     timeout = timedelta(seconds=timeout_s)
     if store is None:
-        from torch.distributed import rendezvous
+        from torch.distributed.rendezvous import rendezvous
 
         store, _, _ = next(rendezvous("env://", rank=rank, world_size=world, timeout=timeout))
     _stores.append(store)

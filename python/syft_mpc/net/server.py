@@ -26,7 +26,7 @@ import torch
 
 from syft_mpc import _native
 from syft_mpc.remote import serde
-from syft_mpc.errors import SerializationError, TransportError
+from syft_mpc.errors import PeerDisconnected, SerializationError, TransportError
 from syft_mpc.hook import TorchHook
 from syft_mpc.net.env import ENV_TLS_CA
 from syft_mpc.remote.messages import DEFAULT_SESSION, HELLO, POST, REQUEST, SYNC, Envelope, Err, Ok
@@ -198,16 +198,16 @@ class WorkerServer:
                 try:
                     msg = conn.recv(self.idle_timeout_s)
                 except TransportError as e:
-                    if not self._stop.is_set() and not isinstance(e, _native.PeerDisconnected):
+                    if not self._stop.is_set() and not isinstance(e, PeerDisconnected):
                         log.warning("connection from %s: %s", where, e)
                     if self._stop.is_set():
                         why = "stopped"
-                    elif isinstance(e, _native.PeerDisconnected):
+                    elif isinstance(e, PeerDisconnected):
                         why = "closed by the client"  # the usual way a driver leaves
                     else:
                         why = f"ended: {type(e).__name__}"
                     break
-                view = memoryview(msg)  # bytes, or a uint8 array owning a large message
+                view = memoryview(msg if isinstance(msg, bytes) else msg.data)  # bytes, or a uint8 array owning a large message
                 kind, body = bytes(view[:1]), view[1:]
                 try:
                     if kind == REQUEST or kind == POST:

@@ -26,7 +26,7 @@ from typing import Any
 
 from syft_mpc import _native
 from syft_mpc.remote import serde
-from syft_mpc.errors import TransportError
+from syft_mpc.errors import AuthenticationError, TlsError, TransportError
 from syft_mpc.net.env import ENV_TIMEOUT, ENV_TLS_CA, ENV_TOKEN, ENV_WORKERS
 from syft_mpc.remote.messages import DEFAULT_SESSION, HELLO, POST, REQUEST, SYNC, Err
 from syft_mpc.remote.workers import BaseWorker
@@ -158,9 +158,9 @@ class SocketWorker(BaseWorker):
         unconfirmed, self._unconfirmed = self._unconfirmed, []
         for sender, ids in unconfirmed:  # deleting twice is harmless; never deleting leaks
             sender._queue_deletes(self, ids)
-        if isinstance(e, _native.AuthenticationError):
+        if isinstance(e, AuthenticationError):
             hint = f"start it and this driver with the same token (${ENV_TOKEN}) and check the worker id"
-        elif isinstance(e, _native.TlsError):
+        elif isinstance(e, TlsError):
             hint = f"check its --tls-cert/--tls-key and the CA given here as tls_ca (${ENV_TLS_CA})"
         else:
             hint = (
@@ -260,7 +260,7 @@ class SocketWorker(BaseWorker):
         self.close()
 
 
-def _frame(kind: bytes, data: Any) -> list:
+def _frame(kind: bytes, data: Any) -> list[Any]:
     """One control frame as pieces for ``Connection.send``: the kind byte, then the message."""
     if isinstance(data, list):
         return [kind, *data]

@@ -200,7 +200,7 @@ class _PartsOut(bytearray):
     """Encoder output of :func:`encode_parts`: large tensor payloads go to ``parts`` by
     reference; ``base`` is the transport offset of this bytearray's first byte."""
 
-    parts: list
+    parts: list[Any]
     base: int
 
 
@@ -359,21 +359,21 @@ def _enc_tensor(out: bytearray, t: Any, depth: int) -> None:
     nbytes = raw.nbytes
     grad = t.grad if t.requires_grad and t.is_leaf else None
     flags = (FLAG_REQUIRES_GRAD if t.requires_grad else 0) | (FLAG_HAS_GRAD if grad is not None else 0)
-    out_of_line = nbytes >= LARGE_PAYLOAD and type(out) is _PartsOut
-    if out_of_line:
+    parts_out = out if isinstance(out, _PartsOut) and nbytes >= LARGE_PAYLOAD else None  # payload by reference
+    if parts_out is not None:
         flags |= FLAG_PADDED
     out += bytes((T_TENSOR, code, flags, t.ndim))
     for d in t.shape:
         out += _U64.pack(d)
     out += _U64.pack(nbytes)
-    if out_of_line:
-        pad = -(out.base + len(out) + 1) % 8
-        out.append(pad)
-        out += bytes(pad)
-        out.parts.append(bytes(out))
-        out.parts.append(raw)
-        out.base += len(out) + nbytes
-        out.clear()
+    if parts_out is not None:
+        pad = -(parts_out.base + len(parts_out) + 1) % 8
+        parts_out.append(pad)
+        parts_out += bytes(pad)
+        parts_out.parts.append(bytes(parts_out))
+        parts_out.parts.append(raw)
+        parts_out.base += len(parts_out) + nbytes
+        parts_out.clear()
     else:
         out += memoryview(raw)
     if grad is not None:
@@ -466,7 +466,7 @@ class _Reader:
 
     __slots__ = ("buf", "pos", "end")
 
-    def __init__(self, buf: bytes) -> None:
+    def __init__(self, buf: "bytes | memoryview") -> None:
         self.buf = buf
         self.pos = 0
         self.end = len(buf)
@@ -517,7 +517,7 @@ class _Reader:
             raise SerializationError(f"invalid utf-8 in string: {e}") from None
 
 
-def decode(data: "bytes | bytearray | memoryview | np.ndarray | list | tuple") -> Any:
+def decode(data: "bytes | bytearray | memoryview | np.ndarray | list[Any] | tuple[Any, ...]") -> Any:
     """Decodes one frame made by :func:`encode` (or the pieces of :func:`encode_parts`, joined);
     raises :class:`SerializationError` on bad input.
 
@@ -534,7 +534,7 @@ def decode(data: "bytes | bytearray | memoryview | np.ndarray | list | tuple") -
         if isinstance(data, np.ndarray):
             if data.dtype != np.uint8 or data.ndim != 1:
                 raise SerializationError(f"expected a 1-d uint8 array, got {data.dtype} of rank {data.ndim}")
-            data = memoryview(data)
+            data = data.data  # its memory, as a memoryview
         if not isinstance(data, (bytearray, memoryview)):
             raise SerializationError(f"expected bytes, got {type(data).__name__}")
         if type(data) is memoryview and not data.readonly and data.nbytes >= LARGE_PAYLOAD and data.c_contiguous:

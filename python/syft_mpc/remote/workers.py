@@ -279,7 +279,8 @@ class BaseWorker:
                 raise SerializationError(f"expected an Envelope, got {type(env).__name__}")
         except Exception as e:
             return serde.encode(Err(type(e).__name__, str(e)))
-        return self.handle_envelope(env)
+        reply: bytes = self.handle_envelope(env)
+        return reply
 
     def handle_envelope(self, env: Envelope, encode: Callable[[Any], Any] = serde.encode) -> Any:
         """Answers one decoded request (see :meth:`handle`); never raises.
