@@ -1,7 +1,7 @@
 # One place for the commands that README, CI and hooks share.
 #   make venv   .venv with build + dev dependencies and syft_mpc built in release mode
 #   make demo   encrypted training over worker processes, then secure matmul between party processes
-#   make test   cargo test --workspace, then pytest (tests/ and benches/ run once each)
+#   make test   cargo test --workspace, make lint, mypy --strict, then pytest (tests/ and benches/ run once each)
 #   make lint   cargo fmt --check, clippy -D warnings
 #   make bench  pytest-benchmark with timing on; JSON into bench-results/, then a markdown table
 #   make fuzz   cargo-fuzz (nightly Rust) on every fuzz target for FUZZ_SECONDS each (default 60)
@@ -22,7 +22,7 @@ CRYPTEN_VENV ?= .venv-crypten
 CRYPTEN_PY := $(CRYPTEN_VENV)/bin/python
 CRYPTEN_STAMP := $(CRYPTEN_VENV)/.deps-installed
 
-.PHONY: venv build demo test test-rust test-python lint fmt bench compare clean fuzz
+.PHONY: venv build demo test test-rust test-python typecheck lint fmt bench compare clean fuzz
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -52,10 +52,14 @@ demo: venv
 	$(PY) -m syft_mpc launch --workers bob,alice,carol examples/encrypted_digits_demo.py
 	$(PY) examples/mpc_matmul_demo.py
 
-test: test-rust test-python
+test: test-rust lint typecheck test-python
 
 test-rust:
 	cargo test --workspace
+
+# mypy --strict over python/syft_mpc (configuration in pyproject.toml).
+typecheck: venv
+	$(PY) -m mypy
 
 test-python: venv
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -39,7 +39,8 @@ import torch.optim as optim
 
 import syft_mpc as sy
 from syft_mpc import _native, checkpoint
-from syft_mpc.remote import serde
+from syft_mpc.checkpoint import worker as checkpoint_worker
+from syft_mpc.remote import messages, serde
 from syft_mpc.errors import RemoteError, SerializationError
 from syft_mpc.net.env import ENV_TOKEN, ENV_WORKERS
 from syft_mpc.net.launch import LocalWorkers
@@ -544,18 +545,18 @@ def test_checkpoint_tags_cannot_leave_the_state_dir(cluster: Cluster, driver: Dr
         with pytest.raises(ValueError, match="bad checkpoint tag"):
             checkpoint.check_tag(tag)
         for msg in (
-            checkpoint.CheckpointSave(tag, "0" * 32, [], b""),
-            checkpoint.CheckpointInfo(tag),
-            checkpoint.CheckpointLoad(tag, "0" * 32, []),
+            messages.CheckpointSave(tag, "0" * 32, [], b""),
+            messages.CheckpointInfo(tag),
+            messages.CheckpointLoad(tag, "0" * 32, []),
         ):
             with pytest.raises(SerializationError, match="bad checkpoint tag"):
                 serde.decode(serde.encode(Envelope("me", [], msg)))
     # The real worker refuses them too (a malformed message closes that connection, so one each).
     addr = f"127.0.0.1:{cluster.port('bob')}"
     for msg in (
-        checkpoint.CheckpointSave("../evil", "0" * 32, [], b""),
-        checkpoint.CheckpointInfo("/etc/passwd"),
-        checkpoint.CheckpointLoad("a/../../b", "0" * 32, []),
+        messages.CheckpointSave("../evil", "0" * 32, [], b""),
+        messages.CheckpointInfo("/etc/passwd"),
+        messages.CheckpointLoad("a/../../b", "0" * 32, []),
     ):
         conn = _native.Connection.connect(addr, cluster.token, "bob", timeout_s=5)
         try:
@@ -570,8 +571,8 @@ def test_checkpoint_tags_cannot_leave_the_state_dir(cluster: Cluster, driver: Dr
     w.state_dir = str(tmp_path / "state")  # type: ignore[attr-defined]
     for tag in ("../evil", "/tmp/evil", "a/b"):
         for handler, msg in (
-            (checkpoint._handle_save, checkpoint.CheckpointSave(tag, "0" * 32, [], b"")),
-            (checkpoint._handle_info, checkpoint.CheckpointInfo(tag)),
+            (checkpoint_worker.HANDLERS[messages.CheckpointSave], messages.CheckpointSave(tag, "0" * 32, [], b"")),
+            (checkpoint_worker.HANDLERS[messages.CheckpointInfo], messages.CheckpointInfo(tag)),
         ):
             with pytest.raises(ValueError, match="bad checkpoint tag"):
                 handler(w, msg)  # type: ignore[operator]
@@ -603,9 +604,9 @@ def test_checkpoint_refuses_mixed_or_foreign_files(tmp_path: Path) -> None:
     (tmp_path / third.id).mkdir(exist_ok=True)
     os.replace(tmp_path / alice.id / "b.npz", tmp_path / third.id / "b.npz")
     with pytest.raises(RemoteError, match="written by worker ckm-alice"):
-        sy.local_worker._send(third, checkpoint.CheckpointInfo("b"))
+        sy.local_worker._send(third, messages.CheckpointInfo("b"))
     with pytest.raises(RemoteError, match="no checkpoint 'zz'"):
-        sy.local_worker._send(bob, checkpoint.CheckpointInfo("zz"))
+        sy.local_worker._send(bob, messages.CheckpointInfo("zz"))
     # In place: a shared tensor gets the checkpoint's shares back.
     checkpoint.save("c", t=t)
     t2 = t * 2
@@ -616,5 +617,5 @@ def test_checkpoint_refuses_mixed_or_foreign_files(tmp_path: Path) -> None:
 def test_checkpoint_docstring_example() -> None:
     import doctest
 
-    res = doctest.testmod(checkpoint, verbose=False)
+    res = doctest.testmod(checkpoint.driver, verbose=False)
     assert res.failed == 0 and res.attempted > 0

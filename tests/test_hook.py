@@ -11,6 +11,7 @@ import torch
 
 import syft_mpc as sy
 from syft_mpc import hook as hook_mod
+from syft_mpc.remote import torch_methods
 
 TENSOR_METHODS = {"send", "get", "move", "copy", "remote_get", "remote_send"}
 MODULE_METHODS = {"send", "get", "move", "copy"}
@@ -71,7 +72,7 @@ def test_hook_refuses_to_override_torch(monkeypatch: pytest.MonkeyPatch) -> None
         def send(self) -> None: ...
 
     with pytest.raises(RuntimeError, match="already defines"):
-        hook_mod._attach(Fake, {"send": hook_mod.tensor_send})
+        hook_mod._attach(Fake, {"send": torch_methods.tensor_send})
     with pytest.raises(TypeError, match="torch module"):
         sy.TorchHook(sys)  # type: ignore[arg-type]
 
@@ -117,7 +118,7 @@ def test_docstring_examples_of_the_pointer_layer() -> None:
     import doctest
     import importlib
 
-    for name in ("serde", "messages", "allowlist", "pointers", "workers", "hook"):
+    for name in ("remote.serde", "remote.messages", "remote.allowlist", "remote.pointers", "remote.workers", "remote.torch_methods", "hook"):
         mod = importlib.import_module(f"syft_mpc.{name}")
         res = doctest.testmod(mod, verbose=False)
         assert res.failed == 0, name

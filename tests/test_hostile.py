@@ -510,11 +510,10 @@ def test_malformed_frames_after_authentication_close_only_that_connection(cluste
 
 def test_checkpoint_tags_cannot_name_paths(cluster: LocalWorkers) -> None:
     """A checkpoint tag names a file in the worker's state directory, never a path."""
-    checkpoint = pytest.importorskip("syft_mpc.checkpoint")
     nonce = "0" * 32
     for tag in ("../../etc/passwd", "/etc/passwd", "..", ".hidden", "a/b", "x" * 200, "a\x00b", ""):
-        for body in (checkpoint.CheckpointInfo(tag), checkpoint.CheckpointLoad(tag, nonce, []),
-                     checkpoint.CheckpointSave(tag, nonce, [], b"")):
+        for body in (messages.CheckpointInfo(tag), messages.CheckpointLoad(tag, nonce, []),
+                     messages.CheckpointSave(tag, nonce, [], b"")):
             conn = connection(cluster)
             r = reply(conn, req(body))
             assert isinstance(r, Err) and r.err_type == "SerializationError" and "checkpoint tag" in r.message, r
