@@ -100,11 +100,11 @@ def test_inplace_update_undone_when_a_posted_op_fails(workers: tuple[Any, ...]) 
     before = p.share_id  # flushes
     sy.local_worker._send(bob, Fetch(bad.share_id, True))  # bob's share of `bad` is gone
     p.add_(p * 2)  # posted, fine: p now names the new shares
-    assert p._cell.shares.id != before
+    assert p.cell.shares.id != before
     p.mul_(bad)  # posted, fails on bob
     with pytest.raises(ObjectNotFoundError):
         group_of([bob, alice], carol).flush()
-    assert p._cell.shares.id == before  # back to the shares it had at the last confirmed point
+    assert p.cell.shares.id == before  # back to the shares it had at the last confirmed point
     assert torch.allclose(p.get().float_prec(), torch.tensor([0.5, -1.0]), atol=1e-4)
 
 

@@ -13,6 +13,7 @@ import torch.optim as optim
 from conftest import mpc_workers
 
 import syft_mpc as sy
+from syft_mpc.encrypted import arithmetic
 from syft_mpc.encrypted import tensor as shared
 from syft_mpc.encrypted import validation as validation_mode
 
@@ -108,8 +109,8 @@ def test_validation_mode_checks_every_op_and_names_the_culprit(monkeypatch: pyte
         F.softmax(model(x), 1).sum().backward()  # forward and backward pass all checks
     assert not sy.validation_enabled()
     assert torch.ops.aten.convolution_backward.default in calls and torch.ops.aten._softmax.default in calls
-    real_addmm = shared._IMPLS[torch.ops.aten.addmm.default]  # a planted bug in the linear layer
-    monkeypatch.setitem(shared._IMPLS, torch.ops.aten.addmm.default, lambda *a, **k: shared.add(real_addmm(*a, **k), 0.01))
+    real_addmm = shared.OP_TABLE[torch.ops.aten.addmm.default]  # a planted bug in the linear layer
+    monkeypatch.setitem(shared.OP_TABLE, torch.ops.aten.addmm.default, lambda *a, **k: arithmetic.add(real_addmm(*a, **k), 0.01))
     model(x)  # validation off: the bug goes unnoticed
     sy.set_validation(True)
     try:

@@ -2,15 +2,19 @@
 
 :mod:`~syft_mpc.encrypted.fixed_precision` holds the fixed-point tensor,
 :mod:`~syft_mpc.encrypted.tensor` the shared tensor and its op table, and the op families fill
-that table: :mod:`~syft_mpc.encrypted.approx` (approximations). :mod:`~syft_mpc.encrypted.api`
-is what the hook attaches to tensors, modules, optimizers and pointers
-(``fix_prec``, ``share``, ``encrypt``, ...); :mod:`~syft_mpc.encrypted.validation` the debugging
-mode that checks every op against plaintext torch.
+that table, each built on the ones before it: :mod:`~syft_mpc.encrypted.arithmetic` (linear ops,
+products, matmul), :mod:`~syft_mpc.encrypted.comparisons` (comparisons, relu, max/argmax),
+:mod:`~syft_mpc.encrypted.approx` (approximations, division by a shared value),
+:mod:`~syft_mpc.encrypted.nn_ops` (convolution, pooling, losses and their backward passes) and
+:mod:`~syft_mpc.encrypted.optim_ops` (in-place, ``out=`` and ``_foreach_`` ops for optimizers).
+:mod:`~syft_mpc.encrypted.api` is what the hook attaches to tensors, modules, optimizers and
+pointers (``fix_prec``, ``share``, ``encrypt``, ...); :mod:`~syft_mpc.encrypted.validation` the
+debugging mode that checks every op against plaintext torch.
 
 Importing this package imports every op family, so the op table is complete before any shared
 tensor exists.
 """
 
-from syft_mpc.encrypted import approx, tensor
+from syft_mpc.encrypted import approx, arithmetic, comparisons, nn_ops, optim_ops, tensor
 
-__all__ = ["approx", "tensor"]
+__all__ = ["approx", "arithmetic", "comparisons", "nn_ops", "optim_ops", "tensor"]

@@ -1,8 +1,8 @@
 """Approximations of non-linear functions on shared fixed-point tensors (CrypTen's methods).
 
-Every function here takes and returns :class:`~syft_mpc.encrypted.tensor.SharedTensor` and is built
-from the secure primitives (Beaver products with truncation, comparisons); none opens a
-value. Methods, ranges and measured errors are in ``docs/ENCRYPTED_TENSORS.md``.
+Every approximation here takes and returns :class:`~syft_mpc.encrypted.tensor.SharedTensor`
+and is built from the secure primitives (Beaver products with truncation, comparisons); none
+opens a value. Methods, ranges and measured errors are in ``docs/ENCRYPTED_TENSORS.md``.
 
 * ``exp``: limit approximation ``(1 + x/2^8)^(2^8)`` (8 squarings).
 * ``reciprocal``: Newton–Raphson ``y ← y(2 − xy)``, 10 iterations from
@@ -21,38 +21,42 @@ value. Methods, ranges and measured errors are in ``docs/ENCRYPTED_TENSORS.md``.
 * ``softmax``/``log_softmax``: subtract the (tournament) max along ``dim``, ``exp``; the
   sum s ∈ [1, n] is normalized to u ∈ [1/2, 1) by one comparison with the powers of two,
   then 1/s from 3 Newton steps on u and log s from a degree-6 polynomial in u.
+* ``div`` by a shared value: ``a · reciprocal(b)``; ``pow_scalar``: ``x ** 0.5`` is ``sqrt``,
+  ``x ** -1`` is ``reciprocal``. The aten ``div`` and ``pow`` ops are registered here since they
+  may need an approximation (a public divisor and integer powers come from
+  :mod:`~syft_mpc.encrypted.arithmetic`), as are the backward passes of softmax, log_softmax,
+  sigmoid and tanh.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
+from syft_mpc.encrypted.arithmetic import add, div_public, mul, neg, pow_int, sub
+from syft_mpc.encrypted.comparisons import ltz, max_values
 from syft_mpc.encrypted.tensor import (
     HIGH_PRECISION_SCALE,
+    ShareCell,
     SharedTensor,
-    _Cell,
-    _fine_encoding,
-    _is_shared,
-    _lift,
-    _ltz,
-    _precision_of,
-    _public_value,
-    _run,
-    add,
+    fine_encoding,
     implements,
-    max_values,
-    mul,
-    neg,
+    is_shared,
+    lift,
+    precision_of,
+    public_value,
     rescale,
-    sub,
+    run,
     work_scale,
 )
+from syft_mpc.errors import UnsupportedOperationError
 
-__all__ = ["exp", "reciprocal", "log", "sqrt", "inv_sqrt", "sigmoid", "tanh", "softmax", "log_softmax"]
+__all__ = [
+    "div", "exp", "reciprocal", "log", "pow_scalar", "sqrt", "inv_sqrt", "sigmoid", "tanh", "softmax", "log_softmax",
+]
 
 EXP_ITERATIONS = 8
 RECIPROCAL_ITERATIONS = 10
@@ -63,7 +67,7 @@ UNIT_RECIPROCAL_ITERATIONS = 3  # on [1/2, 1] from the minimax line: relative er
 
 
 def _sum(x: SharedTensor, dim: int, keepdim: bool = True) -> SharedTensor:
-    return _run(x, "aten.sum_dim", x, [dim], keepdim)
+    return run(x, "aten.sum_dim", x, [dim], keepdim)
 
 
 def exp(x: SharedTensor) -> SharedTensor:
@@ -76,7 +80,7 @@ def exp(x: SharedTensor) -> SharedTensor:
 
 def _sign_bits(x: SharedTensor) -> tuple[SharedTensor, SharedTensor]:
     """(1{x<0}, sign = 1 − 2·1{x<0}), both unscaled integers: a product with them is exact (no truncation)."""
-    lt = _ltz(x, scale=1)
+    lt = ltz(x, scale=1)
     return lt, sub(1, mul(lt, 2))
 
 
@@ -99,7 +103,7 @@ def reciprocal(
     if initial is None:
         y = add(mul(exp(sub(0.5, xn)), 3), 0.003)  # CrypTen's start
     else:
-        y = _lift(initial, xn) if not isinstance(initial, SharedTensor) else initial
+        y = lift(initial, xn) if not isinstance(initial, SharedTensor) else initial
     for _ in range(iterations):
         y = sub(mul(y, 2), mul(x, mul(y, y), out_scale=y.scale))
     return y
@@ -123,7 +127,7 @@ def _powers(h: SharedTensor, k: int) -> SharedTensor:
     while powers.shape[0] < k:
         m = powers.shape[0]
         top = powers.narrow(0, m - 1, 1)  # h^m
-        powers = _run(h, "aten.cat", [powers, mul(top, powers.narrow(0, 0, min(m, k - m)))], 0)
+        powers = run(h, "aten.cat", [powers, mul(top, powers.narrow(0, 0, min(m, k - m)))], 0)
     return powers
 
 
@@ -139,9 +143,9 @@ def _poly(h: SharedTensor, coef: "list[float]") -> SharedTensor:
     powers = _powers(h, m)
     rows = [coef[:m], coef[m:] + [0.0] * (2 * m - k)]  # (2, m): the low and high halves
     c = torch.tensor(rows, dtype=torch.float64).reshape((2, m) + (1,) * h.dim())
-    ce, divisor = _fine_encoding(c, h)
-    sums = _sum(_run(h, "mul_public", powers.unsqueeze(0), ce), 1, keepdim=False)  # (2, ...)
-    lo, hi = _run(h, "truncate", sums, divisor=divisor, local=h.group.truncation == "local").unbind(0)
+    ce, divisor = fine_encoding(c, h)
+    sums = _sum(run(h, "mul_public", powers.unsqueeze(0), ce), 1, keepdim=False)  # (2, ...)
+    lo, hi = run(h, "truncate", sums, divisor=divisor, local=h.group.truncation == "local").unbind(0)
     return add(add(lo, mul(powers.select(0, m - 1), hi)) if k > m else lo, const)
 
 
@@ -153,7 +157,7 @@ def _log_series(h: SharedTensor) -> SharedTensor:
 def _at_least(x: SharedTensor, thresholds: "list[float]") -> SharedTensor:
     """Unscaled bits 1{x ≥ t_j}, shape (J, *x.shape): one batched comparison."""
     col = (len(thresholds),) + (1,) * x.dim()
-    return sub(1, _ltz(sub(x.unsqueeze(0), torch.tensor(thresholds, dtype=torch.float64).reshape(col)), scale=1))
+    return sub(1, ltz(sub(x.unsqueeze(0), torch.tensor(thresholds, dtype=torch.float64).reshape(col)), scale=1))
 
 
 def _bits_dot(bits: SharedTensor, rows: "list[list[float]]", like: SharedTensor) -> "list[SharedTensor]":
@@ -162,8 +166,8 @@ def _bits_dot(bits: SharedTensor, rows: "list[list[float]]", like: SharedTensor)
     work = work_scale(like)
     col = (len(rows), len(rows[0])) + (1,) * (bits.dim() - 1)
     coef = torch.round(torch.tensor(rows, dtype=torch.float64).reshape(col) * work).to(torch.int64)
-    dots = _run(bits, "aten.sum_dim", _run(bits, "mul_public", bits.unsqueeze(0), coef), [1], False)
-    return [SharedTensor(t._cell, work, like.base, _precision_of(like.base, work), like.dtype) for t in dots.unbind(0)]
+    dots = run(bits, "aten.sum_dim", run(bits, "mul_public", bits.unsqueeze(0), coef), [1], False)
+    return [SharedTensor(t.cell, work, like.base, precision_of(like.base, work), like.dtype) for t in dots.unbind(0)]
 
 
 def _binary_normalized(x: SharedTensor, hi: float) -> "tuple[SharedTensor, SharedTensor, SharedTensor]":
@@ -172,7 +176,7 @@ def _binary_normalized(x: SharedTensor, hi: float) -> "tuple[SharedTensor, Share
     powers 2^j, j = 1..⌈log2 hi⌉ − 1 (a and k are linear in its bits)."""
     js = range(1, math.ceil(math.log2(hi))) if hi > 2 else range(0)
     if not js:
-        return mul(x, 0.5), _lift(0.5, x), _lift(1.0, x)
+        return mul(x, 0.5), lift(0.5, x), lift(1.0, x)
     bits = _at_least(x, [2.0**j for j in js])
     a, k = _bits_dot(bits, [[-(2.0 ** -(j + 1)) for j in js], [1.0 for _ in js]], x)
     a, k = add(a, 0.5), add(k, 1)
@@ -276,11 +280,11 @@ def sigmoid(x: SharedTensor) -> SharedTensor:
     # The series runs at 2^29 fractional bits; the op divides it down to x's scale (a base-10
     # scale is matched to within a relative 2^−13 of one output unit).
     divisor = max(1, round((1 << 29) / x.scale))
-    f = add(_run(x, "fourier", x, multiplier, [0.0] * len(b), b, divisor), 0.5)
+    f = add(run(x, "fourier", x, multiplier, [0.0] * len(b), b, divisor), 0.5)
     cut = round(SIGMOID_CUTOFF * x.scale)
-    payload = _run(f, "aten.stack", [sub(1, f), f], 0).unsqueeze(0)
-    picked = _run(x, "below_times", x, [cut, -cut], payload)
-    return sub(1, _run(picked, "aten.sum_dim", picked, [0, 1], False))
+    payload = run(f, "aten.stack", [sub(1, f), f], 0).unsqueeze(0)
+    picked = run(x, "below_times", x, [cut, -cut], payload)
+    return sub(1, run(picked, "aten.sum_dim", picked, [0, 1], False))
 
 
 def tanh(x: SharedTensor) -> SharedTensor:
@@ -313,6 +317,24 @@ def log_softmax(x: SharedTensor, dim: int) -> tuple[SharedTensor, SharedTensor]:
     return sub(z, log_s), mul(e, mul(_unit_reciprocal(u), a))
 
 
+def div(a: Any, b: Any, rounding_mode: "str | None" = None) -> Any:
+    """a / b: a product with ``reciprocal(b)`` for a shared ``b``, with the public 1/b otherwise."""
+    if rounding_mode is not None:
+        raise UnsupportedOperationError("division with a rounding mode is not supported on shared tensors")
+    if is_shared(b):
+        return mul(a, reciprocal(b))
+    return div_public(a, b)
+
+
+def pow_scalar(x: Any, e: Any) -> Any:
+    """x ** e: ``sqrt`` for e = 0.5, ``reciprocal`` for e = −1, integer powers e ≥ 0 by products."""
+    if is_shared(x) and e == 0.5:
+        return sqrt(x)
+    if is_shared(x) and e == -1:
+        return reciprocal(x)
+    return pow_int(x, e)
+
+
 def _check(x: Any) -> SharedTensor:
     if not isinstance(x, SharedTensor) or x.scale == 1:
         raise TypeError("approximations need a fixed-point shared tensor (x.fix_prec().share(...))")
@@ -339,6 +361,21 @@ implements(aten.sigmoid.default)(_unary(sigmoid))
 implements(aten.tanh.default)(_unary(tanh))
 
 
+@implements(aten.div.Tensor, aten.div.Scalar)
+def _div(a: Any, b: Any) -> Any:
+    return div(a, b)
+
+
+@implements(aten.div.Tensor_mode)
+def _div_mode(a: Any, b: Any, rounding_mode: Any = None) -> Any:
+    return div(a, b, rounding_mode)
+
+
+@implements(aten.pow.Tensor_Scalar)
+def _pow(x: Any, e: Any) -> Any:
+    return pow_scalar(x, e)
+
+
 @implements(aten._softmax.default)
 def _softmax(x: Any, dim: int, half_to_float: bool = False) -> Any:
     return softmax(_check(x), dim)
@@ -347,29 +384,29 @@ def _softmax(x: Any, dim: int, half_to_float: bool = False) -> Any:
 @implements(aten._log_softmax.default)
 def _log_softmax(x: Any, dim: int, half_to_float: bool = False) -> Any:
     ls, sm = log_softmax(_check(x), dim)
-    ls._cell.aux = sm._cell.shares  # softmax, for _log_softmax_backward_data
+    ls.cell.aux = sm.cell.shares  # softmax, for _log_softmax_backward_data
     return ls
 
 
-def _aux_or(out: SharedTensor, compute: Any) -> SharedTensor:
-    aux = getattr(out._cell, "aux", None)
+def _aux_or(out: SharedTensor, compute: Callable[[], SharedTensor]) -> SharedTensor:
+    aux = out.cell.aux
     if aux is None:
         return compute()
-    return SharedTensor(_Cell(aux), out.scale, out.base, out.precision_fractional, out.dtype)
+    return SharedTensor(ShareCell(aux), out.scale, out.base, out.precision_fractional, out.dtype)
 
 
 @implements(aten._log_softmax_backward_data.default)
 def _log_softmax_backward(grad: Any, output: Any, dim: int, input_dtype: Any = None) -> Any:
     # d/dx log_softmax: grad - softmax * sum(grad)
-    sm = _aux_or(output, lambda: exp(output)) if _is_shared(output) else torch.exp(_public_value(output))
-    gs = _sum(grad, dim) if _is_shared(grad) else _public_value(grad).sum(dim, keepdim=True)
+    sm = _aux_or(output, lambda: exp(output)) if is_shared(output) else torch.exp(public_value(output))
+    gs = _sum(grad, dim) if is_shared(grad) else public_value(grad).sum(dim, keepdim=True)
     return sub(grad, mul(sm, gs))
 
 
 @implements(aten._softmax_backward_data.default)
 def _softmax_backward(grad: Any, output: Any, dim: int, input_dtype: Any = None) -> Any:
     gy = mul(grad, output)
-    s = _sum(gy, dim) if _is_shared(gy) else gy.sum(dim, keepdim=True)
+    s = _sum(gy, dim) if is_shared(gy) else gy.sum(dim, keepdim=True)
     return sub(gy, mul(output, s))
 
 
@@ -381,56 +418,3 @@ def _sigmoid_backward(grad: Any, out: Any) -> Any:
 @implements(aten.tanh_backward.default)
 def _tanh_backward(grad: Any, out: Any) -> Any:
     return mul(grad, sub(1, mul(out, out)))
-
-
-def _reduce(x: Any, reduction: int) -> Any:
-    if reduction == 0:
-        return x
-    total = _run(x, "aten.sum", x)
-    return mul(total, 1.0 / max(1, x.numel())) if reduction == 1 else total
-
-
-@implements(aten.mse_loss.default)
-def _mse(x: Any, y: Any, reduction: int = 1) -> Any:
-    d = sub(x, y)
-    return _reduce(mul(d, d), reduction)
-
-
-@implements(aten.mse_loss_backward.default)
-def _mse_backward(grad: Any, x: Any, y: Any, reduction: int = 1) -> Any:
-    d = sub(x, y)
-    scale = 2.0 / x.numel() if reduction == 1 else 2
-    return mul(mul(d, scale), grad)
-
-
-def _onehot(target: Any, like: Any, n_classes: int, ignore_index: int) -> torch.Tensor:
-    t = _public_value(target)
-    if _is_shared(t):
-        raise TypeError("nll_loss/cross_entropy with shared class indices: share one-hot targets instead (probability targets)")
-    t = t.to(torch.int64)
-    valid = t != ignore_index
-    oh = torch.nn.functional.one_hot(t.clamp(min=0) * valid, n_classes) * valid.unsqueeze(-1)
-    return oh.to(torch.int64)
-
-
-@implements(aten.nll_loss_forward.default)
-def _nll_forward(x: Any, target: Any, weight: Any, reduction: int, ignore_index: int) -> Any:
-    if weight is not None or x.dim() != 2:
-        raise NotImplementedError("nll_loss on shared tensors: 2-d inputs without class weights")
-    oh = _onehot(target, x, x.shape[1], ignore_index)
-    picked = _run(x, "aten.sum_dim", mul(x, oh), [1], False)  # public one-hot: exact, local
-    n = int(oh.sum())
-    total = torch.tensor(float(n))
-    if reduction == 0:
-        return neg(picked), total
-    s = neg(_run(picked, "aten.sum", picked))
-    return (mul(s, 1.0 / max(1, n)) if reduction == 1 else s), total
-
-
-@implements(aten.nll_loss_backward.default)
-def _nll_backward(grad: Any, x: Any, target: Any, weight: Any, reduction: int, ignore_index: int, total_weight: Any) -> Any:
-    oh = _onehot(target, x, x.shape[1], ignore_index)
-    g = grad if reduction == 0 else mul(grad, 1.0 / max(1.0, float(_public_value(total_weight)))) if reduction == 1 else grad
-    if reduction == 0:
-        g = g.unsqueeze(1) if _is_shared(g) else _public_value(g).unsqueeze(1)
-    return neg(mul(g, oh)) if _is_shared(g) else _lift(neg(mul(g, oh)), x)

@@ -44,13 +44,14 @@ class FixedPrecisionTensor(torch.Tensor):
 
     @staticmethod
     def __new__(cls, encoded: torch.Tensor, base: int = DEFAULT_BASE, precision: int = DEFAULT_PRECISION, dtype: torch.dtype = torch.float32, requires_grad: bool = False) -> "FixedPrecisionTensor":
-        r = torch.Tensor._make_wrapper_subclass(cls, encoded.shape, dtype=dtype, device="cpu", requires_grad=requires_grad)
+        r = torch.Tensor._make_wrapper_subclass(cls, encoded.shape, dtype=dtype, device=torch.device("cpu"), requires_grad=requires_grad)
         r.encoded = encoded
         r.base = base
         r.precision_fractional = precision
         return r
 
-    __torch_function__ = torch._C._disabled_torch_function_impl
+    # torch's stubs type the base's as a classmethod; the disabled impl is a builtin, called without cls
+    __torch_function__ = torch._C._disabled_torch_function_impl  # type: ignore[assignment]
 
     @classmethod
     def from_float(cls, x: torch.Tensor, base: int = DEFAULT_BASE, precision_fractional: int = DEFAULT_PRECISION) -> "FixedPrecisionTensor":
@@ -78,8 +79,9 @@ class FixedPrecisionTensor(torch.Tensor):
     def __repr__(self, *, tensor_contents: Any = None) -> str:  # type: ignore[override]
         return f"FixedPrecisionTensor(base={self.base}, precision_fractional={self.precision_fractional})>{self.float_precision()!r}"
 
+    # torch's stubs type the base's as the disabled builtin (no cls); torch calls a subclass's as a classmethod
     @classmethod
-    def __torch_dispatch__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+    def __torch_dispatch__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:  # type: ignore[override]
         if any(t is not FixedPrecisionTensor for t in types):
             return NotImplemented  # a shared operand: the shared tensor's rules apply
         kwargs = kwargs or {}

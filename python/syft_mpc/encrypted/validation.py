@@ -95,19 +95,12 @@ def _tolerance(func: Any) -> tuple[float, float]:
     return (_STATE["atol"] if _STATE["atol"] is not None else atol, _STATE["rtol"] if _STATE["rtol"] is not None else rtol)
 
 
-def _reveal(v: Any) -> Any:
-    """A plaintext copy of ``v``: shares reconstructed and decoded (float64), public floats as float64."""
-    from syft_mpc.encrypted.fixed_precision import FixedPrecisionTensor
-    from syft_mpc.fixed_point import decode
-    from syft_mpc.encrypted.tensor import SharedTensor
-
-    if isinstance(v, SharedTensor):
-        enc = v._reconstruct()
-        if v.scale == 1:
-            return enc
-        return decode(enc, v.base, v.precision_fractional, torch.float64)
-    if isinstance(v, FixedPrecisionTensor):
-        return v._value()
+def _plain(v: Any, reveal: Callable[[Any], Any]) -> Any:
+    """A plaintext copy of ``v``: what ``reveal`` makes of it (shares reconstructed and decoded,
+    to float64), or, where ``reveal`` gives ``v`` back, a public tensor (floats as float64)."""
+    r = reveal(v)
+    if r is not v:
+        return r
     if isinstance(v, torch.Tensor):
         return v.detach().to(torch.float64) if v.dtype.is_floating_point else v.detach().clone()
     return v
@@ -134,13 +127,17 @@ def _compare(func: Any, ours: Any, ref: Any, what: str) -> None:
         )
 
 
-def checked(func: Any, impl: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-    """Runs ``impl(*args, **kwargs)`` (the secure op) and checks it against ``func`` in plaintext."""
+def checked(func: Any, impl: Callable[..., Any], args: Any, kwargs: Any, reveal: Callable[[Any], Any]) -> Any:
+    """Runs ``impl(*args, **kwargs)`` (the secure op) and checks it against ``func`` in plaintext.
+
+    ``reveal`` opens one value of the secure op: a shared (or fixed-point) tensor's plaintext,
+    decoded to float64; anything else it returns as it is. (The shared tensor's dispatch passes
+    it, so this module needs nothing of the tensor types.)"""
     if getattr(_LOCAL, "depth", 0) > 0 or func in _NO_REFERENCE:
         return impl(*args, **kwargs)
     _LOCAL.depth = 1
     try:
-        plain_args, plain_kwargs = tree_map(_reveal, (args, kwargs))
+        plain_args, plain_kwargs = tree_map(lambda v: _plain(v, reveal), (args, kwargs))
         out = impl(*args, **kwargs)
         ref = func(*plain_args, **plain_kwargs)
         inplace = _op_name(func).endswith("_")
@@ -154,7 +151,7 @@ def checked(func: Any, impl: Callable[..., Any], args: Any, kwargs: Any) -> Any:
         for k, (o, r) in enumerate(zip(ours_l, ref_l)):
             if k in skip:
                 continue
-            _compare(func, _reveal(o), r, f"output {k}" if len(ours_l) > 1 else "result")
+            _compare(func, _plain(o, reveal), r, f"output {k}" if len(ours_l) > 1 else "result")
         return out
     finally:
         _LOCAL.depth = 0

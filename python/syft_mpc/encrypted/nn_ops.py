@@ -1,0 +1,280 @@
+"""Neural-network layers on shared tensors and their backward passes: conv2d, avg/max pooling, losses.
+
+* ``convolution``: one Beaver conv2d (``conv2d``) with shared weights, a local one with public
+  weights, then one truncation. Its backward: products on im2col columns (one Beaver matmul
+  each), grad_w = G @ cols and grad_x = col2im(Wᵀ @ G); ``groups`` as one batched matmul.
+* ``avg_pool2d``: a public conv2d with a ones kernel times 1/(kh·kw), local.
+* ``max_pool2d``: windows as views of the shares (padding, dilation, ceil_mode), a tournament
+  (:func:`~syft_mpc.encrypted.comparisons.tournament`) over each window that also moves its
+  one-hot argmax; the backward routes each window's gradient to it (one Beaver product) and
+  sums overlapping windows (col2im: a ``scatter_add`` with a public index map).
+* ``mse_loss``, ``nll_loss`` (one-hot public targets) and their backward: products and sums.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from syft_mpc.encrypted.arithmetic import add, bilinear, matmul, mul, neg, sub
+from syft_mpc.encrypted.comparisons import tournament
+from syft_mpc.encrypted.tensor import (
+    ShareCell,
+    SharedTensor,
+    implements,
+    is_shared,
+    lift,
+    public_value,
+    run,
+)
+from syft_mpc.errors import UnsupportedOperationError
+
+__all__: list[str] = []
+
+aten = torch.ops.aten
+
+
+@implements(aten.convolution.default)
+def _convolution(x: Any, w: Any, bias: Any, stride: Any, padding: Any, dilation: Any, transposed: bool, output_padding: Any, groups: int) -> Any:
+    if transposed:
+        raise UnsupportedOperationError("transposed convolution is not supported on shared tensors")
+    if len(stride) != 2:
+        raise UnsupportedOperationError("only 2-d convolution is supported on shared tensors")
+    kw: dict[str, Any] = {"stride": list(stride), "padding": list(padding), "dilation": list(dilation), "groups": int(groups)}
+    out = bilinear("conv2d", x, w, **kw)
+    if bias is not None:
+        out = add(out, bias.reshape(1, -1, 1, 1) if is_shared(bias) else public_value(bias).reshape(1, -1, 1, 1))
+    return out
+
+
+@implements(aten.avg_pool2d.default)
+def _avg_pool2d(x: Any, kernel_size: Any, stride: Any = (), padding: Any = 0, ceil_mode: bool = False, count_include_pad: bool = True, divisor_override: Any = None) -> Any:
+    k = _pair(kernel_size)
+    s = _pair(stride) if stride else k
+    p = _pair(padding)
+    if ceil_mode or (not count_include_pad and p != (0, 0)):
+        raise UnsupportedOperationError("avg_pool2d on shared tensors: ceil_mode and count_include_pad=False are not supported")
+    c = x.shape[1]
+    ones = torch.ones((c, 1, *k), dtype=torch.int64)
+    summed = run(x, "conv2d_public", x, ones, stride=list(s), padding=list(p), dilation=[1, 1], groups=c)
+    return mul(summed, 1.0 / (divisor_override or k[0] * k[1]))
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    v = tuple(v)
+    return (v[0], v[0]) if len(v) == 1 else (int(v[0]), int(v[1]))
+
+
+_POOL_PAD = -(1 << 60)
+"""Encoded value of max_pool2d's padding: far below any encodable value (|x| < 2^47), so a padded
+position never wins, as torch's −inf padding; differences with real values stay far from 2^63."""
+
+
+def _pool_out(n: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> tuple[int, int]:
+    """torch's max_pool2d output length along one axis, and how far its last window reads past
+    the padded input (ceil_mode: a partial window at the end)."""
+    eff = d * (k - 1) + 1
+    o = (n + 2 * p - eff + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (o - 1) * s >= n + p:  # the last window must start inside the input or its left padding
+        o -= 1
+    return o, max(0, (o - 1) * s + eff - (n + 2 * p))
+
+
+def _pool_windows(x: SharedTensor, k: tuple[int, int], s: tuple[int, int], p: tuple[int, int], d: tuple[int, int], ceil_mode: bool) -> tuple[Any, tuple[int, int]]:
+    """max_pool2d's windows as views of the shares, ``(n, c, oh, ow, kh*kw)``, and the extra
+    right/bottom padding that ceil_mode's partial windows read. Padded positions hold the public
+    ``_POOL_PAD`` (zero-padded shares plus a public mask: no communication)."""
+    n, c, h, w = x.shape
+    oh, eh = _pool_out(h, k[0], s[0], p[0], d[0], ceil_mode)
+    ow, ew = _pool_out(w, k[1], s[1], p[1], d[1], ceil_mode)
+    if oh < 1 or ow < 1:
+        raise ValueError(f"max_pool2d: output size {oh}x{ow} is too small for input {h}x{w}")
+    xp = x
+    if p != (0, 0) or eh or ew:
+        xp = torch.ops.aten.constant_pad_nd(x, [p[1], p[1] + ew, p[0], p[0] + eh], 0)
+        mask = torch.full(tuple(xp.shape[-2:]), _POOL_PAD, dtype=torch.int64)
+        mask[p[0] : p[0] + h, p[1] : p[1] + w] = 0
+        xp = run(xp, "add_public", xp, mask)
+    win = xp.unfold(2, d[0] * (k[0] - 1) + 1, s[0]).unfold(3, d[1] * (k[1] - 1) + 1, s[1])
+    if d != (1, 1):
+        win = win[..., :: d[0], :: d[1]]
+    return win[:, :, :oh, :ow].reshape(n, c, oh, ow, k[0] * k[1]), (eh, ew)
+
+
+def _pool_args(kernel_size: Any, stride: Any, padding: Any, dilation: Any) -> tuple[tuple[int, int], ...]:
+    k = _pair(kernel_size)
+    return k, (_pair(stride) if stride else k), _pair(padding), _pair(dilation)
+
+
+def _max_pool2d_onehot(x: SharedTensor, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False) -> tuple[SharedTensor, SharedTensor]:
+    """max_pool2d that also returns, for each window, the shared one-hot vector of its argmax
+    (shape ``(n, c, oh, ow, kh*kw)``, unscaled): a tournament of ⌈log2(kh·kw)⌉ comparisons, each
+    taking the winners' values and one-hot vectors in its own rounds (``tournament``; ties go
+    to the first position of the window, as in torch)."""
+    k, s, p, d = _pool_args(kernel_size, stride, padding, dilation)
+    win, _ = _pool_windows(x, k, s, p, d, ceil_mode)
+    n, c, oh, ow, kk = win.shape
+    vals: Any = win.reshape(n, c, oh, ow, kk, 1)
+    hot = run(x, "from_public", torch.eye(kk, dtype=torch.int64).expand(n, c, oh, ow, kk, kk).contiguous(), scale=1, dtype=torch.int64)
+    both = tournament(run(x, "aten.cat", [vals, hot], 5), 4, largest=True)  # value and one-hot vector
+    vals, hot = both.narrow(5, 0, 1), both.narrow(5, 1, kk)
+    out = vals.reshape(n, c, oh, ow)
+    hot = hot.reshape(n, c, oh, ow, kk)
+    return out, SharedTensor(hot.cell, 1, x.base, x.precision_fractional, torch.int64)
+
+
+@implements(aten.max_pool2d_with_indices.default)
+def _max_pool2d_with_indices(x: Any, kernel_size: Any, stride: Any = (), padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False) -> Any:
+    out, hot = _max_pool2d_onehot(x, kernel_size, stride or None, padding, dilation, ceil_mode)
+    # The indices (argmax within each window, row-major) stay secret: a shared int64 tensor, which
+    # also carries the one-hot selection the backward pass needs.
+    kk = hot.shape[-1]
+    idx = run(hot, "aten.sum_dim", run(hot, "mul_public", hot, torch.arange(kk, dtype=torch.int64)), [4], False)
+    idx = SharedTensor(idx.cell, 1, x.base, x.precision_fractional, torch.int64)
+    idx.cell.aux = hot.cell.shares
+    return out, idx
+
+
+@implements(aten.max_pool2d_with_indices_backward.default)
+def _max_pool2d_with_indices_backward(grad: Any, x: Any, kernel_size: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: bool, indices: Any) -> Any:
+    """Routes each window's gradient to its (secret) argmax: one Beaver product with the one-hot
+    selection kept by the forward pass, then col2im (sums overlapping windows; what lands on
+    padding is dropped)."""
+    if not is_shared(indices) or indices.cell.aux is None:
+        raise UnsupportedOperationError(
+            "max_pool2d backward on shared tensors needs the indices of a shared max_pool2d forward pass"
+        )
+    k, s, p, d = _pool_args(kernel_size, stride, padding, dilation)
+    h, w = x.shape[-2:]
+    extra = (_pool_out(h, k[0], s[0], p[0], d[0], ceil_mode)[1], _pool_out(w, k[1], s[1], p[1], d[1], ceil_mode)[1])
+    like = x if is_shared(x) else indices
+    n, c, oh, ow = indices.shape
+    hot = SharedTensor(ShareCell(indices.cell.aux), 1, like.base, like.precision_fractional, torch.int64)
+    if not is_shared(grad):
+        grad = lift(grad, like)
+    g = run(grad, "mul", grad.reshape(n, c, oh, ow, 1), hot, divisor=1)  # (n, c, oh, ow, kk) at grad's scale
+    cols = g.permute(0, 1, 4, 2, 3).reshape(n, c * k[0] * k[1], oh * ow)
+    return _col2im(cols, c, (h, w), k, d, p, s, extra)
+
+
+def _col2im(cols: SharedTensor, c: int, hw: tuple[int, int], k: Any, dilation: Any, padding: Any, stride: Any, extra: tuple[int, int] = (0, 0)) -> Any:
+    """col2im (the adjoint of im2col: sums each column entry into the pixel it came from) on
+    shares. torch has no int64 col2im on CPU, so it is a scatter_add with a public index map
+    (the im2col of the pixel numbers), local on every share. ``extra``: padding beyond the
+    symmetric one on the bottom/right (ceil_mode pooling), cropped like it."""
+    n, ckk, L = cols.shape
+    kk = ckk // c
+    hp, wp = hw[0] + 2 * padding[0] + extra[0], hw[1] + 2 * padding[1] + extra[1]
+    pix = torch.arange(hp * wp, dtype=torch.float64).reshape(1, 1, hp, wp)
+    index = torch.nn.functional.unfold(pix, tuple(k), dilation=tuple(dilation), stride=tuple(stride)).round().to(torch.int64)
+    if index.shape[-1] != L:
+        raise UnsupportedOperationError(f"col2im on shares: {L} columns for an output of {index.shape[-1]}")
+    index = index.reshape(1, 1, kk * L).expand(n, c, kk * L).contiguous()
+    zeros = lift(torch.zeros((n, c, hp * wp), dtype=torch.int64), cols)
+    out = torch.ops.aten.scatter_add(zeros, 2, index, cols.reshape(n, c, kk * L)).reshape(n, c, hp, wp)
+    if (hp, wp) != tuple(hw):
+        out = out[:, :, padding[0] : padding[0] + hw[0], padding[1] : padding[1] + hw[1]]
+    return out
+
+
+@implements(aten.convolution_backward.default)
+def _convolution_backward(
+    grad: Any, x: Any, w: Any, bias_sizes: Any, stride: Any, padding: Any, dilation: Any,
+    transposed: bool, output_padding: Any, groups: int, output_mask: Any,
+) -> Any:
+    """Gradients of conv2d as products on im2col columns (one Beaver matmul each when both
+    operands are shared, a local one otherwise): with cols = im2col(x) of shape (N·L, C·kh·kw)
+    and G = grad as (O, N·L), grad_w = G @ cols and grad_x = col2im(Wᵀ @ G). With ``groups`` g,
+    channels and filters split into g independent blocks: the same products as one batched
+    (g, ·, ·) matmul (depthwise: C = g)."""
+    if transposed or len(stride) != 2:
+        raise UnsupportedOperationError("conv2d backward on shared tensors supports non-transposed 2-d convolution")
+    o, cg, kh, kw = w.shape
+    g = int(groups)
+    og, c, kk = o // g, cg * g, kh * kw
+    n, _, oh, ow = grad.shape
+    L = oh * ow
+    g3 = grad.reshape(n, g, og, L).permute(1, 2, 0, 3).reshape(g, og, n * L)
+    gx = gw = gb = None
+    if output_mask[1]:
+        # im2col (torch has no int64 im2col on CPU): pad, then windows as views of the shares
+        xv = x if is_shared(x) else public_value(x)
+        if padding[0] or padding[1]:
+            xv = torch.ops.aten.constant_pad_nd(xv, [padding[1], padding[1], padding[0], padding[0]], 0)
+        dk = (dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1)
+        win = xv.unfold(2, dk[0], stride[0]).unfold(3, dk[1], stride[1])  # (N, C, oh, ow, dk0, dk1)
+        if dilation[0] != 1 or dilation[1] != 1:
+            win = win[..., :: dilation[0], :: dilation[1]]
+        cols = win[:, :, :oh, :ow].reshape(n, g, cg, L, kk).permute(1, 0, 3, 2, 4).reshape(g, n * L, cg * kk)
+        gw = matmul(g3, cols).reshape(o, cg, kh, kw)
+    if output_mask[0]:
+        dcols = matmul(w.reshape(g, og, cg * kk).transpose(1, 2), g3)  # (g, Cg*kh*kw, N*L)
+        dcols = dcols.reshape(g, cg, kk, n, L).permute(3, 0, 1, 2, 4).reshape(n, c * kk, L)
+        gx = _col2im(dcols, c, tuple(x.shape[-2:]), (kh, kw), tuple(dilation), tuple(padding), tuple(stride))
+    if output_mask[2]:
+        gb = grad.sum((0, 2, 3))
+    return gx, gw, gb
+
+
+@implements(aten.max_pool2d.default)
+def _max_pool2d(x: Any, kernel_size: Any, stride: Any = (), padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False) -> Any:
+    return _max_pool2d_with_indices(x, kernel_size, stride, padding, dilation, ceil_mode)[0]
+
+
+# ------------------------------------------------------------------ losses
+
+
+def _reduce(x: Any, reduction: int) -> Any:
+    if reduction == 0:
+        return x
+    total = run(x, "aten.sum", x)
+    return mul(total, 1.0 / max(1, x.numel())) if reduction == 1 else total
+
+
+@implements(aten.mse_loss.default)
+def _mse(x: Any, y: Any, reduction: int = 1) -> Any:
+    d = sub(x, y)
+    return _reduce(mul(d, d), reduction)
+
+
+@implements(aten.mse_loss_backward.default)
+def _mse_backward(grad: Any, x: Any, y: Any, reduction: int = 1) -> Any:
+    d = sub(x, y)
+    scale = 2.0 / x.numel() if reduction == 1 else 2
+    return mul(mul(d, scale), grad)
+
+
+def _onehot(target: Any, like: Any, n_classes: int, ignore_index: int) -> torch.Tensor:
+    t = public_value(target)
+    if is_shared(t):
+        raise TypeError("nll_loss/cross_entropy with shared class indices: share one-hot targets instead (probability targets)")
+    t = t.to(torch.int64)
+    valid = t != ignore_index
+    oh: torch.Tensor = torch.nn.functional.one_hot(t.clamp(min=0) * valid, n_classes) * valid.unsqueeze(-1)
+    return oh.to(torch.int64)
+
+
+@implements(aten.nll_loss_forward.default)
+def _nll_forward(x: Any, target: Any, weight: Any, reduction: int, ignore_index: int) -> Any:
+    if weight is not None or x.dim() != 2:
+        raise NotImplementedError("nll_loss on shared tensors: 2-d inputs without class weights")
+    oh = _onehot(target, x, x.shape[1], ignore_index)
+    picked = run(x, "aten.sum_dim", mul(x, oh), [1], False)  # public one-hot: exact, local
+    n = int(oh.sum())
+    total = torch.tensor(float(n))
+    if reduction == 0:
+        return neg(picked), total
+    s = neg(run(picked, "aten.sum", picked))
+    return (mul(s, 1.0 / max(1, n)) if reduction == 1 else s), total
+
+
+@implements(aten.nll_loss_backward.default)
+def _nll_backward(grad: Any, x: Any, target: Any, weight: Any, reduction: int, ignore_index: int, total_weight: Any) -> Any:
+    oh = _onehot(target, x, x.shape[1], ignore_index)
+    g = grad if reduction == 0 else mul(grad, 1.0 / max(1.0, float(public_value(total_weight)))) if reduction == 1 else grad
+    if reduction == 0:
+        g = g.unsqueeze(1) if is_shared(g) else public_value(g).unsqueeze(1)
+    return neg(mul(g, oh)) if is_shared(g) else lift(neg(mul(g, oh)), x)
