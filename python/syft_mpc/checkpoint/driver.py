@@ -256,9 +256,9 @@ def _put(old: Any, new: "SharedTensor", name: str) -> None:
             f"{name}: the checkpoint holds shape {tuple(new.shape)} at scale {new.scale}, the tensor here "
             f"has shape {tuple(old.shape)} at scale {old.scale}"
         )
-    old._cell.shares = new._cell.shares
-    old._cell.pos_mask = None
-    old._cell.aux = None
+    old.cell.shares = new.cell.shares
+    old.cell.pos_mask = None
+    old.cell.aux = None
 
 
 def _install(

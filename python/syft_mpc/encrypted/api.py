@@ -13,7 +13,7 @@ Float tensors: ``x.share(...)`` on a float tensor raises TypeError (encode first
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -326,7 +326,7 @@ def optimizer_fix_precision(self: Any, *args: Any, **kwargs: Any) -> Any:
     return self
 
 
-TENSOR_METHODS = {
+TENSOR_METHODS: dict[str, Callable[..., Any]] = {
     "fix_precision": tensor_fix_precision,
     "fix_prec": tensor_fix_precision,
     "float_precision": tensor_float_precision,
@@ -335,7 +335,7 @@ TENSOR_METHODS = {
     "encrypt": tensor_encrypt,
     "decrypt": tensor_decrypt,
 }
-MODULE_METHODS = {
+MODULE_METHODS: dict[str, Callable[..., Any]] = {
     "fix_precision": module_fix_precision,
     "fix_prec": module_fix_precision,
     "float_precision": module_float_precision,
@@ -459,11 +459,11 @@ def pointer_encrypt(
     return share_remote(self, ws, crypto_provider, base=base, precision=precision, requires_grad=requires_grad, truncation=kwargs.pop("truncation", None))
 
 
-POINTER_METHODS = {
+POINTER_METHODS: dict[str, Callable[..., Any]] = {
     "fix_precision": pointer_fix_precision,
     "fix_prec": pointer_fix_precision,
     "share": pointer_share,
     "encrypt": pointer_encrypt,
 }
 
-OPTIMIZER_METHODS = {"fix_precision": optimizer_fix_precision, "fix_prec": optimizer_fix_precision}
+OPTIMIZER_METHODS: dict[str, Callable[..., Any]] = {"fix_precision": optimizer_fix_precision, "fix_prec": optimizer_fix_precision}

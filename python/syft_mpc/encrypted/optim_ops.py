@@ -52,7 +52,7 @@ def _set_shares(dst: SharedTensor, src: Any) -> SharedTensor:
         src = run(src, "aten.clone", run(src, "aten.expand", src, list(dst.shape)))
     cell = dst.cell
     g = dst.group
-    if g._posted:  # the op that made ``src`` may still fail: a failure puts the old shares back
+    if g.has_posted:  # the op that made ``src`` may still fail: a failure puts the old shares back
         g.on_failure(_restorer(cell, cell.shares, cell.pos_mask, cell.aux))
     cell.shares = src.cell.shares
     cell.pos_mask = None

@@ -290,7 +290,7 @@ def sharing_group(
     if requires_grad and scale == 1:
         raise TypeError("an integer tensor cannot require gradients; share a fix_prec() tensor")
     # group_of raises its own error for a missing crypto provider (its annotation leaves None out)
-    group = group_of(list(workers), crypto_provider)  # type: ignore[arg-type]
+    group = group_of(list(workers), crypto_provider)
     if truncation is not None:
         if truncation not in ("dealer", "local"):
             raise ValueError("truncation must be 'dealer' (any number of parties) or 'local' (2 parties, SecureML)")

@@ -123,6 +123,11 @@ class Group:
         ws = ", ".join(w.id for w in self.workers)
         return f"<Group parties:({ws}) crypto_provider:{self.crypto_provider.id}>"
 
+    @property
+    def has_posted(self) -> bool:
+        """Whether MpcRuns were posted since the holders last confirmed they ran (one may still fail)."""
+        return self._posted > 0
+
     def _listen_addresses(self) -> list[str]:
         """Where each party, then the dealer, listens in a new session. A socket worker
         listens on its own host (the address the driver reaches it by) at a free port it
@@ -401,7 +406,7 @@ _GROUPS: dict[tuple[str, ...], Group] = {}
 _GROUPS_LOCK = threading.Lock()
 
 
-def group_of(workers: Sequence["BaseWorker"], crypto_provider: "BaseWorker") -> Group:
+def group_of(workers: Sequence["BaseWorker"], crypto_provider: "BaseWorker | None") -> Group:
     """The :class:`Group` of these share holders (in this order) and crypto provider."""
     ids = [w.id for w in workers]
     if len(ids) < 2:
