@@ -1,6 +1,7 @@
 //! `syft_mpc._native`: the only crate that knows pyo3 and numpy.
 //!
-//! * [`errors`] — the one place where Rust errors become Python exceptions.
+//! * [`errors`] — the one place where Rust errors become Python exceptions (the classes
+//!   are declared in `syft_mpc.errors`).
 //! * [`convert`] — numpy ↔ ring buffers (borrow in, move out).
 //! * [`config`] — arguments sessions and connections share: secrets, party ids,
 //!   addresses, timeouts, TCP and TLS settings.
