@@ -65,29 +65,6 @@ impl Class {
     }
 }
 
-/// The classes `_native` still exports, imported from [`MODULE`]: code written for
-/// `_native.<Name>` keeps working (`syft_mpc.errors` is where they belong).
-const EXPORTED: [&str; 9] = [
-    "MpcError",
-    "TransportError",
-    "PeerTimeout",
-    "PeerDisconnected",
-    "AuthenticationError",
-    "TlsError",
-    "ProtocolError",
-    "ShapeError",
-    "FixedPointError",
-];
-
-/// Adds the exception classes to the module.
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    let errors = m.py().import(MODULE)?;
-    for name in EXPORTED {
-        m.add(name, errors.getattr(name)?)?;
-    }
-    Ok(())
-}
-
 /// An exception of class `class` with message `msg`, and `peer` in its `peer` attribute
 /// when given (transport errors).
 fn raise(py: Python<'_>, class: Class, msg: String, peer: Option<&str>) -> PyErr {

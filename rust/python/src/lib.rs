@@ -38,7 +38,6 @@ static ALLOC: syft_mpc_ring::alloc::HugePageHint = syft_mpc_ring::alloc::HugePag
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     syft_mpc_ring::alloc::reuse_large_blocks();
-    errors::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("DEFAULT_FRAC_BITS", syft_mpc_ring::fixed::DEFAULT_FRAC_BITS)?;
     m.add_function(wrap_pyfunction!(ring::ring_add, m)?)?;
