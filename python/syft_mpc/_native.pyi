@@ -16,21 +16,12 @@ _U8 = npt.NDArray[np.uint8]
 _Message = bytes | _U8 | list[bytes | _U8] | tuple[bytes | _U8, ...]
 
 __all__ = [
-    "AuthenticationError",
     "Connection",
     "Listener",
     "DEFAULT_FRAC_BITS",
     "Dealer",
-    "FixedPointError",
-    "MpcError",
     "Party",
     "Request",
-    "PeerDisconnected",
-    "PeerTimeout",
-    "ProtocolError",
-    "ShapeError",
-    "TlsError",
-    "TransportError",
     "__version__",
     "decode",
     "encode",
@@ -51,19 +42,6 @@ __all__ = [
 ]
 __version__: str
 DEFAULT_FRAC_BITS: int
-
-class MpcError(Exception): ...
-
-class TransportError(MpcError):
-    peer: Optional[str]
-
-class PeerTimeout(TransportError, TimeoutError): ...
-class PeerDisconnected(TransportError, ConnectionError): ...
-class AuthenticationError(TransportError): ...
-class TlsError(TransportError): ...
-class ProtocolError(MpcError): ...
-class ShapeError(MpcError, ValueError): ...
-class FixedPointError(MpcError, ValueError): ...
 
 # ring kernels
 def ring_add(a: _U64, b: _U64) -> _U64: ...

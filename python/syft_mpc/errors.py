@@ -1,7 +1,8 @@
 """Exceptions raised by syft_mpc.
 
-Every error is an :class:`MpcError`. The classes are defined by the native module
-(the one place where Rust errors become Python exceptions) and re-exported here::
+Every error is an :class:`MpcError`. This module declares every class (and imports nothing
+from the native module); the native module imports the transport, protocol, shape and
+fixed-point errors from here and raises them::
 
     MpcError
     ├── TransportError            a peer could not be reached or misbehaved (``.peer`` names it)
@@ -15,12 +16,15 @@ Every error is an :class:`MpcError`. The classes are defined by the native modul
     ├── SerializationError        malformed or unsupported control message (also a ValueError)
     ├── LocationError             pointers on different workers in one op (also a ValueError)
     ├── UnsupportedOperationError an op outside the allowlist (also a TypeError)
+    ├── ValidationError           validation mode: a secure op differs from plaintext torch (also a RuntimeError)
+    ├── UnsupportedModelError     a layer or argument remote training does not support (also a ValueError)
     └── RemoteError               an op failed on a worker; the message is the worker's
         ├── ObjectNotFoundError   no such object on the worker (also a LookupError)
         └── Remote{Runtime,Type,Value,Index,NotImplemented,ZeroDivision}Error
                                   also the builtin error of the same name
 
-The first eight come from the native module; the pointer-tensor layer defines the rest.
+The native module raises the first eight below MpcError (from TransportError to
+FixedPointError); the Python layers raise the rest.
 
 Example::
 
@@ -32,18 +36,50 @@ Example::
     ShapeError
 """
 
-from syft_mpc._native import (
-    AuthenticationError,
-    FixedPointError,
-    MpcError,
-    PeerDisconnected,
-    PeerTimeout,
-    ProtocolError,
-    ShapeError,
-    TlsError,
-    TransportError,
-)
+from typing import Optional
 
+
+class MpcError(Exception):
+    """Base class of every error raised by syft_mpc."""
+
+
+class TransportError(MpcError):
+    """A peer could not be reached, timed out, or sent malformed data. ``peer`` names it.
+
+    The session's channels are unusable afterwards: start a new session.
+    """
+
+    peer: Optional[str] = None
+
+
+class PeerTimeout(TransportError, TimeoutError):
+    """A peer did not answer within the timeout; it may have crashed or be overloaded."""
+
+
+class PeerDisconnected(TransportError, ConnectionError):
+    """A peer closed its connection."""
+
+
+class AuthenticationError(TransportError):
+    """A connection failed authentication: check that every process uses the same token and session."""
+
+
+class TlsError(TransportError):
+    """A TLS handshake failed: the peer's certificate is not signed by the trusted CA (tls_ca) or does not
+    name the address connected to, or only one side uses TLS. The message says which."""
+
+
+class ProtocolError(MpcError):
+    """Parties are out of step, a protocol was used with an unsupported number of parties,
+    or the dealer could not serve a request."""
+
+
+class ShapeError(MpcError, ValueError):
+    """Operands whose shapes or dtypes do not fit the operation."""
+
+
+class FixedPointError(MpcError, ValueError):
+    """A value has no fixed-point encoding (NaN, infinite, out of range) or the precision is unsupported."""
 
 
 class SerializationError(MpcError, ValueError):
@@ -56,6 +92,14 @@ class LocationError(MpcError, ValueError):
 
 class UnsupportedOperationError(MpcError, TypeError):
     """The operation is not in :mod:`syft_mpc.remote.allowlist`, so no worker will run it."""
+
+
+class ValidationError(MpcError, RuntimeError):
+    """Validation mode found a secure op whose result differs from plaintext torch beyond tolerance."""
+
+
+class UnsupportedModelError(MpcError, ValueError):
+    """A model uses a layer or argument that remote training does not support."""
 
 
 class RemoteError(MpcError):
@@ -94,8 +138,14 @@ class RemoteZeroDivisionError(RemoteError, ZeroDivisionError):
 
 
 __all__ = [
+    "AuthenticationError",
+    "FixedPointError",
     "LocationError",
+    "MpcError",
     "ObjectNotFoundError",
+    "PeerDisconnected",
+    "PeerTimeout",
+    "ProtocolError",
     "RemoteError",
     "RemoteIndexError",
     "RemoteNotImplementedError",
@@ -104,14 +154,10 @@ __all__ = [
     "RemoteValueError",
     "RemoteZeroDivisionError",
     "SerializationError",
-    "UnsupportedOperationError",
-    "AuthenticationError",
-    "FixedPointError",
-    "MpcError",
-    "PeerDisconnected",
-    "PeerTimeout",
-    "ProtocolError",
     "ShapeError",
     "TlsError",
     "TransportError",
+    "UnsupportedModelError",
+    "UnsupportedOperationError",
+    "ValidationError",
 ]

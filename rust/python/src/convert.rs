@@ -1,10 +1,13 @@
-//! numpy ↔ ring buffers: borrow in (no copy for C-contiguous arrays), move out.
+//! numpy ↔ ring buffers: borrow in (no copy for C-contiguous arrays), move out; and a
+//! session's counters as a dict.
 
 use crate::errors::{shape, Result};
 use numpy::ndarray::{ArrayD, IxDyn};
 use numpy::{IntoPyArray, PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use std::borrow::Cow;
+use syft_mpc_protocol as proto;
 use syft_mpc_ring::R64;
 
 /// The elements of `a` in row-major order: a borrowed view of numpy's memory when the
@@ -84,4 +87,14 @@ pub fn conv_params(
     };
     let out = p.output_shape(x, w).map_err(shape)?;
     Ok((p, out))
+}
+
+/// A session's communication counters as a dict (`Party.stats`, `Dealer.stats`).
+pub fn stats_dict<'py>(py: Python<'py>, s: proto::Stats) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("rounds", s.rounds)?;
+    d.set_item("bytes_sent", s.bytes_sent)?;
+    d.set_item("bytes_received", s.bytes_received)?;
+    d.set_item("dealer_bytes_received", s.dealer_bytes_received)?;
+    Ok(d)
 }

@@ -19,7 +19,8 @@
 //! an unexpected party id gives [`TransportError::Auth`] naming the peer on both sides
 //! (each side sends its verdict before closing); the connection is then dropped.
 
-use crate::tcp::{deadline_after, TcpChannel};
+use crate::tcp::socket::deadline_after;
+use crate::tcp::TcpChannel;
 use crate::{Channel, TransportError};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};

@@ -20,7 +20,7 @@
 //! §4.6.3) go out with the writer's next record, which is when the RFC requires them.
 
 use crate::frame::FRAME_MAGIC;
-use crate::tcp::{deadline_after, SocketReader};
+use crate::tcp::socket::{deadline_after, record_error, tls_error, SocketReader};
 use crate::TransportError;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -173,16 +173,6 @@ impl TlsConfig {
 
 fn lock(conn: &Mutex<Connection>) -> io::Result<MutexGuard<'_, Connection>> {
     conn.lock().map_err(|_| io::Error::other("the TLS state was poisoned by a panic"))
-}
-
-/// A TLS record error as an I/O error (`InvalidData`); [`tls_error`] gets it back.
-fn record_error(e: rustls::Error) -> io::Error {
-    io::Error::new(ErrorKind::InvalidData, e)
-}
-
-/// The rustls error inside an I/O error made by [`record_error`], if any.
-pub(crate) fn tls_error(e: &io::Error) -> Option<&rustls::Error> {
-    e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>())
 }
 
 /// The receiving half: raw bytes come from its socket clone without the lock; the lock is

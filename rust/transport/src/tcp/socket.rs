@@ -1,0 +1,221 @@
+//! The socket layer under [`TcpChannel`](super::TcpChannel): framed reads and writes on a
+//! byte stream (the socket itself, or TLS over it), reads bounded by a deadline, and the
+//! mapping of I/O errors to transport errors that name the peer.
+//!
+//! Nothing here picks plaintext or TLS: the channel does ([`super::channel`]), and
+//! [`crate::tls`] builds on [`SocketReader`] and reports a record it rejects with
+//! [`record_error`], which [`Ctx::io`] recognises.
+
+use crate::frame::{decode_header, frame_sizes, FrameHeader, FrameLimits, Reassembly, HEADER_LEN};
+use crate::message::Message;
+use crate::TransportError;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// Writes up to this size are assembled in one buffer (one syscall); larger payloads are
+/// written straight from the caller's slice.
+const COALESCE: usize = 64 * 1024;
+
+/// Context for turning I/O errors into transport errors that name the peer.
+#[derive(Clone, Copy)]
+pub(crate) struct Ctx<'a> {
+    pub(crate) peer: &'a str,
+    pub(crate) timeout: Duration,
+}
+
+impl Ctx<'_> {
+    pub(crate) fn io(&self, e: io::Error, during: &str) -> TransportError {
+        let peer = self.peer.to_string();
+        if let Some(t) = tls_error(&e) {
+            // A record that fails to decrypt or parse: altered in transit, or a broken peer.
+            return TransportError::Malformed { peer, detail: format!("TLS record rejected {during}: {t}") };
+        }
+        match e.kind() {
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => TransportError::Timeout { peer, timeout: self.timeout },
+            ErrorKind::UnexpectedEof => {
+                TransportError::Disconnected { peer, detail: format!("end of stream {during}") }
+            }
+            ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::BrokenPipe
+            | ErrorKind::NotConnected
+            | ErrorKind::WriteZero => TransportError::Disconnected { peer, detail: format!("{e} ({during})") },
+            _ => TransportError::Io { peer, source: e },
+        }
+    }
+}
+
+/// A TLS record error as an I/O error (`InvalidData`); [`tls_error`] gets it back.
+pub(crate) fn record_error(e: rustls::Error) -> io::Error {
+    io::Error::new(ErrorKind::InvalidData, e)
+}
+
+/// The rustls error inside an I/O error made by [`record_error`], if any.
+pub(crate) fn tls_error(e: &io::Error) -> Option<&rustls::Error> {
+    e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>())
+}
+
+/// The receiving socket. With a deadline (set for the handshake) every read waits at most
+/// until the deadline, not a full timeout per read: a stranger trickling one byte at a time
+/// cannot hold a handshake (and the thread running it) open longer than its bound.
+pub(crate) struct SocketReader {
+    pub(crate) sock: TcpStream,
+    pub(crate) deadline: Option<Instant>,
+}
+
+impl Read for SocketReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(d) = self.deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(ErrorKind::TimedOut, "deadline passed"));
+            }
+            self.sock.set_read_timeout(Some(left))?;
+        }
+        self.sock.read(buf)
+    }
+}
+
+/// `now + d`, saturating far in the future instead of panicking on overflow (a huge
+/// timeout means "no bound").
+pub(crate) fn deadline_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d).or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600))).unwrap_or(now)
+}
+
+/// The sending half: frames messages onto `stream` (a clone of the socket, or TLS over it)
+/// through a small coalescing buffer.
+pub(crate) struct Writer<W> {
+    pub(crate) stream: W,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> Writer<W> {
+    pub(crate) fn new(stream: W) -> Self {
+        Writer { stream, buf: Vec::with_capacity(COALESCE) }
+    }
+
+    fn flush_buf(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.stream.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Frames the concatenation of `parts` (without joining them); headers and small
+    /// payloads are coalesced into ≤ 64 KiB writes, the bulk of large payloads goes to the
+    /// socket without a copy.
+    pub(crate) fn write_message(&mut self, parts: &[&[u8]], max_frame: usize) -> io::Result<()> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let mut next = parts.iter().copied().filter(|p| !p.is_empty());
+        let mut cur: &[u8] = &[];
+        for (len, last) in frame_sizes(total, max_frame) {
+            if self.buf.len() + HEADER_LEN > COALESCE {
+                self.flush_buf()?;
+            }
+            self.buf.extend_from_slice(&FrameHeader::new(len as u32, last).encode());
+            let mut need = len;
+            while need > 0 {
+                if cur.is_empty() {
+                    match next.next() {
+                        Some(p) => cur = p,
+                        None => break, // unreachable: the parts sum to `total`
+                    }
+                }
+                let (chunk, rest) = cur.split_at(need.min(cur.len()));
+                cur = rest;
+                need -= chunk.len();
+                let head = chunk.len().min(COALESCE - self.buf.len());
+                self.buf.extend_from_slice(&chunk[..head]);
+                if head < chunk.len() {
+                    self.flush_buf()?;
+                    self.stream.write_all(&chunk[head..])?;
+                }
+            }
+        }
+        self.flush_buf()
+    }
+}
+
+fn read_header<R: Read>(
+    r: &mut R,
+    limits: &FrameLimits,
+    ctx: Ctx<'_>,
+    got: u64,
+) -> Result<FrameHeader, TransportError> {
+    let mut h = [0u8; HEADER_LEN];
+    r.read_exact(&mut h).map_err(|e| {
+        let during = if got == 0 {
+            "while waiting for a message".to_string()
+        } else {
+            format!("in the middle of a message, after {got} bytes")
+        };
+        ctx.io(e, &during)
+    })?;
+    decode_header(&h, limits.frame()).map_err(|e| e.into_transport(ctx.peer))
+}
+
+/// Reads one message of exactly the parts' total length straight into `parts`, in order.
+pub(crate) fn read_message_into<R: Read>(
+    r: &mut R,
+    parts: &mut [&mut [u8]],
+    limits: &FrameLimits,
+    ctx: Ctx<'_>,
+) -> Result<(), TransportError> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let mut re = Reassembly::new(limits.max_message);
+    let (mut off, mut part, mut at) = (0usize, 0usize, 0usize);
+    loop {
+        let h = read_header(r, limits, ctx, off as u64)?;
+        let len = re.on_header(&h).map_err(|e| e.into_transport(ctx.peer))?;
+        let end = off.saturating_add(len);
+        if end > total {
+            return Err(TransportError::UnexpectedLength { peer: ctx.peer.into(), expected: total, got: end });
+        }
+        while off < end {
+            while at == parts[part].len() {
+                (part, at) = (part + 1, 0); // in range: the parts hold `end` bytes or more
+            }
+            let n = (end - off).min(parts[part].len() - at);
+            r.read_exact(&mut parts[part][at..at + n])
+                .map_err(|e| ctx.io(e, &format!("in the middle of a message, after {off} bytes")))?;
+            (off, at) = (off + n, at + n);
+        }
+        if h.is_final() {
+            if off != total {
+                return Err(TransportError::UnexpectedLength { peer: ctx.peer.into(), expected: total, got: off });
+            }
+            return Ok(());
+        }
+    }
+}
+
+/// Reads one message of any length up to `max_message`. Reads go straight into the
+/// message, which grows with the bytes received, never by a declared length alone (see
+/// [`Message::room`]); large messages land in a memory mapping, without copies on growth.
+pub(crate) fn read_message<R: Read>(r: &mut R, limits: &FrameLimits, ctx: Ctx<'_>) -> Result<Message, TransportError> {
+    let mut re = Reassembly::new(limits.max_message);
+    let mut msg = Message::new();
+    loop {
+        let h = read_header(r, limits, ctx, msg.len() as u64)?;
+        let len = re.on_header(&h).map_err(|e| e.into_transport(ctx.peer))?;
+        let end = msg.len() + len;
+        while msg.len() < end {
+            let filled = msg.len();
+            let during = || format!("in the middle of a message, after {filled} bytes");
+            let room = msg.room(end).map_err(|e| ctx.io(e, &during()))?;
+            match r.read(room) {
+                Ok(0) => return Err(ctx.io(ErrorKind::UnexpectedEof.into(), &during())),
+                Ok(n) => msg.advance(n),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(ctx.io(e, &during())),
+            }
+        }
+        if h.is_final() {
+            msg.finish();
+            return Ok(msg);
+        }
+    }
+}
