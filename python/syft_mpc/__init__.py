@@ -57,6 +57,8 @@ from syft_mpc.errors import (
     ShapeError,
     TlsError,
     TransportError,
+    UnsupportedModelError,
+    ValidationError,
 )
 
 # name -> module that defines it; imported lazily (these modules import torch). The PySyft
@@ -73,7 +75,6 @@ _LAZY_NAMES = {
     "validation": "syft_mpc.encrypted.validation",
     "set_validation": "syft_mpc.encrypted.validation",
     "validation_enabled": "syft_mpc.encrypted.validation",
-    "ValidationError": "syft_mpc.encrypted.validation",
     "SocketWorker": "syft_mpc.net.socket_worker",
     "workers_from_env": "syft_mpc.net.socket_worker",
     "BaseDataset": "syft_mpc.federated.dataset",
@@ -162,6 +163,7 @@ __all__ = [
     "validation",
     "validation_enabled",
     "ValidationError",
+    "UnsupportedModelError",
     "BaseDataset",
     "FederatedDataset",
     "FederatedDataLoader",

@@ -32,13 +32,11 @@ from typing import Any, Callable, Iterator
 import torch
 from torch.utils._pytree import tree_flatten, tree_map
 
+from syft_mpc.errors import ValidationError
+
 __all__ = ["ValidationError", "set_validation", "validation", "validation_enabled"]
 
 aten = torch.ops.aten
-
-
-class ValidationError(RuntimeError):
-    """A secure op's result differs from plaintext torch by more than the tolerance (validation mode)."""
 
 
 _STATE: dict[str, Any] = {"on": False, "atol": None, "rtol": None}

@@ -46,7 +46,8 @@ import torch.nn as nn
 
 from syft_mpc.federated.dataset import FederatedDataset, federated_shapes
 from syft_mpc.federated.history import NAN, History, RoundRecord, fmt
-from syft_mpc.federated.local import LOSSES, UnsupportedModelError, batch_schedule, model_spec
+from syft_mpc.errors import UnsupportedModelError
+from syft_mpc.federated.local import LOSSES, batch_schedule, model_spec
 from syft_mpc.remote.messages import LocalTrain
 from syft_mpc.remote.pointers import PointerTensor, RemoteParameter
 

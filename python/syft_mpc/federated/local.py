@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from syft_mpc.errors import SerializationError
+from syft_mpc.errors import SerializationError, UnsupportedModelError
 
 if TYPE_CHECKING:
     pass
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 __all__ = [
     "LAYERS",
     "LOSSES",
-    "UnsupportedModelError",
     "batch_schedule",
     "build_model",
     "local_sgd",
@@ -54,10 +53,6 @@ LOSSES: dict[str, Callable[..., torch.Tensor]] = {
     "mse": F.mse_loss,
 }
 """Loss name -> function, for local training (the same on the driver and the workers)."""
-
-
-class UnsupportedModelError(ValueError):
-    """The model cannot be described as a spec of :data:`LAYERS` (train it with pointers instead)."""
 
 
 # ---------------------------------------------------------------------------- the layer table
