@@ -65,6 +65,7 @@ test-python: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint:
+	@cargo clippy --version >/dev/null 2>&1 && cargo fmt --version >/dev/null 2>&1 || rustup component add clippy rustfmt
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
