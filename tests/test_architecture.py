@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from syft_mpc.deprecated import MOVED
+
 PACKAGE = Path(__file__).resolve().parents[1] / "python" / "syft_mpc"
 ROOT = "syft_mpc"
 
@@ -149,23 +151,7 @@ def test_no_private_names_across_modules() -> None:
     assert not bad, "private names used across modules (make them public or move the code):\n" + "\n".join(bad)
 
 
-DEPRECATED = {
-    "syft_mpc.allowlist": "syft_mpc.remote.allowlist",
-    "syft_mpc.approx": "syft_mpc.encrypted.approx",
-    "syft_mpc.cli": "syft_mpc.net.cli",
-    "syft_mpc.encrypted_api": "syft_mpc.encrypted.api",
-    "syft_mpc.fixed_precision": "syft_mpc.encrypted.fixed_precision",
-    "syft_mpc.launch": "syft_mpc.net.launch",
-    "syft_mpc.messages": "syft_mpc.remote.messages",
-    "syft_mpc.pointers": "syft_mpc.remote.pointers",
-    "syft_mpc.rendezvous": "syft_mpc.net.rendezvous",
-    "syft_mpc.serde": "syft_mpc.remote.serde",
-    "syft_mpc.server": "syft_mpc.net.server",
-    "syft_mpc.shared": "syft_mpc.encrypted.tensor",
-    "syft_mpc.socket_worker": "syft_mpc.net.socket_worker",
-    "syft_mpc.validation_mode": "syft_mpc.encrypted.validation",
-    "syft_mpc.workers": "syft_mpc.remote.workers",
-}
+DEPRECATED = MOVED
 
 
 def test_nothing_in_the_package_imports_a_deprecated_path() -> None:

@@ -24,7 +24,7 @@ of one of its names, so ``import syft_mpc`` alone does not import torch::
 
 from typing import Any
 
-from syft_mpc import errors, mpc
+from syft_mpc import deprecated, errors, mpc
 from syft_mpc._native import (
     DEFAULT_FRAC_BITS,
     Dealer,
@@ -63,6 +63,8 @@ from syft_mpc.errors import (
 
 # name -> module that defines it; imported lazily (these modules import torch). The PySyft
 # layer is assembled by its composition root, syft_mpc.hook, which is imported first.
+deprecated.install()  # the module paths of the previous release, with a warning
+
 _LAZY_NAMES = {
     "TorchHook": "syft_mpc.hook",
     "BaseWorker": "syft_mpc.remote.workers",

@@ -1,5 +1,0 @@
-"""Deprecated alias of :mod:`syft_mpc.net.server` (this path will be removed in the next release)."""
-
-from syft_mpc.deprecated import moved
-
-moved(__name__, "syft_mpc.net.server")
