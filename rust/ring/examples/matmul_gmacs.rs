@@ -38,6 +38,10 @@ fn main() {
             vec![Some(Kernel::ALL.into_iter().find(|k| k.name() == name).expect(USAGE))]
         };
     }
+    if chosen == [None] {
+        let info = gemm::kernel_info();
+        println!("kernel {} ({}); available: {:?}", info.chosen, info.reason, info.available);
+    }
     let args: Vec<usize> = raw.iter().map(|s| s.parse().expect(USAGE)).collect();
     let (m, k, n) = match args[..] {
         [] => (1024, 1024, 1024),
@@ -94,7 +98,11 @@ fn main() {
                 assert_eq!(r, &c, "results differ between thread counts");
             }
             reference = Some(c);
-            println!("u64 ring matmul {m}x{k}x{n}, kernel {kname}, {t} thread(s): {:.2} ms, {:.2} GMAC/s", best * 1e3, macs / best / 1e9);
+            println!(
+                "u64 ring matmul {m}x{k}x{n}, kernel {kname}, {t} thread(s): {:.2} ms, {:.2} GMAC/s",
+                best * 1e3,
+                macs / best / 1e9
+            );
         }
     }
 }

@@ -26,8 +26,13 @@
 //! k-loop. The swapped copy of `a` is made when packing A, so the inner loop
 //! is two multiplies and two adds per four lanes, with no shifts or masks.
 //!
-//! The AVX2 path is chosen at run time (`is_x86_feature_detected!`), so the
-//! wheel needs no `-C target-cpu`; other CPUs use a portable blocked loop.
+//! The kernel is chosen at run time, so the wheel needs no `-C target-cpu`:
+//! Intel AMX-INT8 where the CPU and OS allow it (`gemm_amx`: the ring product
+//! as 36 byte-limb u8 GEMMs on `TDPBUUD`, with its own packing and blocking),
+//! else the AVX2 kernel above (`is_x86_feature_detected!`), else a portable
+//! blocked loop. `SYFT_MPC_GEMM=amx|avx2|portable` forces one (read once);
+//! [`kernel_info`] says which runs and why; [`force_kernel`] overrides it for
+//! tests and benchmarks.
 
 use rayon::prelude::*;
 use std::cell::Cell;
@@ -210,7 +215,10 @@ fn default_choice() -> &'static KernelInfo {
                         best
                     }
                     None if want == "avx512" => {
-                        why.insert(0, format!("{KERNEL_ENV}={v}: no AVX-512 kernel in this build; fell back to {best}"));
+                        why.insert(
+                            0,
+                            format!("{KERNEL_ENV}={v}: no AVX-512 kernel in this build; fell back to {best}"),
+                        );
                         best
                     }
                     None => {

@@ -72,8 +72,6 @@ const TILE: usize = 1024;
 /// Bytes per k step of 64 in one limb of a 32-row (or 32-column) panel: two tiles.
 const KSTEP: usize = 2 * TILE;
 
-
-
 /// One 64-byte line: packed buffers are vectors of these so tiles start on cache lines.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
@@ -156,7 +154,10 @@ fn detect() -> Result<(), String> {
     // process use the AMX tile data state; it touches no memory of ours.
     let rc = unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) };
     if rc != 0 {
-        return Err(format!("Linux refused AMX permission (arch_prctl ARCH_REQ_XCOMP_PERM: {})", std::io::Error::last_os_error()));
+        return Err(format!(
+            "Linux refused AMX permission (arch_prctl ARCH_REQ_XCOMP_PERM: {})",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }
@@ -182,7 +183,15 @@ pub(crate) fn gemm_acc(a: View<'_>, b: View<'_>, m: usize, k: usize, n: usize, c
 
 #[cfg(not(target_arch = "x86_64"))]
 mod imp {
-    pub(super) fn gemm_acc(_: super::View<'_>, _: super::View<'_>, _: usize, _: usize, _: usize, _: &mut [u64], _: usize) {
+    pub(super) fn gemm_acc(
+        _: super::View<'_>,
+        _: super::View<'_>,
+        _: usize,
+        _: usize,
+        _: usize,
+        _: &mut [u64],
+        _: usize,
+    ) {
         unreachable!("amx_support() is Err off x86-64")
     }
 }
@@ -383,7 +392,15 @@ mod imp {
         let stride = 64usize;
         for s in 0..8usize {
             // SAFETY: tiles configured (16 x 64 B each); zeroing touches no memory.
-            unsafe { std::arch::asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem)) };
+            unsafe {
+                std::arch::asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    options(nostack, nomem)
+                )
+            };
             for i in s.saturating_sub(7)..=s.min(7) {
                 let j = s - i;
                 let mut ap = pa[i * limb..].as_ptr();
@@ -600,7 +617,12 @@ mod microbench {
             }
             let t2 = t0.elapsed().as_secs_f64();
             let macs = (reps * T * T * 64 * kt) as f64;
-            eprintln!("kt={kt}: kernel {:.1} GMAC/s (u64), combine {:.0} ns/block, kernel {:.0} ns/block", macs / t1 / 1e9, t2 / reps as f64 * 1e9, t1 / reps as f64 * 1e9);
+            eprintln!(
+                "kt={kt}: kernel {:.1} GMAC/s (u64), combine {:.0} ns/block, kernel {:.0} ns/block",
+                macs / t1 / 1e9,
+                t2 / reps as f64 * 1e9,
+                t1 / reps as f64 * 1e9
+            );
             drop(tiles);
         }
     }
