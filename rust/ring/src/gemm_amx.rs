@@ -64,7 +64,7 @@ const MC: usize = 128;
 /// Columns of a packed B block; a multiple of the 32-column micro-tile.
 const NC: usize = 1024;
 
-const _: () = assert!(KC % 64 == 0 && KC <= 16_384 && MC % T == 0 && NC % T == 0);
+const _: () = assert!(KC / 64 * 64 == KC && KC <= 16_384 && MC / T * T == MC && NC / T * T == NC);
 /// Rows and columns of the output block of the micro-kernel.
 const T: usize = 32;
 /// Bytes of one tile (16 rows x 64 bytes).
