@@ -26,11 +26,18 @@
 //! k-loop. The swapped copy of `a` is made when packing A, so the inner loop
 //! is two multiplies and two adds per four lanes, with no shifts or masks.
 //!
-//! The AVX2 path is chosen at run time (`is_x86_feature_detected!`), so the
-//! wheel needs no `-C target-cpu`; other CPUs use a portable blocked loop.
+//! The kernel is chosen at run time, so the wheel needs no `-C target-cpu`:
+//! Intel AMX-INT8 where the CPU and OS allow it (`gemm_amx`: the ring product
+//! as 36 byte-limb u8 GEMMs on `TDPBUUD`, with its own packing and blocking),
+//! else the AVX2 kernel above (`is_x86_feature_detected!`), else a portable
+//! blocked loop. `SYFT_MPC_GEMM=amx|avx2|portable` forces one (read once);
+//! [`kernel_info`] says which runs and why; [`force_kernel`] overrides it for
+//! tests and benchmarks.
 
 use rayon::prelude::*;
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::OnceLock;
 
 // Tile and block sizes were measured on Zen 3 (AVX2, 32 KiB L1d, 512 KiB L2)
 // at 1024^3: 3 x 8 beat 6 x 4, 4 x 4 and 2 x 12 (the last spills), and
@@ -68,21 +75,21 @@ pub(crate) struct View<'a> {
 
 impl View<'_> {
     #[inline(always)]
-    fn at(&self, i: usize, j: usize) -> u64 {
+    pub(crate) fn at(&self, i: usize, j: usize) -> u64 {
         self.data[i * self.rs + j * self.cs]
     }
 }
 
 /// Raw output pointer shared by tasks that write disjoint tiles.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut u64);
+pub(crate) struct OutPtr(pub(crate) *mut u64);
 // SAFETY: tasks write disjoint (row block x column block) tiles of the output.
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
     /// A method (not `.0`) so closures capture the whole `Sync` wrapper.
-    fn get(self) -> *mut u64 {
+    pub(crate) fn get(self) -> *mut u64 {
         self.0
     }
 }
@@ -116,13 +123,160 @@ fn use_avx2() -> bool {
     }
 }
 
-/// `c (m x n, row-major, row stride ldc) += a (m x k) · b (k x n)` in Z_2^64.
-pub(crate) fn gemm_acc(a: View<'_>, b: View<'_>, m: usize, k: usize, n: usize, c: &mut [u64], ldc: usize) {
-    gemm_acc_with(use_avx2(), a, b, m, k, n, c, ldc)
+/// A micro-kernel family of the ring GEMM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// Intel AMX-INT8: 36 byte-limb products with `TDPBUUD` (see `gemm_amx`).
+    Amx,
+    /// AVX2 3 x 8 micro-kernel on 32-bit limbs (`vpmuludq` + `vpmulld`).
+    Avx2,
+    /// Plain Rust on the same packed layout as AVX2.
+    Portable,
 }
 
-/// [`gemm_acc`] with the micro-kernel chosen by the caller (tests run both).
-fn gemm_acc_with(avx2: bool, a: View<'_>, b: View<'_>, m: usize, k: usize, n: usize, c: &mut [u64], ldc: usize) {
+impl Kernel {
+    /// Every kernel, best first.
+    pub const ALL: [Kernel; 3] = [Kernel::Amx, Kernel::Avx2, Kernel::Portable];
+
+    /// The name used by `SYFT_MPC_GEMM` and [`kernel_info`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Amx => "amx",
+            Kernel::Avx2 => "avx2",
+            Kernel::Portable => "portable",
+        }
+    }
+
+    /// Whether this CPU (and OS) can run the kernel, or why not.
+    pub fn support(self) -> Result<(), String> {
+        match self {
+            Kernel::Amx => crate::gemm_amx::amx_support(),
+            Kernel::Avx2 if use_avx2() => Ok(()),
+            Kernel::Avx2 => Err("no AVX2".into()),
+            Kernel::Portable => Ok(()),
+        }
+    }
+}
+
+impl std::fmt::Display for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which ring-GEMM kernel runs, what this CPU offers, and why that one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelInfo {
+    /// The kernel `kernels::matmul`, `bmm` and `conv2d` use.
+    pub chosen: Kernel,
+    /// The kernels this CPU and OS can run, best first.
+    pub available: Vec<Kernel>,
+    /// Why `chosen` was picked (best available, or `SYFT_MPC_GEMM`, or
+    /// [`force_kernel`]), and why the better ones are unavailable.
+    pub reason: String,
+}
+
+/// Environment variable that forces a kernel: `amx`, `avx512`, `avx2` or
+/// `portable`. Read once per process; a kernel this CPU lacks falls back to
+/// the best available one, as [`kernel_info`] says. (`avx512` has no kernel of
+/// its own in this build and falls back too.)
+pub const KERNEL_ENV: &str = "SYFT_MPC_GEMM";
+
+/// The kernels this CPU and OS can run, best first.
+pub fn available_kernels() -> Vec<Kernel> {
+    Kernel::ALL.into_iter().filter(|k| k.support().is_ok()).collect()
+}
+
+/// The choice made at first use: best available, or what `SYFT_MPC_GEMM` asks for.
+fn default_choice() -> &'static KernelInfo {
+    static INFO: OnceLock<KernelInfo> = OnceLock::new();
+    INFO.get_or_init(|| {
+        let available = available_kernels();
+        let best = available[0];
+        let mut why: Vec<String> = Kernel::ALL
+            .iter()
+            .take_while(|&&k| k != best)
+            .map(|k| format!("{k} unavailable: {}", k.support().err().unwrap_or_default()))
+            .collect();
+        let chosen = match std::env::var(KERNEL_ENV) {
+            Err(_) => {
+                why.insert(0, format!("best available ({KERNEL_ENV} not set)"));
+                best
+            }
+            Ok(v) => {
+                let want = v.trim().to_ascii_lowercase();
+                match Kernel::ALL.into_iter().find(|k| k.name() == want) {
+                    Some(k) if available.contains(&k) => {
+                        why.insert(0, format!("forced by {KERNEL_ENV}={v}"));
+                        k
+                    }
+                    Some(k) => {
+                        why.insert(0, format!("{KERNEL_ENV}={v} asks for {k}, unavailable here; fell back to {best}"));
+                        best
+                    }
+                    None if want == "avx512" => {
+                        why.insert(
+                            0,
+                            format!("{KERNEL_ENV}={v}: no AVX-512 kernel in this build; fell back to {best}"),
+                        );
+                        best
+                    }
+                    None => {
+                        why.insert(0, format!("{KERNEL_ENV}={v} is not a kernel name; fell back to {best}"));
+                        best
+                    }
+                }
+            }
+        };
+        KernelInfo { chosen, available, reason: why.join("; ") }
+    })
+}
+
+/// 0: no override; otherwise 1 + index in [`Kernel::ALL`].
+static FORCED: AtomicU8 = AtomicU8::new(0);
+
+/// The kernel the next ring GEMM uses.
+fn current_kernel() -> Kernel {
+    match FORCED.load(Ordering::Relaxed) {
+        0 => default_choice().chosen,
+        i => Kernel::ALL[usize::from(i) - 1],
+    }
+}
+
+/// Which kernel the ring GEMM uses now, what is available and why.
+pub fn kernel_info() -> KernelInfo {
+    let mut info = default_choice().clone();
+    let now = current_kernel();
+    if now != info.chosen {
+        info.reason = format!("forced by force_kernel({now}) (default would be {}: {})", info.chosen, info.reason);
+        info.chosen = now;
+    }
+    info
+}
+
+/// Overrides the kernel for the whole process (tests and benchmarks); `None`
+/// restores the default. Errors, changing nothing, if the CPU lacks it.
+/// Calls already running keep the kernel they started with.
+pub fn force_kernel(kernel: Option<Kernel>) -> Result<(), String> {
+    let code = match kernel {
+        None => 0,
+        Some(k) => {
+            k.support().map_err(|why| format!("{k} kernel unavailable: {why}"))?;
+            1 + Kernel::ALL.iter().position(|&x| x == k).expect("listed") as u8
+        }
+    };
+    FORCED.store(code, Ordering::Relaxed);
+    Ok(())
+}
+
+/// `c (m x n, row-major, row stride ldc) += a (m x k) · b (k x n)` in Z_2^64.
+pub(crate) fn gemm_acc(a: View<'_>, b: View<'_>, m: usize, k: usize, n: usize, c: &mut [u64], ldc: usize) {
+    gemm_acc_with(current_kernel(), a, b, m, k, n, c, ldc)
+}
+
+/// [`gemm_acc`] with the kernel chosen by the caller (tests run each one).
+/// The kernel must be available (see [`Kernel::support`]): AMX panics otherwise.
+fn gemm_acc_with(kernel: Kernel, a: View<'_>, b: View<'_>, m: usize, k: usize, n: usize, c: &mut [u64], ldc: usize) {
     if m == 0 || n == 0 || k == 0 {
         return;
     }
@@ -130,6 +284,11 @@ fn gemm_acc_with(avx2: bool, a: View<'_>, b: View<'_>, m: usize, k: usize, n: us
     if m.saturating_mul(n).saturating_mul(k) <= SMALL {
         return gemm_small(a, b, m, k, n, c, ldc);
     }
+    let avx2 = match kernel {
+        Kernel::Amx => return crate::gemm_amx::gemm_acc(a, b, m, k, n, c, ldc),
+        Kernel::Avx2 => use_avx2(),
+        Kernel::Portable => false,
+    };
     let threads = rayon::current_num_threads().max(1);
     // Row blocks of at most MC rows, as many as a multiple of the thread
     // count so that every thread gets the same share, rounded to the micro-tile.
@@ -462,8 +621,7 @@ mod tests {
     /// which no x86 test would otherwise reach), strided operands, ragged tiles.
     #[test]
     fn both_kernels_and_strided_views() {
-        let kernels: &[bool] = if use_avx2() { &[false, true] } else { &[false] };
-        for &avx2 in kernels {
+        for avx2 in available_kernels() {
             for &(m, k, n) in
                 &[(1, 1, 1), (3, 8, 8), (7, 300, 13), (50, 257, 33), (100, 31, 4100), (0, 5, 5), (4, 0, 4)]
             {

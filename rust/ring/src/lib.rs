@@ -5,7 +5,8 @@
 
 pub mod alloc;
 pub mod fixed;
-mod gemm;
+pub mod gemm;
+mod gemm_amx;
 pub mod kernels;
 pub mod prg;
 mod r64;
