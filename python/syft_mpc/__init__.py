@@ -63,6 +63,8 @@ from syft_mpc.errors import (
 
 # name -> module that defines it; imported lazily (these modules import torch). The PySyft
 # layer is assembled by its composition root, syft_mpc.hook, which is imported first.
+from syft_mpc.info import native_info
+
 deprecated.install()  # the module paths of the previous release, with a warning
 
 _LAZY_NAMES = {
@@ -120,6 +122,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "native_info",
     "BaseWorker",
     "FixedPrecisionTensor",
     "SharedTensor",

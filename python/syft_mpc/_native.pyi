@@ -4,7 +4,7 @@
 # Ring arrays are numpy uint64 (elements of Z_2^64); any shape unless stated.
 
 from types import TracebackType
-from typing import Optional, Sequence, final
+from typing import Any, Optional, Sequence, final
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +31,7 @@ __all__ = [
     "reconstruct",
     "ring_add",
     "ring_conv2d",
+    "gemm_kernel_info",
     "ring_matmul",
     "ring_mul",
     "ring_neg",
@@ -38,6 +39,7 @@ __all__ = [
     "ring_sub",
     "ring_sum",
     "ring_transpose",
+    "set_gemm_kernel",
     "share",
 ]
 __version__: str
@@ -50,6 +52,8 @@ def ring_mul(a: _U64, b: _U64) -> _U64: ...
 def ring_neg(a: _U64) -> _U64: ...
 def ring_scale(a: _U64, k: int) -> _U64: ...
 def ring_matmul(a: _U64, b: _U64, threads: Optional[int] = None) -> _U64: ...
+def gemm_kernel_info() -> dict[str, Any]: ...
+def set_gemm_kernel(name: Optional[str] = None) -> None: ...
 def ring_conv2d(
     x: _U64,
     w: _U64,

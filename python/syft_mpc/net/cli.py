@@ -107,6 +107,13 @@ def _launch(args: argparse.Namespace) -> int:
     )
 
 
+def _info(args: argparse.Namespace) -> int:
+    from syft_mpc.info import report
+
+    print(report())
+    return 0
+
+
 def _add_tls_args(p: argparse.ArgumentParser, whose: str) -> None:
     p.add_argument("--tls-cert", help=f"{whose} TLS certificate chain (PEM): connections must use TLS")
     p.add_argument("--tls-key", help=f"{whose} TLS private key (PEM)")
@@ -140,6 +147,9 @@ def main(argv: "list[str] | None" = None) -> int:
     la.add_argument("script")
     la.add_argument("args", nargs=argparse.REMAINDER)
     la.set_defaults(fn=_launch)
+
+    inf = sub.add_parser("info", help="versions, CPU features and the kernels chosen (paste it into a bug report)")
+    inf.set_defaults(fn=_info)
 
     args = p.parse_args(argv)
     return int(args.fn(args))

@@ -7,10 +7,11 @@ use crate::convert::{conv_params, elems, f64_out, matmul_dims, ring, ring_out, s
 use crate::errors::{shape, Result};
 use numpy::{PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use syft_mpc_ring::fixed::FixedPoint;
-use syft_mpc_ring::{kernels, R64};
+use syft_mpc_ring::{gemm, kernels, R64};
 
 type Out<'py> = Result<Bound<'py, PyArrayDyn<u64>>>;
 
@@ -205,4 +206,34 @@ pub fn decode<'py>(
 pub fn fixed_point_info(base: u32, precision: u32) -> Result<(u64, f64)> {
     let fp = FixedPoint::new(base, precision)?;
     Ok((fp.scale(), fp.limit()))
+}
+
+/// The ring GEMM kernel that `ring_matmul`, the protocols' matmuls and convolutions use on
+/// this machine: `{"chosen": name, "available": [names, best first], "reason": why}`.
+/// `SYFT_MPC_GEMM=amx|avx512|avx2|portable` (read once per process) forces one; a kernel the
+/// CPU or OS cannot run falls back to the best available, and `reason` says so.
+#[pyfunction]
+pub fn gemm_kernel_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let info = gemm::kernel_info();
+    let d = PyDict::new(py);
+    d.set_item("chosen", info.chosen.name())?;
+    d.set_item("available", info.available.iter().map(|k| k.name()).collect::<Vec<_>>())?;
+    d.set_item("reason", info.reason)?;
+    Ok(d)
+}
+
+/// Forces the ring GEMM kernel for the whole process (`None`: the default again), for tests
+/// and benchmarks that compare kernels. Raises ShapeError (a ValueError) for an unknown name
+/// or a kernel this CPU or OS cannot run; calls already running keep their kernel.
+#[pyfunction]
+#[pyo3(signature = (name=None))]
+pub fn set_gemm_kernel(name: Option<&str>) -> Result<()> {
+    let kernel = match name {
+        None => None,
+        Some(n) => Some(gemm::Kernel::ALL.into_iter().find(|k| k.name() == n).ok_or_else(|| {
+            let names: Vec<_> = gemm::Kernel::ALL.iter().map(|k| k.name()).collect();
+            shape(format!("unknown GEMM kernel {n:?}; one of {}", names.join(", ")))
+        })?),
+    };
+    gemm::force_kernel(kernel).map_err(shape)
 }
