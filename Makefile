@@ -1,7 +1,9 @@
 # One place for the commands that README, CI and hooks share.
 #   make venv   .venv with build + dev dependencies and syft_mpc built in release mode
 #   make demo   encrypted training over worker processes, then secure matmul between party processes
-#   make test   cargo test --workspace, make lint, mypy --strict, then pytest (tests/ and benches/ run once each)
+#   make test   cargo test --workspace, make lint, mypy --strict, pytest (tests/ and benches/ run once each), make wheel-check
+#   make wheel  the manylinux2014 wheel and the sdist in dist/ (zig links against glibc 2.17; auditwheel checks the tag)
+#   make wheel-check  the wheel installed into fresh virtualenvs with the oldest and newest torch, smoke-tested there
 #   make lint   cargo fmt --check, clippy -D warnings
 #   make bench  pytest-benchmark with timing on; JSON into bench-results/, then a markdown table
 #   make fuzz   cargo-fuzz (nightly Rust) on every fuzz target for FUZZ_SECONDS each (default 60)
@@ -22,7 +24,7 @@ CRYPTEN_VENV ?= .venv-crypten
 CRYPTEN_PY := $(CRYPTEN_VENV)/bin/python
 CRYPTEN_STAMP := $(CRYPTEN_VENV)/.deps-installed
 
-.PHONY: venv build demo test test-rust test-python typecheck lint fmt bench compare clean fuzz
+.PHONY: venv build demo test test-rust test-python typecheck lint fmt bench compare clean fuzz wheel wheel-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +34,8 @@ $(STAMP): $(PY) pyproject.toml
 	$(PIP) install --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install $(TORCH_PIP_ARGS) "torch>=2.4"
 	$(PIP) install "maturin>=1.7,<2.0" "numpy>=1.22" "pytest>=7" "hypothesis>=6" \
-		"pytest-benchmark>=4" "scikit-learn>=1.2" "mypy>=1.8" "matplotlib>=3.5" "tqdm>=4.60" "opacus>=1.4"
+		"pytest-benchmark>=4" "scikit-learn>=1.2" "mypy>=1.8" "matplotlib>=3.5" "tqdm>=4.60" "opacus>=1.4" \
+		"ziglang>=0.13" "auditwheel>=6" "uv>=0.5"
 	touch $(STAMP)
 
 # The extension is rebuilt incrementally (cargo) every time, so tests never run a stale build.
@@ -52,7 +55,7 @@ demo: venv
 	$(PY) -m syft_mpc launch --workers bob,alice,carol examples/encrypted_digits_demo.py
 	$(PY) examples/mpc_matmul_demo.py
 
-test: test-rust lint typecheck test-python
+test: test-rust lint typecheck test-python wheel-check
 
 test-rust:
 	cargo test --workspace
@@ -63,6 +66,33 @@ typecheck: venv
 
 test-python: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The wheel users install. zig (from PyPI) links the extension against glibc 2.17, so the tag is
+# manylinux2014 and pip takes it on Ubuntu 20.04, Debian 11 and RHEL 8 as well as on new systems;
+# auditwheel confirms the tag and that no system library was bundled. The sdist builds with only
+# cargo and pip (`pip install dist/syft_mpc-*.tar.gz`).
+WHEEL_DIR ?= dist
+OLDEST_TORCH ?= 2.4.1
+wheel: $(STAMP)
+	rm -rf $(WHEEL_DIR)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m maturin build --release --zig --compatibility manylinux2014 -o $(WHEEL_DIR)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m maturin sdist -o $(WHEEL_DIR)
+	$(PY) -m auditwheel show $(WHEEL_DIR)/*.whl | tee $(WHEEL_DIR)/auditwheel.txt
+	grep -q '"manylinux_2_17_x86_64"' $(WHEEL_DIR)/auditwheel.txt
+	! unzip -l $(WHEEL_DIR)/*.whl | grep -E '\.libs/|\.so\.[0-9]'
+
+# The wheel as users install it: a fresh virtualenv per torch version (the oldest the package
+# claims and the newest, the one in .venv), outside the source tree, then tests/wheel_smoke.py.
+# uv installs from its cache, so torch is downloaded once per machine.
+wheel-check: wheel
+	@set -e; newest=$$($(PY) -c 'import torch; print(torch.__version__.split("+")[0])'); \
+	for t in $(OLDEST_TORCH) $$newest; do \
+		env=$$(mktemp -d)/venv; \
+		$(VENV)/bin/uv venv -q --python $(PY) $$env; \
+		$(VENV)/bin/uv pip install -q --python $$env/bin/python $(WHEEL_DIR)/*.whl "torch==$$t"; \
+		(cd $$(dirname $$env) && env -u PYTHONPATH $$env/bin/python $(CURDIR)/tests/wheel_smoke.py $(CURDIR)); \
+		rm -rf $$(dirname $$env); \
+	done
 
 lint:
 	@cargo clippy --version >/dev/null 2>&1 && cargo fmt --version >/dev/null 2>&1 || rustup component add clippy rustfmt

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 
+from syft_mpc._native import __version__
 from syft_mpc.errors import TransportError
 from syft_mpc.net.env import ENV_TLS_CA, ENV_TOKEN
 
@@ -122,6 +123,7 @@ def _add_tls_args(p: argparse.ArgumentParser, whose: str) -> None:
 
 def main(argv: "list[str] | None" = None) -> int:
     p = argparse.ArgumentParser(prog="syft-mpc", description="syft_mpc workers in their own processes")
+    p.add_argument("--version", action="version", version=f"syft-mpc {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     w = sub.add_parser("worker", help="run a worker (an object store serving drivers and other workers)")
