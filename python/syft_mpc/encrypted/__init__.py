@@ -5,6 +5,8 @@
 that table, each built on the ones before it: :mod:`~syft_mpc.encrypted.arithmetic` (linear ops,
 products, matmul), :mod:`~syft_mpc.encrypted.comparisons` (comparisons, relu, max/argmax),
 :mod:`~syft_mpc.encrypted.approx` (approximations, division by a shared value),
+:mod:`~syft_mpc.encrypted.activations` (GELU, SiLU, ELU, hardtanh, clamp, ... and their backward),
+:mod:`~syft_mpc.encrypted.normalization` (batch, layer and group norm and their backward),
 :mod:`~syft_mpc.encrypted.nn_ops` (convolution, pooling, losses and their backward passes) and
 :mod:`~syft_mpc.encrypted.optim_ops` (in-place, ``out=`` and ``_foreach_`` ops for optimizers).
 :mod:`~syft_mpc.encrypted.api` is what the hook attaches to tensors, modules, optimizers and
@@ -15,6 +17,6 @@ Importing this package imports every op family, so the op table is complete befo
 tensor exists.
 """
 
-from syft_mpc.encrypted import approx, arithmetic, comparisons, nn_ops, optim_ops, tensor
+from syft_mpc.encrypted import activations, approx, arithmetic, comparisons, nn_ops, normalization, optim_ops, tensor
 
-__all__ = ["approx", "arithmetic", "comparisons", "nn_ops", "optim_ops", "tensor"]
+__all__ = ["activations", "approx", "arithmetic", "comparisons", "nn_ops", "normalization", "optim_ops", "tensor"]

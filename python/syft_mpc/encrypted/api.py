@@ -132,12 +132,18 @@ def tensor_decrypt(self: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------- nn.Module
 
 
-def _replace_params(module: nn.Module, fn: Any) -> nn.Module:
+def _replace_params(module: nn.Module, fn: Any, buffers: "Any | None" = None) -> nn.Module:
+    """Applies ``fn`` to every parameter and ``buffers`` (if given) to every floating-point buffer
+    (a norm layer's running statistics; integer buffers such as ``num_batches_tracked`` stay public)."""
     for m in module.modules():
         for name, p in list(m._parameters.items()):
             if p is not None:
                 new = fn(p)
                 m._parameters[name] = nn.Parameter(new, requires_grad=new.requires_grad or False) if not isinstance(new, nn.Parameter) else new
+        if buffers is not None:
+            for name, b in list(m._buffers.items()):
+                if b is not None and (b.dtype.is_floating_point or isinstance(b, (FixedPrecisionTensor, SharedTensor))):
+                    m._buffers[name] = buffers(b)
     return module
 
 
@@ -149,7 +155,10 @@ def module_fix_precision(self: nn.Module, *args: Any, **kwargs: Any) -> nn.Modul
             raise TypeError("this module is already in fixed precision")
         return nn.Parameter(tensor_fix_precision(p.data, *args, **kwargs), requires_grad=False)
 
-    return _replace_params(self, f)
+    def fb(b: Any) -> Any:
+        return b if isinstance(b, (FixedPrecisionTensor, SharedTensor)) else tensor_fix_precision(b, *args, **kwargs)
+
+    return _replace_params(self, f, fb)
 
 
 def module_float_precision(self: nn.Module) -> nn.Module:
@@ -162,7 +171,12 @@ def module_float_precision(self: nn.Module) -> nn.Module:
             return nn.Parameter(p.float_precision(), requires_grad=True)
         return p
 
-    return _replace_params(self, f)
+    def fb(b: Any) -> Any:
+        if isinstance(b, SharedTensor):
+            raise TypeError("this module is shared: call model.get() first, then float_precision()")
+        return b.float_precision() if isinstance(b, FixedPrecisionTensor) else b
+
+    return _replace_params(self, f, fb)
 
 
 def module_share(self: nn.Module, *workers: Any, crypto_provider: Any = None, requires_grad: bool = False, **kwargs: Any) -> nn.Module:
@@ -175,7 +189,12 @@ def module_share(self: nn.Module, *workers: Any, crypto_provider: Any = None, re
         s = share_tensor(fp, *workers, crypto_provider=crypto_provider, requires_grad=False, **kwargs)
         return nn.Parameter(s, requires_grad=requires_grad)
 
-    return _replace_params(self, f)
+    def fb(b: Any) -> Any:  # running statistics, updated in shares by training
+        if isinstance(b, FixedPrecisionTensor):
+            return share_tensor(b, *workers, crypto_provider=crypto_provider, requires_grad=False, **kwargs)
+        return b
+
+    return _replace_params(self, f, fb)
 
 
 def module_encrypt(self: nn.Module, *args: Any, workers: Any = None, crypto_provider: Any = None, requires_grad: bool = False, **kwargs: Any) -> nn.Module:
@@ -193,7 +212,7 @@ def module_get_shared(self: nn.Module) -> nn.Module:
             return nn.Parameter(p.get(), requires_grad=False)
         return p
 
-    return _replace_params(self, f)
+    return _replace_params(self, f, lambda b: b.get() if isinstance(b, SharedTensor) else b)
 
 
 def module_decrypt(self: nn.Module) -> nn.Module:

@@ -14,8 +14,11 @@ opens a value. Methods, ranges and measured errors are in ``docs/ENCRYPTED_TENSO
   [1/4, 1) by one batched comparison with the powers 4^j.
 * High-precision tensors (scale above ``HIGH_PRECISION_SCALE``) are narrowed to 16 bits for
   Newton starting points; ``reciprocal`` keeps their full precision in each step's ``x·y²``.
-* ``sigmoid``: a Fourier series of 8 sines on [−8.5, 8.5] (one round with the dealer's
-  trigonometric masks), the tails set to 0 and 1 by one comparison.
+* ``saturating``: a fitted Fourier series on [−c, c] (two rounds with the dealer's
+  trigonometric masks), the tails (constants or lines) selected by one comparison with ±c; ``sigmoid``
+  is one (8 sines on [−8.5, 8.5], tails 0 and 1), :mod:`~syft_mpc.encrypted.activations` has more.
+* ``inv_sqrt_normalized`` (aten ``rsqrt``): x ∈ [2^−16, 2^16) normalized to [1/4, 1) by one
+  batched comparison with the powers 4^j, then 3 Newton steps from a minimax line.
 * Polynomials (``_poly``) compute only the powers up to half the degree (one giant step).
 * ``tanh``: ``2·sigmoid(2x) − 1``.
 * ``softmax``/``log_softmax``: subtract the (tournament) max along ``dim``, ``exp``; the
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -55,7 +59,8 @@ from syft_mpc.encrypted.tensor import (
 from syft_mpc.errors import UnsupportedOperationError
 
 __all__ = [
-    "div", "exp", "reciprocal", "log", "pow_scalar", "sqrt", "inv_sqrt", "sigmoid", "tanh", "softmax", "log_softmax",
+    "SIGMOID", "SaturatingSeries", "div", "exp", "fourier_fit", "inv_sqrt", "inv_sqrt_normalized", "log", "log_softmax", "pow_scalar",
+    "reciprocal", "saturating", "sigmoid", "softmax", "sqrt", "tanh",
 ]
 
 EXP_ITERATIONS = 8
@@ -238,53 +243,129 @@ def sqrt(x: SharedTensor) -> SharedTensor:
     return mul(mul(y, inv_sqrt(y, initial=line)), big_b, out_scale=work * work)
 
 
-SIGMOID_CUTOFF = 8.5
-"""Beyond ±8.5 the sigmoid is 1 or 0 exactly (1 − sigmoid(8.5) = 2.0e−4)."""
-SIGMOID_PERIOD = 24.0
-"""Period of the Fourier series: [−8.5, 8.5] plus room on either side for the series to turn
-back smoothly, which is what makes 8 harmonics enough (error 2.7e−4)."""
-SIGMOID_HARMONICS = 8
+INV_SQRT_THRESHOLDS = range(-8, 8)
+"""Exponents j of the thresholds 4^j that normalize ``inv_sqrt_normalized``'s argument: [2^-16, 2^16)."""
+
+
+def inv_sqrt_normalized(x: SharedTensor) -> SharedTensor:
+    """1/sqrt(x) for x ∈ [2^−16, 2^16) (a variance plus eps in a normalization layer), at any
+    magnitude in that range. One batched comparison with the thresholds 4^j gives shared bits
+    b_j = 1{x ≥ 4^j}, hence (linear in the bits, public coefficients, all powers of two and so
+    exact at 16 bits) A = 4^−(i+1) and C = 2^−(i+1) for x ∈ [4^i, 4^(i+1)); then
+    1/sqrt(x) = C · 1/sqrt(x·A) with x·A ∈ [1/4, 1), where 3 Newton steps from a minimax line
+    (relative error 8.6e−2, squared by each step) reach the 16-bit resolution.
+    Cost: one comparison (6 rounds), 3 Newton steps (3 products each), 2 products.
+    x < 2^−16 (no threshold passed) gives 0."""
+    x = _narrowed(x)
+    js = list(INV_SQRT_THRESHOLDS)
+    ge = _at_least(x, [4.0**j for j in js])
+    lo = js[0]
+    a = [4.0 ** -(lo + 1)] + [4.0 ** -(j + 1) - 4.0**-j for j in js[1:]]  # Σ_{j ≤ i} = 4^-(i+1)
+    c = [2.0 ** -(lo + 1)] + [2.0 ** -(j + 1) - 2.0**-j for j in js[1:]]  # Σ_{j ≤ i} = 2^-(i+1)
+    big_a, big_c = _bits_dot(ge, [a, c], x)
+    y = mul(x, big_a)  # ∈ [1/4, 1)
+    line = add(mul(y, _INV_SQRT_LINE[1]), _INV_SQRT_LINE[0])
+    return mul(inv_sqrt(y, initial=line), big_c)
+
+
+@dataclass(frozen=True, eq=False)
+class SaturatingSeries:
+    """A function that is a Fourier series on [−cutoff, cutoff] and a straight line on each side
+    (``below``/``above``: (slope, intercept), e.g. 0 and 1 for the sigmoid, 0 and x for GELU).
+
+    ``parity`` of ``fn(x) − slope·x``: "odd" (odd about ``fn(0)``: sines only, the constant is
+    fn(0)), "even" (a constant and cosines) or "any" (both). The coefficients are fitted (minimax: least squares
+    reweighted by the error, Lawson's iteration) on 2001 points for the exact period the ring
+    gives at each scale (``fourier_fit``)."""
+
+    name: str
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    cutoff: float
+    period: float
+    harmonics: int
+    parity: str = "odd"
+    below: "tuple[float, float]" = (0.0, 0.0)
+    above: "tuple[float, float]" = (0.0, 1.0)
+    slope: float = 0.0
+    """A linear part s·x left out of the series (computed locally): GELU = x/2 + an even function."""
 
 
 @functools.lru_cache(maxsize=None)
-def _sigmoid_series(scale: int) -> "tuple[int, list[float]]":
-    """``(multiplier, b)``: sigmoid(x) − 1/2 ≈ Σ_k b_k·sin(2πk·x/P) on [−8.5, 8.5], where the
-    angle is the fixed-point encoding times ``multiplier``, mod 2^32, so the period P is
-    2^32/(scale·multiplier) ≈ 24. The function is odd, so sines alone; the coefficients are a
-    minimax fit (least squares reweighted by the error, Lawson's iteration) for that exact P."""
-    multiplier = max(1, round(2**32 / (scale * SIGMOID_PERIOD)))
+def fourier_fit(series: SaturatingSeries, scale: int) -> "tuple[int, float, list[float], list[float]]":
+    """``(multiplier, constant, a, b)``: ``fn(x) ≈ constant + Σ_k a_k·cos(2πk·x/P) + b_k·sin(2πk·x/P)``
+    on [−cutoff, cutoff], where the angle is the fixed-point encoding times ``multiplier``, mod
+    2^32, so the period P is 2^32/(scale·multiplier) ≈ ``series.period``."""
+    multiplier = max(1, round(2**32 / (scale * series.period)))
     period = 2**32 / (scale * multiplier)
-    u = torch.linspace(0, SIGMOID_CUTOFF, 2001, dtype=torch.float64)
-    k = torch.arange(1, SIGMOID_HARMONICS + 1, dtype=torch.float64)
-    basis = torch.sin(2 * math.pi * u[:, None] * k / period)
-    target = torch.sigmoid(u) - 0.5
+    u = torch.linspace(-series.cutoff, series.cutoff, 2001, dtype=torch.float64)
+    k = torch.arange(1, series.harmonics + 1, dtype=torch.float64)
+    angle = 2 * math.pi * u[:, None] * k / period
+    target = series.fn(u).to(torch.float64) - series.slope * u
+    const = float(series.fn(torch.zeros(1, dtype=torch.float64))[0]) if series.parity == "odd" else 0.0
+    cols = [] if series.parity == "odd" else [torch.ones_like(u)[:, None]]
+    if series.parity != "odd":
+        cols.append(torch.cos(angle))
+    if series.parity != "even":
+        cols.append(torch.sin(angle))
+    basis = torch.cat(cols, 1)
     w = torch.ones_like(u)
     for _ in range(100):
-        b = torch.linalg.lstsq(basis * w[:, None], target * w).solution
-        err = (basis @ b - target).abs()
+        sol = torch.linalg.lstsq(basis * w[:, None], (target - const) * w).solution
+        err = (basis @ sol - (target - const)).abs()
         w = w * (err / err.max() + 1e-3).sqrt()
         w = w / w.max()
-    return multiplier, b.tolist()
+    coef = sol.tolist()
+    if series.parity != "odd":
+        const, coef = coef[0], coef[1:]
+    zeros = [0.0] * series.harmonics
+    a = coef[: series.harmonics] if series.parity != "odd" else zeros
+    b = coef[-series.harmonics :] if series.parity != "even" else zeros
+    return multiplier, const, a, b
+
+
+def _tail(x: SharedTensor, line: "tuple[float, float]") -> Any:
+    slope, intercept = line
+    if slope == 0:
+        return intercept
+    return add(x if slope == 1 else mul(x, slope), intercept)
+
+
+def saturating(x: SharedTensor, series: SaturatingSeries) -> SharedTensor:
+    """``series`` at ``x``: the Fourier series in two rounds (``fourier``: the dealer's
+    trigonometric masks, Boura et al. FC 2018, then a division into the tensor's scale), the
+    tails selected by one comparison with the thresholds ±cutoff (one opening and one set of
+    tables for both: ``below_times``), the products riding in its rounds:
+    ``above + 1{x < c}·(f − above) + 1{x < −c}·(below − f)``. 8 rounds, no Beaver product.
+
+    The protocol needs Σ|a_k| + |b_k| ≤ 1: the coefficients are divided by the next power of two
+    s above their sum and the series is divided into the tensor's scale times s (its error,
+    √2·2^−13 per unit of the sum, is then the unscaled sum's)."""
+    x = _narrowed(x)
+    multiplier, const, a, b = fourier_fit(series, x.scale)
+    s = 2.0 ** max(0, math.ceil(math.log2(max(sum(map(abs, a)) + sum(map(abs, b)), 1e-9))))
+    # The series runs at 2^29 fractional bits; the op divides it down to x's scale (a base-10
+    # scale is matched to within a relative 2^−13 of one output unit).
+    divisor = max(1, round((1 << 29) / (x.scale * s)))
+    f = add(run(x, "fourier", x, multiplier, [v / s for v in a], [v / s for v in b], divisor), const)
+    if series.slope:
+        f = add(f, mul(x, series.slope))
+    cut = round(series.cutoff * x.scale)
+    lo, hi = _tail(x, series.below), _tail(x, series.above)
+    payload = run(f, "aten.stack", [sub(f, hi), sub(lo, f)], 0).unsqueeze(0)
+    picked = run(x, "below_times", x, [cut, -cut], payload)
+    out: SharedTensor = add(run(picked, "aten.sum_dim", picked, [0, 1], False), hi)
+    return out
+
+
+SIGMOID = SaturatingSeries("sigmoid", torch.sigmoid, cutoff=8.5, period=24.0, harmonics=8)
+"""Beyond ±8.5 the sigmoid is 1 or 0 exactly (1 − sigmoid(8.5) = 2.0e−4). The period leaves room on
+either side for the series to turn back smoothly, which is what makes 8 harmonics enough (fit 2.7e−4)."""
 
 
 def sigmoid(x: SharedTensor) -> SharedTensor:
-    """A Fourier series on [−8.5, 8.5], exactly 1 above and 0 below.
-
-    The series takes two rounds (``fourier``: the dealer's trigonometric masks, Boura et al.
-    FC 2018, then a division into the tensor's scale). One comparison with the thresholds 8.5
-    and −8.5 (one opening and one set of tables for both: ``below_times``) sets the tails and
-    carries the products that select them in its rounds:
-    ``σ = 1 − 1{x < 8.5}·(1 − f) − 1{x < −8.5}·f`` for the series ``f``. 8 rounds; no Beaver product."""
-    x = _narrowed(x)
-    multiplier, b = _sigmoid_series(x.scale)
-    # The series runs at 2^29 fractional bits; the op divides it down to x's scale (a base-10
-    # scale is matched to within a relative 2^−13 of one output unit).
-    divisor = max(1, round((1 << 29) / x.scale))
-    f = add(run(x, "fourier", x, multiplier, [0.0] * len(b), b, divisor), 0.5)
-    cut = round(SIGMOID_CUTOFF * x.scale)
-    payload = run(f, "aten.stack", [sub(1, f), f], 0).unsqueeze(0)
-    picked = run(x, "below_times", x, [cut, -cut], payload)
-    return sub(1, run(picked, "aten.sum_dim", picked, [0, 1], False))
+    """A Fourier series of 8 sines on [−8.5, 8.5], exactly 1 above and 0 below (``saturating``):
+    ``σ = 1 − 1{x < 8.5}·(1 − f) − 1{x < −8.5}·f``. 8 rounds; no Beaver product."""
+    return saturating(x, SIGMOID)
 
 
 def tanh(x: SharedTensor) -> SharedTensor:
@@ -356,7 +437,7 @@ implements(aten.exp.default)(_unary(exp))
 implements(aten.reciprocal.default)(_unary(reciprocal))
 implements(aten.log.default)(_unary(log))
 implements(aten.sqrt.default)(_unary(sqrt))
-implements(aten.rsqrt.default)(_unary(inv_sqrt))
+implements(aten.rsqrt.default)(_unary(inv_sqrt_normalized))
 implements(aten.sigmoid.default)(_unary(sigmoid))
 implements(aten.tanh.default)(_unary(tanh))
 

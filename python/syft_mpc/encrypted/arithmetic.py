@@ -313,6 +313,16 @@ def _zeros_like(x: SharedTensor, dtype: Any = None, **_: Any) -> torch.Tensor:
     return torch.zeros(x.shape, dtype=dtype or x.dtype)
 
 
+@implements(aten.new_zeros.default, aten.new_empty.default)
+def _new_zeros(x: SharedTensor, size: Any, dtype: Any = None, **_: Any) -> torch.Tensor:
+    return torch.zeros(tuple(size), dtype=dtype or x.dtype)  # public, as zeros_like
+
+
+@implements(aten.new_ones.default)
+def _new_ones(x: SharedTensor, size: Any, dtype: Any = None, **_: Any) -> torch.Tensor:
+    return torch.ones(tuple(size), dtype=dtype or x.dtype)
+
+
 @implements(aten.full_like.default)
 def _full_like(x: SharedTensor, value: Any, **kw: Any) -> torch.Tensor:
     return torch.full(x.shape, value, dtype=kw.get("dtype") or x.dtype)

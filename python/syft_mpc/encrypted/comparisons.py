@@ -32,7 +32,7 @@ from syft_mpc.encrypted.tensor import (
 from syft_mpc.errors import UnsupportedOperationError
 
 __all__ = [
-    "eq", "ge", "gt", "le", "lt", "ltz", "max_dim", "max_values", "maximum", "minimum", "relu", "sign",
+    "below_sum", "eq", "ge", "gt", "le", "lt", "ltz", "max_dim", "max_values", "maximum", "minimum", "relu", "sign",
     "threshold_backward", "tournament",
 ]
 
@@ -102,11 +102,20 @@ def eq(a: Any, b: Any) -> Any:
     return _one_minus(add(lt_, gt_))
 
 
+def below_sum(x: SharedTensor, cuts: "list[int]", pieces: "list[Any]") -> SharedTensor:
+    """Σ_j 1{x < cuts_j}·pieces_j for ring thresholds ``cuts`` (at ``x``'s scale) and pieces
+    (shared or public, ``x``'s shape) in one comparison's rounds (``below_times``: one opening
+    and one set of tables for every threshold, the products riding in its rounds)."""
+    like = next((p for p in pieces if is_shared(p)), x)
+    lifted = [p if is_shared(p) else lift(torch.as_tensor(public_value(p), dtype=torch.float64).expand(x.shape), like) for p in pieces]
+    payload = run(lifted[0], "aten.stack", lifted, 0).unsqueeze(0)
+    picked = run(x, "below_times", x, cuts, payload)
+    return run(picked, "aten.sum_dim", picked, [0, 1], False)
+
+
 def sign(x: Any) -> Any:
-    # sign(x) = 1 - 2·1{x<0} - 1{x=0}
-    lt_ = ltz(x)
-    is_zero = eq(x, 0)
-    return sub(sub(lift(1, x), mul(lt_, 2)), is_zero)
+    """sign(x) = 1 − 1{x < 1 unit} − 1{x < 0} (0 at 0): one comparison with two thresholds."""
+    return add(below_sum(x, [1, 0], [-1.0, -1.0]), 1)
 
 
 def _select(bit: SharedTensor, x: SharedTensor, y: SharedTensor) -> SharedTensor:

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import torch
 
+from syft_mpc.encrypted.activations import logical_and
 from syft_mpc.encrypted.approx import div, sqrt
 from syft_mpc.encrypted.arithmetic import add, mul, neg, sub
 from syft_mpc.encrypted.comparisons import maximum, minimum, relu
@@ -93,6 +94,7 @@ OP_TABLE[aten.div_.Tensor] = _inplace(div)
 OP_TABLE[aten.div_.Scalar] = _inplace(div)
 OP_TABLE[aten.neg_.default] = _inplace(neg)
 OP_TABLE[aten.relu_.default] = _inplace(relu)
+OP_TABLE[aten.logical_and_.default] = _inplace(logical_and)  # clamp's backward
 OP_TABLE[aten.zero_.default] = _inplace(lambda x: lift(torch.zeros(x.shape, dtype=torch.int64), x))
 
 

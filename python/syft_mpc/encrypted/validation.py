@@ -9,7 +9,7 @@ its approximation, with torch. Every intermediate value is opened to the driver:
 this on with data that must stay private.
 
 Tolerances (defaults): exact ring ops and Beaver products ``atol=1e-3, rtol=1e-3``;
-approximations (exp, log, reciprocal, division by a share, sqrt, sigmoid, tanh, softmax,
+approximations (exp, log, reciprocal, division by a share, sqrt, sigmoid, tanh, erf, GELU, SiLU, softplus, ELU, norm layers, softmax,
 log_softmax, losses and their backward passes) ``atol=0.07, rtol=0.05``, the documented
 error bounds of docs/ENCRYPTED_TENSORS.md on their stated ranges.
 
@@ -49,6 +49,9 @@ _APPROX_NAMES = (
     "_softmax", "_log_softmax", "cross_entropy", "nll_loss", "mse_loss", "pow", "addcdiv", "lerp",
     "_softmax_backward_data", "_log_softmax_backward_data", "sigmoid_backward", "tanh_backward",
     "nll_loss_backward", "mse_loss_backward", "nll_loss_forward", "mean",
+    "erf", "gelu", "gelu_backward", "silu", "silu_backward", "softplus", "softplus_backward", "elu", "elu_backward",
+    "native_batch_norm", "native_batch_norm_backward", "native_layer_norm", "native_layer_norm_backward",
+    "native_group_norm", "native_group_norm_backward", "var_mean", "var",
 )
 # Outputs that are not comparable with torch's: the secret argmax indices of max/min/max_pool2d
 # are window-local (torch's are flat) and may pick another element on ties.
