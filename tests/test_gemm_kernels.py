@@ -1,4 +1,4 @@
-"""Every ring GEMM kernel this machine can run (AMX-INT8, AVX2, portable), through the
+"""Every ring GEMM kernel this machine can run (AMX-INT8, AVX-512 IFMA, AVX-512, AVX2, portable), through the
 Python API and the protocols, bit for bit against numpy's wrapping uint64 arithmetic.
 
 A kernel the CPU or OS cannot run is reported as skipped with the reason the native module
@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import syft_mpc as sy
 from syft_mpc import _native
 
-KERNELS = ("amx", "avx2", "portable")
+KERNELS = ("amx", "avx512ifma", "avx512", "avx2", "portable")
 INFO = _native.gemm_kernel_info()
 
 
@@ -143,9 +143,9 @@ def test_environment_variable_forces_a_kernel(forced: str) -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
     chosen, reason = (s.strip() for s in out.stdout.split("|", 1))
     assert "SYFT_MPC_GEMM" in reason, reason
-    if forced == "portable":
-        assert chosen == "portable"
-    else:  # no such kernel in this build or name: the best available, and the reason says so
+    if forced in INFO["available"]:
+        assert chosen == forced, (chosen, reason)
+    else:  # a kernel this machine lacks, or no such name: the best available, and the reason says so
         assert chosen == INFO["available"][0], (chosen, reason)
 
 
