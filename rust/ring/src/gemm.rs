@@ -75,39 +75,80 @@ struct Geom {
     mr: usize,
     /// Columns of the micro-tile.
     nr: usize,
-    /// A is packed with each value's half-swapped copy (32-bit-limb kernels).
-    swap: bool,
+    /// How values are packed (plain, or with a companion per value).
+    layout: Layout,
     /// Depth of a packed block.
     kc: usize,
     /// Rows of a packed A block (upper bound; rounded to `mr`).
     mc: usize,
 }
 
+/// The packed layout of the A and B micro-panels.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// A and B values as they are (`vpmullq`).
+    Plain,
+    /// Each A value followed by its copy with the 32-bit halves swapped (32-bit limbs).
+    Swap,
+    /// Each A value followed by [`ifma_a`] of it; each B row of `nr` values
+    /// followed by [`ifma_b`] of them (IFMA, see `avx512::kernel_ifma`).
+    Ifma,
+}
+
 impl Geom {
     /// Packed A elements per k step of a micro-panel.
     const fn a_step(self) -> usize {
-        if self.swap {
-            2 * self.mr
-        } else {
-            self.mr
+        match self.layout {
+            Layout::Plain => self.mr,
+            Layout::Swap | Layout::Ifma => 2 * self.mr,
+        }
+    }
+
+    /// Packed B elements per k step of a micro-panel.
+    const fn b_step(self) -> usize {
+        match self.layout {
+            Layout::Plain | Layout::Swap => self.nr,
+            Layout::Ifma => 2 * self.nr,
         }
     }
 }
 
+const LOW12: u64 = (1 << 12) - 1;
+
+/// The A companion of the IFMA kernel: with `x = x0 + x1·2^52`, the bits
+/// `x1` at 12 and `x0 mod 2^12` at 36 (see `avx512::kernel_ifma`).
+#[inline(always)]
+fn ifma_a(x: u64) -> u64 {
+    ((x >> 52) << 12) | ((x & LOW12) << 36)
+}
+
+/// The B companion of the IFMA kernel: `x1` at 16 and `x0 mod 2^12` at 40.
+#[inline(always)]
+fn ifma_b(x: u64) -> u64 {
+    ((x >> 52) << 16) | ((x & LOW12) << 40)
+}
+
 /// The AVX2 kernel and the portable one share this layout.
-const GEOM_AVX2: Geom = Geom { mr: MR, nr: NR, swap: true, kc: KC, mc: MC };
+const GEOM_AVX2: Geom = Geom { mr: MR, nr: NR, layout: Layout::Swap, kc: KC, mc: MC };
 const _: () = assert!(GEOM_AVX2.a_step() == A_STEP && NC % NR == 0);
 
 /// AVX-512: 14 x 16 tile; a B micro-panel (KC·16·8 B = 32 KiB at KC = 256)
 /// stays in the 48 KiB L1d, an A block (MC·KC·8 B = 336 KiB) in L2.
 #[cfg(target_arch = "x86_64")]
-const GEOM_AVX512: Geom = Geom { mr: avx512::MR, nr: avx512::NR, swap: false, kc: 256, mc: 168 };
+const GEOM_AVX512: Geom = Geom { mr: avx512::MR, nr: avx512::NR, layout: Layout::Plain, kc: 256, mc: 168 };
 #[cfg(not(target_arch = "x86_64"))]
 const GEOM_AVX512: Geom = GEOM_AVX2;
+/// AVX-512 IFMA: 6 x 16 tile; a B micro-panel (KC·32·8 B = 40 KiB at KC = 160)
+/// stays in L1d, an A block (MC·KC·16 B = 240 KiB) in L2.
+#[cfg(target_arch = "x86_64")]
+const GEOM_IFMA: Geom = Geom { mr: avx512::MR_IFMA, nr: avx512::NR, layout: Layout::Ifma, kc: 160, mc: 96 };
+#[cfg(not(target_arch = "x86_64"))]
+const GEOM_IFMA: Geom = GEOM_AVX2;
 
 /// Which micro-kernel the blocked driver calls.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Micro {
+    Avx512Ifma,
     Avx512,
     Avx2,
     Portable,
@@ -173,6 +214,18 @@ pub(crate) fn use_avx512() -> bool {
     }
 }
 
+/// AVX-512F with IFMA (52-bit multiply-add, `vpmadd52luq`/`vpmadd52huq`).
+pub(crate) fn use_avx512_ifma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512ifma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 fn use_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -189,6 +242,8 @@ fn use_avx2() -> bool {
 pub enum Kernel {
     /// Intel AMX-INT8: 36 byte-limb products with `TDPBUUD` (see `gemm_amx`).
     Amx,
+    /// AVX-512 IFMA 6 x 16 micro-kernel: three 52-bit multiply-adds per product.
+    Avx512Ifma,
     /// AVX-512 (F + DQ) 14 x 16 micro-kernel on full 64-bit multiplies (`vpmullq`).
     Avx512,
     /// AVX2 3 x 8 micro-kernel on 32-bit limbs (`vpmuludq` + `vpmulld`).
@@ -199,12 +254,13 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, best first.
-    pub const ALL: [Kernel; 4] = [Kernel::Amx, Kernel::Avx512, Kernel::Avx2, Kernel::Portable];
+    pub const ALL: [Kernel; 5] = [Kernel::Amx, Kernel::Avx512Ifma, Kernel::Avx512, Kernel::Avx2, Kernel::Portable];
 
     /// The name used by `SYFT_MPC_GEMM` and [`kernel_info`].
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Amx => "amx",
+            Kernel::Avx512Ifma => "avx512ifma",
             Kernel::Avx512 => "avx512",
             Kernel::Avx2 => "avx2",
             Kernel::Portable => "portable",
@@ -215,6 +271,8 @@ impl Kernel {
     pub fn support(self) -> Result<(), String> {
         match self {
             Kernel::Amx => crate::gemm_amx::amx_support(),
+            Kernel::Avx512Ifma if use_avx512_ifma() => Ok(()),
+            Kernel::Avx512Ifma => Err("no AVX-512F/IFMA (CPU or OS)".into()),
             Kernel::Avx512 if use_avx512() => Ok(()),
             Kernel::Avx512 => Err("no AVX-512F/DQ (CPU or OS)".into()),
             Kernel::Avx2 if use_avx2() => Ok(()),
@@ -344,11 +402,12 @@ fn gemm_acc_with(kernel: Kernel, a: View<'_>, b: View<'_>, m: usize, k: usize, n
     }
     let (micro, g) = match kernel {
         Kernel::Amx => return crate::gemm_amx::gemm_acc(a, b, m, k, n, c, ldc),
+        Kernel::Avx512Ifma if use_avx512_ifma() => (Micro::Avx512Ifma, GEOM_IFMA),
         Kernel::Avx512 if use_avx512() => (Micro::Avx512, GEOM_AVX512),
         Kernel::Avx2 if use_avx2() => (Micro::Avx2, GEOM_AVX2),
         _ => (Micro::Portable, GEOM_AVX2),
     };
-    let (mr_t, nr_t, a_step, b_step) = (g.mr, g.nr, g.a_step(), g.nr);
+    let (mr_t, nr_t, a_step, b_step) = (g.mr, g.nr, g.a_step(), g.b_step());
     let threads = rayon::current_num_threads().max(1);
     // Row blocks of at most MC rows, as many as a multiple of the thread
     // count so that every thread gets the same share, rounded to the micro-tile.
@@ -416,19 +475,20 @@ fn gemm_small(a: View<'_>, b: View<'_>, m: usize, k: usize, n: usize, c: &mut [u
 }
 
 /// Packs `A[ic..ic+mc, pc..pc+kc]` into `g.mr`-row micro-panels (column by
-/// column within a panel; with `g.swap`, each value followed by its copy with
-/// the 32-bit halves swapped). Rows past `mc` are zero.
+/// column within a panel; see [`Layout`] for the companion values). Rows
+/// past `mc` are zero.
 fn pack_a(g: Geom, a: View<'_>, ic: usize, mc: usize, pc: usize, kc: usize, dst: &mut [u64]) {
     let step = g.a_step();
     for (ip, panel) in dst.chunks_exact_mut(step * kc).enumerate() {
         let i0 = ip * g.mr;
         let rows = g.mr.min(mc - i0);
         for r in 0..g.mr {
-            if g.swap {
+            if g.layout != Layout::Plain {
+                let companion = if g.layout == Layout::Swap { |v: u64| v.rotate_left(32) } else { ifma_a };
                 for p in 0..kc {
                     let v = if r < rows { a.at(ic + i0 + r, pc + p) } else { 0 };
                     panel[p * step + 2 * r] = v;
-                    panel[p * step + 2 * r + 1] = v.rotate_left(32);
+                    panel[p * step + 2 * r + 1] = companion(v);
                 }
             } else if r < rows {
                 for p in 0..kc {
@@ -444,14 +504,15 @@ fn pack_a(g: Geom, a: View<'_>, ic: usize, mc: usize, pc: usize, kc: usize, dst:
 }
 
 /// Packs `B[pc..pc+kc, jc..jc+nc]` into `g.nr`-column micro-panels: per k
-/// step, the `g.nr` values of the row. Columns past `nc` are zero. Parallel over panels.
+/// step, the `g.nr` values of the row (then, for [`Layout::Ifma`], their
+/// companions). Columns past `nc` are zero. Parallel over panels.
 fn pack_b(g: Geom, b: View<'_>, pc: usize, kc: usize, jc: usize, nc: usize, dst: &mut [u64]) {
-    let nr_t = g.nr;
+    let (nr_t, step) = (g.nr, g.b_step());
     let pack_panel = |jp: usize, panel: &mut [u64]| {
         let j0 = jp * nr_t;
         let cols = nr_t.min(nc - j0);
         for p in 0..kc {
-            let row = &mut panel[p * nr_t..(p + 1) * nr_t];
+            let (row, extra) = panel[p * step..(p + 1) * step].split_at_mut(nr_t);
             if b.cs == 1 {
                 let s = (pc + p) * b.rs + jc + j0;
                 row[..cols].copy_from_slice(&b.data[s..s + cols]);
@@ -461,12 +522,15 @@ fn pack_b(g: Geom, b: View<'_>, pc: usize, kc: usize, jc: usize, nc: usize, dst:
                 }
             }
             row[cols..].fill(0);
+            for (e, &v) in extra.iter_mut().zip(row.iter()) {
+                *e = ifma_b(v);
+            }
         }
     };
     if kc * nc >= 1 << 16 {
-        dst.par_chunks_exact_mut(nr_t * kc).enumerate().for_each(|(jp, panel)| pack_panel(jp, panel));
+        dst.par_chunks_exact_mut(step * kc).enumerate().for_each(|(jp, panel)| pack_panel(jp, panel));
     } else {
-        dst.chunks_exact_mut(nr_t * kc).enumerate().for_each(|(jp, panel)| pack_panel(jp, panel));
+        dst.chunks_exact_mut(step * kc).enumerate().for_each(|(jp, panel)| pack_panel(jp, panel));
     }
 }
 
@@ -478,6 +542,13 @@ fn pack_b(g: Geom, b: View<'_>, pc: usize, kc: usize, jc: usize, nc: usize, dst:
 unsafe fn micro_tile(micro: Micro, kc: usize, pa: &[u64], pb: &[u64], c: *mut u64, ldc: usize, mr: usize, nr: usize) {
     #[cfg(target_arch = "x86_64")]
     match micro {
+        Micro::Avx512Ifma => {
+            assert!(pa.len() >= GEOM_IFMA.a_step() * kc && pb.len() >= GEOM_IFMA.b_step() * kc);
+            assert!(mr <= avx512::MR_IFMA && nr <= avx512::NR);
+            // SAFETY: AVX-512F and IFMA were detected at run time (`gemm_acc_with`); panel
+            // lengths checked above; C per caller.
+            return unsafe { avx512::kernel_ifma(kc, pa.as_ptr(), pb.as_ptr(), c, ldc, mr, nr) };
+        }
         Micro::Avx512 => {
             assert!(pa.len() >= avx512::MR * kc && pb.len() >= avx512::NR * kc && mr <= avx512::MR);
             assert!(nr <= avx512::NR);
@@ -704,20 +775,36 @@ mod avx512 {
         mr: usize,
         nr: usize,
     ) {
+        // SAFETY: forwarded contract.
+        unsafe { kernel_rows::<MR>(kc, pa, pb, c, ldc, mr, nr) }
+    }
+
+    /// [`kernel`] for an `R x 16` tile (`pa` holds `kc * R`), `R <= 14`; other
+    /// values of `R` are only for the tile-size measurement in `microbench`.
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub(super) unsafe fn kernel_rows<const R: usize>(
+        kc: usize,
+        pa: *const u64,
+        pb: *const u64,
+        c: *mut u64,
+        ldc: usize,
+        mr: usize,
+        nr: usize,
+    ) {
         // The C tile is read after the k-loop; fetch its rows now so the misses overlap it.
         for r in 0..mr {
             let row = c.wrapping_add(r * ldc) as *const i8;
             _mm_prefetch::<_MM_HINT_T0>(row);
             _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(8 * NR - 1));
         }
-        let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+        let mut acc = [[_mm512_setzero_si512(); 2]; R];
         for p in 0..kc {
             // SAFETY: p < kc: inside both panels (caller's contract).
             unsafe {
                 let b = pb.add(p * NR) as *const i64;
                 let b0 = _mm512_loadu_epi64(b);
                 let b1 = _mm512_loadu_epi64(b.add(LANES));
-                let a = pa.add(p * MR);
+                let a = pa.add(p * R);
                 for (r, row) in acc.iter_mut().enumerate() {
                     let x = _mm512_set1_epi64(*a.add(r) as i64);
                     row[0] = _mm512_add_epi64(row[0], _mm512_mullo_epi64(x, b0));
@@ -740,6 +827,290 @@ mod avx512 {
                 let c1 = _mm512_mask_loadu_epi64(z, m1, p1);
                 _mm512_mask_storeu_epi64(p1, m1, _mm512_add_epi64(c1, row[1]));
             }
+        }
+    }
+
+    /// Rows of the IFMA micro-tile: 6 x 16 needs 24 accumulators (low and
+    /// high per vector) + 4 B vectors (values and companions) + 2 broadcasts.
+    pub(super) const MR_IFMA: usize = 6;
+
+    /// IFMA micro-kernel: `C[mr x nr] += A_panel · B_panel` over `kc` steps
+    /// with three 52-bit multiply-adds per 8 products and no separate adds.
+    ///
+    /// `vpmadd52luq`/`vpmadd52huq acc, x, y` add the low/high 52 bits of the
+    /// 104-bit product of the low 52 bits of `x` and `y` to the 64-bit lanes of
+    /// `acc` (mod 2^64). With `x = x0 + x1·2^52` (`x1` of 12 bits),
+    /// `a·b mod 2^64 = lo52(a0 b0) + 2^52 (hi52(a0 b0) + a0 b1 + a1 b0) mod 2^64`,
+    /// where the bracket only counts mod 2^12. Its cross term comes from one
+    /// more high product of the packed companions `A = a1·2^12 + (a0 mod 2^12)·2^36`
+    /// and `B = b1·2^16 + (b0 mod 2^12)·2^40` (both below 2^52):
+    /// `A·B = (a1 b0' + a0' b1)·2^52 + a1 b1·2^28 + a0' b0'·2^76`, with `a0' = a0 mod 2^12`,
+    /// `b0' = b0 mod 2^12`; `a1 b1·2^28 < 2^52` carries nothing into bit 52, and
+    /// the `2^76` term lands at bit 24 of `hi52`, so `hi52(A·B) ≡ a1 b0' + a0' b1`
+    /// (mod 2^12). Hence, per k step, `lo += lo52(a, b)`, `hi += hi52(a, b)`,
+    /// `hi += hi52(A, B)`, and at the end `C += lo + (hi << 52)`: exact in Z_2^64.
+    /// Against `vpmullq` + `vpaddq` (4 µops per 8 products) this is 3 µops.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F and IFMA; `pa` must hold `kc * 2 * MR_IFMA`
+    /// and `pb` `kc * 2 * NR` elements ([`super::Layout::Ifma`]); `c` must be valid
+    /// for `mr` rows of `nr` elements with row stride `ldc`, `mr <= MR_IFMA`, `nr <= NR`.
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    pub(super) unsafe fn kernel_ifma(
+        kc: usize,
+        pa: *const u64,
+        pb: *const u64,
+        c: *mut u64,
+        ldc: usize,
+        mr: usize,
+        nr: usize,
+    ) {
+        for r in 0..mr {
+            let row = c.wrapping_add(r * ldc) as *const i8;
+            _mm_prefetch::<_MM_HINT_T0>(row);
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(8 * NR - 1));
+        }
+        let z = _mm512_setzero_si512();
+        let mut lo = [[z; 2]; MR_IFMA];
+        let mut hi = [[z; 2]; MR_IFMA];
+        for p in 0..kc {
+            // SAFETY: p < kc: inside both panels (caller's contract).
+            unsafe {
+                let b = pb.add(p * 2 * NR) as *const i64;
+                let (b0, b1) = (_mm512_loadu_epi64(b), _mm512_loadu_epi64(b.add(LANES)));
+                let (h0, h1) = (_mm512_loadu_epi64(b.add(NR)), _mm512_loadu_epi64(b.add(NR + LANES)));
+                let a = pa.add(p * 2 * MR_IFMA);
+                for r in 0..MR_IFMA {
+                    let x = _mm512_set1_epi64(*a.add(2 * r) as i64);
+                    let xc = _mm512_set1_epi64(*a.add(2 * r + 1) as i64);
+                    lo[r][0] = _mm512_madd52lo_epu64(lo[r][0], x, b0);
+                    lo[r][1] = _mm512_madd52lo_epu64(lo[r][1], x, b1);
+                    hi[r][0] = _mm512_madd52hi_epu64(hi[r][0], x, b0);
+                    hi[r][1] = _mm512_madd52hi_epu64(hi[r][1], x, b1);
+                    hi[r][0] = _mm512_madd52hi_epu64(hi[r][0], xc, h0);
+                    hi[r][1] = _mm512_madd52hi_epu64(hi[r][1], xc, h1);
+                }
+            }
+        }
+        let m0 = if nr >= LANES { 0xff } else { ((1u32 << nr) - 1) as __mmask8 };
+        let m1 = if nr >= NR { 0xff } else { ((1u32 << nr.saturating_sub(LANES)) - 1) as __mmask8 };
+        for r in 0..mr {
+            let t0 = _mm512_add_epi64(lo[r][0], _mm512_slli_epi64::<52>(hi[r][0]));
+            let t1 = _mm512_add_epi64(lo[r][1], _mm512_slli_epi64::<52>(hi[r][1]));
+            // SAFETY: row r < mr, columns under the masks < nr: inside C (caller's contract).
+            unsafe {
+                let p = c.add(r * ldc) as *mut i64;
+                let c0 = _mm512_mask_loadu_epi64(z, m0, p);
+                _mm512_mask_storeu_epi64(p, m0, _mm512_add_epi64(c0, t0));
+                let p1 = p.wrapping_add(LANES);
+                let c1 = _mm512_mask_loadu_epi64(z, m1, p1);
+                _mm512_mask_storeu_epi64(p1, m1, _mm512_add_epi64(c1, t1));
+            }
+        }
+    }
+
+    /// The 32-bit-limb alternative, for the measurement in `microbench` only:
+    /// the AVX2 kernel's split widened to zmm on a 7 x 16 tile (28
+    /// accumulators). `pa` holds, per k step, each of the 7 values and its
+    /// half-swapped copy; the full tile is written to `out` (row stride 16).
+    #[cfg(test)]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub(super) unsafe fn kernel_limbs(kc: usize, pa: *const u64, pb: *const u64, out: &mut [[u64; NR]; 7]) {
+        let z = _mm512_setzero_si512();
+        let mut lo = [[z; 2]; 7];
+        let mut cr = [[z; 2]; 7];
+        for p in 0..kc {
+            // SAFETY: p < kc: inside both panels (caller's contract).
+            unsafe {
+                let b = pb.add(p * NR) as *const i64;
+                let b0 = _mm512_loadu_epi64(b);
+                let b1 = _mm512_loadu_epi64(b.add(LANES));
+                let a = pa.add(p * 14);
+                for r in 0..7 {
+                    let x = _mm512_set1_epi64(*a.add(2 * r) as i64);
+                    let xs = _mm512_set1_epi64(*a.add(2 * r + 1) as i64);
+                    lo[r][0] = _mm512_add_epi64(lo[r][0], _mm512_mul_epu32(x, b0));
+                    lo[r][1] = _mm512_add_epi64(lo[r][1], _mm512_mul_epu32(x, b1));
+                    cr[r][0] = _mm512_add_epi32(cr[r][0], _mm512_mullo_epi32(xs, b0));
+                    cr[r][1] = _mm512_add_epi32(cr[r][1], _mm512_mullo_epi32(xs, b1));
+                }
+            }
+        }
+        let himask = _mm512_set1_epi64(0xffff_ffff_0000_0000u64 as i64);
+        for r in 0..7 {
+            for v in 0..2 {
+                let c = cr[r][v];
+                let hi = _mm512_add_epi64(_mm512_slli_epi64::<32>(c), _mm512_and_si512(c, himask));
+                let t = _mm512_add_epi64(lo[r][v], hi);
+                // SAFETY: out[r] has 16 elements.
+                unsafe { _mm512_storeu_epi64(out[r].as_mut_ptr().add(v * LANES) as *mut i64, t) };
+            }
+        }
+    }
+}
+
+/// An IFMA (52-bit multiply-add) form, for the measurement only: with
+/// `x = x0 + x1·2^52`, `a·b mod 2^64 = lo52(a0 b0) + (hi52(a0 b0) + lo52(a0 b1)
+/// + lo52(a1 b0))·2^52`, four `vpmadd52*uq` per 8 products and no adds.
+/// `pa` holds per k step the 6 values and their `>> 52`; `pb` per k step 16
+/// values then their `>> 52`.
+#[cfg(all(test, target_arch = "x86_64"))]
+#[target_feature(enable = "avx512f,avx512ifma")]
+unsafe fn kernel_ifma(kc: usize, pa: *const u64, pb: *const u64, out: &mut [[u64; 16]; 6]) {
+    use std::arch::x86_64::*;
+    let z = _mm512_setzero_si512();
+    let mut lo = [[z; 2]; 6];
+    let mut hi = [[z; 2]; 6];
+    for p in 0..kc {
+        // SAFETY: p < kc: inside both panels.
+        unsafe {
+            let b = pb.add(p * 32) as *const i64;
+            let (b0, b1) = (_mm512_loadu_epi64(b), _mm512_loadu_epi64(b.add(8)));
+            let (h0, h1) = (_mm512_loadu_epi64(b.add(16)), _mm512_loadu_epi64(b.add(24)));
+            let a = pa.add(p * 12);
+            for r in 0..6 {
+                let x = _mm512_set1_epi64(*a.add(2 * r) as i64);
+                let xh = _mm512_set1_epi64(*a.add(2 * r + 1) as i64);
+                lo[r][0] = _mm512_madd52lo_epu64(lo[r][0], x, b0);
+                lo[r][1] = _mm512_madd52lo_epu64(lo[r][1], x, b1);
+                hi[r][0] = _mm512_madd52hi_epu64(hi[r][0], x, b0);
+                hi[r][1] = _mm512_madd52hi_epu64(hi[r][1], x, b1);
+                hi[r][0] = _mm512_madd52lo_epu64(hi[r][0], x, h0);
+                hi[r][1] = _mm512_madd52lo_epu64(hi[r][1], x, h1);
+                hi[r][0] = _mm512_madd52lo_epu64(hi[r][0], xh, b0);
+                hi[r][1] = _mm512_madd52lo_epu64(hi[r][1], xh, b1);
+            }
+        }
+    }
+    for r in 0..6 {
+        for v in 0..2 {
+            let t = _mm512_add_epi64(lo[r][v], _mm512_slli_epi64::<52>(hi[r][v]));
+            // SAFETY: out[r] has 16 elements.
+            unsafe { _mm512_storeu_epi64(out[r].as_mut_ptr().add(v * 8) as *mut i64, t) };
+        }
+    }
+}
+
+/// IFMA with three ops per product (see `ifma3_pack`).
+#[cfg(all(test, target_arch = "x86_64"))]
+#[target_feature(enable = "avx512f,avx512ifma")]
+unsafe fn kernel_ifma3(kc: usize, pa: *const u64, pb: *const u64, out: &mut [[u64; 16]; 6]) {
+    use std::arch::x86_64::*;
+    let z = _mm512_setzero_si512();
+    let mut lo = [[z; 2]; 6];
+    let mut hi = [[z; 2]; 6];
+    for p in 0..kc {
+        // SAFETY: p < kc: inside both panels.
+        unsafe {
+            let b = pb.add(p * 32) as *const i64;
+            let (b0, b1) = (_mm512_loadu_epi64(b), _mm512_loadu_epi64(b.add(8)));
+            let (h0, h1) = (_mm512_loadu_epi64(b.add(16)), _mm512_loadu_epi64(b.add(24)));
+            let a = pa.add(p * 12);
+            for r in 0..6 {
+                let x = _mm512_set1_epi64(*a.add(2 * r) as i64);
+                let xh = _mm512_set1_epi64(*a.add(2 * r + 1) as i64);
+                lo[r][0] = _mm512_madd52lo_epu64(lo[r][0], x, b0);
+                lo[r][1] = _mm512_madd52lo_epu64(lo[r][1], x, b1);
+                hi[r][0] = _mm512_madd52hi_epu64(hi[r][0], x, b0);
+                hi[r][1] = _mm512_madd52hi_epu64(hi[r][1], x, b1);
+                hi[r][0] = _mm512_madd52hi_epu64(hi[r][0], xh, h0);
+                hi[r][1] = _mm512_madd52hi_epu64(hi[r][1], xh, h1);
+            }
+        }
+    }
+    for r in 0..6 {
+        for v in 0..2 {
+            let t = _mm512_add_epi64(lo[r][v], _mm512_slli_epi64::<52>(hi[r][v]));
+            // SAFETY: out[r] has 16 elements.
+            unsafe { _mm512_storeu_epi64(out[r].as_mut_ptr().add(v * 8) as *mut i64, t) };
+        }
+    }
+}
+
+/// Micro-kernel speed on L1-resident panels (`cargo test --release -p
+/// syft-mpc-ring --lib microbench -- --ignored --nocapture`): the AVX-512
+/// `vpmullq` kernel at several tile heights against the 32-bit-limb form.
+#[cfg(all(test, target_arch = "x86_64"))]
+mod microbench {
+    use super::*;
+
+    fn run(name: &str, macs_per_call: usize, mut f: impl FnMut()) {
+        let reps = 20_000_000 / macs_per_call;
+        f();
+        let mut best = f64::INFINITY;
+        for _ in 0..40 {
+            let t0 = std::time::Instant::now();
+            for _ in 0..reps {
+                f();
+            }
+            best = best.min(t0.elapsed().as_secs_f64());
+        }
+        eprintln!("{name}: {:.2} GMAC/s", (reps * macs_per_call) as f64 / best / 1e9);
+    }
+
+    #[test]
+    #[ignore]
+    fn micro_speed() {
+        if !use_avx512() {
+            eprintln!("no AVX-512");
+            return;
+        }
+        let kc = 256;
+        let pa: Vec<u64> = (0..14 * kc as u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).collect();
+        let pb: Vec<u64> = (0..16 * kc as u64).map(|i| i.wrapping_mul(0xBF58_476D_1CE4_E5B9)).collect();
+        let mut c = vec![0u64; 14 * 16];
+        macro_rules! rows {
+            ($r:literal) => {
+                run(concat!("vpmullq ", $r, " x 16"), $r * 16 * kc, || unsafe {
+                    avx512::kernel_rows::<$r>(kc, pa.as_ptr(), pb.as_ptr(), c.as_mut_ptr(), 16, $r, 16)
+                });
+            };
+        }
+        rows!(8);
+        rows!(10);
+        rows!(12);
+        rows!(14);
+        let mut out = [[0u64; 16]; 7];
+        run("limbs 7 x 16", 7 * 16 * kc, || unsafe { avx512::kernel_limbs(kc, pa.as_ptr(), pb.as_ptr(), &mut out) });
+        std::hint::black_box((&c, &out));
+        if std::arch::is_x86_feature_detected!("avx512ifma") {
+            let pa2: Vec<u64> = pa.iter().take(6 * kc).flat_map(|&x| [x, x >> 52]).collect();
+            let pb2: Vec<u64> = pb
+                .chunks(16)
+                .flat_map(|row| row.iter().copied().chain(row.iter().map(|&x| x >> 52)).collect::<Vec<_>>())
+                .collect();
+            let mut o6 = [[0u64; 16]; 6];
+            unsafe { kernel_ifma(1, pa2.as_ptr(), pb2.as_ptr(), &mut o6) };
+            for r in 0..6 {
+                for j in 0..16 {
+                    assert_eq!(o6[r][j], pa[r].wrapping_mul(pb[j]), "ifma exact");
+                }
+            }
+            run("ifma 6 x 16", 6 * 16 * kc, || unsafe { kernel_ifma(kc, pa2.as_ptr(), pb2.as_ptr(), &mut o6) });
+            std::hint::black_box(&o6);
+            let m12 = (1u64 << 12) - 1;
+            let pa3: Vec<u64> =
+                pa.iter().take(6 * kc).flat_map(|&x| [x, ((x >> 52) << 12) | ((x & m12) << 36)]).collect();
+            let pb3: Vec<u64> = pb
+                .chunks(16)
+                .flat_map(|row| {
+                    row.iter()
+                        .copied()
+                        .chain(row.iter().map(|&x| ((x & m12) << 40) | ((x >> 52) << 16)))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            for (ta, tb) in [(pa3.clone(), pb3.clone()), (vec![u64::MAX; 12 * kc], vec![u64::MAX; 32 * kc])] {
+                let _ = (ta, tb);
+            }
+            unsafe { kernel_ifma3(1, pa3.as_ptr(), pb3.as_ptr(), &mut o6) };
+            for r in 0..6 {
+                for j in 0..16 {
+                    assert_eq!(o6[r][j], pa[r].wrapping_mul(pb[j]), "ifma3 exact");
+                }
+            }
+            run("ifma3 6 x 16", 6 * 16 * kc, || unsafe { kernel_ifma3(kc, pa3.as_ptr(), pb3.as_ptr(), &mut o6) });
+            std::hint::black_box(&o6);
         }
     }
 }
