@@ -138,10 +138,13 @@ const _: () = assert!(GEOM_AVX2.a_step() == A_STEP && NC / NR * NR == NC);
 const GEOM_AVX512: Geom = Geom { mr: avx512::MR, nr: avx512::NR, layout: Layout::Plain, kc: 256, mc: 168 };
 #[cfg(not(target_arch = "x86_64"))]
 const GEOM_AVX512: Geom = GEOM_AVX2;
-/// AVX-512 IFMA: 6 x 16 tile; a B micro-panel (KC·32·8 B = 40 KiB at KC = 160)
-/// stays in L1d, an A block (MC·KC·16 B = 240 KiB) in L2.
+/// AVX-512 IFMA: 6 x 16 tile; a B micro-panel is KC·32·8 B = 64 KiB, an A
+/// block MC·KC·16 B = 384 KiB (in L2). At 1024^3 on Sapphire Rapids, KC from
+/// 256 to 512 with MC = 96 measured alike (11.2-11.4 GMAC/s), KC = 128..160
+/// and MC = 192 lower; the AVX-512 `vpmullq` kernel was flat (9.2-9.6) over
+/// KC = 192..384, MC = 112..336.
 #[cfg(target_arch = "x86_64")]
-const GEOM_IFMA: Geom = Geom { mr: avx512::MR_IFMA, nr: avx512::NR, layout: Layout::Ifma, kc: 160, mc: 96 };
+const GEOM_IFMA: Geom = Geom { mr: avx512::MR_IFMA, nr: avx512::NR, layout: Layout::Ifma, kc: 256, mc: 96 };
 #[cfg(not(target_arch = "x86_64"))]
 const GEOM_IFMA: Geom = GEOM_AVX2;
 
