@@ -490,11 +490,11 @@ fn pack_a(g: Geom, a: View<'_>, ic: usize, mc: usize, pc: usize, kc: usize, dst:
         let rows = g.mr.min(mc - i0);
         for r in 0..g.mr {
             if g.layout != Layout::Plain {
-                let companion = if g.layout == Layout::Swap { |v: u64| v.rotate_left(32) } else { ifma_a };
+                let swap = g.layout == Layout::Swap;
                 for p in 0..kc {
                     let v = if r < rows { a.at(ic + i0 + r, pc + p) } else { 0 };
                     panel[p * step + 2 * r] = v;
-                    panel[p * step + 2 * r + 1] = companion(v);
+                    panel[p * step + 2 * r + 1] = if swap { v.rotate_left(32) } else { ifma_a(v) };
                 }
             } else if r < rows {
                 for p in 0..kc {
