@@ -29,8 +29,14 @@
 //! The kernel is chosen at run time, so the wheel needs no `-C target-cpu`:
 //! Intel AMX-INT8 where the CPU and OS allow it (`gemm_amx`: the ring product
 //! as 36 byte-limb u8 GEMMs on `TDPBUUD`, with its own packing and blocking),
-//! else the AVX2 kernel above (`is_x86_feature_detected!`), else a portable
-//! blocked loop. `SYFT_MPC_GEMM=amx|avx2|portable` forces one (read once);
+//! else AVX-512 IFMA (`vpmadd52luq`/`vpmadd52huq`: the product from three
+//! 52-bit multiply-adds, with a packed companion per value for the cross term,
+//! 6 x 16 tile; see `avx512::kernel_ifma`), else AVX-512 F + DQ (`vpmullq`, the
+//! full 64-bit product per lane, 14 x 16 tile in 28 zmm accumulators), else
+//! the AVX2 kernel above
+//! (`is_x86_feature_detected!`), else a portable blocked loop. The blocked
+//! driver is shared; each family has its own tile and block sizes (`Geom`).
+//! `SYFT_MPC_GEMM=amx|avx512ifma|avx512|avx2|portable` forces one (read once);
 //! [`kernel_info`] says which runs and why; [`force_kernel`] overrides it for
 //! tests and benchmarks.
 
@@ -64,6 +70,95 @@ const MC: usize = 48;
 const NC: usize = 4096;
 /// Below this many multiply-adds, packing costs more than it saves.
 const SMALL: usize = 24 * 24 * 24;
+
+/// Micro-tile and block sizes of one micro-kernel family.
+#[derive(Clone, Copy)]
+struct Geom {
+    /// Rows of the micro-tile.
+    mr: usize,
+    /// Columns of the micro-tile.
+    nr: usize,
+    /// How values are packed (plain, or with a companion per value).
+    layout: Layout,
+    /// Depth of a packed block.
+    kc: usize,
+    /// Rows of a packed A block (upper bound; rounded to `mr`).
+    mc: usize,
+}
+
+/// The packed layout of the A and B micro-panels.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// A and B values as they are (`vpmullq`).
+    Plain,
+    /// Each A value followed by its copy with the 32-bit halves swapped (32-bit limbs).
+    Swap,
+    /// Each A value followed by [`ifma_a`] of it; each B row of `nr` values
+    /// followed by [`ifma_b`] of them (IFMA, see `avx512::kernel_ifma`).
+    Ifma,
+}
+
+impl Geom {
+    /// Packed A elements per k step of a micro-panel.
+    const fn a_step(self) -> usize {
+        match self.layout {
+            Layout::Plain => self.mr,
+            Layout::Swap | Layout::Ifma => 2 * self.mr,
+        }
+    }
+
+    /// Packed B elements per k step of a micro-panel.
+    const fn b_step(self) -> usize {
+        match self.layout {
+            Layout::Plain | Layout::Swap => self.nr,
+            Layout::Ifma => 2 * self.nr,
+        }
+    }
+}
+
+const LOW12: u64 = (1 << 12) - 1;
+
+/// The A companion of the IFMA kernel: with `x = x0 + x1·2^52`, the bits
+/// `x1` at 12 and `x0 mod 2^12` at 36 (see `avx512::kernel_ifma`).
+#[inline(always)]
+fn ifma_a(x: u64) -> u64 {
+    ((x >> 52) << 12) | ((x & LOW12) << 36)
+}
+
+/// The B companion of the IFMA kernel: `x1` at 16 and `x0 mod 2^12` at 40.
+#[inline(always)]
+fn ifma_b(x: u64) -> u64 {
+    ((x >> 52) << 16) | ((x & LOW12) << 40)
+}
+
+/// The AVX2 kernel and the portable one share this layout.
+const GEOM_AVX2: Geom = Geom { mr: MR, nr: NR, layout: Layout::Swap, kc: KC, mc: MC };
+const _: () = assert!(GEOM_AVX2.a_step() == A_STEP && NC / NR * NR == NC);
+
+/// AVX-512: 14 x 16 tile; a B micro-panel (KC·16·8 B = 32 KiB at KC = 256)
+/// stays in the 48 KiB L1d, an A block (MC·KC·8 B = 336 KiB) in L2.
+#[cfg(target_arch = "x86_64")]
+const GEOM_AVX512: Geom = Geom { mr: avx512::MR, nr: avx512::NR, layout: Layout::Plain, kc: 256, mc: 168 };
+#[cfg(not(target_arch = "x86_64"))]
+const GEOM_AVX512: Geom = GEOM_AVX2;
+/// AVX-512 IFMA: 6 x 16 tile; a B micro-panel is KC·32·8 B = 64 KiB, an A
+/// block MC·KC·16 B = 384 KiB (in L2). At 1024^3 on Sapphire Rapids, KC from
+/// 256 to 512 with MC = 96 measured alike (11.2-11.4 GMAC/s), KC = 128..160
+/// and MC = 192 lower; the AVX-512 `vpmullq` kernel was flat (9.2-9.6) over
+/// KC = 192..384, MC = 112..336.
+#[cfg(target_arch = "x86_64")]
+const GEOM_IFMA: Geom = Geom { mr: avx512::MR_IFMA, nr: avx512::NR, layout: Layout::Ifma, kc: 256, mc: 96 };
+#[cfg(not(target_arch = "x86_64"))]
+const GEOM_IFMA: Geom = GEOM_AVX2;
+
+/// Which micro-kernel the blocked driver calls.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Micro {
+    Avx512Ifma,
+    Avx512,
+    Avx2,
+    Portable,
+}
 
 /// A matrix view: element `(i, j)` is `ptr[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
@@ -112,6 +207,31 @@ fn give_buf(key: &'static std::thread::LocalKey<Cell<Vec<u64>>>, v: Vec<u64>) {
     key.with(|c| c.set(v));
 }
 
+/// AVX-512 Foundation and Doubleword/Quadword (`vpmullq`), with the OS saving
+/// the zmm/opmask state (`is_x86_feature_detected!` checks XCR0 too).
+pub(crate) fn use_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512dq")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// AVX-512F with IFMA (52-bit multiply-add, `vpmadd52luq`/`vpmadd52huq`).
+pub(crate) fn use_avx512_ifma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512ifma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 fn use_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -128,6 +248,10 @@ fn use_avx2() -> bool {
 pub enum Kernel {
     /// Intel AMX-INT8: 36 byte-limb products with `TDPBUUD` (see `gemm_amx`).
     Amx,
+    /// AVX-512 IFMA 6 x 16 micro-kernel: three 52-bit multiply-adds per product.
+    Avx512Ifma,
+    /// AVX-512 (F + DQ) 14 x 16 micro-kernel on full 64-bit multiplies (`vpmullq`).
+    Avx512,
     /// AVX2 3 x 8 micro-kernel on 32-bit limbs (`vpmuludq` + `vpmulld`).
     Avx2,
     /// Plain Rust on the same packed layout as AVX2.
@@ -136,12 +260,14 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, best first.
-    pub const ALL: [Kernel; 3] = [Kernel::Amx, Kernel::Avx2, Kernel::Portable];
+    pub const ALL: [Kernel; 5] = [Kernel::Amx, Kernel::Avx512Ifma, Kernel::Avx512, Kernel::Avx2, Kernel::Portable];
 
     /// The name used by `SYFT_MPC_GEMM` and [`kernel_info`].
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Amx => "amx",
+            Kernel::Avx512Ifma => "avx512ifma",
+            Kernel::Avx512 => "avx512",
             Kernel::Avx2 => "avx2",
             Kernel::Portable => "portable",
         }
@@ -151,6 +277,10 @@ impl Kernel {
     pub fn support(self) -> Result<(), String> {
         match self {
             Kernel::Amx => crate::gemm_amx::amx_support(),
+            Kernel::Avx512Ifma if use_avx512_ifma() => Ok(()),
+            Kernel::Avx512Ifma => Err("no AVX-512F/IFMA (CPU or OS)".into()),
+            Kernel::Avx512 if use_avx512() => Ok(()),
+            Kernel::Avx512 => Err("no AVX-512F/DQ (CPU or OS)".into()),
             Kernel::Avx2 if use_avx2() => Ok(()),
             Kernel::Avx2 => Err("no AVX2".into()),
             Kernel::Portable => Ok(()),
@@ -176,10 +306,9 @@ pub struct KernelInfo {
     pub reason: String,
 }
 
-/// Environment variable that forces a kernel: `amx`, `avx512`, `avx2` or
-/// `portable`. Read once per process; a kernel this CPU lacks falls back to
-/// the best available one, as [`kernel_info`] says. (`avx512` has no kernel of
-/// its own in this build and falls back too.)
+/// Environment variable that forces a kernel: `amx`, `avx512ifma`, `avx512`,
+/// `avx2` or `portable`. Read once per process; a kernel this CPU lacks falls back to
+/// the best available one, as [`kernel_info`] says.
 pub const KERNEL_ENV: &str = "SYFT_MPC_GEMM";
 
 /// The kernels this CPU and OS can run, best first.
@@ -212,13 +341,6 @@ fn default_choice() -> &'static KernelInfo {
                     }
                     Some(k) => {
                         why.insert(0, format!("{KERNEL_ENV}={v} asks for {k}, unavailable here; fell back to {best}"));
-                        best
-                    }
-                    None if want == "avx512" => {
-                        why.insert(
-                            0,
-                            format!("{KERNEL_ENV}={v}: no AVX-512 kernel in this build; fell back to {best}"),
-                        );
                         best
                     }
                     None => {
@@ -284,29 +406,32 @@ fn gemm_acc_with(kernel: Kernel, a: View<'_>, b: View<'_>, m: usize, k: usize, n
     if m.saturating_mul(n).saturating_mul(k) <= SMALL {
         return gemm_small(a, b, m, k, n, c, ldc);
     }
-    let avx2 = match kernel {
+    let (micro, g) = match kernel {
         Kernel::Amx => return crate::gemm_amx::gemm_acc(a, b, m, k, n, c, ldc),
-        Kernel::Avx2 => use_avx2(),
-        Kernel::Portable => false,
+        Kernel::Avx512Ifma if use_avx512_ifma() => (Micro::Avx512Ifma, GEOM_IFMA),
+        Kernel::Avx512 if use_avx512() => (Micro::Avx512, GEOM_AVX512),
+        Kernel::Avx2 if use_avx2() => (Micro::Avx2, GEOM_AVX2),
+        _ => (Micro::Portable, GEOM_AVX2),
     };
+    let (mr_t, nr_t, a_step, b_step) = (g.mr, g.nr, g.a_step(), g.b_step());
     let threads = rayon::current_num_threads().max(1);
     // Row blocks of at most MC rows, as many as a multiple of the thread
     // count so that every thread gets the same share, rounded to the micro-tile.
-    let blocks = m.div_ceil(MC).next_multiple_of(threads);
-    let mc = m.div_ceil(blocks).next_multiple_of(MR);
+    let blocks = m.div_ceil(g.mc).next_multiple_of(threads);
+    let mc = m.div_ceil(blocks).next_multiple_of(mr_t);
     let row_blocks = m.div_ceil(mc);
     let out = OutPtr(c.as_mut_ptr());
 
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
-        let panels = nc.div_ceil(NR);
+        let panels = nc.div_ceil(nr_t);
         // Too few row blocks to feed every thread: also split the columns.
         let col_splits = if row_blocks >= threads { 1 } else { threads.div_ceil(row_blocks).min(panels) };
         let panels_per_split = panels.div_ceil(col_splits);
-        for pc in (0..k).step_by(KC) {
-            let kc = KC.min(k - pc);
-            let mut pb = take_buf(&BUF_B, panels * B_STEP * kc);
-            pack_b(b, pc, kc, jc, nc, &mut pb);
+        for pc in (0..k).step_by(g.kc) {
+            let kc = g.kc.min(k - pc);
+            let mut pb = take_buf(&BUF_B, panels * b_step * kc);
+            pack_b(g, b, pc, kc, jc, nc, &mut pb);
             let pb_ref = &pb;
             (0..row_blocks * col_splits).into_par_iter().for_each(|task| {
                 let (rb, cs) = (task / col_splits, task % col_splits);
@@ -317,21 +442,21 @@ fn gemm_acc_with(kernel: Kernel, a: View<'_>, b: View<'_>, m: usize, k: usize, n
                 if p0 >= p1 {
                     return;
                 }
-                let mut pa = take_buf(&BUF_A, mcb.div_ceil(MR) * A_STEP * kc);
-                pack_a(a, ic, mcb, pc, kc, &mut pa);
+                let mut pa = take_buf(&BUF_A, mcb.div_ceil(mr_t) * a_step * kc);
+                pack_a(g, a, ic, mcb, pc, kc, &mut pa);
                 for jp in p0..p1 {
-                    let j = jp * NR;
-                    let nr = NR.min(nc - j);
-                    let bpanel = &pb_ref[jp * B_STEP * kc..(jp + 1) * B_STEP * kc];
-                    for ip in 0..mcb.div_ceil(MR) {
-                        let i = ip * MR;
-                        let mr = MR.min(mcb - i);
-                        let apanel = &pa[ip * A_STEP * kc..(ip + 1) * A_STEP * kc];
+                    let j = jp * nr_t;
+                    let nr = nr_t.min(nc - j);
+                    let bpanel = &pb_ref[jp * b_step * kc..(jp + 1) * b_step * kc];
+                    for ip in 0..mcb.div_ceil(mr_t) {
+                        let i = ip * mr_t;
+                        let mr = mr_t.min(mcb - i);
+                        let apanel = &pa[ip * a_step * kc..(ip + 1) * a_step * kc];
                         // SAFETY: (ic+i.., jc+j..) with mr x nr lies inside the m x n output
                         // (checked above) and this task is the only writer of the tile.
                         unsafe {
                             let cp = out.get().add((ic + i) * ldc + jc + j);
-                            micro_tile(avx2, kc, apanel, bpanel, cp, ldc, mr, nr);
+                            micro_tile(micro, kc, apanel, bpanel, cp, ldc, mr, nr);
                         }
                     }
                 }
@@ -355,38 +480,45 @@ fn gemm_small(a: View<'_>, b: View<'_>, m: usize, k: usize, n: usize, c: &mut [u
     }
 }
 
-/// Packs `A[ic..ic+mc, pc..pc+kc]` into MR-row micro-panels (column by
-/// column within a panel). Rows past `mc` are zero.
-fn pack_a(a: View<'_>, ic: usize, mc: usize, pc: usize, kc: usize, dst: &mut [u64]) {
-    for (ip, panel) in dst.chunks_exact_mut(A_STEP * kc).enumerate() {
-        let i0 = ip * MR;
-        let rows = MR.min(mc - i0);
-        for r in 0..MR {
-            if r < rows {
+/// Packs `A[ic..ic+mc, pc..pc+kc]` into `g.mr`-row micro-panels (column by
+/// column within a panel; see [`Layout`] for the companion values). Rows
+/// past `mc` are zero.
+fn pack_a(g: Geom, a: View<'_>, ic: usize, mc: usize, pc: usize, kc: usize, dst: &mut [u64]) {
+    let step = g.a_step();
+    for (ip, panel) in dst.chunks_exact_mut(step * kc).enumerate() {
+        let i0 = ip * g.mr;
+        let rows = g.mr.min(mc - i0);
+        for r in 0..g.mr {
+            if g.layout != Layout::Plain {
+                let swap = g.layout == Layout::Swap;
                 for p in 0..kc {
-                    let v = a.at(ic + i0 + r, pc + p);
-                    panel[p * A_STEP + 2 * r] = v;
-                    panel[p * A_STEP + 2 * r + 1] = v.rotate_left(32);
+                    let v = if r < rows { a.at(ic + i0 + r, pc + p) } else { 0 };
+                    panel[p * step + 2 * r] = v;
+                    panel[p * step + 2 * r + 1] = if swap { v.rotate_left(32) } else { ifma_a(v) };
+                }
+            } else if r < rows {
+                for p in 0..kc {
+                    panel[p * step + r] = a.at(ic + i0 + r, pc + p);
                 }
             } else {
                 for p in 0..kc {
-                    panel[p * A_STEP + 2 * r] = 0;
-                    panel[p * A_STEP + 2 * r + 1] = 0;
+                    panel[p * step + r] = 0;
                 }
             }
         }
     }
 }
 
-/// Packs `B[pc..pc+kc, jc..jc+nc]` into NR-column micro-panels: per k step,
-/// the NR values of the row, then the same values with their 32-bit halves
-/// swapped (for the cross terms). Columns past `nc` are zero. Parallel over panels.
-fn pack_b(b: View<'_>, pc: usize, kc: usize, jc: usize, nc: usize, dst: &mut [u64]) {
+/// Packs `B[pc..pc+kc, jc..jc+nc]` into `g.nr`-column micro-panels: per k
+/// step, the `g.nr` values of the row (then, for [`Layout::Ifma`], their
+/// companions). Columns past `nc` are zero. Parallel over panels.
+fn pack_b(g: Geom, b: View<'_>, pc: usize, kc: usize, jc: usize, nc: usize, dst: &mut [u64]) {
+    let (nr_t, step) = (g.nr, g.b_step());
     let pack_panel = |jp: usize, panel: &mut [u64]| {
-        let j0 = jp * NR;
-        let cols = NR.min(nc - j0);
+        let j0 = jp * nr_t;
+        let cols = nr_t.min(nc - j0);
         for p in 0..kc {
-            let row = &mut panel[p * B_STEP..(p + 1) * B_STEP];
+            let (row, extra) = panel[p * step..(p + 1) * step].split_at_mut(nr_t);
             if b.cs == 1 {
                 let s = (pc + p) * b.rs + jc + j0;
                 row[..cols].copy_from_slice(&b.data[s..s + cols]);
@@ -396,12 +528,15 @@ fn pack_b(b: View<'_>, pc: usize, kc: usize, jc: usize, nc: usize, dst: &mut [u6
                 }
             }
             row[cols..].fill(0);
+            for (e, &v) in extra.iter_mut().zip(row.iter()) {
+                *e = ifma_b(v);
+            }
         }
     };
     if kc * nc >= 1 << 16 {
-        dst.par_chunks_exact_mut(B_STEP * kc).enumerate().for_each(|(jp, panel)| pack_panel(jp, panel));
+        dst.par_chunks_exact_mut(step * kc).enumerate().for_each(|(jp, panel)| pack_panel(jp, panel));
     } else {
-        dst.chunks_exact_mut(B_STEP * kc).enumerate().for_each(|(jp, panel)| pack_panel(jp, panel));
+        dst.chunks_exact_mut(step * kc).enumerate().for_each(|(jp, panel)| pack_panel(jp, panel));
     }
 }
 
@@ -410,14 +545,33 @@ fn pack_b(b: View<'_>, pc: usize, kc: usize, jc: usize, nc: usize, dst: &mut [u6
 /// # Safety
 /// `c` must be valid for reads and writes of `mr` rows of `nr` elements with row stride `ldc`.
 #[inline]
-unsafe fn micro_tile(avx2: bool, kc: usize, pa: &[u64], pb: &[u64], c: *mut u64, ldc: usize, mr: usize, nr: usize) {
-    assert!(pa.len() >= A_STEP * kc && pb.len() >= B_STEP * kc && mr <= MR && nr <= NR);
+unsafe fn micro_tile(micro: Micro, kc: usize, pa: &[u64], pb: &[u64], c: *mut u64, ldc: usize, mr: usize, nr: usize) {
     #[cfg(target_arch = "x86_64")]
-    if avx2 {
-        // SAFETY: AVX2 was detected at run time; panel lengths checked above; C per caller.
-        return unsafe { avx2::kernel(kc, pa.as_ptr(), pb.as_ptr(), c, ldc, mr, nr) };
+    match micro {
+        Micro::Avx512Ifma => {
+            assert!(pa.len() >= GEOM_IFMA.a_step() * kc && pb.len() >= GEOM_IFMA.b_step() * kc);
+            assert!(mr <= avx512::MR_IFMA && nr <= avx512::NR);
+            // SAFETY: AVX-512F and IFMA were detected at run time (`gemm_acc_with`); panel
+            // lengths checked above; C per caller.
+            return unsafe { avx512::kernel_ifma(kc, pa.as_ptr(), pb.as_ptr(), c, ldc, mr, nr) };
+        }
+        Micro::Avx512 => {
+            assert!(pa.len() >= avx512::MR * kc && pb.len() >= avx512::NR * kc && mr <= avx512::MR);
+            assert!(nr <= avx512::NR);
+            // SAFETY: AVX-512F/DQ were detected at run time (`gemm_acc_with`); panel
+            // lengths checked above; C per caller.
+            return unsafe { avx512::kernel(kc, pa.as_ptr(), pb.as_ptr(), c, ldc, mr, nr) };
+        }
+        Micro::Avx2 => {
+            assert!(pa.len() >= A_STEP * kc && pb.len() >= B_STEP * kc && mr <= MR && nr <= NR);
+            // SAFETY: AVX2 was detected at run time; panel lengths checked above; C per caller.
+            return unsafe { avx2::kernel(kc, pa.as_ptr(), pb.as_ptr(), c, ldc, mr, nr) };
+        }
+        Micro::Portable => {}
     }
-    let _ = avx2;
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = micro;
+    assert!(pa.len() >= A_STEP * kc && pb.len() >= B_STEP * kc && mr <= MR && nr <= NR);
     let mut tile = [[0u64; NR]; MR];
     kernel_portable(kc, pa, pb, &mut tile);
     for r in 0..mr {
@@ -590,6 +744,382 @@ mod avx2 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// Rows of the micro-tile: 14 x 16 needs 28 accumulators, 2 B vectors,
+    /// 1 broadcast A value and 1 product: all 32 zmm registers. (Heights 8 to
+    /// 14 measured the same on the micro-kernel bench; 14 loads B least.)
+    pub(super) const MR: usize = 14;
+    /// u64 lanes per zmm vector.
+    const LANES: usize = 8;
+    /// Columns of the micro-tile: two zmm vectors.
+    pub(super) const NR: usize = 2 * LANES;
+
+    /// AVX-512 micro-kernel: `C[mr x nr] += A_panel · B_panel` over `kc`
+    /// steps, with `vpmullq` (the low 64 bits of the 64 x 64-bit product,
+    /// exactly the product in Z_2^64) and `vpaddq`. Per k step: 2 B loads,
+    /// 28 `vpmullq` with a broadcast A operand, 28 adds.
+    ///
+    /// Measured against the 32-bit-limb form of the AVX2 kernel widened to
+    /// zmm (`vpmuludq` + `vpmulld` on a half-swapped A, a 7 x 16 tile): the
+    /// `vpmullq` form runs faster on Sapphire Rapids (see `microbench`: about
+    /// 10 against 6.8 GMAC/s on one core), since `vpmullq` is 3 µops against
+    /// 1 + 2 µops and one more add for the limbs. Where the CPU has IFMA,
+    /// `kernel_ifma` (3 µops per 8 products, ~13 GMAC/s) is preferred.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F and DQ; `pa` must hold `kc * MR` and
+    /// `pb` `kc * NR` elements; `c` must be valid for `mr` rows of `nr`
+    /// elements with row stride `ldc`, `mr <= MR`, `nr <= NR`.
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub(super) unsafe fn kernel(
+        kc: usize,
+        pa: *const u64,
+        pb: *const u64,
+        c: *mut u64,
+        ldc: usize,
+        mr: usize,
+        nr: usize,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { kernel_rows::<MR>(kc, pa, pb, c, ldc, mr, nr) }
+    }
+
+    /// [`kernel`] for an `R x 16` tile (`pa` holds `kc * R`), `R <= 14`; other
+    /// values of `R` are only for the tile-size measurement in `microbench`.
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub(super) unsafe fn kernel_rows<const R: usize>(
+        kc: usize,
+        pa: *const u64,
+        pb: *const u64,
+        c: *mut u64,
+        ldc: usize,
+        mr: usize,
+        nr: usize,
+    ) {
+        // The C tile is read after the k-loop; fetch its rows now so the misses overlap it.
+        for r in 0..mr {
+            let row = c.wrapping_add(r * ldc) as *const i8;
+            _mm_prefetch::<_MM_HINT_T0>(row);
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(8 * NR - 1));
+        }
+        let mut acc = [[_mm512_setzero_si512(); 2]; R];
+        for p in 0..kc {
+            // SAFETY: p < kc: inside both panels (caller's contract).
+            unsafe {
+                let b = pb.add(p * NR) as *const i64;
+                let b0 = _mm512_loadu_epi64(b);
+                let b1 = _mm512_loadu_epi64(b.add(LANES));
+                let a = pa.add(p * R);
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_epi64(*a.add(r) as i64);
+                    row[0] = _mm512_add_epi64(row[0], _mm512_mullo_epi64(x, b0));
+                    row[1] = _mm512_add_epi64(row[1], _mm512_mullo_epi64(x, b1));
+                }
+            }
+        }
+        // Column masks of the two vectors: the last tile of a block may be narrower.
+        let m0 = if nr >= LANES { 0xff } else { ((1u32 << nr) - 1) as __mmask8 };
+        let m1 = if nr >= NR { 0xff } else { ((1u32 << nr.saturating_sub(LANES)) - 1) as __mmask8 };
+        for (r, row) in acc.iter().enumerate().take(mr) {
+            // SAFETY: row r < mr, columns under the masks < nr: inside C (caller's contract);
+            // masked-off lanes are neither read nor written.
+            unsafe {
+                let p = c.add(r * ldc) as *mut i64;
+                let z = _mm512_setzero_si512();
+                let c0 = _mm512_mask_loadu_epi64(z, m0, p);
+                _mm512_mask_storeu_epi64(p, m0, _mm512_add_epi64(c0, row[0]));
+                let p1 = p.wrapping_add(LANES);
+                let c1 = _mm512_mask_loadu_epi64(z, m1, p1);
+                _mm512_mask_storeu_epi64(p1, m1, _mm512_add_epi64(c1, row[1]));
+            }
+        }
+    }
+
+    /// Rows of the IFMA micro-tile: 6 x 16 needs 24 accumulators (low and
+    /// high per vector), 4 B vectors (values and companions) and 2 broadcasts.
+    pub(super) const MR_IFMA: usize = 6;
+
+    /// IFMA micro-kernel: `C[mr x nr] += A_panel · B_panel` over `kc` steps
+    /// with three 52-bit multiply-adds per 8 products and no separate adds.
+    ///
+    /// `vpmadd52luq`/`vpmadd52huq acc, x, y` add the low/high 52 bits of the
+    /// 104-bit product of the low 52 bits of `x` and `y` to the 64-bit lanes of
+    /// `acc` (mod 2^64). With `x = x0 + x1·2^52` (`x1` of 12 bits),
+    /// `a·b mod 2^64 = lo52(a0 b0) + 2^52 (hi52(a0 b0) + a0 b1 + a1 b0) mod 2^64`,
+    /// where the bracket only counts mod 2^12. Its cross term comes from one
+    /// more high product of the packed companions `A = a1·2^12 + (a0 mod 2^12)·2^36`
+    /// and `B = b1·2^16 + (b0 mod 2^12)·2^40` (both below 2^52):
+    /// `A·B = (a1 b0' + a0' b1)·2^52 + a1 b1·2^28 + a0' b0'·2^76`, with `a0' = a0 mod 2^12`,
+    /// `b0' = b0 mod 2^12`; `a1 b1·2^28 < 2^52` carries nothing into bit 52, and
+    /// the `2^76` term lands at bit 24 of `hi52`, so `hi52(A·B) ≡ a1 b0' + a0' b1`
+    /// (mod 2^12). Hence, per k step, `lo += lo52(a, b)`, `hi += hi52(a, b)`,
+    /// `hi += hi52(A, B)`, and at the end `C += lo + (hi << 52)`: exact in Z_2^64.
+    /// Against `vpmullq` + `vpaddq` (4 µops per 8 products) this is 3 µops.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F and IFMA; `pa` must hold `kc * 2 * MR_IFMA`
+    /// and `pb` `kc * 2 * NR` elements ([`super::Layout::Ifma`]); `c` must be valid
+    /// for `mr` rows of `nr` elements with row stride `ldc`, `mr <= MR_IFMA`, `nr <= NR`.
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    pub(super) unsafe fn kernel_ifma(
+        kc: usize,
+        pa: *const u64,
+        pb: *const u64,
+        c: *mut u64,
+        ldc: usize,
+        mr: usize,
+        nr: usize,
+    ) {
+        for r in 0..mr {
+            let row = c.wrapping_add(r * ldc) as *const i8;
+            _mm_prefetch::<_MM_HINT_T0>(row);
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(8 * NR - 1));
+        }
+        let z = _mm512_setzero_si512();
+        let mut lo = [[z; 2]; MR_IFMA];
+        let mut hi = [[z; 2]; MR_IFMA];
+        for p in 0..kc {
+            // SAFETY: p < kc: inside both panels (caller's contract).
+            unsafe {
+                let b = pb.add(p * 2 * NR) as *const i64;
+                let (b0, b1) = (_mm512_loadu_epi64(b), _mm512_loadu_epi64(b.add(LANES)));
+                let (h0, h1) = (_mm512_loadu_epi64(b.add(NR)), _mm512_loadu_epi64(b.add(NR + LANES)));
+                let a = pa.add(p * 2 * MR_IFMA);
+                for r in 0..MR_IFMA {
+                    let x = _mm512_set1_epi64(*a.add(2 * r) as i64);
+                    let xc = _mm512_set1_epi64(*a.add(2 * r + 1) as i64);
+                    lo[r][0] = _mm512_madd52lo_epu64(lo[r][0], x, b0);
+                    lo[r][1] = _mm512_madd52lo_epu64(lo[r][1], x, b1);
+                    hi[r][0] = _mm512_madd52hi_epu64(hi[r][0], x, b0);
+                    hi[r][1] = _mm512_madd52hi_epu64(hi[r][1], x, b1);
+                    hi[r][0] = _mm512_madd52hi_epu64(hi[r][0], xc, h0);
+                    hi[r][1] = _mm512_madd52hi_epu64(hi[r][1], xc, h1);
+                }
+            }
+        }
+        let m0 = if nr >= LANES { 0xff } else { ((1u32 << nr) - 1) as __mmask8 };
+        let m1 = if nr >= NR { 0xff } else { ((1u32 << nr.saturating_sub(LANES)) - 1) as __mmask8 };
+        for r in 0..mr {
+            let t0 = _mm512_add_epi64(lo[r][0], _mm512_slli_epi64::<52>(hi[r][0]));
+            let t1 = _mm512_add_epi64(lo[r][1], _mm512_slli_epi64::<52>(hi[r][1]));
+            // SAFETY: row r < mr, columns under the masks < nr: inside C (caller's contract).
+            unsafe {
+                let p = c.add(r * ldc) as *mut i64;
+                let c0 = _mm512_mask_loadu_epi64(z, m0, p);
+                _mm512_mask_storeu_epi64(p, m0, _mm512_add_epi64(c0, t0));
+                let p1 = p.wrapping_add(LANES);
+                let c1 = _mm512_mask_loadu_epi64(z, m1, p1);
+                _mm512_mask_storeu_epi64(p1, m1, _mm512_add_epi64(c1, t1));
+            }
+        }
+    }
+
+    /// The 32-bit-limb alternative, for the measurement in `microbench` only:
+    /// the AVX2 kernel's split widened to zmm on a 7 x 16 tile (28
+    /// accumulators). `pa` holds, per k step, each of the 7 values and its
+    /// half-swapped copy; the full tile is written to `out` (row stride 16).
+    #[cfg(test)]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub(super) unsafe fn kernel_limbs(kc: usize, pa: *const u64, pb: *const u64, out: &mut [[u64; NR]; 7]) {
+        let z = _mm512_setzero_si512();
+        let mut lo = [[z; 2]; 7];
+        let mut cr = [[z; 2]; 7];
+        for p in 0..kc {
+            // SAFETY: p < kc: inside both panels (caller's contract).
+            unsafe {
+                let b = pb.add(p * NR) as *const i64;
+                let b0 = _mm512_loadu_epi64(b);
+                let b1 = _mm512_loadu_epi64(b.add(LANES));
+                let a = pa.add(p * 14);
+                for r in 0..7 {
+                    let x = _mm512_set1_epi64(*a.add(2 * r) as i64);
+                    let xs = _mm512_set1_epi64(*a.add(2 * r + 1) as i64);
+                    lo[r][0] = _mm512_add_epi64(lo[r][0], _mm512_mul_epu32(x, b0));
+                    lo[r][1] = _mm512_add_epi64(lo[r][1], _mm512_mul_epu32(x, b1));
+                    cr[r][0] = _mm512_add_epi32(cr[r][0], _mm512_mullo_epi32(xs, b0));
+                    cr[r][1] = _mm512_add_epi32(cr[r][1], _mm512_mullo_epi32(xs, b1));
+                }
+            }
+        }
+        let himask = _mm512_set1_epi64(0xffff_ffff_0000_0000u64 as i64);
+        for r in 0..7 {
+            for v in 0..2 {
+                let c = cr[r][v];
+                let hi = _mm512_add_epi64(_mm512_slli_epi64::<32>(c), _mm512_and_si512(c, himask));
+                let t = _mm512_add_epi64(lo[r][v], hi);
+                // SAFETY: out[r] has 16 elements.
+                unsafe { _mm512_storeu_epi64(out[r].as_mut_ptr().add(v * LANES) as *mut i64, t) };
+            }
+        }
+    }
+}
+
+/// An IFMA (52-bit multiply-add) form, for the measurement only: with
+/// `x = x0 + x1·2^52`, `a·b mod 2^64 = lo52(a0 b0) + (hi52(a0 b0) + lo52(a0 b1)
+/// + lo52(a1 b0))·2^52`, four `vpmadd52*uq` per 8 products and no adds.
+/// `pa` holds per k step the 6 values and their `>> 52`; `pb` per k step 16
+/// values then their `>> 52`.
+#[cfg(all(test, target_arch = "x86_64"))]
+#[target_feature(enable = "avx512f,avx512ifma")]
+unsafe fn kernel_ifma(kc: usize, pa: *const u64, pb: *const u64, out: &mut [[u64; 16]; 6]) {
+    use std::arch::x86_64::*;
+    let z = _mm512_setzero_si512();
+    let mut lo = [[z; 2]; 6];
+    let mut hi = [[z; 2]; 6];
+    for p in 0..kc {
+        // SAFETY: p < kc: inside both panels.
+        unsafe {
+            let b = pb.add(p * 32) as *const i64;
+            let (b0, b1) = (_mm512_loadu_epi64(b), _mm512_loadu_epi64(b.add(8)));
+            let (h0, h1) = (_mm512_loadu_epi64(b.add(16)), _mm512_loadu_epi64(b.add(24)));
+            let a = pa.add(p * 12);
+            for r in 0..6 {
+                let x = _mm512_set1_epi64(*a.add(2 * r) as i64);
+                let xh = _mm512_set1_epi64(*a.add(2 * r + 1) as i64);
+                lo[r][0] = _mm512_madd52lo_epu64(lo[r][0], x, b0);
+                lo[r][1] = _mm512_madd52lo_epu64(lo[r][1], x, b1);
+                hi[r][0] = _mm512_madd52hi_epu64(hi[r][0], x, b0);
+                hi[r][1] = _mm512_madd52hi_epu64(hi[r][1], x, b1);
+                hi[r][0] = _mm512_madd52lo_epu64(hi[r][0], x, h0);
+                hi[r][1] = _mm512_madd52lo_epu64(hi[r][1], x, h1);
+                hi[r][0] = _mm512_madd52lo_epu64(hi[r][0], xh, b0);
+                hi[r][1] = _mm512_madd52lo_epu64(hi[r][1], xh, b1);
+            }
+        }
+    }
+    for r in 0..6 {
+        for v in 0..2 {
+            let t = _mm512_add_epi64(lo[r][v], _mm512_slli_epi64::<52>(hi[r][v]));
+            // SAFETY: out[r] has 16 elements.
+            unsafe { _mm512_storeu_epi64(out[r].as_mut_ptr().add(v * 8) as *mut i64, t) };
+        }
+    }
+}
+
+/// IFMA with three ops per product (see `ifma3_pack`).
+#[cfg(all(test, target_arch = "x86_64"))]
+#[target_feature(enable = "avx512f,avx512ifma")]
+unsafe fn kernel_ifma3(kc: usize, pa: *const u64, pb: *const u64, out: &mut [[u64; 16]; 6]) {
+    use std::arch::x86_64::*;
+    let z = _mm512_setzero_si512();
+    let mut lo = [[z; 2]; 6];
+    let mut hi = [[z; 2]; 6];
+    for p in 0..kc {
+        // SAFETY: p < kc: inside both panels.
+        unsafe {
+            let b = pb.add(p * 32) as *const i64;
+            let (b0, b1) = (_mm512_loadu_epi64(b), _mm512_loadu_epi64(b.add(8)));
+            let (h0, h1) = (_mm512_loadu_epi64(b.add(16)), _mm512_loadu_epi64(b.add(24)));
+            let a = pa.add(p * 12);
+            for r in 0..6 {
+                let x = _mm512_set1_epi64(*a.add(2 * r) as i64);
+                let xh = _mm512_set1_epi64(*a.add(2 * r + 1) as i64);
+                lo[r][0] = _mm512_madd52lo_epu64(lo[r][0], x, b0);
+                lo[r][1] = _mm512_madd52lo_epu64(lo[r][1], x, b1);
+                hi[r][0] = _mm512_madd52hi_epu64(hi[r][0], x, b0);
+                hi[r][1] = _mm512_madd52hi_epu64(hi[r][1], x, b1);
+                hi[r][0] = _mm512_madd52hi_epu64(hi[r][0], xh, h0);
+                hi[r][1] = _mm512_madd52hi_epu64(hi[r][1], xh, h1);
+            }
+        }
+    }
+    for r in 0..6 {
+        for v in 0..2 {
+            let t = _mm512_add_epi64(lo[r][v], _mm512_slli_epi64::<52>(hi[r][v]));
+            // SAFETY: out[r] has 16 elements.
+            unsafe { _mm512_storeu_epi64(out[r].as_mut_ptr().add(v * 8) as *mut i64, t) };
+        }
+    }
+}
+
+/// Micro-kernel speed on L1-resident panels (`cargo test --release -p
+/// syft-mpc-ring --lib microbench -- --ignored --nocapture`): the AVX-512
+/// `vpmullq` kernel at several tile heights against the 32-bit-limb form.
+#[cfg(all(test, target_arch = "x86_64"))]
+mod microbench {
+    use super::*;
+
+    fn run(name: &str, macs_per_call: usize, mut f: impl FnMut()) {
+        let reps = 20_000_000 / macs_per_call;
+        f();
+        let mut best = f64::INFINITY;
+        for _ in 0..40 {
+            let t0 = std::time::Instant::now();
+            for _ in 0..reps {
+                f();
+            }
+            best = best.min(t0.elapsed().as_secs_f64());
+        }
+        eprintln!("{name}: {:.2} GMAC/s", (reps * macs_per_call) as f64 / best / 1e9);
+    }
+
+    #[test]
+    #[ignore]
+    fn micro_speed() {
+        if !use_avx512() {
+            eprintln!("no AVX-512");
+            return;
+        }
+        let kc = 256;
+        let pa: Vec<u64> = (0..14 * kc as u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).collect();
+        let pb: Vec<u64> = (0..16 * kc as u64).map(|i| i.wrapping_mul(0xBF58_476D_1CE4_E5B9)).collect();
+        let mut c = vec![0u64; 14 * 16];
+        macro_rules! rows {
+            ($r:literal) => {
+                run(concat!("vpmullq ", $r, " x 16"), $r * 16 * kc, || unsafe {
+                    avx512::kernel_rows::<$r>(kc, pa.as_ptr(), pb.as_ptr(), c.as_mut_ptr(), 16, $r, 16)
+                });
+            };
+        }
+        rows!(8);
+        rows!(10);
+        rows!(12);
+        rows!(14);
+        let mut out = [[0u64; 16]; 7];
+        run("limbs 7 x 16", 7 * 16 * kc, || unsafe { avx512::kernel_limbs(kc, pa.as_ptr(), pb.as_ptr(), &mut out) });
+        std::hint::black_box((&c, &out));
+        if std::arch::is_x86_feature_detected!("avx512ifma") {
+            let pa2: Vec<u64> = pa.iter().take(6 * kc).flat_map(|&x| [x, x >> 52]).collect();
+            let pb2: Vec<u64> = pb
+                .chunks(16)
+                .flat_map(|row| row.iter().copied().chain(row.iter().map(|&x| x >> 52)).collect::<Vec<_>>())
+                .collect();
+            let mut o6 = [[0u64; 16]; 6];
+            unsafe { kernel_ifma(1, pa2.as_ptr(), pb2.as_ptr(), &mut o6) };
+            for r in 0..6 {
+                for j in 0..16 {
+                    assert_eq!(o6[r][j], pa[r].wrapping_mul(pb[j]), "ifma exact");
+                }
+            }
+            run("ifma 6 x 16", 6 * 16 * kc, || unsafe { kernel_ifma(kc, pa2.as_ptr(), pb2.as_ptr(), &mut o6) });
+            std::hint::black_box(&o6);
+            let m12 = (1u64 << 12) - 1;
+            let pa3: Vec<u64> =
+                pa.iter().take(6 * kc).flat_map(|&x| [x, ((x >> 52) << 12) | ((x & m12) << 36)]).collect();
+            let pb3: Vec<u64> = pb
+                .chunks(16)
+                .flat_map(|row| {
+                    row.iter()
+                        .copied()
+                        .chain(row.iter().map(|&x| ((x & m12) << 40) | ((x >> 52) << 16)))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            unsafe { kernel_ifma3(1, pa3.as_ptr(), pb3.as_ptr(), &mut o6) };
+            for r in 0..6 {
+                for j in 0..16 {
+                    assert_eq!(o6[r][j], pa[r].wrapping_mul(pb[j]), "ifma3 exact");
+                }
+            }
+            run("ifma3 6 x 16", 6 * 16 * kc, || unsafe { kernel_ifma3(kc, pa3.as_ptr(), pb3.as_ptr(), &mut o6) });
+            std::hint::black_box(&o6);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -615,6 +1145,37 @@ mod tests {
                 s
             })
             .collect()
+    }
+
+    /// Entries at the edges of the limb splits (the 32-bit halves, the IFMA
+    /// 52-bit and 12-bit pieces) in every available kernel, ragged tiles.
+    #[test]
+    fn limb_edge_values() {
+        let edges = [
+            0u64,
+            1,
+            u64::MAX,
+            (1 << 52) - 1,
+            1 << 52,
+            0xFFF << 52,
+            0xFFF,
+            (1 << 32) - 1,
+            1 << 32,
+            0x8000_0000_0000_0000,
+            0xFFF0_0000_0000_0FFF,
+            0x000F_FFFF_FFFF_F000,
+        ];
+        let (m, k, n) = (29, 300, 37);
+        let pick = |len: usize, s: u64| -> Vec<u64> {
+            data(len, s).iter().map(|&r| edges[(r % edges.len() as u64) as usize]).collect()
+        };
+        let (a, b) = (pick(m * k, 3), pick(k * n, 4));
+        let want = naive(&a, &b, m, k, n);
+        for kern in available_kernels() {
+            let mut c = vec![0u64; m * n];
+            gemm_acc_with(kern, View { data: &a, rs: k, cs: 1 }, View { data: &b, rs: n, cs: 1 }, m, k, n, &mut c, n);
+            assert_eq!(c, want, "{kern}");
+        }
     }
 
     /// Both micro-kernels (AVX2 where the CPU has it, and the portable one,

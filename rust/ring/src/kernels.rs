@@ -12,11 +12,6 @@ const PAR_MIN: usize = 1 << 15;
 /// Elements per parallel task of element-wise kernels (256 KiB per operand).
 const PAR_CHUNK: usize = 1 << 15;
 
-#[cfg(target_arch = "x86_64")]
-fn has_avx2() -> bool {
-    std::arch::is_x86_feature_detected!("avx2")
-}
-
 /// Whether element-wise work over `len` elements goes to the thread pool: only when it is
 /// large and the pool has more than one thread. With one thread the pool would still run
 /// it on its own thread: a hand-off and a wake-up per call, for nothing.
@@ -24,22 +19,12 @@ pub fn parallel(len: usize) -> bool {
     len >= PAR_MIN && rayon::current_num_threads() > 1
 }
 
-/// Runs `f` compiled with AVX2 where the CPU has it (chosen at run time, as in
-/// [`map2_seq`]): `f` is inlined into a function built for AVX2, so its loops vectorise.
+/// Runs `f` compiled for the widest vector level the CPU has (AVX-512, AVX2 or
+/// the baseline, chosen at run time; see [`crate::simd`]): `f` is inlined into a
+/// function built for that level, so its loops vectorise.
 #[inline(always)]
 pub fn with_simd<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        if has_avx2() {
-            // SAFETY: AVX2 is present (checked at run time).
-            return unsafe { avx2(f) };
-        }
-    }
-    f()
+    crate::simd::run(f)
 }
 
 /// `f(offset, chunk)` over consecutive chunks of `out`, for the protocols' fused
@@ -52,118 +37,104 @@ pub fn for_chunks_mut<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync
     out.par_chunks_mut(PAR_CHUNK).enumerate().for_each(|(i, c)| with_simd(|| f(i * PAR_CHUNK, c)));
 }
 
-/// `out[i] = f(a[i], b[i])`, compiled twice: once for the baseline target and
-/// once with AVX2 (chosen at run time), so the loop auto-vectorises to 256-bit
-/// lanes where the CPU has them without building the wheel for a newer CPU.
-fn map2_seq(out: &mut [R64], a: &[R64], b: &[R64], f: &(impl Fn(R64, R64) -> R64 + Sync)) {
-    #[inline(always)]
-    fn body(out: &mut [R64], a: &[R64], b: &[R64], f: &impl Fn(R64, R64) -> R64) {
+/// `out[i] = f(a[i], b[i])`, compiled once per vector level (chosen at run
+/// time, [`with_simd`]), so the loop auto-vectorises to 256- or 512-bit lanes
+/// where the CPU has them without building the wheel for a newer CPU.
+/// `WIDE`: up to AVX-512 (products: `vpmullq` against three `vpmuludq`);
+/// otherwise up to AVX2 (add and sub measured no faster at 512 bits).
+fn map2_seq<const WIDE: bool>(out: &mut [R64], a: &[R64], b: &[R64], f: &(impl Fn(R64, R64) -> R64 + Sync)) {
+    let body = || {
         for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
             *o = f(x, y);
         }
+    };
+    if WIDE {
+        crate::simd::run(body)
+    } else {
+        crate::simd::run_narrow(body)
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2(out: &mut [R64], a: &[R64], b: &[R64], f: &impl Fn(R64, R64) -> R64) {
-            body(out, a, b, f)
-        }
-        if has_avx2() {
-            // SAFETY: AVX2 is present (checked at run time).
-            return unsafe { avx2(out, a, b, f) };
-        }
-    }
-    body(out, a, b, f)
 }
 
 /// `out = f(a, b)` element-wise, multi-threaded for large buffers.
-fn map2(out: &mut [R64], a: &[R64], b: &[R64], f: impl Fn(R64, R64) -> R64 + Sync) {
+fn map2<const WIDE: bool>(out: &mut [R64], a: &[R64], b: &[R64], f: impl Fn(R64, R64) -> R64 + Sync) {
     assert!(a.len() == b.len() && a.len() == out.len(), "element-wise kernel on buffers of different lengths");
     if !parallel(out.len()) {
-        map2_seq(out, a, b, &f);
+        map2_seq::<WIDE>(out, a, b, &f);
     } else {
         out.par_chunks_mut(PAR_CHUNK)
             .zip(a.par_chunks(PAR_CHUNK))
             .zip(b.par_chunks(PAR_CHUNK))
-            .for_each(|((o, x), y)| map2_seq(o, x, y, &f));
+            .for_each(|((o, x), y)| map2_seq::<WIDE>(o, x, y, &f));
     }
 }
 
-fn zip_map(a: &[R64], b: &[R64], f: impl Fn(R64, R64) -> R64 + Sync) -> Vec<R64> {
+fn zip_map<const WIDE: bool>(a: &[R64], b: &[R64], f: impl Fn(R64, R64) -> R64 + Sync) -> Vec<R64> {
     assert_eq!(a.len(), b.len(), "element-wise kernel on buffers of different lengths");
     let mut out = vec![R64::ZERO; a.len()];
-    map2(&mut out, a, b, f);
+    map2::<WIDE>(&mut out, a, b, f);
     out
 }
 
 /// `acc = f(acc, b)` in place (same dispatch as [`map2_seq`]).
-fn zip_assign(acc: &mut [R64], b: &[R64], f: impl Fn(R64, R64) -> R64 + Sync) {
+fn zip_assign<const WIDE: bool>(acc: &mut [R64], b: &[R64], f: impl Fn(R64, R64) -> R64 + Sync) {
     assert_eq!(acc.len(), b.len(), "element-wise kernel on buffers of different lengths");
-    fn seq(acc: &mut [R64], b: &[R64], f: &(impl Fn(R64, R64) -> R64 + Sync)) {
-        #[inline(always)]
-        fn body(acc: &mut [R64], b: &[R64], f: &impl Fn(R64, R64) -> R64) {
+    fn seq<const WIDE: bool>(acc: &mut [R64], b: &[R64], f: &(impl Fn(R64, R64) -> R64 + Sync)) {
+        let body = || {
             for (o, &y) in acc.iter_mut().zip(b) {
                 *o = f(*o, y);
             }
+        };
+        if WIDE {
+            crate::simd::run(body)
+        } else {
+            crate::simd::run_narrow(body)
         }
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx2")]
-            unsafe fn avx2(acc: &mut [R64], b: &[R64], f: &impl Fn(R64, R64) -> R64) {
-                body(acc, b, f)
-            }
-            if has_avx2() {
-                // SAFETY: AVX2 is present (checked at run time).
-                return unsafe { avx2(acc, b, f) };
-            }
-        }
-        body(acc, b, f)
     }
     if !parallel(acc.len()) {
-        seq(acc, b, &f);
+        seq::<WIDE>(acc, b, &f);
     } else {
-        acc.par_chunks_mut(PAR_CHUNK).zip(b.par_chunks(PAR_CHUNK)).for_each(|(o, y)| seq(o, y, &f));
+        acc.par_chunks_mut(PAR_CHUNK).zip(b.par_chunks(PAR_CHUNK)).for_each(|(o, y)| seq::<WIDE>(o, y, &f));
     }
 }
 
 pub fn add(a: &[R64], b: &[R64]) -> Vec<R64> {
-    zip_map(a, b, |x, y| x + y)
+    zip_map::<false>(a, b, |x, y| x + y)
 }
 pub fn sub(a: &[R64], b: &[R64]) -> Vec<R64> {
-    zip_map(a, b, |x, y| x - y)
+    zip_map::<false>(a, b, |x, y| x - y)
 }
 /// `out = a + b` into an existing buffer.
 pub fn add_into(out: &mut [R64], a: &[R64], b: &[R64]) {
-    map2(out, a, b, |x, y| x + y)
+    map2::<false>(out, a, b, |x, y| x + y)
 }
 /// `out = a − b` into an existing buffer.
 pub fn sub_into(out: &mut [R64], a: &[R64], b: &[R64]) {
-    map2(out, a, b, |x, y| x - y)
+    map2::<false>(out, a, b, |x, y| x - y)
 }
 /// Element-wise product.
 pub fn mul(a: &[R64], b: &[R64]) -> Vec<R64> {
-    zip_map(a, b, |x, y| x * y)
+    zip_map::<true>(a, b, |x, y| x * y)
 }
 pub fn neg(a: &[R64]) -> Vec<R64> {
     let mut out = vec![R64::ZERO; a.len()];
     // The second operand is ignored; reusing map2 keeps one dispatch path.
-    map2(&mut out, a, a, |x, _| -x);
+    map2::<false>(&mut out, a, a, |x, _| -x);
     out
 }
 /// Product with a public ring constant.
 pub fn scale(a: &[R64], k: R64) -> Vec<R64> {
     let mut out = vec![R64::ZERO; a.len()];
-    map2(&mut out, a, a, move |x, _| x * k);
+    map2::<true>(&mut out, a, a, move |x, _| x * k);
     out
 }
 pub fn add_assign(acc: &mut [R64], b: &[R64]) {
-    zip_assign(acc, b, |x, y| x + y)
+    zip_assign::<false>(acc, b, |x, y| x + y)
 }
 pub fn sub_assign(acc: &mut [R64], b: &[R64]) {
-    zip_assign(acc, b, |x, y| x - y)
+    zip_assign::<false>(acc, b, |x, y| x - y)
 }
 pub fn mul_assign(acc: &mut [R64], b: &[R64]) {
-    zip_assign(acc, b, |x, y| x * y)
+    zip_assign::<true>(acc, b, |x, y| x * y)
 }
 
 /// Sum along `axis` of a row-major tensor of `shape`; the axis is removed.
@@ -217,26 +188,13 @@ pub fn sum_axis(a: &[R64], shape: &[usize], axis: usize) -> Vec<R64> {
     out
 }
 
-/// Single-threaded `acc += b` (AVX2 when present).
+/// Single-threaded `acc += b` (vectorised at the run-time level, at most AVX2).
 fn add_assign_seq(acc: &mut [R64], b: &[R64]) {
-    #[inline(always)]
-    fn body(acc: &mut [R64], b: &[R64]) {
+    crate::simd::run_narrow(|| {
         for (o, &y) in acc.iter_mut().zip(b) {
             *o += y;
         }
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2(acc: &mut [R64], b: &[R64]) {
-            body(acc, b)
-        }
-        if has_avx2() {
-            // SAFETY: AVX2 is present (checked at run time).
-            return unsafe { avx2(acc, b) };
-        }
-    }
-    body(acc, b)
+    })
 }
 
 /// Side of the square tiles of [`transpose`]: a 32 x 32 tile of u64 (8 KiB)

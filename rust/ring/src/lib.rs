@@ -10,5 +10,6 @@ mod gemm_amx;
 pub mod kernels;
 pub mod prg;
 mod r64;
+pub mod simd;
 
 pub use r64::{as_ring, as_ring_mut, as_u64, as_u64_mut, R64};
