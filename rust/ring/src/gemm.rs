@@ -196,14 +196,20 @@ thread_local! {
     static BUF_B: Cell<Vec<u64>> = const { Cell::new(Vec::new()) };
 }
 
-fn take_buf(key: &'static std::thread::LocalKey<Cell<Vec<u64>>>, len: usize) -> Vec<u64> {
+/// A buffer of `len` copies of `fill`, reusing the thread's cached allocation in `key`.
+pub(crate) fn take_buf<T: Clone + 'static>(
+    key: &'static std::thread::LocalKey<Cell<Vec<T>>>,
+    len: usize,
+    fill: T,
+) -> Vec<T> {
     let mut v = key.with(|c| c.take());
     v.clear();
-    v.resize(len, 0);
+    v.resize(len, fill);
     v
 }
 
-fn give_buf(key: &'static std::thread::LocalKey<Cell<Vec<u64>>>, v: Vec<u64>) {
+/// Returns a buffer from [`take_buf`] to the thread's cache.
+pub(crate) fn give_buf<T: 'static>(key: &'static std::thread::LocalKey<Cell<Vec<T>>>, v: Vec<T>) {
     key.with(|c| c.set(v));
 }
 
@@ -430,7 +436,7 @@ fn gemm_acc_with(kernel: Kernel, a: View<'_>, b: View<'_>, m: usize, k: usize, n
         let panels_per_split = panels.div_ceil(col_splits);
         for pc in (0..k).step_by(g.kc) {
             let kc = g.kc.min(k - pc);
-            let mut pb = take_buf(&BUF_B, panels * b_step * kc);
+            let mut pb = take_buf(&BUF_B, panels * b_step * kc, 0);
             pack_b(g, b, pc, kc, jc, nc, &mut pb);
             let pb_ref = &pb;
             (0..row_blocks * col_splits).into_par_iter().for_each(|task| {
@@ -442,7 +448,7 @@ fn gemm_acc_with(kernel: Kernel, a: View<'_>, b: View<'_>, m: usize, k: usize, n
                 if p0 >= p1 {
                     return;
                 }
-                let mut pa = take_buf(&BUF_A, mcb.div_ceil(mr_t) * a_step * kc);
+                let mut pa = take_buf(&BUF_A, mcb.div_ceil(mr_t) * a_step * kc, 0);
                 pack_a(g, a, ic, mcb, pc, kc, &mut pa);
                 for jp in p0..p1 {
                     let j = jp * nr_t;

@@ -49,7 +49,7 @@
 //! Every limb is packed with each tile contiguous (1 KiB, row stride 64) so
 //! the tile loads stream whole cache lines.
 
-use crate::gemm::{OutPtr, View};
+use crate::gemm::{give_buf, take_buf, OutPtr, View};
 use rayon::prelude::*;
 use std::cell::Cell;
 use std::sync::OnceLock;
@@ -82,18 +82,6 @@ const ZERO_LINE: Line = Line([0; 64]);
 thread_local! {
     static BUF_A: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
     static BUF_B: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
-}
-
-/// A zeroed buffer of `bytes` bytes (a multiple of 64) from the thread's cache.
-fn take_buf(key: &'static std::thread::LocalKey<Cell<Vec<Line>>>, bytes: usize) -> Vec<Line> {
-    let mut v = key.with(|c| c.take());
-    v.clear();
-    v.resize(bytes / 64, ZERO_LINE);
-    v
-}
-
-fn give_buf(key: &'static std::thread::LocalKey<Cell<Vec<Line>>>, v: Vec<Line>) {
-    key.with(|c| c.set(v));
 }
 
 fn bytes_mut(v: &mut [Line]) -> &mut [u8] {
@@ -252,7 +240,7 @@ mod imp {
                 let kc = KC.min(k - pc);
                 let kt = kc.div_ceil(64);
                 let panel_bytes = 8 * kt * KSTEP;
-                let mut pb = take_buf(&BUF_B, panels * panel_bytes);
+                let mut pb = take_buf(&BUF_B, panels * panel_bytes / 64, ZERO_LINE);
                 pack_b(b, pc, kc, jc, nc, kt, bytes_mut(&mut pb));
                 let pb_ref = bytes(&pb);
                 (0..row_blocks * col_splits).into_par_iter().for_each(|task| {
@@ -264,7 +252,7 @@ mod imp {
                     if p0 >= p1 {
                         return;
                     }
-                    let mut pa = take_buf(&BUF_A, mcb.div_ceil(T) * panel_bytes);
+                    let mut pa = take_buf(&BUF_A, mcb.div_ceil(T) * panel_bytes / 64, ZERO_LINE);
                     pack_a(a, ic, mcb, pc, kc, kt, bytes_mut(&mut pa));
                     let pa_ref = bytes(&pa);
                     // SAFETY: AMX is usable (checked by the caller, `super::gemm_acc`).

@@ -14,6 +14,9 @@ use syft_mpc_ring::gemm::{self, Kernel};
 use syft_mpc_ring::kernels::{self, Conv2dParams};
 use syft_mpc_ring::R64;
 
+mod common;
+use common::{ref_matmul, vec_of};
+
 static LOCK: Mutex<()> = Mutex::new(());
 
 /// Runs `f(kernel)` with each available kernel forced, then restores the default.
@@ -31,33 +34,6 @@ fn each_kernel(mut f: impl FnMut(Kernel)) {
         f(k);
     }
     gemm::force_kernel(None).expect("reset");
-}
-
-fn vec_of(len: usize, seed: u64) -> Vec<R64> {
-    let mut s = seed;
-    (0..len)
-        .map(|_| {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            R64(z ^ (z >> 31))
-        })
-        .collect()
-}
-
-fn ref_matmul(a: &[R64], b: &[R64], m: usize, k: usize, n: usize) -> Vec<R64> {
-    let mut c = vec![R64::ZERO; m * n];
-    for i in 0..m {
-        for j in 0..n {
-            let mut s = 0u64;
-            for p in 0..k {
-                s = s.wrapping_add(a[i * k + p].0.wrapping_mul(b[p * n + j].0));
-            }
-            c[i * n + j] = R64(s);
-        }
-    }
-    c
 }
 
 fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {

@@ -13,6 +13,9 @@ use syft_mpc_ring::prg::{Prg, Seed};
 use syft_mpc_ring::simd::{self, Simd};
 use syft_mpc_ring::{kernels, R64};
 
+mod common;
+use common::vec_of;
+
 static LOCK: Mutex<()> = Mutex::new(());
 
 fn each_level(mut f: impl FnMut(Simd)) {
@@ -29,19 +32,6 @@ fn each_level(mut f: impl FnMut(Simd)) {
         f(s);
     }
     simd::force(None).expect("reset");
-}
-
-fn vec_of(len: usize, seed: u64) -> Vec<R64> {
-    let mut s = seed;
-    (0..len)
-        .map(|_| {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            R64(z ^ (z >> 31))
-        })
-        .collect()
 }
 
 fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
