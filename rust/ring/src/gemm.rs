@@ -963,48 +963,6 @@ mod avx512 {
     }
 }
 
-/// An IFMA (52-bit multiply-add) form, for the measurement only: with
-/// `x = x0 + x1·2^52`, `a·b mod 2^64 = lo52(a0 b0) + (hi52(a0 b0) + lo52(a0 b1)
-/// + lo52(a1 b0))·2^52`, four `vpmadd52*uq` per 8 products and no adds.
-/// `pa` holds per k step the 6 values and their `>> 52`; `pb` per k step 16
-/// values then their `>> 52`.
-#[cfg(all(test, target_arch = "x86_64"))]
-#[target_feature(enable = "avx512f,avx512ifma")]
-unsafe fn kernel_ifma(kc: usize, pa: *const u64, pb: *const u64, out: &mut [[u64; 16]; 6]) {
-    use std::arch::x86_64::*;
-    let z = _mm512_setzero_si512();
-    let mut lo = [[z; 2]; 6];
-    let mut hi = [[z; 2]; 6];
-    for p in 0..kc {
-        // SAFETY: p < kc: inside both panels.
-        unsafe {
-            let b = pb.add(p * 32) as *const i64;
-            let (b0, b1) = (_mm512_loadu_epi64(b), _mm512_loadu_epi64(b.add(8)));
-            let (h0, h1) = (_mm512_loadu_epi64(b.add(16)), _mm512_loadu_epi64(b.add(24)));
-            let a = pa.add(p * 12);
-            for r in 0..6 {
-                let x = _mm512_set1_epi64(*a.add(2 * r) as i64);
-                let xh = _mm512_set1_epi64(*a.add(2 * r + 1) as i64);
-                lo[r][0] = _mm512_madd52lo_epu64(lo[r][0], x, b0);
-                lo[r][1] = _mm512_madd52lo_epu64(lo[r][1], x, b1);
-                hi[r][0] = _mm512_madd52hi_epu64(hi[r][0], x, b0);
-                hi[r][1] = _mm512_madd52hi_epu64(hi[r][1], x, b1);
-                hi[r][0] = _mm512_madd52lo_epu64(hi[r][0], x, h0);
-                hi[r][1] = _mm512_madd52lo_epu64(hi[r][1], x, h1);
-                hi[r][0] = _mm512_madd52lo_epu64(hi[r][0], xh, b0);
-                hi[r][1] = _mm512_madd52lo_epu64(hi[r][1], xh, b1);
-            }
-        }
-    }
-    for r in 0..6 {
-        for v in 0..2 {
-            let t = _mm512_add_epi64(lo[r][v], _mm512_slli_epi64::<52>(hi[r][v]));
-            // SAFETY: out[r] has 16 elements.
-            unsafe { _mm512_storeu_epi64(out[r].as_mut_ptr().add(v * 8) as *mut i64, t) };
-        }
-    }
-}
-
 /// IFMA with three ops per product (see `ifma3_pack`).
 #[cfg(all(test, target_arch = "x86_64"))]
 #[target_feature(enable = "avx512f,avx512ifma")]
@@ -1088,20 +1046,7 @@ mod microbench {
         run("limbs 7 x 16", 7 * 16 * kc, || unsafe { avx512::kernel_limbs(kc, pa.as_ptr(), pb.as_ptr(), &mut out) });
         std::hint::black_box((&c, &out));
         if std::arch::is_x86_feature_detected!("avx512ifma") {
-            let pa2: Vec<u64> = pa.iter().take(6 * kc).flat_map(|&x| [x, x >> 52]).collect();
-            let pb2: Vec<u64> = pb
-                .chunks(16)
-                .flat_map(|row| row.iter().copied().chain(row.iter().map(|&x| x >> 52)).collect::<Vec<_>>())
-                .collect();
             let mut o6 = [[0u64; 16]; 6];
-            unsafe { kernel_ifma(1, pa2.as_ptr(), pb2.as_ptr(), &mut o6) };
-            for r in 0..6 {
-                for j in 0..16 {
-                    assert_eq!(o6[r][j], pa[r].wrapping_mul(pb[j]), "ifma exact");
-                }
-            }
-            run("ifma 6 x 16", 6 * 16 * kc, || unsafe { kernel_ifma(kc, pa2.as_ptr(), pb2.as_ptr(), &mut o6) });
-            std::hint::black_box(&o6);
             let m12 = (1u64 << 12) - 1;
             let pa3: Vec<u64> =
                 pa.iter().take(6 * kc).flat_map(|&x| [x, ((x >> 52) << 12) | ((x & m12) << 36)]).collect();
