@@ -26,11 +26,20 @@ KERNELS = ("amx", "avx512ifma", "avx512", "avx2", "portable")
 INFO = _native.gemm_kernel_info()
 
 
-@pytest.fixture(params=KERNELS)
+@pytest.fixture(
+    params=[
+        pytest.param(
+            k,
+            marks=pytest.mark.skipif(
+                k not in INFO["available"],
+                reason=f"kernel {k} not run on this machine ({INFO['reason']}; available: {INFO['available']})",
+            ),
+        )
+        for k in KERNELS
+    ]
+)
 def kernel(request: pytest.FixtureRequest) -> Iterator[str]:
     name = str(request.param)
-    if name not in INFO["available"]:
-        pytest.skip(f"kernel {name} not run on this machine ({INFO['reason']}; available: {INFO['available']})")
     _native.set_gemm_kernel(name)
     try:
         yield name
