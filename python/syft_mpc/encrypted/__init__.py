@@ -7,8 +7,12 @@ products, matmul), :mod:`~syft_mpc.encrypted.comparisons` (comparisons, relu, ma
 :mod:`~syft_mpc.encrypted.approx` (approximations, division by a shared value),
 :mod:`~syft_mpc.encrypted.activations` (GELU, SiLU, ELU, hardtanh, clamp, ... and their backward),
 :mod:`~syft_mpc.encrypted.normalization` (batch, layer and group norm and their backward),
-:mod:`~syft_mpc.encrypted.nn_ops` (convolution, pooling, losses and their backward passes) and
-:mod:`~syft_mpc.encrypted.optim_ops` (in-place, ``out=`` and ``_foreach_`` ops for optimizers).
+:mod:`~syft_mpc.encrypted.nn_ops` (convolution, pooling, losses and their backward passes),
+:mod:`~syft_mpc.encrypted.optim_ops` (in-place, ``out=`` and ``_foreach_`` ops for optimizers),
+:mod:`~syft_mpc.encrypted.attention` (softmax with public masks, scaled dot-product and
+multi-head attention, the transformer encoder layer) and :mod:`~syft_mpc.encrypted.embedding`
+(lookups with public or shared indices). An aten op with no entry falls back to torch's own
+decomposition of it (``tensor.decomposition_of``).
 :mod:`~syft_mpc.encrypted.api` is what the hook attaches to tensors, modules, optimizers and
 pointers (``fix_prec``, ``share``, ``encrypt``, ...); :mod:`~syft_mpc.encrypted.validation` the
 debugging mode that checks every op against plaintext torch.
@@ -17,6 +21,6 @@ Importing this package imports every op family, so the op table is complete befo
 tensor exists.
 """
 
-from syft_mpc.encrypted import activations, approx, arithmetic, comparisons, nn_ops, normalization, optim_ops, tensor
+from syft_mpc.encrypted import activations, approx, arithmetic, attention, comparisons, embedding, nn_ops, normalization, optim_ops, tensor
 
-__all__ = ["activations", "approx", "arithmetic", "comparisons", "nn_ops", "normalization", "optim_ops", "tensor"]
+__all__ = ["activations", "approx", "arithmetic", "attention", "comparisons", "embedding", "nn_ops", "normalization", "optim_ops", "tensor"]

@@ -4,7 +4,7 @@ Every approximation here takes and returns :class:`~syft_mpc.encrypted.tensor.Sh
 and is built from the secure primitives (Beaver products with truncation, comparisons); none
 opens a value. Methods, ranges and measured errors are in ``docs/ENCRYPTED_TENSORS.md``.
 
-* ``exp``: limit approximation ``(1 + x/2^8)^(2^8)`` (8 squarings).
+* ``exp``: ``(1 + t + t²/2)^(2^7)`` with t = x/2^7, the squarings at 28 fractional bits (8 products).
 * ``reciprocal``: Newton–Raphson ``y ← y(2 − xy)``, 10 iterations from
   ``y0 = 3·exp(0.5 − x) + 0.003``; signs handled by one comparison unless ``all_pos``.
 * ``log``: Householder iterations (order 8, 3 iterations) from
@@ -59,8 +59,8 @@ from syft_mpc.encrypted.tensor import (
 from syft_mpc.errors import UnsupportedOperationError
 
 __all__ = [
-    "SIGMOID", "SaturatingSeries", "div", "exp", "fourier_fit", "inv_sqrt", "inv_sqrt_normalized", "log", "log_softmax", "pow_scalar",
-    "reciprocal", "saturating", "sigmoid", "softmax", "sqrt", "tanh",
+    "SIGMOID", "SaturatingSeries", "div", "exp", "fourier_fit", "inv_sqrt", "inv_sqrt_normalized", "log", "log_softmax",
+    "normalized_sum_reciprocal", "pow_scalar", "reciprocal", "saturating", "sigmoid", "softmax", "sqrt", "tanh", "unit_log",
 ]
 
 EXP_ITERATIONS = 8
@@ -75,11 +75,58 @@ def _sum(x: SharedTensor, dim: int, keepdim: bool = True) -> SharedTensor:
     return run(x, "aten.sum_dim", x, [dim], keepdim)
 
 
+EXP_SQUARINGS = 7
+EXP_WORK_BITS = 28
+"""Fractional bits of exp's intermediate values (dealer truncation): 2^-28 rounding, amplified by
+the squarings to ≈ 2^-21 relative, where 16 bits amplified 2^8-fold gave 4e-3."""
+EXP_WORK_BITS_LOCAL = 20  # local truncation fails with probability ≈ |product|/2^64: keep products small
+EXP_MAX = 12.0
+"""exp's documented upper end: the last squarings run at fewer fractional bits so that e^x·2^k fits."""
+
+
+def _square(y: SharedTensor, out_bits: int) -> SharedTensor:
+    """y² at 2^out_bits: one Beaver product at the product scale, truncated (any scale: ``mul``'s
+    limits are for tensors of unknown magnitude; exp's are bounded by its range)."""
+    out = 1 << out_bits
+    return run(y, "mul", y, y, divisor=max(1, y.scale * y.scale // out), local=y.group.truncation == "local", scale=out)
+
+
+def _as_scale(x: SharedTensor, scale: int) -> SharedTensor:
+    """The same shares read at another scale (x·2^-k for free: ``x`` at ``scale = x.scale·2^k``)."""
+    return SharedTensor(x.cell, scale, x.base, precision_of(x.base, scale), x.dtype)
+
+
 def exp(x: SharedTensor) -> SharedTensor:
-    """exp(x) by ``(1 + x/2^n)^(2^n)``, n = 8. Accurate for x ≤ ~5; x < −256 is unsupported (→ garbage)."""
-    y = add(mul(x, 1.0 / (1 << EXP_ITERATIONS)), 1)
-    for _ in range(EXP_ITERATIONS):
-        y = mul(y, y)
+    """exp(x) = p(x/2^7)^(2^7) with p(t) = 1 + t + t²/2 (second-order Taylor), for x ≤ 12.
+
+    x/2^7 costs nothing (the same shares read at 2^7 times the scale); p takes one product; the
+    7 squarings run at 2^-28 (2^-20 with local truncation) so that the rounding of each, doubled by
+    every later squaring, stays far below the output's resolution; the last three squarings step
+    the scale down so that e^x·2^k fits the ring up to x = 12. 8 products, as CrypTen's
+    ``(1 + x/2^8)^(2^8)`` (whose x/2^8 costs one more truncation). Relative error ≈ x³/(6·2^14)
+    from p (the t³/6 term, 2^7 times); p > 0 everywhere and p(t) < 1 for t ∈ (−2, 0), so the
+    result decreases to exactly representable 0 and stays below 2^-16 down to x ≈ −244 (garbage
+    below: masked softmax entries are zeroed by a public mask, ``attention.py``). Base 10 falls
+    back to the limit approximation at the tensor's scale."""
+    x = _narrowed(x)
+    if x.base != 2:
+        y = add(mul(x, 1.0 / (1 << EXP_ITERATIONS)), 1)
+        for _ in range(EXP_ITERATIONS):
+            y = mul(y, y)
+        return y
+    bits = EXP_WORK_BITS if x.group.truncation != "local" else EXP_WORK_BITS_LOCAL
+    out_bits = precision_of(2, x.scale)
+    t = _as_scale(x, x.scale << EXP_SQUARINGS)  # x / 2^7
+    if t.scale < (1 << bits):
+        t = rescale(t, 1 << bits)
+    elif t.scale > (1 << bits):
+        t = rescale(t, 1 << bits)
+    half_sq = _as_scale(_square(t, bits - 1), 1 << bits)  # t²/2: t² at half the scale, read at the full one
+    y = add(add(t, half_sq), 1)
+    # scale before each squaring: y_j = e^(x/2^(7-j)) ≤ e^(12/2^(7-j)) needs y_j·2^(2·bits_j) < 2^62
+    steps = [bits] * (EXP_SQUARINGS - 3) + [min(bits, 26), min(bits, 22), out_bits]
+    for b in steps:
+        y = _square(y, b)
     return y
 
 
@@ -197,6 +244,19 @@ def _unit_reciprocal(u: SharedTensor) -> SharedTensor:
 LOG_UNIT_CENTER = 0.75
 LOG_UNIT_POLY = (-0.2876819463, 1.3333584109, -0.8889606615, 0.7865764501, -0.7839341102, 0.9632840004, -1.1013159117)
 """log(0.75 + t) on t ∈ [−1/4, 1/4] (u ∈ [1/2, 1]): Chebyshev fit of degree 6, max error 3.5e−6."""
+
+
+def normalized_sum_reciprocal(s: SharedTensor, hi: float) -> "tuple[SharedTensor, SharedTensor, SharedTensor]":
+    """For a sum s ∈ [1, hi] (of softmax exponentials): (1/s, u, k) with s = u·2^k, u ∈ [1/2, 1)
+    (``_binary_normalized``), 1/s = 2^−k·(1/u) by 3 Newton steps. s = 0 (a row masked
+    entirely) gives a finite value."""
+    u, a, k = _binary_normalized(s, hi)
+    return mul(_unit_reciprocal(u), a), u, k
+
+
+def unit_log(u: SharedTensor) -> SharedTensor:
+    """log(u) for u ∈ [1/2, 1] (see ``_unit_log``)."""
+    return _unit_log(u)
 
 
 def _unit_log(u: SharedTensor) -> SharedTensor:
@@ -408,11 +468,15 @@ def div(a: Any, b: Any, rounding_mode: "str | None" = None) -> Any:
 
 
 def pow_scalar(x: Any, e: Any) -> Any:
-    """x ** e: ``sqrt`` for e = 0.5, ``reciprocal`` for e = −1, integer powers e ≥ 0 by products."""
+    """x ** e: ``sqrt`` for e = 0.5, integer powers e ≥ 0 by square and multiply (⌈log2 e⌉
+    squarings), negative integers as ``reciprocal(x) ** −e``, −0.5 as ``rsqrt``."""
     if is_shared(x) and e == 0.5:
         return sqrt(x)
-    if is_shared(x) and e == -1:
-        return reciprocal(x)
+    if is_shared(x) and e == -0.5:
+        return inv_sqrt_normalized(x)
+    if is_shared(x) and isinstance(e, (int, float)) and e < 0 and float(e).is_integer():
+        r = reciprocal(x)
+        return r if e == -1 else pow_int(r, -int(e))
     return pow_int(x, e)
 
 

@@ -65,6 +65,7 @@ __all__ = [
     "ShareHandle",
     "SharedTensor",
     "aligned",
+    "decomposition_of",
     "encode_at_scale",
     "encode_public",
     "fine_encoding",
@@ -581,14 +582,56 @@ def implements(*ops: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return deco
 
 
+# ------------------------------------------------------------------ decomposition fallback
+# An aten op with no entry in OP_TABLE is run through torch's own decomposition of it into
+# simpler aten ops (torch._decomp's table, the one torch.compile uses; CompositeImplicitAutograd
+# ops through ``OpOverload.decompose``), applied to the shared tensors as they are: every op the
+# decomposition calls dispatches here again, so it reaches the implemented primitives recursively.
+# The table is read once, at the first miss (importing it costs ~0.3 s).
+_DECOMPOSITIONS: "dict[Any, Callable[..., Any]] | None" = None
+_decomposing: list[Any] = []  # ops being decomposed, innermost last (a cycle is refused, not looped)
+
+
+def decomposition_of(func: Any) -> "Callable[..., Any] | None":
+    """Torch's decomposition of aten op ``func`` into simpler aten ops, or None."""
+    global _DECOMPOSITIONS
+    if _DECOMPOSITIONS is None:
+        from torch._decomp import decomposition_table
+
+        _DECOMPOSITIONS = dict(decomposition_table)
+    fn = _DECOMPOSITIONS.get(func)
+    if fn is not None:
+        return fn
+    if isinstance(func, torch._ops.OpOverload) and func.has_kernel_for_dispatch_key(torch._C.DispatchKey.CompositeImplicitAutograd):
+        return func.decompose
+    return None
+
+
+def _unsupported(func: Any, why: str = "") -> UnsupportedOperationError:
+    return UnsupportedOperationError(
+        f"{func} is not supported on shared tensors{why} (supported: arithmetic, matmul/linear, convolutions, pooling, "
+        "comparisons, activations, softmax, normalization, attention, embeddings, shape ops, and every op torch "
+        "decomposes into these; see docs/ENCRYPTED_TENSORS.md). Use .get() to compute in plaintext, or implement it "
+        "with syft_mpc.encrypted.tensor.implements"
+    )
+
+
 def _dispatch(func: Any, types: Any, args: Any, kwargs: Any) -> Any:
     impl = OP_TABLE.get(func)
-    if impl is None:
-        raise UnsupportedOperationError(
-            f"{func} is not supported on shared tensors (supported: arithmetic, matmul/linear, conv2d, pooling, "
-            "comparisons, relu, max/argmax, shape ops; see docs/ENCRYPTED_TENSORS.md). Use .get() to compute in plaintext"
-        )
-    return impl(*args, **kwargs)
+    if impl is not None:
+        return impl(*args, **kwargs)
+    decomposed = decomposition_of(func) if func not in _decomposing else None
+    if decomposed is None:
+        raise _unsupported(func, " and torch has no decomposition of it" if func not in _decomposing else "")
+    _decomposing.append(func)
+    try:
+        return decomposed(*args, **kwargs)
+    except UnsupportedOperationError as e:
+        if len(_decomposing) > 1:  # the outermost decomposed op names itself
+            raise
+        raise UnsupportedOperationError(f"{e} (decomposed from {func}, which torch reduces to it)") from None
+    finally:
+        _decomposing.pop()
 
 
 def _plaintext(v: Any) -> Any:

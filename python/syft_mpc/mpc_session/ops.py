@@ -270,6 +270,10 @@ _ATEN_LINEAR = {
 }
 for _name, _fn in _ATEN_LINEAR.items():
     MPC_OPS["aten." + _name] = (lambda f: lambda ctx, *a, **k: f(*a, **k))(_fn)
+# A shared tensor's wrapper always reports contiguous strides, so torch asks for a view where the
+# share itself may be a transposed (non-contiguous) tensor: on shares a view is a reshape (no op
+# writes into a share in place, so a copy is indistinguishable from an alias).
+MPC_OPS["aten.view"] = MPC_OPS["aten._unsafe_view"] = lambda ctx, x, shape: torch.ops.aten.reshape.default(x, shape)
 ATEN_LINEAR_NAMES: dict[Any, str] = {fn: "aten." + n for n, fn in _ATEN_LINEAR.items()}
 
 # Result shapes of each op, computed by the driver without a reply (so it can post MpcRuns
