@@ -498,6 +498,38 @@ def _unary(fn: Any) -> Any:
 
 
 implements(aten.exp.default)(_unary(exp))
+implements(aten.expm1.default)(_unary(lambda x: sub(exp(x), 1)))
+
+
+def _extreme(x: Any, dim: Any, keepdim: bool, largest: bool) -> Any:
+    """Largest (smallest) value over ``dim`` (all if empty): one tournament per dimension."""
+    dims = sorted({d % x.dim() for d in (dim if dim else range(x.dim()))}, reverse=True)
+    y = x if largest else neg(x)
+    for d in dims:
+        y = max_values(y, d, keepdim=keepdim)
+    return y if largest else neg(y)
+
+
+@implements(aten.logsumexp.default)
+def _logsumexp(x: Any, dim: Any, keepdim: bool = False) -> Any:
+    """m + log Σ exp(x − m), m the maximum: the sum s ∈ [1, n] normalized as in ``log_softmax``."""
+    x = _check(x)
+    dims = sorted({d % x.dim() for d in (dim if dim else range(x.dim()))})
+    m = _extreme(x, dims, True, True)
+    s = run(x, "aten.sum_dim", exp(sub(x, m)), dims, True)
+    u, _, k = _binary_normalized(s, math.prod(x.shape[d] for d in dims))
+    out = add(add(_unit_log(u), mul(k, math.log(2))), m)
+    return out if keepdim else run(out, "aten.squeeze_dims", out, dims)
+
+
+@implements(aten.amax.default)
+def _amax(x: Any, dim: Any = (), keepdim: bool = False) -> Any:
+    return _extreme(x, dim, keepdim, True)
+
+
+@implements(aten.amin.default)
+def _amin(x: Any, dim: Any = (), keepdim: bool = False) -> Any:
+    return _extreme(x, dim, keepdim, False)
 implements(aten.reciprocal.default)(_unary(reciprocal))
 implements(aten.log.default)(_unary(log))
 implements(aten.sqrt.default)(_unary(sqrt))

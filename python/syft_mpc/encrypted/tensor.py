@@ -589,7 +589,13 @@ def implements(*ops: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 # decomposition calls dispatches here again, so it reaches the implemented primitives recursively.
 # The table is read once, at the first miss (importing it costs ~0.3 s).
 _DECOMPOSITIONS: "dict[Any, Callable[..., Any]] | None" = None
-_decomposing: list[Any] = []  # ops being decomposed, innermost last (a cycle is refused, not looped)
+_decomposing: list[Any] = []
+_PRIMS_AS_ATEN: dict[str, Callable[..., Any]] = {
+    "prims.where.default": lambda c, a, b: torch.ops.aten.where.self(c, *(v if isinstance(v, torch.Tensor) else torch.tensor(v) for v in (a, b))),
+    "prims.expm1.default": torch.ops.aten.expm1.default,
+    "prims.amax.default": lambda x, dims, output_dtype=None: torch.ops.aten.amax.default(x, dims or []),
+    "prims.amin.default": lambda x, dims, output_dtype=None: torch.ops.aten.amin.default(x, dims or []),
+}  # ops being decomposed, innermost last (a cycle is refused, not looped)
 
 
 def decomposition_of(func: Any) -> "Callable[..., Any] | None":
@@ -602,6 +608,9 @@ def decomposition_of(func: Any) -> "Callable[..., Any] | None":
     fn = _DECOMPOSITIONS.get(func)
     if fn is not None:
         return fn
+    same = _PRIMS_AS_ATEN.get(str(func))
+    if same is not None:  # a decomposition written with torch's primitives (torch._refs)
+        return same
     if isinstance(func, torch._ops.OpOverload) and func.has_kernel_for_dispatch_key(torch._C.DispatchKey.CompositeImplicitAutograd):
         return func.decompose
     return None
