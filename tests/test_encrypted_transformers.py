@@ -193,7 +193,7 @@ def test_scaled_dot_product_attention_backward() -> None:
 @pytest.mark.parametrize("fast", [True, False], ids=["fused", "composite"])
 def test_multihead_attention(n: int, fast: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """nn.MultiheadAttention as is: its fused path (eval, no grad: _native_multi_head_attention)
-    and its composite one, with a key padding mask and a causal mask, with the averaged weights."""
+    and its composite one (parameters requiring gradients), with a key padding mask and a causal mask, with the averaged weights."""
     torch.manual_seed(6)
     mha = nn.MultiheadAttention(16, 4, batch_first=True).eval()
     plain = copy.deepcopy(mha)
@@ -201,7 +201,7 @@ def test_multihead_attention(n: int, fast: bool, monkeypatch: pytest.MonkeyPatch
     pad = torch.tensor([[False] * 5, [False, False, False, True, True]])
     causal = nn.Transformer.generate_square_subsequent_mask(5)
     ps, james = _workers(n)
-    mha.fix_precision().share(*ps, crypto_provider=james)
+    mha.fix_precision().share(*ps, crypto_provider=james, requires_grad=not fast)
     xs = _enc(x, n)
     fused = _counting(monkeypatch, aten._native_multi_head_attention.default)
     with torch.set_grad_enabled(not fast):
