@@ -87,10 +87,11 @@ def _finite(c: Any, neg: torch.Tensor) -> Any:
 
 def _set_masked(y: SharedTensor, masked: torch.Tensor) -> SharedTensor:
     """``y`` with ``masked`` positions (public) set to MASKED_VALUE and recorded: two local ops."""
-    masked = masked.expand(torch.broadcast_shapes(masked.shape, y.shape))
+    masked = masked.expand(torch.broadcast_shapes(masked.shape, y.shape))  # type: ignore[no-untyped-call]
     y = mul(y, (~masked).to(torch.int64))  # an integer factor: exact, no truncation
     y = add(y, masked.to(torch.float64) * MASKED_VALUE)
-    return _record(y, masked)
+    out: SharedTensor = _record(y, masked)
+    return out
 
 
 def _union(shape: torch.Size, *ms: "torch.Tensor | None") -> "torch.Tensor | None":
@@ -237,6 +238,7 @@ def _where(prev: Callable[..., Any]) -> Callable[..., Any]:
             return y
         zero = torch.zeros(y.shape, dtype=torch.bool)
         m = torch.where(c, zero if ma is None else ma, zero if mb is None else mb)
+        assert isinstance(y, SharedTensor)
         return _set_masked(y, m) if na is not None or nb is not None else _record(y, m)
 
     return impl
@@ -376,7 +378,7 @@ def _mha_mask(mask: Any, mask_type: "int | None", b: int, h: int, L: int, S: int
         return None
     if is_shared(mask):
         raise UnsupportedOperationError("attention masks on shared tensors must be public")
-    m = public_value(mask)
+    m: torch.Tensor = public_value(mask)
     if mask_type == 1:  # key padding (b, S)
         m = m.reshape(b, 1, 1, S)
     elif mask_type == 0:  # (L, S)
