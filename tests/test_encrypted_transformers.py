@@ -286,19 +286,19 @@ def test_embedding_shared_indices(n: int) -> None:
 # ---------------------------------------------------------------------- Hugging Face models
 
 
-def _bert(init: float = 0.2) -> nn.Module:
+def _bert(attn: str = "sdpa") -> nn.Module:
     from transformers import BertConfig, BertForSequenceClassification
 
     cfg = BertConfig(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
-                     max_position_embeddings=32, num_labels=3, initializer_range=init)
+                     max_position_embeddings=32, num_labels=3, initializer_range=0.2, attn_implementation=attn)
     return BertForSequenceClassification(cfg).eval()
 
 
-def _gpt2(init: float = 0.2) -> nn.Module:
+def _gpt2(attn: str = "sdpa", layers: int = 2, hidden: int = 64) -> nn.Module:
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    cfg = GPT2Config(vocab_size=100, n_embd=64, n_layer=2, n_head=2, n_positions=32, initializer_range=init,
-                     bos_token_id=0, eos_token_id=0)
+    cfg = GPT2Config(vocab_size=100, n_embd=hidden, n_layer=layers, n_head=2, n_positions=32, initializer_range=0.2,
+                     bos_token_id=0, eos_token_id=0, attn_implementation=attn)
     return GPT2LMHeadModel(cfg).eval()
 
 
@@ -308,8 +308,34 @@ def test_hugging_face_model_encrypted(arch: str, n: int) -> None:
     """BertForSequenceClassification / GPT2LMHeadModel (2 layers, hidden 64, weights N(0, 0.2²)
     built here), token ids with a padding mask: encrypted logits within 1 % of the plaintext
     logits' scale, the same argmax."""
+    _check_model(arch, n, "sdpa")
+
+
+@pytest.mark.parametrize("arch", ["bert", "gpt2"])
+def test_hugging_face_model_eager_attention(arch: str) -> None:
+    """The same with transformers' eager attention: an additive finfo.min mask (BERT) and
+    where(causal, scores, finfo.min) plus the padding mask (GPT-2) before the softmax."""
+    _check_model(arch, 2, "eager")
+
+
+def test_validation_mode_on_a_masked_model() -> None:
+    """Validation mode replays every op of a GPT-2 layer (eager attention, padding) in plaintext:
+    masked scores (finfo.min in plaintext, −2^20 on shares) count as equal, the rest is in tolerance."""
+    torch.manual_seed(11)
+    model = _gpt2("eager", layers=1, hidden=32)
+    ids = torch.randint(1, 100, (2, 6))
+    mask = torch.ones(2, 6, dtype=torch.long)
+    mask[1, 4:] = 0
+    ps, james = _workers(2)
+    model.fix_precision().share(*ps, crypto_provider=james)
+    with sy.validation(), torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask).logits
+    assert out.shape == (2, 6, 100)
+
+
+def _check_model(arch: str, n: int, attn: str) -> None:
     torch.manual_seed(10)
-    model = _bert() if arch == "bert" else _gpt2()
+    model = _bert(attn) if arch == "bert" else _gpt2(attn)
     ids = torch.randint(1, 100, (2, 8))
     mask = torch.ones(2, 8, dtype=torch.long)
     mask[1, 5:] = 0
@@ -320,7 +346,7 @@ def test_hugging_face_model_encrypted(arch: str, n: int) -> None:
     with torch.no_grad():
         got = model(input_ids=ids, attention_mask=mask).logits.decrypt()
     rel = ((got - ref).abs().max() / ref.abs().max()).item()
-    print(f"{arch}, {n} parties: max |error| / max |logit| = {rel:.2e}")
+    print(f"{arch} ({attn}), {n} parties: max |error| / max |logit| = {rel:.2e}")
     assert rel < 0.01
     keep = mask.bool() if arch == "gpt2" else torch.ones(2, dtype=torch.bool)
     assert torch.equal(got.argmax(-1)[keep], ref.argmax(-1)[keep])
