@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import threading
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
@@ -589,7 +590,7 @@ def implements(*ops: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 # decomposition calls dispatches here again, so it reaches the implemented primitives recursively.
 # The table is read once, at the first miss (importing it costs ~0.3 s).
 _DECOMPOSITIONS: "dict[Any, Callable[..., Any]] | None" = None
-_decomposing: list[Any] = []
+_DECOMPOSING = threading.local()  # .ops: the ops being decomposed on this thread, innermost last (a cycle is refused, not looped)
 _PRIMS_AS_ATEN: dict[str, Callable[..., Any]] = {
     "prims.where.default": lambda c, a, b: torch.ops.aten.where.self(c, *(v if isinstance(v, torch.Tensor) else torch.tensor(v) for v in (a, b))),
     "prims.expm1.default": torch.ops.aten.expm1.default,
@@ -629,6 +630,7 @@ def _dispatch(func: Any, types: Any, args: Any, kwargs: Any) -> Any:
     impl = OP_TABLE.get(func)
     if impl is not None:
         return impl(*args, **kwargs)
+    _decomposing: list[Any] = _DECOMPOSING.__dict__.setdefault("ops", [])
     decomposed = decomposition_of(func) if func not in _decomposing else None
     if decomposed is None:
         raise _unsupported(func, " and torch has no decomposition of it" if func not in _decomposing else "")
