@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from conftest import mpc_workers
 
 import syft_mpc as sy
+from syft_mpc.encrypted.arithmetic import add, mul
 from syft_mpc.encrypted.tensor import OP_TABLE, decomposition_of
 from syft_mpc.errors import UnsupportedOperationError
 
@@ -107,13 +108,37 @@ def test_exp_error_over_softmax_range() -> None:
 
 
 def test_exp_takes_no_more_rounds_than_the_limit_approximation() -> None:
-    """8 products and no truncation of x/2^n: at most the 17 rounds of (1 + x/256)^256."""
+    """8 products and no truncation of x/2^7: fewer rounds than CrypTen's (1 + x/256)^256
+    (8 squarings after a truncation of x/256), run here on the same tensor."""
     x = _enc(torch.linspace(-4, 1, 50))
     g = x.group
-    r0 = g.stats()[g.workers[0].id]["rounds"]
-    torch.exp(x).decrypt()
-    rounds = g.stats()[g.workers[0].id]["rounds"] - r0
-    assert rounds <= 17, rounds
+    w = g.workers[0].id
+
+    def rounds(f: Any) -> int:
+        r0 = g.stats()[w]["rounds"]
+        f()
+        return g.stats()[w]["rounds"] - r0
+
+    def limit() -> Any:
+        y = add(mul(x, 1.0 / 256), 1)
+        for _ in range(8):
+            y = mul(y, y)
+        return y
+
+    assert rounds(lambda: torch.exp(x)) < rounds(limit)
+
+
+def test_logsumexp_amax_expm1() -> None:
+    """Ops the decompositions of others reach: logsumexp (max + log of the normalized sum),
+    amax/amin (tournaments), expm1."""
+    torch.manual_seed(13)
+    x = torch.randn(3, 4) * 2
+    xs = _enc(x)
+    torch.testing.assert_close(torch.logsumexp(xs, -1).decrypt(), torch.logsumexp(x, -1), atol=1e-3, rtol=0)
+    torch.testing.assert_close(torch.logsumexp(xs, (0, 1)).decrypt(), torch.logsumexp(x, (0, 1)), atol=1e-3, rtol=0)
+    torch.testing.assert_close(torch.amax(xs, 0).decrypt(), torch.amax(x, 0), atol=2e-5, rtol=0)
+    torch.testing.assert_close(torch.amin(xs, (0, 1)).decrypt(), torch.amin(x, (0, 1)), atol=2e-5, rtol=0)
+    torch.testing.assert_close(torch.expm1(_enc(x.clamp(max=2))).decrypt(), torch.expm1(x.clamp(max=2)), atol=1e-3, rtol=0)
 
 
 @pytest.mark.parametrize("e", [2, 3, 5, -1, -2])
