@@ -201,6 +201,10 @@ def test_scaled_dot_product_attention(n: int) -> None:
         ref = F.scaled_dot_product_attention(q, k, v, **kw)
         got = F.scaled_dot_product_attention(_enc(q, n), _enc(k, n), _enc(v, n), **kw).decrypt()
         torch.testing.assert_close(got, ref, atol=3e-3, rtol=0, msg=str(list(kw)))
+    q3 = q[:, :, :3]  # fewer queries than keys: torch's causal mask is aligned top-left
+    ref = F.scaled_dot_product_attention(q3, k, v, is_causal=True)
+    got = F.scaled_dot_product_attention(_enc(q3, n), _enc(k, n), _enc(v, n), is_causal=True).decrypt()
+    torch.testing.assert_close(got, ref, atol=3e-3, rtol=0)
 
 
 def test_scaled_dot_product_attention_backward() -> None:

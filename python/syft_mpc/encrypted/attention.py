@@ -310,7 +310,7 @@ def _mask_of(attn_mask: Any, is_causal: bool, shape: "tuple[int, ...]", keep_is_
                 addend = fin if bool(fin.ne(0).any()) else None
     if is_causal:
         L, S = shape[-2], shape[-1]
-        causal = torch.ones(L, S, dtype=torch.bool).tril(S - L).logical_not()
+        causal = torch.ones(L, S, dtype=torch.bool).tril(0).logical_not()  # torch's: aligned top-left
         masked = causal if masked is None else masked | causal
     if masked is not None:
         masked = masked.expand(shape)
