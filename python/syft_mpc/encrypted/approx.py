@@ -24,8 +24,10 @@ opens a value. Methods, ranges and measured errors are in ``docs/ENCRYPTED_TENSO
 * ``softmax``/``log_softmax``: subtract the (tournament) max along ``dim``, ``exp``; the
   sum s ∈ [1, n] is normalized to u ∈ [1/2, 1) by one comparison with the powers of two,
   then 1/s from 3 Newton steps on u and log s from a degree-6 polynomial in u.
+* ``logsumexp``: the max plus the log of the normalized sum, as ``log_softmax``; ``amax``/``amin``:
+  one tournament per reduced dimension; ``expm1``: ``exp(x) − 1``.
 * ``div`` by a shared value: ``a · reciprocal(b)``; ``pow_scalar``: ``x ** 0.5`` is ``sqrt``,
-  ``x ** -1`` is ``reciprocal``. The aten ``div`` and ``pow`` ops are registered here since they
+  ``x ** -0.5`` is ``rsqrt``, a negative integer power is a power of ``reciprocal``. The aten ``div`` and ``pow`` ops are registered here since they
   may need an approximation (a public divisor and integer powers come from
   :mod:`~syft_mpc.encrypted.arithmetic`), as are the backward passes of softmax, log_softmax,
   sigmoid and tanh.
