@@ -85,6 +85,11 @@ _LAZY_NAMES = {
     "FederatedDataset": "syft_mpc.federated.dataset",
     "FederatedDataLoader": "syft_mpc.federated.loader",
     "federate": "syft_mpc.federated.dataset",
+    "Plan": "syft_mpc.plans.plan",
+    "PointerPlan": "syft_mpc.plans.plan",
+    "func2plan": "syft_mpc.plans.plan",
+    "Protocol": "syft_mpc.plans.protocol",
+    "PointerProtocol": "syft_mpc.plans.protocol",
 }
 # module attributes of syft_mpc (sy.serde, sy.checkpoint, ...) -> the module
 _LAZY_MODULES = {
@@ -105,6 +110,7 @@ _LAZY_MODULES = {
     "socket_worker": "syft_mpc.net.socket_worker",
     "dp": "syft_mpc.dp",
     "federated": "syft_mpc.federated",
+    "plans": "syft_mpc.plans",
 }
 
 
@@ -173,4 +179,9 @@ __all__ = [
     "FederatedDataset",
     "FederatedDataLoader",
     "federate",
+    "Plan",
+    "PointerPlan",
+    "func2plan",
+    "Protocol",
+    "PointerProtocol",
 ]
