@@ -34,7 +34,7 @@ from syft_mpc.remote.pointers import PointerTensor
 from syft_mpc.remote.serde import ObjRef
 from syft_mpc.remote.workers import BaseWorker, local_worker
 
-__all__ = ["Plan", "PointerPlan", "State", "func2plan", "template", "flatten_call", "with_leaves"]
+__all__ = ["Plan", "PointerPlan", "State", "flatten_call", "func2plan", "signature", "template", "with_leaves"]
 
 _CONSTANTS = (type(None), bool, int, float, str)
 
@@ -104,6 +104,11 @@ def _show(tree: Any) -> str:
     return repr(tree)
 
 
+def signature(flat: Sequence[Any]) -> tuple[tuple[int, ...], ...]:
+    """The input shapes of a call (tensors or pointers): one graph is kept per signature."""
+    return tuple(tuple(t.shape) for t in flat)
+
+
 def with_leaves(tree: Any, leaves: Iterable[Any]) -> Any:
     """``tree`` (an output structure of Vars) with its leaves replaced, in order, by ``leaves``."""
     it = iter(leaves)
@@ -140,6 +145,9 @@ class Plan(nn.Module):
         self.owner: BaseWorker = local_worker
         self._func_state = [t for t in (state or ())]
         self._definition: "PlanDef | None" = None
+        self._variants: dict[tuple[tuple[int, ...], ...], PlanDef] = {}
+        self._traceable = True
+        self._input_grads: list[bool] = []
         self._tracing = False
         self.pointers: dict[str, PointerPlan] = {}
         if forward_func is not None:
@@ -166,6 +174,9 @@ class Plan(nn.Module):
         d = self._definition
         if d is None:
             raise PlanError(f"plan {self.name!r} is not built yet: call plan.build(*example_args) first")
+        return self._with_state(d)
+
+    def _with_state(self, d: PlanDef) -> PlanDef:
         n_own = len(self.state)
         current = [t.detach() for t in self.state.read()]
         return PlanDef(d.plan_id, d.name, d.in_tree, d.n_inputs, current + d.state[n_own:], d.nodes, d.outputs)
@@ -173,9 +184,42 @@ class Plan(nn.Module):
     def build(self, *args: Any) -> "Plan":
         """Traces the plan on example arguments (tensors, lists and tuples of tensors, numbers)."""
         leaves: list[torch.Tensor] = []
-        in_tree = template(args, leaves)
+        template(args, leaves)
         if any(isinstance(t, PointerTensor) for t in leaves):
             raise PlanError("build a plan on local example tensors (of the shape and dtype it will get), not on pointers")
+        d = self._trace(args)
+        self._input_grads = [bool(t.requires_grad) for t in leaves]
+        self._definition = d
+        self._variants = {signature(leaves): d}
+        self.pointers.clear()  # a rebuilt plan is a new plan for the workers
+        return self
+
+    def definition_for(self, flat: Sequence[Any]) -> PlanDef:
+        """The graph for a call whose flat inputs are ``flat`` (tensors or pointers): the plan is
+        traced again, once, for each new combination of input shapes (torch needs concrete sizes
+        in places, e.g. the batch size in a training step's backward), like a compiler keeping one
+        graph per input signature. A plan that came from a worker has no code: it keeps its graph."""
+        d = self.definition
+        sig = signature(flat)
+        variant = self._variants.get(sig)
+        if variant is None:
+            if self._traceable:
+                # the inputs that required grad when the plan was built (a training step's parameters) do again
+                examples = [
+                    (t.detach().clone() if isinstance(t, torch.Tensor) else torch.ones(t.shape, dtype=t.dtype)).requires_grad_(rg)
+                    for t, rg in zip(flat, self._input_grads)
+                ]
+                variant = self._trace(graph.rebuild(d.in_tree, examples))
+                if not _same_structure(variant.outputs, d.outputs):
+                    raise PlanError(f"plan {self.name!r} returns another structure for input shapes {sig}")
+            else:
+                variant = d
+            self._variants[sig] = variant
+        return self._with_state(variant)
+
+    def _trace(self, args: tuple[Any, ...]) -> PlanDef:
+        leaves: list[torch.Tensor] = []
+        in_tree = template(args, leaves)
         own = list(self.state.read())
         n_in = len(leaves)
 
@@ -189,11 +233,7 @@ class Plan(nn.Module):
             g = graph.trace(traced, examples, n_inputs=n_in, n_state=len(own))
         finally:
             self._tracing = False
-        self._definition = PlanDef(
-            self.id, self.name, in_tree, n_in, [t.detach() for t in own] + g.constants, g.nodes, g.outputs
-        )
-        self.pointers.clear()  # a rebuilt plan is a new plan for the workers
-        return self
+        return PlanDef(self.id, self.name, in_tree, n_in, [t.detach() for t in own] + g.constants, g.nodes, g.outputs)
 
     def _trace_call(self, args: tuple[Any, ...], state: Sequence[torch.Tensor]) -> Any:
         if self.forward_func is not None:
@@ -228,9 +268,8 @@ class Plan(nn.Module):
             return ptr_plan(*args)
         if not self.is_built:
             self.build(*args)
-        d = self.definition
-        flat = flatten_call(d.in_tree, args, self.name)
-        return graph.run(d, flat)
+        flat = flatten_call(self.definition.in_tree, args, self.name)
+        return graph.run(self.definition_for(flat), flat)
 
     def forward(self, *args: Any) -> Any:  # a function plan's body; subclasses define their own
         if self.forward_func is None:
@@ -254,6 +293,9 @@ class Plan(nn.Module):
         pid = new_id()
         self.owner._send(w, PlanStore(pid, PlanDef(pid, d.name, d.in_tree, d.n_inputs, d.state, d.nodes, d.outputs)))
         ptr = PointerPlan(self.owner, w, pid, d.name, d.in_tree, d.outputs, n_outputs=len(graph.flat_outputs(d.outputs)))
+        if self._traceable:  # a plan with code can trace other input shapes for this pointer
+            ptr.plan = self
+            ptr.ids[next(iter(self._variants))] = pid
         self.pointers[w.id] = ptr
         return ptr
 
@@ -275,6 +317,7 @@ class Plan(nn.Module):
         """A function plan that runs the graph ``d`` (what ``pointer_plan.get()`` returns)."""
         plan = cls(name=d.name, forward_func=_unavailable(d.name), id=d.plan_id)
         plan._definition = d
+        plan._traceable = False
         plan._func_state = []  # the graph's state travels in d.state as constants
         return plan
 
@@ -310,11 +353,21 @@ class PointerPlan:
         self.name, self.in_tree, self.outputs, self.n_outputs = name, in_tree, outputs, n_outputs
         self.id = new_id()
         self._consumed = False
+        self.plan: "Plan | None" = None  # the plan it was sent from, which can trace other input shapes
+        self.ids: dict[tuple[tuple[int, ...], ...], int] = {}  # input shapes -> id of that graph on the worker
 
     def __call__(self, *args: Any) -> Any:
         if self._consumed:
             raise PlanError(f"plan {self.name!r} is no longer on worker {self.location.id} (it was retrieved with .get())")
         flat = flatten_call(self.in_tree, args, self.name)
+        pid = self.id_at_location
+        if self.plan is not None:
+            sig = signature(flat)
+            if sig not in self.ids:  # new input shapes: their graph is sent once, then reused
+                d = self.plan.definition_for(flat)
+                self.ids[sig] = new_id()
+                self.owner._send(self.location, PlanStore(self.ids[sig], d))
+            pid = self.ids[sig]
         wire: list[Any] = []
         for i, t in enumerate(flat):
             if isinstance(t, PointerTensor):
@@ -328,7 +381,7 @@ class PointerPlan:
             else:
                 wire.append(t.detach())  # a local tensor travels with the request
         rids = [new_id() for _ in range(self.n_outputs)]
-        descs = self.owner._send(self.location, PlanRun(self.id_at_location, tuple(wire), rids))
+        descs = self.owner._send(self.location, PlanRun(pid, tuple(wire), rids))
         ptrs = [self.owner._pointer_from_desc(d) for d in descs]
         return with_leaves(self.outputs, ptrs)
 
@@ -339,6 +392,8 @@ class PointerPlan:
             raise PlanError(f"object {self.id_at_location} on worker {self.location.id} is not a plan")
         if remove:
             self._consumed = True
+            for other in set(self.ids.values()) - {self.id_at_location}:
+                self.owner._queue_delete(self.location, other)
         return d
 
     def get(self) -> Plan:
@@ -348,7 +403,8 @@ class PointerPlan:
     def __del__(self) -> None:
         try:
             if not self._consumed:
-                self.owner._queue_delete(self.location, self.id_at_location)
+                for pid in {self.id_at_location, *self.ids.values()}:
+                    self.owner._queue_delete(self.location, pid)
         except Exception:  # interpreter shutdown
             pass
 
