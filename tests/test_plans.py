@@ -407,6 +407,13 @@ def test_protocol_deploy_run_send() -> None:
     inner = ptr.get()
     assert isinstance(inner, sy.PointerTensor) and inner.location.id == "proto_charlie"
     assert torch.equal(inner.get(), torch.tensor([4.0]))
+    del ptr, inner
+    gc.collect()
+    sy.local_worker.flush_gc()
+    james.flush_gc()
+    for w in workers:  # the steps' inputs and outputs did not stay behind: only the plans
+        assert [type(o).__name__ for o in w._objects.values()] == ["PlanDef"], w
+    assert [type(o).__name__ for o in james._objects.values()] == ["ProtocolDef"]
     # the same names may stand for one worker twice
     twice = sy.Protocol([("a", inc1), ("b", inc2), ("a", inc3)]).deploy(workers[0], workers[1])
     assert [w.id for w in twice.workers] == ["proto_alice", "proto_bob", "proto_alice"]  # type: ignore[union-attr]
