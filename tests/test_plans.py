@@ -475,6 +475,16 @@ def test_plans_on_worker_processes(cluster: LocalWorkers) -> None:
     with pytest.raises(RemoteError, match="not in the plan allowlist"):
         sy.local_worker._send(bob, PlanStore(bad.plan_id, bad))
     assert (torch.tensor([4]).send(bob) - 1).get().item() == 3  # type: ignore[attr-defined]
+    # so does a malformed one (a node reading a value defined after it), refused when decoded
+    bad = PlanDef.__new__(PlanDef)
+    bad.__dict__.update(plan_id=new_id(), name="bad", in_tree=(Var(0),), n_inputs=1, state=[],
+                        nodes=[("aten.neg.default", (Var(2),), {}), ("aten.neg.default", (Var(1),), {})], outputs=Var(2))
+    gc.collect()
+    sy.local_worker.flush_gc()  # (deletions riding on a message the worker drops as malformed are lost with it)
+    with pytest.raises(RemoteError, match="refers to value 2, which is not defined before it.*connection was closed"):
+        sy.local_worker._send(bob, PlanStore(bad.plan_id, bad))  # a malformed message closes that connection
+    bob = _connect(cluster, "pbob")  # and the worker serves new ones
+    assert (torch.tensor([4]).send(bob) - 1).get().item() == 3  # type: ignore[attr-defined]
     del ptr_plan, remote, loss, _, plan  # the plan keeps its copy on bob while it lives
     gc.collect()
     sy.local_worker.flush_gc()
