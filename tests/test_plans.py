@@ -500,3 +500,44 @@ def test_protocol_over_worker_processes(cluster: LocalWorkers) -> None:
     ptr = protocol.run(torch.tensor([1.0]).send(james))  # type: ignore[attr-defined]
     inner = ptr.get()
     assert inner.location.id == "palice" and torch.equal(inner.get(), torch.tensor([4.0]))
+
+
+# ----------------------------------------------------------------------------- properties
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_UNARY = [torch.abs, torch.relu, torch.neg, torch.sigmoid, torch.tanh, lambda t: t * 2.5, lambda t: t.clamp(-1, 1),
+          lambda t: t.sum(dim=-1, keepdim=True).expand_as(t), lambda t: t.t().contiguous().t(), lambda t: F.softmax(t, dim=-1)]
+_BINARY = [torch.add, torch.sub, torch.mul, torch.maximum, lambda a, b: a @ b.t() @ b]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    ops=st.lists(st.tuples(st.booleans(), st.integers(0, 9)), min_size=1, max_size=8),
+    rows=st.integers(1, 4),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_random_op_chains_on_a_worker_match_torch(ops: list[tuple[bool, int]], rows: int, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(rows, 3, generator=g), torch.randn(rows, 3, generator=g)
+
+    def chain(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        for binary, k in ops:
+            a = _BINARY[k % len(_BINARY)](a, b) if binary else _UNARY[k](a)
+        return a
+
+    plan = sy.func2plan()(chain)
+    plan.build(x, y)
+    w = CountingWorker(hook, id="plan_prop")
+    got = plan.send(w)(x.send(w), y.send(w)).get()  # type: ignore[attr-defined,operator]
+    assert torch.allclose(got, chain(x, y), atol=1e-5, rtol=1e-5)
+    w.clear_objects()
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    from syft_mpc.plans import graph as graph_mod, plan as plan_mod, protocol as protocol_mod
+
+    for mod in (graph_mod, plan_mod, protocol_mod):
+        assert doctest.testmod(mod, verbose=False).failed == 0, mod.__name__
