@@ -151,6 +151,7 @@ __all__ = [
     "ObjectNotFoundError",
     "PeerDisconnected",
     "PeerTimeout",
+    "PlanError",
     "ProtocolError",
     "RemoteError",
     "RemoteIndexError",
