@@ -121,6 +121,25 @@ def test_plan_moves_between_workers_and_comes_back(bob: CountingWorker, alice: C
         p_alice(torch.ones(2).send(bob))
 
 
+def test_captured_tensors_travel_as_state_and_outputs_must_be_tensors(bob: CountingWorker) -> None:
+    w = torch.tensor([[2.0], [3.0]])
+
+    @sy.func2plan(args_shape=[(4, 2)])
+    def project(x: torch.Tensor) -> torch.Tensor:
+        return x @ w
+
+    assert any(torch.equal(t, w) for t in project.definition.state)
+    x = torch.randn(4, 2)
+    assert torch.allclose(project.send(bob)(x.send(bob)).get(), x @ w)  # type: ignore[operator]
+
+    @sy.func2plan()
+    def count(x: torch.Tensor) -> Any:
+        return x.numel()
+
+    with pytest.raises(TypeError, match="returns a tensor"):
+        count.build(torch.ones(3))
+
+
 def test_calls_with_another_structure_are_refused(bob: CountingWorker) -> None:
     @sy.func2plan()
     def scaled(x: torch.Tensor, k: int) -> torch.Tensor:

@@ -96,6 +96,9 @@ def trace(fn: Callable[..., Any], examples: Sequence[torch.Tensor], n_inputs: in
             outputs = _arg(n.args[0], env)
         elif n.op not in ("placeholder", "get_attr"):
             raise TypeError(f"unexpected graph node {n.op} ({n.target})")
+    leaves = flat_outputs(outputs)
+    if not leaves or any(type(v) is not Var for v in leaves):
+        raise TypeError("a plan returns a tensor, or a tuple or list of tensors (numbers are not traced: return torch.tensor(n))")
     return Traced(constants, nodes, outputs)
 
 
