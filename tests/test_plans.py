@@ -66,6 +66,9 @@ def test_func_plan_is_built_sent_once_and_run_many_times(bob: CountingWorker) ->
     double_abs.build(torch.tensor([1.0, -2.0]))
     assert double_abs.is_built
     assert [op for op, _, _ in double_abs.definition.nodes] == ["aten.add.Tensor", "aten.abs.default"]
+    assert double_abs.code.splitlines() == [
+        "def double_abs(v0):", "    v1 = aten.add.Tensor(v0, v0)", "    v2 = aten.abs.default(v1)", "    return v2"
+    ]
     ptr_plan = double_abs.send(bob)
     assert isinstance(ptr_plan, sy.PointerPlan) and ptr_plan.location is bob
     for i in range(3):

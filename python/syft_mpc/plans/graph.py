@@ -34,7 +34,7 @@ from syft_mpc.errors import SerializationError, UnsupportedOperationError
 from syft_mpc.remote import allowlist
 from syft_mpc.remote.messages import PlanDef, Var
 
-__all__ = ["GETITEM", "Traced", "check_ops", "flat_outputs", "rebuild", "run", "trace"]
+__all__ = ["GETITEM", "Traced", "check_ops", "code", "flat_outputs", "rebuild", "run", "trace"]
 
 GETITEM = "prim.getitem"
 """The one non-aten node: element ``i`` of a node that returns several tensors."""
@@ -186,3 +186,39 @@ def rebuild(tree: Any, leaves: Sequence[Any]) -> Any:
     if type(tree) in (list, tuple):
         return type(tree)(rebuild(x, leaves) for x in tree)
     return tree
+
+
+def code(plan: PlanDef) -> str:
+    """The graph as readable pseudo-code (PySyft's ``plan.code``): one line per node.
+
+        >>> import torch
+        >>> from syft_mpc.remote.messages import PlanDef, Var
+        >>> print(code(PlanDef(1, "double_abs", (Var(0),), 1, [], [("aten.add.Tensor", (Var(0), Var(0)), {}),
+        ...                                                       ("aten.abs.default", (Var(1),), {})], Var(2))))
+        def double_abs(v0):
+            v1 = aten.add.Tensor(v0, v0)
+            v2 = aten.abs.default(v1)
+            return v2
+    """
+    n_state = len(plan.state)
+
+    def show(v: Any) -> str:
+        if type(v) is Var:
+            return f"v{v.idx}"
+        if type(v) is tuple:
+            return "(" + ", ".join(show(x) for x in v) + ("," if len(v) == 1 else "") + ")"
+        if type(v) is list:
+            return "[" + ", ".join(show(x) for x in v) + "]"
+        return repr(v)
+
+    params = [f"v{i}" for i in range(plan.n_inputs)]
+    lines = [f"def {plan.name}({', '.join(params)}):"]
+    for i in range(n_state):
+        t = plan.state[i]
+        lines.append(f"    v{plan.n_inputs + i} = state[{i}]  # {tuple(t.shape)} {t.dtype}")
+    first = plan.n_inputs + n_state
+    for k, (op, args, kwargs) in enumerate(plan.nodes):
+        parts = [show(a) for a in args] + [f"{key}={show(v)}" for key, v in kwargs.items()]
+        lines.append(f"    v{first + k} = {op}({', '.join(parts)})")
+    lines.append(f"    return {show(plan.outputs)}")
+    return "\n".join(lines)

@@ -181,6 +181,11 @@ class Plan(nn.Module):
         current = [t.detach() for t in self.state.read()]
         return PlanDef(d.plan_id, d.name, d.in_tree, d.n_inputs, current + d.state[n_own:], d.nodes, d.outputs)
 
+    @property
+    def code(self) -> str:
+        """The built graph as readable pseudo-code, one line per aten op (PySyft's ``plan.code``)."""
+        return graph.code(self.definition)
+
     def build(self, *args: Any) -> "Plan":
         """Traces the plan on example arguments (tensors, lists and tuples of tensors, numbers)."""
         leaves: list[torch.Tensor] = []
