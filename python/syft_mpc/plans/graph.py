@@ -160,7 +160,12 @@ def run(plan: PlanDef, inputs: Sequence[Any]) -> Any:
             try:
                 values.append(fn(*a, **kw))
             except (RuntimeError, TypeError, ValueError, IndexError) as e:
-                raise type(e)(f"plan {plan.name!r}, node {k} ({op}): {e}") from None
+                msg = f"plan {plan.name!r}, node {k} ({op}): {e}"
+                try:
+                    err = type(e)(msg)
+                except Exception:  # an exception class with another constructor
+                    err = RuntimeError(msg)
+                raise err from None
     out = _resolve(plan.outputs, values)
     for t in _tensors(out):
         if not isinstance(t, torch.Tensor):

@@ -54,8 +54,11 @@ def _inputs(worker: "BaseWorker", args: tuple[Any, ...]) -> list[Any]:
 def _handle_run(worker: "BaseWorker", msg: PlanRun) -> tuple[Any, None]:
     plan = _plan(worker, msg.plan_id)
     out = graph.flat_outputs(graph.run(plan, _inputs(worker, msg.args)))
-    if len(out) != len(msg.return_ids):
-        raise PlanError(f"plan {plan.name!r} has {len(out)} outputs, the request named {len(msg.return_ids)} ids")
+    if len(out) != len(msg.return_ids) or len(set(msg.return_ids)) != len(msg.return_ids):
+        raise PlanError(f"plan {plan.name!r} has {len(out)} outputs, the request named {len(msg.return_ids)} distinct ids")
+    for rid in msg.return_ids:  # all or nothing: no output is stored if one id is taken
+        if rid in worker._objects:
+            raise ValueError(f"object id {rid} is already in use on worker {worker.id}")
     descs = []
     for rid, t in zip(msg.return_ids, out):
         worker._store(rid, t)
