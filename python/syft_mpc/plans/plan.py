@@ -104,9 +104,9 @@ def _show(tree: Any) -> str:
     return repr(tree)
 
 
-def signature(flat: Sequence[Any]) -> tuple[tuple[int, ...], ...]:
-    """The input shapes of a call (tensors or pointers): one graph is kept per signature."""
-    return tuple(tuple(t.shape) for t in flat)
+def signature(flat: Sequence[Any]) -> tuple[tuple[Any, ...], ...]:
+    """The input shapes and dtypes of a call (tensors or pointers): one graph is kept per signature."""
+    return tuple((*t.shape, t.dtype) for t in flat)
 
 
 def with_leaves(tree: Any, leaves: Iterable[Any]) -> Any:
@@ -145,7 +145,7 @@ class Plan(nn.Module):
         self.owner: BaseWorker = local_worker
         self._func_state = [t for t in (state or ())]
         self._definition: "PlanDef | None" = None
-        self._variants: dict[tuple[tuple[int, ...], ...], PlanDef] = {}
+        self._variants: dict[tuple[tuple[Any, ...], ...], PlanDef] = {}
         self._traceable = True
         self._input_grads: list[bool] = []
         self._tracing = False
@@ -201,7 +201,7 @@ class Plan(nn.Module):
 
     def definition_for(self, flat: Sequence[Any]) -> PlanDef:
         """The graph for a call whose flat inputs are ``flat`` (tensors or pointers): the plan is
-        traced again, once, for each new combination of input shapes (torch needs concrete sizes
+        traced again, once, for each new combination of input shapes and dtypes (torch needs concrete sizes
         in places, e.g. the batch size in a training step's backward), like a compiler keeping one
         graph per input signature. A plan that came from a worker has no code: it keeps its graph."""
         d = self.definition
@@ -211,12 +211,11 @@ class Plan(nn.Module):
             if self._traceable:
                 # the inputs that required grad when the plan was built (a training step's parameters) do again
                 examples = [
-                    (t.detach().clone() if isinstance(t, torch.Tensor) else torch.ones(t.shape, dtype=t.dtype)).requires_grad_(rg)
-                    for t, rg in zip(flat, self._input_grads)
+                    _retrace_example(t, rg) for t, rg in zip(flat, self._input_grads)
                 ]
                 variant = self._trace(graph.rebuild(d.in_tree, examples))
                 if not _same_structure(variant.outputs, d.outputs):
-                    raise PlanError(f"plan {self.name!r} returns another structure for input shapes {sig}")
+                    raise PlanError(f"plan {self.name!r} returns another structure for inputs {sig}")
             else:
                 variant = d
             self._variants[sig] = variant
@@ -340,6 +339,11 @@ def _unavailable(name: str) -> Callable[..., Any]:
     return forward
 
 
+def _retrace_example(t: Any, requires_grad: bool) -> torch.Tensor:
+    e = t.detach().clone() if isinstance(t, torch.Tensor) else torch.ones(t.shape, dtype=t.dtype)
+    return e.requires_grad_(requires_grad and (e.dtype.is_floating_point or e.dtype.is_complex))
+
+
 def _example(t: torch.Tensor) -> torch.Tensor:
     e = t.detach().clone()
     return e.requires_grad_(True) if t.requires_grad else e
@@ -359,7 +363,7 @@ class PointerPlan:
         self.id = new_id()
         self._consumed = False
         self.plan: "Plan | None" = None  # the plan it was sent from, which can trace other input shapes
-        self.ids: dict[tuple[tuple[int, ...], ...], int] = {}  # input shapes -> id of that graph on the worker
+        self.ids: dict[tuple[tuple[Any, ...], ...], int] = {}  # input signature -> id of that graph on the worker
 
     def __call__(self, *args: Any) -> Any:
         if self._consumed:
@@ -368,7 +372,7 @@ class PointerPlan:
         pid = self.id_at_location
         if self.plan is not None:
             sig = signature(flat)
-            if sig not in self.ids:  # new input shapes: their graph is sent once, then reused
+            if sig not in self.ids:  # a new input signature: its graph is sent once, then reused
                 d = self.plan.definition_for(flat)
                 self.ids[sig] = new_id()
                 self.owner._send(self.location, PlanStore(self.ids[sig], d))
