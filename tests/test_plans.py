@@ -454,6 +454,12 @@ def test_protocol_comes_back_from_a_worker_with_its_tags() -> None:
     assert protocol.pointer is not None
     back = protocol.pointer.get()
     assert back.tags == {"my_protocol"} and not back.is_deployed and not james._objects
+    again = sy.Protocol([("w", p) for p in _incs()]).send(james)
+    assert len(james._objects) == 1
+    del again
+    gc.collect()
+    sy.local_worker.flush_gc()
+    assert not james._objects  # the protocol's stored copy goes with it
     back.deploy(workers[0])  # one name: all three steps on one worker
     assert torch.equal(back.run(torch.tensor([1.0])).get(), torch.tensor([4.0]))
     for w in workers:

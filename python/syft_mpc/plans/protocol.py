@@ -157,7 +157,7 @@ class Protocol:
         self.owner._send(worker, PlanStore(rid, self.definition()))
         self.location = worker
         self._remote_id = rid
-        self.pointer = PointerProtocol(self.owner, worker, rid)
+        self.pointer = PointerProtocol(self.owner, worker, rid, garbage_collect_data=True)
         return self
 
     @classmethod
@@ -196,17 +196,31 @@ def _to(a: Any, w: BaseWorker) -> Any:
 
 
 class PointerProtocol:
-    """A protocol stored on a worker (found there with a search, or kept by ``protocol.send``)."""
+    """A protocol stored on a worker (kept by ``protocol.send``, or found there with a search).
 
-    def __init__(self, owner: BaseWorker, location: BaseWorker, id_at_location: int) -> None:
+    With ``garbage_collect_data`` (the pointer ``protocol.send`` makes) the worker forgets the
+    protocol when this pointer goes away; a search answers with pointers that do not own it."""
+
+    def __init__(
+        self, owner: BaseWorker, location: BaseWorker, id_at_location: int, garbage_collect_data: bool = False
+    ) -> None:
         self.owner, self.location, self.id_at_location = owner, location, id_at_location
         self.id = new_id()
+        self.garbage_collect_data = garbage_collect_data
+
+    def __del__(self) -> None:
+        try:
+            if self.garbage_collect_data:
+                self.owner._queue_delete(self.location, self.id_at_location)
+        except Exception:  # interpreter shutdown
+            pass
 
     def get(self) -> Protocol:
         """Brings the protocol here (the worker forgets it); deploy it to run it."""
         d = self.owner._send(self.location, Fetch(self.id_at_location, True))
         if not isinstance(d, ProtocolDef):
             raise PlanError(f"object {self.id_at_location} on worker {self.location.id} is not a protocol")
+        self.garbage_collect_data = False
         return Protocol.from_definition(d)
 
     def __repr__(self) -> str:
