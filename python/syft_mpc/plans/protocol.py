@@ -182,7 +182,7 @@ class Protocol:
         if self.is_deployed:
             out += " deployed"
         out += ">"
-        for role, (w, plan) in zip(self._roles(), self.plans):
+        for role, (_, plan) in zip(self._roles(), self.plans):
             out += f"\n - {role}: {plan.name}"
         return out
 

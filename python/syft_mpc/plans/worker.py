@@ -99,7 +99,7 @@ def _handle_protocol_run(worker: "BaseWorker", msg: ProtocolRun) -> tuple[Any, N
     where: "BaseWorker" = worker
     ptrs: list[PointerTensor] = []
     callers = True  # current holds the caller's own objects, on this worker
-    for role, wid, idx in proto.steps:
+    for _role, wid, idx in proto.steps:
         dest = worker.get_worker(wid)
         plan = proto.plans[idx]
         moved = []
