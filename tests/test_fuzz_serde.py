@@ -196,6 +196,14 @@ def framed(body: bytes) -> bytes:
 
 # ------------------------------------------------------------------ valid requests to mutate
 
+_PLAN = messages.PlanDef(
+    3, "p", (messages.Var(0), [1.5, None]), 1, [torch.ones(2)],
+    [("aten.add.Tensor", (messages.Var(0), messages.Var(1)), {"alpha": 2}),
+     ("aten.view.default", (messages.Var(2), [-1]), {})],
+    (messages.Var(3),),
+)
+
+
 def valid_requests() -> list[bytes]:
     t = torch.arange(6, dtype=torch.float32).reshape(2, 3).requires_grad_(True)
     t.grad = torch.ones(2, 3)
@@ -212,6 +220,10 @@ def valid_requests() -> list[bytes]:
         Move(5, "alice", 15, True),
         RemoteGet(6),
         messages.MpcLeave("s"),
+        messages.PlanStore(7, _PLAN),
+        messages.PlanRun(7, (ObjRef(5), torch.ones(2)), [16, 17]),
+        messages.PlanStore(8, messages.ProtocolDef(9, [("w1", "alice", 0)], [_PLAN], ["#t"], "d")),
+        messages.ProtocolRun(8, (ObjRef(5),), 18),
         Ok({"k": [1, "x", torch.Size([1]), 3 + 4j, b"raw", torch.device("cpu"), torch.channels_last]}),
         Err("RuntimeError", "boom"),
     ]

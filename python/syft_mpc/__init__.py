@@ -53,6 +53,7 @@ from syft_mpc.errors import (
     MpcError,
     PeerDisconnected,
     PeerTimeout,
+    PlanError,
     ProtocolError,
     ShapeError,
     TlsError,
@@ -85,6 +86,11 @@ _LAZY_NAMES = {
     "FederatedDataset": "syft_mpc.federated.dataset",
     "FederatedDataLoader": "syft_mpc.federated.loader",
     "federate": "syft_mpc.federated.dataset",
+    "Plan": "syft_mpc.plans.plan",
+    "PointerPlan": "syft_mpc.plans.plan",
+    "func2plan": "syft_mpc.plans.plan",
+    "Protocol": "syft_mpc.plans.protocol",
+    "PointerProtocol": "syft_mpc.plans.protocol",
 }
 # module attributes of syft_mpc (sy.serde, sy.checkpoint, ...) -> the module
 _LAZY_MODULES = {
@@ -105,6 +111,7 @@ _LAZY_MODULES = {
     "socket_worker": "syft_mpc.net.socket_worker",
     "dp": "syft_mpc.dp",
     "federated": "syft_mpc.federated",
+    "plans": "syft_mpc.plans",
 }
 
 
@@ -141,6 +148,7 @@ __all__ = [
     "Request",
     "PeerDisconnected",
     "PeerTimeout",
+    "PlanError",
     "ProtocolError",
     "ShapeError",
     "TlsError",
@@ -173,4 +181,9 @@ __all__ = [
     "FederatedDataset",
     "FederatedDataLoader",
     "federate",
+    "Plan",
+    "PointerPlan",
+    "func2plan",
+    "Protocol",
+    "PointerProtocol",
 ]

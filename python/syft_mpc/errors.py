@@ -18,6 +18,7 @@ fixed-point errors from here and raises them::
     ├── UnsupportedOperationError an op outside the allowlist (also a TypeError)
     ├── ValidationError           validation mode: a secure op differs from plaintext torch (also a RuntimeError)
     ├── UnsupportedModelError     a layer or argument remote training does not support (also a ValueError)
+    ├── PlanError                 a plan used before it was built, or called with arguments it was not built for (also a RuntimeError)
     └── RemoteError               an op failed on a worker; the message is the worker's
         ├── ObjectNotFoundError   no such object on the worker (also a LookupError)
         └── Remote{Runtime,Type,Value,Index,NotImplemented,ZeroDivision}Error
@@ -102,6 +103,11 @@ class UnsupportedModelError(MpcError, ValueError):
     """A model uses a layer or argument that remote training does not support."""
 
 
+class PlanError(MpcError, RuntimeError):
+    """A plan or protocol was used in a way it cannot be: sent before it was built, called with
+    arguments of another structure than it was built with, run before it was deployed."""
+
+
 class RemoteError(MpcError):
     """An operation failed on a worker. ``.worker`` is its id, ``.remote_type`` the error's type name there."""
 
@@ -145,6 +151,7 @@ __all__ = [
     "ObjectNotFoundError",
     "PeerDisconnected",
     "PeerTimeout",
+    "PlanError",
     "ProtocolError",
     "RemoteError",
     "RemoteIndexError",

@@ -37,6 +37,7 @@ from syft_mpc.encrypted import api as encrypted_api
 from syft_mpc.federated import dataset as fl_dataset
 from syft_mpc.federated import worker as federated_worker
 from syft_mpc.mpc_session import worker as mpc_worker
+from syft_mpc.plans import worker as plans_worker
 from syft_mpc.remote import torch_methods
 from syft_mpc.remote.pointers import PointerTensor
 from syft_mpc.remote.workers import BaseWorker, local_worker, register_handler
@@ -45,9 +46,9 @@ __all__ = ["TorchHook", "install_handlers"]
 
 
 def install_handlers() -> None:
-    """Registers the request handlers of MPC sessions, checkpoints and federated learning
-    with every worker (idempotent)."""
-    for handlers in (mpc_worker.HANDLERS, checkpoint_worker.HANDLERS, federated_worker.HANDLERS):
+    """Registers the request handlers of MPC sessions, checkpoints, federated learning and
+    plans with every worker (idempotent)."""
+    for handlers in (mpc_worker.HANDLERS, checkpoint_worker.HANDLERS, federated_worker.HANDLERS, plans_worker.HANDLERS):
         for msg_type, handler in handlers.items():
             register_handler(msg_type, handler)
 

@@ -126,3 +126,68 @@ def name_of(func: Any) -> "str | None":
 def is_method(name: str) -> bool:
     """Whether ``Tensor.<name>`` is allowed (used for ``ptr.<name>(...)``)."""
     return "Tensor." + name in OPS
+
+
+# ----------------------------------------------------------------------------- plans: aten ops
+# A plan (syft_mpc.plans) is a graph traced to torch's aten operators. Its nodes name
+# "aten.<op>.<overload>"; a worker runs a node only if that name is in ATEN_OPS. The packets
+# below are listed by hand; every overload of a packet is allowed except the ``out=`` forms
+# (they write into a caller-chosen tensor). ``as_strided`` is left out (it addresses storage
+# directly). Uninitialised factories (empty, empty_like, new_empty), which torch's backward
+# formulas emit, run zero-filled: a plan never sees memory the worker used before.
+_ATEN_PACKETS = """
+abs abs_ acos acosh add add_ addbmm addcdiv addcmul addmm addmv alias all amax amin any arange argmax
+argmin asin asinh atan atan2 atanh avg_pool2d avg_pool2d_backward baddbmm bernoulli
+bitwise_and bitwise_not bitwise_or bitwise_xor bmm cat ceil clamp clamp_max clamp_min clone
+constant_pad_nd convolution convolution_backward copy copy_ cos cosh cumsum detach div div_ dot
+elu elu_backward embedding embedding_dense_backward empty empty_like eq erf exp exp_ expand expm1
+fill fill_ flip floor floor_divide fmod full full_like gather ge gelu gelu_backward gt hardtanh
+hardtanh_backward index index_put index_select isnan le leaky_relu leaky_relu_backward lerp
+linear log log10 log1p log2 log_sigmoid_backward log_sigmoid_forward logical_and logical_not
+logical_or logsumexp lt masked_fill max max_pool2d_with_indices max_pool2d_with_indices_backward
+maximum mean min minimum mm mse_loss mse_loss_backward mul mul_ mv native_batch_norm
+native_batch_norm_backward native_dropout native_dropout_backward native_group_norm
+native_group_norm_backward native_layer_norm native_layer_norm_backward ne neg new_empty
+new_full new_ones new_zeros nll_loss_backward nll_loss_forward nll_loss2d_backward
+nll_loss2d_forward norm ones ones_like permute pow prod reciprocal relu relu_ remainder repeat
+rsqrt rsub scalar_tensor scatter scatter_add select select_backward sigmoid sigmoid_backward sign
+silu silu_backward sin sinh slice slice_backward softplus softplus_backward split split_with_sizes
+sqrt squeeze stack sub sub_ sum t tanh tanh_backward threshold threshold_backward topk transpose
+tril triu unbind unsqueeze var view where zero_ zeros zeros_like _log_softmax logical_or_ logical_and_
+masked_fill_ clamp_ neg_ sqrt_ sigmoid_ tanh_ index_add index_add_ index_put_ scatter_ scatter_add_ eq_ ne_
+_log_softmax_backward_data _softmax _softmax_backward_data _to_copy _unsafe_view
+""".split()
+
+_UNINITIALISED = {"empty", "empty_like", "new_empty"}
+
+
+def _zeroed(op: Any) -> Callable[..., Any]:
+    def run(*args: Any, **kwargs: Any) -> Any:
+        return op(*args, **kwargs).zero_()
+
+    return run
+
+
+ATEN_OPS: dict[str, Any] = {}
+"""Plan node name (``aten.<op>.<overload>``) -> torch's OpOverload. The only ops a plan may name."""
+_ATEN_NAMES: dict[Any, str] = {}
+
+for _n in _ATEN_PACKETS:
+    _packet = getattr(torch.ops.aten, _n, None)
+    if _packet is None:  # not in this torch: the name is simply not allowed
+        continue
+    for _ov in _packet.overloads():
+        if _ov == "out" or _ov.endswith("_out") or _ov.startswith("out"):
+            continue
+        _wire = f"aten.{_n}.{_ov}"
+        _op = getattr(_packet, _ov)
+        ATEN_OPS[_wire] = _zeroed(_op) if _n in _UNINITIALISED else _op
+        _ATEN_NAMES[_op] = _wire
+
+
+def aten_name_of(op: Any) -> "str | None":
+    """The plan node name of an aten OpOverload (``aten.add.Tensor``), or None if plans may not use it."""
+    try:
+        return _ATEN_NAMES.get(op)
+    except TypeError:
+        return None

@@ -68,6 +68,7 @@ _REMOTE_ERRORS: dict[str, type[RemoteError]] = {
     "UnsupportedOperationError": RemoteTypeError,
     "SerializationError": RemoteValueError,
     "LocationError": RemoteValueError,
+    "PlanError": RemoteRuntimeError,
 }
 
 
@@ -539,3 +540,189 @@ class AddNoiseShare(Struct):
             raise SerializationError("AddNoiseShare: base must be 2 or 10 and precision in [0, 30]")
         if self.std * float(self.base**self.precision) > 2.0**50:  # |noise| < 2^57 even at 100 sigma
             raise SerializationError("AddNoiseShare: std is too large for this fixed-point precision")
+
+
+# ============================================================================ plans and protocols (KIND 60-65)
+# Handled by syft_mpc.plans.worker; the format is described in docs/PLANS.md.
+
+MAX_PLAN_NODES = 100_000
+MAX_PLAN_INPUTS = 10_000
+MAX_PLAN_STATE = 100_000
+MAX_PLAN_NAME = 256
+MAX_PROTOCOL_STEPS = 1_000
+_PLAN_LEAVES = (type(None), bool, int, float, str, torch.dtype, torch.device, torch.memory_format)
+
+
+@register
+@dataclass(frozen=True)
+class Var(Struct):
+    """A value of a plan's graph, by index: inputs first, then state tensors, then one value per node."""
+
+    KIND: ClassVar[int] = 60
+    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((int,),)
+    idx: int
+
+
+def _check_plan_value(v: Any, limit: int, where: str, depth: int = 0) -> None:
+    """A node argument or an output: nested lists/tuples/str-keyed dicts of plain values and
+    :class:`Var` that name values already computed (index < ``limit``)."""
+    tv = type(v)
+    if tv is Var:
+        if not 0 <= v.idx < limit:
+            raise SerializationError(f"{where} refers to value {v.idx}, which is not defined before it (0..{limit - 1})")
+    elif tv is list or tv is tuple:
+        for x in v:
+            _check_plan_value(x, limit, where, depth + 1)
+    elif tv is dict:
+        for k, x in v.items():
+            if type(k) is not str:
+                raise SerializationError(f"{where}: keyword names must be strings")
+            _check_plan_value(x, limit, where, depth + 1)
+    elif not isinstance(v, _PLAN_LEAVES):
+        raise SerializationError(f"{where} holds a {tv.__name__}; a plan's arguments are values, lists and Vars")
+
+
+def _leaves(v: Any) -> list[Any]:
+    if type(v) in (list, tuple):
+        return [x for item in v for x in _leaves(item)]
+    return [v]
+
+
+@register
+@dataclass
+class PlanDef(Struct):
+    """A plan: a graph of aten ops over ``n_inputs`` inputs and the ``state`` tensors.
+
+    ``in_tree`` is the call's argument structure (lists/tuples whose leaves are ``Var(i)`` for
+    the i-th input, in order, or plain constants the plan was built with); ``nodes`` are
+    ``(op, args, kwargs)`` with ``op`` an ``aten.<op>.<overload>`` name (or ``prim.getitem``)
+    and each argument a plain value, a list of them, or a :class:`Var`; node ``k`` defines value
+    ``n_inputs + len(state) + k``. ``outputs`` is a Var or a list/tuple of them."""
+
+    KIND: ClassVar[int] = 61
+    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = (
+        (int,), (str,), (object,), (int,), (list,), (list,), (object,),
+    )
+    plan_id: int
+    name: str
+    in_tree: Any
+    n_inputs: int
+    state: list[torch.Tensor]
+    nodes: list[tuple[str, tuple[Any, ...], dict[str, Any]]]
+    outputs: Any
+
+    def validate(self) -> None:
+        _check_id("plan_id", self.plan_id)
+        if len(self.name) > MAX_PLAN_NAME:
+            raise SerializationError(f"a plan name has at most {MAX_PLAN_NAME} characters")
+        if not 0 <= self.n_inputs <= MAX_PLAN_INPUTS:
+            raise SerializationError(f"a plan has 0 to {MAX_PLAN_INPUTS} inputs, not {self.n_inputs}")
+        if len(self.state) > MAX_PLAN_STATE or any(not isinstance(t, torch.Tensor) for t in self.state):
+            raise SerializationError(f"a plan's state is a list of at most {MAX_PLAN_STATE} tensors")
+        if len(self.nodes) > MAX_PLAN_NODES:
+            raise SerializationError(f"a plan has at most {MAX_PLAN_NODES} nodes, this one {len(self.nodes)}")
+        _check_plan_value(self.in_tree, self.n_inputs, "the plan's input structure")
+        if [v.idx for v in _leaves(self.in_tree) if type(v) is Var] != list(range(self.n_inputs)):
+            raise SerializationError("the plan's input structure must name its inputs Var(0)..Var(n-1) once each, in order")
+        defined = self.n_inputs + len(self.state)
+        for k, node in enumerate(self.nodes):
+            where = f"plan node {k}"
+            if type(node) is not tuple or len(node) != 3:
+                raise SerializationError(f"{where} must be a tuple (op, args, kwargs)")
+            op, args, kwargs = node
+            if type(op) is not str or type(args) is not tuple or type(kwargs) is not dict:
+                raise SerializationError(f"{where} must be (op: str, args: tuple, kwargs: dict)")
+            _check_plan_value(args, defined, f"{where} ({op})")
+            _check_plan_value(kwargs, defined, f"{where} ({op})")
+            defined += 1
+        outs = _leaves(self.outputs)
+        if not outs or any(type(v) is not Var for v in outs):
+            raise SerializationError("a plan's outputs must be one Var or lists and tuples of Vars")
+        _check_plan_value(self.outputs, defined, "the plan's outputs")
+
+
+@register
+@dataclass
+class ProtocolDef(Struct):
+    """A protocol: ``steps`` of ``(role, worker id or "", plan index)`` run in order, each plan's
+    outputs the next one's inputs; ``plans`` holds each distinct plan once (with the id it has
+    on the step's worker once deployed). ``tags`` and ``description`` are the owner's labels."""
+
+    KIND: ClassVar[int] = 64
+    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((int,), (list,), (list,), (list,), (str,))
+    protocol_id: int
+    steps: list[tuple[str, str, int]]
+    plans: list[PlanDef]
+    tags: list[str]
+    description: str
+
+    def validate(self) -> None:
+        _check_id("protocol_id", self.protocol_id)
+        if not 1 <= len(self.steps) <= MAX_PROTOCOL_STEPS:
+            raise SerializationError(f"a protocol has 1 to {MAX_PROTOCOL_STEPS} steps")
+        if any(type(p) is not PlanDef for p in self.plans):
+            raise SerializationError("a protocol's plans must be plans")
+        for step in self.steps:
+            if (
+                type(step) is not tuple
+                or len(step) != 3
+                or type(step[0]) is not str
+                or type(step[1]) is not str
+                or type(step[2]) is not int
+                or not 0 <= step[2] < len(self.plans)
+            ):
+                raise SerializationError("a protocol step is (role: str, worker id: str, plan index)")
+        if any(type(t) is not str or len(t) > MAX_PLAN_NAME for t in self.tags):
+            raise SerializationError("a protocol's tags are strings")
+
+
+@register
+@dataclass
+class PlanStore(Struct):
+    """Validate ``obj`` (a plan or a protocol) and keep it under ``obj_id``; it runs many times
+    without being sent again, until it is deleted like any object (the pointer died, or ``.get()``)."""
+
+    KIND: ClassVar[int] = 62
+    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((int,), (PlanDef, ProtocolDef))
+    obj_id: int
+    obj: "PlanDef | ProtocolDef"
+
+    def validate(self) -> None:
+        _check_id("obj_id", self.obj_id)
+
+
+@register
+@dataclass
+class PlanRun(Struct):
+    """Run plan ``plan_id`` on ``args`` (its flat inputs: ObjRefs to stored tensors, or tensors)
+    and store its outputs under ``return_ids``; replies with a PointerDesc per output."""
+
+    KIND: ClassVar[int] = 63
+    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((int,), (tuple,), (list,))
+    plan_id: int
+    args: tuple[Any, ...]
+    return_ids: list[int]
+
+    def validate(self) -> None:
+        _check_id("plan_id", self.plan_id)
+        if len(self.args) > MAX_PLAN_INPUTS or len(self.return_ids) > MAX_PLAN_NODES:
+            raise SerializationError("too many plan arguments or results")
+        for i in self.return_ids:
+            _check_id("a return id", i)
+
+
+@register
+@dataclass
+class ProtocolRun(Struct):
+    """Run protocol ``protocol_id`` (stored here, deployed) on ``args``: this worker moves the data
+    from step to step and keeps a pointer to the last step's result under ``return_id``."""
+
+    KIND: ClassVar[int] = 65
+    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((int,), (tuple,), (int,))
+    protocol_id: int
+    args: tuple[Any, ...]
+    return_id: int
+
+    def validate(self) -> None:
+        _check_id("protocol_id", self.protocol_id)
+        _check_id("return_id", self.return_id)
