@@ -17,6 +17,6 @@ Importing this package imports every op family, so the op table is complete befo
 tensor exists.
 """
 
-from syft_mpc.encrypted import activations, approx, arithmetic, comparisons, nn_ops, normalization, optim_ops, tensor
+from syft_mpc.encrypted import activations, approx, arithmetic, comparisons, nn_ops, normalization, optim_ops, recurrent, tensor
 
-__all__ = ["activations", "approx", "arithmetic", "comparisons", "nn_ops", "normalization", "optim_ops", "tensor"]
+__all__ = ["activations", "approx", "arithmetic", "comparisons", "nn_ops", "normalization", "optim_ops", "recurrent", "tensor"]

@@ -96,6 +96,8 @@ OP_TABLE[aten.neg_.default] = _inplace(neg)
 OP_TABLE[aten.relu_.default] = _inplace(relu)
 OP_TABLE[aten.logical_and_.default] = _inplace(logical_and)  # clamp's backward
 OP_TABLE[aten.zero_.default] = _inplace(lambda x: lift(torch.zeros(x.shape, dtype=torch.int64), x))
+OP_TABLE[aten.sigmoid_.default] = _inplace(torch.sigmoid)  # GRU cells (torch's RNN.cpp works in place)
+OP_TABLE[aten.tanh_.default] = _inplace(torch.tanh)
 
 
 def addcmul(x: Any, t1: Any, t2: Any, value: Any = 1) -> Any:
