@@ -61,6 +61,20 @@ def _new_empty_strided(x: Any, size: Any, stride: Any, dtype: Any = None, **_: A
     return lift(torch.zeros(tuple(size), dtype=torch.int64), x)
 
 
+@implements(aten.transpose_.default)
+def _transpose_(x: Any, dim0: int, dim1: int) -> Any:
+    """In-place transpose (a batch_first GRU's output): the tensor's own sizes and strides are
+    swapped by torch's metadata-only kernel (Python dispatch off, so it never reads data), and
+    its cell takes the transposed shares (every alias shares the cell, as with other in-place
+    ops; torch's aliases of a transposed-in-place tensor are not expected to be read)."""
+    new = aten.transpose.int(x, dim0, dim1)
+    with torch._C._DisableTorchDispatch():
+        aten.transpose_.default(x, dim0, dim1)
+    x.cell.shares = new.cell.shares
+    x.cell.pos_mask = x.cell.aux = None
+    return x
+
+
 def _pv(v: Any) -> Any:
     return v if is_shared(v) else public_value(v)
 
@@ -74,6 +88,14 @@ def _cat(parts: list[Any], dim: int) -> Any:
 
 def _sigmoid(x: Any) -> Any:
     return torch.sigmoid(x) if is_shared(x) else torch.sigmoid(public_value(x))
+
+
+@implements(aten._pack_padded_sequence.default)
+def _pack_padded_sequence(*_: Any, **__: Any) -> Any:
+    raise UnsupportedOperationError(
+        "packed sequences (nn.utils.rnn.pack_padded_sequence) are not supported on shared tensors: "
+        "run the recurrent layer on the padded batch and pick each sequence's last step with a one-hot mask"
+    )
 
 
 @implements(aten.mkldnn_rnn_layer.default)

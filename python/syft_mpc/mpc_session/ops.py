@@ -271,6 +271,10 @@ _ATEN_LINEAR = {
 for _name, _fn in _ATEN_LINEAR.items():
     MPC_OPS["aten." + _name] = (lambda f: lambda ctx, *a, **k: f(*a, **k))(_fn)
 ATEN_LINEAR_NAMES: dict[Any, str] = {fn: "aten." + n for n, fn in _ATEN_LINEAR.items()}
+# A view of a SharedTensor is contiguous to torch, but the share it names may be a transposed one
+# (a batch_first GRU's input): the holders reshape, which gives the same values and copies only
+# when it must (shares are never written in place, so a copy cannot be told from a view).
+MPC_OPS["aten.view"] = MPC_OPS["aten._unsafe_view"] = lambda ctx, x, shape: torch.ops.aten.reshape.default(x, shape)
 
 # Result shapes of each op, computed by the driver without a reply (so it can post MpcRuns
 # without waiting for them): the same rules the worker-side functions above follow.
