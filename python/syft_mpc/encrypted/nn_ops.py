@@ -404,7 +404,7 @@ def _max_pool2d_with_indices_backward(grad: Any, x: Any, kernel_size: Any, strid
     return _col2im(cols, c, (h, w), k, d, p, s, extra)
 
 
-def _col2im(cols: SharedTensor, c: int, hw: tuple[int, int], k: Any, dilation: Any, padding: Any, stride: Any, extra: tuple[int, int] = (0, 0)) -> Any:
+def _col2im(cols: Any, c: int, hw: tuple[int, int], k: Any, dilation: Any, padding: Any, stride: Any, extra: tuple[int, int] = (0, 0)) -> Any:
     """col2im (the adjoint of im2col: sums each column entry into the pixel it came from) on
     shares. torch has no int64 col2im on CPU, so it is a scatter_add with a public index map
     (the im2col of the pixel numbers), local on every share. ``extra``: padding beyond the
@@ -417,12 +417,14 @@ def _col2im(cols: SharedTensor, c: int, hw: tuple[int, int], k: Any, dilation: A
     if index.shape[-1] != L:
         raise UnsupportedOperationError(f"col2im on shares: {L} columns for an output of {index.shape[-1]}")
     index = index.reshape(1, 1, kk * L).expand(n, c, kk * L).contiguous()
+    src: Any = cols
+    zeros: Any
     if is_shared(cols):
         zeros = lift(torch.zeros((n, c, hp * wp), dtype=torch.int64), cols)
     else:  # a public gradient (public output gradient and weights): plain torch
-        cols = public_value(cols)
-        zeros = torch.zeros((n, c, hp * wp), dtype=cols.dtype)
-    out = torch.ops.aten.scatter_add(zeros, 2, index, cols.reshape(n, c, kk * L)).reshape(n, c, hp, wp)
+        src = public_value(cols)
+        zeros = torch.zeros((n, c, hp * wp), dtype=src.dtype)
+    out = torch.ops.aten.scatter_add(zeros, 2, index, src.reshape(n, c, kk * L)).reshape(n, c, hp, wp)
     if (hp, wp) != tuple(hw):
         out = out[:, :, padding[0] : padding[0] + hw[0], padding[1] : padding[1] + hw[1]]
     return out
