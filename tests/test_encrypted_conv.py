@@ -134,3 +134,26 @@ def test_bad_padding_and_3d_convolution_say_what_is_wrong() -> None:
     conv3 = nn.Conv3d(1, 1, 1)
     with pytest.raises(UnsupportedOperationError, match="3-d convolution is not supported"):
         conv3(_enc(2, torch.randn(1, 1, 2, 2, 2)))
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_dropout_mask_is_shared_drawn_by_the_holders_and_scaled(n: int) -> None:
+    """nn.Dropout in training: the mask is a sharing drawn by the holders together (nothing
+    public: the noise tensor itself is shared), keeps about 1 − p, scales kept values by
+    1/(1 − p), and the backward uses the same mask; eval mode is the identity."""
+    torch.manual_seed(8)
+    x = torch.randn(60, 50).sign() * (0.5 + torch.rand(60, 50))  # away from 0: a dropped entry reads 0
+    sx = _enc(n, x, requires_grad=True)
+    drop = nn.Dropout(0.3)
+    y = drop(sx)
+    assert isinstance(y, sy.SharedTensor)
+    yd = y.decrypt()
+    keep = yd != 0
+    assert 0.65 < keep.float().mean().item() < 0.75  # 3000 draws: 0.7 ± 5σ
+    torch.testing.assert_close(yd[keep], x[keep] / 0.7, atol=1e-3, rtol=0)
+    y.sum().backward()
+    torch.testing.assert_close(_plain(sx.grad), keep.double().float() / 0.7, atol=1e-3, rtol=0)
+    masks = [(drop(_enc(n, torch.ones(200))).decrypt() != 0) for _ in range(2)]
+    assert not torch.equal(masks[0], masks[1])  # fresh randomness each call
+    drop.eval()
+    torch.testing.assert_close(drop(sx).decrypt(), x, atol=1e-4, rtol=0)

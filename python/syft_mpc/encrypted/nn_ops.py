@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from syft_mpc.encrypted.arithmetic import add, bilinear, matmul, mul, neg, sub
-from syft_mpc.encrypted.comparisons import tournament
+from syft_mpc.encrypted.comparisons import below_sum, tournament
 from syft_mpc.encrypted.tensor import (
     OP_TABLE,
     ShareCell,
@@ -497,6 +497,48 @@ def _convolution_backward(
 @implements(aten.max_pool2d.default)
 def _max_pool2d(x: Any, kernel_size: Any, stride: Any = (), padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False) -> Any:
     return _max_pool2d_with_indices(x, kernel_size, stride, padding, dilation, ceil_mode)[0]
+
+
+# ------------------------------------------------------------------ dropout
+
+_DROPOUT_BITS = 20
+"""Resolution of the keep probability: a mask entry is kept iff u < round((1 − p)·2^20)."""
+
+
+@implements(aten.empty_like.default)
+def _empty_like(x: Any, dtype: Any = None, **_: Any) -> Any:
+    """A sharing of zeros like ``x`` (a public zero tensor for another dtype). torch's CPU dropout
+    is ``input * empty_like(input).bernoulli_(1 − p).div_(1 − p)``: a shared buffer sends the
+    ``bernoulli_`` here, so the mask is drawn by the holders together (:func:`_bernoulli_`)."""
+    if dtype is not None and dtype != x.dtype:
+        return torch.zeros(x.shape, dtype=dtype)
+    return lift(torch.zeros(x.shape, dtype=torch.int64), x)
+
+
+@implements(aten.bernoulli_.float)
+def _bernoulli_(x: Any, p: float = 0.5, generator: Any = None) -> Any:
+    """Fills ``x`` with a *shared* Bernoulli(p) mask that no single holder decides and nobody
+    sees: each holder draws its own uniform u_i ∈ [0, M), M = 2^20 (``local_uniform``, no
+    communication); s = Σ u_i is then shared, and u = s mod M is uniform as long as one holder
+    drew honestly. keep = 1{u < q}, q = round(p·M), is Σ_k 1{s < kM + q} − 1{s < kM} over the
+    n possible wraps k < n: one comparison with 2n public thresholds (``below_sum``: 6 rounds,
+    its products riding in them). The driver and the crypto provider learn nothing of the mask
+    (the comparison's openings are masked by the dealer's randomness); the fraction kept is not
+    revealed either. ``generator`` is ignored: torch's seed cannot reach the holders' draws."""
+    if not is_shared(x):
+        raise UnsupportedOperationError("bernoulli_ of a public tensor reached the shared-tensor table")
+    if not 0.0 <= float(p) <= 1.0:
+        raise ValueError(f"bernoulli_: probability {p} is not in [0, 1]")
+    m = 1 << _DROPOUT_BITS
+    q = int(round(float(p) * m))
+    s = run(x, "local_uniform", list(x.shape), _DROPOUT_BITS, scale=1, dtype=torch.int64)
+    n = x.group.n
+    cuts = [k * m + q for k in range(n)] + [k * m for k in range(n)]
+    one = torch.full(tuple(x.shape), x.scale, dtype=torch.int64)
+    mask = below_sum(s, cuts, [one] * n + [-one] * n)  # integer sharing of keep·scale
+    x.cell.shares = mask.cell.shares
+    x.cell.pos_mask = x.cell.aux = None
+    return x
 
 
 # ------------------------------------------------------------------ losses
