@@ -50,3 +50,36 @@ def test_resnet18_logits_match_plaintext(n: int) -> None:
     err = (logits - ref).abs().max().item()
     assert err <= 0.01 * scale, (err, scale)
     assert logits.argmax().item() == ref.argmax().item()
+
+
+def test_eval_batch_norm_folds_once_and_follows_updated_statistics() -> None:
+    """Eval-mode batch norm with shared running statistics computes a = γ/√(var + eps) and
+    b = β − mean·a once (≈ 30 rounds) and then costs one product; a training step that updates
+    the statistics in shares gives new shares, so the next eval pass recomputes them."""
+    torch.manual_seed(3)
+    plain = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU())
+    plain[1].running_var.uniform_(0.5, 2.0)
+    ps, james = mpc_workers(hook, "bnfold", 2)
+    enc: Any = copy.deepcopy(plain).fix_precision().share(*ps, crypto_provider=james)
+    x = torch.randn(2, 2, 6, 6)
+    sx = x.fix_prec().share(*ps, crypto_provider=james)
+    plain.eval()
+    enc.eval()
+    rounds = []
+    for _ in range(2):
+        before = sx.group.stats()
+        with torch.no_grad():
+            out = enc(sx).decrypt()
+        after = sx.group.stats()
+        rounds.append(max(after[w]["rounds"] - before[w]["rounds"] for w in after))
+        torch.testing.assert_close(out, plain(x).detach(), atol=2e-3, rtol=0)
+    assert rounds[1] + 20 <= rounds[0], rounds
+    plain.train()
+    enc.train()
+    with torch.no_grad():
+        plain(x * 2 + 1)
+        enc((x * 2 + 1).fix_prec().share(*ps, crypto_provider=james))  # updates the shared running statistics
+    plain.eval()
+    enc.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(enc(sx).decrypt(), plain(x), atol=3e-3, rtol=0)
