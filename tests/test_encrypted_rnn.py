@@ -72,8 +72,10 @@ def test_recurrent_forward_and_backward_match_plaintext(name: str, n: int) -> No
         torch.testing.assert_close(shid[1].decrypt(), hid[1].detach(), atol=3e-3, rtol=0)
     ((sy_ * r).sum() + (sh_last * rh).sum()).backward()
     torch.testing.assert_close(_plain(sx.grad), xg.grad, atol=5e-3, rtol=0)
+    # weight gradients sum T·B terms, each carrying sigmoid/tanh's error (≤ 7.3e-4) times |x| ≤ ~5:
+    # measured up to 8.8e-3 (Elman RNN, 3 random draws), so 1e-2 plus 1 % of the gradient
     for (pname, p), q in zip(model.named_parameters(), plain.parameters()):
-        torch.testing.assert_close(_plain(p.grad), q.grad, atol=1e-2, rtol=0, msg=pname)
+        torch.testing.assert_close(_plain(p.grad), q.grad, atol=1e-2, rtol=1e-2, msg=pname)
 
 
 @pytest.mark.parametrize("n", [2, 3])
