@@ -174,3 +174,18 @@ def test_packed_sequences_are_refused_with_a_reason() -> None:
     model = nn.LSTM(2, 3).fix_precision().share(*ps, crypto_provider=james)
     with pytest.raises(UnsupportedOperationError, match="packed sequences"):
         model(nn.utils.rnn.pack_padded_sequence(_enc(2, torch.randn(4, 2, 2)), [4, 2]))
+
+
+def test_validation_mode_runs_lstm_gru_and_dropout_without_false_alarms() -> None:
+    """Validation mode replays every op it can in plaintext; the LSTM layer (its workspace is
+    not torch's) and dropout's random mask are left out, everything around them is checked."""
+    torch.manual_seed(14)
+    ps, james = _workers(2)
+    lstm = nn.LSTM(3, 4, batch_first=True).fix_precision().share(*ps, crypto_provider=james, requires_grad=True)
+    gru = nn.GRU(4, 4, batch_first=True).fix_precision().share(*ps, crypto_provider=james, requires_grad=True)
+    x = _enc(2, torch.randn(2, 5, 3))
+    with sy.validation():
+        out, _ = lstm(x)
+        out, _ = gru(F.dropout(out, 0.2, True))
+        out.sum().backward()
+    assert isinstance(lstm.weight_ih_l0.grad, sy.SharedTensor)
