@@ -11,6 +11,8 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import mpc_workers
 
@@ -157,3 +159,33 @@ def test_dropout_mask_is_shared_drawn_by_the_holders_and_scaled(n: int) -> None:
     assert not torch.equal(masks[0], masks[1])  # fresh randomness each call
     drop.eval()
     torch.testing.assert_close(drop(sx).decrypt(), x, atol=1e-4, rtol=0)
+
+
+@settings(max_examples=10, deadline=None)
+@given(data=st.data())
+def test_conv_transpose2d_geometry_matches_plaintext(data: st.DataObject) -> None:
+    """Hypothesis over transposed-convolution geometry (kernel, stride, padding, output_padding,
+    dilation, groups, 1-d or 2-d): forward, input and weight gradients against torch."""
+    g = data.draw(st.integers(1, 2), "groups")
+    k = data.draw(st.tuples(st.integers(1, 3), st.integers(1, 3)), "kernel")
+    s = data.draw(st.tuples(st.integers(1, 3), st.integers(1, 3)), "stride")
+    d = data.draw(st.tuples(st.integers(1, 2), st.integers(1, 2)), "dilation")
+    p = tuple(data.draw(st.integers(0, d[i] * (k[i] - 1)), f"padding{i}") for i in range(2))
+    op = tuple(data.draw(st.integers(0, max(s[i], d[i]) - 1), f"output_padding{i}") for i in range(2))
+    n = data.draw(st.sampled_from([2, 3]), "parties")
+    conv = nn.ConvTranspose2d(2 * g, 2 * g, k, stride=s, padding=p, output_padding=op, dilation=d, groups=g)
+    x = torch.randn(1, 2 * g, 3, 4)
+    xg = x.clone().requires_grad_(True)
+    out = conv(xg)
+    r = torch.randn(out.shape)
+    (out * r).sum().backward()
+    ps, james = _workers(n)
+    enc = copy.deepcopy(conv)
+    enc.zero_grad()
+    enc.fix_precision().share(*ps, crypto_provider=james, requires_grad=True)
+    sx = _enc(n, x, requires_grad=True)
+    sout = enc(sx)
+    torch.testing.assert_close(sout.decrypt(), out.detach(), atol=2e-3, rtol=0)
+    (sout * r).sum().backward()
+    torch.testing.assert_close(_plain(sx.grad), xg.grad, atol=5e-3, rtol=0)
+    torch.testing.assert_close(_plain(enc.weight.grad), conv.weight.grad, atol=5e-3, rtol=0)
