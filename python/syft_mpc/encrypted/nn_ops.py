@@ -293,6 +293,86 @@ def _upsample_nearest2d_backward(grad: Any, output_size: Any, input_size: Any, s
     return _upsample_nearest_backward(grad, output_size, input_size, [scales_h, scales_w])
 
 
+def _axis_matrix(n: int, o: int, scale: "float | None", mode: str, align_corners: "bool | None") -> torch.Tensor:
+    """The (n, o) public matrix of 1-d interpolation from n to o points, taken from torch itself:
+    ``F.interpolate`` of the identity (so scales, ``align_corners`` and rounding are torch's)."""
+    eye = torch.eye(n, dtype=torch.float64).unsqueeze(1)
+    kw: dict[str, Any] = {"mode": mode}
+    if mode == "linear":
+        kw["align_corners"] = bool(align_corners)
+    if scale:
+        kw.update(scale_factor=float(scale), recompute_scale_factor=False)
+    else:
+        kw["size"] = int(o)
+    m = torch.nn.functional.interpolate(eye, **kw).squeeze(1)
+    if m.shape[-1] != o:
+        raise UnsupportedOperationError(f"interpolation on shares: {m.shape[-1]} points for an output of {o}")
+    return m.round().to(torch.int64) if mode != "linear" else m
+
+
+def _separable(x: Any, in_sizes: list[int], out_sizes: list[int], scales: list[Any], mode: str, align_corners: "bool | None", backward: bool) -> Any:
+    """Interpolation of the last k axes as products with public per-axis matrices (nearest modes:
+    0/1 integral matrices, exact and local; linear: one truncation per axis). ``backward``: the
+    adjoint (the transposed matrices), for the gradient."""
+    k = len(in_sizes)
+    out = x
+    for i in range(k):
+        ax = x.dim() - k + i
+        m = _axis_matrix(int(in_sizes[i]), int(out_sizes[i]), scales[i], mode, align_corners)
+        out = _by_public(out.movedim(ax, -1), m.t() if backward else m).movedim(-1, ax)
+    return out
+
+
+def _interp(mode: str, k: int, has_ac: bool) -> None:
+    """Registers the forward (``.default`` and ``.vec``) and backward aten ops of one upsampling mode."""
+    name = {"nearest-exact": "_upsample_nearest_exact", "linear": "upsample_linear" if k == 1 else "upsample_bilinear"}[mode] + f"{k}d"
+    fwd, vec, bwd = (getattr(aten, name).default, getattr(aten, name).vec, getattr(aten, name + "_backward").default)
+
+    def forward(x: Any, output_size: Any, *rest: Any) -> Any:
+        ac = rest[0] if has_ac else None
+        scales = list(rest[1:] if has_ac else rest) + [None] * k
+        sizes = _upsample_sizes(x, output_size, scales[:k], k)
+        return _separable(x, list(x.shape[-k:]), sizes, scales[:k], mode, ac, False)
+
+    def forward_vec(x: Any, output_size: Any, *rest: Any) -> Any:
+        ac = rest[0] if has_ac else None
+        factors = rest[1] if has_ac else rest[0]
+        scales = list(factors) if factors is not None else [None] * k
+        sizes = _upsample_sizes(x, output_size, scales, k)
+        return _separable(x, list(x.shape[-k:]), sizes, scales, mode, ac, False)
+
+    def backward(grad: Any, output_size: Any, input_size: Any, *rest: Any) -> Any:
+        ac = rest[0] if has_ac else None
+        scales = list(rest[1:] if has_ac else rest) + [None] * k
+        return _separable(grad, list(input_size[-k:]), list(output_size), scales[:k], mode, ac, True)
+
+    OP_TABLE[fwd], OP_TABLE[vec], OP_TABLE[bwd] = forward, forward_vec, backward
+
+
+for _k in (1, 2):
+    _interp("nearest-exact", _k, False)
+    _interp("linear", _k, True)
+
+
+@implements(aten.pixel_shuffle.default)
+def _pixel_shuffle(x: Any, r: int) -> Any:
+    """(N, C·r², H, W) → (N, C, H·r, W·r): a permutation of the shares (reshape and permute)."""
+    *lead, c, h, w = x.shape
+    y = x.reshape(*lead, c // (r * r), r, r, h, w)
+    nd = len(lead)
+    y = y.permute(*range(nd), nd, nd + 3, nd + 1, nd + 4, nd + 2)
+    return y.reshape(*lead, c // (r * r), h * r, w * r)
+
+
+@implements(aten.pixel_unshuffle.default)
+def _pixel_unshuffle(x: Any, r: int) -> Any:
+    *lead, c, h, w = x.shape
+    y = x.reshape(*lead, c, h // r, r, w // r, r)
+    nd = len(lead)
+    y = y.permute(*range(nd), nd, nd + 2, nd + 4, nd + 1, nd + 3)
+    return y.reshape(*lead, c * r * r, h // r, w // r)
+
+
 @implements(aten.cumsum.default)
 def _cumsum(x: Any, dim: int, dtype: Any = None) -> Any:
     """Cumulative sum along ``dim``: a product with the public upper-triangular matrix of ones
