@@ -72,6 +72,12 @@ def _restorer(cell: ShareCell, shares: ShareHandle, pos_mask: "ShareHandle | Non
 def _copy_(dst: Any, src: Any, non_blocking: bool = False) -> Any:
     if not is_shared(dst):
         raise UnsupportedOperationError("a shared value cannot be copied into a plain tensor; use .get()")
+    if dst._is_view():
+        # the view has its own shares: the tensor it views would silently keep its old values
+        raise UnsupportedOperationError(
+            "copying into a view (slice, index, reshape) of a shared tensor is not supported: the viewed "
+            "tensor's shares would not change. Build the result with torch.cat / torch.stack / torch.where instead"
+        )
     return _set_shares(dst, src)
 
 
