@@ -1,4 +1,5 @@
-"""Neural-network layers on shared tensors and their backward passes: conv2d, avg/max pooling, losses.
+"""Neural-network layers on shared tensors and their backward passes: convolutions, pooling,
+padding, interpolation, dropout, losses.
 
 * ``convolution``: one Beaver conv2d (``conv2d``) with shared weights, a local one with public
   weights, then one truncation. Its backward: products on im2col columns (one Beaver matmul
@@ -8,6 +9,14 @@
   (:func:`~syft_mpc.encrypted.comparisons.tournament`) over each window that also moves its
   one-hot argmax; the backward routes each window's gradient to it (one Beaver product) and
   sums overlapping windows (col2im: a ``scatter_add`` with a public index map).
+* conv1d as the conv2d of a height-1 view; transposed convolutions as a stride-1 conv2d of the
+  zero-stuffed input with the flipped, channel-swapped weight (both linear maps of the shares).
+* ``adaptive_avg_pool2d``, interpolation (nearest, nearest-exact, linear, bilinear), reflection /
+  replication padding, ``cumsum``: products with public matrices (0/1 ones exact and local) or
+  ``index_select`` with public positions; constant padding with a public mask; pixel shuffle as a
+  permutation.
+* dropout: ``empty_like`` gives a sharing, and ``bernoulli_`` fills it with a mask the holders
+  draw together (see :func:`_bernoulli_`).
 * ``mse_loss``, ``nll_loss`` (one-hot public targets) and their backward: products and sums.
 """
 
