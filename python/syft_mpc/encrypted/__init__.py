@@ -7,7 +7,8 @@ products, matmul), :mod:`~syft_mpc.encrypted.comparisons` (comparisons, relu, ma
 :mod:`~syft_mpc.encrypted.approx` (approximations, division by a shared value),
 :mod:`~syft_mpc.encrypted.activations` (GELU, SiLU, ELU, hardtanh, clamp, ... and their backward),
 :mod:`~syft_mpc.encrypted.normalization` (batch, layer and group norm and their backward),
-:mod:`~syft_mpc.encrypted.nn_ops` (convolution, pooling, losses and their backward passes) and
+:mod:`~syft_mpc.encrypted.nn_ops` (convolution, pooling, padding, interpolation, dropout, losses
+and their backward passes), :mod:`~syft_mpc.encrypted.recurrent` (LSTM, and what GRU/RNN reach) and
 :mod:`~syft_mpc.encrypted.optim_ops` (in-place, ``out=`` and ``_foreach_`` ops for optimizers).
 :mod:`~syft_mpc.encrypted.api` is what the hook attaches to tensors, modules, optimizers and
 pointers (``fix_prec``, ``share``, ``encrypt``, ...); :mod:`~syft_mpc.encrypted.validation` the
