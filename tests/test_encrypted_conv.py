@@ -50,6 +50,8 @@ MODULES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "conv_transpose1d": (lambda: nn.ConvTranspose1d(2, 3, 4, stride=2, padding=1), (2, 2, 5)),
     "adaptive_avg_pool2d": (lambda: nn.AdaptiveAvgPool2d((2, 3)), (2, 3, 5, 7)),
     "adaptive_avg_pool2d_1": (lambda: nn.AdaptiveAvgPool2d(1), (2, 3, 4, 4)),
+    "adaptive_max_pool2d_global": (lambda: nn.AdaptiveMaxPool2d(1), (2, 3, 4, 4)),
+    "adaptive_max_pool2d_2x3": (lambda: nn.AdaptiveMaxPool2d((2, 3)), (1, 2, 4, 6)),
     "upsample_nearest2d": (lambda: nn.Upsample(scale_factor=2, mode="nearest"), (1, 2, 3, 4)),
     "upsample_nearest2d_size": (lambda: nn.Upsample(size=(5, 7), mode="nearest"), (1, 2, 3, 4)),
     "upsample_nearest1d": (lambda: nn.Upsample(scale_factor=3, mode="nearest"), (1, 2, 4)),
@@ -140,6 +142,8 @@ def test_bad_padding_and_3d_convolution_say_what_is_wrong() -> None:
     sx = _enc(2, torch.randn(1, 1, 3, 3))
     with pytest.raises(ValueError, match="reflection padding"):
         F.pad(sx, (3, 3, 0, 0), mode="reflect")
+    with pytest.raises(UnsupportedOperationError, match="divide the input"):
+        F.adaptive_max_pool2d(sx, 2)
     conv3 = nn.Conv3d(1, 1, 1)
     with pytest.raises(UnsupportedOperationError, match="3-d convolution is not supported"):
         conv3(_enc(2, torch.randn(1, 1, 2, 2, 2)))

@@ -588,6 +588,32 @@ def _max_pool2d(x: Any, kernel_size: Any, stride: Any = (), padding: Any = 0, di
     return _max_pool2d_with_indices(x, kernel_size, stride, padding, dilation, ceil_mode)[0]
 
 
+def _adaptive_max_window(x: Any, output_size: Any) -> tuple[int, int]:
+    h, w = x.shape[-2:]
+    o = list(output_size) if not isinstance(output_size, int) else [output_size] * 2
+    oh, ow = (h if o[0] is None else int(o[0])), (w if o[-1] is None else int(o[-1]))
+    if h % oh or w % ow:
+        raise UnsupportedOperationError(
+            f"adaptive_max_pool2d on shared tensors needs output sizes that divide the input ({h}x{w} -> {oh}x{ow}): "
+            "its windows are then a max_pool2d's; use max_pool2d, or an input size that divides"
+        )
+    return h // oh, w // ow
+
+
+@implements(aten.adaptive_max_pool2d.default)
+def _adaptive_max_pool2d(x: Any, output_size: Any) -> Any:
+    """Adaptive max pooling whose output size divides the input (global max pooling included):
+    max_pool2d with kernel = stride = input/output (a tournament per window, secret indices)."""
+    k = _adaptive_max_window(x, output_size)
+    return _max_pool2d_with_indices(x, k, k)
+
+
+@implements(aten.adaptive_max_pool2d_backward.default)
+def _adaptive_max_pool2d_backward(grad: Any, x: Any, indices: Any) -> Any:
+    k = _adaptive_max_window(x, tuple(grad.shape[-2:]))
+    return _max_pool2d_with_indices_backward(grad, x, k, k, (0, 0), (1, 1), False, indices)
+
+
 # ------------------------------------------------------------------ dropout
 
 _DROPOUT_BITS = 20

@@ -57,6 +57,7 @@ _APPROX_NAMES = (
 # are window-local (torch's are flat) and may pick another element on ties.
 _SKIP_OUTPUTS: dict[Any, tuple[int, ...]] = {
     aten.max_pool2d_with_indices.default: (1,),
+    aten.adaptive_max_pool2d.default: (1,),
     aten.max.dim: (1,),
     aten.min.dim: (1,),
 }
@@ -65,6 +66,7 @@ _SKIP_OUTPUTS: dict[Any, tuple[int, ...]] = {
 # no float64), or they draw randomness (dropout's mask) that a replay would draw differently.
 _NO_REFERENCE = {
     aten.max_pool2d_with_indices_backward.default,
+    aten.adaptive_max_pool2d_backward.default,
     aten.mkldnn_rnn_layer.default,
     aten.mkldnn_rnn_layer_backward.default,
     aten.bernoulli_.float,
