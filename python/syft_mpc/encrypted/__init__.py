@@ -7,7 +7,8 @@ products, matmul), :mod:`~syft_mpc.encrypted.comparisons` (comparisons, relu, ma
 :mod:`~syft_mpc.encrypted.approx` (approximations, division by a shared value),
 :mod:`~syft_mpc.encrypted.activations` (GELU, SiLU, ELU, hardtanh, clamp, ... and their backward),
 :mod:`~syft_mpc.encrypted.normalization` (batch, layer and group norm and their backward),
-:mod:`~syft_mpc.encrypted.nn_ops` (convolution, pooling, losses and their backward passes),
+:mod:`~syft_mpc.encrypted.nn_ops` (convolution, pooling, padding, interpolation, dropout, losses
+and their backward passes), :mod:`~syft_mpc.encrypted.recurrent` (LSTM, and what GRU/RNN reach),
 :mod:`~syft_mpc.encrypted.optim_ops` (in-place, ``out=`` and ``_foreach_`` ops for optimizers),
 :mod:`~syft_mpc.encrypted.attention` (softmax with public masks, scaled dot-product and
 multi-head attention, the transformer encoder layer) and :mod:`~syft_mpc.encrypted.embedding`
@@ -21,6 +22,9 @@ Importing this package imports every op family, so the op table is complete befo
 tensor exists.
 """
 
-from syft_mpc.encrypted import activations, approx, arithmetic, attention, comparisons, embedding, nn_ops, normalization, optim_ops, tensor
+from syft_mpc.encrypted import activations, approx, arithmetic, comparisons, embedding, nn_ops, normalization, optim_ops, recurrent, tensor
+# Last: attention wraps entries the other families register (add, mul, where, softmax, views) so
+# that public -inf masks travel with the shares; an entry registered after it would drop the mask.
+from syft_mpc.encrypted import attention
 
-__all__ = ["activations", "approx", "arithmetic", "attention", "comparisons", "embedding", "nn_ops", "normalization", "optim_ops", "tensor"]
+__all__ = ["activations", "approx", "arithmetic", "attention", "comparisons", "embedding", "nn_ops", "normalization", "optim_ops", "recurrent", "tensor"]

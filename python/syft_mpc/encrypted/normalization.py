@@ -29,6 +29,7 @@ float buffers of a module along with its parameters); public running statistics 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -83,11 +84,62 @@ _DECOMPOSED = get_decompositions(
 )
 
 
+_EVAL_AFFINE: "OrderedDict[tuple[Any, ...], tuple[Any, Any]]" = OrderedDict()
+_EVAL_AFFINE_SIZE = 512
+
+
+def _key(v: Any) -> Any:
+    """What identifies a batch norm statistic's current value: its shares' object id (an in-place
+    update, e.g. a training step, gives new shares and so a new key), or None when public."""
+    return v.cell.shares.id if is_shared(v) else None
+
+
+def _eval_affine(weight: Any, bias: Any, mean: Any, var: Any, eps: float) -> tuple[Any, Any]:
+    """(a, b) with BN_eval(x) = a·x + b per channel: a = γ/√(var + eps), b = β − mean·a. They
+    depend on the model only, so with shared statistics they are computed once (rsqrt and two
+    products on C values) and kept, keyed by the shares' ids; later inferences cost one product."""
+    shared = [v for v in (weight, bias, mean, var) if is_shared(v)]
+    key = (tuple(_key(v) for v in (weight, bias, mean, var)), float(eps)) if shared else None
+    if key is not None and key in _EVAL_AFFINE:
+        _EVAL_AFFINE.move_to_end(key)
+        return _EVAL_AFFINE[key]
+    if is_shared(var):
+        rstd = torch.rsqrt(var + eps)
+    else:
+        rstd = torch.rsqrt(public_value(var).double() + eps)
+    a = rstd if weight is None else mul(rstd, weight if is_shared(weight) else public_value(weight))
+    b = mul(mean if is_shared(mean) else public_value(mean), a)
+    b = (0 - b) if bias is None else sub(bias if is_shared(bias) else public_value(bias), b)
+    if key is not None:
+        _EVAL_AFFINE[key] = (a, b)
+        if len(_EVAL_AFFINE) > _EVAL_AFFINE_SIZE:
+            _EVAL_AFFINE.popitem(last=False)
+    return a, b
+
+
+def _batch_norm_eval(x: Any, weight: Any, bias: Any, mean: Any, var: Any, eps: float) -> Any:
+    """Eval-mode batch norm as a·x + b (:func:`_eval_affine`): one product on the whole tensor."""
+    col = (1, -1) + (1,) * (x.dim() - 2)
+    a, b = _eval_affine(weight, bias, mean, var, eps)
+    a = a.reshape(col) if is_shared(a) else public_value(a).to(torch.float64).reshape(col)
+    b = b.reshape(col) if is_shared(b) else public_value(b).to(torch.float64).reshape(col)
+    y = mul(x, a) if is_shared(x) else mul(public_value(x), a)
+    return y + b
+
+
 def _with_public_stats_check(op: Any, fn: Any) -> Any:
-    """``fn`` (a decomposition), refusing a training batch norm with public running statistics."""
+    """``fn`` (a decomposition), refusing a training batch norm with public running statistics;
+    eval mode with running statistics is :func:`_batch_norm_eval`."""
 
     def impl(*args: Any, **kwargs: Any) -> Any:
         # both ops take (input, weight, bias, running_mean, running_var, training, momentum, eps)
+        if op == aten._native_batch_norm_legit_no_training.default:  # (x, w, b, mean, var, momentum, eps)
+            x, w, b, rm, rv = args[:5]
+            eps = kwargs.get("eps", args[6] if len(args) > 6 else 1e-5)
+            return _batch_norm_eval(x, w, b, rm, rv, eps), torch.zeros(0), torch.zeros(0)
+        if op == aten.native_batch_norm.default and not args[5] and args[3] is not None and args[4] is not None:
+            x, w, b, rm, rv = args[:5]
+            return _batch_norm_eval(x, w, b, rm, rv, args[7]), torch.zeros(0), torch.zeros(0)
         if op in (aten.native_batch_norm.default, aten._native_batch_norm_legit.default):
             training, stats = args[5], args[3:5]
             if training and any(s is not None and not is_shared(s) for s in stats):

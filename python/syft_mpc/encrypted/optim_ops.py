@@ -72,6 +72,12 @@ def _restorer(cell: ShareCell, shares: ShareHandle, pos_mask: "ShareHandle | Non
 def _copy_(dst: Any, src: Any, non_blocking: bool = False) -> Any:
     if not is_shared(dst):
         raise UnsupportedOperationError("a shared value cannot be copied into a plain tensor; use .get()")
+    if dst._is_view():
+        # the view has its own shares: the tensor it views would silently keep its old values
+        raise UnsupportedOperationError(
+            "copying into a view (slice, index, reshape) of a shared tensor is not supported: the viewed "
+            "tensor's shares would not change. Build the result with torch.cat / torch.stack / torch.where instead"
+        )
     return _set_shares(dst, src)
 
 
@@ -96,6 +102,8 @@ OP_TABLE[aten.neg_.default] = _inplace(neg)
 OP_TABLE[aten.relu_.default] = _inplace(relu)
 OP_TABLE[aten.logical_and_.default] = _inplace(logical_and)  # clamp's backward
 OP_TABLE[aten.zero_.default] = _inplace(lambda x: lift(torch.zeros(x.shape, dtype=torch.int64), x))
+OP_TABLE[aten.sigmoid_.default] = _inplace(torch.sigmoid)  # GRU cells (torch's RNN.cpp works in place)
+OP_TABLE[aten.tanh_.default] = _inplace(torch.tanh)
 
 
 def addcmul(x: Any, t1: Any, t2: Any, value: Any = 1) -> Any:

@@ -11,6 +11,7 @@ name looked up dynamically.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -136,6 +137,17 @@ def _conv2d_public(
     ctx: OpContext, x: torch.Tensor, w: torch.Tensor, stride: Any = (1, 1), padding: Any = (0, 0), dilation: Any = (1, 1), groups: int = 1
 ) -> torch.Tensor:
     return from_ring(_native.ring_conv2d(to_ring(x), to_ring(w), tuple(stride), tuple(padding), tuple(dilation), groups))
+
+
+@_op("local_uniform")
+def _local_uniform(ctx: OpContext, shape: list[int], bits: int) -> torch.Tensor:
+    """This holder's own uniform integers in [0, 2^bits), from the operating system's CSPRNG: the
+    holders' draws are additive shares of their sum, which no holder alone decides (dropout)."""
+    n = 1
+    for d in shape:
+        n *= int(d)
+    raw = np.frombuffer(os.urandom(8 * n), dtype=np.int64) & ((1 << bits) - 1)
+    return torch.from_numpy(raw.copy()).reshape(tuple(shape))
 
 
 @_op("mul", interactive=True)
@@ -298,6 +310,8 @@ def infer_shapes(op: str, args: tuple[Any, ...], kwargs: dict[str, Any], n_out: 
         if op in _ELEMENTWISE:
             shape = _broadcast(*(a.shape for a in args if isinstance(a, torch.Tensor)))
             shapes = [tuple(shape)] * n_out
+        elif op == "local_uniform":
+            shapes = [tuple(int(d) for d in args[0])]
         elif op in ("matmul", "matmul_public"):
             shapes = [tuple(torch.matmul(_as_meta(args[0]), _as_meta(args[1])).shape)]
         elif op in ("conv2d", "conv2d_public"):
