@@ -85,6 +85,9 @@ _LAZY_NAMES = {
     "FederatedDataset": "syft_mpc.federated.dataset",
     "FederatedDataLoader": "syft_mpc.federated.loader",
     "federate": "syft_mpc.federated.dataset",
+    "PrivateGridNetwork": "syft_mpc.grid",
+    "create_sandbox": "syft_mpc.sandbox",
+    "make_hook": "syft_mpc.sandbox",
 }
 # module attributes of syft_mpc (sy.serde, sy.checkpoint, ...) -> the module
 _LAZY_MODULES = {
@@ -105,6 +108,8 @@ _LAZY_MODULES = {
     "socket_worker": "syft_mpc.net.socket_worker",
     "dp": "syft_mpc.dp",
     "federated": "syft_mpc.federated",
+    "grid": "syft_mpc.grid",
+    "sandbox": "syft_mpc.sandbox",
 }
 
 
@@ -173,4 +178,7 @@ __all__ = [
     "FederatedDataset",
     "FederatedDataLoader",
     "federate",
+    "PrivateGridNetwork",
+    "create_sandbox",
+    "make_hook",
 ]

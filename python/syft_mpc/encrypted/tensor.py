@@ -542,7 +542,9 @@ def rescale(x: SharedTensor, scale: int) -> SharedTensor:
     if scale == x.scale:
         return x
     hi, lo = max(scale, x.scale), min(scale, x.scale)
-    if hi % lo or x.scale == 1 or scale == 1:
+    # Up from scale 1 is exact too: an integer n at scale s is n·s, its fixed-point encoding
+    # (how argmax indices and comparison bits meet fixed-point tensors, as in PySyft).
+    if hi % lo or scale == 1:
         raise ValueError(f"cannot rescale a shared tensor from scale {x.scale} to {scale}")
     out: SharedTensor
     if scale > x.scale:
@@ -553,8 +555,9 @@ def rescale(x: SharedTensor, scale: int) -> SharedTensor:
 
 
 def aligned(a: SharedTensor, b: SharedTensor) -> tuple[SharedTensor, SharedTensor]:
-    """Both at the larger of their scales (exact: the lower one is multiplied up)."""
-    shared_operand((a, b), same_scale=a.scale == 1 or b.scale == 1)  # integer and fixed point do not mix
+    """Both at the larger of their scales (exact: the lower one is multiplied up; an integer
+    tensor, scale 1, is encoded at the other's fixed point)."""
+    shared_operand((a, b), same_scale=False)
     s = max(a.scale, b.scale)
     return rescale(a, s), rescale(b, s)
 
