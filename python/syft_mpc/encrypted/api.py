@@ -206,10 +206,10 @@ def module_share(self: nn.Module, *workers: Any, crypto_provider: Any = None, re
     parameters shared so far are reconstructed and every parameter is decoded back to floating
     point, so the module is as it was before ``fix_precision()`` and
     ``model.fix_precision().share(...)`` can simply be run again with the error fixed."""
-    if "protocol" in kwargs:
-        check_protocol(kwargs["protocol"])
-    _check_kwargs({k: v for k, v in kwargs.items() if k not in ("protocol", "truncation")}, "share")
     try:
+        if "protocol" in kwargs:
+            check_protocol(kwargs["protocol"])
+        _check_kwargs({k: v for k, v in kwargs.items() if k not in ("protocol", "truncation")}, "share")
         return _module_share(self, *workers, crypto_provider=crypto_provider, requires_grad=requires_grad, **kwargs)
     except BaseException:
         try:
