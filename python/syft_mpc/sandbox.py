@@ -99,7 +99,7 @@ def create_sandbox(gbs: dict[str, Any], verbose: bool = True, download_data: boo
 
     if download_data:
         try:
-            import sklearn.datasets as skd
+            import sklearn.datasets as skd  # type: ignore[import-untyped]
         except ImportError:
             raise ImportError("create_sandbox() loads scikit-learn's data sets: pip install scikit-learn") from None
         say("\tLoading datasets from SciKit Learn...")
