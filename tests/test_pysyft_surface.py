@@ -280,3 +280,10 @@ def test_progress_bar_in_a_log_file_writes_whole_lines(tmp_path: Path) -> None:
     assert "\r" not in text
     lines = [ln for ln in text.splitlines() if "batch" in ln]
     assert 1 <= len(lines) <= 20 and lines[-1].startswith("100%") and "200/200" in lines[-1]
+
+
+def test_pysyft_names_this_library_lacks_say_so() -> None:
+    with pytest.raises(AttributeError, match="PySyft 0.2 had sy.WebsocketClientWorker.*TUTORIAL_POINTERS"):
+        sy.WebsocketClientWorker  # noqa: B018
+    with pytest.raises(AttributeError, match="has no attribute 'no_such_name'$"):
+        sy.no_such_name  # noqa: B018
