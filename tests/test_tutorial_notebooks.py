@@ -24,11 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ipykernel  # noqa: F401  (the kernel the notebooks run in; a dev dependency)
+import nbclient
+import nbformat
 import pytest
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / "docs" / "tutorials"
@@ -156,9 +155,12 @@ SOCKET_NOTEBOOKS = [p for p in NOTEBOOKS if _prefix(p) in SOCKET_WORKERS]
 
 @pytest.mark.slow
 @pytest.mark.parametrize("nb_path", SOCKET_NOTEBOOKS, ids=lambda p: p.name[:7].replace(" ", ""))
-def test_federated_notebook_over_socket_workers(nb_path: Path, kernel_env: dict[str, str], tmp_path: Path) -> None:
+def test_federated_notebook_over_socket_workers(
+    nb_path: Path, kernel_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from syft_mpc.net.launch import LocalWorkers
 
+    monkeypatch.setenv("PYTHONPATH", kernel_env["PYTHONPATH"])  # the worker processes run this checkout too
     with LocalWorkers(SOCKET_WORKERS[_prefix(nb_path)], quiet=True) as cluster:
         env = {**kernel_env, **cluster.env}
         _run(nb_path, env, tmp_path, prologue=SOCKET_PROLOGUE)
