@@ -559,7 +559,13 @@ def aligned(a: SharedTensor, b: SharedTensor) -> tuple[SharedTensor, SharedTenso
     tensor, scale 1, is encoded at the other's fixed point)."""
     shared_operand((a, b), same_scale=False)
     s = max(a.scale, b.scale)
-    return rescale(a, s), rescale(b, s)
+    return _up(a, s, b), _up(b, s, a)
+
+
+def _up(x: SharedTensor, scale: int, other: SharedTensor) -> SharedTensor:
+    if x.scale == 1 and scale != 1:  # an integer sharing becomes a fixed-point one, of the other's dtype
+        return run(x, "mul_public", x, torch.tensor(scale, dtype=torch.int64), scale=scale, dtype=other.dtype)
+    return rescale(x, scale)
 
 
 def lift_at(v: torch.Tensor, like: SharedTensor, precision: int) -> SharedTensor:
