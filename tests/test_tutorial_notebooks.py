@@ -63,6 +63,9 @@ def _socket_worker(hook=None, id="me", **kwargs):
 _sy.VirtualWorker = _socket_worker
 """
 
+SOCKET_EPILOGUE = """assert isinstance(bob, _sy.SocketWorker), type(bob)  # the notebook really ran on the worker processes
+"""
+
 
 def _prefix(nb_path: Path) -> str:
     return nb_path.name[:7]
@@ -94,13 +97,13 @@ def kernel_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return env
 
 
-def _run(nb_path: Path, env: dict[str, str], workdir: Path, prologue: "str | None" = None) -> Any:
+def _run(nb_path: Path, env: dict[str, str], workdir: Path, prologue: "str | None" = None, epilogue: "str | None" = None) -> Any:
     nb = nbformat.read(nb_path, as_version=4)
     _lower_parameters(nb)
     head = [nbformat.v4.new_code_cell(CHECK_KERNEL.format(exe=sys.executable, pkg=str(PACKAGE_DIR)))]
     if prologue:
         head.append(nbformat.v4.new_code_cell(prologue))
-    nb.cells = head + nb.cells
+    nb.cells = head + nb.cells + ([nbformat.v4.new_code_cell(epilogue)] if epilogue else [])
     old = os.environ.get("JUPYTER_PATH")
     os.environ["JUPYTER_PATH"] = env["JUPYTER_PATH"]  # where the kernel manager looks the spec up
     try:
@@ -163,6 +166,6 @@ def test_federated_notebook_over_socket_workers(
     monkeypatch.setenv("PYTHONPATH", kernel_env["PYTHONPATH"])  # the worker processes run this checkout too
     with LocalWorkers(SOCKET_WORKERS[_prefix(nb_path)], quiet=True) as cluster:
         env = {**kernel_env, **cluster.env}
-        _run(nb_path, env, tmp_path, prologue=SOCKET_PROLOGUE)
+        _run(nb_path, env, tmp_path, prologue=SOCKET_PROLOGUE, epilogue=SOCKET_EPILOGUE)
         for name, proc in cluster.procs.items():
             assert proc.poll() is None, f"worker {name} exited with {proc.returncode}"
