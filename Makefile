@@ -33,9 +33,11 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml
 	$(PIP) install --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install $(TORCH_PIP_ARGS) "torch>=2.4"
-	$(PY) -c "import torchvision" 2>/dev/null || $(PIP) install $(TORCH_PIP_ARGS) "torchvision>=0.19"
+	$(PY) -c "import torchvision" 2>/dev/null || $(PIP) install $(TORCH_PIP_ARGS) "torchvision>=0.19" \
+		"torch==$$($(PY) -c 'import torch; print(torch.__version__.split("+")[0])')"
 	$(PIP) install "maturin>=1.7,<2.0" "numpy>=1.22" "pytest>=7" "hypothesis>=6" \
 		"pytest-benchmark>=4" "scikit-learn>=1.2" "mypy>=1.8" "matplotlib>=3.5" "tqdm>=4.60" "opacus>=1.4" \
+		"nbclient>=0.7" "nbformat>=5.7" "ipykernel>=6" \
 		"ziglang>=0.13" "auditwheel>=6" "uv>=0.5" "transformers>=4.40"
 	touch $(STAMP)
 

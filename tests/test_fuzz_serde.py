@@ -219,6 +219,8 @@ def valid_requests() -> list[bytes]:
         SetAttr(5, "requires_grad", False),
         Move(5, "alice", 15, True),
         RemoteGet(6),
+        messages.Describe(5, ["#digits", "#data"], "scikit-learn's digits"),
+        messages.Search(["#digits", "hospital"]),
         messages.MpcLeave("s"),
         messages.PlanStore(7, _PLAN),
         messages.PlanRun(7, (ObjRef(5), torch.ones(2)), [16, 17]),
@@ -344,7 +346,7 @@ def _reset(w: sy.VirtualWorker) -> None:
 
 # The pointer layer's requests (and replies, refused by a worker). Other request types reach
 # the network or the disk (MPC sessions, checkpoints) and are not run here.
-_CORE = (type(None), Store, Fetch, Command, GetAttr, SetAttr, Move, RemoteGet, Ok, Err)
+_CORE = (type(None), Store, Fetch, Command, GetAttr, SetAttr, Move, RemoteGet, messages.Describe, messages.Search, Ok, Err)
 
 
 @fuzz

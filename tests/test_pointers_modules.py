@@ -85,14 +85,20 @@ def test_optimizer_made_before_send_steps_remotely_like_plain_torch(hook: Any, m
     assert all(torch.equal(p.grad, q.grad) for p, q in zip(model.parameters(), ref.parameters()))
 
 
-def test_optimizer_state_made_before_send_is_a_clear_error(hook: Any) -> None:
+def test_optimizer_state_made_before_send_follows_the_model(hook: Any) -> None:
     bob = sy.VirtualWorker(hook, id="bob")
     model = nn.Linear(2, 1)
+    ref = copy.deepcopy(model)
     opt = optim.Adagrad(model.parameters(), lr=0.1)  # allocates its state here, locally
+    ref_opt = optim.Adagrad(ref.parameters(), lr=0.1)
     model.send(bob)
     model(torch.ones(3, 2).send(bob)).sum().backward()
-    with pytest.raises(LocationError, match="local tensor"):
-        opt.step()
+    opt.step()  # the state goes to bob first
+    assert opt.state[model.weight]["sum"].location == bob
+    ref(torch.ones(3, 2)).sum().backward()
+    ref_opt.step()
+    model.get()
+    assert torch.allclose(model.weight, ref.weight) and torch.allclose(model.bias, ref.bias)
 
 
 def test_pysyft_tutorial_part2_federated_learning(hook: Any) -> None:

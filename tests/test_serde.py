@@ -128,6 +128,9 @@ def test_messages_round_trip() -> None:
         messages.SetAttr(5, "grad", None),
         messages.Move(5, "alice", 13, False),
         messages.RemoteGet(5),
+        messages.Describe(5, ["#a", "#b"], "a description"),
+        messages.Describe(5, [], None),
+        messages.Search(["#a", "words"]),
         messages.Ok((PointerDesc("bob", 1, None, torch.float32, True), 3, torch.Size([1]))),
         messages.Err("RuntimeError", "boom"),
     ]

@@ -118,8 +118,10 @@ def test_group_errors(env: _Env) -> None:
         torch.tensor([1]).share(w[0], w[0], crypto_provider=env.james)
     with pytest.raises(ValueError, match="crypto provider"):
         torch.tensor([1]).share(w[0], w[1], crypto_provider=w[0])
+    # no crypto_provider: the driver deals (PySyft's default), unless it holds a share itself
+    assert (torch.tensor([3]).share(w[0], w[1]) * torch.tensor([2]).share(w[0], w[1])).get().item() == 6
     with pytest.raises(ValueError, match="crypto_provider"):
-        torch.tensor([1]).share(w[0], w[1])
+        torch.tensor([1]).share(sy.local_worker, w[1])
     a = env.int(torch.tensor([1, 2]))
     b = torch.tensor([1, 2]).share(w[1], w[0], crypto_provider=env.james)  # another group (order matters)
     with pytest.raises(ValueError, match="different workers"):

@@ -91,6 +91,9 @@ _LAZY_NAMES = {
     "func2plan": "syft_mpc.plans.plan",
     "Protocol": "syft_mpc.plans.protocol",
     "PointerProtocol": "syft_mpc.plans.protocol",
+    "PrivateGridNetwork": "syft_mpc.grid",
+    "create_sandbox": "syft_mpc.sandbox",
+    "make_hook": "syft_mpc.sandbox",
 }
 # module attributes of syft_mpc (sy.serde, sy.checkpoint, ...) -> the module
 _LAZY_MODULES = {
@@ -112,12 +115,29 @@ _LAZY_MODULES = {
     "dp": "syft_mpc.dp",
     "federated": "syft_mpc.federated",
     "plans": "syft_mpc.plans",
+    "grid": "syft_mpc.grid",
+    "sandbox": "syft_mpc.sandbox",
 }
+
+
+# Top-level names of PySyft 0.2.9 that syft_mpc does not have: asking for one says so.
+_PYSYFT_ONLY = frozenset(
+    "WebsocketClientWorker WebsocketServerWorker PublicGridNetwork AdditiveSharingTensor MultiPointerTensor "
+    "LoggingTensor AutogradTensor LargePrecisionTensor PrivateTensor PolynomialTensor PlaceHolder Role State "
+    "ObjectStorage KerasHook TFEWorker TFECluster TorchTensor NumpyTensor ReplicatedSharingTensor "
+    "GradFunc CRTPrecisionTensor hook_args dependency_check frameworks generic execution messaging "
+    "exceptions keras_hook".split()
+)
 
 
 def __getattr__(name: str) -> Any:
     mod_name = _LAZY_NAMES.get(name) or _LAZY_MODULES.get(name)
     if mod_name is None:
+        if name in _PYSYFT_ONLY:
+            raise AttributeError(
+                f"module 'syft_mpc' has no attribute {name!r}: PySyft 0.2 had sy.{name}, syft_mpc does not; "
+                "docs/TUTORIAL_POINTERS.md lists the PySyft API this library covers and how it differs"
+            )
         raise AttributeError(f"module 'syft_mpc' has no attribute {name!r}")
     import importlib
 
@@ -186,4 +206,7 @@ __all__ = [
     "func2plan",
     "Protocol",
     "PointerProtocol",
+    "PrivateGridNetwork",
+    "create_sandbox",
+    "make_hook",
 ]

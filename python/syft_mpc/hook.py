@@ -38,7 +38,7 @@ from syft_mpc.federated import dataset as fl_dataset
 from syft_mpc.federated import worker as federated_worker
 from syft_mpc.mpc_session import worker as mpc_worker
 from syft_mpc.plans import worker as plans_worker
-from syft_mpc.remote import torch_methods
+from syft_mpc.remote import optim_state, torch_methods
 from syft_mpc.remote.pointers import PointerTensor
 from syft_mpc.remote.workers import BaseWorker, local_worker, register_handler
 
@@ -105,7 +105,9 @@ class TorchHook:
         _attach(nn.Module, encrypted_api.MODULE_METHODS)
         _attach(torch.optim.Optimizer, encrypted_api.OPTIMIZER_METHODS)
         _attach(PointerTensor, encrypted_api.POINTER_METHODS)  # ptr.fix_prec().share(...)
+        _attach(PointerTensor, torch_methods.POINTER_METHODS)  # ptr.tag(...), ptr.describe(...)
         encrypted_api.install_optimizer_check()  # adaptive optimizers on shared parameters: prepared at the first step
+        optim_state.install_state_follows_params()  # momentum buffers move with model.send()/.get()
         _attach(torch.utils.data.Dataset, {"federate": fl_dataset.dataset_federate})  # dataset.federate((bob, alice))
 
     def __repr__(self) -> str:

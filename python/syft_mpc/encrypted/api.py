@@ -27,6 +27,24 @@ from syft_mpc.remote.messages import MpcShareOut, new_id
 __all__ = ["TENSOR_METHODS", "MODULE_METHODS", "OPTIMIZER_METHODS", "POINTER_METHODS", "FixedPrecisionPointer", "share_remote"]
 
 
+PROTOCOLS = ("snn", "fss")
+"""PySyft's protocol names, both accepted by ``share(..., protocol=...)``. PySyft had two ways to
+compare shared values: "snn" (SecureNN, Wagh et al. 2019) and "fss" (function secret sharing,
+AriaNN, Ryffel et al. 2020). Here both name the one protocol this library runs: additive shares
+over Z_2^64 with a crypto provider that deals Beaver triples and the correlated randomness of
+its comparison (docs/ENCRYPTED_TENSORS.md); results are the same whichever name is given."""
+
+
+def check_protocol(protocol: Any) -> str:
+    """Returns ``protocol`` if it is one of :data:`PROTOCOLS`; raises ValueError naming them otherwise."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(
+            f"unknown protocol {protocol!r}: use 'snn' or 'fss' (PySyft's names; both run this library's "
+            "dealer-assisted additive sharing, see docs/ENCRYPTED_TENSORS.md)"
+        )
+    return str(protocol)
+
+
 def _check_kwargs(kwargs: dict[str, Any], what: str) -> None:
     if kwargs:
         raise TypeError(f"{what}() got unexpected keyword arguments {sorted(kwargs)}")
@@ -67,8 +85,11 @@ def share_tensor(
     """``x.share(...)`` for a plain tensor: integer (and bool) tensors are shared as they are.
 
     A float tensor must be encoded first (``x.fix_prec().share(...)``); ``x.encrypt(...)``
-    does both. A float tensor shared directly raises TypeError.
+    does both. A float tensor shared directly raises TypeError. ``protocol`` ("snn" or "fss",
+    PySyft's names) is checked and accepted: see :data:`PROTOCOLS`.
     """
+    if "protocol" in kwargs:
+        check_protocol(kwargs.pop("protocol"))
     if isinstance(x, FixedPrecisionTensor):
         return share_encoded(
             x.encoded, list(workers), crypto_provider, scale=x.scale, base=x.base,
@@ -117,8 +138,7 @@ def tensor_encrypt(
 ) -> SharedTensor:
     """``fix_precision()`` (for float tensors) then ``share(*workers, crypto_provider=...)``."""
     ws = list(workers or []) + list(args)
-    if protocol not in ("snn", "fss"):
-        raise ValueError(f"unknown protocol {protocol!r}")
+    check_protocol(protocol)
     return share_tensor(
         self, *ws, crypto_provider=crypto_provider, requires_grad=requires_grad, auto_encode=True,
         base=base, precision_fractional=precision_fractional, **kwargs,
@@ -180,8 +200,26 @@ def module_float_precision(self: nn.Module) -> nn.Module:
 
 
 def module_share(self: nn.Module, *workers: Any, crypto_provider: Any = None, requires_grad: bool = False, **kwargs: Any) -> nn.Module:
-    """Shares every (fixed-precision) parameter among ``workers``, in place; returns the module."""
+    """Shares every (fixed-precision) parameter among ``workers``, in place; returns the module.
 
+    All or nothing: if sharing fails (a bad argument, a worker that cannot be reached), the
+    parameters shared so far are reconstructed and every parameter is decoded back to floating
+    point, so the module is as it was before ``fix_precision()`` and
+    ``model.fix_precision().share(...)`` can simply be run again with the error fixed."""
+    try:
+        if "protocol" in kwargs:
+            check_protocol(kwargs["protocol"])
+        _check_kwargs({k: v for k, v in kwargs.items() if k not in ("protocol", "truncation")}, "share")
+        return _module_share(self, *workers, crypto_provider=crypto_provider, requires_grad=requires_grad, **kwargs)
+    except BaseException:
+        try:
+            module_float_precision(module_get_shared(self))
+        except Exception:  # pragma: no cover - the original error is the one to report
+            pass
+        raise
+
+
+def _module_share(self: nn.Module, *workers: Any, crypto_provider: Any = None, requires_grad: bool = False, **kwargs: Any) -> nn.Module:
     def f(p: Any) -> Any:
         fp = p if isinstance(p, FixedPrecisionTensor) else p.data
         if not isinstance(fp, FixedPrecisionTensor):
@@ -427,7 +465,7 @@ class FixedPrecisionPointer:
 
     def share(self, *workers: Any, crypto_provider: Any = None, requires_grad: bool = False, **kwargs: Any) -> SharedTensor:
         truncation = kwargs.pop("truncation", None)
-        kwargs.pop("protocol", None)
+        check_protocol(kwargs.pop("protocol", "snn"))
         _check_kwargs(kwargs, "share")
         return share_remote(
             self.ptr, workers, crypto_provider, base=self.base, precision=self.precision_fractional,
@@ -461,7 +499,7 @@ def pointer_fix_precision(self: Any, base: int = DEFAULT_BASE, precision_fractio
 def pointer_share(self: Any, *workers: Any, crypto_provider: Any = None, requires_grad: bool = False, **kwargs: Any) -> SharedTensor:
     """``ptr.share(bob, alice, crypto_provider=james)`` for an integer remote tensor (floats: ``ptr.fix_prec()`` first)."""
     truncation = kwargs.pop("truncation", None)
-    kwargs.pop("protocol", None)
+    check_protocol(kwargs.pop("protocol", "snn"))
     _check_kwargs(kwargs, "share")
     return share_remote(self, workers, crypto_provider, precision=None, requires_grad=requires_grad, truncation=truncation)
 
@@ -471,8 +509,7 @@ def pointer_encrypt(
     base: int = DEFAULT_BASE, precision_fractional: int = DEFAULT_PRECISION, protocol: str = "snn", **kwargs: Any,
 ) -> SharedTensor:
     """``fix_precision()`` (float tensors) then ``share(...)``, done by the pointer's location."""
-    if protocol not in ("snn", "fss"):
-        raise ValueError(f"unknown protocol {protocol!r}")
+    check_protocol(protocol)
     ws = list(workers or []) + list(args)
     precision = precision_fractional if self.dtype.is_floating_point else None
     return share_remote(self, ws, crypto_provider, base=base, precision=precision, requires_grad=requires_grad, truncation=kwargs.pop("truncation", None))

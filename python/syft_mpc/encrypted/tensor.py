@@ -544,7 +544,9 @@ def rescale(x: SharedTensor, scale: int) -> SharedTensor:
     if scale == x.scale:
         return x
     hi, lo = max(scale, x.scale), min(scale, x.scale)
-    if hi % lo or x.scale == 1 or scale == 1:
+    # Up from scale 1 is exact too: an integer n at scale s is n·s, its fixed-point encoding
+    # (how argmax indices and comparison bits meet fixed-point tensors, as in PySyft).
+    if hi % lo or scale == 1:
         raise ValueError(f"cannot rescale a shared tensor from scale {x.scale} to {scale}")
     out: SharedTensor
     if scale > x.scale:
@@ -555,10 +557,17 @@ def rescale(x: SharedTensor, scale: int) -> SharedTensor:
 
 
 def aligned(a: SharedTensor, b: SharedTensor) -> tuple[SharedTensor, SharedTensor]:
-    """Both at the larger of their scales (exact: the lower one is multiplied up)."""
-    shared_operand((a, b), same_scale=a.scale == 1 or b.scale == 1)  # integer and fixed point do not mix
+    """Both at the larger of their scales (exact: the lower one is multiplied up; an integer
+    tensor, scale 1, is encoded at the other's fixed point)."""
+    shared_operand((a, b), same_scale=False)
     s = max(a.scale, b.scale)
-    return rescale(a, s), rescale(b, s)
+    return _up(a, s, b), _up(b, s, a)
+
+
+def _up(x: SharedTensor, scale: int, other: SharedTensor) -> SharedTensor:
+    if x.scale == 1 and scale != 1:  # an integer sharing becomes a fixed-point one, of the other's dtype
+        return run(x, "mul_public", x, torch.tensor(scale, dtype=torch.int64), scale=scale, dtype=other.dtype)
+    return rescale(x, scale)
 
 
 def lift_at(v: torch.Tensor, like: SharedTensor, precision: int) -> SharedTensor:

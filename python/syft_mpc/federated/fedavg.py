@@ -48,6 +48,7 @@ from syft_mpc.federated.dataset import FederatedDataset, federated_shapes
 from syft_mpc.federated.history import NAN, History, RoundRecord, fmt
 from syft_mpc.errors import UnsupportedModelError
 from syft_mpc.federated.local import LOSSES, batch_schedule, model_spec
+from syft_mpc.federated.progress import progress as progress_bar
 from syft_mpc.remote.messages import LocalTrain
 from syft_mpc.remote.pointers import PointerTensor, RemoteParameter
 
@@ -519,10 +520,8 @@ class FedAvg:
 
     def fit(self) -> History:
         """Runs the remaining rounds (up to ``rounds``) and returns the history."""
-        from tqdm import tqdm  # type: ignore[import-untyped]
-
         todo = self.rounds - self.rounds_done
-        with tqdm(total=self.rounds, initial=self.rounds_done, desc="FedAvg", unit="round", disable=not self.progress) as bar:
+        with progress_bar(total=self.rounds, initial=self.rounds_done, desc="FedAvg", unit="round", enabled=self.progress) as bar:
             for _ in range(todo):
                 rec = self.train_round()
                 post = {"loss": fmt(rec.train_loss), "acc": fmt(rec.test_accuracy, 3)}

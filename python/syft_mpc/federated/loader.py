@@ -29,8 +29,12 @@ from typing import Any, Iterator
 import torch
 
 from syft_mpc.federated.dataset import FederatedDataset
+from syft_mpc.federated.progress import progress as progress_bar
 
-__all__ = ["FederatedDataLoader"]
+__all__ = ["FederatedDataLoader", "PROGRESS_DELAY_S"]
+
+PROGRESS_DELAY_S = 3.0
+"""A pass shows a progress bar once it has run this many seconds."""
 
 _IGNORED = frozenset({"num_workers", "pin_memory", "timeout", "worker_init_fn", "prefetch_factor", "persistent_workers"})
 """torch DataLoader options that scripts pass along and that mean nothing here (no loader processes)."""
@@ -59,6 +63,9 @@ class FederatedDataLoader:
         iter_per_worker: yield ``{worker: (data, target)}`` with one batch per worker.
         generator: torch generator for shuffling (reproducible passes).
         num_iterators: PySyft's option; only 1 is supported.
+        progress: show a tqdm progress bar over each pass once it has taken more than
+            ``PROGRESS_DELAY_S`` seconds (so quick passes print nothing); in a log file the bar
+            writes a line every 30 s instead of redrawing (:mod:`syft_mpc.federated.progress`).
 
     ``num_workers``, ``pin_memory`` and other torch DataLoader process options are
     accepted and ignored (batches are cut on the workers); anything else is a TypeError.
@@ -74,6 +81,7 @@ class FederatedDataLoader:
         collate_fn: Any = None,
         iter_per_worker: bool = False,
         generator: "torch.Generator | None" = None,
+        progress: bool = True,
         **kwargs: Any,
     ) -> None:
         if not isinstance(federated_dataset, FederatedDataset):
@@ -96,6 +104,7 @@ class FederatedDataLoader:
         self.drop_last = bool(drop_last)
         self.iter_per_worker = bool(iter_per_worker)
         self.generator = generator
+        self.progress = bool(progress)
         if drop_last:
             short = [w for w in self.workers if len(federated_dataset[w]) < batch_size]
             if len(short) == len(self.workers) or (short and self.iter_per_worker):
@@ -123,6 +132,12 @@ class FederatedDataLoader:
             yield ds.data[idx], ds.targets[idx]
 
     def __iter__(self) -> Iterator[Any]:
+        with progress_bar(total=len(self), unit="batch", leave=False, delay=PROGRESS_DELAY_S, enabled=self.progress) as bar:
+            for item in self._items():
+                yield item
+                bar.update(1)
+
+    def _items(self) -> Iterator[Any]:
         if not self.iter_per_worker:
             for w in self.workers:
                 yield from self._worker_batches(w)

@@ -414,7 +414,12 @@ def group_of(workers: Sequence["BaseWorker"], crypto_provider: "BaseWorker | Non
     if len(set(ids)) != len(ids):
         raise ValueError(f"the shares of one tensor must sit on distinct workers, got {ids}")
     if crypto_provider is None:
-        raise ValueError("share() needs a crypto_provider (a worker that deals correlated randomness)")
+        # PySyft's default: the driver deals the correlated randomness. It never holds a share,
+        # so it learns nothing it did not already have (it reconstructs every result it asks for).
+        if local_worker.id in ids:
+            raise ValueError("share() needs a crypto_provider (a worker that deals correlated randomness) "
+                             f"when {local_worker.id!r} holds a share")
+        crypto_provider = local_worker
     if crypto_provider.id in ids:
         raise ValueError(
             f"the crypto provider {crypto_provider.id} must not hold a share (it would see the dealer's "

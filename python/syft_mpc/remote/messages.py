@@ -199,6 +199,52 @@ class RemoteGet(Struct):
         _check_id("obj_id", self.obj_id)
 
 
+MAX_TAGS = 256
+MAX_TAG_CHARS = 256
+MAX_DESCRIPTION_CHARS = 1 << 16
+
+
+def _check_tags(what: str, tags: list[Any]) -> None:
+    if len(tags) > MAX_TAGS:
+        raise SerializationError(f"{what} holds at most {MAX_TAGS} strings, got {len(tags)}")
+    for t in tags:
+        if type(t) is not str or not 0 < len(t) <= MAX_TAG_CHARS:
+            raise SerializationError(f"{what} are strings of 1 to {MAX_TAG_CHARS} characters, got {t!r:.80}")
+
+
+@register
+@dataclass
+class Describe(Struct):
+    """Attach ``tags`` and ``description`` (None: keep the current one) to object ``obj_id``
+    (``tensor.tag(...)``/``.describe(...)`` travel with ``.send()``; what ``search`` matches)."""
+
+    KIND: ClassVar[int] = 17
+    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((int,), (list,), (str, type(None)))
+    obj_id: int
+    tags: list[str]
+    description: "str | None"
+
+    def validate(self) -> None:
+        _check_id("obj_id", self.obj_id)
+        _check_tags("tags", self.tags)
+        if self.description is not None and len(self.description) > MAX_DESCRIPTION_CHARS:
+            raise SerializationError(f"a description holds at most {MAX_DESCRIPTION_CHARS} characters")
+
+
+@register
+@dataclass
+class Search(Struct):
+    """Find the tensors whose tags (or description, or id) match every item of ``query``
+    (``worker.search([...])``). The reply lists ``(PointerDesc, tags, description)`` per match."""
+
+    KIND: ClassVar[int] = 18
+    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((list,),)
+    query: list[str]
+
+    def validate(self) -> None:
+        _check_tags("query items", self.query)
+
+
 @register
 @dataclass
 class Envelope(Struct):

@@ -81,6 +81,8 @@ class PointerTensor:
         "_requires_grad",
         "garbage_collect_data",
         "_consumed",
+        "tags",
+        "description",
         "__weakref__",
     )
 
@@ -104,6 +106,8 @@ class PointerTensor:
         self._requires_grad = requires_grad
         self.garbage_collect_data = garbage_collect_data
         self._consumed: "str | None" = None
+        self.tags: "set[str] | None" = None  # what worker.search() found it by
+        self.description: "str | None" = None
 
     # ------------------------------------------------------------------ metadata
 
@@ -153,7 +157,15 @@ class PointerTensor:
         return int(self.shape[0])
 
     def __repr__(self) -> str:
-        return f"(Wrapper)>[PointerTensor | {self.owner.id}:{self.id} -> {self.location.id}:{self.id_at_location}]"
+        out = f"(Wrapper)>[PointerTensor | {self.owner.id}:{self.id} -> {self.location.id}:{self.id_at_location}]"
+        if self.tags:
+            out += "\n\tTags: " + " ".join(sorted(self.tags))
+        if self.tags or self.description is not None:
+            out += f"\n\tShape: {self._shape}"
+        if self.description is not None:
+            first = self.description.strip().split("\n")[0]
+            out += f"\n\tDescription: {first[:80]}{'...' if len(self.description.strip()) > len(first[:80]) else ''}"
+        return out
 
     __str__ = __repr__
 
@@ -212,7 +224,10 @@ class PointerTensor:
         value = self._send(Fetch(self.id_at_location, True))
         self._consume("it was retrieved with .get()")
         if isinstance(value, PointerDesc):
-            return self.owner._pointer_from_desc(value)
+            value = self.owner._pointer_from_desc(value)
+        if self.tags or self.description is not None:  # a searched tensor keeps what it was found by
+            value.tags = set(self.tags or ())
+            value.description = self.description
         return value  # type: ignore[no-any-return]
 
     def send(self, worker: "BaseWorker") -> "PointerTensor":

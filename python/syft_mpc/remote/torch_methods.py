@@ -14,9 +14,9 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-from syft_mpc.remote.messages import Store, new_id
+from syft_mpc.remote.messages import Describe, Store, new_id
 from syft_mpc.remote.pointers import PointerTensor, RemoteParameter, become_remote, param_get, param_move
-from syft_mpc.remote.workers import BaseWorker, local_worker
+from syft_mpc.remote.workers import BaseWorker, local_worker, set_tensor_meta, tensor_meta
 
 __all__ = ["MODULE_METHODS", "TENSOR_METHODS", "param_send"]
 
@@ -54,7 +54,36 @@ def tensor_send(self: torch.Tensor, worker: BaseWorker) -> Any:
     owner = local_worker
     nid = new_id()
     owner._send(worker, Store(nid, self))
-    return PointerTensor(owner, worker, nid, self.shape, self.dtype, self.requires_grad)
+    tags, description = tensor_meta(self)
+    ptr = PointerTensor(owner, worker, nid, self.shape, self.dtype, self.requires_grad)
+    if tags or description is not None:  # searchable on the worker (worker.search)
+        owner._send(worker, Describe(nid, tags, description))
+        ptr.tags, ptr.description = set(tags), description
+    return ptr
+
+
+def tensor_tag(self: Any, *tags: str) -> Any:
+    """Adds tags (``"#digits"``, ``"#target"``) to this tensor or pointer; returns it.
+
+    Tags travel with ``.send()``, and ``worker.search(["#digits"])`` finds tensors by them.
+    On a pointer, the tags are set on the tensor it points to as well."""
+    for t in tags:
+        if not isinstance(t, str) or not t:
+            raise TypeError(f"tags are non-empty strings, got {t!r}")
+    if isinstance(self, PointerTensor):
+        self._send(Describe(self.id_at_location, list(tags), None))
+    set_tensor_meta(self, tags, None)
+    return self
+
+
+def tensor_describe(self: Any, description: str) -> Any:
+    """Sets a description (searchable by its words, shown by pointers to the tensor); returns the tensor."""
+    if not isinstance(description, str):
+        raise TypeError(f"a description is a string, got {type(description).__name__}")
+    if isinstance(self, PointerTensor):
+        self._send(Describe(self.id_at_location, [], description))
+    set_tensor_meta(self, (), description)
+    return self
 
 
 def _remote_only(name: str) -> Callable[..., Any]:
@@ -160,7 +189,10 @@ TENSOR_METHODS: dict[str, Callable[..., Any]] = {
     "copy": tensor_copy,
     "remote_get": _remote_only("remote_get"),
     "remote_send": _remote_only("remote_send"),
+    "tag": tensor_tag,
+    "describe": tensor_describe,
 }
+POINTER_METHODS: dict[str, Callable[..., Any]] = {"tag": tensor_tag, "describe": tensor_describe}
 MODULE_METHODS: dict[str, Callable[..., Any]] = {
     "send": module_send,
     "get": module_get,

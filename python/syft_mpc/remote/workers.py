@@ -35,6 +35,7 @@ from syft_mpc.errors import (
 )
 from syft_mpc.remote.messages import (
     Command,
+    Describe,
     Envelope,
     Err,
     Fetch,
@@ -42,6 +43,7 @@ from syft_mpc.remote.messages import (
     Move,
     Ok,
     RemoteGet,
+    Search,
     SetAttr,
     Store,
     new_id,
@@ -84,7 +86,7 @@ _PLAIN_RESULTS = (bool, int, float, complex, str, torch.Size, torch.dtype)
 _MOVED_MEMORY = 4096  # how many moved-away ids a worker remembers, for better error messages
 
 # Requests posted without waiting for the reply where the transport allows it (BaseWorker._post).
-_NO_REPLY = (Store, SetAttr)
+_NO_REPLY = (Store, SetAttr, Describe)
 
 _registry: dict[str, "BaseWorker"] = {}
 """Workers known in this process, by id (how a received worker id is resolved)."""
@@ -110,10 +112,16 @@ class BaseWorker:
         id: the worker's id; workers are told apart (and compared) by id.
         known_workers: where worker ids received in messages are resolved
             (default: every worker created in this process).
+        data: tensors the worker holds from the start (PySyft's ``VirtualWorker(hook, id=...,
+            data=(x, y))``), with their tags and descriptions; find them with :meth:`search`.
     """
 
     def __init__(
-        self, hook: Any = None, id: str = "me", known_workers: "dict[str, BaseWorker] | None" = None
+        self,
+        hook: Any = None,
+        id: str = "me",
+        known_workers: "dict[str, BaseWorker] | None" = None,
+        data: "Iterable[torch.Tensor] | None" = None,
     ) -> None:
         if not isinstance(id, str) or not id:
             raise ValueError("a worker id must be a non-empty string")
@@ -128,6 +136,8 @@ class BaseWorker:
         self._gc_lock = threading.RLock()
         self._moved: OrderedDict[int, str] = OrderedDict()
         self._lock = threading.RLock()
+        if data is not None:
+            self.load_data(data)
 
     # ------------------------------------------------------------------ identity
 
@@ -141,6 +151,57 @@ class BaseWorker:
         return f"<{type(self).__name__} id:{self.id} #objects:{len(self._objects)}>"
 
     # ------------------------------------------------------------------ object store
+
+    @property
+    def _tensors(self) -> dict[int, torch.Tensor]:
+        """The stored tensors (not the pointers), by id: PySyft's ``worker._tensors``."""
+        return {k: v for k, v in self._objects.items() if isinstance(v, torch.Tensor)}
+
+    def load_data(self, data: "Iterable[torch.Tensor]") -> None:
+        """Stores tensors on this worker, each with its tags and description (nothing here owns
+        them: they stay until the worker forgets them, like the data sets of ``sy.create_sandbox``)."""
+        for t in data:
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"a worker's data are tensors, got {type(t).__name__}")
+            oid = new_id()
+            local_worker._send(self, Store(oid, t.detach()))
+            tags, description = tensor_meta(t)
+            if tags or description is not None:
+                local_worker._send(self, Describe(oid, tags, description))
+
+    # ------------------------------------------------------------------ tags and search
+
+    def _search_objects(self, query: "list[str]") -> list[tuple[int, Any]]:
+        """The stored tensors matching every query item: a tag, a substring of the description,
+        or the object's id (PySyft's rule)."""
+        found = []
+        for key, obj in list(self._objects.items()):
+            if not isinstance(obj, (torch.Tensor, PointerTensor)):
+                continue
+            tags, description = tensor_meta(obj)
+            if all(q in tags or (description is not None and q in description) or q == str(key) for q in query):
+                found.append((key, obj))
+        return found
+
+    def search(self, query: "str | Iterable[str]", *more: str) -> list[PointerTensor]:
+        """Pointers to the tensors on this worker that match every item of ``query`` (tags such
+        as ``"#digits"``, words of a description, ids), in storage order. The pointers do not
+        own the data: dropping them deletes nothing (``.get()`` still moves the tensor here)."""
+        return local_worker.request_search(_query(query, more), location=self)
+
+    def request_search(self, query: "str | Iterable[str]", location: "BaseWorker") -> list[PointerTensor]:
+        """Asks ``location`` for the tensors matching ``query`` (see :meth:`search`); the pointers
+        are owned by this worker."""
+        found = self._send(location, Search(_query(query, ())))
+        out = []
+        for desc, tags, description in found:
+            ptr = PointerTensor(
+                self, location, desc.id, desc.shape, desc.dtype, desc.requires_grad, garbage_collect_data=False
+            )
+            ptr.tags = set(tags)
+            ptr.description = description
+            out.append(ptr)
+        return out
 
     def clear_objects(self) -> "BaseWorker":
         """Forgets every stored object (pointers it held release their remote data). Returns self."""
@@ -346,6 +407,22 @@ class BaseWorker:
         if isinstance(body, Move):
             self._move(body)
             return None, None
+        if isinstance(body, Describe):
+            obj = self._get_obj(body.obj_id)
+            if not isinstance(obj, (torch.Tensor, PointerTensor)):
+                raise TypeError(f"object {body.obj_id} on worker {self.id} cannot carry tags")
+            set_tensor_meta(obj, body.tags, body.description)
+            return None, None
+        if isinstance(body, Search):
+            matches = []
+            for key, obj in self._search_objects(body.query):
+                tags, description = tensor_meta(obj)
+                if isinstance(obj, PointerTensor):
+                    desc = PointerDesc(self.id, key, obj._shape, obj.dtype, obj.requires_grad)
+                else:
+                    desc = PointerDesc(self.id, key, obj.shape, obj.dtype, obj.requires_grad)
+                matches.append((desc, sorted(tags), description))
+            return tuple(matches), None
         if isinstance(body, RemoteGet):
             obj = self._get_obj(body.obj_id)
             if not isinstance(obj, PointerTensor):
@@ -419,6 +496,30 @@ class BaseWorker:
         if isinstance(result, (tuple, list)):
             return tuple(self._register(r, new_id(), refs) for r in result)
         raise UnsupportedOperationError(f"a result of type {type(result).__name__} cannot be returned by a worker")
+
+
+def tensor_meta(obj: Any) -> tuple[list[str], "str | None"]:
+    """The tags (sorted) and description of a tensor or pointer (``[]``/None when it has none)."""
+    tags = getattr(obj, "tags", None) or ()
+    return sorted(tags), getattr(obj, "description", None)
+
+
+def set_tensor_meta(obj: Any, tags: "Iterable[str]", description: "str | None") -> None:
+    """Adds ``tags`` to ``obj``'s tags and sets its description (None: keeps it)."""
+    obj.tags = set(getattr(obj, "tags", None) or ()) | set(tags)
+    if description is not None:
+        obj.description = description
+
+
+def _query(query: "str | Iterable[str]", more: "Iterable[str]") -> list[str]:
+    items = [query] if isinstance(query, str) else list(query)
+    items += list(more)
+    if not items:
+        raise ValueError("search() needs at least one tag, word or id to look for")
+    for q in items:
+        if not isinstance(q, str):
+            raise TypeError(f"search() looks for strings (tags such as '#digits', words, ids), got {type(q).__name__}")
+    return items
 
 
 class VirtualWorker(BaseWorker):
