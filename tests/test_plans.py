@@ -467,6 +467,23 @@ def test_protocol_comes_back_from_a_worker_with_its_tags() -> None:
         w.clear_objects()
 
 
+def test_a_tagged_protocol_is_found_by_search_and_deployed() -> None:
+    james = sy.VirtualWorker(hook, id="proto_james3")
+    workers = [sy.VirtualWorker(hook, id=n) for n in ("p3_a", "p3_b", "p3_c")]
+    protocol = sy.Protocol([(f"worker{i}", p) for i, p in enumerate(_incs())]).tag("my_protocol")
+    protocol.send(james)
+    torch.tensor([5.0]).tag("my_protocol_data").send(james)
+    found = sy.local_worker.request_search(["my_protocol"], location=james)
+    assert len(found) == 1 and isinstance(found[0], sy.PointerProtocol)
+    assert james.search("nothing_like_it") == []
+    back = found[0].get()
+    assert back.tags == {"my_protocol"}
+    back.deploy(*workers)
+    assert torch.equal(back.run(torch.tensor([1.0])).get(), torch.tensor([4.0]))
+    for w in [*workers, james]:
+        w.clear_objects()
+
+
 # ----------------------------------------------------------------------------- worker processes
 
 

@@ -38,9 +38,11 @@ from syft_mpc.federated import dataset as fl_dataset
 from syft_mpc.federated import worker as federated_worker
 from syft_mpc.mpc_session import worker as mpc_worker
 from syft_mpc.plans import worker as plans_worker
+from syft_mpc.plans.protocol import PointerProtocol
 from syft_mpc.remote import optim_state, torch_methods
+from syft_mpc.remote.messages import ProtocolDef
 from syft_mpc.remote.pointers import PointerTensor
-from syft_mpc.remote.workers import BaseWorker, local_worker, register_handler
+from syft_mpc.remote.workers import BaseWorker, local_worker, register_handler, register_searchable
 
 __all__ = ["TorchHook", "install_handlers"]
 
@@ -51,6 +53,7 @@ def install_handlers() -> None:
     for handlers in (mpc_worker.HANDLERS, checkpoint_worker.HANDLERS, federated_worker.HANDLERS, plans_worker.HANDLERS):
         for msg_type, handler in handlers.items():
             register_handler(msg_type, handler)
+    register_searchable(ProtocolDef, lambda owner, location, obj_id: PointerProtocol(owner, location, obj_id))
 
 
 install_handlers()

@@ -104,6 +104,19 @@ def register_handler(
     _HANDLERS[msg_type] = handler
 
 
+_SEARCHABLE: dict[str, Callable[["BaseWorker", "BaseWorker", int], Any]] = {}
+"""Stored objects other than tensors that a search finds (type name -> pointer maker)."""
+
+
+def register_searchable(
+    obj_type: type, make_pointer: Callable[["BaseWorker", "BaseWorker", int], Any]
+) -> None:
+    """Lets a module make its stored objects (``obj_type``, carrying ``tags`` and ``description``)
+    findable by :meth:`BaseWorker.search`; a match comes back as ``make_pointer(owner, location,
+    id)`` (e.g. the protocols of :mod:`syft_mpc.plans`). The reply names the type, never code."""
+    _SEARCHABLE[obj_type.__name__] = make_pointer
+
+
 class BaseWorker:
     """A worker: an object store (``_objects``) and the handler of control messages.
 
@@ -176,25 +189,31 @@ class BaseWorker:
         or the object's id (PySyft's rule)."""
         found = []
         for key, obj in list(self._objects.items()):
-            if not isinstance(obj, (torch.Tensor, PointerTensor)):
+            if not isinstance(obj, (torch.Tensor, PointerTensor)) and type(obj).__name__ not in _SEARCHABLE:
                 continue
             tags, description = tensor_meta(obj)
             if all(q in tags or (description is not None and q in description) or q == str(key) for q in query):
                 found.append((key, obj))
         return found
 
-    def search(self, query: "str | Iterable[str]", *more: str) -> list[PointerTensor]:
+    def search(self, query: "str | Iterable[str]", *more: str) -> list[Any]:
         """Pointers to the tensors on this worker that match every item of ``query`` (tags such
         as ``"#digits"``, words of a description, ids), in storage order. The pointers do not
         own the data: dropping them deletes nothing (``.get()`` still moves the tensor here)."""
         return local_worker.request_search(_query(query, more), location=self)
 
-    def request_search(self, query: "str | Iterable[str]", location: "BaseWorker") -> list[PointerTensor]:
-        """Asks ``location`` for the tensors matching ``query`` (see :meth:`search`); the pointers
-        are owned by this worker."""
+    def request_search(self, query: "str | Iterable[str]", location: "BaseWorker") -> list[Any]:
+        """Asks ``location`` for the tensors (and registered objects, such as protocols) matching
+        ``query`` (see :meth:`search`); the pointers are owned by this worker."""
         found = self._send(location, Search(_query(query, ())))
-        out = []
+        out: list[Any] = []
         for desc, tags, description in found:
+            if isinstance(desc, tuple):  # (type name, id) of a registered searchable object
+                kind, obj_id = desc
+                if kind not in _SEARCHABLE:
+                    raise UnsupportedOperationError(f"worker {location.id} found an object of unknown kind {kind!r}")
+                out.append(_SEARCHABLE[kind](self, location, int(obj_id)))
+                continue
             ptr = PointerTensor(
                 self, location, desc.id, desc.shape, desc.dtype, desc.requires_grad, garbage_collect_data=False
             )
@@ -414,9 +433,12 @@ class BaseWorker:
             set_tensor_meta(obj, body.tags, body.description)
             return None, None
         if isinstance(body, Search):
-            matches = []
+            matches: list[tuple[Any, list[str], "str | None"]] = []
             for key, obj in self._search_objects(body.query):
                 tags, description = tensor_meta(obj)
+                if not isinstance(obj, (torch.Tensor, PointerTensor)):
+                    matches.append(((type(obj).__name__, key), sorted(tags), description))
+                    continue
                 if isinstance(obj, PointerTensor):
                     desc = PointerDesc(self.id, key, obj._shape, obj.dtype, obj.requires_grad)
                 else:
