@@ -1,6 +1,8 @@
 """The ``syft-mpc`` command (also ``python -m syft_mpc``).
 
     syft-mpc worker --id bob --host 127.0.0.1 --port 8777 --token-file F [--tls-cert C --tls-key K] [--tls-ca A]
+                    [--transport websocket]
+    syft-mpc gateway --port 8780 --token-file F [--tabs alice,bob] [--tls-cert C --tls-key K]
     syft-mpc launch --workers bob,alice,carol [--tls-cert C --tls-key K --tls-ca A] script.py [script args...]
 
 The token is read from ``--token-file`` or ``$SYFT_MPC_TOKEN``; it never appears on a
@@ -53,6 +55,8 @@ def _worker(args: argparse.Namespace) -> int:
         format=f"%(asctime)s syft-mpc worker {args.id}: %(message)s",
         stream=sys.stderr,
     )
+    if args.transport == "websocket":
+        return _websocket_worker(args, token, tls)
     from syft_mpc import _native
 
     try:  # bind before importing torch: a port in use is reported at once
@@ -87,6 +91,24 @@ def _worker(args: argparse.Namespace) -> int:
     except TransportError as e:  # e.g. the port is in use
         print(f"syft-mpc worker {args.id}: {e}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _websocket_worker(args: argparse.Namespace, token: str, tls: "dict[str, str | None]") -> int:
+    from syft_mpc.net.websocket_server import WebsocketServerWorker
+
+    try:
+        server = WebsocketServerWorker(
+            None, args.host, args.port, id=args.id, token=token, timeout_s=args.timeout, grace_s=args.grace,
+            idle_timeout_s=args.idle_timeout, state_dir=args.state_dir, tls_cert=tls["tls_cert"],
+            tls_key=tls["tls_key"], tls_ca=tls["tls_ca"],
+        )
+    except TransportError as e:
+        print(f"syft-mpc worker {args.id}: {e}", file=sys.stderr)
+        return 2
+    server.install_signal_handlers()
+    print(f"listening on {server.url}", flush=True)
+    server.start()
     return 0
 
 
@@ -136,6 +158,10 @@ def main(argv: "list[str] | None" = None) -> int:
     w.add_argument("--timeout", type=float, default=30.0, help="bound on handshakes and on requests to peers")
     w.add_argument(
         "--state-dir", help="directory for this worker's checkpoints (default: a per-worker directory under the temp dir)"
+    )
+    w.add_argument(
+        "--transport", choices=("tcp", "websocket"), default="tcp",
+        help="tcp: the native framed TCP (SocketWorker); websocket: ws:// or, with --tls-cert, wss:// (WebsocketClientWorker)",
     )
     w.add_argument("--quiet", action="store_true", help="log only warnings")
     _add_tls_args(w, "this worker's")
