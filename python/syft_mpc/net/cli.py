@@ -130,6 +130,26 @@ def _launch(args: argparse.Namespace) -> int:
     )
 
 
+def _gateway(args: argparse.Namespace) -> int:
+    token = _read_token(args.token_file)
+    tls = _tls_args(args)
+    logging.basicConfig(
+        level=logging.INFO if not args.quiet else logging.WARNING,
+        format="%(asctime)s syft-mpc gateway: %(message)s",
+        stream=sys.stderr,
+    )
+    from syft_mpc.net.gateway import run_gateway
+
+    tabs = [t.strip() for t in (args.tabs or "").split(",") if t.strip()]
+    try:
+        run_gateway(args.host, args.port, token, tabs=tabs, tls_cert=tls["tls_cert"], tls_key=tls["tls_key"],
+                    public_url=args.public_url)
+    except TransportError as e:
+        print(f"syft-mpc gateway: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     from syft_mpc.info import report
 
@@ -175,6 +195,16 @@ def main(argv: "list[str] | None" = None) -> int:
     la.add_argument("script")
     la.add_argument("args", nargs=argparse.REMAINDER)
     la.set_defaults(fn=_launch)
+
+    g = sub.add_parser("gateway", help="serve the browser-worker page: every tab that opens it is a worker")
+    g.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    g.add_argument("--port", type=int, default=8780, help="port (0 picks a free one; default 8780)")
+    g.add_argument("--token-file", help="file holding the gateway token (default: $SYFT_MPC_TOKEN)")
+    g.add_argument("--tabs", help="comma-separated tab ids to print links for (id and tab token in the link's #fragment)")
+    g.add_argument("--public-url", help="the URL people reach the gateway at, for the printed links (default: the listening address)")
+    g.add_argument("--quiet", action="store_true", help="log only warnings")
+    _add_tls_args(g, "the gateway's")
+    g.set_defaults(fn=_gateway)
 
     inf = sub.add_parser("info", help="versions, CPU features and the kernels chosen (paste it into a bug report)")
     inf.set_defaults(fn=_info)
