@@ -68,7 +68,7 @@ from syft_mpc.net.ws_transport import (
     server_ssl,
 )
 from syft_mpc.remote import serde
-from syft_mpc.remote.messages import Command, new_id
+from syft_mpc.remote.messages import Command, Err, Ok, new_id
 from syft_mpc.remote.pointers import PointerTensor
 from syft_mpc.remote.serde import ObjRef, PointerDesc
 from syft_mpc.remote.workers import BaseWorker, local_worker
@@ -516,7 +516,13 @@ class BrowserWorker(BaseWorker):
         return f"<BrowserWorker id:{self.id} via {self.gateway.url}>"
 
     def _deliver(self, data: Any) -> bytes:
-        return self.gateway.request(self.id, bytes(data))
+        reply = self.gateway.request(self.id, bytes(data))
+        try:  # checked here so that a tab's malformed reply is an error naming the tab
+            if not isinstance(serde.decode(reply), (Ok, Err)):
+                raise SerializationError("expected Ok or Err")
+        except SerializationError as e:
+            raise SerializationError(f"browser worker {self.id} sent a malformed reply: {e}") from None
+        return reply
 
     def command(self, op: str, args: tuple[Any, ...] = (), kwargs: "dict[str, Any] | None" = None) -> Any:
         """Runs tab routine ``op`` (``tab.*``); tensor results come back as pointers."""
