@@ -326,6 +326,8 @@ async function onRequest(data) {
 // ---------------------------------------------------------------- connecting
 
 async function connect(id, token) {
+  if (!globalThis.crypto?.subtle) throw new Error("this page needs a secure context: open it over https (gateway --tls-cert/--tls-key) or on localhost");
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(id)) throw new Error("a worker id is 1-64 letters, digits, _ . - (starting with a letter or digit)");
   state.id = id;
   const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/tab`;
   $("gateway").textContent = location.host;
