@@ -123,7 +123,8 @@ def main() -> None:
             page = browser.new_page()
             page.goto(server.link(n))
             page.set_input_files("#file", files=[{"name": f"{n}.csv", "mimeType": "text/csv", "buffer": csv_of(Xtr[idx], ytr[idx]).encode()}])
-            page.wait_for_function("window.syftTab.datasets.has('digits') && window.syftTab.ws")
+            while not page.evaluate("window.syftTab.datasets.has('digits') && window.syftTab.ws !== null"):
+                time.sleep(0.05)  # (not wait_for_function: the page's CSP forbids the eval it polls with)
         gw = sy.Gateway("127.0.0.1", int(server.address.rpartition(":")[2]), token=token)
         browser_rounds(gw, a.rounds, a.lr, Xte, yte)
         gw.close()

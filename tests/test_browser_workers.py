@@ -47,11 +47,11 @@ class GatewayProc:
             [sys.executable, "-m", "syft_mpc", "gateway", "--port", "0", "--quiet"],
             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
-        line = b""
-        t = threading.Thread(target=lambda: globals().__setitem__("_line", self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        got: list[bytes] = []
+        t = threading.Thread(target=lambda: got.append(self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
         t.start()
-        t.join(60)
-        line = globals().pop("_line", b"")
+        t.join(60)  # bounded: a gateway that never prints its address fails the fixture
+        line = got[0] if got else b""
         if not line.startswith(b"gateway on "):
             self.stop()
             raise RuntimeError(f"the gateway did not start: {line!r} {self.proc.stderr.read(2000) if self.proc.stderr else ''!r}")
@@ -89,10 +89,20 @@ def browser() -> Iterator["Browser"]:
             b.close()
 
 
+def wait_js(page: "Page", expr: str, timeout_s: float = 30.0) -> None:
+    """Polls ``expr`` in the page. (Playwright's wait_for_function polls with code that the page's
+    Content-Security-Policy forbids, as it should: no eval; a direct evaluate is allowed.)"""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expr):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{expr} still false after {timeout_s:.0f} s; page log: {page.inner_text('#log')[-2000:]}")
+        time.sleep(0.05)
+
+
 def open_tab(browser: "Browser", url: str, expect: str = "connected") -> "Page":
     page = browser.new_page()
     page.goto(url)
-    page.wait_for_function(f"document.getElementById('status').textContent.includes({expect!r})", timeout=30000)
+    wait_js(page, f"document.getElementById('status').textContent.includes({expect!r})")
     assert "#" not in page.url  # the token left the address bar
     return page
 
@@ -133,7 +143,7 @@ def test_tensors_ops_shares_and_private_data(gateway: GatewayProc, browser: "Bro
         assert torch.equal(s_a.get() + s_b.get(), u + v)  # int64 wraps on both sides, like the ring
         # data loaded by the person stays: what is computed from it cannot be fetched
         a_page.set_input_files("#file", files=[{"name": "d.csv", "mimeType": "text/csv", "buffer": b"0,1,2\n1,3,4\n"}])
-        a_page.wait_for_function("window.syftTab.datasets.has('digits')")
+        wait_js(a_page, "window.syftTab.datasets.has('digits')")
         assert ta.dataset_info("digits") == {"rows": 2, "features": 2, "classes": 2}
         w, b = torch.zeros(2, 2).send(ta), torch.zeros(2).send(ta)
         w2, b2 = ta.fit("digits", w, b, lr=0.1)
@@ -176,7 +186,7 @@ def test_hostile_clients(gateway: GatewayProc, browser: "Browser") -> None:
     # a tab with a wrong token is refused, and says so on the page
     bad = browser.new_page()
     bad.goto(gateway.url + "/#id=evil&token=" + "0" * 40)
-    bad.wait_for_function("document.getElementById('status').textContent.includes('rejected')", timeout=30000)
+    wait_js(bad, "document.getElementById('status').textContent.includes('rejected')")
     bad.close()
     # a tab token cannot be used as another tab, nor as the driver
     with pytest.raises(AuthenticationError):
@@ -239,7 +249,7 @@ def test_federated_averaging_with_secure_aggregation_over_three_tabs(gateway: Ga
         pages[n] = open_tab(browser, gateway.link(n))
         csv = "\n".join(",".join([str(int(ytr[i]))] + [repr(float(v)) for v in Xtr[i]]) for i in idx)
         pages[n].set_input_files("#file", files=[{"name": f"{n}.csv", "mimeType": "text/csv", "buffer": csv.encode()}])
-        pages[n].wait_for_function("window.syftTab.datasets.has('digits')")
+        wait_js(pages[n], "window.syftTab.datasets.has('digits')")
     gw = sy.Gateway("127.0.0.1", gateway.port, token=gateway.token, timeout_s=60)
     lr, epochs, batch, rounds = 0.5, 1, 32, 4
     try:

@@ -147,3 +147,20 @@ def test_wss_with_a_checked_certificate(tmp_path: pathlib.Path) -> None:
             connect(c, "sbob", secure=True, tls_ca=str(tmp_path / "other.pem"), timeout_s=5)
         with pytest.raises(TransportError):
             connect(c, "sbob", timeout_s=5)  # plaintext client against a wss worker
+
+
+def test_socket_and_websocket_workers_in_one_deployment() -> None:
+    with LocalWorkers(["tcpw"], quiet=True) as tcp:
+        server = sy.WebsocketServerWorker(hook, "127.0.0.1", 0, id="wsw", token=tcp.token, grace_s=1.0)
+        server.start_in_thread()
+        try:
+            a = sy.SocketWorker(hook, id="tcpw", host="127.0.0.1", port=tcp.port("tcpw"), token=tcp.token)
+            b = sy.WebsocketClientWorker(hook, "127.0.0.1", int(server.address.rpartition(":")[2]), id="wsw", token=tcp.token)
+            x = torch.tensor([1.0, 2.0, 3.0]).send(a).move(b)  # the TCP worker process reaches ws://
+            assert x.location == b
+            y = x.move(a)  # and back over native TCP
+            assert torch.equal(y.get(), torch.tensor([1.0, 2.0, 3.0]))
+            a.close()
+            b.close()
+        finally:
+            server.stop()
