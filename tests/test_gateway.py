@@ -191,3 +191,41 @@ def test_wss(tmp_path: pathlib.Path) -> None:
         gw.close()
     finally:
         s.stop()
+
+
+def huge_frame_is_refused(host: str, port: int, path: str) -> bytes:
+    """Opens a WebSocket by hand and sends a frame header declaring 2^40 payload bytes;
+    returns what the server sent back before closing (the upgrade response and a close frame)."""
+    import base64
+    import socket
+
+    s = socket.create_connection((host, port), timeout=10)
+    key = base64.b64encode(secrets.token_bytes(16)).decode()
+    s.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    got = b""
+    while b"\r\n\r\n" not in got:
+        got += s.recv(4096)
+    assert b" 101 " in got.split(b"\r\n", 1)[0]
+    s.sendall(bytes([0x82, 0x80 | 127]) + (1 << 40).to_bytes(8, "big") + b"\x00\x00\x00\x00" + b"x" * 100)
+    rest = b""
+    try:
+        while chunk := s.recv(4096):
+            rest += chunk
+    except OSError:
+        pass
+    s.close()
+    return rest
+
+
+def test_huge_declared_lengths_close_only_that_connection(server: GatewayServer) -> None:
+    host, _, port = server.address.rpartition(":")
+    for path in ("/tab", "/driver"):
+        t0 = time.monotonic()
+        rest = huge_frame_is_refused(host, int(port), path)
+        assert time.monotonic() - t0 < 5
+        assert rest[:1] == b"\x88" and int.from_bytes(rest[2:4], "big") == 1009  # close: message too big
+    FakeTab(ws_url(server), "after", tab_token(server.token, "after"), StoreTab())
+    assert [w.id for w in driver(server).wait_for_workers(1)] == ["after"]

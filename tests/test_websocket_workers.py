@@ -164,3 +164,11 @@ def test_socket_and_websocket_workers_in_one_deployment() -> None:
             b.close()
         finally:
             server.stop()
+
+
+def test_huge_declared_length_closes_only_that_connection(cluster: LocalWorkers) -> None:
+    from test_gateway import huge_frame_is_refused
+
+    rest = huge_frame_is_refused("127.0.0.1", cluster.port("wbob"), "/")
+    assert rest[:1] == b"\x88" and int.from_bytes(rest[2:4], "big") == 1009
+    assert torch.equal(torch.tensor([4]).send(connect(cluster, "wbob")).get(), torch.tensor([4]))

@@ -96,7 +96,8 @@ class WebsocketServerWorker(WorkerServer):
         host, port: where to listen (port 0 picks a free one; see ``address``).
         id: the worker id clients name.
         token: the shared secret (default ``$SYFT_MPC_TOKEN``; at least 16 characters).
-        tls_cert, tls_key: PEM certificate chain and key: serve ``wss://`` only.
+        tls_cert, tls_key: PEM certificate chain and key: serve ``wss://`` only (PySyft's
+            ``cert_path``/``key_path`` are accepted too).
         Other keyword arguments as :class:`~syft_mpc.net.server.WorkerServer`.
     """
 
@@ -111,8 +112,11 @@ class WebsocketServerWorker(WorkerServer):
         timeout_s: float = 30.0,
         tls_cert: "str | None" = None,
         tls_key: "str | None" = None,
+        cert_path: "str | None" = None,
+        key_path: "str | None" = None,
         **kwargs: Any,
     ) -> None:
+        tls_cert, tls_key = tls_cert or cert_path, tls_key or key_path  # PySyft 0.2's names
         token = token or os.environ.get(ENV_TOKEN, "")
         if len(token) < 16:
             raise ValueError(f"a token of at least 16 characters is needed: pass token=... or set {ENV_TOKEN}")

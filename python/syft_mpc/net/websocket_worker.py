@@ -35,6 +35,7 @@ class WebsocketClientWorker(SocketWorker):
             default ``$SYFT_MPC_TLS_CA``) or the system's CAs.
         id: the worker's id (the handshake checks it).
         token: the shared secret (default ``$SYFT_MPC_TOKEN``); it never travels.
+        timeout: PySyft's name for ``timeout_s``.
         Other keyword arguments as :class:`~syft_mpc.net.socket_worker.SocketWorker`
         (``timeout_s``, ``asynchronous``, ``connect``, ...).
     """
@@ -47,8 +48,11 @@ class WebsocketClientWorker(SocketWorker):
         secure: bool = False,
         id: str = "bob",
         token: "str | None" = None,
+        timeout: "float | None" = None,
         **kwargs: Any,
     ) -> None:
+        if timeout is not None:  # PySyft 0.2's name
+            kwargs.setdefault("timeout_s", timeout)
         self.url_scheme = "wss://" if secure else "ws://"
         self.secure = secure
         super().__init__(hook, id=id, host=host, port=port, token=token, **kwargs)
