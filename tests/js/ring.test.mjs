@@ -46,3 +46,17 @@ test("codec round trip and hostile input", () => {
   for (let i = 0; i < 100; i++) deep = [deep];
   assert.throws(() => serde.encode(deep), serde.SerdeError);
 });
+
+test("pairwise masks cancel in the sum, and a masked vector is not the input", async () => {
+  const secagg = await import("../../python/syft_mpc/net/static/secagg.mjs");
+  const ids = ["a", "b", "c"];
+  const kps = Object.fromEntries(await Promise.all(ids.map(async (i) => [i, await secagg.newKeyPair()])));
+  const peers = new Map(ids.map((i) => [i, kps[i].publicRaw]));
+  const xs = ids.map((_, k) => ring.encode([k + 0.5, -k, 1e3 * k]));
+  const masked = await Promise.all(ids.map((i, k) => secagg.mask(xs[k], i, kps[i].privateKey, peers, "round 1|a,b,c")));
+  assert.deepEqual(Array.from(ring.decode(ring.reconstruct(masked))), [0.5 + 1.5 + 2.5, -3, 3000]);
+  for (let k = 0; k < 3; k++) assert.notDeepEqual(Array.from(masked[k]), Array.from(xs[k]));
+  // another context (round) gives other masks
+  const other = await secagg.mask(xs[0], "a", kps.a.privateKey, peers, "round 2|a,b,c");
+  assert.notDeepEqual(Array.from(other), Array.from(masked[0]));
+});
