@@ -229,3 +229,27 @@ def test_huge_declared_lengths_close_only_that_connection(server: GatewayServer)
         assert rest[:1] == b"\x88" and int.from_bytes(rest[2:4], "big") == 1009  # close: message too big
     FakeTab(ws_url(server), "after", tab_token(server.token, "after"), StoreTab())
     assert [w.id for w in driver(server).wait_for_workers(1)] == ["after"]
+
+
+@pytest.mark.parametrize("argv", [["gateway", "--tabs", "alice,bob"], ["worker", "--transport", "websocket", "--id", "wsx"]])
+def test_cli_prints_where_it_listens_and_stops_on_sigterm(argv: list[str]) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, SYFT_MPC_TOKEN=secrets.token_hex(32))
+    p = subprocess.Popen([sys.executable, "-m", "syft_mpc", *argv, "--port", "0", "--quiet"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        first = p.stdout.readline().decode()  # type: ignore[union-attr]
+        assert first.startswith("gateway on http://") or first.startswith("listening on ws://"), first
+        if argv[0] == "gateway":
+            links = [p.stdout.readline().decode() for _ in range(2)]  # type: ignore[union-attr]
+            assert links[0].startswith("tab alice: http://") and "#id=alice&token=" in links[0]
+            assert env["SYFT_MPC_TOKEN"] not in "".join(links)  # the tab token is derived, not the gateway's
+        p.terminate()
+        assert p.wait(5) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()

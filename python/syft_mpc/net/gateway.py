@@ -562,15 +562,22 @@ def run_gateway(host: str, port: int, token: str, *, tabs: "Sequence[str]" = (),
     """The CLI's ``gateway`` command: serves until SIGINT/SIGTERM, printing a link per tab."""
     import signal
 
-    server = GatewayServer(host, port, token, tls_cert=tls_cert, tls_key=tls_key)
-    signal.signal(signal.SIGINT, server.stop)
-    signal.signal(signal.SIGTERM, server.stop)
-    print(f"gateway on {server.url}", flush=True)
     for t in tabs:
         if not _TAB_ID.fullmatch(t):
-            raise SystemExit(f"syft-mpc gateway: bad tab id {t!r} (letters, digits, _ . -)")
+            raise SystemExit(f"syft-mpc gateway: bad tab id {t!r} (1-64 letters, digits, _ . -)")
+    server = GatewayServer(host, port, token, tls_cert=tls_cert, tls_key=tls_key)
+    stop = threading.Event()
+    # The server runs on a thread; the signal only wakes this one (shutting the server down from
+    # a handler interrupting its own serve_forever would wait on itself).
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    server.start_in_thread()
+    print(f"gateway on {server.url}", flush=True)
+    for t in tabs:
         print(f"tab {t}: {tab_link(public_url or server.url, token, t)}", flush=True)
-    server.serve_forever()
+    while not stop.wait(0.5):
+        pass
+    server.stop()
 
 
 def random_token() -> str:
