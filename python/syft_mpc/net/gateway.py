@@ -46,8 +46,8 @@ import http
 import importlib.resources
 import itertools
 import logging
+import os
 import re
-import secrets
 import threading
 import time
 from typing import Any, Sequence
@@ -59,6 +59,7 @@ from websockets.sync.server import Server, ServerConnection, serve
 
 from syft_mpc import fixed_point
 from syft_mpc.errors import PeerDisconnected, PeerTimeout, SerializationError, TransportError
+from syft_mpc.net.env import ENV_TOKEN
 from syft_mpc.net.ws_transport import (
     MAX_MESSAGE_BYTES,
     WsConnection,
@@ -336,10 +337,6 @@ class Gateway:
         self, host: str = "127.0.0.1", port: int = 8780, token: "str | None" = None, *, secure: bool = False,
         tls_ca: "str | None" = None, timeout_s: float = 30.0,
     ) -> None:
-        import os
-
-        from syft_mpc.net.env import ENV_TOKEN
-
         token = token or os.environ.get(ENV_TOKEN)
         if not token:
             raise ValueError(f"no token: pass token=... or set {ENV_TOKEN} (the gateway's token)")
@@ -579,6 +576,3 @@ def run_gateway(host: str, port: int, token: str, *, tabs: "Sequence[str]" = (),
         pass
     server.stop()
 
-
-def random_token() -> str:
-    return secrets.token_hex(32)
