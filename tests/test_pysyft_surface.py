@@ -283,7 +283,7 @@ def test_progress_bar_in_a_log_file_writes_whole_lines(tmp_path: Path) -> None:
 
 
 def test_pysyft_names_this_library_lacks_say_so() -> None:
-    with pytest.raises(AttributeError, match="PySyft 0.2 had sy.WebsocketClientWorker.*TUTORIAL_POINTERS"):
-        sy.WebsocketClientWorker  # noqa: B018
+    with pytest.raises(AttributeError, match="PySyft 0.2 had sy.PublicGridNetwork.*TUTORIAL_POINTERS"):
+        sy.PublicGridNetwork  # noqa: B018
     with pytest.raises(AttributeError, match="has no attribute 'no_such_name'$"):
         sy.no_such_name  # noqa: B018

@@ -4,7 +4,7 @@ from outside the source tree (so ``import syft_mpc`` can only find the installed
     python wheel_smoke.py SOURCE_TREE
 
 Checks: the package comes from site-packages, ``syft-mpc --version`` names the package's
-version, a pointer round trip, and a 2-party secure matmul over worker processes (bob and
+version, a pointer round trip, the browser-worker page served from the installed package, and a 2-party secure matmul over worker processes (bob and
 alice hold the shares, carol deals; each its own process started by ``syft-mpc worker``).
 """
 
@@ -39,6 +39,20 @@ with LocalWorkers(["bob", "alice", "carol"], quiet=True) as cluster, cluster.soc
     shared = a.fix_prec().share(b, al, crypto_provider=c) @ w.fix_prec().share(b, al, crypto_provider=c)
     err = float((shared.decrypt() - a @ w).abs().max())
     assert err < 1e-2, err
+
+# the browser-worker page and its JavaScript are in the wheel, and the gateway serves them
+import secrets
+import urllib.request
+
+from syft_mpc.net.gateway import GatewayServer
+
+gw = GatewayServer("127.0.0.1", 0, secrets.token_hex(32)).start_in_thread()
+try:
+    for name in ("", "static/tab.mjs", "static/ring.mjs", "static/serde.mjs", "static/secagg.mjs"):
+        with urllib.request.urlopen(f"{gw.url}/{name}", timeout=10) as r:
+            assert r.status == 200 and len(r.read()) > 500, name
+finally:
+    gw.stop()
 
 info = sy.native_info()
 print(

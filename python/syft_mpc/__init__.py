@@ -82,6 +82,10 @@ _LAZY_NAMES = {
     "validation_enabled": "syft_mpc.encrypted.validation",
     "SocketWorker": "syft_mpc.net.socket_worker",
     "workers_from_env": "syft_mpc.net.socket_worker",
+    "WebsocketClientWorker": "syft_mpc.net.websocket_worker",
+    "WebsocketServerWorker": "syft_mpc.net.websocket_server",
+    "Gateway": "syft_mpc.net.gateway",
+    "BrowserWorker": "syft_mpc.net.gateway",
     "BaseDataset": "syft_mpc.federated.dataset",
     "FederatedDataset": "syft_mpc.federated.dataset",
     "FederatedDataLoader": "syft_mpc.federated.loader",
@@ -122,7 +126,7 @@ _LAZY_MODULES = {
 
 # Top-level names of PySyft 0.2.9 that syft_mpc does not have: asking for one says so.
 _PYSYFT_ONLY = frozenset(
-    "WebsocketClientWorker WebsocketServerWorker PublicGridNetwork AdditiveSharingTensor MultiPointerTensor "
+    "PublicGridNetwork AdditiveSharingTensor MultiPointerTensor "
     "LoggingTensor AutogradTensor LargePrecisionTensor PrivateTensor PolynomialTensor PlaceHolder Role State "
     "ObjectStorage KerasHook TFEWorker TFECluster TorchTensor NumpyTensor ReplicatedSharingTensor "
     "GradFunc CRTPrecisionTensor hook_args dependency_check frameworks generic execution messaging "
@@ -156,6 +160,10 @@ __all__ = [
     "PointerTensor",
     "RemoteParameter",
     "SocketWorker",
+    "WebsocketClientWorker",
+    "WebsocketServerWorker",
+    "Gateway",
+    "BrowserWorker",
     "TorchHook",
     "VirtualWorker",
     "local_worker",

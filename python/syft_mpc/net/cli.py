@@ -1,6 +1,8 @@
 """The ``syft-mpc`` command (also ``python -m syft_mpc``).
 
     syft-mpc worker --id bob --host 127.0.0.1 --port 8777 --token-file F [--tls-cert C --tls-key K] [--tls-ca A]
+                    [--transport websocket]
+    syft-mpc gateway --port 8780 --token-file F [--tabs alice,bob] [--tls-cert C --tls-key K]
     syft-mpc launch --workers bob,alice,carol [--tls-cert C --tls-key K --tls-ca A] script.py [script args...]
 
 The token is read from ``--token-file`` or ``$SYFT_MPC_TOKEN``; it never appears on a
@@ -53,6 +55,8 @@ def _worker(args: argparse.Namespace) -> int:
         format=f"%(asctime)s syft-mpc worker {args.id}: %(message)s",
         stream=sys.stderr,
     )
+    if args.transport == "websocket":
+        return _websocket_worker(args, token, tls)
     from syft_mpc import _native
 
     try:  # bind before importing torch: a port in use is reported at once
@@ -90,6 +94,24 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _websocket_worker(args: argparse.Namespace, token: str, tls: "dict[str, str | None]") -> int:
+    from syft_mpc.net.websocket_server import WebsocketServerWorker
+
+    try:
+        server = WebsocketServerWorker(
+            None, args.host, args.port, id=args.id, token=token, timeout_s=args.timeout, grace_s=args.grace,
+            idle_timeout_s=args.idle_timeout, state_dir=args.state_dir, tls_cert=tls["tls_cert"],
+            tls_key=tls["tls_key"], tls_ca=tls["tls_ca"],
+        )
+    except TransportError as e:
+        print(f"syft-mpc worker {args.id}: {e}", file=sys.stderr)
+        return 2
+    server.install_signal_handlers()
+    print(f"listening on {server.url}", flush=True)
+    server.start()
+    return 0
+
+
 def _launch(args: argparse.Namespace) -> int:
     from syft_mpc.net.launch import launch
 
@@ -106,6 +128,26 @@ def _launch(args: argparse.Namespace) -> int:
         tls_key=tls["tls_key"],
         tls_ca=tls["tls_ca"],
     )
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    token = _read_token(args.token_file)
+    tls = _tls_args(args)
+    logging.basicConfig(
+        level=logging.INFO if not args.quiet else logging.WARNING,
+        format="%(asctime)s syft-mpc gateway: %(message)s",
+        stream=sys.stderr,
+    )
+    from syft_mpc.net.gateway import run_gateway
+
+    tabs = [t.strip() for t in (args.tabs or "").split(",") if t.strip()]
+    try:
+        run_gateway(args.host, args.port, token, tabs=tabs, tls_cert=tls["tls_cert"], tls_key=tls["tls_key"],
+                    public_url=args.public_url)
+    except TransportError as e:
+        print(f"syft-mpc gateway: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -137,6 +179,10 @@ def main(argv: "list[str] | None" = None) -> int:
     w.add_argument(
         "--state-dir", help="directory for this worker's checkpoints (default: a per-worker directory under the temp dir)"
     )
+    w.add_argument(
+        "--transport", choices=("tcp", "websocket"), default="tcp",
+        help="tcp: the native framed TCP (SocketWorker); websocket: ws:// or, with --tls-cert, wss:// (WebsocketClientWorker)",
+    )
     w.add_argument("--quiet", action="store_true", help="log only warnings")
     _add_tls_args(w, "this worker's")
     w.set_defaults(fn=_worker)
@@ -149,6 +195,16 @@ def main(argv: "list[str] | None" = None) -> int:
     la.add_argument("script")
     la.add_argument("args", nargs=argparse.REMAINDER)
     la.set_defaults(fn=_launch)
+
+    g = sub.add_parser("gateway", help="serve the browser-worker page: every tab that opens it is a worker")
+    g.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    g.add_argument("--port", type=int, default=8780, help="port (0 picks a free one; default 8780)")
+    g.add_argument("--token-file", help="file holding the gateway token (default: $SYFT_MPC_TOKEN)")
+    g.add_argument("--tabs", help="comma-separated tab ids to print links for (id and tab token in the link's #fragment)")
+    g.add_argument("--public-url", help="the URL people reach the gateway at, for the printed links (default: the listening address)")
+    g.add_argument("--quiet", action="store_true", help="log only warnings")
+    _add_tls_args(g, "the gateway's")
+    g.set_defaults(fn=_gateway)
 
     inf = sub.add_parser("info", help="versions, CPU features and the kernels chosen (paste it into a bug report)")
     inf.set_defaults(fn=_info)

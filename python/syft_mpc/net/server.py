@@ -295,11 +295,22 @@ class WorkerServer:
             old = known.get(name)
             if isinstance(old, SocketWorker) and old.address == addr:
                 continue
-            host, _, port = addr.rpartition(":")
+            scheme, sep, rest = addr.rpartition("://")
+            host, _, port = (rest if sep else addr).rpartition(":")
             if not port.isdigit():
                 continue
             if isinstance(old, SocketWorker):
                 old.close()
+            if sep:  # a WebSocket worker (ws:// or wss://)
+                from syft_mpc.net.websocket_worker import WebsocketClientWorker
+
+                WebsocketClientWorker(
+                    None, host.strip("[]"), int(port), secure=scheme == "wss", id=name, token=self.token,
+                    timeout_s=self.timeout_s, asynchronous=False, connect=False, known_workers=known,
+                    announce=False, tls_ca=self.tls_ca,
+                )
+                log.info("peer %s is at %s", name, addr)
+                continue
             SocketWorker(
                 None,
                 id=name,

@@ -95,6 +95,8 @@ class SocketWorker(BaseWorker):
         print((x + x).get())        # tensor([2, 4, 6])
     """
 
+    url_scheme = ""  # how peers reach it: "host:port" is native TCP; WebSocket workers add "ws://"
+
     def __init__(
         self,
         hook: Any = None,
@@ -115,7 +117,7 @@ class SocketWorker(BaseWorker):
         super().__init__(hook, id=id, known_workers=known_workers)
         self.host = host
         self.port = int(port)
-        self.address = f"{host}:{self.port}"
+        self.address = f"{self.url_scheme}{host}:{self.port}"
         self._token = _token(token)
         self.tls_ca = (os.environ.get(ENV_TLS_CA) if tls_ca is None else tls_ca) or None
         self._tls_server_name = tls_server_name
@@ -191,11 +193,15 @@ class SocketWorker(BaseWorker):
             self._conn = conn
             self._peers_version = -1
         if self._peers_version != _directory_version:
-            with _directory_lock:
-                version, peers = _directory_version, dict(_directory) if self._announce else {}
+            version, peers = self.peers_to_announce()
             self._call(conn, HELLO + serde.encode({"uid": self._uid, "peers": peers}), "saying hello")
             self._peers_version = version
         return conn
+
+    def peers_to_announce(self) -> "tuple[int, dict[str, str]]":
+        """(version, {worker id: address}) of the workers made in this process, told to this one in hellos."""
+        with _directory_lock:
+            return _directory_version, dict(_directory) if self._announce else {}
 
     def _encode_request(self, env: Any) -> Any:
         # Pieces, sent without joining: tensor payloads go out from the tensor's memory,

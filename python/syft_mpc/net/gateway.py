@@ -1,0 +1,578 @@
+"""Browser workers: ``syft-mpc gateway`` serves a page; every tab that opens it is a worker.
+
+    syft-mpc gateway --port 8780 --token-file F --tabs alice,bob,carol
+
+prints one link per tab name (``http://host:8780/#id=alice&token=...``). A person opens
+theirs; the tab authenticates and registers as worker ``alice``. The driver connects to the
+gateway with the gateway's token and sees the tabs as :class:`BrowserWorker` objects::
+
+    gw = sy.Gateway("127.0.0.1", 8780, token=token)
+    alice, bob, carol = gw.wait_for_workers(3)       # or gw.workers()
+    x = torch.tensor([1.0, 2.0]).send(alice)
+    (x + x).get()                                     # tensor([2., 4.])
+
+Design (see ``docs/WORKERS.md`` and ``docs/SECURITY.md``):
+
+* One process, the ``websockets`` library: ``GET /`` and ``/static/<file>`` serve the page
+  (HTML + JavaScript shipped in the wheel, ``syft_mpc/net/static``); ``/tab`` and
+  ``/driver`` are WebSocket endpoints. Both run the handshake of
+  :mod:`syft_mpc.net.ws_transport` (HMAC challenge-response; the token never travels).
+* A tab's token is ``tab_token(gateway token, tab id)``: it only lets that tab register
+  under that id, never act as a driver or as another tab. It reaches the page in the URL
+  *fragment*, which browsers never send to a server (so it is in no request log).
+* The gateway relays the driver's requests (the same :class:`~syft_mpc.remote.messages.Envelope`
+  frames as every worker) to a tab and the tab's replies back. A tab that closes or stops
+  answering pings (2 s interval, 3 s timeout) is removed; pending and later requests to it
+  fail with :class:`~syft_mpc.errors.PeerDisconnected` naming it, others continue.
+* Secure aggregation (:meth:`Gateway.secure_sum`): the tabs agree on pairwise keys (ECDH
+  P-256, public keys relayed by the driver), each adds pairwise masks that cancel in the
+  sum (Bonawitz et al., CCS 2017) to its fixed-point update in Z_2^64, and the driver only
+  ever receives masked vectors: it learns the sum, never one tab's update.
+
+Driver <-> gateway messages are serde-encoded tuples::
+
+    ("list", seq)                      -> ("workers", seq, [tab ids])
+    ("req", seq, tab id, frame bytes)  -> ("reply", seq, reply bytes) | ("error", seq, message)
+                                          gateway pushes ("gone", tab id, reason)
+
+Gateway <-> tab: ``b"R" seq:u32 Envelope`` / ``b"r" seq:u32 Ok|Err``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http
+import importlib.resources
+import itertools
+import logging
+import os
+import re
+import threading
+import time
+from typing import Any, Sequence
+
+import torch
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+from websockets.sync.server import Server, ServerConnection, serve
+
+from syft_mpc import fixed_point
+from syft_mpc.errors import PeerDisconnected, PeerTimeout, SerializationError, TransportError
+from syft_mpc.net.env import ENV_TOKEN
+from syft_mpc.net.ws_transport import (
+    MAX_MESSAGE_BYTES,
+    WsConnection,
+    key_from_token,
+    open_connection,
+    server_handshake,
+    server_ssl,
+)
+from syft_mpc.remote import serde
+from syft_mpc.remote.messages import Command, Err, Ok, new_id
+from syft_mpc.remote.pointers import PointerTensor
+from syft_mpc.remote.serde import ObjRef, PointerDesc
+from syft_mpc.remote.workers import BaseWorker, local_worker
+
+__all__ = ["BrowserWorker", "Gateway", "GatewayServer", "tab_token", "TAB_SESSION", "DRIVER_SESSION"]
+
+log = logging.getLogger("syft_mpc.gateway")
+
+TAB_SESSION = "syft-mpc-gateway-tab"
+DRIVER_SESSION = "syft-mpc-gateway-driver"
+GATEWAY_ID = "gateway"
+_TAB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_STATIC = {
+    "index.html": "text/html; charset=utf-8",
+    "tab.mjs": "text/javascript; charset=utf-8",
+    "ring.mjs": "text/javascript; charset=utf-8",
+    "serde.mjs": "text/javascript; charset=utf-8",
+    "secagg.mjs": "text/javascript; charset=utf-8",
+}
+_CSP = "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+
+
+def tab_token(token: str, tab_id: str) -> str:
+    """The token of tab ``tab_id``: ``HMAC-SHA256(key(token), "tab:" + id)``, hex (what the person enters)."""
+    return hmac.new(key_from_token(token), b"tab:" + tab_id.encode(), hashlib.sha256).hexdigest()[:40]
+
+
+def tab_link(base_url: str, token: str, tab_id: str) -> str:
+    """The page URL for one tab, its id and token in the fragment (never sent to the server)."""
+    return f"{base_url.rstrip('/')}/#id={tab_id}&token={tab_token(token, tab_id)}"
+
+
+def _static(name: str) -> bytes:
+    return importlib.resources.files("syft_mpc.net").joinpath("static").joinpath(name).read_bytes()
+
+
+class _Tab:
+    def __init__(self, tab_id: str, conn: WsConnection) -> None:
+        self.id, self.conn = tab_id, conn
+        self.pending: dict[int, tuple["_Driver", int]] = {}  # gateway seq -> (driver, driver seq)
+
+
+class _Driver:
+    def __init__(self, conn: WsConnection) -> None:
+        self.conn = conn
+        self.lock = threading.Lock()
+
+    def push(self, msg: Any) -> None:
+        try:
+            with self.lock:
+                self.conn.send(serde.encode(msg))
+        except TransportError:
+            pass
+
+
+class GatewayServer:
+    """The gateway process: serves the page and relays between drivers and tabs.
+
+    Args:
+        host, port: where to listen (port 0 picks one; see ``address``).
+        token: the gateway token (drivers use it; tabs use ``tab_token(token, id)``).
+        tls_cert, tls_key: serve ``https://`` and ``wss://`` only.
+        timeout_s: bound on handshakes.
+        ping_s: a tab that does not answer a ping within ``ping_s + 1`` seconds is dropped.
+    """
+
+    def __init__(
+        self, host: str, port: int, token: str, *, tls_cert: "str | None" = None, tls_key: "str | None" = None,
+        timeout_s: float = 30.0, ping_s: float = 2.0,
+    ) -> None:
+        if len(token) < 16:
+            raise ValueError("a gateway token must have at least 16 characters")
+        self.token = token
+        self.timeout_s = timeout_s
+        self._tabs: dict[str, _Tab] = {}
+        self._drivers: set[_Driver] = set()
+        self._state = threading.Lock()
+        self._seq = itertools.count(1)
+        ctx = server_ssl(tls_cert, tls_key)
+        self.tls = ctx is not None
+        try:
+            self._server: Server = serve(
+                self._handle, host, port, ssl=ctx, max_size=MAX_MESSAGE_BYTES, compression=None,
+                process_request=self._http, open_timeout=timeout_s, close_timeout=2,
+                ping_interval=ping_s, ping_timeout=ping_s + 1,
+            )
+        except OSError as e:
+            raise TransportError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+        h, p = self._server.socket.getsockname()[:2]
+        self.address = f"{h}:{p}"
+        self.url = f"{'https' if self.tls else 'http'}://{self.address}"
+        self._thread: "threading.Thread | None" = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever()
+
+    def start_in_thread(self) -> "GatewayServer":
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="gateway")
+        self._thread.start()
+        return self
+
+    def stop(self, *_: Any) -> None:
+        self._server.shutdown()
+
+    def link(self, tab_id: str) -> str:
+        """The page URL for tab ``tab_id`` (id and token in the fragment)."""
+        return tab_link(self.url, self.token, tab_id)
+
+    def tabs(self) -> list[str]:
+        with self._state:
+            return sorted(self._tabs)
+
+    # ------------------------------------------------------------------ HTTP
+
+    def _http(self, connection: ServerConnection, request: Request) -> "Response | None":
+        path = request.path.split("?", 1)[0]
+        if path in ("/tab", "/driver"):
+            return None  # the WebSocket upgrade goes on
+        name = "index.html" if path == "/" else path[len("/static/"):] if path.startswith("/static/") else ""
+        if name not in _STATIC:
+            return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+        body = _static(name)
+        headers = Headers([
+            ("Content-Type", _STATIC[name]), ("Content-Length", str(len(body))), ("Cache-Control", "no-store"),
+            ("Content-Security-Policy", _CSP), ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"),
+        ])
+        return Response(200, "OK", headers, body)
+
+    # ------------------------------------------------------------------ WebSocket endpoints
+
+    def _handle(self, ws: ServerConnection) -> None:
+        addr = ws.remote_address
+        where = f"{addr[0]}:{addr[1]}" if addr else "?"
+        path = ws.request.path if ws.request is not None else ""
+        try:
+            if path == "/tab":
+                tab_id = server_handshake(ws, self._tab_token, TAB_SESSION, self.timeout_s)
+                self._serve_tab(tab_id, WsConnection(ws, where))
+            elif path == "/driver":
+                server_handshake(ws, self._driver_token, DRIVER_SESSION, self.timeout_s)
+                self._serve_driver(WsConnection(ws, where))
+        except TransportError as e:
+            log.warning("rejected a connection from %s to %s: %s", where, path, e)
+
+    def _tab_token(self, tab_id: str) -> "str | None":
+        return tab_token(self.token, tab_id) if _TAB_ID.fullmatch(tab_id) else None
+
+    def _driver_token(self, gateway_id: str) -> "str | None":
+        return self.token if gateway_id == GATEWAY_ID else None
+
+    def _serve_tab(self, tab_id: str, conn: WsConnection) -> None:
+        tab = _Tab(tab_id, conn)
+        with self._state:
+            if tab_id in self._tabs:
+                conn.send(b"E" + f"a tab is already connected as {tab_id}; close it first".encode())
+                conn.close()
+                log.warning("refused a second tab for %s", tab_id)
+                return
+            self._tabs[tab_id] = tab
+        log.info("tab %s connected from %s", tab_id, conn.peer_addr)
+        why = "the tab closed"
+        try:
+            while True:
+                msg = conn.recv(None)
+                if len(msg) < 5 or msg[:1] != b"r":
+                    why = "the tab sent a malformed message"
+                    break
+                seq = int.from_bytes(msg[1:5], "little")
+                with self._state:
+                    route = tab.pending.pop(seq, None)
+                if route is None:
+                    why = f"the tab answered a request it was not sent (#{seq})"
+                    break
+                driver, dseq = route
+                driver.push(("reply", dseq, bytes(msg[5:])))
+        except PeerDisconnected:
+            pass
+        except TransportError as e:
+            why = f"the connection failed ({e})"
+        finally:
+            conn.close()
+            with self._state:
+                if self._tabs.get(tab_id) is tab:
+                    del self._tabs[tab_id]
+                pending, tab.pending = tab.pending, {}
+                drivers = list(self._drivers)
+            reason = f"browser worker {tab_id} left: {why}"
+            log.info("%s", reason)
+            for driver, dseq in pending.values():
+                driver.push(("error", dseq, reason))
+            for d in drivers:
+                d.push(("gone", tab_id, reason))
+
+    def _serve_driver(self, conn: WsConnection) -> None:
+        driver = _Driver(conn)
+        with self._state:
+            self._drivers.add(driver)
+        log.info("driver connected from %s", conn.peer_addr)
+        try:
+            while True:
+                raw = conn.recv(None)
+                try:
+                    msg = serde.decode(raw)
+                    if not (isinstance(msg, tuple) and msg and isinstance(msg[0], str) and len(msg) >= 2 and type(msg[1]) is int):
+                        raise SerializationError("expected a (kind, seq, ...) tuple")
+                except SerializationError as e:
+                    driver.push(("error", -1, f"malformed message: {e}; the connection was closed"))
+                    log.warning("malformed message from driver %s: %s", conn.peer_addr, e)
+                    break
+                kind, dseq = msg[0], msg[1]
+                if kind == "list":
+                    driver.push(("workers", dseq, self.tabs()))
+                elif kind == "req" and len(msg) == 4 and isinstance(msg[2], str) and isinstance(msg[3], bytes):
+                    self._forward(driver, dseq, msg[2], msg[3])
+                else:
+                    driver.push(("error", dseq, f"unknown request {kind!r}"))
+        except TransportError:
+            pass
+        finally:
+            conn.close()
+            with self._state:
+                self._drivers.discard(driver)
+                for tab in self._tabs.values():
+                    for s in [s for s, (d, _) in tab.pending.items() if d is driver]:
+                        del tab.pending[s]
+            log.info("driver %s left", conn.peer_addr)
+
+    def _forward(self, driver: _Driver, dseq: int, tab_id: str, frame: bytes) -> None:
+        seq = next(self._seq) & 0xFFFFFFFF
+        with self._state:
+            tab = self._tabs.get(tab_id)
+            if tab is not None:
+                tab.pending[seq] = (driver, dseq)
+        if tab is None:
+            driver.push(("error", dseq, f"no browser worker {tab_id} is connected"))
+            return
+        try:
+            tab.conn.send(b"R" + seq.to_bytes(4, "little") + frame)
+        except TransportError:
+            pass  # the tab's own thread reports it gone and fails the pending request
+
+
+class _Call:
+    __slots__ = ("done", "result", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: "str | None" = None
+
+
+class Gateway:
+    """The driver's connection to a gateway (``syft-mpc gateway``).
+
+    Args:
+        host, port: the gateway's address.
+        token: the gateway token (default ``$SYFT_MPC_TOKEN``); it never travels.
+        secure: ``wss://`` (TLS), checking the certificate against ``tls_ca`` or the system CAs.
+        timeout_s: bound on connecting and on each request to a tab.
+    """
+
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 8780, token: "str | None" = None, *, secure: bool = False,
+        tls_ca: "str | None" = None, timeout_s: float = 30.0,
+    ) -> None:
+        token = token or os.environ.get(ENV_TOKEN)
+        if not token:
+            raise ValueError(f"no token: pass token=... or set {ENV_TOKEN} (the gateway's token)")
+        self.url = f"{'wss' if secure else 'ws'}://{host}:{port}/driver"
+        self.timeout_s = timeout_s
+        self._conn = open_connection(self.url, token, GATEWAY_ID, DRIVER_SESSION, timeout_s, tls_ca=tls_ca)
+        self._calls: dict[int, _Call] = {}
+        self._seq = itertools.count(1)
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._workers: dict[str, BrowserWorker] = {}
+        self._gone: dict[str, str] = {}
+        self._closed: "str | None" = None
+        self._reader = threading.Thread(target=self._read, daemon=True, name="gateway-driver")
+        self._reader.start()
+
+    def __repr__(self) -> str:
+        return f"<Gateway {self.url}>"
+
+    # ------------------------------------------------------------------ transport
+
+    def _read(self) -> None:
+        why = "the gateway closed the connection"
+        try:
+            while True:
+                msg = serde.decode(self._conn.recv(None))
+                if not isinstance(msg, tuple) or len(msg) < 2:
+                    continue
+                if msg[0] == "gone":
+                    tab_id, reason = str(msg[1]), str(msg[2])
+                    with self._lock:
+                        self._gone[tab_id] = reason
+                        self._workers.pop(tab_id, None)
+                    continue
+                with self._lock:
+                    call = self._calls.pop(msg[1], None) if type(msg[1]) is int else None
+                if call is None:
+                    continue
+                if msg[0] == "error":
+                    call.error = str(msg[2])
+                else:
+                    call.result = msg[2]
+                call.done.set()
+        except (TransportError, SerializationError) as e:
+            why = f"the connection to the gateway failed: {e}"
+        finally:
+            with self._lock:
+                self._closed = why
+                calls, self._calls = list(self._calls.values()), {}
+            for c in calls:
+                c.error = why
+                c.done.set()
+
+    def _call(self, msg_tail: tuple[Any, ...], kind: str, what: str, timeout_s: "float | None" = None) -> Any:
+        call = _Call()
+        with self._lock:
+            if self._closed is not None:
+                raise PeerDisconnected(f"{what}: {self._closed}")
+            seq = next(self._seq)
+            self._calls[seq] = call
+        try:
+            with self._send_lock:
+                self._conn.send(serde.encode((kind, seq, *msg_tail)))
+        except TransportError as e:
+            raise PeerDisconnected(f"{what}: sending to the gateway failed: {e}") from None
+        t = self.timeout_s if timeout_s is None else timeout_s
+        if not call.done.wait(t):
+            with self._lock:
+                self._calls.pop(seq, None)
+            raise PeerTimeout(f"{what}: no answer within {t:.1f} s")
+        if call.error is not None:
+            raise PeerDisconnected(f"{what}: {call.error}")
+        return call.result
+
+    def request(self, tab_id: str, frame: bytes) -> bytes:
+        """Sends one encoded request to tab ``tab_id`` and returns its encoded reply."""
+        with self._lock:
+            gone = self._gone.get(tab_id)
+        if gone is not None:
+            raise PeerDisconnected(gone)
+        try:
+            reply = self._call((tab_id, frame), "req", f"browser worker {tab_id}")
+        except PeerTimeout as e:
+            raise PeerTimeout(f"{e}; is the tab still open?") from None
+        if not isinstance(reply, bytes):
+            raise SerializationError(f"browser worker {tab_id}: the gateway sent a reply of type {type(reply).__name__}")
+        return reply
+
+    # ------------------------------------------------------------------ workers
+
+    def workers(self) -> "list[BrowserWorker]":
+        """The tabs connected now, as workers (sorted by id)."""
+        ids = self._call((), "list", "listing browser workers")
+        out = []
+        for tab_id in ids:
+            with self._lock:
+                self._gone.pop(tab_id, None)  # a tab that came back under its id
+                w = self._workers.get(tab_id)
+            if w is None:
+                w = BrowserWorker(self, tab_id)
+                with self._lock:
+                    self._workers[tab_id] = w
+            out.append(w)
+        return out
+
+    def wait_for_workers(self, n: int, timeout_s: float = 60.0) -> "list[BrowserWorker]":
+        """Waits until at least ``n`` tabs are connected; returns them."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            ws = self.workers()
+            if len(ws) >= n:
+                return ws
+            if time.monotonic() > deadline:
+                raise PeerTimeout(f"{len(ws)} of {n} browser workers connected after {timeout_s:.0f} s: {[w.id for w in ws]}")
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # ------------------------------------------------------------------ secure aggregation
+
+    def secure_sum(
+        self, tabs: "Sequence[BrowserWorker]", ptrs: "Sequence[Sequence[PointerTensor]]",
+        precision: int = fixed_point.DEFAULT_PRECISION,
+    ) -> "list[torch.Tensor]":
+        """The element-wise sum over tabs of the float tensors ``ptrs[k]`` held by ``tabs[k]``,
+        revealing only the sum (pairwise masks in Z_2^64, Bonawitz et al. 2017).
+
+        Each tab returns ``encode(its tensors, flattened) + Σ_j ±PRG(k_ij)`` where ``k_ij`` is an
+        ECDH key it shares with tab ``j``; the masks cancel in the sum mod 2^64. A tab that
+        leaves mid-round fails the round with an error naming it (no dropout recovery)."""
+        if len(tabs) < 2 or len(tabs) != len(ptrs):
+            raise ValueError("secure_sum needs at least two tabs and one list of pointers per tab")
+        rnd = new_id()
+        keys = {t.id: t.command("tab.secagg_key", (rnd,)) for t in tabs}
+        if not all(isinstance(k, bytes) for k in keys.values()):
+            raise SerializationError("a tab sent a public key that is not bytes")
+        masked = []
+        for t, ps in zip(tabs, ptrs):
+            refs = tuple(ObjRef(p.id_at_location) for p in ps)
+            v = t.command("tab.secagg_masked", (refs, keys, rnd, precision))
+            if not isinstance(v, torch.Tensor) or v.dtype != torch.int64:
+                raise SerializationError(f"browser worker {t.id} sent a masked update that is not an int64 tensor")
+            masked.append(v)
+        if len({m.numel() for m in masked}) != 1:
+            raise SerializationError("the tabs' masked updates have different sizes")
+        total = masked[0].clone()
+        for m in masked[1:]:
+            total += m  # int64 addition wraps mod 2^64, like the ring
+        flat = fixed_point.decode(total, 2, precision, dtype=torch.float64)
+        out, off = [], 0
+        for p in ptrs[0]:
+            n = int(torch.Size(p.shape).numel())
+            out.append(flat[off : off + n].reshape(p.shape).to(p.dtype))
+            off += n
+        return out
+
+
+class BrowserWorker(BaseWorker):
+    """A browser tab registered with a gateway, used like any worker (``send``, ops, ``.get()``).
+
+    What it runs: element-wise ``add``/``sub``/``mul``/``neg``/``div`` and ``sum`` on float32,
+    float64 and int64 tensors (int64 wraps mod 2^64, so it holds additive shares),
+    and the tab routines of :meth:`command` (local training, secure aggregation).
+    Tensors computed from the tab's own data are *private*: the tab refuses ``.get()`` of them
+    unless its person allows it; they leave only masked, through :meth:`Gateway.secure_sum`.
+    """
+
+    def __init__(self, gateway: Gateway, id: str) -> None:
+        super().__init__(None, id=id)
+        self.gateway = gateway
+
+    def __repr__(self) -> str:
+        return f"<BrowserWorker id:{self.id} via {self.gateway.url}>"
+
+    def _deliver(self, data: Any) -> bytes:
+        reply = self.gateway.request(self.id, bytes(data))
+        try:  # checked here so that a tab's malformed reply is an error naming the tab
+            if not isinstance(serde.decode(reply), (Ok, Err)):
+                raise SerializationError("expected Ok or Err")
+        except SerializationError as e:
+            raise SerializationError(f"browser worker {self.id} sent a malformed reply: {e}") from None
+        return reply
+
+    def command(self, op: str, args: tuple[Any, ...] = (), kwargs: "dict[str, Any] | None" = None) -> Any:
+        """Runs tab routine ``op`` (``tab.*``); tensor results come back as pointers."""
+        value = local_worker._send(self, Command(op, args, kwargs or {}, new_id(), False))
+        return self._wrap(value)
+
+    def _wrap(self, v: Any) -> Any:
+        if isinstance(v, PointerDesc):
+            return local_worker._pointer_from_desc(v)
+        if isinstance(v, tuple):
+            return tuple(self._wrap(x) for x in v)
+        return v
+
+    def dataset_info(self, key: str) -> dict[str, Any]:
+        """Rows, features and classes of the data set ``key`` the person loaded in the tab."""
+        info = self.command("tab.dataset_info", (key,))
+        if not isinstance(info, dict):
+            raise SerializationError(f"browser worker {self.id} sent dataset info of type {type(info).__name__}")
+        return info
+
+    def fit(self, dataset_key: str, weight: PointerTensor, bias: PointerTensor, *, lr: float = 0.1, epochs: int = 1,
+            batch_size: int = 32) -> "tuple[PointerTensor, PointerTensor]":
+        """Softmax regression trained by SGD in the tab on its data set ``dataset_key``, from
+        ``weight`` [classes, features] and ``bias`` [classes] (pointers to this tab); returns
+        pointers to the trained (private) parameters."""
+        out = self.command(
+            "tab.train_softmax",
+            (ObjRef(weight.id_at_location), ObjRef(bias.id_at_location), dataset_key, float(lr), int(epochs), int(batch_size)),
+        )
+        if not (isinstance(out, tuple) and len(out) == 2 and all(isinstance(p, PointerTensor) for p in out)):
+            raise SerializationError(f"browser worker {self.id}: training returned {out!r}")
+        return out[0], out[1]
+
+
+def run_gateway(host: str, port: int, token: str, *, tabs: "Sequence[str]" = (), tls_cert: "str | None" = None,
+                tls_key: "str | None" = None, public_url: "str | None" = None) -> None:
+    """The CLI's ``gateway`` command: serves until SIGINT/SIGTERM, printing a link per tab."""
+    import signal
+
+    for t in tabs:
+        if not _TAB_ID.fullmatch(t):
+            raise SystemExit(f"syft-mpc gateway: bad tab id {t!r} (1-64 letters, digits, _ . -)")
+    server = GatewayServer(host, port, token, tls_cert=tls_cert, tls_key=tls_key)
+    stop = threading.Event()
+    # The server runs on a thread; the signal only wakes this one (shutting the server down from
+    # a handler interrupting its own serve_forever would wait on itself).
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    server.start_in_thread()
+    print(f"gateway on {server.url}", flush=True)
+    for t in tabs:
+        print(f"tab {t}: {tab_link(public_url or server.url, token, t)}", flush=True)
+    while not stop.wait(0.5):
+        pass
+    server.stop()
+

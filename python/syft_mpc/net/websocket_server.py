@@ -1,0 +1,138 @@
+"""WebsocketServerWorker: a worker process serving drivers over WebSocket (PySyft 0.2's name).
+
+``syft-mpc worker --transport websocket --id bob --port 8778`` runs one; in Python::
+
+    server = sy.WebsocketServerWorker(hook, "127.0.0.1", 8778, id="bob", token=token)
+    server.start()            # serves until SIGINT/SIGTERM or server.stop()
+
+It is a :class:`~syft_mpc.net.server.WorkerServer` (same object store, same frames, same
+limits and grace period, same handling of malformed input) whose listener accepts WebSocket
+connections (the ``websockets`` library) authenticated by the handshake of
+:mod:`syft_mpc.net.ws_transport`. With ``tls_cert``/``tls_key`` it serves ``wss://`` only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from typing import Any
+
+from websockets.sync.server import Server, ServerConnection, serve
+
+from syft_mpc.errors import TransportError
+from syft_mpc.net.env import ENV_TOKEN
+from syft_mpc.net.server import WorkerServer
+from syft_mpc.net.ws_transport import MAX_MESSAGE_BYTES, WsConnection, server_handshake, server_ssl
+from syft_mpc.remote.messages import DEFAULT_SESSION
+
+__all__ = ["WebsocketListener", "WebsocketServerWorker"]
+
+log = logging.getLogger("syft_mpc.worker")
+
+
+class WebsocketListener:
+    """Accepts authenticated WebSocket connections; the interface of the native ``Listener``."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        token: str,
+        worker_id: str,
+        *,
+        session: str = DEFAULT_SESSION,
+        timeout_s: float = 30.0,
+        tls_cert: "str | None" = None,
+        tls_key: "str | None" = None,
+    ) -> None:
+        self._token, self._id, self._session, self._timeout = token, worker_id, session, timeout_s
+        self._queue: "queue.Queue[WsConnection]" = queue.Queue()
+        ctx = server_ssl(tls_cert, tls_key)
+        self.tls = ctx is not None
+        try:
+            self._server: Server = serve(
+                self._handle, host, port, ssl=ctx, max_size=MAX_MESSAGE_BYTES, compression=None,
+                open_timeout=timeout_s, close_timeout=2,
+            )
+        except OSError as e:
+            raise TransportError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+        h, p = self._server.socket.getsockname()[:2]
+        self.local_addr = f"{h}:{p}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name=f"ws-{worker_id}")
+        self._thread.start()
+
+    def _tokens(self, worker_id: str) -> "str | None":
+        return self._token if worker_id == self._id else None
+
+    def _handle(self, ws: ServerConnection) -> None:
+        addr = ws.remote_address
+        where = f"{addr[0]}:{addr[1]}" if addr else "?"
+        try:
+            server_handshake(ws, self._tokens, self._session, self._timeout)
+        except TransportError as e:
+            log.warning("rejected a connection from %s: %s", where, e)
+            return
+        conn = WsConnection(ws, where)
+        self._queue.put(conn)
+        conn.closed.wait()  # the server's own thread serves it; the socket closes when this returns
+
+    def accept(self, timeout_s: float) -> "WsConnection | None":
+        try:
+            return self._queue.get(timeout=timeout_s)
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        self._server.shutdown()
+
+
+class WebsocketServerWorker(WorkerServer):
+    """A worker serving drivers (and other workers) over WebSocket.
+
+    Args:
+        hook: kept for PySyft compatibility (the worker makes its own).
+        host, port: where to listen (port 0 picks a free one; see ``address``).
+        id: the worker id clients name.
+        token: the shared secret (default ``$SYFT_MPC_TOKEN``; at least 16 characters).
+        tls_cert, tls_key: PEM certificate chain and key: serve ``wss://`` only (PySyft's
+            ``cert_path``/``key_path`` are accepted too).
+        Other keyword arguments as :class:`~syft_mpc.net.server.WorkerServer`.
+    """
+
+    def __init__(
+        self,
+        hook: Any = None,
+        host: str = "127.0.0.1",
+        port: int = 8777,
+        id: str = "bob",
+        token: "str | None" = None,
+        *,
+        timeout_s: float = 30.0,
+        tls_cert: "str | None" = None,
+        tls_key: "str | None" = None,
+        cert_path: "str | None" = None,
+        key_path: "str | None" = None,
+        **kwargs: Any,
+    ) -> None:
+        tls_cert, tls_key = tls_cert or cert_path, tls_key or key_path  # PySyft 0.2's names
+        token = token or os.environ.get(ENV_TOKEN, "")
+        if len(token) < 16:
+            raise ValueError(f"a token of at least 16 characters is needed: pass token=... or set {ENV_TOKEN}")
+        listener = WebsocketListener(host, port, token, id, timeout_s=timeout_s, tls_cert=tls_cert, tls_key=tls_key)
+        super().__init__(
+            id, host, port, token, timeout_s=timeout_s, listener=listener,  # type: ignore[arg-type]
+            tls_cert=tls_cert, tls_key=tls_key, **kwargs,
+        )
+        self.url = f"{'wss' if listener.tls else 'ws'}://{self.address}"
+
+    def start(self) -> None:
+        """Serves until :meth:`stop` (PySyft's name for ``serve_forever``)."""
+        self.serve_forever()
+
+    def start_in_thread(self) -> threading.Thread:
+        """Serves in a daemon thread (for notebooks and tests); returns it."""
+        t = threading.Thread(target=self.serve_forever, daemon=True, name=f"worker-{self.id}")
+        t.start()
+        return t

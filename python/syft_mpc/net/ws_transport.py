@@ -1,0 +1,242 @@
+"""WebSocket transport: an authenticated message connection over ``ws://`` or ``wss://``.
+
+The same control frames as a socket worker (:mod:`syft_mpc.remote.messages`) travel as
+binary WebSocket messages (the ``websockets`` library, RFC 6455). Right after the WebSocket
+opens, both ends prove they know the shared token without sending it, in the spirit of the
+native handshake (``rust/transport/src/handshake.rs``): an HMAC-SHA256 challenge-response
+over fresh nonces of both sides, bound to the session name, the worker id and the direction
+(so a recorded handshake cannot be replayed, nor a client's proof reflected back)::
+
+    client -> server   b"SMWS" 0x01 | client nonce [32] | worker id (UTF-8)
+    server -> client   b"SMWS" 0x01 | server nonce [32]
+    client -> server   HMAC(key, LABEL | b"C" | session | id | server nonce | client nonce)
+    server -> client   0x00 | HMAC(key, LABEL | b"S" | session | id | client nonce | server nonce)
+                       or 0x01 | reason (UTF-8), then close
+    key = SHA-256(b"syft-mpc session key v1\\0" | token)       (as the native transport)
+
+Session, id, and each length-prefixed (u16 LE) in the MAC. Proofs are compared in constant
+time; every handshake message is bounded (256 bytes) and the whole handshake has one deadline.
+Over ``wss://`` this runs inside TLS (an ``ssl.SSLContext``); the proofs are not bound to the
+TLS channel (Python's ``ssl`` does not expose the ``tls-exporter`` binding), so TLS with a
+checked certificate is what stops an active relay.
+
+:class:`WsConnection` gives the interface :class:`~syft_mpc.net.server.WorkerServer` and the
+socket worker use on a native ``Connection``: ``send``, ``recv``, ``request``, ``close``,
+``peer_addr``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import ssl
+import threading
+import time
+from typing import Any, Iterable
+
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI, WebSocketException
+from websockets.sync.client import ClientConnection, connect
+from websockets.sync.connection import Connection
+
+from syft_mpc.errors import AuthenticationError, PeerDisconnected, PeerTimeout, TlsError, TransportError
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "WsConnection",
+    "client_handshake",
+    "key_from_token",
+    "open_connection",
+    "proof",
+    "server_handshake",
+]
+
+MAX_MESSAGE_BYTES = 1 << 30
+"""Largest message accepted (the native transport's default bound, 1 GiB)."""
+HANDSHAKE_MAX = 256
+MAGIC = b"SMWS\x01"
+KEY_LABEL = b"syft-mpc session key v1\x00"
+PROOF_LABEL = b"syft-mpc websocket v1 handshake proof\x00"
+
+
+def key_from_token(token: str) -> bytes:
+    """``SHA-256(b"syft-mpc session key v1\\0" || token)``, as ``handshake.rs``'s ``key_from_token``."""
+    return hashlib.sha256(KEY_LABEL + token.encode()).digest()
+
+
+def _lp(b: bytes) -> bytes:
+    return len(b).to_bytes(2, "little") + b
+
+
+def proof(key: bytes, direction: bytes, session: str, worker_id: str, receiver_nonce: bytes, sender_nonce: bytes) -> bytes:
+    """The HMAC-SHA256 proof one side sends (``direction`` ``b"C"`` client, ``b"S"`` server)."""
+    msg = PROOF_LABEL + direction + _lp(session.encode()) + _lp(worker_id.encode()) + receiver_nonce + sender_nonce
+    return hmac.new(key, msg, hashlib.sha256).digest()
+
+
+def _recv_bounded(ws: Connection, deadline: float, what: str) -> bytes:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise PeerTimeout(f"the handshake took too long (waiting for {what})")
+    try:
+        msg = ws.recv(timeout=left)
+    except TimeoutError:
+        raise PeerTimeout(f"the handshake took too long (waiting for {what})") from None
+    except ConnectionClosed:
+        raise PeerDisconnected(f"the peer closed the connection during the handshake (waiting for {what})") from None
+    if not isinstance(msg, bytes) or len(msg) > HANDSHAKE_MAX:
+        raise AuthenticationError(f"malformed handshake message ({what}): expected at most {HANDSHAKE_MAX} bytes")
+    return msg
+
+
+def client_handshake(ws: Connection, token: str, worker_id: str, session: str, timeout_s: float) -> None:
+    """Proves knowledge of ``token`` to the server reached as ``worker_id`` and checks its proof."""
+    deadline = time.monotonic() + timeout_s
+    key = key_from_token(token)
+    nc = secrets.token_bytes(32)
+    ws.send(MAGIC + nc + worker_id.encode())
+    hello = _recv_bounded(ws, deadline, "the server's hello")
+    if hello[:5] != MAGIC or len(hello) != 37:
+        raise AuthenticationError("the server did not answer with a syft_mpc WebSocket handshake (another service, or another version)")
+    ns = hello[5:]
+    ws.send(proof(key, b"C", session, worker_id, ns, nc))
+    verdict = _recv_bounded(ws, deadline, "the server's verdict")
+    if verdict[:1] == b"\x01":
+        reason = verdict[1:200].decode("utf-8", "replace")
+        raise AuthenticationError(f"rejected by the server: {''.join(c if c.isprintable() else '?' for c in reason)}")
+    expect = proof(key, b"S", session, worker_id, nc, ns)
+    if verdict[:1] != b"\x00" or not hmac.compare_digest(verdict[1:], expect):
+        raise AuthenticationError("the server could not prove it knows the token (another deployment, or a wrong token)")
+
+
+def server_handshake(ws: Connection, tokens: Any, session: str, timeout_s: float) -> str:
+    """Checks a client's proof; returns the worker id it asked for.
+
+    ``tokens(worker_id)`` gives the token for that id, or None when the id is not served here."""
+    deadline = time.monotonic() + timeout_s
+    hello = _recv_bounded(ws, deadline, "the client's hello")
+    if hello[:5] != MAGIC or len(hello) < 37:
+        raise AuthenticationError("the client did not send a syft_mpc WebSocket handshake")
+    nc = hello[5:37]
+    try:
+        worker_id = hello[37:].decode()
+    except UnicodeDecodeError:
+        raise AuthenticationError("the worker id in the handshake is not UTF-8") from None
+    token = tokens(worker_id)
+    ns = secrets.token_bytes(32)
+    ws.send(MAGIC + ns)
+    got = _recv_bounded(ws, deadline, "the client's proof")
+    if token is None:
+        ws.send(b"\x01" + f"no worker {worker_id[:60]!r} here".encode())
+        raise AuthenticationError(f"a client asked for worker {worker_id[:60]!r}, which is not served here")
+    key = key_from_token(token)
+    if not hmac.compare_digest(got, proof(key, b"C", session, worker_id, ns, nc)):
+        ws.send(b"\x01wrong token")
+        raise AuthenticationError(f"a client for {worker_id!r} failed to prove it knows the token")
+    ws.send(b"\x00" + proof(key, b"S", session, worker_id, nc, ns))
+    return worker_id
+
+
+def _fragments(frame: Any) -> "bytes | Iterable[Any]":
+    if isinstance(frame, (bytes, bytearray, memoryview)):
+        return frame
+    # Pieces (serde.encode_parts): sent as one fragmented message, without joining them.
+    return [p if isinstance(p, (bytes, bytearray)) else memoryview(p).cast("B") for p in frame]
+
+
+class WsConnection:
+    """One authenticated WebSocket, with the native ``Connection``'s methods."""
+
+    def __init__(self, ws: Connection, peer_addr: str) -> None:
+        self.ws = ws
+        self.peer_addr = peer_addr
+        self.closed = threading.Event()
+
+    def send(self, frame: Any) -> None:
+        try:
+            self.ws.send(_fragments(frame))
+        except ConnectionClosed as e:
+            self.closed.set()
+            raise PeerDisconnected(f"connection to {self.peer_addr} closed ({e})") from None
+        except (OSError, WebSocketException) as e:
+            self.closed.set()
+            raise TransportError(f"sending to {self.peer_addr} failed: {e}") from None
+
+    def recv(self, timeout_s: "float | None" = None) -> bytes:
+        try:
+            msg = self.ws.recv(timeout=timeout_s)
+        except TimeoutError:
+            raise PeerTimeout(f"no message from {self.peer_addr} in {timeout_s:.1f} s") from None
+        except ConnectionClosed as e:
+            self.closed.set()
+            if e.rcvd is not None and e.rcvd.code == 1009:
+                raise TransportError(f"{self.peer_addr}: message over the {MAX_MESSAGE_BYTES}-byte limit") from None
+            raise PeerDisconnected(f"connection to {self.peer_addr} closed") from None
+        except (OSError, WebSocketException) as e:
+            self.closed.set()
+            raise TransportError(f"receiving from {self.peer_addr} failed: {e}") from None
+        if isinstance(msg, str):
+            raise TransportError(f"{self.peer_addr} sent a text message; this protocol uses binary messages")
+        return msg
+
+    def request(self, frame: Any, timeout_s: float) -> bytes:
+        self.send(frame)
+        return self.recv(timeout_s)
+
+    def close(self) -> None:
+        self.closed.set()
+        try:
+            self.ws.close()
+        except Exception:
+            pass
+
+
+def client_ssl(tls_ca: "str | None", url: str) -> "ssl.SSLContext | None":
+    """The TLS context for a ``wss://`` URL: trusts ``tls_ca`` (PEM) or the system CAs."""
+    if not url.startswith("wss://"):
+        return None
+    ctx = ssl.create_default_context(cafile=tls_ca) if tls_ca else ssl.create_default_context()
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def server_ssl(tls_cert: "str | None", tls_key: "str | None") -> "ssl.SSLContext | None":
+    """The TLS context of a ``wss://`` server (None without a certificate)."""
+    if not (tls_cert and tls_key):
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(tls_cert, tls_key)
+    except (OSError, ssl.SSLError) as e:
+        raise TlsError(f"cannot load the TLS certificate {tls_cert} / key {tls_key}: {e}") from None
+    return ctx
+
+
+def open_connection(
+    url: str, token: str, worker_id: str, session: str, timeout_s: float, tls_ca: "str | None" = None,
+    server_name: "str | None" = None,
+) -> WsConnection:
+    """Connects to ``url`` (``ws://host:port/path`` or ``wss://...``) and runs the client handshake."""
+    try:
+        ws: ClientConnection = connect(
+            url,
+            ssl=client_ssl(tls_ca, url),
+            server_hostname=server_name,
+            open_timeout=timeout_s,
+            close_timeout=2,
+            max_size=MAX_MESSAGE_BYTES,
+            compression=None,
+        ).__enter__()  # the connection itself (websockets >= 17.1 warns unless entered)
+    except ssl.SSLError as e:
+        raise TlsError(f"TLS with {url} failed: {e}") from None
+    except TimeoutError:
+        raise PeerTimeout(f"connecting to {url} took more than {timeout_s:.1f} s") from None
+    except (OSError, InvalidHandshake, InvalidURI) as e:
+        raise TransportError(f"cannot connect to {url}: {e}") from None
+    try:
+        client_handshake(ws, token, worker_id, session, timeout_s)
+    except BaseException:
+        ws.close()
+        raise
+    return WsConnection(ws, url)

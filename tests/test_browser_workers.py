@@ -1,0 +1,303 @@
+"""Browser tabs as workers: a real `syft-mpc gateway` process and headless Chromium tabs.
+
+Chromium is Debian's (`apt-get install chromium`), driven by Playwright (PyPI) through
+``executable_path``; ``.ci/run`` installs both. Each tab opens the gateway's page with its id
+and token in the link's fragment, exactly as a person would.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+import torch
+
+import syft_mpc as sy
+from syft_mpc.errors import AuthenticationError, PeerDisconnected, RemoteError
+from syft_mpc.net.gateway import tab_link
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+try:
+    from playwright.sync_api import Browser, Page, sync_playwright
+except ImportError:  # pragma: no cover
+    sync_playwright = None  # type: ignore[assignment]
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None or sync_playwright is None,
+    reason="needs Debian's chromium and playwright (.ci/run installs them: apt-get install chromium; pip install playwright)",
+)
+hook = sy.TorchHook(torch)
+
+
+class GatewayProc:
+    def __init__(self) -> None:
+        self.token = secrets.token_hex(32)
+        env = dict(os.environ, SYFT_MPC_TOKEN=self.token)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "syft_mpc", "gateway", "--port", "0", "--quiet"],
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        got: list[bytes] = []
+        t = threading.Thread(target=lambda: got.append(self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        t.start()
+        t.join(60)  # bounded: a gateway that never prints its address fails the fixture
+        line = got[0] if got else b""
+        if not line.startswith(b"gateway on "):
+            self.stop()
+            raise RuntimeError(f"the gateway did not start: {line!r} {self.proc.stderr.read(2000) if self.proc.stderr else ''!r}")
+        self.url = line.decode().split()[-1]
+        self.port = int(self.url.rpartition(":")[2])
+
+    def link(self, tab_id: str) -> str:
+        return tab_link(self.url, self.token, tab_id)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[GatewayProc]:
+    g = GatewayProc()
+    try:
+        yield g
+    finally:
+        g.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator["Browser"]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def wait_js(page: "Page", expr: str, timeout_s: float = 30.0) -> None:
+    """Polls ``expr`` in the page. (Playwright's wait_for_function polls with code that the page's
+    Content-Security-Policy forbids, as it should: no eval; a direct evaluate is allowed.)"""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expr):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{expr} still false after {timeout_s:.0f} s; page log: {page.inner_text('#log')[-2000:]}")
+        time.sleep(0.05)
+
+
+def open_tab(browser: "Browser", url: str, expect: str = "connected") -> "Page":
+    page = browser.new_page()
+    page.goto(url)
+    wait_js(page, f"document.getElementById('status').textContent.includes({expect!r})")
+    assert "#" not in page.url  # the token left the address bar
+    return page
+
+
+def test_page_and_static_files_are_served(gateway: GatewayProc) -> None:
+    import urllib.error
+    import urllib.request
+
+    with urllib.request.urlopen(gateway.url + "/") as r:
+        assert b"syft_mpc browser worker" in r.read() and "default-src 'self'" in r.headers["Content-Security-Policy"]
+    with urllib.request.urlopen(gateway.url + "/static/ring.mjs") as r:
+        assert r.headers["Content-Type"].startswith("text/javascript")
+    for bad in ("/static/../gateway.py", "/etc/passwd", "/static/nothing.js"):
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen(gateway.url + bad)
+
+
+def test_tensors_ops_shares_and_private_data(gateway: GatewayProc, browser: "Browser") -> None:
+    a_page, b_page = open_tab(browser, gateway.link("ta")), open_tab(browser, gateway.link("tb"))
+    gw = sy.Gateway("127.0.0.1", gateway.port, token=gateway.token, timeout_s=20)
+    try:
+        ws = {w.id: w for w in gw.wait_for_workers(2)}
+        ta, tb = ws["ta"], ws["tb"]
+        assert isinstance(ta, sy.BrowserWorker)
+        x = torch.tensor([[1.5, -2.0], [3.0, 0.25]]).send(ta)
+        y = torch.tensor([[2.0, 4.0], [-1.0, 8.0]]).send(ta)
+        assert torch.equal((x + y).get(), torch.tensor([[3.5, 2.0], [2.0, 8.25]]))
+        assert torch.equal((x * y - x).get(), torch.tensor([[1.5, -6.0], [-6.0, 1.75]]))
+        assert torch.equal((-x).get(), -torch.tensor([[1.5, -2.0], [3.0, 0.25]]))
+        assert torch.equal((x * 2).get(), torch.tensor([[3.0, -4.0], [6.0, 0.5]]))
+        with pytest.raises(RemoteError, match="shapes"):
+            x + torch.ones(3).send(ta)
+        # Z_2^64 shares: each tab holds one share of u and of v and adds them locally
+        u, v = torch.randint(-2**62, 2**62, (50,)), torch.randint(-2**62, 2**62, (50,))
+        ru, rv = torch.randint(-2**63, 2**63 - 1, (50,)), torch.randint(-2**63, 2**63 - 1, (50,))
+        s_a = u.sub(ru).send(ta) + v.sub(rv).send(ta)
+        s_b = ru.send(tb) + rv.send(tb)
+        assert torch.equal(s_a.get() + s_b.get(), u + v)  # int64 wraps on both sides, like the ring
+        # data loaded by the person stays: what is computed from it cannot be fetched
+        a_page.set_input_files("#file", files=[{"name": "d.csv", "mimeType": "text/csv", "buffer": b"0,1,2\n1,3,4\n"}])
+        wait_js(a_page, "window.syftTab.datasets.has('digits')")
+        assert ta.dataset_info("digits") == {"rows": 2, "features": 2, "classes": 2}
+        w, b = torch.zeros(2, 2).send(ta), torch.zeros(2).send(ta)
+        w2, b2 = ta.fit("digits", w, b, lr=0.1)
+        with pytest.raises(RemoteError, match="does not let tensors computed from its data leave"):
+            w2.get()
+        assert "refused" in a_page.inner_text("#log")
+        assert "sent a tensor" in b_page.inner_text("#log")
+    finally:
+        gw.close()
+        a_page.close()
+        b_page.close()
+
+
+def test_closing_a_tab_is_an_error_naming_it_and_others_go_on(gateway: GatewayProc, browser: "Browser") -> None:
+    pages = {n: open_tab(browser, gateway.link(n)) for n in ("tc1", "tc2")}
+    gw = sy.Gateway("127.0.0.1", gateway.port, token=gateway.token, timeout_s=20)
+    try:
+        ws = {w.id: w for w in gw.wait_for_workers(2) if w.id in pages}
+        p1 = torch.ones(3).send(ws["tc1"])
+        p2 = torch.ones(3).send(ws["tc2"])
+        pages["tc1"].close()
+        t0 = time.monotonic()
+        with pytest.raises(PeerDisconnected, match="tc1"):
+            for _ in range(100):
+                (p1 + p1).get()
+                time.sleep(0.05)
+        assert time.monotonic() - t0 < 5
+        assert torch.equal((p2 + p2).get(), torch.full((3,), 2.0))
+        assert "tc1" not in [w.id for w in gw.workers()]
+    finally:
+        gw.close()
+        pages["tc2"].close()
+
+
+def test_hostile_clients(gateway: GatewayProc, browser: "Browser") -> None:
+    from websockets.sync.client import connect
+
+    with pytest.raises(AuthenticationError):
+        sy.Gateway("127.0.0.1", gateway.port, token="not the token at all", timeout_s=5)
+    # a tab with a wrong token is refused, and says so on the page
+    bad = browser.new_page()
+    bad.goto(gateway.url + "/#id=evil&token=" + "0" * 40)
+    wait_js(bad, "document.getElementById('status').textContent.includes('rejected')")
+    bad.close()
+    # a tab token cannot be used as another tab, nor as the driver
+    with pytest.raises(AuthenticationError):
+        from syft_mpc.net.gateway import tab_token
+
+        sy.Gateway("127.0.0.1", gateway.port, token=tab_token(gateway.token, "ta"), timeout_s=5)
+    for path in ("/tab", "/driver"):
+        with connect(f"ws://127.0.0.1:{gateway.port}{path}") as ws:
+            ws.send(b"\x00" * 1000)
+            with pytest.raises(Exception):
+                ws.recv(timeout=5)
+                ws.recv(timeout=5)
+    s = socket.create_connection(("127.0.0.1", gateway.port))
+    s.sendall(b"\x16\x03\x01garbage\r\n\r\n")
+    s.recv(100)
+    s.close()
+    # still serving
+    page = open_tab(browser, gateway.link("th"))
+    gw = sy.Gateway("127.0.0.1", gateway.port, token=gateway.token, timeout_s=20)
+    try:
+        (w,) = [w for w in gw.wait_for_workers(1) if w.id == "th"]
+        assert torch.equal(torch.tensor([1, 2]).send(w).get(), torch.tensor([1, 2]))
+        with pytest.raises(RemoteError, match="not supported"):
+            torch.ones(2).send(w).exp()
+    finally:
+        gw.close()
+        page.close()
+
+
+def _digits() -> "tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]":
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    return train_test_split(X, y, test_size=0.25, random_state=0)  # type: ignore[return-value]
+
+
+def _python_workers_round(workers: list[Any], dealer: Any, data: list[Any], W: torch.Tensor, b: torch.Tensor, lr: float,
+                          batch: int) -> "tuple[torch.Tensor, torch.Tensor]":
+    """The same round over Python workers (PySyft style, float64): each worker trains a copy of
+    the model on its data through pointers, in the tab's batch order, and shares its update
+    n_k (w_k - w) among the workers, which add the shares; only the sum is revealed.
+    Returns the new global model."""
+    total = None
+    for w, (xp, yp, n) in zip(workers, data):
+        model = torch.nn.Linear(64, 10).double()
+        with torch.no_grad():
+            model.weight.copy_(W)
+            model.bias.copy_(b)
+        model.send(w)
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        for s in range(0, n, batch):
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(xp[s : s + batch]), yp[s : s + batch])
+            loss.backward()
+            opt.step()
+        # the update is formed on the worker (weights rounded to float32, as a tab's) and shared by it
+        w32 = model.weight.data.float().double()
+        b32 = model.bias.data.float().double()
+        upd = torch.cat([(w32 - W.send(w)).flatten(), b32 - b.send(w)]) * float(n)
+        shared = upd.fix_prec().share(*workers, crypto_provider=dealer)
+        total = shared if total is None else total + shared
+    assert total is not None
+    flat = total.get().float_prec().double() / sum(n for _, _, n in data)
+    return W + flat[: W.numel()].reshape(W.shape), b + flat[W.numel() :]
+
+
+def test_federated_averaging_with_secure_aggregation_over_three_tabs(gateway: GatewayProc, browser: "Browser") -> None:
+    Xtr, Xte, ytr, yte = _digits()
+    parts = np.array_split(np.arange(len(Xtr)), 3)
+    names = ["digits0", "digits1", "digits2"]
+    pages = {}
+    for n, idx in zip(names, parts):
+        pages[n] = open_tab(browser, gateway.link(n))
+        csv = "\n".join(",".join([str(int(ytr[i]))] + [repr(float(v)) for v in Xtr[i]]) for i in idx)
+        pages[n].set_input_files("#file", files=[{"name": f"{n}.csv", "mimeType": "text/csv", "buffer": csv.encode()}])
+        wait_js(pages[n], "window.syftTab.datasets.has('digits')")
+    gw = sy.Gateway("127.0.0.1", gateway.port, token=gateway.token, timeout_s=60)
+    lr, epochs, batch, rounds = 0.5, 1, 32, 4
+    try:
+        tabs = [w for w in gw.wait_for_workers(3) if w.id in names]
+        tabs.sort(key=lambda w: w.id)
+        sizes = [t.dataset_info("digits")["rows"] for t in tabs]
+        assert sizes == [len(p) for p in parts]
+        W, b = torch.zeros(10, 64), torch.zeros(10)
+        py_workers = [sy.VirtualWorker(hook, id=f"py-{n}") for n in names]
+        dealer = sy.VirtualWorker(hook, id="py-dealer")
+        py_data = [(torch.tensor(Xtr[p]).send(w), torch.tensor(ytr[p]).send(w), len(p)) for w, p in zip(py_workers, parts)]
+        Wr, br = W.double(), b.double()
+        for _ in range(rounds):
+            # each tab: n_k * (trained - global), summed securely; the driver never sees one tab's update
+            updates = []
+            for t, n in zip(tabs, sizes):
+                w_new, b_new = t.fit("digits", W.send(t), b.send(t), lr=lr, epochs=epochs, batch_size=batch)
+                dw = (w_new - W.send(t)) * float(n)
+                db = (b_new - b.send(t)) * float(n)
+                updates.append([dw, db])
+                with pytest.raises(RemoteError):
+                    dw.get()  # computed from the tab's data: it does not leave in the clear
+            sw, sb = gw.secure_sum(tabs, updates)
+            W, b = W + sw / sum(sizes), b + sb / sum(sizes)
+            # the same round over three Python workers
+            Wr, br = _python_workers_round(py_workers, dealer, py_data, Wr, br, lr, batch)
+            np.testing.assert_allclose(W.numpy(), Wr.numpy(), atol=5e-4)
+        acc = float(((torch.tensor(Xte, dtype=torch.float32) @ W.T + b).argmax(1).numpy() == yte).mean())
+        acc_ref = float(((torch.tensor(Xte) @ Wr.T + br).argmax(1).numpy() == yte).mean())
+        assert acc > 0.85 and abs(acc - acc_ref) <= 0.02, (acc, acc_ref)
+        log = pages["digits0"].inner_text("#log")
+        assert "masked values" in log and "trained on my data set digits" in log
+    finally:
+        gw.close()
+        for p in pages.values():
+            p.close()
