@@ -19,7 +19,7 @@ import torch
 from syft_mpc import _native
 from syft_mpc.errors import ProtocolError, UnsupportedOperationError
 from syft_mpc.fixed_point import encode, from_ring, to_ring
-from syft_mpc.mpc_session.ops import INTERACTIVE, MPC_OPS, OpContext
+from syft_mpc.mpc_session.ops import INTERACTIVE, MPC_OPS, OpContext, working_bytes
 from syft_mpc.net.addresses import free_port
 from syft_mpc.remote import serde
 from syft_mpc.remote.messages import Envelope, Err, MpcJoin, MpcLeave, MpcPort, MpcRun, MpcShareOut, MpcStats, Ok, Store
@@ -136,6 +136,11 @@ def _handle_run(worker: "BaseWorker", msg: MpcRun) -> tuple[Any, None]:
     try:
         args = _resolve(worker, msg.args)
         kwargs = _resolve(worker, msg.kwargs)
+        # Sized before anything is allocated: a (2^17 x 1) @ (1 x 2^17) product asks for 128 GiB.
+        need = working_bytes(msg.op, args, kwargs, len(msg.return_ids))
+        if need:
+            shapes = ", ".join(str(tuple(a.shape)) for a in args if isinstance(a, torch.Tensor))
+            worker.memory_budget.check(need, f"MPC operation {msg.op} on shares of shapes {shapes}")
         with torch.no_grad():
             out = fn(OpContext(st.party, st.id, st.n), *args, **kwargs)
     except BaseException:

@@ -45,6 +45,15 @@ def _tls_args(args: argparse.Namespace) -> "dict[str, str | None]":
     return {"tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_ca": ca}
 
 
+def _memory_size(text: str) -> int:
+    from syft_mpc.limits import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _worker(args: argparse.Namespace) -> int:
     token = _read_token(args.token_file)
     tls = _tls_args(args)
@@ -83,6 +92,7 @@ def _worker(args: argparse.Namespace) -> int:
             tls_cert=tls["tls_cert"],
             tls_key=tls["tls_key"],
             tls_ca=tls["tls_ca"],
+            max_memory=args.max_memory,
         )
     except TransportError as e:  # e.g. the port is in use
         print(f"syft-mpc worker {args.id}: {e}", file=sys.stderr)
@@ -136,6 +146,12 @@ def main(argv: "list[str] | None" = None) -> int:
     w.add_argument("--timeout", type=float, default=30.0, help="bound on handshakes and on requests to peers")
     w.add_argument(
         "--state-dir", help="directory for this worker's checkpoints (default: a per-worker directory under the temp dir)"
+    )
+    w.add_argument(
+        "--max-memory",
+        type=_memory_size,
+        help="memory budget for clients' requests, e.g. 4G or 512M (default: $SYFT_MPC_MAX_MEMORY, else half the RAM); "
+        "a request that would allocate past it is refused",
     )
     w.add_argument("--quiet", action="store_true", help="log only warnings")
     _add_tls_args(w, "this worker's")

@@ -41,6 +41,7 @@ from syft_mpc.errors import (
     RemoteError,
     RemoteIndexError,
     RemoteNotImplementedError,
+    RemoteResourceLimitError,
     RemoteRuntimeError,
     RemoteTypeError,
     RemoteValueError,
@@ -68,6 +69,8 @@ _REMOTE_ERRORS: dict[str, type[RemoteError]] = {
     "UnsupportedOperationError": RemoteTypeError,
     "SerializationError": RemoteValueError,
     "LocationError": RemoteValueError,
+    "ResourceLimitError": RemoteResourceLimitError,
+    "MemoryError": RemoteResourceLimitError,
 }
 
 
