@@ -139,8 +139,8 @@ def _handle_run(worker: "BaseWorker", msg: MpcRun) -> tuple[Any, None]:
         # Sized before anything is allocated: a (2^17 x 1) @ (1 x 2^17) product asks for 128 GiB.
         need = working_bytes(msg.op, args, kwargs, len(msg.return_ids))
         if need:
-            shapes = ", ".join(str(tuple(a.shape)) for a in args if isinstance(a, torch.Tensor))
-            worker.memory_budget.check(need, f"MPC operation {msg.op} on shares of shapes {shapes}")
+            described = ", ".join(str(tuple(a.shape)) for a in args if isinstance(a, torch.Tensor))
+            worker.memory_budget.check(need, f"MPC operation {msg.op} on shares of shapes {described}")
         with torch.no_grad():
             out = fn(OpContext(st.party, st.id, st.n), *args, **kwargs)
     except BaseException:
@@ -180,6 +180,10 @@ def _handle_share_out(worker: "BaseWorker", msg: MpcShareOut) -> tuple[Any, None
             "shared remotely (for a pointer chain, .remote_get() it first)"
         )
     x = obj.detach()
+    # The encoding, one share per holder and the ring copies: sized before any is made.
+    worker.memory_budget.check(
+        x.nelement() * 8 * (len(msg.holders) + 2), f"sharing object {msg.obj_id} of shape {tuple(x.shape)} among {len(msg.holders)}"
+    )
     if msg.precision >= 0:
         enc = encode(x, msg.base, msg.precision)
     else:

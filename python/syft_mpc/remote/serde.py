@@ -66,7 +66,7 @@ MAX_DEPTH = 64
 MAX_NDIM = 32
 MAX_FRAME_BYTES = 1 << 34  # 16 GiB: larger tensors must be split by the caller
 MAX_STR_BYTES = 1 << 24
-MAX_TENSORS = 1 << 16
+MAX_TENSORS = 1 << 14
 """Tensors one message may hold: 1 M 0-d tensors fit in 13 MB on the wire but cost ~1.25 GB
 and ~9 s to decode; a model's state or an operation's operands are far fewer."""
 OBJECT_COST = 64
