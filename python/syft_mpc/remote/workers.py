@@ -140,6 +140,37 @@ _AMPLIFYING = frozenset(
 )
 
 
+# Products sized from their shapes (a meta dry run costs ~0.5 ms, as much as a small op itself).
+_PRODUCTS = frozenset(
+    {"torch.matmul", "Tensor.matmul", "op.matmul", "op.rmatmul", "torch.mm", "Tensor.mm", "torch.bmm", "Tensor.bmm", "F.linear"}
+)
+
+
+_CONCATS = frozenset(f"torch.{n}" for n in ("cat", "concat", "concatenate", "stack", "hstack", "vstack", "dstack"))
+
+
+def _product_bytes(op: str, args: Any) -> "int | None":
+    """An upper bound on a matrix product's result, ``(*batch, m, n)``, from the operand shapes
+    (None when they are not two tensors; the product then goes to the meta dry run)."""
+    if len(args) < 2 or not isinstance(args[0], torch.Tensor) or not isinstance(args[1], torch.Tensor):
+        return limits.meta_output_bytes(allowlist.OPS[op], args, {}) if op in allowlist.OPS else None
+    a, b = (args[1], args[0]) if op == "op.rmatmul" else (args[0], args[1])
+    sa, sb = list(a.shape), list(b.shape)
+    if op == "F.linear":  # x (..., k) @ w (n, k).T
+        return limits.nbytes([*sa[:-1], sb[0] if sb else 1], max(a.element_size(), b.element_size()), op)
+    if len(sa) == 1:
+        sa = [1, *sa]
+    if len(sb) == 1:
+        sb = [*sb, 1]
+    if len(sa) < 2 or len(sb) < 2:
+        return None
+    ba, bb = sa[:-2], sb[:-2]
+    nd = max(len(ba), len(bb))
+    ba, bb = [1] * (nd - len(ba)) + ba, [1] * (nd - len(bb)) + bb
+    batch = [max(x, y) for x, y in zip(ba, bb)]
+    return limits.nbytes([*batch, sa[-2], sb[-1]], max(a.element_size(), b.element_size()), op)
+
+
 def _logical_sizes(v: Any, out: list[tuple[tuple[int, ...], int]]) -> None:
     if isinstance(v, torch.Tensor):
         out.append((tuple(v.shape), v.element_size()))
@@ -519,7 +550,13 @@ class BaseWorker:
         output can outgrow their operands in other ways (:data:`_AMPLIFYING`): a dry run on
         meta tensors. The few ops whose output size depends on the data: from that data."""
         need: "int | None" = None
-        if op in _DATA_DEPENDENT:
+        if op in _PRODUCTS:
+            need = _product_bytes(op, args)
+        elif op in _CONCATS:  # the result holds each listed operand once (one may be listed many times)
+            sizes: list[tuple[tuple[int, ...], int]] = []
+            _logical_sizes(args[:1], sizes)
+            need = sum(limits.nbytes(sh, item, op) for sh, item in sizes)
+        elif op in _DATA_DEPENDENT:
             need = _estimate_data_dependent(op, args, kwargs)
         elif op in _AMPLIFYING:
             need = limits.meta_output_bytes(fn, args, kwargs)
