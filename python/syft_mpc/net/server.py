@@ -42,6 +42,7 @@ def _no_reply(value: object) -> None:
 
 
 _current = threading.local()  # .owner: the client uid whose request this thread runs
+_TRIM_AFTER_BYTES = 8 << 20  # after a message this large, malloc's free memory goes back to the OS
 
 
 class ServedWorker(BaseWorker):
@@ -232,6 +233,9 @@ class WorkerServer:
                 except Exception as e:  # malformed: answer, then drop this client only
                     log.warning("malformed message from %s (%s); closing the connection", where, e)
                     why = "closed after a malformed message"
+                    if len(view) >= _TRIM_AFTER_BYTES:
+                        del view, body
+                        limits.trim_heap()
                     try:
                         conn.send(serde.encode(Err("SerializationError", f"{e}; the connection was closed")))
                     except TransportError:
@@ -276,6 +280,10 @@ class WorkerServer:
                         self._client_arrived(uid)
                     self._set_peers(hello.get("peers") or {})
                     conn.send(serde.encode(Ok(None)))
+                if len(view) >= _TRIM_AFTER_BYTES:  # its decoded objects are gone: return their memory
+                    del view, body, msg
+                    env = hello = None
+                    limits.trim_heap()
         except TransportError as e:
             why = f"ended: {e}"
         except Exception as e:  # a bug here must not take the server down
