@@ -286,7 +286,7 @@ class WorkerServer:
                     limits.trim_heap()
         except TransportError as e:
             why = f"ended: {e}"
-        except Exception as e:  # a bug here must not take the server down
+        except BaseException as e:  # a bug here (or a Rust panic: not an Exception) must not take the server down
             log.exception("connection from %s failed", where)
             why = f"failed: {type(e).__name__}: {e}"
         finally:
