@@ -91,6 +91,7 @@ _MOVED_MEMORY = 4096  # how many moved-away ids a worker remembers, for better e
 # Requests posted without waiting for the reply where the transport allows it (BaseWorker._post).
 _NO_REPLY = (Store, SetAttr)
 
+
 def _error_reply(err_type: str, msg: str) -> bytes:
     """An encoded :class:`Err`, whatever its text: both parts cut to a bounded size."""
     if len(msg) > MAX_ERROR_CHARS:  # keep both ends: the end often says what went wrong
