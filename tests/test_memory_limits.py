@@ -80,7 +80,8 @@ def test_shared_times_public_outer_product_is_refused_and_holders_keep_serving(c
 
 def test_interactive_products_too_large_are_refused(cluster: LocalWorkers) -> None:
     """Shared @ shared and a shared convolution with padding 65,536 (137 GB of output):
-    refused by each holder before the Beaver product starts; the session recovers."""
+    refused by each holder before the Beaver product starts; padding 2^62: a clear error,
+    not a panic; the session recovers."""
     bob, alice, carol = (connect(cluster, n) for n in ("bob", "alice", "carol"))
     a = torch.ones(1 << 16, 1).fix_prec().share(bob, alice, crypto_provider=carol)
     b = torch.ones(1, 1 << 16).fix_prec().share(bob, alice, crypto_provider=carol)
@@ -90,6 +91,9 @@ def test_interactive_products_too_large_are_refused(cluster: LocalWorkers) -> No
     w = torch.ones(1, 1, 1, 1).fix_prec().share(bob, alice, crypto_provider=carol)
     with pytest.raises(MpcError, match="memory budget"):
         F.conv2d(img, w, padding=65_536).get()
+    # Padding 2^62 overflowed the kernel's size arithmetic (a panic that dropped the connection).
+    with pytest.raises(MpcError, match="conv2d: output.*more elements than fit"):
+        F.conv2d(img, w, padding=1 << 62).get()
     assert_serving(cluster, "bob", "alice", "carol")
     c = torch.tensor([1.5, -2.0]).fix_prec().share(bob, alice, crypto_provider=carol)
     torch.testing.assert_close((c * c).get().float_prec(), torch.tensor([2.25, 4.0]), atol=1e-3, rtol=0)
