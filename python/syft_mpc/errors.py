@@ -13,6 +13,7 @@ fixed-point errors from here and raises them::
     ├── ProtocolError             parties out of step, unsupported party count, dealer trouble
     ├── ShapeError                also a ValueError
     ├── FixedPointError           also a ValueError
+    ├── ResourceLimitError        a request needs more memory than the worker's budget (also a MemoryError)
     ├── SerializationError        malformed or unsupported control message (also a ValueError)
     ├── LocationError             pointers on different workers in one op (also a ValueError)
     ├── UnsupportedOperationError an op outside the allowlist (also a TypeError)
@@ -21,11 +22,11 @@ fixed-point errors from here and raises them::
     ├── PlanError                 a plan used before it was built, or called with arguments it was not built for (also a RuntimeError)
     └── RemoteError               an op failed on a worker; the message is the worker's
         ├── ObjectNotFoundError   no such object on the worker (also a LookupError)
-        └── Remote{Runtime,Type,Value,Index,NotImplemented,ZeroDivision}Error
+        └── Remote{Runtime,Type,Value,Index,NotImplemented,ZeroDivision,ResourceLimit}Error
                                   also the builtin error of the same name
 
-The native module raises the first eight below MpcError (from TransportError to
-FixedPointError); the Python layers raise the rest.
+The native module raises the first nine below MpcError (from TransportError to
+ResourceLimitError); the Python layers raise the rest (ResourceLimitError too).
 
 Example::
 
@@ -81,6 +82,14 @@ class ShapeError(MpcError, ValueError):
 
 class FixedPointError(MpcError, ValueError):
     """A value has no fixed-point encoding (NaN, infinite, out of range) or the precision is unsupported."""
+
+
+class ResourceLimitError(MpcError, MemoryError):
+    """A request would need more memory than allowed: its size overflows, it exceeds the
+    worker's memory budget (``syft-mpc worker --max-memory``), or the system refused the
+    allocation. Nothing was allocated; the worker keeps serving. The message names the
+    request and the limit: make the operands smaller, split the operation, or start the
+    worker with a larger ``--max-memory``."""
 
 
 class SerializationError(MpcError, ValueError):
@@ -143,6 +152,11 @@ class RemoteZeroDivisionError(RemoteError, ZeroDivisionError):
     """A ``ZeroDivisionError`` raised on a worker."""
 
 
+class RemoteResourceLimitError(RemoteError, MemoryError):
+    """A worker refused a request that needs more memory than its budget (a
+    :class:`ResourceLimitError` there) or ran out of memory (``MemoryError``)."""
+
+
 __all__ = [
     "AuthenticationError",
     "FixedPointError",
@@ -156,10 +170,12 @@ __all__ = [
     "RemoteError",
     "RemoteIndexError",
     "RemoteNotImplementedError",
+    "RemoteResourceLimitError",
     "RemoteRuntimeError",
     "RemoteTypeError",
     "RemoteValueError",
     "RemoteZeroDivisionError",
+    "ResourceLimitError",
     "SerializationError",
     "ShapeError",
     "TlsError",

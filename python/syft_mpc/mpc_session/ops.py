@@ -20,7 +20,7 @@ import torch
 from syft_mpc import _native
 from syft_mpc.fixed_point import from_ring, to_ring
 
-__all__ = ["ATEN_LINEAR_NAMES", "INTERACTIVE", "MPC_OPS", "OpContext", "infer_shapes"]
+__all__ = ["ATEN_LINEAR_NAMES", "INTERACTIVE", "MPC_OPS", "OpContext", "infer_shapes", "working_bytes"]
 
 
 # Each op: fn(ctx, *args, **kwargs) -> tensor or tuple of tensors (shares, int64).
@@ -326,3 +326,45 @@ def infer_shapes(op: str, args: tuple[Any, ...], kwargs: dict[str, Any], n_out: 
     except Exception:  # the holders will report it (or it was a case these rules do not cover)
         return None
     return shapes if len(shapes) == n_out else None
+
+
+WORKING_COPIES = 2
+"""A local op's estimated peak: its result and one converted copy of it (``to_ring``/``from_ring``)."""
+INTERACTIVE_COPIES = 6
+"""An interactive op's estimated peak, in results: the operands' ring copies, the triple or
+mask shares from the dealer, the masked openings and the result."""
+
+
+def _meta_arg(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return torch.empty_strided(v.size(), v.stride(), dtype=v.dtype, device="meta")
+    tv = type(v)
+    if tv is tuple or tv is list:
+        return tv(_meta_arg(x) for x in v)
+    return v
+
+
+def working_bytes(op: str, args: tuple[Any, ...], kwargs: dict[str, Any], n_out: int) -> "int | None":
+    """An upper estimate of the bytes MPC op ``op`` allocates on a share holder (the worker
+    checks it against its memory budget before it runs the op): its results' size (from
+    :func:`infer_shapes` on meta copies of the arguments) times :data:`WORKING_COPIES` or
+    :data:`INTERACTIVE_COPIES`, plus a convolution's im2col buffer. None when the shapes
+    cannot be told in advance (the op then runs unchecked; its kernels still refuse sizes
+    that overflow or cannot be allocated). Raises :class:`~syft_mpc.errors.ResourceLimitError`
+    for a result whose size does not even fit 64 bits."""
+    from syft_mpc.limits import nbytes
+
+    margs = tuple(_meta_arg(a) for a in args)
+    shapes = infer_shapes(op, margs, {k: _meta_arg(v) for k, v in kwargs.items()}, n_out)
+    if shapes is None:
+        return None
+    total = sum(nbytes(s, 8, f"MPC operation {op}") for s in shapes)
+    total *= INTERACTIVE_COPIES if op in INTERACTIVE else WORKING_COPIES
+    if op in ("conv2d", "conv2d_public") and len(args) >= 2 and shapes and len(shapes[0]) == 4:
+        x, w = args[0], args[1]
+        groups = int(args[5]) if len(args) > 5 else int(kwargs.get("groups", 1))
+        _, _, oh, ow = shapes[0]
+        # One (C/groups·KH·KW) x (OH·OW) im2col buffer per thread (rust/ring kernels::conv2d).
+        cols = nbytes((w.shape[1], w.shape[2], w.shape[3], oh, ow), 8, f"MPC operation {op}")
+        total += cols * max(1, min(torch.get_num_threads(), int(x.shape[0]) * max(groups, 1)))
+    return total

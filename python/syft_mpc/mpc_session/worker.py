@@ -19,7 +19,7 @@ import torch
 from syft_mpc import _native
 from syft_mpc.errors import ProtocolError, UnsupportedOperationError
 from syft_mpc.fixed_point import encode, from_ring, to_ring
-from syft_mpc.mpc_session.ops import INTERACTIVE, MPC_OPS, OpContext
+from syft_mpc.mpc_session.ops import INTERACTIVE, MPC_OPS, OpContext, working_bytes
 from syft_mpc.net.addresses import free_port
 from syft_mpc.remote import serde
 from syft_mpc.remote.messages import Envelope, Err, MpcJoin, MpcLeave, MpcPort, MpcRun, MpcShareOut, MpcStats, Ok, Store
@@ -136,6 +136,11 @@ def _handle_run(worker: "BaseWorker", msg: MpcRun) -> tuple[Any, None]:
     try:
         args = _resolve(worker, msg.args)
         kwargs = _resolve(worker, msg.kwargs)
+        # Sized before anything is allocated: a (2^17 x 1) @ (1 x 2^17) product asks for 128 GiB.
+        need = working_bytes(msg.op, args, kwargs, len(msg.return_ids))
+        if need:
+            described = ", ".join(str(tuple(a.shape)) for a in args if isinstance(a, torch.Tensor))
+            worker.memory_budget.check(need, f"MPC operation {msg.op} on shares of shapes {described}")
         with torch.no_grad():
             out = fn(OpContext(st.party, st.id, st.n), *args, **kwargs)
     except BaseException:
@@ -175,6 +180,10 @@ def _handle_share_out(worker: "BaseWorker", msg: MpcShareOut) -> tuple[Any, None
             "shared remotely (for a pointer chain, .remote_get() it first)"
         )
     x = obj.detach()
+    # The encoding, one share per holder and the ring copies: sized before any is made.
+    worker.memory_budget.check(
+        x.nelement() * 8 * (len(msg.holders) + 2), f"sharing object {msg.obj_id} of shape {tuple(x.shape)} among {len(msg.holders)}"
+    )
     if msg.precision >= 0:
         enc = encode(x, msg.base, msg.precision)
     else:

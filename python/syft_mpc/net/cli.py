@@ -47,6 +47,15 @@ def _tls_args(args: argparse.Namespace) -> "dict[str, str | None]":
     return {"tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_ca": ca}
 
 
+def _memory_size(text: str) -> int:
+    from syft_mpc.limits import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _worker(args: argparse.Namespace) -> int:
     token = _read_token(args.token_file)
     tls = _tls_args(args)
@@ -87,6 +96,7 @@ def _worker(args: argparse.Namespace) -> int:
             tls_cert=tls["tls_cert"],
             tls_key=tls["tls_key"],
             tls_ca=tls["tls_ca"],
+            max_memory=args.max_memory,
         )
     except TransportError as e:  # e.g. the port is in use
         print(f"syft-mpc worker {args.id}: {e}", file=sys.stderr)
@@ -101,7 +111,7 @@ def _websocket_worker(args: argparse.Namespace, token: str, tls: "dict[str, str 
         server = WebsocketServerWorker(
             None, args.host, args.port, id=args.id, token=token, timeout_s=args.timeout, grace_s=args.grace,
             idle_timeout_s=args.idle_timeout, state_dir=args.state_dir, tls_cert=tls["tls_cert"],
-            tls_key=tls["tls_key"], tls_ca=tls["tls_ca"],
+            tls_key=tls["tls_key"], tls_ca=tls["tls_ca"], max_memory=args.max_memory,
         )
     except TransportError as e:
         print(f"syft-mpc worker {args.id}: {e}", file=sys.stderr)
@@ -182,6 +192,12 @@ def main(argv: "list[str] | None" = None) -> int:
     w.add_argument(
         "--transport", choices=("tcp", "websocket"), default="tcp",
         help="tcp: the native framed TCP (SocketWorker); websocket: ws:// or, with --tls-cert, wss:// (WebsocketClientWorker)",
+    )
+    w.add_argument(
+        "--max-memory",
+        type=_memory_size,
+        help="memory budget for clients' requests, e.g. 4G or 512M (default: $SYFT_MPC_MAX_MEMORY, else half the RAM); "
+        "a request that would allocate past it is refused",
     )
     w.add_argument("--quiet", action="store_true", help="log only warnings")
     _add_tls_args(w, "this worker's")

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from syft_mpc import _native
+from syft_mpc import _native, limits
 from syft_mpc.remote import serde
 from syft_mpc.errors import PeerDisconnected, SerializationError, TransportError
 from syft_mpc.hook import TorchHook
@@ -42,6 +42,7 @@ def _no_reply(value: object) -> None:
 
 
 _current = threading.local()  # .owner: the client uid whose request this thread runs
+_TRIM_AFTER_BYTES = 8 << 20  # after a message this large, malloc's free memory goes back to the OS
 
 
 class ServedWorker(BaseWorker):
@@ -49,9 +50,11 @@ class ServedWorker(BaseWorker):
 
     state_dir: "str | None" = None  # where checkpoints go (syft_mpc.checkpoint); None: a per-worker temp dir
 
-    def __init__(self, hook: Any, id: str) -> None:
-        # Its own registry: peers are the SocketWorkers announced by clients.
-        super().__init__(hook, id=id, known_workers={})
+    def __init__(self, hook: Any, id: str, max_memory: "int | str | None" = None) -> None:
+        # Its own registry: peers are the SocketWorkers announced by clients. Its budget
+        # counts the process's growth too: every object stored here is a client's.
+        budget = limits.MemoryBudget(max_memory, name=f"worker {id}", track_process=True)
+        super().__init__(hook, id=id, known_workers={}, memory_budget=budget)
         self._owner_of: dict[int, str] = {}
 
     def _store(self, obj_id: int, obj: Any) -> None:
@@ -97,6 +100,8 @@ class WorkerServer:
         tls_ca: the CA (PEM) this worker trusts when it connects to other workers (default
             ``$SYFT_MPC_TLS_CA``). With a certificate, its MPC connections use TLS as well
             (as a share holder it then needs ``tls_ca`` too).
+        max_memory: the worker's memory budget (bytes or ``"4G"``; default
+            ``$SYFT_MPC_MAX_MEMORY``, else half the machine's RAM): see :mod:`syft_mpc.limits`.
     """
 
     def __init__(
@@ -115,6 +120,7 @@ class WorkerServer:
         tls_cert: "str | None" = None,
         tls_key: "str | None" = None,
         tls_ca: "str | None" = None,
+        max_memory: "int | str | None" = None,
     ) -> None:
         self.id = id
         self.token = token
@@ -122,7 +128,7 @@ class WorkerServer:
         self.idle_timeout_s = idle_timeout_s
         self.timeout_s = timeout_s
         self.session = session
-        self.worker = ServedWorker(TorchHook(torch), id)
+        self.worker = ServedWorker(TorchHook(torch), id, max_memory)
         self.worker.state_dir = state_dir
         self.tls_ca = tls_ca if tls_ca is not None else os.environ.get(ENV_TLS_CA)
         if tls_cert and tls_key:  # read by mpc_session: this worker's MPC connections use TLS too
@@ -211,11 +217,13 @@ class WorkerServer:
                 kind, body = bytes(view[:1]), view[1:]
                 try:
                     if kind == REQUEST or kind == POST:
-                        env = serde.decode(body)
+                        with limits.using(self.worker.memory_budget):
+                            env = serde.decode(body)
                         if not isinstance(env, Envelope):
                             raise SerializationError(f"expected an Envelope, got {type(env).__name__}")
                     elif kind == HELLO:
-                        hello = serde.decode(body)
+                        with limits.using(self.worker.memory_budget):
+                            hello = serde.decode(body)
                         # Checked here, so a bad hello is answered like any malformed message.
                         if not (isinstance(hello, dict) and isinstance(hello.get("uid"), str)
                                 and isinstance(hello.get("peers") or {}, dict)):
@@ -225,6 +233,9 @@ class WorkerServer:
                 except Exception as e:  # malformed: answer, then drop this client only
                     log.warning("malformed message from %s (%s); closing the connection", where, e)
                     why = "closed after a malformed message"
+                    if len(view) >= _TRIM_AFTER_BYTES:
+                        del view, body
+                        limits.trim_heap()
                     try:
                         conn.send(serde.encode(Err("SerializationError", f"{e}; the connection was closed")))
                     except TransportError:
@@ -247,7 +258,7 @@ class WorkerServer:
                     # A success is not answered, so it is not encoded (None); a failure is
                     # an encoded Err, kept for the next request that waits.
                     reply = self.worker.handle_envelope(env, _no_reply)
-                    if reply is not None and pending is None and len(reply) < 65536:
+                    if reply is not None and pending is None:  # an Err, its text bounded by handle_envelope
                         r = serde.decode(reply)
                         if isinstance(r, Err):
                             pending = serde.encode(
@@ -269,9 +280,13 @@ class WorkerServer:
                         self._client_arrived(uid)
                     self._set_peers(hello.get("peers") or {})
                     conn.send(serde.encode(Ok(None)))
+                if len(view) >= _TRIM_AFTER_BYTES:  # its decoded objects are gone: return their memory
+                    del view, body, msg
+                    env = hello = None
+                    limits.trim_heap()
         except TransportError as e:
             why = f"ended: {e}"
-        except Exception as e:  # a bug here must not take the server down
+        except BaseException as e:  # a bug here (or a Rust panic: not an Exception) must not take the server down
             log.exception("connection from %s failed", where)
             why = f"failed: {type(e).__name__}: {e}"
         finally:
@@ -376,19 +391,23 @@ def run_worker(
     tls_cert: "str | None" = None,
     tls_key: "str | None" = None,
     tls_ca: "str | None" = None,
+    max_memory: "int | str | None" = None,
 ) -> None:
     """Runs a worker server in this process until SIGINT/SIGTERM (the CLI's ``worker`` command).
 
     ``ready(address)`` is called once listening (the CLI prints ``listening on host:port``);
-    ``tls_cert``, ``tls_key``, ``tls_ca`` go to :class:`WorkerServer`.
+    ``tls_cert``, ``tls_key``, ``tls_ca`` and ``max_memory`` go to :class:`WorkerServer`.
     """
     server = WorkerServer(
         id, host, port, token, grace_s=grace_s, idle_timeout_s=idle_timeout_s, timeout_s=timeout_s, listener=listener,
         state_dir=state_dir,
-        tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca,
+        tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca, max_memory=max_memory,
     )
     server.install_signal_handlers()
-    log.info("worker %s listening on %s%s", id, server.address, " (TLS)" if server.listener.tls else "")
+    log.info(
+        "worker %s listening on %s%s, memory budget %s", id, server.address, " (TLS)" if server.listener.tls else "",
+        limits.format_size(server.worker.memory_budget.max_bytes),
+    )
     if ready is not None:
         ready(server.address)
     server.serve_forever()

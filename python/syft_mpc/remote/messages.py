@@ -41,6 +41,7 @@ from syft_mpc.errors import (
     RemoteError,
     RemoteIndexError,
     RemoteNotImplementedError,
+    RemoteResourceLimitError,
     RemoteRuntimeError,
     RemoteTypeError,
     RemoteValueError,
@@ -69,6 +70,8 @@ _REMOTE_ERRORS: dict[str, type[RemoteError]] = {
     "SerializationError": RemoteValueError,
     "LocationError": RemoteValueError,
     "PlanError": RemoteRuntimeError,
+    "ResourceLimitError": RemoteResourceLimitError,
+    "MemoryError": RemoteResourceLimitError,
 }
 
 

@@ -33,7 +33,12 @@ Wire format (all integers little-endian)::
 The decoder bounds everything it reads: the frame size (:data:`MAX_FRAME_BYTES`),
 nesting depth (:data:`MAX_DEPTH`), tensor rank (:data:`MAX_NDIM`), and every length
 against the bytes that remain, so random input ends in :class:`SerializationError`,
-never in a large allocation or another exception.
+never in a large allocation or another exception. It also bounds what a message costs
+once decoded: at most :data:`MAX_TENSORS` tensors (each costs ~1 KiB of Python and torch
+objects and ~8 µs to build, whatever its size on the wire), and the memory it will take
+(:data:`OBJECT_COST` per container element and per tensor, plus the tensor bytes it copies)
+is charged against the memory budget in force (:func:`syft_mpc.limits.current`) before it is
+allocated: too much ends in :class:`~syft_mpc.errors.ResourceLimitError`.
 
     >>> import torch
     >>> from syft_mpc.remote import serde
@@ -52,6 +57,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 import torch
 
+from syft_mpc import limits
 from syft_mpc.errors import SerializationError
 
 MAGIC = b"SYMP"
@@ -60,6 +66,13 @@ MAX_DEPTH = 64
 MAX_NDIM = 32
 MAX_FRAME_BYTES = 1 << 34  # 16 GiB: larger tensors must be split by the caller
 MAX_STR_BYTES = 1 << 24
+MAX_TENSORS = 1 << 14
+"""Tensors one message may hold: 1 M 0-d tensors fit in 13 MB on the wire but cost ~1.25 GB
+and ~9 s to decode; a model's state or an operation's operands are far fewer."""
+OBJECT_COST = 64
+"""Bytes charged per decoded container element (an upper bound on the Python object a value
+of a few wire bytes becomes); a tensor is charged :data:`TENSOR_COST` plus the bytes it copies."""
+TENSOR_COST = 1024
 
 _I64 = struct.Struct("<q")
 _U64 = struct.Struct("<Q")
@@ -464,12 +477,21 @@ _unpack_f64 = _F64.unpack_from
 class _Reader:
     """A cursor over one frame. Every read checks the bytes left before it advances."""
 
-    __slots__ = ("buf", "pos", "end")
+    __slots__ = ("buf", "view", "pos", "end", "tensors", "charged", "budget")
 
     def __init__(self, buf: "bytes | memoryview") -> None:
         self.buf = buf
+        self.view = memoryview(buf)  # made once: a memoryview per tensor payload was a third of a 0-d tensor's cost
         self.pos = 0
         self.end = len(buf)
+        self.tensors = 0
+        self.charged = 0  # bytes the decoded values will take (an upper bound), checked before they exist
+        self.budget = limits.current()
+
+    def charge(self, n: int) -> None:
+        self.charged = c = self.charged + n
+        if c > self.budget.max_bytes:
+            self.budget.check(c, f"decoding a message of {self.end} bytes (it holds {self.tensors} tensors so far)")
 
     def _short(self, n: int) -> SerializationError:
         return SerializationError(f"truncated message: needed {n} bytes at offset {self.pos}, {self.end - self.pos} left")
@@ -479,7 +501,7 @@ class _Reader:
         if n < 0 or n > self.end - p:
             raise self._short(n)
         self.pos = p + n
-        return memoryview(self.buf)[p : p + n]
+        return self.view[p : p + n]
 
     def u8(self) -> int:
         p = self.pos
@@ -503,6 +525,12 @@ class _Reader:
         self.pos = p = p + 4
         if n > self.end - p:  # every element takes at least one byte
             raise SerializationError(f"length {n} at offset {p} exceeds the {self.end - p} bytes left")
+        return n
+
+    def elements(self) -> int:
+        """A container's element count, charged before its elements are decoded."""
+        n = self.count()
+        self.charge((n + 1) * OBJECT_COST)
         return n
 
     def string(self) -> str:
@@ -599,17 +627,17 @@ def _dec_bytes(r: _Reader, depth: int) -> Any:
 
 def _dec_list(r: _Reader, depth: int) -> Any:
     depth += 1
-    return [_dec(r, depth) for _ in range(r.count())]
+    return [_dec(r, depth) for _ in range(r.elements())]
 
 
 def _dec_tuple(r: _Reader, depth: int) -> Any:
     depth += 1
-    return tuple([_dec(r, depth) for _ in range(r.count())])
+    return tuple([_dec(r, depth) for _ in range(r.elements())])
 
 
 def _dec_dict(r: _Reader, depth: int) -> Any:
     d: dict[Any, Any] = {}
-    for _ in range(r.count()):
+    for _ in range(r.elements()):
         k = _dec(r, depth + 1)
         if type(k) is not str and type(k) is not int:
             raise SerializationError(f"dict keys must be str or int, not {type(k).__name__}")
@@ -681,18 +709,30 @@ def _dec_tensor(r: _Reader, depth: int) -> torch.Tensor:
             raise SerializationError(f"tensor padding of {pad} bytes (at most 7)")
         r.take(pad)
     raw = r.take(nbytes)
+    r.tensors += 1
+    if r.tensors > MAX_TENSORS:
+        raise SerializationError(
+            f"a message holds more than {MAX_TENSORS} tensors; send fewer, larger tensors (stack them)"
+        )
+    if dtype == torch.bool and numel and np.frombuffer(raw, dtype=np.uint8).max() > 1:
+        raise SerializationError("a bool tensor holds bytes other than 0 and 1")
+    in_place = nbytes >= LARGE_PAYLOAD and not raw.readonly and _LITTLE
+    r.charge(TENSOR_COST + (0 if in_place else nbytes))
     if numel:
         arr = np.frombuffer(raw, dtype=npdtype, count=numel)
         # In place only for large payloads of a writable received buffer (see decode).
-        if not (nbytes >= LARGE_PAYLOAD and not raw.readonly and arr.flags.aligned and _LITTLE):
+        if not (in_place and arr.flags.aligned):
+            if in_place:  # misaligned after all: copied, so charged
+                r.charge(nbytes)
             arr = arr.copy()
         if not _LITTLE:
             arr = arr.astype(arr.dtype.newbyteorder("="))
         t = torch.from_numpy(arr)
         if dtype == torch.bfloat16:
             t = t.view(torch.bfloat16)
-        t = t.reshape(shape)
-    else:
+        if ndim != 1:
+            t = t.reshape(shape)
+    else:  # no elements: nothing to allocate, whatever the dimensions say
         t = torch.empty(shape, dtype=dtype)
     if flags & FLAG_REQUIRES_GRAD:
         if not (dtype.is_floating_point or dtype.is_complex):

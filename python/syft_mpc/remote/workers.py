@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
+from syft_mpc import limits
 from syft_mpc.remote import allowlist, serde
 from syft_mpc.errors import (
     ObjectNotFoundError,
@@ -51,7 +52,11 @@ from syft_mpc.remote.messages import (
 from syft_mpc.remote.pointers import PointerTensor, RemoteParameter
 from syft_mpc.remote.serde import ObjRef, PointerDesc
 
-__all__ = ["BaseWorker", "VirtualWorker", "local_worker", "register_handler"]
+__all__ = ["MAX_ERROR_CHARS", "BaseWorker", "VirtualWorker", "local_worker", "register_handler"]
+
+MAX_ERROR_CHARS = 8192
+"""An error reply's message is cut to this many characters (the cut says so): a request
+that fails with a huge message (say, a 16 MiB repr) still gets its answer, and logs stay small."""
 
 # Attributes a peer may read or write, as fixed accessors (never getattr with a received name).
 _GETTERS: dict[str, Callable[[Any], Any]] = {
@@ -87,6 +92,125 @@ _MOVED_MEMORY = 4096  # how many moved-away ids a worker remembers, for better e
 
 # Requests posted without waiting for the reply where the transport allows it (BaseWorker._post).
 _NO_REPLY = (Store, SetAttr, Describe)
+
+
+def _error_reply(err_type: str, msg: str) -> bytes:
+    """An encoded :class:`Err`, whatever its text: both parts cut to a bounded size."""
+    if len(msg) > MAX_ERROR_CHARS:  # keep both ends: the end often says what went wrong
+        half = MAX_ERROR_CHARS // 2
+        msg = f"{msg[:half]} ...[error message cut from {len(msg)} to {MAX_ERROR_CHARS} characters]... {msg[-half:]}"
+    try:
+        return serde.encode(Err(err_type[:200], msg))
+    except Exception:  # e.g. lone surrogates that utf-8 cannot encode
+        return serde.encode(Err(err_type.encode("ascii", "replace").decode()[:200], ascii(msg)[: MAX_ERROR_CHARS]))
+
+
+def _estimate_data_dependent(op: str, args: Any, kwargs: Any) -> "int | None":
+    """Upper bounds on the output bytes of the allowlisted ops whose size depends on their
+    input's values (a meta dry run cannot tell), computed from those values."""
+    try:
+        if op in ("F.one_hot",):
+            t = args[0]
+            classes = args[1] if len(args) > 1 else kwargs.get("num_classes", -1)
+            if isinstance(t, torch.Tensor) and isinstance(classes, int):
+                if classes < 0:
+                    classes = int(t.max()) + 1 if t.numel() else 0
+                return limits.nbytes((*t.shape, max(classes, 0)), 8, op)
+        if op in ("torch.repeat_interleave", "Tensor.repeat_interleave"):
+            x = args[0]
+            reps = args[1] if len(args) > 1 else kwargs.get("repeats")
+            if isinstance(x, torch.Tensor):
+                if reps is None:  # torch.repeat_interleave(repeats): sum(repeats) int64 indices
+                    return limits.nbytes((int(x.sum()) if x.numel() else 0,), 8, op)
+                top = int(reps.max()) if isinstance(reps, torch.Tensor) and reps.numel() else reps
+                if isinstance(top, int):
+                    return limits.nbytes((x.numel(), max(top, 0)), x.element_size(), op)
+    except (RuntimeError, TypeError, ValueError, IndexError):
+        return None
+    return None
+
+
+_DATA_DEPENDENT = frozenset({"F.one_hot", "torch.repeat_interleave", "Tensor.repeat_interleave"})
+# Ops whose result can be larger than the broadcast of their operands: products, padding,
+# repetition, concatenation (one operand may be listed many times), unfolding, factories.
+_AMPLIFYING = frozenset(
+    {f"{ns}.{n}" for ns in ("torch", "Tensor", "F", "op") for n in """
+    matmul mm bmm baddbmm addbmm addmm addmv mv outer ger kron einsum tensordot inner dot cross rmatmul
+    repeat tile cat concat concatenate stack hstack vstack dstack pad unfold conv1d conv2d conv3d
+    conv_transpose2d diag diag_embed pairwise_distance embedding index_select getitem setitem gather take
+    new_empty new_full new_ones new_zeros new_tensor tensor_split chunk split unbind adaptive_avg_pool1d
+    adaptive_avg_pool2d adaptive_max_pool2d linear""".split()}
+)
+
+
+# Products sized from their shapes (a meta dry run costs ~0.5 ms, as much as a small op itself).
+_PRODUCTS = frozenset(
+    {"torch.matmul", "Tensor.matmul", "op.matmul", "op.rmatmul", "torch.mm", "Tensor.mm", "torch.bmm", "Tensor.bmm", "F.linear"}
+)
+
+
+_CONCATS = frozenset(f"torch.{n}" for n in ("cat", "concat", "concatenate", "stack", "hstack", "vstack", "dstack"))
+
+
+def _product_bytes(op: str, args: Any) -> "int | None":
+    """An upper bound on a matrix product's result, ``(*batch, m, n)``, from the operand shapes
+    (None when they are not two tensors; the product then goes to the meta dry run)."""
+    if len(args) < 2 or not isinstance(args[0], torch.Tensor) or not isinstance(args[1], torch.Tensor):
+        return limits.meta_output_bytes(allowlist.OPS[op], args, {}) if op in allowlist.OPS else None
+    a, b = (args[1], args[0]) if op == "op.rmatmul" else (args[0], args[1])
+    sa, sb = list(a.shape), list(b.shape)
+    if op == "F.linear":  # x (..., k) @ w (n, k).T
+        return limits.nbytes([*sa[:-1], sb[0] if sb else 1], max(a.element_size(), b.element_size()), op)
+    if len(sa) == 1:
+        sa = [1, *sa]
+    if len(sb) == 1:
+        sb = [*sb, 1]
+    if len(sa) < 2 or len(sb) < 2:
+        return None
+    ba, bb = sa[:-2], sb[:-2]
+    nd = max(len(ba), len(bb))
+    ba, bb = [1] * (nd - len(ba)) + ba, [1] * (nd - len(bb)) + bb
+    batch = [max(x, y) for x, y in zip(ba, bb)]
+    return limits.nbytes([*batch, sa[-2], sb[-1]], max(a.element_size(), b.element_size()), op)
+
+
+def _logical_sizes(v: Any, out: list[tuple[tuple[int, ...], int]]) -> None:
+    if isinstance(v, torch.Tensor):
+        out.append((tuple(v.shape), v.element_size()))
+    elif type(v) in (tuple, list):
+        for x in v:
+            _logical_sizes(x, out)
+    elif type(v) is dict:
+        for x in v.values():
+            _logical_sizes(x, out)
+
+
+def _broadcast_bytes(args: Any, kwargs: Any) -> int:
+    """The bytes of an element-wise result of these operands: their broadcast shape (an
+    expanded view counts at its full size: computing on it materialises it) times the widest
+    dtype; operands that do not broadcast (not an element-wise op): the largest of them."""
+    sizes: list[tuple[tuple[int, ...], int]] = []
+    _logical_sizes(args, sizes)
+    _logical_sizes(kwargs, sizes)
+    if not sizes:
+        return 0
+    item = max(i for _, i in sizes)
+    ndim = max(len(sh) for sh, _ in sizes)
+    dims = [1] * ndim
+    for sh, _ in sizes:
+        for i, d in enumerate(sh, ndim - len(sh)):
+            if d != dims[i]:
+                if dims[i] == 1:
+                    dims[i] = d
+                elif d != 1:  # no broadcast: not element-wise
+                    return max(limits.nbytes(sh, i, "an operation") for sh, i in sizes)
+    return limits.nbytes(dims, item, "an operation")
+
+
+def _describe(op: str, args: Any) -> str:
+    shapes = [tuple(a.shape) for a in args if isinstance(a, torch.Tensor)]
+    return f"{op} on tensors of shapes {', '.join(map(str, shapes))}" if shapes else op
+
 
 _registry: dict[str, "BaseWorker"] = {}
 """Workers known in this process, by id (how a received worker id is resolved)."""
@@ -127,6 +251,9 @@ class BaseWorker:
             (default: every worker created in this process).
         data: tensors the worker holds from the start (PySyft's ``VirtualWorker(hook, id=...,
             data=(x, y))``), with their tags and descriptions; find them with :meth:`search`.
+        max_memory: the memory budget of the requests it answers (bytes, or ``"4G"``; default
+            :func:`syft_mpc.limits.default_max_memory`): a request that would allocate more
+            is refused with :class:`~syft_mpc.errors.ResourceLimitError` before it allocates.
     """
 
     def __init__(
@@ -135,6 +262,9 @@ class BaseWorker:
         id: str = "me",
         known_workers: "dict[str, BaseWorker] | None" = None,
         data: "Iterable[torch.Tensor] | None" = None,
+        *,
+        max_memory: "int | str | None" = None,
+        memory_budget: "limits.MemoryBudget | None" = None,
     ) -> None:
         if not isinstance(id, str) or not id:
             raise ValueError("a worker id must be a non-empty string")
@@ -149,6 +279,7 @@ class BaseWorker:
         self._gc_lock = threading.RLock()
         self._moved: OrderedDict[int, str] = OrderedDict()
         self._lock = threading.RLock()
+        self.memory_budget = memory_budget or limits.MemoryBudget(max_memory, name=f"worker {id}")
         if data is not None:
             self.load_data(data)
 
@@ -354,11 +485,12 @@ class BaseWorker:
     def handle(self, data: "bytes | memoryview") -> bytes:
         """Answers one encoded request; never raises (errors become an :class:`Err` reply)."""
         try:
-            env = serde.decode(data)
+            with limits.using(self.memory_budget):
+                env = serde.decode(data)
             if not isinstance(env, Envelope):
                 raise SerializationError(f"expected an Envelope, got {type(env).__name__}")
         except Exception as e:
-            return serde.encode(Err(type(e).__name__, str(e)))
+            return _error_reply(type(e).__name__, str(e))
         reply: bytes = self.handle_envelope(env)
         return reply
 
@@ -369,19 +501,23 @@ class BaseWorker:
         :func:`serde.encode_parts`, so a large ``.get()`` is sent without a copy); errors
         are always ``bytes``."""
         try:
-            with self._lock:
+            with self._lock, limits.using(self.memory_budget):
                 for obj_id in env.deletes:
                     self._forget(obj_id)
                 value, commit = self._dispatch(env.body)
                 reply = encode(Ok(value))
                 if commit is not None:
                     commit()
-        except Exception as e:  # the worker keeps serving whatever the request did
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:  # the worker keeps serving whatever the request did
+            # BaseException: a Rust panic arrives as pyo3's PanicException, which is not an
+            # Exception; it becomes an error answer like any other failure.
             if isinstance(e, RemoteError) and e.remote_type:
                 err_type, msg = e.remote_type, str(e)
             else:
                 err_type, msg = type(e).__name__, str(e)
-            reply = serde.encode(Err(err_type, msg))
+            reply = _error_reply(err_type, msg)
         if self._gc_pending:  # pointers this worker held died (e.g. deleted above): cascade now
             try:
                 self.flush_gc()
@@ -400,6 +536,8 @@ class BaseWorker:
             return None, None
         if isinstance(body, Fetch):
             obj = self._get_obj(body.obj_id)
+            if isinstance(obj, torch.Tensor) and not obj.is_contiguous():  # encoding copies it (e.g. an expanded view)
+                self.memory_budget.check(obj.nelement() * obj.element_size(), f"sending object {body.obj_id} of shape {tuple(obj.shape)}")
             value = obj._desc() if isinstance(obj, PointerTensor) else obj
             if not body.remove:
                 return value, None
@@ -498,8 +636,31 @@ class BaseWorker:
 
                 result = remote_call(cmd.op, args, kwargs)
             else:
+                self._check_memory(cmd.op, fn, args, kwargs)
                 result = fn(*args, **kwargs)
         return self._register(result, cmd.return_id, refs)
+
+    def _check_memory(self, op: str, fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
+        """Refuses (ResourceLimitError) an op whose new tensors would not fit this worker's
+        memory budget, before it runs. Every op: its operands' broadcast shape (an element-wise
+        op on an expanded view or on ``(n, 1)`` and ``(1, n)`` makes that much). Ops whose
+        output can outgrow their operands in other ways (:data:`_AMPLIFYING`): a dry run on
+        meta tensors. The few ops whose output size depends on the data: from that data."""
+        need: "int | None" = None
+        if op in _PRODUCTS:
+            need = _product_bytes(op, args)
+        elif op in _CONCATS:  # the result holds each listed operand once (one may be listed many times)
+            sizes: list[tuple[tuple[int, ...], int]] = []
+            _logical_sizes(args[:1], sizes)
+            need = sum(limits.nbytes(sh, item, op) for sh, item in sizes)
+        elif op in _DATA_DEPENDENT:
+            need = _estimate_data_dependent(op, args, kwargs)
+        elif op in _AMPLIFYING:
+            need = limits.meta_output_bytes(fn, args, kwargs)
+        if need is None:
+            need = _broadcast_bytes(args, kwargs)
+        if need:
+            self.memory_budget.check(need, _describe(op, args))
 
     def _register(self, result: Any, return_id: int, refs: dict[int, Any]) -> Any:
         """Stores tensor results and describes them; plain values are returned as they are."""

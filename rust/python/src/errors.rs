@@ -13,7 +13,8 @@
 //! │   └── TlsError
 //! ├── ProtocolError          parties out of step, unsupported party count, dealer trouble
 //! ├── ShapeError             also a ValueError
-//! └── FixedPointError        also a ValueError
+//! ├── FixedPointError        also a ValueError
+//! └── ResourceLimitError     a size that overflows or an allocation refused (also a MemoryError)
 //! ```
 //!
 //! A transport error that names its peer gets it in the instance's `peer` attribute (the
@@ -40,9 +41,10 @@ enum Class {
     Protocol,
     Shape,
     FixedPoint,
+    ResourceLimit,
 }
 
-const CLASSES: usize = 8;
+const CLASSES: usize = 9;
 
 impl Class {
     fn name(self) -> &'static str {
@@ -55,6 +57,7 @@ impl Class {
             Class::Protocol => "ProtocolError",
             Class::Shape => "ShapeError",
             Class::FixedPoint => "FixedPointError",
+            Class::ResourceLimit => "ResourceLimitError",
         }
     }
 
@@ -97,12 +100,22 @@ pub enum Error {
     Shape(String),
     /// Misuse of a session object (e.g. a closed party).
     Session(String),
+    /// A size from the caller's shapes that overflows, or an allocation the system refused.
+    Resource(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 pub fn shape(msg: impl Into<String>) -> Error {
     Error::Shape(msg.into())
+}
+
+impl From<syft_mpc_ring::kernels::SizeError> for Error {
+    fn from(e: syft_mpc_ring::kernels::SizeError) -> Self {
+        Error::Resource(format!(
+            "{e}; make the operands smaller or split the operation (the worker refused it before allocating)"
+        ))
+    }
 }
 
 impl From<RingTransportError> for Error {
@@ -151,6 +164,7 @@ impl From<Error> for PyErr {
             Error::FixedPoint(e) => raise(py, Class::FixedPoint, e.to_string(), None),
             Error::Shape(msg) => raise(py, Class::Shape, msg, None),
             Error::Session(msg) => raise(py, Class::Protocol, msg, None),
+            Error::Resource(msg) => raise(py, Class::ResourceLimit, msg, None),
         })
     }
 }

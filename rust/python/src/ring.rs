@@ -105,11 +105,11 @@ pub fn ring_matmul<'py>(
     let (x, y) = (elems(&a), elems(&b));
     match batch {
         None => {
-            let out = py.detach(|| on_threads(threads, || kernels::matmul(ring(&x), ring(&y), m, k, n)))?;
+            let out = py.detach(|| on_threads(threads, || kernels::try_matmul(ring(&x), ring(&y), m, k, n)))??;
             ring_out(py, out, &[m, n])
         }
         Some(bt) => {
-            let out = py.detach(|| on_threads(threads, || kernels::bmm(ring(&x), ring(&y), bt, m, k, n)))?;
+            let out = py.detach(|| on_threads(threads, || kernels::try_bmm(ring(&x), ring(&y), bt, m, k, n)))??;
             ring_out(py, out, &[bt, m, n])
         }
     }
@@ -134,7 +134,7 @@ pub fn ring_conv2d<'py>(
     let ws = shape4("weight", w.shape())?;
     let (p, out_shape) = conv_params(xs, ws, stride, padding, dilation, groups)?;
     let (xv, wv) = (elems(&x), elems(&w));
-    let (out, s) = py.detach(|| kernels::conv2d(ring(&xv), xs, ring(&wv), ws, &p));
+    let (out, s) = py.detach(|| kernels::try_conv2d(ring(&xv), xs, ring(&wv), ws, &p))?;
     debug_assert_eq!(s, out_shape);
     ring_out(py, out, &s)
 }

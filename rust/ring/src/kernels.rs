@@ -2,10 +2,53 @@
 //!
 //! Shapes are checked with `assert!`: callers (protocol, bindings) validate
 //! user input first and turn mistakes into errors; a failed assert here is a bug.
+//! Sizes derived from shapes are another matter: a peer chooses the shapes, and an
+//! output of `m·n` elements may not fit in memory (or in `usize`). The `try_` kernels
+//! ([`try_matmul`], [`try_bmm`], [`try_conv2d`]) compute every size with checked
+//! arithmetic and allocate fallibly ([`try_zeroed`]), so such a request is a
+//! [`SizeError`], never a panic or the abort of `handle_alloc_error`.
 
 use crate::gemm::{gemm_acc, View};
 use crate::{as_u64, as_u64_mut, R64};
 use rayon::prelude::*;
+
+/// A size that overflows `usize` (or `isize::MAX` bytes), or an allocation the system refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SizeError(pub String);
+
+impl std::fmt::Display for SizeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SizeError {}
+
+/// The product of `dims`, or an error naming `what` when it overflows `usize`.
+pub fn checked_numel(dims: &[usize], what: &str) -> Result<usize, SizeError> {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| SizeError(format!("{what}: {dims:?} has more elements than fit in memory addresses")))
+}
+
+/// `len` zeroed ring elements, or an error when the size overflows or the allocator refuses
+/// (where `vec![R64::ZERO; len]` would abort the process in `handle_alloc_error`).
+/// Zeroed pages from the allocator (calloc), exactly as `vec!` would get them.
+pub fn try_zeroed(len: usize, what: &str) -> Result<Vec<R64>, SizeError> {
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<R64>(len)
+        .map_err(|_| SizeError(format!("{what}: {len} elements overflow the address space")))?;
+    // SAFETY: `layout` has non-zero size (len > 0 and R64 is 8 bytes).
+    let p = unsafe { std::alloc::alloc_zeroed(layout) } as *mut R64;
+    if p.is_null() {
+        return Err(SizeError(format!("{what}: cannot allocate {} bytes ({len} elements)", layout.size())));
+    }
+    // SAFETY: `p` was allocated by the global allocator with the layout of `[R64; len]`,
+    // and all-zero bits are a valid R64 (a transparent u64), so all `len` elements are initialised.
+    Ok(unsafe { Vec::from_raw_parts(p, len, len) })
+}
 
 /// Below this many elements, element-wise kernels stay on one thread.
 const PAR_MIN: usize = 1 << 15;
@@ -330,11 +373,18 @@ pub fn permute(a: &[R64], shape: &[usize], axes: &[usize]) -> Vec<R64> {
     out
 }
 
-/// `a (m x k) · b (k x n)` in Z_2^64.
+/// `a (m x k) · b (k x n)` in Z_2^64. Panics where [`try_matmul`] returns an error.
 pub fn matmul(a: &[R64], b: &[R64], m: usize, k: usize, n: usize) -> Vec<R64> {
-    let mut out = vec![R64::ZERO; m * n];
+    try_matmul(a, b, m, k, n).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `a (m x k) · b (k x n)` in Z_2^64, or a [`SizeError`] when the `m·n` output does not fit.
+pub fn try_matmul(a: &[R64], b: &[R64], m: usize, k: usize, n: usize) -> Result<Vec<R64>, SizeError> {
+    checked_numel(&[m, k], "matmul: left operand")?;
+    checked_numel(&[k, n], "matmul: right operand")?;
+    let mut out = try_zeroed(checked_numel(&[m, n], "matmul: output")?, "matmul: output")?;
     matmul_acc(a, b, m, k, n, &mut out);
-    out
+    Ok(out)
 }
 
 /// `out += a (m x k) · b (k x n)` in Z_2^64.
@@ -354,17 +404,25 @@ pub fn matmul_acc(a: &[R64], b: &[R64], m: usize, k: usize, n: usize, out: &mut 
 ///
 /// Parallel over the batch; each product is itself the parallel packed
 /// matmul, so one large product and many small ones both fill the pool.
+/// Panics where [`try_bmm`] returns an error.
 pub fn bmm(a: &[R64], b: &[R64], batch: usize, m: usize, k: usize, n: usize) -> Vec<R64> {
-    assert_eq!(a.len(), batch * m * k, "bmm: left operand is not {batch}x{m}x{k}");
-    assert_eq!(b.len(), batch * k * n, "bmm: right operand is not {batch}x{k}x{n}");
-    let mut out = vec![R64::ZERO; batch * m * n];
+    try_bmm(a, b, batch, m, k, n).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`bmm`], or a [`SizeError`] when the `batch·m·n` output does not fit.
+pub fn try_bmm(a: &[R64], b: &[R64], batch: usize, m: usize, k: usize, n: usize) -> Result<Vec<R64>, SizeError> {
+    let la = checked_numel(&[batch, m, k], "bmm: left operand")?;
+    let lb = checked_numel(&[batch, k, n], "bmm: right operand")?;
+    assert_eq!(a.len(), la, "bmm: left operand is not {batch}x{m}x{k}");
+    assert_eq!(b.len(), lb, "bmm: right operand is not {batch}x{k}x{n}");
+    let mut out = try_zeroed(checked_numel(&[batch, m, n], "bmm: output")?, "bmm: output")?;
     if out.is_empty() {
-        return out;
+        return Ok(out);
     }
     out.par_chunks_mut(m * n).enumerate().for_each(|(t, dst)| {
         matmul_acc(&a[t * m * k..(t + 1) * m * k], &b[t * k * n..(t + 1) * k * n], m, k, n, dst);
     });
-    out
+    Ok(out)
 }
 
 /// Geometry of a 2-d convolution (as `torch.nn.functional.conv2d`).
@@ -398,15 +456,26 @@ impl Conv2dParams {
                  and {o} output channels (must divide by groups)"
             ));
         }
-        let span = |size: usize, pad: usize, k: usize, d: usize, s: usize| -> Option<usize> {
-            let eff = d * (k.checked_sub(1)?) + 1;
-            (size + 2 * pad).checked_sub(eff).map(|r| r / s + 1)
+        // Checked: padding, dilation and kernel sizes come from a peer (2^62 must not overflow).
+        let padded = |size: usize, pad: usize| pad.checked_mul(2).and_then(|p| p.checked_add(size));
+        let eff = |k: usize, d: usize| k.checked_sub(1).and_then(|k1| d.checked_mul(k1)).and_then(|e| e.checked_add(1));
+        let (Some(ph), Some(pw), Some(eh), Some(ew)) = (
+            padded(h, self.padding[0]),
+            padded(wd, self.padding[1]),
+            eff(kh, self.dilation[0]),
+            eff(kw, self.dilation[1]),
+        ) else {
+            return Err(format!(
+                "conv2d: padding {:?}, dilation {:?} or kernel {kh}x{kw} overflow the index range",
+                self.padding, self.dilation
+            ));
         };
-        match (
-            span(h, self.padding[0], kh, self.dilation[0], self.stride[0]),
-            span(wd, self.padding[1], kw, self.dilation[1], self.stride[1]),
-        ) {
-            (Some(oh), Some(ow)) => Ok([n, o, oh, ow]),
+        match (ph.checked_sub(eh), pw.checked_sub(ew)) {
+            (Some(rh), Some(rw)) => {
+                let out = [n, o, rh / self.stride[0] + 1, rw / self.stride[1] + 1];
+                checked_numel(&out, "conv2d: output").map_err(|e| e.0)?;
+                Ok(out)
+            }
             _ => Err(format!("conv2d: kernel {kh}x{kw} does not fit input {h}x{wd} with padding {:?}", self.padding)),
         }
     }
@@ -427,10 +496,14 @@ fn im2col(
     ow: usize,
     p: &Conv2dParams,
     cols: &mut Vec<R64>,
-) {
-    // Reused buffer: zero it (padding positions are never written below).
+) -> Result<(), SizeError> {
+    // Reused buffer: zero it (padding positions are never written below). Its size was
+    // checked by `try_conv2d`; the allocation may still be refused.
+    let len = c * kh * kw * oh * ow;
     cols.clear();
-    cols.resize(c * kh * kw * oh * ow, R64::ZERO);
+    cols.try_reserve_exact(len)
+        .map_err(|e| SizeError(format!("conv2d: cannot allocate the {len}-element im2col buffer: {e}")))?;
+    cols.resize(len, R64::ZERO);
     let [sh, sw] = p.stride;
     let [ph, pw] = p.padding;
     let [dh, dw] = p.dilation;
@@ -462,6 +535,7 @@ fn im2col(
             }
         }
     }
+    Ok(())
 }
 
 thread_local! {
@@ -472,7 +546,7 @@ thread_local! {
 }
 
 /// 2-d convolution (cross-correlation, as torch) via im2col + ring matmul.
-/// Returns the output and its shape `[N, O, OH, OW]`.
+/// Returns the output and its shape `[N, O, OH, OW]`. Panics where [`try_conv2d`] returns an error.
 pub fn conv2d(
     x: &[R64],
     x_shape: [usize; 4],
@@ -480,25 +554,39 @@ pub fn conv2d(
     w_shape: [usize; 4],
     p: &Conv2dParams,
 ) -> (Vec<R64>, [usize; 4]) {
-    let out_shape = p.output_shape(x_shape, w_shape).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(x.len(), x_shape.iter().product::<usize>(), "conv2d: input buffer does not match shape");
-    assert_eq!(w.len(), w_shape.iter().product::<usize>(), "conv2d: weight buffer does not match shape");
-    let [n, c, h, wd] = x_shape;
+    try_conv2d(x, x_shape, w, w_shape, p).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`conv2d`], or a [`SizeError`] when the output or the im2col buffer (`C/groups·KH·KW·OH·OW`
+/// elements per thread) overflows or cannot be allocated.
+pub fn try_conv2d(
+    x: &[R64],
+    x_shape: [usize; 4],
+    w: &[R64],
+    w_shape: [usize; 4],
+    p: &Conv2dParams,
+) -> Result<(Vec<R64>, [usize; 4]), SizeError> {
+    let out_shape = p.output_shape(x_shape, w_shape).map_err(SizeError)?;
+    assert_eq!(Ok(x.len()), checked_numel(&x_shape, "conv2d: input"), "conv2d: input buffer does not match shape");
+    assert_eq!(Ok(w.len()), checked_numel(&w_shape, "conv2d: weight"), "conv2d: weight buffer does not match shape");
+    let [_, c, h, wd] = x_shape;
     let [o, cg, kh, kw] = w_shape;
     let [_, _, oh, ow] = out_shape;
+    checked_numel(&[cg, kh, kw, oh, ow], "conv2d: im2col buffer")?;
     let g = p.groups;
     let og = o / g;
-    let mut out = vec![R64::ZERO; n * o * oh * ow];
-    out.par_chunks_mut((o * oh * ow).max(1)).enumerate().for_each(|(img_idx, out_img)| {
+    let mut out = try_zeroed(checked_numel(&out_shape, "conv2d: output")?, "conv2d: output")?;
+    out.par_chunks_mut((o * oh * ow).max(1)).enumerate().try_for_each(|(img_idx, out_img)| {
         for grp in 0..g {
             let img = &x[(img_idx * c + grp * cg) * h * wd..(img_idx * c + (grp + 1) * cg) * h * wd];
             let mut cols = COLS.with(|c| c.take());
-            im2col(img, cg, h, wd, kh, kw, oh, ow, p, &mut cols);
+            im2col(img, cg, h, wd, kh, kw, oh, ow, p, &mut cols)?;
             let wg = &w[grp * og * cg * kh * kw..(grp + 1) * og * cg * kh * kw];
             let dst = &mut out_img[grp * og * oh * ow..(grp + 1) * og * oh * ow];
             matmul_acc(wg, &cols, og, cg * kh * kw, oh * ow, dst);
             COLS.with(|c| c.set(cols));
         }
-    });
-    (out, out_shape)
+        Ok(())
+    })?;
+    Ok((out, out_shape))
 }
