@@ -275,14 +275,14 @@ def test_mpc_join_timeouts_are_capped(cluster: LocalWorkers) -> None:
     from syft_mpc.remote.messages import MAX_JOIN_TIMEOUT_S
 
     assert MAX_JOIN_TIMEOUT_S == 600.0
-    a = RawControl(cluster, "rbob")
     addrs = [f"127.0.0.1:{free_port('127.0.0.1')}" for _ in range(2)]
     for t in (601.0, 3600.0, float("inf")):
+        a = RawControl(cluster, "rbob")  # a malformed request closes its connection
         body = MpcJoin("capped", 0, addrs, addrs[1], "t" * 32, 600.0)
         body.timeout_s = t  # built valid, then changed: the worker's decoder checks it
         r = a.ask_raw(REQUEST + serde.encode(Envelope("tester", [], body)))
         assert isinstance(r, Err) and "timeout_s must be in (0, 600]" in r.message, r
-    a.close()
+        a.close()
 
 
 # ------------------------------------------------------------------ peers announced in hellos
