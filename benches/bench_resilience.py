@@ -8,8 +8,9 @@
 2. The latency of an honest client's ``(x + y).get()`` (connection already open), p50 and
    p99 of 200: alone, while another client's MpcJoin waits for a closed dealer port, and
    while another client's MPC multiplication waits for a stalled peer.
-3. The latency of an honest connect + op + close (p50/p99 of 50) alone and while 1,000
-   sockets trickle handshakes at the worker (each reopened as soon as the worker closes it).
+3. The latency of an honest connect + op + close (p50/p99 of 100) alone and while 1,000
+   sockets trickle handshakes at the worker from another process (tests/_trickler.py; each
+   socket reopened as soon as the worker closes it).
 
 The attacks are the ones of tests/test_resilience.py (its helpers are imported from there).
 """
@@ -34,16 +35,8 @@ from syft_mpc.net.addresses import free_port  # noqa: E402
 from syft_mpc.net.launch import LocalWorkers  # noqa: E402
 from syft_mpc.remote.messages import MpcJoin, MpcRun, Ok, Store, new_id  # noqa: E402
 from syft_mpc.remote.serde import ObjRef  # noqa: E402
-from test_resilience import (  # noqa: E402
-    RawControl,
-    Trickler,
-    add_get_latency,
-    honest,
-    n_threads,
-    pct,
-    raise_fd_limit,
-    rss_kb,
-)
+from _trickler import Trickler  # noqa: E402
+from test_resilience import RawControl, add_get_latency, honest, n_threads, pct, rss_kb  # noqa: E402
 
 
 def ms(xs: "list[float]") -> str:
@@ -136,18 +129,18 @@ def connect_op(c: LocalWorkers, n: int) -> "list[float]":
 
 
 def trickle(c: LocalWorkers) -> None:
-    raise_fd_limit(4096)
     pid = c.procs["bbob"].pid
-    print(f"connect + op + close, alone: {ms(connect_op(c, 50))}")
+    print(f"connect + op + close, alone: {ms(connect_op(c, 100))}")
     base = n_threads(pid)
     with Trickler(("127.0.0.1", c.port("bbob")), 1000) as flood:
         time.sleep(6.0)
-        open_now, reopened0, t0 = len(flood.socks), flood.reopened, time.monotonic()
-        times = connect_op(c, 50)
-        rate = (flood.reopened - reopened0) / (time.monotonic() - t0)
+        before, t0 = flood.counts(), time.monotonic()
+        times = connect_op(c, 100)
+        after = flood.counts()
+        rate = (after["reopened"] - before["reopened"]) / (time.monotonic() - t0)
         most = n_threads(pid)
-    print(f"connect + op + close, {open_now} trickling sockets open: {ms(times)}; the worker closed "
-          f"{rate:.0f} flood sockets/s (reopened at once); worker threads {base} -> {most}")
+    print(f"connect + op + close, 1,000 sockets trickling ({after['open']} open at the end): {ms(times)}; "
+          f"the worker closed {rate:.0f} flood sockets/s (reopened at once); worker threads {base} -> {most}")
 
 
 def main() -> None:
