@@ -196,12 +196,13 @@ class WorkerServer:
         while not self._stop.is_set():
             if time.monotonic() >= next_report:  # handshakes the listener dropped (evicted, past the deadline)
                 now_dropped = self._dropped()
-                evicted, late = now_dropped[0] - dropped[0], now_dropped[1] - dropped[1]
-                if evicted or late:
+                evicted, late, refused = (now - before for now, before in zip(now_dropped, dropped))
+                if evicted or late or refused:
                     log.warning(
                         "dropped %d unfinished handshakes for newer connections and %d past the %g s handshake "
-                        "deadline in the last %.0f s (many connections that do not authenticate; firewall the port "
-                        "if this goes on)", evicted, late, self.listener.handshake_deadline_s, LOG_EVERY_S,
+                        "deadline, and closed %d connections at once (no thread or file descriptor to spare), in "
+                        "the last %.0f s (many connections that do not authenticate; firewall the port if this "
+                        "goes on)", evicted, late, self.listener.handshake_deadline_s, refused, LOG_EVERY_S,
                     )
                 dropped, next_report = now_dropped, time.monotonic() + LOG_EVERY_S
             try:
@@ -226,9 +227,9 @@ class WorkerServer:
                                         conn.peer_addr or "?", e)
         self._shutdown()
 
-    def _dropped(self) -> "tuple[int, int]":
+    def _dropped(self) -> "tuple[int, int, int]":
         d = self.listener.dropped
-        return int(d["evicted"]), int(d["expired"])
+        return int(d["evicted"]), int(d["expired"]), int(d["refused"])
 
     def stop(self, *_: Any) -> None:
         self._stop.set()
