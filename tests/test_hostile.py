@@ -605,10 +605,11 @@ def test_a_trickling_stranger_is_dropped_at_the_deadline(cluster: LocalWorkers) 
 
 def test_handshakes_in_progress_are_capped(cluster: LocalWorkers, vitals: Vitals, canary: pathlib.Path) -> None:
     """A flood of connections from one address holds at most MAX_PER_ADDRESS handshakes:
-    each new one evicts that address's oldest unfinished handshake (closed at once), so the
-    flood costs a bounded number of threads and an honest client, whose handshake finishes
-    in milliseconds, connects during the flood (regression: past a cap of 512 every new
-    connection was refused, honest ones included). See also tests/test_resilience.py."""
+    each new one evicts that address's most silent unfinished handshake (here, all silent:
+    the oldest), closed at once. So the flood costs a bounded number of threads, and an
+    honest client, whose handshake finishes in milliseconds, connects during the flood
+    (regression: past a cap of 512 every new connection was refused, honest ones
+    included). See also tests/test_resilience.py."""
     pid = vitals.pid
     n = MAX_HANDSHAKES + 150
     socks: list[socket.socket] = []

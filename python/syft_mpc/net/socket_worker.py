@@ -192,7 +192,7 @@ class SocketWorker(BaseWorker):
                     break
                 except PeerDisconnected as e:
                     # Closed during the handshake: a worker flooded with unfinished handshakes
-                    # evicts the oldest (docs/SECURITY.md), which may have been this one.
+                    # evicts the most silent one (docs/SECURITY.md), which may have been this one.
                     if attempt + 1 == _CONNECT_TRIES:
                         raise self._fail(e, "connecting") from None
                 except TransportError as e:

@@ -8,10 +8,11 @@
 //! out: a handshake has [`HANDSHAKE_DEADLINE`] (or the timeout, if shorter) as a whole,
 //! whatever the peer trickles; at most [`MAX_PER_ADDRESS`] handshakes of one address (an
 //! IPv4 address, or an IPv6 /64) are in progress, and at most [`MAX_HANDSHAKES`] in all. A
-//! new connection over either limit does not get refused: it evicts the oldest unfinished
-//! handshake (of its own address first), so a connection whose handshake completes faster
-//! than the attacker can open [`MAX_PER_ADDRESS`] new connections from its address (or
-//! [`MAX_HANDSHAKES`] in all) always gets through. Evicted and expired handshakes are
+//! new connection over either limit does not get refused: it evicts the unfinished
+//! handshake (of its own address first) whose peer has been silent longest (the kernel's
+//! `TCP_INFO`), the oldest among equals. An honest client sends each handshake message at
+//! once, so it is evicted only if every other handshake of its address (or of all, past
+//! [`MAX_HANDSHAKES`]) has sent data more recently. Evicted and expired handshakes are
 //! counted (`dropped`), not reported one by one. Given `tls_cert`/`tls_key` (PEM files) it accepts
 //! only TLS 1.3. The worker's handshake party id is
 //! [`worker_party_id`](crate::config::worker_party_id)`(name)`; clients are party 0.
@@ -37,11 +38,11 @@ const QUEUE: usize = 64;
 /// SYN is then dropped and retried only after 1, 3, 7 s.
 const BACKLOG: i32 = 4096;
 /// Handshakes in progress at once (one thread each); a new connection past this many
-/// evicts the oldest, so strangers opening connections without finishing a handshake can
+/// evicts the most silent one, so strangers opening connections without finishing a handshake can
 /// exhaust neither the worker's threads nor its memory, nor lock honest clients out.
 const MAX_HANDSHAKES: usize = 512;
 /// Handshakes in progress from one address (IPv4 address, IPv6 /64): past this many, a new
-/// one evicts that address's oldest, never another address's.
+/// one evicts one of that address's (the most silent), never another address's.
 const MAX_PER_ADDRESS: usize = 64;
 /// Bound on a whole handshake (an honest one takes a few round trips), unless the
 /// listener's timeout is shorter.
@@ -121,12 +122,17 @@ impl Pendings {
         }
     }
 
-    /// Closes the oldest handshake of `key` (or, with None, the oldest of all).
-    fn evict_oldest(&mut self, key: Option<IpAddr>) -> bool {
-        let i = match key {
-            Some(k) => self.queue.iter().position(|p| p.key == k),
-            None => (!self.queue.is_empty()).then_some(0),
-        };
+    /// Closes the handshake of `key` (or, with None, of all) whose peer has been silent
+    /// longest, the oldest among equals: a stalled or trickling stranger goes before an
+    /// honest client, which sends each handshake message at once.
+    fn evict_most_silent(&mut self, key: Option<IpAddr>) -> bool {
+        let i = self
+            .queue
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| key.is_none_or(|k| p.key == k))
+            .max_by_key(|(i, p)| (silent_ms(&p.stream), std::cmp::Reverse(*i)))
+            .map(|(i, _)| i);
         match i.and_then(|i| self.remove_at(i)) {
             Some(p) => {
                 let _ = p.stream.shutdown(Shutdown::Both); // its thread's next read fails at once
@@ -147,6 +153,29 @@ impl Pendings {
         }
         n
     }
+}
+
+/// Milliseconds since the peer last sent data (or since the connection was set up), from
+/// the kernel's `TCP_INFO`; 0 where unknown (then the oldest handshake is evicted).
+#[cfg(target_os = "linux")]
+fn silent_ms(s: &TcpStream) -> u32 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `tcp_info` is a plain C struct (all zeros is valid) and getsockopt writes at
+    // most `len` bytes into it.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let out = (&mut info as *mut libc::tcp_info).cast::<libc::c_void>();
+    let rc = unsafe { libc::getsockopt(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, out, &mut len) };
+    if rc == 0 {
+        info.tcpi_last_data_recv
+    } else {
+        0
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn silent_ms(_: &TcpStream) -> u32 {
+    0
 }
 
 /// Handshakes are limited per address: an IPv4 address, or the /64 of an IPv6 one (one host's usual allocation).
@@ -218,9 +247,9 @@ fn accept_loop(
                 {
                     let mut p = lock(&pending);
                     let evicted = if p.per_key.get(&key).copied().unwrap_or(0) >= MAX_PER_ADDRESS {
-                        p.evict_oldest(Some(key))
+                        p.evict_most_silent(Some(key))
                     } else if p.queue.len() >= MAX_HANDSHAKES {
-                        p.evict_oldest(None)
+                        p.evict_most_silent(None)
                     } else {
                         false
                     };
@@ -266,7 +295,7 @@ fn accept_loop(
     }
     // Stopped: end the handshakes in progress now.
     let mut p = lock(&pending);
-    while p.evict_oldest(None) {}
+    while p.evict_most_silent(None) {}
 }
 
 #[pymethods]
