@@ -12,7 +12,7 @@
    sockets trickle handshakes at the worker from another process (tests/_trickler.py; each
    socket reopened as soon as the worker closes it).
 
-The attacks are the ones of tests/test_resilience.py (its helpers are imported from there).
+The attacks are the ones of tests/test_resilience.py (its functions are imported from there).
 """
 
 from __future__ import annotations
