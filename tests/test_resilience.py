@@ -12,14 +12,13 @@ import os
 import pathlib
 import resource
 import socket
-import statistics
 import threading
 import time
 from typing import Any, Iterator
 
 import pytest
 import torch
-from _trickler import Trickler, raise_fd_limit
+from _trickler import Trickler
 
 import syft_mpc as sy
 from syft_mpc import _native
@@ -395,3 +394,53 @@ def test_honest_clients_connect_while_a_thousand_sockets_trickle(tmp_path: pathl
     log_lines = log_path.read_text().splitlines()
     noisy = [ln for ln in log_lines if "handshake" in ln or "rejected" in ln]
     assert len(noisy) < 20, noisy[:5]
+
+
+def _slow_hello(where: tuple[str, int], source: str, byte_every_s: float) -> "tuple[bool, int]":
+    """Sends a valid hello one byte at a time from ``source``; returns (still open at the end
+    and answered with the worker's proof, bytes received)."""
+    from _trickler import HELLO_FRAME
+
+    s = socket.create_connection(where, timeout=5, source_address=(source, 0))
+    got = b""
+    try:
+        for b in HELLO_FRAME:
+            time.sleep(byte_every_s)
+            try:
+                s.sendall(bytes([b]))
+            except OSError:
+                return False, len(got)
+        s.settimeout(2.0)
+        while len(got) < len(HELLO_FRAME) + 10 + 32:  # the worker's hello, then its proof frame
+            try:
+                chunk = s.recv(4096)
+            except OSError:
+                return False, len(got)
+            if not chunk:
+                return False, len(got)
+            got += chunk
+        return True, len(got)
+    finally:
+        s.close()
+
+
+def test_a_flood_from_one_address_never_evicts_another_address() -> None:
+    """1,000 sockets trickle from 127.0.0.1; a slow but complete hello from 127.0.0.2
+    (one byte per 40 ms, 2.7 s in all) is answered, while the same slow hello from the
+    flood's own address is evicted: handshakes are limited per address, and a flood only
+    evicts its own address's."""
+    with LocalWorkers(["ebob"], quiet=True) as c:
+        where = ("127.0.0.1", c.port("ebob"))
+        with Trickler(where, 1000) as flood:
+            time.sleep(3.0)
+            assert flood.counts()["reopened"] > 500, flood.counts()
+            results: dict[str, "tuple[bool, int]"] = {}
+            ts = [threading.Thread(target=lambda src=src: results.setdefault(src, _slow_hello(where, src, 0.04)))
+                  for src in ("127.0.0.2", "127.0.0.1")]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(30)
+        assert results["127.0.0.2"][0], f"the other address's handshake was cut: {results}"
+        assert not results["127.0.0.1"][0], f"the flood's own address kept a slow handshake: {results}"
+        assert c.procs["ebob"].poll() is None
