@@ -45,7 +45,8 @@ hook = sy.TorchHook(torch)
 
 HANDSHAKE_TIMEOUT_S = 3.0
 SESSION = "syft-mpc-control"
-MAX_HANDSHAKES = 512  # rust/python/src/channel.rs
+MAX_HANDSHAKES = 512  # rust/python/src/listener.rs
+MAX_PER_ADDRESS = 64  # rust/python/src/listener.rs: handshakes in progress from one address
 
 
 # ------------------------------------------------------------------ the cluster and its vital signs
@@ -603,35 +604,29 @@ def test_a_trickling_stranger_is_dropped_at_the_deadline(cluster: LocalWorkers) 
 
 
 def test_handshakes_in_progress_are_capped(cluster: LocalWorkers, vitals: Vitals, canary: pathlib.Path) -> None:
-    """Beyond the cap, new connections are closed at once: a flood of connections costs a
-    bounded number of threads; once the flood's handshakes expire, honest clients connect."""
+    """A flood of connections from one address holds at most MAX_PER_ADDRESS handshakes:
+    each new one evicts that address's most silent unfinished handshake (here, all silent:
+    the oldest), closed at once. So the flood costs a bounded number of threads, and an
+    honest client, whose handshake finishes in milliseconds, connects during the flood
+    (regression: past a cap of 512 every new connection was refused, honest ones
+    included). See also tests/test_resilience.py."""
     pid = vitals.pid
     n = MAX_HANDSHAKES + 150
     socks: list[socket.socket] = []
-    t0 = time.monotonic()
     most = 0
     for i in range(n):
         socks.append(socket.create_connection(addr(cluster), timeout=10))
-        if i % 100 == 99:  # let the accept loop drain the kernel's backlog (128)
+        if i % 100 == 99:  # let the accept loop drain the kernel's backlog
             time.sleep(0.05)
             most = max(most, threads(pid))
     try:
         time.sleep(0.5)
         most = max(most, threads(pid))
-        assert most <= vitals.threads + MAX_HANDSHAKES + 32, most
-        assert time.monotonic() - t0 < HANDSHAKE_TIMEOUT_S, "too slow to fill the cap before handshakes expire"
-        greeted = refused = 0  # got the worker's hello (a handshake thread) / closed unanswered
-        for s in socks:
-            s.setblocking(False)
-            try:
-                data = s.recv(65536)
-            except BlockingIOError:
-                continue
-            except OSError:
-                data = b""
-            greeted += bool(data)
-            refused += not data
-        assert greeted <= MAX_HANDSHAKES and refused >= n - MAX_HANDSHAKES - 10, (greeted, refused)
+        assert most <= vitals.threads + 2 * MAX_PER_ADDRESS + 32, most
+        assert_serving(cluster, vitals, canary)  # while the flood's latest handshakes hang
+        still_open = sum(not closed_by_peer(s, 0.01) for s in socks)
+        assert still_open <= MAX_PER_ADDRESS + 8, f"{still_open} of the flood's handshakes still open"
+        assert all(closed_by_peer(s, 0.01) for s in socks[: n - 2 * MAX_PER_ADDRESS]), "the oldest were not evicted"
     finally:
         for s in socks:
             s.close()

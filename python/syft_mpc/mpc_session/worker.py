@@ -32,11 +32,23 @@ __all__ = ["HANDLERS", "close_sessions_of"]
 
 
 class _PartyState:
-    __slots__ = ("party", "id", "n", "owner")
+    __slots__ = ("party", "id", "n", "owner", "busy")
 
     def __init__(self, party: Any, pid: int, n: int, owner: "str | None" = None) -> None:
         self.party, self.id, self.n = party, pid, n
         self.owner = owner  # the client (hello uid) whose MpcJoin opened it, on a worker server
+        # One operation at a time per session (an op may make several party calls, which the
+        # parties must see in the same order); the store's lock is not held meanwhile.
+        self.busy = threading.Lock()
+
+
+class _Joining:
+    """Holds a session's name while its ``MpcJoin`` waits for the network (without the store's lock)."""
+
+    __slots__ = ("owner",)
+
+    def __init__(self, owner: "str | None") -> None:
+        self.owner = owner
 
 
 def _state(worker: "BaseWorker") -> dict[str, Any]:
@@ -52,16 +64,39 @@ def _handle_join(worker: "BaseWorker", msg: MpcJoin) -> tuple[Any, None]:
     # A worker started with a TLS certificate (server.WorkerServer) runs its MPC connections
     # over TLS: as the dealer it only accepts; as a party it also connects (and needs the CA).
     tls: "dict[str, str | None]" = getattr(worker, "mpc_tls", None) or {}
+    owner = getattr(worker, "current_client", None)
+    placeholder = _Joining(owner)
+    st[msg.session] = placeholder
+    try:
+        # Connecting waits for the peers and the dealer (up to msg.timeout_s): not under the store's lock.
+        with worker.unlocked():
+            if msg.party_id < 0:
+                joined: Any = _native.Dealer.connect(
+                    n,
+                    msg.dealer_addr,
+                    msg.token,
+                    session=msg.session,
+                    timeout_s=msg.timeout_s,
+                    tls_cert=tls.get("tls_cert"),
+                    tls_key=tls.get("tls_key"),
+                )
+            else:
+                joined = _native.Party.connect(
+                    msg.party_id, list(msg.addrs), msg.dealer_addr, msg.token, session=msg.session,
+                    timeout_s=msg.timeout_s, **tls,
+                )
+    except BaseException:
+        if st.get(msg.session) is placeholder:
+            del st[msg.session]
+        raise
+    if st.get(msg.session) is not placeholder:  # left, or its client's objects were freed, meanwhile
+        if msg.party_id < 0:
+            joined.close()
+        else:
+            joined.abort()
+        raise ProtocolError(f"MPC session {msg.session!r} on worker {worker.id} was closed while it was being joined")
     if msg.party_id < 0:
-        dealer = _native.Dealer.connect(
-            n,
-            msg.dealer_addr,
-            msg.token,
-            session=msg.session,
-            timeout_s=msg.timeout_s,
-            tls_cert=tls.get("tls_cert"),
-            tls_key=tls.get("tls_key"),
-        )
+        dealer = joined
 
         def serve() -> None:
             try:
@@ -70,34 +105,36 @@ def _handle_join(worker: "BaseWorker", msg: MpcJoin) -> tuple[Any, None]:
                 pass
             finally:
                 dealer.close()
-                _state(worker).pop(msg.session, None)
+                if _state(worker).get(msg.session) is dealer:
+                    _state(worker).pop(msg.session, None)
 
         st[msg.session] = dealer
         threading.Thread(target=serve, name=f"dealer-{worker.id}-{msg.session}", daemon=True).start()
         return None, None
-    party = _native.Party.connect(
-        msg.party_id, list(msg.addrs), msg.dealer_addr, msg.token, session=msg.session, timeout_s=msg.timeout_s, **tls
-    )
-    st[msg.session] = _PartyState(party, msg.party_id, n, getattr(worker, "current_client", None))
+    st[msg.session] = _PartyState(joined, msg.party_id, n, owner)
     return None, None
 
 
 def close_sessions_of(worker: "BaseWorker", owner: str) -> int:
     """Aborts the parties that client ``owner`` opened on ``worker`` (its driver went away for
     good: nobody will drive or close them). Their peers fail at once, and a dealer stops when
-    its sessions' last party goes. Call with the worker's lock held. Returns how many."""
+    its sessions' last party goes. Call without the worker's lock: an abort waits for an
+    operation of that party in progress. Returns how many."""
     st = _state(worker)
-    mine = [k for k, v in st.items() if isinstance(v, _PartyState) and v.owner == owner]
+    mine = [k for k, v in list(st.items()) if isinstance(v, (_PartyState, _Joining)) and v.owner == owner]
     for k in mine:
-        st.pop(k).party.abort()
+        v = st.pop(k, None)
+        if isinstance(v, _PartyState):
+            v.party.abort()
     return len(mine)
 
 
 def _handle_leave(worker: "BaseWorker", msg: MpcLeave) -> tuple[Any, None]:
     obj = _state(worker).pop(msg.session, None)
     if isinstance(obj, _PartyState):
-        obj.party.close()
-    elif obj is not None:
+        with worker.unlocked():  # waits for an operation of this party in progress
+            obj.party.close()
+    elif obj is not None and not isinstance(obj, _Joining):
         # A dealer's close waits until its serve() returns, i.e. until every party has left; one
         # may be stuck (a stalled peer) until its own timeout. The leave must not wait for that:
         # this worker's requests, and the driver's recovery, go on meanwhile.
@@ -109,7 +146,10 @@ def _handle_stats(worker: "BaseWorker", msg: MpcStats) -> tuple[Any, None]:
     st = _state(worker).get(msg.session)
     # A dealer is busy in serve() for the whole session; its traffic shows in the parties'
     # dealer_bytes_received.
-    return (dict(st.party.stats()) if isinstance(st, _PartyState) else {}), None
+    if not isinstance(st, _PartyState):
+        return {}, None
+    with worker.unlocked():  # waits for an operation of this party in progress
+        return dict(st.party.stats()), None
 
 
 def _resolve(worker: "BaseWorker", v: Any) -> Any:
@@ -141,13 +181,16 @@ def _handle_run(worker: "BaseWorker", msg: MpcRun) -> tuple[Any, None]:
         if need:
             described = ", ".join(str(tuple(a.shape)) for a in args if isinstance(a, torch.Tensor))
             worker.memory_budget.check(need, f"MPC operation {msg.op} on shares of shapes {described}")
-        with torch.no_grad():
+        # The shares are looked up under the store's lock; the operation (which waits for the
+        # peers and the dealer) runs without it.
+        with worker.unlocked(), st.busy, torch.no_grad():
             out = fn(OpContext(st.party, st.id, st.n), *args, **kwargs)
     except BaseException:
         if msg.op in INTERACTIVE:
             # Our peers may be waiting for this step: fail them now (PeerDisconnected), not at their timeout.
             st.party.abort()
-            _state(worker).pop(msg.session, None)
+            if _state(worker).get(msg.session) is st:
+                _state(worker).pop(msg.session, None)
         raise
     outs = out if isinstance(out, (tuple, list)) else (out,)
     if len(outs) != len(msg.return_ids):
@@ -164,7 +207,10 @@ def _handle_run(worker: "BaseWorker", msg: MpcRun) -> tuple[Any, None]:
 def _store_on(worker: "BaseWorker", dest: "BaseWorker", obj_id: int, t: torch.Tensor) -> None:
     """Stores ``t`` on ``dest`` and waits for its reply (``_deliver``, never a posted ``Store``:
     the driver's next request to ``dest`` travels on another connection and must find the share)."""
-    reply = serde.decode(dest._deliver(serde.encode(Envelope(worker.id, [], Store(obj_id, t)))))
+    data = serde.encode(Envelope(worker.id, [], Store(obj_id, t)))
+    with worker.unlocked():
+        raw = dest._deliver(data)
+    reply = serde.decode(raw)
     if isinstance(reply, Err):
         raise ProtocolError(f"worker {dest.id} refused a share from {worker.id}: {reply.err_type}: {reply.message}")
     if not isinstance(reply, Ok):

@@ -4,17 +4,26 @@ A long-running process holding one object store (a :class:`ServedWorker`) and se
 any number of clients at once, one thread per connection, over the native control
 channel (:class:`syft_mpc._native.Listener`; frames described in
 :mod:`syft_mpc.net.socket_worker`). Requests of one connection run in the order received;
-the object store's lock serialises requests of different connections.
+the object store's lock serialises requests of different connections, except while a
+request waits for the network (an MPC peer, a dealer, another worker): it releases the
+lock for that wait (:meth:`BaseWorker.unlocked`), so a stalled peer delays only the
+request waiting for it.
 
 * A malformed frame or message is answered with an error and that connection is closed;
   the others keep being served. A client that fails authentication is logged.
 * Objects are owned by the client (hello ``uid``) that stored them. When a client has had
-  no connection for ``grace_s`` seconds, its objects are freed.
+  no connection for ``grace_s`` seconds, its objects are freed, and the peers it announced
+  are forgotten unless another client still announces them. One thread serves every grace
+  period (a heap of deadlines), so connection churn costs no threads.
+* A connection whose thread cannot be started is closed and logged; serving goes on.
+  Refused connections and failed handshakes are logged at most once per
+  :data:`LOG_EVERY_S` seconds each, with a count of the ones not logged.
 * SIGINT / SIGTERM stop the server: the port is released, connections are closed.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import signal
@@ -33,9 +42,35 @@ from syft_mpc.remote.messages import DEFAULT_SESSION, HELLO, POST, REQUEST, SYNC
 from syft_mpc.net.socket_worker import SocketWorker
 from syft_mpc.remote.workers import BaseWorker
 
-__all__ = ["ServedWorker", "WorkerServer"]
+__all__ = ["LOG_EVERY_S", "MAX_PEERS_PER_HELLO", "ServedWorker", "WorkerServer"]
 
 log = logging.getLogger("syft_mpc.worker")
+
+LOG_EVERY_S = 10.0
+"""At most one log line per this many seconds for each kind of refused connection."""
+MAX_PEERS_PER_HELLO = 1024
+"""A hello announcing more peers is refused (each peer costs the worker a handle)."""
+
+
+class _Throttled:
+    """Logs the first event of a kind, then at most one line per ``every_s`` with the count
+    of the events not logged (a flood of refused connections must not flood the log)."""
+
+    def __init__(self, every_s: float = LOG_EVERY_S) -> None:
+        self.every_s = every_s
+        self._next = 0.0
+        self._quiet = 0
+        self._mu = threading.Lock()
+
+    def warning(self, fmt: str, *args: Any) -> None:
+        now = time.monotonic()
+        with self._mu:
+            if now < self._next:
+                self._quiet += 1
+                return
+            quiet, self._quiet, self._next = self._quiet, 0, now + self.every_s
+        more = f" (and {quiet} more like it in the last {self.every_s:.0f} s)" if quiet else ""
+        log.warning(fmt + more, *args)
 
 def _no_reply(value: object) -> None:
     return None
@@ -80,7 +115,7 @@ class ServedWorker(BaseWorker):
             ids = [i for i, o in self._owner_of.items() if o == uid]
             for i in ids:
                 self._forget(i)
-            close_sessions_of(self, uid)
+        close_sessions_of(self, uid)  # not under the lock: an abort waits for a running operation
         self.flush_gc()
         return len(ids)
 
@@ -144,18 +179,42 @@ class WorkerServer:
         self._conns: set[_native.Connection] = set()
         self._threads: set[threading.Thread] = set()
         self._live: dict[str, int] = {}  # client uid -> open connections
-        self._timers: dict[str, threading.Timer] = {}
+        # Grace periods: one thread, a heap of (deadline, uid); _expiry holds each departed
+        # client's current deadline (an entry whose deadline differs is stale: skipped).
+        self._expiry: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+        self._wake = threading.Condition(threading.Lock())
+        self._grace_thread: "threading.Thread | None" = None
+        self._announced: dict[str, dict[str, str]] = {}  # client uid -> the peers its last hello announced
+        self._peer_refs: dict[tuple[str, str], int] = {}  # (peer id, address) -> how many clients announce it
         self._state = threading.Lock()
+        self._refused = _Throttled()
+        self._no_thread = _Throttled()
 
     # ------------------------------------------------------------------ lifecycle
 
     def serve_forever(self) -> None:
         """Accepts connections until :meth:`stop` (or SIGINT/SIGTERM when installed)."""
+        self._grace_thread = threading.Thread(target=self._grace_loop, daemon=True, name="grace-periods")
+        self._grace_thread.start()
+        dropped = self._dropped()
+        next_report = time.monotonic() + LOG_EVERY_S
         while not self._stop.is_set():
+            if time.monotonic() >= next_report:  # handshakes the listener dropped (evicted, past the deadline)
+                now_dropped = self._dropped()
+                evicted, late, refused = (now - before for now, before in zip(now_dropped, dropped))
+                if evicted or late or refused:
+                    log.warning(
+                        "dropped %d unfinished handshakes for newer connections and %d past the %g s handshake "
+                        "deadline, and closed %d connections at once (no thread or file descriptor to spare), in "
+                        "the last %.0f s (many connections that do not authenticate; firewall the port if this "
+                        "goes on)", evicted, late, self.listener.handshake_deadline_s, refused, LOG_EVERY_S,
+                    )
+                dropped, next_report = now_dropped, time.monotonic() + LOG_EVERY_S
             try:
                 conn = self.listener.accept(0.2)
             except TransportError as e:
-                log.warning("rejected a connection: %s", e)
+                self._refused.warning("rejected a connection: %s", e)
                 continue
             if conn is None:
                 continue
@@ -163,8 +222,20 @@ class WorkerServer:
             with self._state:
                 self._conns.add(conn)
                 self._threads.add(t)
-            t.start()
+            try:
+                t.start()
+            except RuntimeError as e:  # "can't start new thread": out of threads or memory
+                with self._state:
+                    self._conns.discard(conn)
+                    self._threads.discard(t)
+                conn.close()
+                self._no_thread.warning("closed a connection from %s: cannot start a thread for it (%s)",
+                                        conn.peer_addr or "?", e)
         self._shutdown()
+
+    def _dropped(self) -> "tuple[int, int, int]":
+        d = self.listener.dropped
+        return int(d["evicted"]), int(d["expired"]), int(d["refused"])
 
     def stop(self, *_: Any) -> None:
         self._stop.set()
@@ -177,11 +248,10 @@ class WorkerServer:
         self.listener.close()
         with self._state:
             conns, threads = list(self._conns), list(self._threads)
-            timers = list(self._timers.values())
+        with self._wake:
+            self._wake.notify()  # the grace thread sees _stop and ends
         for c in conns:
             c.close()
-        for timer in timers:
-            timer.cancel()
         deadline = time.monotonic() + 5.0
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
@@ -228,6 +298,8 @@ class WorkerServer:
                         if not (isinstance(hello, dict) and isinstance(hello.get("uid"), str)
                                 and isinstance(hello.get("peers") or {}, dict)):
                             raise SerializationError("a hello must be a dict with a string 'uid' and a dict 'peers'")
+                        if len(hello.get("peers") or {}) > MAX_PEERS_PER_HELLO:
+                            raise SerializationError(f"a hello may announce at most {MAX_PEERS_PER_HELLO} peers")
                     elif kind != SYNC:
                         raise SerializationError(f"unknown frame kind {bytes(kind)!r}")
                 except Exception as e:  # malformed: answer, then drop this client only
@@ -278,7 +350,7 @@ class WorkerServer:
                         self._client_left(uid)
                         uid = new_uid
                         self._client_arrived(uid)
-                    self._set_peers(hello.get("peers") or {})
+                    self._set_peers(hello.get("peers") or {}, uid)
                     conn.send(serde.encode(Ok(None)))
                 if len(view) >= _TRIM_AFTER_BYTES:  # its decoded objects are gone: return their memory
                     del view, body, msg
@@ -300,13 +372,16 @@ class WorkerServer:
 
     # ------------------------------------------------------------------ peers and clients
 
-    def _set_peers(self, peers: Any) -> None:
+    def _set_peers(self, peers: Any, uid: "str | None" = None) -> None:
         if not isinstance(peers, dict):
             raise SerializationError("peers must be a dict of worker id -> 'host:port'")
+        if len(peers) > MAX_PEERS_PER_HELLO:
+            raise SerializationError(f"a hello may announce at most {MAX_PEERS_PER_HELLO} peers, got {len(peers)}")
+        peers = {k: v for k, v in peers.items() if isinstance(k, str) and isinstance(v, str) and k != self.id}
+        if uid is not None:
+            self._announce(uid, peers)  # a hello replaces the client's earlier announcements
         known = self.worker._known_workers
         for name, addr in peers.items():
-            if not (isinstance(name, str) and isinstance(addr, str)) or name == self.id:
-                continue
             old = known.get(name)
             if isinstance(old, SocketWorker) and old.address == addr:
                 continue
@@ -342,14 +417,43 @@ class WorkerServer:
             )
             log.info("peer %s is at %s", name, addr)
 
+    def _announce(self, uid: str, peers: "dict[str, str]") -> int:
+        """Records that client ``uid`` now announces ``peers`` (``{}``: it is gone) and forgets
+        the peers nobody announces any more (the next hello that needs one announces it
+        again). Returns how many were forgotten."""
+        with self._state:
+            before = self._announced.pop(uid, {})
+            if peers:
+                self._announced[uid] = peers
+            for pair in peers.items():
+                self._peer_refs[pair] = self._peer_refs.get(pair, 0) + 1
+            unused = []
+            for pair in before.items():
+                n = self._peer_refs.pop(pair, 1) - 1
+                if n > 0:
+                    self._peer_refs[pair] = n
+                else:
+                    unused.append(pair)
+        known = self.worker._known_workers
+        gone = 0
+        for name, addr in unused:
+            peer = known.get(name)
+            with self._state:
+                if (name, addr) in self._peer_refs:  # announced again meanwhile
+                    continue
+            if isinstance(peer, SocketWorker) and peer.address == addr:
+                # Pointers stored here keep their own reference to the handle: they still work.
+                del known[name]
+                peer.close()
+                gone += 1
+        return gone
+
     def _client_arrived(self, uid: "str | None") -> None:
         if uid is None:
             return
         with self._state:
             self._live[uid] = self._live.get(uid, 0) + 1
-            timer = self._timers.pop(uid, None)
-        if timer is not None:
-            timer.cancel()
+            self._expiry.pop(uid, None)  # its heap entry is now stale
 
     def _client_left(self, uid: "str | None") -> None:
         if uid is None:
@@ -362,18 +466,37 @@ class WorkerServer:
             self._live.pop(uid, None)
             if self._stop.is_set():
                 return
-            timer = threading.Timer(self.grace_s, self._expire, args=(uid,))
-            timer.daemon = True
-            self._timers[uid] = timer
-        timer.start()
+            due = time.monotonic() + self.grace_s
+            self._expiry[uid] = due
+        with self._wake:
+            heapq.heappush(self._heap, (due, uid))
+            if self._heap[0][1] == uid:
+                self._wake.notify()
 
-    def _expire(self, uid: str) -> None:
+    def _grace_loop(self) -> None:
+        """The one thread that frees the objects of clients whose grace period ended."""
+        while not self._stop.is_set():
+            with self._wake:
+                now = time.monotonic()
+                if not self._heap or self._heap[0][0] > now:
+                    self._wake.wait(min(1.0, self._heap[0][0] - now) if self._heap else 1.0)
+                    continue
+                due, uid = heapq.heappop(self._heap)
+            try:
+                self._expire(uid, due)
+            except Exception:  # a failure to free one client must not stop the others' expiry
+                log.exception("freeing the objects of client %s… failed", uid[:8])
+
+    def _expire(self, uid: str, due: float) -> None:
         with self._state:
-            if uid in self._live or self._timers.pop(uid, None) is None:
-                return
+            if uid in self._live or self._expiry.get(uid) != due:
+                return  # it came back (and perhaps left again: a later entry is due)
+            del self._expiry[uid]
         n = self.worker.free_client(uid)
-        if n:
-            log.info("client %s… stayed away %.0f s: freed its %d objects", uid[:8], self.grace_s, n)
+        peers = self._announce(uid, {})
+        if n or peers:
+            log.info("client %s… stayed away %.0f s: freed its %d objects, forgot %d peers",
+                     uid[:8], self.grace_s, n, peers)
 
 
 def run_worker(

@@ -26,7 +26,7 @@ from typing import Any
 
 from syft_mpc import _native
 from syft_mpc.remote import serde
-from syft_mpc.errors import AuthenticationError, TlsError, TransportError
+from syft_mpc.errors import AuthenticationError, PeerDisconnected, TlsError, TransportError
 from syft_mpc.net.env import ENV_TIMEOUT, ENV_TLS_CA, ENV_TOKEN, ENV_WORKERS
 from syft_mpc.remote.messages import DEFAULT_SESSION, HELLO, POST, REQUEST, SYNC, Err
 from syft_mpc.remote.workers import BaseWorker
@@ -34,6 +34,8 @@ from syft_mpc.remote.workers import BaseWorker
 __all__ = ["SocketWorker", "workers_from_env", "parse_workers"]
 
 
+
+_CONNECT_TRIES = 3  # a handshake the worker cut short is tried again, this many times in all
 
 # Where the SocketWorkers made in this process listen; announced to every worker (b"H").
 _directory: dict[str, str] = {}
@@ -178,18 +180,26 @@ class SocketWorker(BaseWorker):
         """The open connection (opened, and greeted with b"H", when needed). Call with ``_io`` held."""
         conn = self._conn
         if conn is None:
-            try:
-                conn = _native.Connection.connect(
-                    self.address,
-                    self._token,
-                    self.id,
-                    session=self._session,
-                    timeout_s=self.timeout_s,
-                    tls_ca=self.tls_ca,
-                    tls_server_name=self._tls_server_name,
-                )
-            except TransportError as e:
-                raise self._fail(e, "connecting") from None
+            for attempt in range(_CONNECT_TRIES):
+                try:
+                    conn = _native.Connection.connect(
+                        self.address,
+                        self._token,
+                        self.id,
+                        session=self._session,
+                        timeout_s=self.timeout_s,
+                        tls_ca=self.tls_ca,
+                        tls_server_name=self._tls_server_name,
+                    )
+                    break
+                except PeerDisconnected as e:
+                    # Closed during the handshake: a worker flooded with unfinished handshakes
+                    # evicts the most silent one (docs/SECURITY.md), which may have been this one.
+                    if attempt + 1 == _CONNECT_TRIES:
+                        raise self._fail(e, "connecting") from None
+                except TransportError as e:
+                    raise self._fail(e, "connecting") from None
+            assert conn is not None
             self._conn = conn
             self._peers_version = -1
         if self._peers_version != _directory_version:

@@ -298,13 +298,19 @@ class Err(Struct):
 # Handled by syft_mpc.mpc_session.worker.
 
 
+MAX_JOIN_TIMEOUT_S = 600.0
+"""The longest wait a client may ask of a worker's MPC session (``MpcJoin.timeout_s``)."""
+
+
 @register
 @dataclass
 class MpcJoin(Struct):
     """Join MPC session ``session`` as party ``party_id`` of ``len(addrs)`` (or, with
     ``party_id == -1``, as its crypto provider / dealer): ``Party.connect`` /
     ``Dealer.connect`` over TCP, authenticated with ``token``. Blocks until every
-    member has joined, so a driver sends the joins of one session concurrently."""
+    member has joined, so a driver sends the joins of one session concurrently.
+    ``timeout_s`` bounds each wait of the session (at most :data:`MAX_JOIN_TIMEOUT_S`); the
+    worker holds no lock meanwhile, so only this request waits."""
 
     KIND: ClassVar[int] = 30
     SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((str,), (int,), (list,), (str,), (str,), (float,))
@@ -320,8 +326,8 @@ class MpcJoin(Struct):
             raise SerializationError("MpcJoin.addrs must list 2 to 64 addresses")
         if not -1 <= self.party_id < len(self.addrs):
             raise SerializationError(f"MpcJoin.party_id {self.party_id} is out of range")
-        if not 0.0 < self.timeout_s <= 3600.0:
-            raise SerializationError("MpcJoin.timeout_s must be in (0, 3600]")
+        if not 0.0 < self.timeout_s <= MAX_JOIN_TIMEOUT_S:
+            raise SerializationError(f"MpcJoin.timeout_s must be in (0, {MAX_JOIN_TIMEOUT_S:g}] seconds")
 
 
 @register

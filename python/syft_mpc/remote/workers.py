@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any, Callable, Iterable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
@@ -52,7 +53,7 @@ from syft_mpc.remote.messages import (
 from syft_mpc.remote.pointers import PointerTensor, RemoteParameter
 from syft_mpc.remote.serde import ObjRef, PointerDesc
 
-__all__ = ["MAX_ERROR_CHARS", "BaseWorker", "VirtualWorker", "local_worker", "register_handler"]
+__all__ = ["MAX_ERROR_CHARS", "BaseWorker", "StoreLock", "VirtualWorker", "local_worker", "register_handler", "register_searchable"]
 
 MAX_ERROR_CHARS = 8192
 """An error reply's message is cut to this many characters (the cut says so): a request
@@ -224,7 +225,8 @@ def register_handler(
 ) -> None:
     """Lets a module add a request type to every worker (e.g. the MPC messages of
     :mod:`syft_mpc.mpc_session`). The handler runs under the worker's lock and returns
-    ``(reply value, commit callback or None)``, like the built-in requests."""
+    ``(reply value, commit callback or None)``, like the built-in requests; it waits for
+    the network only inside ``with worker.unlocked():``."""
     _HANDLERS[msg_type] = handler
 
 
@@ -239,6 +241,41 @@ def register_searchable(
     findable by :meth:`BaseWorker.search`; a match comes back as ``make_pointer(owner, location,
     id)`` (e.g. the protocols of :mod:`syft_mpc.plans`). The reply names the type, never code."""
     _SEARCHABLE[obj_type.__name__] = make_pointer
+
+
+class StoreLock:
+    """The object store's lock: re-entrant, and let go for network waits (:meth:`released`).
+
+    Requests of different clients are serialised by it, but a request that waits for
+    another machine (an MPC peer, a dealer, another worker) must not make every other
+    client wait too: it releases the lock for the wait and takes it back afterwards."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._depth = threading.local()  # .n: how many times this thread holds it
+
+    def __enter__(self) -> "StoreLock":
+        self._lock.acquire()
+        self._depth.n = getattr(self._depth, "n", 0) + 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth.n -= 1
+        self._lock.release()
+
+    @contextmanager
+    def released(self) -> Iterator[None]:
+        """Releases the lock entirely (however deep this thread holds it) for the block."""
+        n = getattr(self._depth, "n", 0)
+        for _ in range(n):
+            self._lock.release()
+        self._depth.n = 0
+        try:
+            yield
+        finally:
+            for _ in range(n):
+                self._lock.acquire()
+            self._depth.n = n
 
 
 class BaseWorker:
@@ -278,7 +315,7 @@ class BaseWorker:
         # queue is only touched under this lock (re-entrant: a finalizer can run inside it).
         self._gc_lock = threading.RLock()
         self._moved: OrderedDict[int, str] = OrderedDict()
-        self._lock = threading.RLock()
+        self._lock = StoreLock()
         self.memory_budget = memory_budget or limits.MemoryBudget(max_memory, name=f"worker {id}")
         if data is not None:
             self.load_data(data)
@@ -360,6 +397,13 @@ class BaseWorker:
         self.flush_gc()
         return self
 
+    def unlocked(self) -> Any:
+        """Context manager: the object store's lock, if this thread holds it (a request
+        handler does), is released for the block. Wrap every network wait in it, so that
+        a stalled peer holds up only the request waiting for it; objects looked up before
+        may be changed or deleted by other requests meanwhile."""
+        return self._lock.released()
+
     def get_worker(self, worker_id: str) -> "BaseWorker":
         """The known worker with this id (raises LookupError naming it if unknown)."""
         try:
@@ -426,9 +470,10 @@ class BaseWorker:
         data = location._encode_request(Envelope(self.id, deletes, body))
         linked = getattr(location, "_conn", None) is not None  # a SocketWorker with a live connection
         try:
-            if (post or body is None or type(body) in _NO_REPLY) and location._post(data, self, deletes):
-                return None
-            raw = location._deliver(data)
+            with self.unlocked():  # a worker's request to another: other clients go on meanwhile
+                if (post or body is None or type(body) in _NO_REPLY) and location._post(data, self, deletes):
+                    return None
+                raw = location._deliver(data)
         except TransportError:
             # The link broke under this request, so its deletions may never have arrived: queue
             # them again for the next request (after a reconnect; deleting twice is harmless).

@@ -1,9 +1,19 @@
 //! `Listener`: accepts the control plane's authenticated TCP connections for one worker.
 //!
 //! The listener runs its own accept thread; each accepted socket is authenticated on a
-//! thread of its own (a slow or hostile client never delays the others), bounded by the
-//! timeout as a whole, at most [`MAX_HANDSHAKES`] at once, and queued for `accept()`.
-//! Every blocking call releases the GIL. Given `tls_cert`/`tls_key` (PEM files) it accepts
+//! thread of its own (a slow or hostile client never delays the others) and queued for
+//! `accept()`. Every blocking call releases the GIL.
+//!
+//! Strangers who open connections and never finish a handshake cannot lock honest clients
+//! out: a handshake has [`HANDSHAKE_DEADLINE`] (or the timeout, if shorter) as a whole,
+//! whatever the peer trickles; at most [`MAX_PER_ADDRESS`] handshakes of one address (an
+//! IPv4 address, or an IPv6 /64) are in progress, and at most [`MAX_HANDSHAKES`] in all. A
+//! new connection over either limit does not get refused: it evicts the unfinished
+//! handshake (of its own address first) whose peer has been silent longest (the kernel's
+//! `TCP_INFO`), the oldest among equals. An honest client sends each handshake message at
+//! once, so it is evicted only if every other handshake of its address (or of all, past
+//! [`MAX_HANDSHAKES`]) has sent data more recently. Evicted and expired handshakes are
+//! counted (`dropped`), not reported one by one. Given `tls_cert`/`tls_key` (PEM files) it accepts
 //! only TLS 1.3. The worker's handshake party id is
 //! [`worker_party_id`](crate::config::worker_party_id)`(name)`; clients are party 0.
 
@@ -11,20 +21,35 @@ use crate::config::{control_config, resolve, seconds, session_secrets, setup, tl
 use crate::connection::Connection;
 use crate::errors::{Error, Result};
 use pyo3::prelude::*;
-use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use pyo3::types::PyDict;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use syft_mpc_transport::{accept_stream, bind, TcpChannel, TcpConfig, TransportError};
 
 /// Handshakes waiting for `accept()`; further connections wait in the kernel backlog.
 const QUEUE: usize = 64;
-/// Handshakes in progress at once (one thread each). Each lasts at most the timeout; past
-/// this many, new connections are closed at once, so strangers opening connections
-/// without finishing a handshake cannot exhaust the worker's threads or memory.
+/// The kernel's queue of connections not yet accepted (capped by `net.core.somaxconn`).
+/// std binds with 128, which a burst of strangers' connections fills: an honest client's
+/// SYN is then dropped and retried only after 1, 3, 7 s.
+const BACKLOG: i32 = 4096;
+/// Handshakes in progress at once (one thread each); a new connection past this many
+/// evicts the most silent one, so strangers opening connections without finishing a handshake can
+/// exhaust neither the worker's threads nor its memory, nor lock honest clients out.
 const MAX_HANDSHAKES: usize = 512;
+/// Handshakes in progress from one address (IPv4 address, IPv6 /64): past this many, a new
+/// one evicts one of that address's (the most silent), never another address's.
+const MAX_PER_ADDRESS: usize = 64;
+/// Bound on a whole handshake (an honest one takes a few round trips), unless the
+/// listener's timeout is shorter.
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
+/// Handshake threads alive at once, evicted ones still winding down included; past this,
+/// new connections are closed at once.
+const MAX_THREADS: usize = 2 * MAX_HANDSHAKES;
 
 /// Listens for authenticated control connections to the worker `name`.
 ///
@@ -41,6 +66,131 @@ pub struct Listener {
     queue: Mutex<Receiver<std::result::Result<TcpChannel, TransportError>>>,
     stop: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    counts: Arc<Counts>,
+    deadline: Duration,
+}
+
+/// Connections dropped without being reported through `accept()`.
+#[derive(Default)]
+struct Counts {
+    /// Unfinished handshakes closed to make room for a newer connection.
+    evicted: AtomicU64,
+    /// Handshakes closed at the deadline.
+    expired: AtomicU64,
+    /// Connections closed at once (no thread or file descriptor to spare).
+    refused: AtomicU64,
+}
+
+/// A handshake in progress: the accept loop can close its socket (evicted, or past its deadline).
+struct Pending {
+    id: u64,
+    key: IpAddr,
+    started: Instant,
+    stream: TcpStream,
+}
+
+/// The handshakes in progress, oldest first.
+#[derive(Default)]
+struct Pendings {
+    queue: VecDeque<Pending>,
+    per_key: HashMap<IpAddr, usize>,
+}
+
+impl Pendings {
+    fn push(&mut self, p: Pending) {
+        *self.per_key.entry(p.key).or_insert(0) += 1;
+        self.queue.push_back(p);
+    }
+
+    /// Removes the entry at `i`; false when there is none.
+    fn remove_at(&mut self, i: usize) -> Option<Pending> {
+        let p = self.queue.remove(i)?;
+        if let Some(n) = self.per_key.get_mut(&p.key) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_key.remove(&p.key);
+            }
+        }
+        Some(p)
+    }
+
+    /// Removes handshake `id` when it ends; false when it was evicted or expired first.
+    fn finish(&mut self, id: u64) -> bool {
+        match self.queue.iter().position(|p| p.id == id) {
+            Some(i) => self.remove_at(i).is_some(),
+            None => false,
+        }
+    }
+
+    /// Closes the handshake of `key` (or, with None, of all) whose peer has been silent
+    /// longest, the oldest among equals: a stalled or trickling stranger goes before an
+    /// honest client, which sends each handshake message at once.
+    fn evict_most_silent(&mut self, key: Option<IpAddr>) -> bool {
+        let i = self
+            .queue
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| key.is_none_or(|k| p.key == k))
+            .max_by_key(|(i, p)| (silent_ms(&p.stream), std::cmp::Reverse(*i)))
+            .map(|(i, _)| i);
+        match i.and_then(|i| self.remove_at(i)) {
+            Some(p) => {
+                let _ = p.stream.shutdown(Shutdown::Both); // its thread's next read fails at once
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Closes the handshakes older than `deadline`; returns how many.
+    fn expire(&mut self, deadline: Duration) -> u64 {
+        let mut n = 0;
+        while self.queue.front().is_some_and(|p| p.started.elapsed() >= deadline) {
+            if let Some(p) = self.remove_at(0) {
+                let _ = p.stream.shutdown(Shutdown::Both);
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+/// Milliseconds since the peer last sent data (or since the connection was set up), from
+/// the kernel's `TCP_INFO`; 0 where unknown (then the oldest handshake is evicted).
+#[cfg(target_os = "linux")]
+fn silent_ms(s: &TcpStream) -> u32 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `tcp_info` is a plain C struct (all zeros is valid) and getsockopt writes at
+    // most `len` bytes into it.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let out = (&mut info as *mut libc::tcp_info).cast::<libc::c_void>();
+    let rc = unsafe { libc::getsockopt(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, out, &mut len) };
+    if rc == 0 {
+        info.tcpi_last_data_recv
+    } else {
+        0
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn silent_ms(_: &TcpStream) -> u32 {
+    0
+}
+
+/// Handshakes are limited per address: an IPv4 address, or the /64 of an IPv6 one (one host's usual allocation).
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
+
+fn lock(p: &Mutex<Pendings>) -> MutexGuard<'_, Pendings> {
+    p.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 struct AcceptCtx {
@@ -49,6 +199,8 @@ struct AcceptCtx {
     key: [u8; 32],
     names: Vec<String>,
     cfg: TcpConfig,
+    deadline: Duration,
+    counts: Arc<Counts>,
 }
 
 /// Counts a handshake in progress; released when its thread ends (also by a panic).
@@ -67,32 +219,58 @@ fn accept_loop(
     stop: Arc<AtomicBool>,
 ) {
     let mut delay = Duration::from_millis(1);
-    let in_progress = Arc::new(AtomicUsize::new(0));
+    let threads = Arc::new(AtomicUsize::new(0));
+    let pending = Arc::new(Mutex::new(Pendings::default()));
+    let mut next_id = 0u64;
     while !stop.load(Ordering::SeqCst) {
+        let expired = lock(&pending).expire(ctx.deadline);
+        ctx.counts.expired.fetch_add(expired, Ordering::Relaxed);
         match listener.accept() {
             Ok((stream, from)) => {
                 delay = Duration::from_millis(1);
-                if in_progress.fetch_add(1, Ordering::SeqCst) >= MAX_HANDSHAKES {
-                    in_progress.fetch_sub(1, Ordering::SeqCst);
-                    drop(stream); // closed at once: the client sees the connection end
-                    let detail = format!(
-                        "{MAX_HANDSHAKES} handshakes already in progress: closed a connection from {from} at once \
-                         (many connections that do not authenticate; firewall the port)"
-                    );
-                    let _ = tx.try_send(Err(TransportError::Setup(detail)));
-                    continue;
+                let clone = match stream.try_clone() {
+                    Ok(c) => c,
+                    Err(_) => {
+                        ctx.counts.refused.fetch_add(1, Ordering::Relaxed);
+                        continue; // out of file descriptors: closed at once
+                    }
+                };
+                if threads.fetch_add(1, Ordering::SeqCst) >= MAX_THREADS {
+                    threads.fetch_sub(1, Ordering::SeqCst);
+                    ctx.counts.refused.fetch_add(1, Ordering::Relaxed);
+                    continue; // evicted handshakes still winding down: closed at once
                 }
-                let slot = Slot(in_progress.clone());
-                let (ctx2, tx2, stop2) = (ctx.clone(), tx.clone(), stop.clone());
+                let slot = Slot(threads.clone());
+                let key = address_key(from.ip());
+                next_id += 1;
+                let id = next_id;
+                {
+                    let mut p = lock(&pending);
+                    let evicted = if p.per_key.get(&key).copied().unwrap_or(0) >= MAX_PER_ADDRESS {
+                        p.evict_most_silent(Some(key))
+                    } else if p.queue.len() >= MAX_HANDSHAKES {
+                        p.evict_most_silent(None)
+                    } else {
+                        false
+                    };
+                    if evicted {
+                        ctx.counts.evicted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    p.push(Pending { id, key, started: Instant::now(), stream: clone });
+                }
+                let (ctx2, tx2, stop2, pending2) = (ctx.clone(), tx.clone(), stop.clone(), pending.clone());
                 let spawned = std::thread::Builder::new().name("syft-mpc-handshake".into()).spawn(move || {
                     let _slot = slot;
                     let c = &ctx2;
                     let r = accept_stream(stream, from, c.my_id, &[CLIENT_ID], c.session, &c.key, &c.names, &c.cfg);
-                    if !stop2.load(Ordering::SeqCst) {
+                    // Evicted or expired (counted, its socket closed): nothing to report.
+                    let current = lock(&pending2).finish(id);
+                    if current && !stop2.load(Ordering::SeqCst) {
                         let _ = tx2.send(r);
                     }
                 });
                 if let Err(e) = spawned {
+                    lock(&pending).finish(id);
                     let detail = format!("cannot start a thread for a connection from {from}: {e}");
                     let _ = tx.try_send(Err(TransportError::Setup(detail)));
                 }
@@ -115,6 +293,9 @@ fn accept_loop(
             }
         }
     }
+    // Stopped: end the handshakes in progress now.
+    let mut p = lock(&pending);
+    while p.evict_most_silent(None) {}
 }
 
 #[pymethods]
@@ -143,17 +324,29 @@ impl Listener {
         let addr = resolve(addr)?;
         py.detach(|| {
             let listener = bind(addr)?;
+            // SAFETY: listen(2) on a socket this function owns; a failure only leaves the old backlog.
+            unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), BACKLOG) };
             let local_addr = listener.local_addr().map_err(|e| setup(format!("cannot read the bound address: {e}")))?;
             listener.set_nonblocking(true).map_err(|e| setup(format!("cannot poll the listener: {e}")))?;
             let (tx, rx) = mpsc::sync_channel(QUEUE);
             let stop = Arc::new(AtomicBool::new(false));
-            let ctx = Arc::new(AcceptCtx { my_id, session, key, names, cfg });
+            let counts = Arc::new(Counts::default());
+            let deadline = cfg.timeout.min(HANDSHAKE_DEADLINE);
+            let ctx = Arc::new(AcceptCtx { my_id, session, key, names, cfg, deadline, counts: counts.clone() });
             let stop2 = stop.clone();
             let thread = std::thread::Builder::new()
                 .name("syft-mpc-accept".into())
                 .spawn(move || accept_loop(listener, ctx, tx, stop2))
                 .map_err(|e| setup(format!("cannot start the accept thread: {e}")))?;
-            Ok(Listener { local_addr, tls, queue: Mutex::new(rx), stop, thread: Mutex::new(Some(thread)) })
+            Ok(Listener {
+                local_addr,
+                tls,
+                queue: Mutex::new(rx),
+                stop,
+                thread: Mutex::new(Some(thread)),
+                counts,
+                deadline,
+            })
         })
     }
 
@@ -161,6 +354,24 @@ impl Listener {
     #[getter]
     fn local_addr(&self) -> String {
         self.local_addr.to_string()
+    }
+
+    /// The bound on a whole handshake, in seconds: 5, or the timeout if shorter.
+    #[getter]
+    fn handshake_deadline_s(&self) -> f64 {
+        self.deadline.as_secs_f64()
+    }
+
+    /// Connections dropped without a report through `accept()`, counted since the start:
+    /// `{"evicted": ..., "expired": ..., "refused": ...}` (unfinished handshakes closed for a
+    /// newer connection over the limits / at the deadline; connections closed at once).
+    #[getter]
+    fn dropped<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("evicted", self.counts.evicted.load(Ordering::Relaxed))?;
+        d.set_item("expired", self.counts.expired.load(Ordering::Relaxed))?;
+        d.set_item("refused", self.counts.refused.load(Ordering::Relaxed))?;
+        Ok(d)
     }
 
     /// True when connections must use TLS (the listener has a certificate and key).
