@@ -183,7 +183,7 @@ def test_concurrent_clients(cluster: LocalWorkers) -> None:
 def test_wrong_token_fails_fast_and_worker_keeps_serving(cluster: LocalWorkers) -> None:
     t0 = time.monotonic()
     with pytest.raises(sy.AuthenticationError, match="worker bob.*token") as info:
-        sy.SocketWorker(hook, id="bob", port=cluster.port("bob"), token="not-the-right-token", known_workers={})
+        sy.SocketWorker(hook, id="bob", port=cluster.port("bob"), token="not-the-right-token-" + "0123456789abcdef", known_workers={})
     assert time.monotonic() - t0 < 5
     assert "different keys or tokens" in str(info.value)
     with pytest.raises(sy.AuthenticationError, match="worker carol"):  # another worker at that port

@@ -101,6 +101,23 @@ impl Write for WriteHalf {
     }
 }
 
+/// The exporter key of one connection (see [`TcpChannel::export_secret`]).
+#[derive(Clone)]
+pub struct Exporter([u8; 32]);
+
+impl Exporter {
+    /// The 32-byte secret of this connection for `context`.
+    pub fn secret(&self, context: &[u8]) -> [u8; 32] {
+        crate::handshake::expand_exporter(&self.0, context)
+    }
+}
+
+impl std::fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Exporter(..)")
+    }
+}
+
 /// A [`Channel`] over an authenticated TCP connection. Created by [`connect`](fn@crate::connect),
 /// [`accept`](crate::accept) or [`tcp_mesh`](crate::tcp_mesh). Stats count message payload bytes (not headers or the handshake).
 pub struct TcpChannel {
@@ -237,7 +254,13 @@ impl TcpChannel {
     /// and both sides' fresh nonces. For sealing a secret meant for this peer alone (e.g.
     /// an MPC session token handed to a worker). None before the handshake is done.
     pub fn export_secret(&self, context: &[u8]) -> Option<[u8; 32]> {
-        self.exporter.as_ref().map(|prk| crate::handshake::expand_exporter(prk, context))
+        self.exporter().map(|e| e.secret(context))
+    }
+
+    /// The exporter of [`export_secret`](Self::export_secret) on its own, to keep next to
+    /// the channel (e.g. while another thread holds it in a blocking read).
+    pub fn exporter(&self) -> Option<Exporter> {
+        self.exporter.map(Exporter)
     }
 
     /// True after an error: the channel is unusable and should be dropped.
