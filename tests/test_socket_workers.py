@@ -10,6 +10,7 @@ import gc
 import os
 import pathlib
 import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -270,7 +271,7 @@ def test_port_in_use_gives_a_clear_message() -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        env = {**os.environ, "SYFT_MPC_TOKEN": "t" * 32}
+        env = {**os.environ, "SYFT_MPC_TOKEN": secrets.token_hex(32)}
         out = subprocess.run(
             [sys.executable, "-m", "syft_mpc", "worker", "--id", "bob", "--port", str(port)],
             capture_output=True, text=True, timeout=60, env=env,
