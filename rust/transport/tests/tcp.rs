@@ -486,3 +486,13 @@ fn a_relay_that_alters_a_frame_is_caught_on_the_spot() {
     b.send(&pattern((1 << 20) + 10, 5)).unwrap();
     expect_integrity(a.recv().unwrap_err(), 0);
 }
+
+#[test]
+fn both_ends_export_the_same_secret_and_other_connections_do_not() {
+    let (a, b) = pair(5000);
+    let (c, _d) = pair(5000);
+    let s = a.export_secret(b"ctx").unwrap();
+    assert_eq!(b.export_secret(b"ctx").unwrap(), s);
+    assert_ne!(a.export_secret(b"other").unwrap(), s);
+    assert_ne!(c.export_secret(b"ctx").unwrap(), s, "same token and ids, other nonces: another secret");
+}
