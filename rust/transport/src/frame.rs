@@ -3,7 +3,8 @@
 //! ```text
 //! frame  = header payload [tag]
 //! header = magic "SMPC" (4 bytes) | version u8 (= 2) | flags u8 | payload length u32 LE   (10 bytes)
-//! flags  = bit 0 FINAL (last frame of the message); every other bit must be 0
+//! flags  = bit 0 FINAL (last frame of the message), bit 1 ALERT (with FINAL, tagged only:
+//!          the sender found a frame from this side bad and closes); every other bit must be 0
 //! tag    = keyed BLAKE3(direction key, seq u64 LE | header | payload)   (32 bytes)
 //! ```
 //!
@@ -34,6 +35,14 @@ pub const FRAME_MAGIC: [u8; 4] = *b"SMPC";
 pub const FRAME_VERSION: u8 = 2;
 /// Flag bit: this frame is the last of its message.
 pub const FLAG_FINAL: u8 = 0x01;
+/// Flag bit: an alert, the sender's last frame: a frame it received failed its tag. Its
+/// payload (at most [`ALERT_MAX`] bytes) says which; valid only with FINAL and a tag.
+pub const FLAG_ALERT: u8 = 0x02;
+/// Largest alert payload.
+pub const ALERT_MAX: usize = 256;
+/// Start of the detail of an integrity error that the peer reported (so it is not
+/// answered with an alert of its own).
+pub const PEER_REJECTED: &str = "the peer found a frame from this side";
 /// Size of the fixed frame header in bytes.
 pub const HEADER_LEN: usize = 10;
 /// Default largest frame payload (1 MiB).
@@ -138,6 +147,16 @@ impl FrameHeader {
         self.flags & FLAG_FINAL != 0
     }
 
+    /// The header of an alert of `len` bytes.
+    pub fn alert(len: u32) -> Self {
+        FrameHeader { flags: FLAG_FINAL | FLAG_ALERT, len }
+    }
+
+    /// True for an alert frame.
+    pub fn is_alert(&self) -> bool {
+        self.flags & FLAG_ALERT != 0
+    }
+
     /// The 10 header bytes.
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut h = [0u8; HEADER_LEN];
@@ -178,6 +197,12 @@ pub enum FrameError {
     BadTag { seq: u64 },
     #[error("2^64 frames sent on one connection; open a new one")]
     SequenceExhausted,
+    #[error(
+        "{PEER_REJECTED} altered, replayed, reordered or injected on the way, and closed the connection ({reason})"
+    )]
+    PeerAlert { reason: String },
+    #[error("an alert frame of {len} bytes where none may be (before the handshake ends, or above {ALERT_MAX} bytes)")]
+    BadAlert { len: u32 },
 }
 
 impl FrameError {
@@ -189,7 +214,9 @@ impl FrameError {
         match self {
             FrameError::FrameTooLarge { len, limit } => TransportError::TooLarge { peer, size: len, limit },
             FrameError::MessageTooLarge { size, limit } => TransportError::TooLarge { peer, size, limit },
-            e @ FrameError::BadTag { .. } => TransportError::Integrity { peer, detail: e.to_string() },
+            e @ (FrameError::BadTag { .. } | FrameError::PeerAlert { .. }) => {
+                TransportError::Integrity { peer, detail: e.to_string() }
+            }
             other => TransportError::Malformed { peer, detail: other.to_string() },
         }
     }
@@ -233,7 +260,7 @@ pub fn decode_header(bytes: &[u8], max_frame: usize) -> Result<FrameHeader, Fram
         return Err(FrameError::UnsupportedVersion { got: h[4] });
     }
     let flags = h[5];
-    if flags & !FLAG_FINAL != 0 {
+    if flags & !(FLAG_FINAL | FLAG_ALERT) != 0 || flags == FLAG_ALERT {
         return Err(FrameError::UnknownFlags { flags });
     }
     let len = u32::from_le_bytes([h[6], h[7], h[8], h[9]]);
@@ -253,6 +280,12 @@ pub fn decode_frame(bytes: &[u8], max_frame: usize) -> Result<(FrameHeader, &[u8
         Some(payload) => Ok((header, payload, end)),
         None => Err(FrameError::Truncated { needed: end, have: bytes.len() }),
     }
+}
+
+/// The reason carried by an alert, made safe to embed in an error message.
+pub fn alert_reason(payload: &[u8]) -> String {
+    let s = String::from_utf8_lossy(&payload[..payload.len().min(ALERT_MAX)]);
+    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 /// Bookkeeping of one message being reassembled: checks each header against the message
@@ -334,6 +367,9 @@ pub fn decode_message(
     loop {
         let rest = bytes.get(pos..).unwrap_or_default();
         let header = decode_header(rest, limits.frame())?;
+        if header.is_alert() && (mac.is_none() || header.len as usize > ALERT_MAX) {
+            return Err(FrameError::BadAlert { len: header.len });
+        }
         re.on_header(&header)?;
         let (_, payload, mut used) = decode_frame(rest, limits.frame())?;
         if let Some(m) = mac.as_deref_mut() {
@@ -345,6 +381,9 @@ pub fn decode_message(
             t.update(payload);
             m.check(t, tag)?;
             used += TAG_LEN;
+            if header.is_alert() {
+                return Err(FrameError::PeerAlert { reason: alert_reason(payload) });
+            }
         }
         msg.extend_from_slice(payload);
         pos += used;
@@ -467,6 +506,19 @@ mod tests {
         let err = FrameError::BadTag { seq: 4 }.into_transport("party 1 (alice)");
         assert!(matches!(err, TransportError::Integrity { .. }), "{err}");
         assert!(err.to_string().contains("party 1 (alice)") && err.to_string().contains("frame 4"), "{err}");
+        // An alert, tagged like any frame: an integrity error saying the peer rejected us.
+        let mut tx2 = FrameMac::new([5; KEY_LEN]);
+        let h = FrameHeader::alert(3).encode();
+        let mut t = tx2.start(&h);
+        t.update(b"why");
+        let alert = [&h[..], b"why", &tx2.seal(t).unwrap()].concat();
+        let err = bad(&alert);
+        assert!(matches!(&err, FrameError::PeerAlert { reason } if reason == "why"), "{err}");
+        assert!(err.into_transport("w").to_string().contains(PEER_REJECTED));
+        assert_eq!(decode_message(&alert, limits(16), None), Err(FrameError::BadAlert { len: 3 }));
+        let mut h = FrameHeader::alert(1).encode();
+        h[5] = FLAG_ALERT; // an alert must be final
+        assert_eq!(decode_header(&h, 16), Err(FrameError::UnknownFlags { flags: FLAG_ALERT }));
         let mut last = FrameMac { key: [0; KEY_LEN], seq: u64::MAX };
         assert_eq!(last.seal(last.start(&[0; HEADER_LEN])).unwrap_err(), FrameError::SequenceExhausted);
     }

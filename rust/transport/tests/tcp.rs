@@ -463,6 +463,17 @@ fn a_relay_that_alters_a_frame_is_caught_on_the_spot() {
     b.send(&pattern(1000, 3)).unwrap();
     expect_integrity(a.recv().unwrap_err(), 0);
     assert!(a.is_poisoned() && a.recv().is_err());
+    // Alice's last frame, an alert, tells bob why: an integrity error on his side too.
+    match b.recv().unwrap_err() {
+        TransportError::Integrity { peer, detail } => {
+            assert_eq!(peer, "party 0 (alice)");
+            assert!(
+                detail.starts_with(syft_mpc_transport::frame::PEER_REJECTED) && detail.contains("frame 0"),
+                "{detail}"
+            );
+        }
+        other => panic!("expected the peer's alert, got {other}"),
+    }
 
     // The same frame twice (a replay): the first is accepted, the copy fails as frame 1.
     let (mut a, mut b) = relay_pair(10 + 3 + 32, |f| [f.clone(), f].concat());

@@ -314,6 +314,15 @@ impl TcpChannel {
     pub(crate) fn fail(&mut self, e: TransportError) -> TransportError {
         if self.poisoned.is_none() {
             self.poisoned = Some(e.to_string());
+            // A frame from the peer failed its tag: say so in a last, tagged frame, so the
+            // peer gets an integrity error too instead of a bare disconnect (best effort,
+            // bounded wait; never in answer to the peer's own alert).
+            if let TransportError::Integrity { detail, .. } = &e {
+                if !detail.starts_with(crate::frame::PEER_REJECTED) {
+                    let _ = self.writer.stream.socket().set_write_timeout(Some(Duration::from_millis(200)));
+                    let _ = self.writer.write_alert(detail);
+                }
+            }
         }
         let _ = self.writer.stream.socket().shutdown(Shutdown::Both);
         e

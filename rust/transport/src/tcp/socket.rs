@@ -7,7 +7,8 @@
 //! [`record_error`], which [`Ctx::io`] recognises.
 
 use crate::frame::{
-    decode_header, frame_sizes, FrameHeader, FrameLimits, FrameMac, FrameTag, Reassembly, HEADER_LEN, TAG_LEN,
+    alert_reason, decode_header, frame_sizes, FrameError, FrameHeader, FrameLimits, FrameMac, FrameTag, Reassembly,
+    ALERT_MAX, HEADER_LEN, TAG_LEN,
 };
 use crate::message::Message;
 use crate::TransportError;
@@ -93,11 +94,29 @@ pub(crate) struct Writer<W> {
     pub(crate) stream: W,
     pub(crate) mac: Option<FrameMac>,
     buf: Vec<u8>,
+    /// A message was started and not finished (its write failed): nothing more may go out.
+    torn: bool,
 }
 
 impl<W: Write> Writer<W> {
     pub(crate) fn new(stream: W) -> Self {
-        Writer { stream, mac: None, buf: Vec::with_capacity(COALESCE) }
+        Writer { stream, mac: None, buf: Vec::with_capacity(COALESCE), torn: false }
+    }
+
+    /// Sends an alert (one tagged frame, see [`crate::frame`]) telling the peer that a frame
+    /// it sent failed its tag, when the stream is at a message boundary. Best effort.
+    pub(crate) fn write_alert(&mut self, reason: &str) -> io::Result<()> {
+        let Some(m) = self.mac.as_mut() else { return Ok(()) };
+        if self.torn {
+            return Ok(());
+        }
+        let reason = &reason.as_bytes()[..reason.len().min(ALERT_MAX)];
+        let header = FrameHeader::alert(reason.len() as u32).encode();
+        let mut t = m.start(&header);
+        t.update(reason);
+        let tag = m.seal(t).map_err(io::Error::other)?;
+        self.torn = true; // the alert is the last frame either way
+        self.stream.write_all(&[&header[..], reason, &tag].concat())
     }
 
     fn flush_buf(&mut self) -> io::Result<()> {
@@ -112,6 +131,10 @@ impl<W: Write> Writer<W> {
     /// payloads are coalesced into ≤ 64 KiB writes, the bulk of large payloads goes to the
     /// socket without a copy.
     pub(crate) fn write_message(&mut self, parts: &[&[u8]], max_frame: usize) -> io::Result<()> {
+        if self.torn {
+            return Err(io::Error::new(ErrorKind::BrokenPipe, "an earlier message was cut off"));
+        }
+        self.torn = true;
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let mut next = parts.iter().copied().filter(|p| !p.is_empty());
         let mut cur: &[u8] = &[];
@@ -151,7 +174,9 @@ impl<W: Write> Writer<W> {
                 self.buf.extend_from_slice(&tag);
             }
         }
-        self.flush_buf()
+        self.flush_buf()?;
+        self.torn = false;
+        Ok(())
     }
 }
 
@@ -172,7 +197,33 @@ fn read_header<R: Read>(
         ctx.io(e, &during)
     })?;
     let header = decode_header(&h, limits.frame()).map_err(|e| e.into_transport(ctx.peer))?;
+    if header.is_alert() && (mac.is_none() || header.len as usize > ALERT_MAX) {
+        return Err(FrameError::BadAlert { len: header.len }.into_transport(ctx.peer));
+    }
     Ok((header, mac.map(|m| m.start(&h))))
+}
+
+/// Reads the rest of an alert frame (a small payload and its tag) and returns the
+/// integrity error it reports (or the error of a bad tag).
+fn read_alert<R: Read>(
+    r: &mut R,
+    h: &FrameHeader,
+    tag: Option<FrameTag>,
+    mac: Option<&mut FrameMac>,
+    ctx: Ctx<'_>,
+) -> TransportError {
+    let mut reason = vec![0u8; h.len as usize]; // at most ALERT_MAX, checked in read_header
+    if let Err(e) = r.read_exact(&mut reason) {
+        return ctx.io(e, "reading an alert");
+    }
+    let mut tag = tag;
+    if let Some(t) = tag.as_mut() {
+        t.update(&reason);
+    }
+    match check_tag(r, mac, tag, ctx, 0) {
+        Ok(()) => FrameError::PeerAlert { reason: alert_reason(&reason) }.into_transport(ctx.peer),
+        Err(e) => e,
+    }
 }
 
 /// Reads the tag that follows a frame's payload and checks it (`tag` holds the frame
@@ -204,6 +255,9 @@ pub(crate) fn read_message_into<R: Read>(
     let (mut off, mut part, mut at) = (0usize, 0usize, 0usize);
     loop {
         let (h, mut tag) = read_header(r, limits, ctx, off as u64, mac.as_deref())?;
+        if h.is_alert() {
+            return Err(read_alert(r, &h, tag, mac, ctx));
+        }
         let len = re.on_header(&h).map_err(|e| e.into_transport(ctx.peer))?;
         let end = off.saturating_add(len);
         if end > total {
@@ -244,6 +298,9 @@ pub(crate) fn read_message<R: Read>(
     let mut msg = Message::new();
     loop {
         let (h, mut tag) = read_header(r, limits, ctx, msg.len() as u64, mac.as_deref())?;
+        if h.is_alert() {
+            return Err(read_alert(r, &h, tag, mac, ctx));
+        }
         let len = re.on_header(&h).map_err(|e| e.into_transport(ctx.peer))?;
         let start = msg.len();
         let end = start + len;
