@@ -253,11 +253,35 @@ def test_tampering_from_the_client_side_is_detected_and_nothing_is_stored(
     with pytest.raises(sy.TransportError) as e:
         x = payload().send(w)
         x.get()
-    # The worker closed at the first bad frame and said why in its log; the client learns
-    # it lost the connection (its own frames were the ones rejected).
+    # The worker closed at the first bad frame and said why in its log; the client gets
+    # the worker's alert (IntegrityError) or, when still sending the rest of the tensor,
+    # a closed connection (PeerDisconnected).
     log = worker.wait_log("integrity check failed", since=before)
     assert "integrity check failed" in log, (log, e.value)
-    assert "ibob" in str(e.value) or "bob" in str(e.value)
+    assert isinstance(e.value, (sy.IntegrityError, sy.PeerDisconnected)), e.value
+    assert "ibob" in str(e.value)
+    w.close()
+    still_serving(hook, worker)
+
+
+def test_a_tampered_request_comes_back_as_an_integrity_error_from_the_worker(
+    hook: sy.TorchHook, worker: Worker, relay: TamperingRelay
+) -> None:
+    """A small request altered on the way: the worker rejects it and says so in a last,
+    tagged alert frame, so the waiting client gets an IntegrityError too, not just a
+    closed connection."""
+    w = client(hook, worker, relay.port)
+    assert isinstance(w.sync(), int)
+    before = len(worker.lines)
+
+    def flip_kind(f: Frame) -> bytes:
+        h, p, t = f
+        return h + bytes([p[0] ^ 0x01]) + p[1:] + t  # "S" (sync) becomes "R" (request)
+
+    relay.policy = once(lambda d, i, f: d == "c2w", flip_kind)
+    with pytest.raises(sy.IntegrityError, match="found a frame from this side altered"):
+        w.sync()
+    assert "integrity check failed" in worker.wait_log("integrity check failed", since=before)
     w.close()
     still_serving(hook, worker)
 
