@@ -38,7 +38,7 @@ $(STAMP): $(PY) pyproject.toml
 	$(PIP) install "maturin>=1.7,<2.0" "numpy>=1.22" "pytest>=7" "hypothesis>=6" \
 		"pytest-benchmark>=4" "scikit-learn>=1.2" "mypy>=1.8" "matplotlib>=3.5" "tqdm>=4.60" "opacus>=1.4" \
 		"nbclient>=0.7" "nbformat>=5.7" "ipykernel>=6" "websockets>=15" "playwright>=1.40" \
-		"ziglang>=0.13" "auditwheel>=6" "uv>=0.5" "transformers>=4.40"
+		"ziglang>=0.13" "auditwheel>=6" "uv>=0.5" "transformers>=4.40" "blake3>=1.0"
 	touch $(STAMP)
 
 # The extension is rebuilt incrementally (cargo) every time, so tests never run a stale build.

@@ -41,6 +41,8 @@ from syft_mpc.net.launch import LocalWorkers
 from syft_mpc.remote.messages import Command, Envelope, Err, Fetch, GetAttr, Move, Ok, SetAttr, Store
 from syft_mpc.remote.serde import ObjRef
 
+from _wire import FrameMac, frame, read_message, session_keys, token_key
+
 hook = sy.TorchHook(torch)
 
 HANDSHAKE_TIMEOUT_S = 3.0
@@ -137,31 +139,6 @@ def assert_serving(cluster: LocalWorkers, vitals: Vitals, canary: pathlib.Path) 
 
 # ------------------------------------------------------------------ raw wire helpers
 
-def frame(payload: bytes, final: bool = True) -> bytes:
-    """One transport frame: magic, version 1, flags, u32 length, payload."""
-    return b"SMPC\x01" + bytes([1 if final else 0]) + struct.pack("<I", len(payload)) + payload
-
-
-def read_exact(s: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError(f"closed after {len(buf)} of {n} bytes")
-        buf += chunk
-    return buf
-
-
-def read_message(s: socket.socket) -> bytes:
-    out = b""
-    while True:
-        h = read_exact(s, 10)
-        assert h[:5] == b"SMPC\x01", h
-        out += read_exact(s, struct.unpack("<I", h[6:])[0])
-        if h[5] & 1:
-            return out
-
-
 def closed_by_peer(s: socket.socket, within_s: float) -> bool:
     """Reads (and drops) whatever comes until the peer closes; False if it stays open."""
     deadline = time.monotonic() + within_s
@@ -192,7 +169,7 @@ class RawClient:
         self.sock = socket.create_connection(addr(c, name), timeout=10)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.session = hashlib.sha256(SESSION.encode()).digest()[:16]
-        self.key = hashlib.sha256(b"syft-mpc session key v1\0" + (token or c.token).encode()).digest()
+        self.key = token_key(token or c.token)
         self.worker_id = _native.worker_party_id(name)
         self.nonce = secrets.token_bytes(32)
         self.sent = b""  # every byte sent, for replays
@@ -202,7 +179,7 @@ class RawClient:
         self.sock.sendall(data)
 
     def hello(self, party: int = 0, session: "bytes | None" = None) -> bytes:
-        return b"SMHI\x01" + (session or self.session) + struct.pack("<I", party) + self.nonce
+        return b"SMHI\x02" + (session or self.session) + struct.pack("<I", party) + self.nonce
 
     def proof(self, sender: int, receiver: int, receiver_nonce: bytes, sender_nonce: bytes) -> bytes:
         msg = self.LABEL + self.session + struct.pack("<II", sender, receiver) + receiver_nonce + sender_nonce
@@ -212,16 +189,20 @@ class RawClient:
         """Runs the handshake; returns the worker's verdict (b"\\x00" accepted, b"\\x01" + reason)."""
         self.send(frame(self.hello()))
         theirs = read_message(self.sock)
-        assert theirs[:5] == b"SMHI\x01" and struct.unpack("<I", theirs[21:25])[0] == self.worker_id
+        assert theirs[:5] == b"SMHI\x02" and struct.unpack("<I", theirs[21:25])[0] == self.worker_id
         server_nonce = theirs[25:57]
         self.send(frame(proof if proof is not None else self.proof(0, self.worker_id, server_nonce, self.nonce)))
         read_message(self.sock)  # the worker's proof
         self.send(frame(b"\x00"))
-        return read_message(self.sock)
+        verdict = read_message(self.sock)
+        # From here on every frame carries a tag under the session keys.
+        tx, rx = session_keys(self.key, self.session, (0, self.nonce), (self.worker_id, server_nonce))
+        self.tx, self.rx = FrameMac(tx), FrameMac(rx)
+        return verdict
 
     def request(self, msg: bytes) -> Any:
-        self.send(frame(msg))
-        return serde.decode(read_message(self.sock))
+        self.send(self.tx.frame(msg))
+        return serde.decode(read_message(self.sock, self.rx))
 
     def close(self) -> None:
         self.sock.close()
@@ -297,13 +278,13 @@ def test_garbage_before_authentication_is_dropped(cluster: LocalWorkers, vitals:
         "random 4 KiB": rnd(4096),
         "random 1 MiB": rnd(1 << 20),
         "length 2^63 (u64 after the magic)": b"SMPC" + struct.pack("<Q", 1 << 63),
-        "length 2^63 (in the length field)": b"SMPC\x01\x01" + struct.pack("<Q", 1 << 63) + rnd(32),
-        "length 2^32-1": b"SMPC\x01\x01\xff\xff\xff\xff" + rnd(100),
+        "length 2^63 (in the length field)": b"SMPC\x02\x01" + struct.pack("<Q", 1 << 63) + rnd(32),
+        "length 2^32-1": b"SMPC\x02\x01\xff\xff\xff\xff" + rnd(100),
         "frame of 300 (limit 256)": frame(rnd(300)),
-        "truncated header": b"SMPC\x01",
-        "truncated hello": frame(b"SMHI\x01" + rnd(52))[:30],
+        "truncated header": b"SMPC\x02",
+        "truncated hello": frame(b"SMHI\x02" + rnd(52))[:30],
         "empty final frame": frame(b""),
-        "endless empty continuations": b"SMPC\x01\x00\x00\x00\x00\x00" * 1000,
+        "endless empty continuations": b"SMPC\x02\x00\x00\x00\x00\x00" * 1000,
         "http": b"GET / HTTP/1.1\r\nHost: worker\r\n\r\n",
         "tls client hello": bytes.fromhex("160301020001000001fc0303") + rnd(200),
         "ssh banner": b"SSH-2.0-OpenSSH_9.6\r\n",
@@ -564,9 +545,9 @@ def test_hundreds_of_half_open_connections(cluster: LocalWorkers, vitals: Vitals
     for i in range(300):
         s = socket.create_connection(addr(cluster), timeout=10)
         if i % 3 == 1:
-            s.sendall(b"SMPC\x01")
+            s.sendall(b"SMPC\x02")
         elif i % 3 == 2:
-            s.sendall(frame(b"SMHI\x01" + hashlib.sha256(SESSION.encode()).digest()[:16] + bytes(36)))
+            s.sendall(frame(b"SMHI\x02" + hashlib.sha256(SESSION.encode()).digest()[:16] + bytes(36)))
         socks.append(s)
     t_open = time.monotonic()
     try:
@@ -586,7 +567,7 @@ def test_a_trickling_stranger_is_dropped_at_the_deadline(cluster: LocalWorkers) 
     """One byte every second keeps every single read within the timeout; the deadline
     applies to the handshake as a whole (regression: such a client held a thread forever)."""
     s = socket.create_connection(addr(cluster), timeout=10)
-    hello = frame(b"SMHI\x01" + bytes(52))
+    hello = frame(b"SMHI\x02" + bytes(52))
     t0 = time.monotonic()
     closed = False
     for b in hello:
@@ -643,7 +624,7 @@ def test_announced_large_frames_allocate_nothing_until_sent(cluster: LocalWorker
     for _ in range(100):
         c = RawClient(cluster)
         assert c.handshake() == b"\x00"
-        c.send(b"SMPC\x01\x00" + struct.pack("<I", 1 << 20) + b"R")
+        c.send(b"SMPC\x02\x00" + struct.pack("<I", 1 << 20) + b"R")
         clients.append(c)
     time.sleep(0.5)
     grown_mb = (rss_kb(pid) - before) / 1024

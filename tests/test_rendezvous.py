@@ -108,17 +108,17 @@ def test_rendezvous_times_out_naming_missing_ranks(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "3")
     with pytest.raises(sy.PeerTimeout, match=r"ranks \[1, 2\] did not publish"):
-        sy.mpc.from_torchrun("t" * 32, store=store, timeout_s=1.0, host="127.0.0.1", session="lonely")
+        sy.mpc.from_torchrun("0123456789abcdef" * 2, store=store, timeout_s=1.0, host="127.0.0.1", session="lonely")
 
 
 def test_rendezvous_argument_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RANK", raising=False)
     with pytest.raises(RuntimeError, match=r"\$RANK is not set"):
-        sy.mpc.from_torchrun("t" * 32)
+        sy.mpc.from_torchrun("0123456789abcdef" * 2)
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match="at least 2 parties and a dealer"):
-        sy.mpc.from_torchrun("t" * 32)
+        sy.mpc.from_torchrun("0123456789abcdef" * 2)
     monkeypatch.setenv("WORLD_SIZE", "3")
     monkeypatch.delenv("SYFT_MPC_TOKEN", raising=False)
     with pytest.raises(ValueError, match="no token"):

@@ -10,6 +10,7 @@ import gc
 import os
 import pathlib
 import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -183,7 +184,7 @@ def test_concurrent_clients(cluster: LocalWorkers) -> None:
 def test_wrong_token_fails_fast_and_worker_keeps_serving(cluster: LocalWorkers) -> None:
     t0 = time.monotonic()
     with pytest.raises(sy.AuthenticationError, match="worker bob.*token") as info:
-        sy.SocketWorker(hook, id="bob", port=cluster.port("bob"), token="not-the-right-token", known_workers={})
+        sy.SocketWorker(hook, id="bob", port=cluster.port("bob"), token="not-the-right-token-" + "0123456789abcdef", known_workers={})
     assert time.monotonic() - t0 < 5
     assert "different keys or tokens" in str(info.value)
     with pytest.raises(sy.AuthenticationError, match="worker carol"):  # another worker at that port
@@ -270,7 +271,7 @@ def test_port_in_use_gives_a_clear_message() -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        env = {**os.environ, "SYFT_MPC_TOKEN": "t" * 32}
+        env = {**os.environ, "SYFT_MPC_TOKEN": secrets.token_hex(32)}
         out = subprocess.run(
             [sys.executable, "-m", "syft_mpc", "worker", "--id", "bob", "--port", str(port)],
             capture_output=True, text=True, timeout=60, env=env,

@@ -8,21 +8,24 @@
 //! `-malloc_limit_mb`, and the replay test's counting allocator, catch those).
 //!
 //! * [`frame_decoder`]: the pure frame codec (`decode_header`, `decode_frame`,
-//!   `decode_message` over a stream of back-to-back messages) under limits chosen by the
-//!   first input byte; whatever decodes must re-encode and decode to the same bytes.
+//!   `decode_message` over a stream of back-to-back messages, untagged as in a handshake
+//!   and tagged under [`MAC_KEY`] as after one) under limits chosen by the first input
+//!   byte; whatever decodes must re-encode and decode to the same bytes.
 //! * [`handshake`]: the accepting side of the HMAC handshake (`accept_stream`, what a
 //!   worker runs for every stranger that connects) reading the input from a real loopback
 //!   socket; authentication must never succeed without the key.
 //! * [`tcp_channel`]: an authenticated `TcpChannel` reading the input as whatever follows
 //!   the handshake (`recv`, `recv_into`), under limits chosen by the first input byte.
+//!   The input is written by someone without the connection's keys, so no message may
+//!   ever be accepted: every frame needs a tag under a key derived in the handshake.
 
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 use syft_mpc_transport::frame::{
-    decode_frame, decode_header, decode_message, encode_message, FrameLimits, DEFAULT_MAX_FRAME, HEADER_LEN,
-    MAX_FRAME_LIMIT,
+    decode_frame, decode_header, decode_message, encode_message, FrameLimits, FrameMac, DEFAULT_MAX_FRAME, HEADER_LEN,
+    KEY_LEN, MAX_FRAME_LIMIT, TAG_LEN,
 };
 use syft_mpc_transport::{accept_stream, connect, key_from_token, Channel, TcpChannel, TcpConfig};
 
@@ -32,6 +35,8 @@ pub const TOKEN: &[u8] = b"fuzz-token-0123456789abcdef";
 /// The accepting side's party id; connecting clients are party 0, as with a worker.
 pub const SERVER_ID: u32 = 7;
 pub const CLIENT_ID: u32 = 0;
+/// Direction key of the tagged pass of [`frame_decoder`] (the corpus generator uses it too).
+pub const MAC_KEY: [u8; KEY_LEN] = *b"fuzz-frame-mac-key-0123456789abc";
 /// Inputs longer than this are cut: they are written to a loopback socket before the
 /// other side reads, so they must fit in the kernel's socket buffers.
 pub const MAX_STREAM: usize = 64 * 1024;
@@ -57,22 +62,34 @@ pub fn frame_decoder(data: &[u8]) {
         assert_eq!(used, HEADER_LEN + payload.len());
         assert!(used <= stream.len());
     }
-    // Back-to-back messages, as a socket reader sees them, until the first error.
-    let mut rest = stream;
-    while !rest.is_empty() {
-        let (msg, used) = match decode_message(rest, limits) {
-            Ok(ok) => ok,
-            Err(e) => {
-                drop(e.into_transport("fuzz peer").to_string());
-                break;
-            }
-        };
-        assert!(used >= HEADER_LEN && used <= rest.len(), "consumed {used} of {} bytes", rest.len());
-        assert!(msg.len() as u64 <= limits.max_message, "message above the limit accepted");
-        assert!(msg.len() < used, "more payload than bytes consumed");
-        let again = encode_message(&msg, limits.frame());
-        assert_eq!(decode_message(&again, limits), Ok((msg, again.len())), "re-encoding changed the message");
-        rest = &rest[used..];
+    // Back-to-back messages, as a socket reader sees them, until the first error: untagged
+    // (handshake frames), then tagged (every frame after a handshake).
+    for tagged in [false, true] {
+        let mut mac = tagged.then(|| FrameMac::new(MAC_KEY));
+        let overhead = HEADER_LEN + if tagged { TAG_LEN } else { 0 };
+        let mut rest = stream;
+        while !rest.is_empty() {
+            let before = mac.clone();
+            let (msg, used) = match decode_message(rest, limits, mac.as_mut()) {
+                Ok(ok) => ok,
+                Err(e) => {
+                    drop(e.into_transport("fuzz peer").to_string());
+                    break;
+                }
+            };
+            assert!(used >= overhead && used <= rest.len(), "consumed {used} of {} bytes", rest.len());
+            assert!(msg.len() as u64 <= limits.max_message, "message above the limit accepted");
+            assert!(msg.len() < used, "more payload than bytes consumed");
+            // Same frames from the same sequence number: the same bytes, accepted again.
+            let (mut tx, mut rx) = (before.clone(), before);
+            let again = encode_message(&msg, limits.frame(), tx.as_mut()).expect("encode");
+            assert_eq!(
+                decode_message(&again, limits, rx.as_mut()),
+                Ok((msg, again.len())),
+                "re-encoding changed the message"
+            );
+            rest = &rest[used..];
+        }
     }
 }
 
@@ -148,21 +165,16 @@ pub fn tcp_channel(data: &[u8]) {
     raw.shutdown(Shutdown::Write).expect("shutdown");
     drop(client);
     let exact = (sel & 0x20 != 0).then_some(usize::from(sel >> 6) * 7);
-    loop {
-        let r = match exact {
-            Some(n) => {
-                let mut buf = vec![0u8; n];
-                server.recv_into(&mut buf).map(|()| buf)
-            }
-            None => server.recv(),
-        };
-        match r {
-            Ok(msg) => assert!(msg.len() as u64 <= limits.max_message, "message above the limit accepted"),
-            Err(e) => {
-                drop(e.to_string());
-                break;
-            }
+    let r = match exact {
+        Some(n) => {
+            let mut buf = vec![0u8; n];
+            server.recv_into(&mut buf).map(|()| buf)
         }
+        None => server.recv(),
+    };
+    match r {
+        Ok(msg) => panic!("{} bytes accepted from a sender without the connection's keys", msg.len()),
+        Err(e) => drop(e.to_string()),
     }
     // Failure mode: after the first error the channel is closed for good.
     assert!(server.is_poisoned());

@@ -50,6 +50,7 @@ from syft_mpc._native import (
 from syft_mpc.errors import (
     AuthenticationError,
     FixedPointError,
+    IntegrityError,
     MpcError,
     PeerDisconnected,
     PeerTimeout,
@@ -172,6 +173,7 @@ __all__ = [
     "AuthenticationError",
     "Dealer",
     "FixedPointError",
+    "IntegrityError",
     "MpcError",
     "Party",
     "Request",

@@ -27,6 +27,7 @@ __all__ = [
     "encode",
     "fixed_point_info",
     "worker_party_id",
+    "check_token",
     "memory_session",
     "reconstruct",
     "ring_add",
@@ -185,6 +186,7 @@ def memory_session(
 # Control plane (channel.rs): authenticated framed TCP between drivers and workers.
 
 def worker_party_id(name: str) -> int: ...
+def check_token(token: str) -> None: ...
 @final
 class Listener:
     def __new__(
@@ -235,6 +237,7 @@ class Connection:
     def peer_addr(self) -> Optional[str]: ...
     @property
     def tls(self) -> bool: ...
+    def export_secret(self, context: bytes) -> bytes: ...
     def stats(self) -> dict[str, int]: ...
     def __enter__(self) -> Connection: ...
     def __exit__(

@@ -9,7 +9,8 @@ fixed-point errors from here and raises them::
     │   ├── PeerTimeout           also a TimeoutError
     │   ├── PeerDisconnected      also a ConnectionError
     │   ├── AuthenticationError   wrong token or session
-    │   └── TlsError              TLS handshake failed (untrusted certificate, wrong name, TLS on one side only)
+    │   ├── TlsError              TLS handshake failed (untrusted certificate, wrong name, TLS on one side only)
+    │   └── IntegrityError        a frame was altered, replayed, reordered or injected on the way
     ├── ProtocolError             parties out of step, unsupported party count, dealer trouble
     ├── ShapeError                also a ValueError
     ├── FixedPointError           also a ValueError
@@ -25,7 +26,7 @@ fixed-point errors from here and raises them::
         └── Remote{Runtime,Type,Value,Index,NotImplemented,ZeroDivision,ResourceLimit}Error
                                   also the builtin error of the same name
 
-The native module raises the first nine below MpcError (from TransportError to
+The native module raises the first ten below MpcError (from TransportError to
 ResourceLimitError); the Python layers raise the rest (ResourceLimitError too).
 
 Example::
@@ -69,6 +70,13 @@ class AuthenticationError(TransportError):
 class TlsError(TransportError):
     """A TLS handshake failed: the peer's certificate is not signed by the trusted CA (tls_ca) or does not
     name the address connected to, or only one side uses TLS. The message says which."""
+
+
+class IntegrityError(TransportError):
+    """A frame from ``peer`` failed its integrity check (MAC): it was altered, replayed, reordered or
+    injected between the two ends, or sent by someone without the connection's keys. The connection
+    was closed; a new one is authenticated afresh. Repeated failures mean someone tampers with the
+    network path: use TLS (``tls_cert``/``tls_key`` on workers, ``tls_ca`` on clients)."""
 
 
 class ProtocolError(MpcError):
@@ -160,6 +168,7 @@ class RemoteResourceLimitError(RemoteError, MemoryError):
 __all__ = [
     "AuthenticationError",
     "FixedPointError",
+    "IntegrityError",
     "LocationError",
     "MpcError",
     "ObjectNotFoundError",

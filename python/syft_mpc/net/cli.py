@@ -16,8 +16,8 @@ import logging
 import os
 import sys
 
-from syft_mpc._native import __version__
-from syft_mpc.errors import TransportError
+from syft_mpc._native import __version__, check_token
+from syft_mpc.errors import ShapeError, TransportError
 from syft_mpc.net.env import ENV_TLS_CA, ENV_TOKEN
 
 __all__ = ["main"]
@@ -32,11 +32,15 @@ def _read_token(path: "str | None") -> str:
             raise SystemExit(f"syft-mpc: cannot read the token file {path}: {e.strerror}")
     else:
         token = os.environ.get(ENV_TOKEN, "")
-    if len(token) < 16:
+    if not token:
         raise SystemExit(
-            "syft-mpc: a token of at least 16 characters is needed: pass --token-file F or set SYFT_MPC_TOKEN "
+            "syft-mpc: a token is needed: pass --token-file F or set SYFT_MPC_TOKEN "
             "(e.g. python -c 'import secrets; print(secrets.token_hex(32))' > F)"
         )
+    try:
+        check_token(token)  # at least 128 bits: a recorded handshake must not make it guessable
+    except ShapeError as e:
+        raise SystemExit(f"syft-mpc: {e}") from None
     return token
 
 

@@ -106,7 +106,7 @@ def from_torchrun(
     (ranks ``0..WORLD_SIZE-2``, party id = rank) or the :class:`Dealer` (rank ``WORLD_SIZE-1``).
 
     Args:
-        token: the shared secret (default ``$SYFT_MPC_TOKEN``; at least 16 characters).
+        token: the shared secret (default ``$SYFT_MPC_TOKEN``; at least 128 bits, e.g. ``secrets.token_hex(32)``).
         session: session name (also the store key prefix); use a new one for each session
             formed over the same store.
         timeout_s: bound on the rendezvous (all ranks published) and on every later wait.

@@ -38,6 +38,7 @@ from syft_mpc.remote import serde
 from syft_mpc.errors import PeerDisconnected, SerializationError, TransportError
 from syft_mpc.hook import TorchHook
 from syft_mpc.net.env import ENV_TLS_CA
+from syft_mpc.net.sealing import open_envelope
 from syft_mpc.remote.messages import DEFAULT_SESSION, HELLO, POST, REQUEST, SYNC, Envelope, Err, Ok
 from syft_mpc.net.socket_worker import SocketWorker
 from syft_mpc.remote.workers import BaseWorker
@@ -125,7 +126,7 @@ class WorkerServer:
 
     Args:
         id: the worker id clients name (bound into the handshake).
-        token: the shared secret (at least 16 characters).
+        token: the shared secret (at least 128 bits, e.g. ``secrets.token_hex(32)``).
         grace_s: how long a client's objects outlive its last connection.
         idle_timeout_s: a connection silent this long is closed (its client may reconnect).
         timeout_s: bound on handshakes, and on each wait of this worker's own requests
@@ -291,6 +292,7 @@ class WorkerServer:
                             env = serde.decode(body)
                         if not isinstance(env, Envelope):
                             raise SerializationError(f"expected an Envelope, got {type(env).__name__}")
+                        env = open_envelope(env, conn)  # an MpcJoin's secret is sealed for this connection
                     elif kind == HELLO:
                         with limits.using(self.worker.memory_budget):
                             hello = serde.decode(body)

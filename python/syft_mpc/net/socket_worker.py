@@ -28,7 +28,8 @@ from syft_mpc import _native
 from syft_mpc.remote import serde
 from syft_mpc.errors import AuthenticationError, PeerDisconnected, TlsError, TransportError
 from syft_mpc.net.env import ENV_TIMEOUT, ENV_TLS_CA, ENV_TOKEN, ENV_WORKERS
-from syft_mpc.remote.messages import DEFAULT_SESSION, HELLO, POST, REQUEST, SYNC, Err
+from syft_mpc.net.sealing import seal_envelope
+from syft_mpc.remote.messages import DEFAULT_SESSION, HELLO, POST, REQUEST, SYNC, Envelope, Err, MpcJoin
 from syft_mpc.remote.workers import BaseWorker
 
 __all__ = ["SocketWorker", "workers_from_env", "parse_workers"]
@@ -214,6 +215,10 @@ class SocketWorker(BaseWorker):
             return _directory_version, dict(_directory) if self._announce else {}
 
     def _encode_request(self, env: Any) -> Any:
+        if isinstance(env, Envelope) and isinstance(env.body, MpcJoin):
+            # The MPC session secret is sealed for this connection only (net/sealing.py).
+            with self._io:
+                env = seal_envelope(env, self._connection())
         # Pieces, sent without joining: tensor payloads go out from the tensor's memory,
         # 8-byte aligned after the one-byte frame kind, so the worker wraps them in place.
         return serde.encode_parts(env, offset=1)

@@ -21,16 +21,68 @@ use syft_mpc_transport::{key_from_token, TcpConfig, TlsConfig, TransportError};
 /// The handshake party id of whoever connects to a worker (a driver, or another worker).
 pub const CLIENT_ID: u32 = 0;
 
+/// Least estimated entropy of a token, in bits. Whoever records a plaintext handshake can
+/// test token guesses offline (one SHA-256 and one HMAC each, see the transport's
+/// handshake): 2^128 guesses are out of reach, a short or patterned token is not.
+pub const MIN_TOKEN_BITS: f64 = 128.0;
+
+/// An upper estimate of a token's entropy in bits, from its length and the characters it
+/// draws on: `length × log2(alphabet)`, the alphabet being 16 when every character is a
+/// hex digit (`secrets.token_hex`), else the sum of the classes present (digits 10,
+/// lowercase 26, uppercase 26, other ASCII 33, non-ASCII 128). Right for random tokens;
+/// it cannot tell words or a known phrase from random characters, so it only catches
+/// short tokens and patterns: a token of fewer than 8 distinct characters ("aaaa…",
+/// "abab…") counts as 0 bits (a random 32-digit hex token has about 14 distinct).
+pub fn token_bits(token: &str) -> f64 {
+    let chars: Vec<char> = token.chars().collect();
+    let mut distinct = chars.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < 8 {
+        return 0.0;
+    }
+    let alphabet = if chars.iter().all(char::is_ascii_hexdigit) {
+        16.0
+    } else {
+        let has = |f: fn(&char) -> bool| chars.iter().any(f);
+        [
+            (has(char::is_ascii_digit), 10.0),
+            (has(char::is_ascii_lowercase), 26.0),
+            (has(char::is_ascii_uppercase), 26.0),
+            (has(|c| c.is_ascii() && !c.is_ascii_alphanumeric()), 33.0),
+            (has(|c| !c.is_ascii()), 128.0),
+        ]
+        .iter()
+        .filter(|(present, _)| *present)
+        .map(|(_, n)| n)
+        .sum()
+    };
+    chars.len() as f64 * f64::log2(alphabet)
+}
+
+/// Refuses a token below [`MIN_TOKEN_BITS`] (estimated by [`token_bits`]) with an error
+/// that says how to make a good one.
+#[pyfunction]
+pub fn check_token(token: &str) -> Result<()> {
+    let bits = token_bits(token);
+    if bits < MIN_TOKEN_BITS {
+        return Err(shape(format!(
+            "the token is too weak: about {bits:.0} bits of entropy (from its {} characters), at least \
+             {MIN_TOKEN_BITS:.0} are needed, or whoever records one plaintext handshake can guess it offline; \
+             generate one with python -c 'import secrets; print(secrets.token_hex(32))' and hand it to every \
+             process through the environment or a file",
+            token.chars().count()
+        )));
+    }
+    Ok(())
+}
+
 /// Session key and id from the user's secrets — the one place they are derived.
 /// key = the transport's `key_from_token` (SHA-256 of a domain label and the token);
-/// session id = first 16 bytes of SHA-256(session).
+/// session id = first 16 bytes of SHA-256(session). Errors: a token that fails
+/// [`check_token`].
 pub fn session_secrets(token: &str, session: &str) -> Result<([u8; 32], [u8; 16])> {
-    if token.len() < 16 {
-        return Err(shape(
-            "the session token must have at least 16 characters; generate one with secrets.token_hex(32) \
-             and hand it to every process through the environment",
-        ));
-    }
+    check_token(token)?;
     let key = key_from_token(token.as_bytes());
     let digest = Sha256::digest(session.as_bytes());
     let mut sid = [0u8; 16];
@@ -125,4 +177,24 @@ pub fn tls_config(
 pub fn host_of(addr: &str) -> &str {
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
     host.trim_start_matches('[').trim_end_matches(']')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_estimates() {
+        let ok = |t: &str| token_bits(t) >= MIN_TOKEN_BITS;
+        assert!(ok(&"0123456789abcdef".repeat(2))); // 32 hex digits: 128 bits, as secrets.token_hex(16)
+        assert!(ok("00112233445566770011223344556677")); // 8 distinct hex digits still count as hex
+        assert!(!ok(&"0123456789abcdef".repeat(2)[..31]));
+        assert!(ok("2f1c9e0d7a6b5843cafe0123456789ab")); // hex
+        assert!(ok("Xq3-v_9ZpL0aTr7mNc2wEy")); // secrets.token_urlsafe(16)
+        assert!(!ok("secret"));
+        assert!(!ok("not-the-right-token"));
+        assert!(!ok(&"ab".repeat(40))); // patterns of few characters
+        assert!(!ok(""));
+        assert!(ok("another-token-0123456789"));
+    }
 }

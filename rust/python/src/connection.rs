@@ -17,11 +17,12 @@ use crate::config::{
 use crate::errors::{Error, Result};
 use crate::message::{message_out, message_parts, Part};
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 use pyo3::types::PyDict;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use syft_mpc_transport::{connect, Channel, TcpChannel, TcpConfig, TransportError};
+use syft_mpc_transport::{connect, Channel, Exporter, TcpChannel, TcpConfig, TransportError};
 
 /// One authenticated control connection: whole messages (`bytes`) in order, both ways.
 ///
@@ -37,6 +38,7 @@ pub struct Connection {
     peer: String,
     peer_addr: Option<SocketAddr>,
     tls: bool,
+    exporter: Option<Exporter>,
     closed: AtomicBool,
 }
 
@@ -49,6 +51,7 @@ impl Connection {
             peer: chan.peer().to_string(),
             peer_addr: chan.peer_addr(),
             tls: chan.is_tls(),
+            exporter: chan.exporter(),
             socket,
             chan: Mutex::new(Some(chan)),
             closed: AtomicBool::new(false),
@@ -206,6 +209,14 @@ impl Connection {
     #[getter]
     fn tls(&self) -> bool {
         self.tls
+    }
+
+    /// 32 secret bytes that only the two ends of this connection can compute, for
+    /// `context` (any bytes): derived from the keys of the handshake (the token and both
+    /// sides' fresh nonces), never sent. Used to seal a secret for this peer alone.
+    fn export_secret<'py>(&self, py: Python<'py>, context: &[u8]) -> Result<Bound<'py, PyBytes>> {
+        let e = self.exporter.as_ref().ok_or_else(|| self.closed_error())?;
+        Ok(PyBytes::new(py, &e.secret(context)))
     }
 
     /// Payload bytes and messages sent and received so far.

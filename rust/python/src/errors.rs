@@ -10,7 +10,8 @@
 //! │   ├── PeerTimeout        also a TimeoutError
 //! │   ├── PeerDisconnected   also a ConnectionError
 //! │   ├── AuthenticationError
-//! │   └── TlsError
+//! │   ├── TlsError
+//! │   └── IntegrityError     a frame altered, replayed, reordered or injected in transit
 //! ├── ProtocolError          parties out of step, unsupported party count, dealer trouble
 //! ├── ShapeError             also a ValueError
 //! ├── FixedPointError        also a ValueError
@@ -38,6 +39,7 @@ enum Class {
     PeerDisconnected,
     Authentication,
     Tls,
+    Integrity,
     Protocol,
     Shape,
     FixedPoint,
@@ -54,6 +56,7 @@ impl Class {
             Class::PeerDisconnected => "PeerDisconnected",
             Class::Authentication => "AuthenticationError",
             Class::Tls => "TlsError",
+            Class::Integrity => "IntegrityError",
             Class::Protocol => "ProtocolError",
             Class::Shape => "ShapeError",
             Class::FixedPoint => "FixedPointError",
@@ -141,6 +144,7 @@ fn transport_to_py(py: Python<'_>, e: RingTransportError) -> PyErr {
         RingTransportError::Disconnected { peer, .. } => raise(py, Class::PeerDisconnected, msg, Some(peer)),
         RingTransportError::Auth { peer, .. } => raise(py, Class::Authentication, msg, Some(peer)),
         RingTransportError::Tls { peer, .. } => raise(py, Class::Tls, msg, Some(peer)),
+        RingTransportError::Integrity { peer, .. } => raise(py, Class::Integrity, msg, Some(peer)),
         RingTransportError::Malformed { peer, .. }
         | RingTransportError::UnexpectedLength { peer, .. }
         | RingTransportError::TooLarge { peer, .. }

@@ -13,6 +13,10 @@ pub enum TransportError {
     UnexpectedLength { peer: String, expected: usize, got: usize },
     #[error("message of {size} bytes to or from {peer} exceeds the limit of {limit} bytes")]
     TooLarge { peer: String, size: u64, limit: u64 },
+    /// A frame failed its integrity check (see [`crate::frame`]): altered, replayed,
+    /// reordered or injected between the parties. The connection is closed.
+    #[error("integrity check failed on the connection with {peer}: {detail}; the connection was closed")]
+    Integrity { peer: String, detail: String },
     #[error("authentication with {peer} failed: {detail}")]
     Auth { peer: String, detail: String },
     /// The TLS handshake failed: untrusted or mismatched certificate, or only one side uses TLS.

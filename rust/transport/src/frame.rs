@@ -1,9 +1,11 @@
 //! Wire format of one message: a sequence of frames.
 //!
 //! ```text
-//! frame  = header payload
-//! header = magic "SMPC" (4 bytes) | version u8 (= 1) | flags u8 | payload length u32 LE   (10 bytes)
-//! flags  = bit 0 FINAL (last frame of the message); every other bit must be 0
+//! frame  = header payload [tag]
+//! header = magic "SMPC" (4 bytes) | version u8 (= 2) | flags u8 | payload length u32 LE   (10 bytes)
+//! flags  = bit 0 FINAL (last frame of the message), bit 1 ALERT (with FINAL, tagged only:
+//!          the sender found a frame from this side bad and closes); every other bit must be 0
+//! tag    = keyed BLAKE3(direction key, seq u64 LE | header | payload)   (32 bytes)
 //! ```
 //!
 //! A message of `L` bytes is cut into frames of at most `max_frame` bytes; the last one
@@ -11,6 +13,16 @@
 //! empty. Receivers enforce `max_frame` on every header before reading its payload and
 //! `max_message` on the running total, and never allocate from a declared length alone:
 //! buffers grow by at most one (bounded) frame at a time.
+//!
+//! **Integrity.** The handshake's frames carry no tag. Every frame after it does
+//! ([`FrameMac`]): a MAC under the key of its direction (derived in
+//! [`crate::handshake`] from the token and both sides' fresh nonces), over an implicit
+//! sequence number that counts that direction's frames from 0, the header and the
+//! payload. A frame altered, dropped, replayed, reordered or injected in transit fails
+//! the check ([`FrameError::BadTag`]) and the connection is closed; a message is handed
+//! up only after all of its frames passed. The header's limits are checked before the tag
+//! (so nothing is read or allocated past them), which means a forged header can also end
+//! the connection as malformed or too large: any tampering closes it, none is accepted.
 //!
 //! Failure mode: any [`FrameError`] means the stream is out of sync or hostile; the
 //! connection is closed ([`FrameError::into_transport`] names the peer).
@@ -20,9 +32,17 @@ use crate::TransportError;
 /// First bytes of every frame.
 pub const FRAME_MAGIC: [u8; 4] = *b"SMPC";
 /// Frame format version spoken by this build.
-pub const FRAME_VERSION: u8 = 1;
+pub const FRAME_VERSION: u8 = 2;
 /// Flag bit: this frame is the last of its message.
 pub const FLAG_FINAL: u8 = 0x01;
+/// Flag bit: an alert, the sender's last frame: a frame it received failed its tag. Its
+/// payload (at most [`ALERT_MAX`] bytes) says which; valid only with FINAL and a tag.
+pub const FLAG_ALERT: u8 = 0x02;
+/// Largest alert payload.
+pub const ALERT_MAX: usize = 256;
+/// Start of the detail of an integrity error that the peer reported (so it is not
+/// answered with an alert of its own).
+pub const PEER_REJECTED: &str = "the peer found a frame from this side";
 /// Size of the fixed frame header in bytes.
 pub const HEADER_LEN: usize = 10;
 /// Default largest frame payload (1 MiB).
@@ -31,6 +51,83 @@ pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
 pub const DEFAULT_MAX_MESSAGE: u64 = 1 << 30;
 /// Largest frame payload the header can express.
 pub const MAX_FRAME_LIMIT: usize = u32::MAX as usize;
+/// Length of the tag after each frame's payload once the handshake is done.
+pub const TAG_LEN: usize = 32;
+/// Length of a direction key of [`FrameMac`].
+pub const KEY_LEN: usize = 32;
+
+/// The integrity state of one direction of a channel: that direction's key and the
+/// sequence number of its next frame. Each tag is keyed BLAKE3 (a PRF, used here as a MAC;
+/// <https://github.com/BLAKE3-team/BLAKE3-specs>) over `seq u64 LE | header | payload`. The
+/// sequence number is never sent: both ends count, so a replayed, dropped or reordered
+/// frame is checked under the wrong number and fails like an altered one.
+#[derive(Clone)]
+pub struct FrameMac {
+    key: [u8; KEY_LEN],
+    seq: u64,
+}
+
+impl std::fmt::Debug for FrameMac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FrameMac(next frame {})", self.seq)
+    }
+}
+
+/// The tag of one frame being computed ([`FrameMac::start`]); payload bytes go in with
+/// [`FrameTag::update`], in order, in pieces of any size.
+pub struct FrameTag(blake3::Hasher);
+
+impl FrameTag {
+    #[inline]
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+impl FrameMac {
+    /// A direction starting at frame 0 under `key`.
+    pub fn new(key: [u8; KEY_LEN]) -> Self {
+        FrameMac { key, seq: 0 }
+    }
+
+    /// The sequence number of the next frame.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Starts the tag of the next frame: the sequence number and the header go in first.
+    pub fn start(&self, header: &[u8; HEADER_LEN]) -> FrameTag {
+        let mut h = blake3::Hasher::new_keyed(&self.key);
+        h.update(&self.seq.to_le_bytes());
+        h.update(header);
+        FrameTag(h)
+    }
+
+    fn advance(&mut self) -> Result<u64, FrameError> {
+        let seq = self.seq;
+        // 2^64 frames of even one byte is far beyond any connection's life; never wrap.
+        self.seq = seq.checked_add(1).ok_or(FrameError::SequenceExhausted)?;
+        Ok(seq)
+    }
+
+    /// The tag of a frame (sender side); moves on to the next frame.
+    pub fn seal(&mut self, t: FrameTag) -> Result<[u8; TAG_LEN], FrameError> {
+        self.advance()?;
+        Ok(*t.0.finalize().as_bytes())
+    }
+
+    /// Checks the tag that came with a frame (receiver side), in constant time; moves on
+    /// to the next frame. Errors: [`FrameError::BadTag`] naming the frame's number.
+    pub fn check(&mut self, t: FrameTag, tag: &[u8; TAG_LEN]) -> Result<(), FrameError> {
+        let seq = self.advance()?;
+        // `blake3::Hash`'s equality is constant time.
+        if t.0.finalize() == blake3::Hash::from_bytes(*tag) {
+            Ok(())
+        } else {
+            Err(FrameError::BadTag { seq })
+        }
+    }
+}
 
 /// A decoded frame header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +145,16 @@ impl FrameHeader {
     /// True for the last frame of a message.
     pub fn is_final(&self) -> bool {
         self.flags & FLAG_FINAL != 0
+    }
+
+    /// The header of an alert of `len` bytes.
+    pub fn alert(len: u32) -> Self {
+        FrameHeader { flags: FLAG_FINAL | FLAG_ALERT, len }
+    }
+
+    /// True for an alert frame.
+    pub fn is_alert(&self) -> bool {
+        self.flags & FLAG_ALERT != 0
     }
 
     /// The 10 header bytes.
@@ -83,16 +190,33 @@ pub enum FrameError {
     EmptyContinuation,
     #[error("truncated input: {needed} bytes needed, {have} available")]
     Truncated { needed: usize, have: usize },
+    #[error(
+        "frame {seq} of this connection failed its integrity check (the MAC does not match): it was altered, \
+         replayed, reordered or injected on the way, or the sender does not hold this connection's keys"
+    )]
+    BadTag { seq: u64 },
+    #[error("2^64 frames sent on one connection; open a new one")]
+    SequenceExhausted,
+    #[error(
+        "{PEER_REJECTED} altered, replayed, reordered or injected on the way, and closed the connection ({reason})"
+    )]
+    PeerAlert { reason: String },
+    #[error("an alert frame of {len} bytes where none may be (before the handshake ends, or above {ALERT_MAX} bytes)")]
+    BadAlert { len: u32 },
 }
 
 impl FrameError {
     /// The same failure as a transport error naming `peer`: size errors become
-    /// [`TransportError::TooLarge`], everything else [`TransportError::Malformed`].
+    /// [`TransportError::TooLarge`], a failed tag [`TransportError::Integrity`], everything
+    /// else [`TransportError::Malformed`].
     pub fn into_transport(self, peer: &str) -> TransportError {
         let peer = peer.to_string();
         match self {
             FrameError::FrameTooLarge { len, limit } => TransportError::TooLarge { peer, size: len, limit },
             FrameError::MessageTooLarge { size, limit } => TransportError::TooLarge { peer, size, limit },
+            e @ (FrameError::BadTag { .. } | FrameError::PeerAlert { .. }) => {
+                TransportError::Integrity { peer, detail: e.to_string() }
+            }
             other => TransportError::Malformed { peer, detail: other.to_string() },
         }
     }
@@ -136,7 +260,7 @@ pub fn decode_header(bytes: &[u8], max_frame: usize) -> Result<FrameHeader, Fram
         return Err(FrameError::UnsupportedVersion { got: h[4] });
     }
     let flags = h[5];
-    if flags & !FLAG_FINAL != 0 {
+    if flags & !(FLAG_FINAL | FLAG_ALERT) != 0 || flags == FLAG_ALERT {
         return Err(FrameError::UnknownFlags { flags });
     }
     let len = u32::from_le_bytes([h[6], h[7], h[8], h[9]]);
@@ -156,6 +280,12 @@ pub fn decode_frame(bytes: &[u8], max_frame: usize) -> Result<(FrameHeader, &[u8
         Some(payload) => Ok((header, payload, end)),
         None => Err(FrameError::Truncated { needed: end, have: bytes.len() }),
     }
+}
+
+/// The reason carried by an alert, made safe to embed in an error message.
+pub fn alert_reason(payload: &[u8]) -> String {
+    let s = String::from_utf8_lossy(&payload[..payload.len().min(ALERT_MAX)]);
+    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 /// Bookkeeping of one message being reassembled: checks each header against the message
@@ -200,31 +330,61 @@ pub fn frame_sizes(len: usize, max_frame: usize) -> impl Iterator<Item = (usize,
     })
 }
 
-/// Encodes a whole message into frames (a copy; the TCP channel writes without one).
-pub fn encode_message(msg: &[u8], max_frame: usize) -> Vec<u8> {
+/// Encodes a whole message into frames (a copy; the TCP channel writes without one),
+/// each followed by its tag when `mac` is given (the frames after a handshake).
+/// Errors: only [`FrameError::SequenceExhausted`].
+pub fn encode_message(msg: &[u8], max_frame: usize, mut mac: Option<&mut FrameMac>) -> Result<Vec<u8>, FrameError> {
     let max_frame = max_frame.clamp(1, MAX_FRAME_LIMIT);
-    let mut out = Vec::with_capacity(msg.len() + HEADER_LEN * (msg.len() / max_frame + 1));
+    let per_frame = HEADER_LEN + if mac.is_some() { TAG_LEN } else { 0 };
+    let mut out = Vec::with_capacity(msg.len() + per_frame * (msg.len() / max_frame + 1));
     let mut rest = msg;
     for (len, last) in frame_sizes(msg.len(), max_frame) {
         let (chunk, tail) = rest.split_at(len);
-        out.extend_from_slice(&FrameHeader::new(len as u32, last).encode());
+        let header = FrameHeader::new(len as u32, last).encode();
+        out.extend_from_slice(&header);
         out.extend_from_slice(chunk);
+        if let Some(m) = mac.as_deref_mut() {
+            let mut t = m.start(&header);
+            t.update(chunk);
+            out.extend_from_slice(&m.seal(t)?);
+        }
         rest = tail;
     }
-    out
+    Ok(out)
 }
 
 /// Decodes one whole message at the start of `bytes`; returns it and the bytes consumed.
-/// Pure and panic-free; memory grows frame by frame, never from a declared length.
-pub fn decode_message(bytes: &[u8], limits: FrameLimits) -> Result<(Vec<u8>, usize), FrameError> {
+/// With `mac`, every frame must be followed by its valid tag. Pure and panic-free; memory
+/// grows frame by frame, never from a declared length.
+pub fn decode_message(
+    bytes: &[u8],
+    limits: FrameLimits,
+    mut mac: Option<&mut FrameMac>,
+) -> Result<(Vec<u8>, usize), FrameError> {
     let mut msg = Vec::new();
     let mut re = Reassembly::new(limits.max_message);
     let mut pos = 0;
     loop {
         let rest = bytes.get(pos..).unwrap_or_default();
         let header = decode_header(rest, limits.frame())?;
+        if header.is_alert() && (mac.is_none() || header.len as usize > ALERT_MAX) {
+            return Err(FrameError::BadAlert { len: header.len });
+        }
         re.on_header(&header)?;
-        let (_, payload, used) = decode_frame(rest, limits.frame())?;
+        let (_, payload, mut used) = decode_frame(rest, limits.frame())?;
+        if let Some(m) = mac.as_deref_mut() {
+            let tag: &[u8; TAG_LEN] = match rest.get(used..used + TAG_LEN).and_then(|t| t.try_into().ok()) {
+                Some(t) => t,
+                None => return Err(FrameError::Truncated { needed: used + TAG_LEN, have: rest.len() }),
+            };
+            let mut t = m.start(&header.encode());
+            t.update(payload);
+            m.check(t, tag)?;
+            used += TAG_LEN;
+            if header.is_alert() {
+                return Err(FrameError::PeerAlert { reason: alert_reason(payload) });
+            }
+        }
         msg.extend_from_slice(payload);
         pos += used;
         if header.is_final() {
@@ -244,14 +404,14 @@ mod tests {
 
     #[test]
     fn empty_message_is_one_final_frame() {
-        let enc = encode_message(&[], 16);
+        let enc = encode_message(&[], 16, None).unwrap();
         assert_eq!(enc.len(), HEADER_LEN);
-        assert_eq!(decode_message(&enc, limits(16)).unwrap(), (vec![], HEADER_LEN));
+        assert_eq!(decode_message(&enc, limits(16), None).unwrap(), (vec![], HEADER_LEN));
     }
 
     #[test]
     fn exact_multiple_has_no_trailing_empty_frame() {
-        let enc = encode_message(&[7u8; 32], 16);
+        let enc = encode_message(&[7u8; 32], 16, None).unwrap();
         assert_eq!(enc.len(), 2 * (HEADER_LEN + 16));
         assert!(decode_header(&enc[HEADER_LEN + 16..], 16).unwrap().is_final());
     }
@@ -264,19 +424,19 @@ mod tests {
             Err(FrameError::FrameTooLarge { len: u32::MAX as u64, limit: DEFAULT_MAX_FRAME as u64 })
         );
         // The message limit catches it too, before any payload is read.
-        assert!(matches!(decode_message(&h, limits(MAX_FRAME_LIMIT)), Err(FrameError::MessageTooLarge { .. })));
+        assert!(matches!(decode_message(&h, limits(MAX_FRAME_LIMIT), None), Err(FrameError::MessageTooLarge { .. })));
         // Even with no limits at all, a header alone never makes the decoder allocate.
         let unlimited = FrameLimits { max_frame: MAX_FRAME_LIMIT, max_message: u64::MAX };
-        assert!(matches!(decode_message(&h, unlimited), Err(FrameError::Truncated { .. })));
+        assert!(matches!(decode_message(&h, unlimited, None), Err(FrameError::Truncated { .. })));
         let err = decode_header(&h, DEFAULT_MAX_FRAME).unwrap_err().into_transport("party 1 (alice)");
         assert!(matches!(err, TransportError::TooLarge { .. }), "{err}");
     }
 
     #[test]
     fn message_limit_is_enforced_across_frames() {
-        let enc = encode_message(&[1u8; 100], 10);
+        let enc = encode_message(&[1u8; 100], 10, None).unwrap();
         let lim = FrameLimits { max_frame: 10, max_message: 95 };
-        assert_eq!(decode_message(&enc, lim), Err(FrameError::MessageTooLarge { size: 100, limit: 95 }));
+        assert_eq!(decode_message(&enc, lim, None), Err(FrameError::MessageTooLarge { size: 100, limit: 95 }));
         // A running total near 2^64 saturates instead of wrapping.
         let mut re = Reassembly::new(u64::MAX - 1);
         re.total = u64::MAX - 2;
@@ -289,8 +449,8 @@ mod tests {
         h[0] = b'X';
         assert!(matches!(decode_header(&h, 16), Err(FrameError::BadMagic { .. })));
         let mut h = FrameHeader::new(1, true).encode();
-        h[4] = 2;
-        assert_eq!(decode_header(&h, 16), Err(FrameError::UnsupportedVersion { got: 2 }));
+        h[4] = 1; // the untagged format of older builds
+        assert_eq!(decode_header(&h, 16), Err(FrameError::UnsupportedVersion { got: 1 }));
         let mut h = FrameHeader::new(1, true).encode();
         h[5] = 0x81;
         assert_eq!(decode_header(&h, 16), Err(FrameError::UnknownFlags { flags: 0x81 }));
@@ -298,16 +458,91 @@ mod tests {
         assert!(matches!(err, TransportError::Malformed { .. }));
         assert!(err.to_string().contains("party 2 (bob)"), "{err}");
         let empty = FrameHeader::new(0, false).encode();
-        assert_eq!(decode_message(&empty, limits(16)), Err(FrameError::EmptyContinuation));
+        assert_eq!(decode_message(&empty, limits(16), None), Err(FrameError::EmptyContinuation));
+    }
+
+    fn macs() -> (FrameMac, FrameMac) {
+        (FrameMac::new([5; KEY_LEN]), FrameMac::new([5; KEY_LEN]))
+    }
+
+    #[test]
+    fn tagged_frames_round_trip_and_count() {
+        let (mut tx, mut rx) = macs();
+        let enc = encode_message(&[3u8; 40], 16, Some(&mut tx)).unwrap();
+        assert_eq!(enc.len(), 40 + 3 * (HEADER_LEN + TAG_LEN));
+        assert_eq!(tx.seq(), 3);
+        assert_eq!(decode_message(&enc, limits(16), Some(&mut rx)).unwrap(), (vec![3u8; 40], enc.len()));
+        assert_eq!(rx.seq(), 3);
+        // Untagged decoding of a tagged stream fails (the tag is not a header).
+        assert!(decode_message(&enc, limits(16), None).is_err());
+    }
+
+    #[test]
+    fn tampering_replay_reordering_and_injection_fail_the_tag() {
+        let (mut tx, _) = macs();
+        let a = encode_message(b"first message", 1 << 20, Some(&mut tx)).unwrap();
+        let b = encode_message(b"second message", 1 << 20, Some(&mut tx)).unwrap();
+        let bad = |stream: &[u8]| {
+            let (_, mut rx) = macs();
+            let mut rest = stream;
+            loop {
+                match decode_message(rest, limits(1 << 20), Some(&mut rx)) {
+                    Ok((_, used)) => rest = &rest[used..],
+                    Err(e) => return e,
+                }
+            }
+        };
+        let mut flipped = a.clone();
+        flipped[HEADER_LEN + 2] ^= 1;
+        assert_eq!(bad(&flipped), FrameError::BadTag { seq: 0 });
+        assert_eq!(bad(&[a.clone(), a.clone()].concat()), FrameError::BadTag { seq: 1 }, "replay");
+        assert_eq!(bad(&[b.clone(), a.clone()].concat()), FrameError::BadTag { seq: 0 }, "reordering");
+        assert_eq!(bad(&b), FrameError::BadTag { seq: 0 }, "a dropped frame");
+        let forged = encode_message(b"mul_(-1)", 1 << 20, Some(&mut FrameMac::new([6; KEY_LEN]))).unwrap();
+        assert_eq!(bad(&[a.clone(), forged].concat()), FrameError::BadTag { seq: 1 }, "injection");
+        let mut cut_final = a.clone();
+        cut_final[5] = 0; // FINAL cleared: the message would continue
+        assert_eq!(bad(&cut_final), FrameError::BadTag { seq: 0 });
+        let err = FrameError::BadTag { seq: 4 }.into_transport("party 1 (alice)");
+        assert!(matches!(err, TransportError::Integrity { .. }), "{err}");
+        assert!(err.to_string().contains("party 1 (alice)") && err.to_string().contains("frame 4"), "{err}");
+        // An alert, tagged like any frame: an integrity error saying the peer rejected us.
+        let mut tx2 = FrameMac::new([5; KEY_LEN]);
+        let h = FrameHeader::alert(3).encode();
+        let mut t = tx2.start(&h);
+        t.update(b"why");
+        let alert = [&h[..], b"why", &tx2.seal(t).unwrap()].concat();
+        let err = bad(&alert);
+        assert!(matches!(&err, FrameError::PeerAlert { reason } if reason == "why"), "{err}");
+        assert!(err.into_transport("w").to_string().contains(PEER_REJECTED));
+        assert_eq!(decode_message(&alert, limits(16), None), Err(FrameError::BadAlert { len: 3 }));
+        let mut h = FrameHeader::alert(1).encode();
+        h[5] = FLAG_ALERT; // an alert must be final
+        assert_eq!(decode_header(&h, 16), Err(FrameError::UnknownFlags { flags: FLAG_ALERT }));
+        let mut last = FrameMac { key: [0; KEY_LEN], seq: u64::MAX };
+        assert_eq!(last.seal(last.start(&[0; HEADER_LEN])).unwrap_err(), FrameError::SequenceExhausted);
     }
 
     proptest! {
         #[test]
+        fn tagged_round_trip_and_any_bit_flip_fails(msg in proptest::collection::vec(any::<u8>(), 0..600),
+                                                    max_frame in 1usize..200, bit in any::<prop::sample::Index>()) {
+            let (mut tx, mut rx) = macs();
+            let enc = encode_message(&msg, max_frame, Some(&mut tx)).unwrap();
+            prop_assert_eq!(decode_message(&enc, limits(max_frame), Some(&mut rx)).unwrap(), (msg.clone(), enc.len()));
+            let mut flipped = enc.clone();
+            let i = bit.index(enc.len() * 8);
+            flipped[i / 8] ^= 1 << (i % 8);
+            let (_, mut rx) = macs();
+            prop_assert!(decode_message(&flipped, limits(max_frame), Some(&mut rx)).is_err());
+        }
+
+        #[test]
         fn round_trip(msg in proptest::collection::vec(any::<u8>(), 0..4096), max_frame in 1usize..600) {
-            let enc = encode_message(&msg, max_frame);
+            let enc = encode_message(&msg, max_frame, None).unwrap();
             let frames = frame_sizes(msg.len(), max_frame).count();
             prop_assert_eq!(enc.len(), msg.len() + frames * HEADER_LEN);
-            let (dec, used) = decode_message(&enc, limits(max_frame)).unwrap();
+            let (dec, used) = decode_message(&enc, limits(max_frame), None).unwrap();
             prop_assert_eq!(used, enc.len());
             prop_assert_eq!(dec, msg);
         }
@@ -316,10 +551,10 @@ mod tests {
         fn back_to_back_messages(a in proptest::collection::vec(any::<u8>(), 0..300),
                                  b in proptest::collection::vec(any::<u8>(), 0..300),
                                  max_frame in 1usize..64) {
-            let mut enc = encode_message(&a, max_frame);
-            enc.extend(encode_message(&b, max_frame));
-            let (da, used) = decode_message(&enc, limits(max_frame)).unwrap();
-            let (db, used_b) = decode_message(&enc[used..], limits(max_frame)).unwrap();
+            let mut enc = encode_message(&a, max_frame, None).unwrap();
+            enc.extend(encode_message(&b, max_frame, None).unwrap());
+            let (da, used) = decode_message(&enc, limits(max_frame), None).unwrap();
+            let (db, used_b) = decode_message(&enc[used..], limits(max_frame), None).unwrap();
             prop_assert_eq!(used + used_b, enc.len());
             prop_assert_eq!((da, db), (a, b));
         }
@@ -328,7 +563,7 @@ mod tests {
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256), max_frame in 0usize..64) {
             let _ = decode_header(&bytes, max_frame);
             let _ = decode_frame(&bytes, max_frame);
-            let _ = decode_message(&bytes, FrameLimits { max_frame, max_message: 1000 });
+            let _ = decode_message(&bytes, FrameLimits { max_frame, max_message: 1000 }, None);
         }
 
         #[test]
@@ -336,14 +571,14 @@ mod tests {
                                                  tail in proptest::collection::vec(any::<u8>(), 0..64)) {
             let mut bytes = FrameHeader { flags, len }.encode().to_vec();
             bytes.extend(tail);
-            let _ = decode_message(&bytes, FrameLimits { max_frame: MAX_FRAME_LIMIT, max_message: u64::MAX });
+            let _ = decode_message(&bytes, FrameLimits { max_frame: MAX_FRAME_LIMIT, max_message: u64::MAX }, None);
         }
 
         #[test]
         fn truncated_stream_is_an_error(msg in proptest::collection::vec(any::<u8>(), 0..200), cut in any::<prop::sample::Index>()) {
-            let enc = encode_message(&msg, 7);
+            let enc = encode_message(&msg, 7, None).unwrap();
             let cut = cut.index(enc.len());
-            prop_assert!(decode_message(&enc[..cut], limits(7)).is_err());
+            prop_assert!(decode_message(&enc[..cut], limits(7), None).is_err());
         }
     }
 }

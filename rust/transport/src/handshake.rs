@@ -2,9 +2,9 @@
 //! shared session key without sending it, bound to the session id, both party ids and
 //! fresh nonces of both sides (so a recorded handshake cannot be replayed).
 //!
-//! Wire (each step is one framed message, both sides send at once, then read):
+//! Wire (each step is one framed message without a tag, both sides send at once, then read):
 //! ```text
-//! 1. hello   = "SMHI" | version u8 (= 1) | session id [16] | own party id u32 LE | nonce [32]
+//! 1. hello   = "SMHI" | version u8 (= 2) | session id [16] | own party id u32 LE | nonce [32]
 //! 2. proof   = HMAC-SHA256(key, LABEL | session | sender id u32 LE | receiver id u32 LE
 //!                               | receiver's nonce | sender's nonce [| TLS binding [32]])  (32 bytes)
 //! 3. verdict = 0x00 (accepted)  |  0x01 | UTF-8 reason (rejected)
@@ -22,16 +22,19 @@
 use crate::tcp::socket::deadline_after;
 use crate::tcp::TcpChannel;
 use crate::{Channel, TransportError};
+use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
 const HELLO_MAGIC: [u8; 4] = *b"SMHI";
 /// Handshake format version spoken by this build.
-pub const HANDSHAKE_VERSION: u8 = 1;
+pub const HANDSHAKE_VERSION: u8 = 2;
 const HELLO_LEN: usize = 4 + 1 + 16 + 4 + 32;
 const PROOF_LABEL: &[u8] = b"syft-mpc transport v1 handshake proof\0";
 const KEY_LABEL: &[u8] = b"syft-mpc session key v1\0";
+const SESSION_KEYS_LABEL: &[u8] = b"syft-mpc transport v2 ";
+const EXPORTER_LABEL: &[u8] = b"syft-mpc exporter v2\0";
 /// Bound on every handshake message (and on the peer's rejection reason).
 pub(crate) const HANDSHAKE_MAX: usize = 256;
 
@@ -121,6 +124,57 @@ fn proof_mac(
     Ok(mac)
 }
 
+/// The keys of one authenticated connection, as seen from one side.
+pub(crate) struct SessionKeys {
+    /// MAC key of the frames this side sends, and of those it receives.
+    pub(crate) send: [u8; 32],
+    pub(crate) recv: [u8; 32],
+    /// Pseudorandom key behind [`TcpChannel::export_secret`].
+    pub(crate) exporter: [u8; 32],
+}
+
+/// Derives both directions' keys and the exporter key (see the module docs). Both sides
+/// get the same three values, with `send` and `recv` swapped.
+fn session_keys(
+    key: &[u8; 32],
+    session: &[u8; 16],
+    mine: (u32, &[u8; 32]),
+    theirs: (u32, &[u8; 32]),
+    binding: Option<&[u8; 32]>,
+) -> Result<SessionKeys, TransportError> {
+    // Nonces differ (an echoed one is rejected), so (id, nonce) orders the two sides even
+    // if the ids were equal.
+    let i_am_low = mine < theirs;
+    let (low, high) = if i_am_low { (mine, theirs) } else { (theirs, mine) };
+    let salt = [&low.1[..], &high.1[..]].concat();
+    let hk = Hkdf::<Sha256>::new(Some(&salt), key);
+    let expand = |what: &[u8]| -> Result<[u8; 32], TransportError> {
+        let mut out = [0u8; 32];
+        let mut info = [SESSION_KEYS_LABEL, what, b"\0", session].concat();
+        info.extend_from_slice(&low.0.to_le_bytes());
+        info.extend_from_slice(&high.0.to_le_bytes());
+        if let Some(b) = binding {
+            info.extend_from_slice(b);
+        }
+        hk.expand(&info, &mut out).map_err(|e| TransportError::Setup(format!("HKDF: {e}")))?;
+        Ok(out)
+    };
+    let (low_to_high, high_to_low) = (expand(b"low to high")?, expand(b"high to low")?);
+    let (send, recv) = if i_am_low { (low_to_high, high_to_low) } else { (high_to_low, low_to_high) };
+    Ok(SessionKeys { send, recv, exporter: expand(b"exporter")? })
+}
+
+/// `HKDF-Expand(exporter, "syft-mpc exporter v2\0" | context, 32)`.
+pub(crate) fn expand_exporter(exporter: &[u8; 32], context: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let info = [EXPORTER_LABEL, context].concat();
+    // A 32-byte PRK is a valid HKDF-SHA256 PRK, and 32 bytes of output are within bounds.
+    if let Ok(hk) = Hkdf::<Sha256>::from_prk(exporter) {
+        let _ = hk.expand(&info, &mut out);
+    }
+    out
+}
+
 /// Makes untrusted peer text safe to embed in an error message.
 fn sanitize(bytes: &[u8]) -> String {
     let s = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]);
@@ -130,7 +184,8 @@ fn sanitize(bytes: &[u8]) -> String {
 /// Which peer ids a side accepts: `Ok(label)` names an acceptable peer, `Err(reason)` rejects.
 pub(crate) type Identify<'a> = &'a dyn Fn(u32) -> Result<String, String>;
 
-/// Runs the handshake on a fresh channel; returns the authenticated peer id and its label.
+/// Runs the handshake on a fresh channel; returns the authenticated peer id, its label
+/// and the connection's keys (for [`TcpChannel::start_session`]).
 /// `rename` gives the channel's peer name once the peer's claimed id is known.
 pub(crate) fn handshake(
     chan: &mut TcpChannel,
@@ -140,7 +195,7 @@ pub(crate) fn handshake(
     identify: Identify<'_>,
     rename: &dyn Fn(u32, Option<&str>) -> String,
     timeout: Duration,
-) -> Result<(u32, String), TransportError> {
+) -> Result<(u32, String, SessionKeys), TransportError> {
     chan.set_timeout(timeout);
     chan.set_deadline(Some(deadline_after(timeout)));
     let mut nonce = [0u8; 32];
@@ -198,7 +253,10 @@ pub(crate) fn handshake(
     }
     let theirs = theirs?;
     match theirs.split_first() {
-        Some((0, [])) => Ok((peer.party, identity.unwrap_or_default())),
+        Some((0, [])) => {
+            let keys = session_keys(key, session, (my_id, &nonce), (peer.party, &peer.nonce), binding)?;
+            Ok((peer.party, identity.unwrap_or_default(), keys))
+        }
         Some((1, reason)) => Err(chan.fail(TransportError::Auth {
             peer: peer_name,
             detail: format!("the peer rejected this party: {}", sanitize(reason)),
@@ -241,5 +299,22 @@ mod tests {
         assert!(proof_mac(&k, &[0; 16], 0, 1, &n1, &n0, Some(&[8; 32])).unwrap().verify_slice(&tb).is_err());
         assert!(proof_mac(&k, &[0; 16], 0, 1, &n1, &n0, None).unwrap().verify_slice(&tb).is_err());
         assert_ne!(key_from_token(b"secret"), key_from_token(b"secret2"));
+    }
+
+    #[test]
+    fn session_keys_agree_across_sides_and_differ_per_direction_and_connection() {
+        let k = key_from_token(b"secret");
+        let (n0, n1, n2) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+        let a = session_keys(&k, &[0; 16], (0, &n0), (5, &n1), None).unwrap();
+        let b = session_keys(&k, &[0; 16], (5, &n1), (0, &n0), None).unwrap();
+        assert_eq!((a.send, a.recv, a.exporter), (b.recv, b.send, b.exporter));
+        assert_ne!(a.send, a.recv);
+        // Another nonce (another connection), token, session or TLS binding: other keys.
+        let other = |x: SessionKeys| assert!(x.send != a.send && x.recv != a.recv && x.exporter != a.exporter);
+        other(session_keys(&k, &[0; 16], (0, &n2), (5, &n1), None).unwrap());
+        other(session_keys(&key_from_token(b"secret2"), &[0; 16], (0, &n0), (5, &n1), None).unwrap());
+        other(session_keys(&k, &[1; 16], (0, &n0), (5, &n1), None).unwrap());
+        other(session_keys(&k, &[0; 16], (0, &n0), (5, &n1), Some(&[9; 32])).unwrap());
+        assert_ne!(expand_exporter(&a.exporter, b"x"), expand_exporter(&a.exporter, b"y"));
     }
 }

@@ -5,7 +5,9 @@
 //!
 //! * [`MemoryChannel`] — in-process twin for tests and `VirtualWorker`s.
 //! * [`TcpChannel`] — TCP with length-prefixed, versioned frames ([`frame`]), a mutual
-//!   HMAC handshake binding session id, party ids and fresh nonces ([`handshake`]),
+//!   HMAC handshake binding session id, party ids and fresh nonces ([`handshake`]), then
+//!   a MAC on every frame under per-direction keys with implicit sequence numbers
+//!   (alteration, replay, reordering and injection close the connection),
 //!   TCP_NODELAY, a timeout on every wait and size limits. Set up with [`bind`],
 //!   [`connect`], [`accept`] or [`tcp_mesh`]. Optionally over TLS 1.3 ([`TlsConfig`] in
 //!   [`TcpConfig::tls`]; see [`tls`]), with the HMAC handshake inside the tunnel.
@@ -22,7 +24,7 @@ pub use error::TransportError;
 pub use handshake::{key_from_token, random_session_id};
 pub use memory::{memory_mesh, memory_pair, MemoryChannel};
 pub use message::Message;
-pub use tcp::{accept, accept_stream, bind, connect, party_label, tcp_mesh, TcpChannel, TcpConfig};
+pub use tcp::{accept, accept_stream, bind, connect, party_label, tcp_mesh, Exporter, TcpChannel, TcpConfig};
 pub use tls::TlsConfig;
 
 use std::time::Duration;

@@ -7,7 +7,8 @@
 //! both directions (TLS here does not authenticate clients), and its proofs are bound to
 //! this TLS connection by the `tls-exporter` channel binding (RFC 9266; an exporter value,
 //! RFC 8446 §7.5), so a peer holding some valid certificate cannot relay a handshake from
-//! one TLS connection into another.
+//! one TLS connection into another. The per-frame MAC of [`crate::frame`] runs inside the
+//! tunnel too: one wire format and one code path for both modes.
 //!
 //! Only TLS 1.3 is offered; session resumption and tickets are off (connections are long
 //! lived, and a fresh full handshake keeps the exporter binding simple).

@@ -16,7 +16,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use syft_mpc_transport::frame::{encode_message, FrameHeader, FRAME_MAGIC};
+use syft_mpc_transport::frame::{encode_message, FrameHeader, FrameMac, FRAME_MAGIC};
 
 // ---------------------------------------------------------------------------- allocation meter
 
@@ -257,7 +257,7 @@ fn a_declared_length_alone_allocates_nothing() {
 
 fn hello(session: &[u8; 16], party: u32, nonce: u8) -> Vec<u8> {
     let mut v = b"SMHI".to_vec();
-    v.push(1);
+    v.push(2);
     v.extend_from_slice(session);
     v.extend_from_slice(&party.to_le_bytes());
     v.extend_from_slice(&[nonce; 32]);
@@ -265,7 +265,13 @@ fn hello(session: &[u8; 16], party: u32, nonce: u8) -> Vec<u8> {
 }
 
 fn framed(msgs: &[&[u8]], max_frame: usize) -> Vec<u8> {
-    msgs.iter().flat_map(|m| encode_message(m, max_frame)).collect()
+    msgs.iter().flat_map(|m| encode_message(m, max_frame, None).expect("encode")).collect()
+}
+
+/// Messages as tagged frames under the harness's MAC key, sequence numbers from 0.
+fn tagged(msgs: &[&[u8]], max_frame: usize) -> Vec<u8> {
+    let mut mac = FrameMac::new(harness::MAC_KEY);
+    msgs.iter().flat_map(|m| encode_message(m, max_frame, Some(&mut mac)).expect("encode")).collect()
 }
 
 fn with_sel(sel: u8, stream: Vec<u8>) -> Vec<u8> {
@@ -283,7 +289,7 @@ fn seed_corpus() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let mut len_2_63 = FRAME_MAGIC.to_vec();
     len_2_63.extend_from_slice(&(1u64 << 63).to_le_bytes());
     let mut bad_version = FrameHeader::new(1, true).encode();
-    bad_version[4] = 2;
+    bad_version[4] = 1;
     let mut bad_flags = FrameHeader::new(1, true).encode();
     bad_flags[5] = 0x80;
     let multi = framed(&[&[0x5a; 40]], 7);
@@ -306,6 +312,8 @@ fn seed_corpus() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("frame_decoder", "empty_continuation", with_sel(big, FrameHeader::new(0, false).encode().to_vec())),
         ("frame_decoder", "truncated", with_sel(3, truncated.clone())),
         ("frame_decoder", "over_message_limit", with_sel(small, framed(&[&[9u8; 120]], 7))),
+        ("frame_decoder", "tagged_messages", with_sel(4, tagged(&[b"hello", b"", &[0x5a; 40]], 16))),
+        ("frame_decoder", "tagged_multi_frame", with_sel(small, tagged(&[&[0x5a; 40]], 7))),
         ("handshake", "valid_hello_wrong_proof", full),
         ("handshake", "valid_hello_only", good_hello),
         ("handshake", "wrong_session", framed(&[&hello(b"another-session!", 0, 2)], 1 << 20)),
@@ -323,6 +331,7 @@ fn seed_corpus() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("tcp_channel", "len_2_pow_63", with_sel(big, len_2_63)),
         ("tcp_channel", "truncated", with_sel(3, truncated)),
         ("tcp_channel", "bad_version", with_sel(big, bad_version.to_vec())),
+        ("tcp_channel", "tagged_under_another_key", with_sel(big, tagged(&[b"mul_(-1)"], 1 << 20))),
     ]
 }
 

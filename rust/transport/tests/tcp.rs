@@ -407,3 +407,103 @@ fn huge_timeouts_mean_no_bound_instead_of_a_panic() {
     a.send(b"ok").unwrap();
     assert_eq!(b.recv().unwrap(), b"ok");
 }
+
+/// Bytes each side sends in a plaintext handshake: hello (57), proof (32) and verdict (1),
+/// each in a 10-byte frame header.
+const HANDSHAKE_BYTES: usize = 3 * 10 + 57 + 32 + 1;
+
+/// A man in the middle on 127.0.0.1: bob connects to it, it connects to alice. From bob to
+/// alice it forwards the handshake, then hands the next `frame_len` bytes (one tagged frame)
+/// to `tamper` and forwards what it returns, then forwards the rest; alice to bob untouched.
+fn relay_pair(frame_len: usize, tamper: fn(Vec<u8>) -> Vec<u8>) -> (TcpChannel, TcpChannel) {
+    use std::io::Read;
+    let (l, alice_addr) = listen();
+    let (relay, relay_addr) = listen();
+    let key = key_from_token(b"token");
+    thread::spawn(move || {
+        let (mut from_bob, _) = relay.accept().unwrap();
+        let mut to_alice = TcpStream::connect(alice_addr).unwrap();
+        let (mut back_from_alice, mut back_to_bob) = (to_alice.try_clone().unwrap(), from_bob.try_clone().unwrap());
+        thread::spawn(move || std::io::copy(&mut back_from_alice, &mut back_to_bob));
+        // The handshake goes through as it arrives (each side waits for the other's steps).
+        let (mut hs, mut left) = ([0u8; HANDSHAKE_BYTES], HANDSHAKE_BYTES);
+        while left > 0 {
+            let n = from_bob.read(&mut hs[..left]).unwrap();
+            assert!(n > 0, "bob closed during the handshake");
+            to_alice.write_all(&hs[..n]).unwrap();
+            left -= n;
+        }
+        let mut frame = vec![0u8; frame_len];
+        from_bob.read_exact(&mut frame).unwrap();
+        to_alice.write_all(&tamper(frame)).unwrap();
+        let _ = std::io::copy(&mut from_bob, &mut to_alice);
+    });
+    let t = thread::spawn(move || connect(relay_addr, 1, 0, SESSION, &key, "alice", &cfg(5000)).unwrap());
+    let a = accept(&l, 0, &[1], SESSION, &key, &names(), &cfg(5000)).unwrap();
+    (a, t.join().unwrap())
+}
+
+fn expect_integrity(err: TransportError, frame: u64) {
+    match &err {
+        TransportError::Integrity { peer, detail } => {
+            assert_eq!(peer, "party 1 (bob)");
+            assert!(detail.contains(&format!("frame {frame} ")), "{err}");
+        }
+        other => panic!("expected an integrity error, got {other}"),
+    }
+}
+
+#[test]
+fn a_relay_that_alters_a_frame_is_caught_on_the_spot() {
+    // A flipped payload byte: the frame fails its tag, the connection is closed for good.
+    let (mut a, mut b) = relay_pair(10 + 1000 + 32, |mut f| {
+        f[10 + 500] ^= 0x40;
+        f
+    });
+    b.send(&pattern(1000, 3)).unwrap();
+    expect_integrity(a.recv().unwrap_err(), 0);
+    assert!(a.is_poisoned() && a.recv().is_err());
+    // Alice's last frame, an alert, tells bob why: an integrity error on his side too.
+    match b.recv().unwrap_err() {
+        TransportError::Integrity { peer, detail } => {
+            assert_eq!(peer, "party 0 (alice)");
+            assert!(
+                detail.starts_with(syft_mpc_transport::frame::PEER_REJECTED) && detail.contains("frame 0"),
+                "{detail}"
+            );
+        }
+        other => panic!("expected the peer's alert, got {other}"),
+    }
+
+    // The same frame twice (a replay): the first is accepted, the copy fails as frame 1.
+    let (mut a, mut b) = relay_pair(10 + 3 + 32, |f| [f.clone(), f].concat());
+    b.send(b"abc").unwrap();
+    assert_eq!(a.recv().unwrap(), b"abc");
+    expect_integrity(a.recv().unwrap_err(), 1);
+
+    // A frame injected before bob's (made up by someone without the keys): rejected at once.
+    let (mut a, mut b) = relay_pair(10 + 3 + 32, |f| {
+        let forged = [&syft_mpc_transport::frame::FrameHeader::new(8, true).encode()[..], b"mul_(-1)", &[7u8; 32]];
+        [forged.concat(), f].concat()
+    });
+    b.send(b"abc").unwrap();
+    expect_integrity(a.recv().unwrap_err(), 0);
+
+    // A message cut short (FINAL set on its first frame of two): its tag fails.
+    let (mut a, mut b) = relay_pair(10 + (1 << 20) + 32, |mut f| {
+        f[5] |= 1;
+        f
+    });
+    b.send(&pattern((1 << 20) + 10, 5)).unwrap();
+    expect_integrity(a.recv().unwrap_err(), 0);
+}
+
+#[test]
+fn both_ends_export_the_same_secret_and_other_connections_do_not() {
+    let (a, b) = pair(5000);
+    let (c, _d) = pair(5000);
+    let s = a.export_secret(b"ctx").unwrap();
+    assert_eq!(b.export_secret(b"ctx").unwrap(), s);
+    assert_ne!(a.export_secret(b"other").unwrap(), s);
+    assert_ne!(c.export_secret(b"ctx").unwrap(), s, "same token and ids, other nonces: another secret");
+}

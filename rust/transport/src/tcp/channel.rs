@@ -7,7 +7,8 @@
 //! The first error poisons the channel (see [the failure mode](super)).
 
 use super::socket::{read_message, read_message_into, Ctx, SocketReader, Writer};
-use crate::frame::FrameLimits;
+use crate::frame::{FrameLimits, FrameMac};
+use crate::handshake::SessionKeys;
 use crate::message::Message;
 use crate::tls::{self, TlsReader, TlsWriter};
 use crate::{Channel, ChannelStats, TransportError};
@@ -100,6 +101,23 @@ impl Write for WriteHalf {
     }
 }
 
+/// The exporter key of one connection (see [`TcpChannel::export_secret`]).
+#[derive(Clone)]
+pub struct Exporter([u8; 32]);
+
+impl Exporter {
+    /// The 32-byte secret of this connection for `context`.
+    pub fn secret(&self, context: &[u8]) -> [u8; 32] {
+        crate::handshake::expand_exporter(&self.0, context)
+    }
+}
+
+impl std::fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Exporter(..)")
+    }
+}
+
 /// A [`Channel`] over an authenticated TCP connection. Created by [`connect`](fn@crate::connect),
 /// [`accept`](crate::accept) or [`tcp_mesh`](crate::tcp_mesh). Stats count message payload bytes (not headers or the handshake).
 pub struct TcpChannel {
@@ -107,6 +125,10 @@ pub struct TcpChannel {
     writer: Writer<WriteHalf>,
     /// The TLS connection's `tls-exporter` value, bound into the handshake proofs.
     tls_binding: Option<[u8; 32]>,
+    /// Integrity of the receiving direction (the sending one is the writer's), and the
+    /// secret behind [`TcpChannel::export_secret`]; None until the handshake is done.
+    recv_mac: Option<FrameMac>,
+    exporter: Option<[u8; 32]>,
     peer: String,
     peer_id: u32,
     limits: FrameLimits,
@@ -167,6 +189,8 @@ impl TcpChannel {
             reader,
             writer,
             tls_binding,
+            recv_mac: None,
+            exporter: None,
             peer,
             peer_id,
             limits,
@@ -224,6 +248,21 @@ impl TcpChannel {
         Err(self.fail(e))
     }
 
+    /// A 32-byte secret that only the two ends of this connection know, for `context`
+    /// (any bytes; different contexts give independent secrets): HKDF-Expand (RFC 5869)
+    /// of the connection's exporter key, itself derived in the handshake from the token
+    /// and both sides' fresh nonces. For sealing a secret meant for this peer alone (e.g.
+    /// an MPC session token handed to a worker). None before the handshake is done.
+    pub fn export_secret(&self, context: &[u8]) -> Option<[u8; 32]> {
+        self.exporter().map(|e| e.secret(context))
+    }
+
+    /// The exporter of [`export_secret`](Self::export_secret) on its own, to keep next to
+    /// the channel (e.g. while another thread holds it in a blocking read).
+    pub fn exporter(&self) -> Option<Exporter> {
+        self.exporter.map(Exporter)
+    }
+
     /// True after an error: the channel is unusable and should be dropped.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned.is_some()
@@ -234,7 +273,7 @@ impl TcpChannel {
     pub fn recv_message(&mut self) -> Result<Message, TransportError> {
         self.check()?;
         let (limits, ctx) = (self.limits, Ctx { peer: &self.peer, timeout: self.timeout });
-        match read_message(&mut self.reader, &limits, ctx) {
+        match read_message(&mut self.reader, &limits, ctx, self.recv_mac.as_mut()) {
             Ok(msg) => {
                 self.received(msg.len());
                 Ok(msg)
@@ -252,9 +291,13 @@ impl TcpChannel {
         self.peer_id = id;
     }
 
-    /// After the handshake: the session's frame limits and timeout, counters from zero, and
-    /// no deadline on reads.
-    pub(super) fn start_session(&mut self, limits: FrameLimits, timeout: Duration) {
+    /// After the handshake: every frame from now on carries a tag under the session's
+    /// direction keys; the session's frame limits and timeout, counters from zero, and no
+    /// deadline on reads.
+    pub(super) fn start_session(&mut self, keys: SessionKeys, limits: FrameLimits, timeout: Duration) {
+        self.writer.mac = Some(FrameMac::new(keys.send));
+        self.recv_mac = Some(FrameMac::new(keys.recv));
+        self.exporter = Some(keys.exporter);
         self.limits = limits;
         self.stats = ChannelStats::default();
         self.set_deadline(None);
@@ -271,6 +314,15 @@ impl TcpChannel {
     pub(crate) fn fail(&mut self, e: TransportError) -> TransportError {
         if self.poisoned.is_none() {
             self.poisoned = Some(e.to_string());
+            // A frame from the peer failed its tag: say so in a last, tagged frame, so the
+            // peer gets an integrity error too instead of a bare disconnect (best effort,
+            // bounded wait; never in answer to the peer's own alert).
+            if let TransportError::Integrity { detail, .. } = &e {
+                if !detail.starts_with(crate::frame::PEER_REJECTED) {
+                    let _ = self.writer.stream.socket().set_write_timeout(Some(Duration::from_millis(200)));
+                    let _ = self.writer.write_alert(detail);
+                }
+            }
         }
         let _ = self.writer.stream.socket().shutdown(Shutdown::Both);
         e
@@ -321,6 +373,7 @@ impl TcpChannel {
         let ctx = Ctx { peer: &self.peer, timeout: self.timeout };
         let writer = &mut self.writer;
         let reader = &mut self.reader;
+        let recv_mac = self.recv_mac.as_mut();
         let (wres, rres) = std::thread::scope(|s| {
             let first = &first_failure;
             let handle = s.spawn(move || {
@@ -331,7 +384,7 @@ impl TcpChannel {
                 }
                 r
             });
-            let r = read_message_into(reader, &mut [inp], &limits, ctx);
+            let r = read_message_into(reader, &mut [inp], &limits, ctx, recv_mac);
             if r.is_err() && first.compare_exchange(0, READER, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
                 let _ = reader.socket().shutdown(Shutdown::Both);
             }
@@ -370,7 +423,7 @@ impl Channel for TcpChannel {
     fn recv_into_parts(&mut self, parts: &mut [&mut [u8]]) -> Result<(), TransportError> {
         self.check()?;
         let (limits, ctx) = (self.limits, Ctx { peer: &self.peer, timeout: self.timeout });
-        match read_message_into(&mut self.reader, parts, &limits, ctx) {
+        match read_message_into(&mut self.reader, parts, &limits, ctx, self.recv_mac.as_mut()) {
             Ok(()) => {
                 self.received(parts.iter().map(|p| p.len()).sum());
                 Ok(())

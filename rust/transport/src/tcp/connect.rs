@@ -5,7 +5,7 @@
 use super::channel::TcpChannel;
 use super::socket::deadline_after;
 use crate::frame::{FrameLimits, DEFAULT_MAX_FRAME, DEFAULT_MAX_MESSAGE};
-use crate::handshake::{handshake, HANDSHAKE_MAX};
+use crate::handshake::{handshake, SessionKeys, HANDSHAKE_MAX};
 use crate::tls::TlsConfig;
 use crate::{TransportError, DEFAULT_TIMEOUT};
 use std::io::{self, ErrorKind};
@@ -87,8 +87,8 @@ fn handshake_limits() -> FrameLimits {
     FrameLimits { max_frame: HANDSHAKE_MAX, max_message: HANDSHAKE_MAX as u64 }
 }
 
-fn finish(mut chan: TcpChannel, cfg: &TcpConfig) -> TcpChannel {
-    chan.start_session(cfg.limits(), cfg.timeout);
+fn finish(mut chan: TcpChannel, keys: SessionKeys, cfg: &TcpConfig) -> TcpChannel {
+    chan.start_session(keys, cfg.limits(), cfg.timeout);
     chan
 }
 
@@ -150,8 +150,8 @@ pub fn connect(
         }
     };
     let rename = |_: u32, _: Option<&str>| label.clone();
-    handshake(&mut chan, my_id, &session, key, &identify, &rename, timeout)?;
-    Ok(finish(chan, cfg))
+    let (_, _, keys) = handshake(&mut chan, my_id, &session, key, &identify, &rename, timeout)?;
+    Ok(finish(chan, keys, cfg))
 }
 
 /// Accepts one authenticated connection from one of the `expected` party ids (names for
@@ -260,9 +260,9 @@ fn authenticate_accepted(
     };
     let tls = cfg.tls.server_connection()?;
     let mut chan = TcpChannel::new(stream, provisional, u32::MAX, handshake_limits(), timeout, tls)?;
-    let (id, _) = handshake(&mut chan, my_id, &session, key, &identify, &rename, timeout)?;
+    let (id, _, keys) = handshake(&mut chan, my_id, &session, key, &identify, &rename, timeout)?;
     chan.set_peer_id(id);
-    Ok(finish(chan, cfg))
+    Ok(finish(chan, keys, cfg))
 }
 
 /// Full mesh among `addrs.len()` parties: this party (`my_id`, listening on `listener`,

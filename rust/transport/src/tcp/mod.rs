@@ -24,5 +24,5 @@ mod channel;
 mod connect;
 pub(crate) mod socket;
 
-pub use channel::TcpChannel;
+pub use channel::{Exporter, TcpChannel};
 pub use connect::{accept, accept_stream, bind, connect, party_label, tcp_mesh, TcpConfig};

@@ -6,7 +6,10 @@
 //! [`crate::tls`] builds on [`SocketReader`] and reports a record it rejects with
 //! [`record_error`], which [`Ctx::io`] recognises.
 
-use crate::frame::{decode_header, frame_sizes, FrameHeader, FrameLimits, Reassembly, HEADER_LEN};
+use crate::frame::{
+    alert_reason, decode_header, frame_sizes, FrameError, FrameHeader, FrameLimits, FrameMac, FrameTag, Reassembly,
+    ALERT_MAX, HEADER_LEN, TAG_LEN,
+};
 use crate::message::Message;
 use crate::TransportError;
 use std::io::{self, ErrorKind, Read, Write};
@@ -85,15 +88,35 @@ pub(crate) fn deadline_after(d: Duration) -> Instant {
 }
 
 /// The sending half: frames messages onto `stream` (a clone of the socket, or TLS over it)
-/// through a small coalescing buffer.
+/// through a small coalescing buffer; after the handshake each frame is followed by its
+/// tag under `mac` ([`crate::frame`]).
 pub(crate) struct Writer<W> {
     pub(crate) stream: W,
+    pub(crate) mac: Option<FrameMac>,
     buf: Vec<u8>,
+    /// A message was started and not finished (its write failed): nothing more may go out.
+    torn: bool,
 }
 
 impl<W: Write> Writer<W> {
     pub(crate) fn new(stream: W) -> Self {
-        Writer { stream, buf: Vec::with_capacity(COALESCE) }
+        Writer { stream, mac: None, buf: Vec::with_capacity(COALESCE), torn: false }
+    }
+
+    /// Sends an alert (one tagged frame, see [`crate::frame`]) telling the peer that a frame
+    /// it sent failed its tag, when the stream is at a message boundary. Best effort.
+    pub(crate) fn write_alert(&mut self, reason: &str) -> io::Result<()> {
+        let Some(m) = self.mac.as_mut() else { return Ok(()) };
+        if self.torn {
+            return Ok(());
+        }
+        let reason = &reason.as_bytes()[..reason.len().min(ALERT_MAX)];
+        let header = FrameHeader::alert(reason.len() as u32).encode();
+        let mut t = m.start(&header);
+        t.update(reason);
+        let tag = m.seal(t).map_err(io::Error::other)?;
+        self.torn = true; // the alert is the last frame either way
+        self.stream.write_all(&[&header[..], reason, &tag].concat())
     }
 
     fn flush_buf(&mut self) -> io::Result<()> {
@@ -108,6 +131,10 @@ impl<W: Write> Writer<W> {
     /// payloads are coalesced into ≤ 64 KiB writes, the bulk of large payloads goes to the
     /// socket without a copy.
     pub(crate) fn write_message(&mut self, parts: &[&[u8]], max_frame: usize) -> io::Result<()> {
+        if self.torn {
+            return Err(io::Error::new(ErrorKind::BrokenPipe, "an earlier message was cut off"));
+        }
+        self.torn = true;
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let mut next = parts.iter().copied().filter(|p| !p.is_empty());
         let mut cur: &[u8] = &[];
@@ -115,7 +142,9 @@ impl<W: Write> Writer<W> {
             if self.buf.len() + HEADER_LEN > COALESCE {
                 self.flush_buf()?;
             }
-            self.buf.extend_from_slice(&FrameHeader::new(len as u32, last).encode());
+            let header = FrameHeader::new(len as u32, last).encode();
+            self.buf.extend_from_slice(&header);
+            let mut tag = self.mac.as_ref().map(|m| m.start(&header));
             let mut need = len;
             while need > 0 {
                 if cur.is_empty() {
@@ -127,6 +156,9 @@ impl<W: Write> Writer<W> {
                 let (chunk, rest) = cur.split_at(need.min(cur.len()));
                 cur = rest;
                 need -= chunk.len();
+                if let Some(t) = tag.as_mut() {
+                    t.update(chunk);
+                }
                 let head = chunk.len().min(COALESCE - self.buf.len());
                 self.buf.extend_from_slice(&chunk[..head]);
                 if head < chunk.len() {
@@ -134,8 +166,17 @@ impl<W: Write> Writer<W> {
                     self.stream.write_all(&chunk[head..])?;
                 }
             }
+            if let (Some(t), Some(m)) = (tag, self.mac.as_mut()) {
+                let tag = m.seal(t).map_err(io::Error::other)?;
+                if self.buf.len() + TAG_LEN > COALESCE {
+                    self.flush_buf()?;
+                }
+                self.buf.extend_from_slice(&tag);
+            }
         }
-        self.flush_buf()
+        self.flush_buf()?;
+        self.torn = false;
+        Ok(())
     }
 }
 
@@ -144,7 +185,8 @@ fn read_header<R: Read>(
     limits: &FrameLimits,
     ctx: Ctx<'_>,
     got: u64,
-) -> Result<FrameHeader, TransportError> {
+    mac: Option<&FrameMac>,
+) -> Result<(FrameHeader, Option<FrameTag>), TransportError> {
     let mut h = [0u8; HEADER_LEN];
     r.read_exact(&mut h).map_err(|e| {
         let during = if got == 0 {
@@ -154,7 +196,50 @@ fn read_header<R: Read>(
         };
         ctx.io(e, &during)
     })?;
-    decode_header(&h, limits.frame()).map_err(|e| e.into_transport(ctx.peer))
+    let header = decode_header(&h, limits.frame()).map_err(|e| e.into_transport(ctx.peer))?;
+    if header.is_alert() && (mac.is_none() || header.len as usize > ALERT_MAX) {
+        return Err(FrameError::BadAlert { len: header.len }.into_transport(ctx.peer));
+    }
+    Ok((header, mac.map(|m| m.start(&h))))
+}
+
+/// Reads the rest of an alert frame (a small payload and its tag) and returns the
+/// integrity error it reports (or the error of a bad tag).
+fn read_alert<R: Read>(
+    r: &mut R,
+    h: &FrameHeader,
+    tag: Option<FrameTag>,
+    mac: Option<&mut FrameMac>,
+    ctx: Ctx<'_>,
+) -> TransportError {
+    let mut reason = vec![0u8; h.len as usize]; // at most ALERT_MAX, checked in read_header
+    if let Err(e) = r.read_exact(&mut reason) {
+        return ctx.io(e, "reading an alert");
+    }
+    let mut tag = tag;
+    if let Some(t) = tag.as_mut() {
+        t.update(&reason);
+    }
+    match check_tag(r, mac, tag, ctx, 0) {
+        Ok(()) => FrameError::PeerAlert { reason: alert_reason(&reason) }.into_transport(ctx.peer),
+        Err(e) => e,
+    }
+}
+
+/// Reads the tag that follows a frame's payload and checks it (`tag` holds the frame
+/// so far; none before the handshake is done).
+fn check_tag<R: Read>(
+    r: &mut R,
+    mac: Option<&mut FrameMac>,
+    tag: Option<FrameTag>,
+    ctx: Ctx<'_>,
+    got: usize,
+) -> Result<(), TransportError> {
+    let (Some(m), Some(t)) = (mac, tag) else { return Ok(()) };
+    let mut want = [0u8; TAG_LEN];
+    r.read_exact(&mut want)
+        .map_err(|e| ctx.io(e, &format!("in the middle of a message, after {got} bytes (reading a frame's tag)")))?;
+    m.check(t, &want).map_err(|e| e.into_transport(ctx.peer))
 }
 
 /// Reads one message of exactly the parts' total length straight into `parts`, in order.
@@ -163,12 +248,16 @@ pub(crate) fn read_message_into<R: Read>(
     parts: &mut [&mut [u8]],
     limits: &FrameLimits,
     ctx: Ctx<'_>,
+    mut mac: Option<&mut FrameMac>,
 ) -> Result<(), TransportError> {
     let total: usize = parts.iter().map(|p| p.len()).sum();
     let mut re = Reassembly::new(limits.max_message);
     let (mut off, mut part, mut at) = (0usize, 0usize, 0usize);
     loop {
-        let h = read_header(r, limits, ctx, off as u64)?;
+        let (h, mut tag) = read_header(r, limits, ctx, off as u64, mac.as_deref())?;
+        if h.is_alert() {
+            return Err(read_alert(r, &h, tag, mac, ctx));
+        }
         let len = re.on_header(&h).map_err(|e| e.into_transport(ctx.peer))?;
         let end = off.saturating_add(len);
         if end > total {
@@ -179,10 +268,14 @@ pub(crate) fn read_message_into<R: Read>(
                 (part, at) = (part + 1, 0); // in range: the parts hold `end` bytes or more
             }
             let n = (end - off).min(parts[part].len() - at);
-            r.read_exact(&mut parts[part][at..at + n])
-                .map_err(|e| ctx.io(e, &format!("in the middle of a message, after {off} bytes")))?;
+            let piece = &mut parts[part][at..at + n];
+            r.read_exact(piece).map_err(|e| ctx.io(e, &format!("in the middle of a message, after {off} bytes")))?;
+            if let Some(t) = tag.as_mut() {
+                t.update(piece);
+            }
             (off, at) = (off + n, at + n);
         }
+        check_tag(r, mac.as_deref_mut(), tag, ctx, off)?;
         if h.is_final() {
             if off != total {
                 return Err(TransportError::UnexpectedLength { peer: ctx.peer.into(), expected: total, got: off });
@@ -195,13 +288,22 @@ pub(crate) fn read_message_into<R: Read>(
 /// Reads one message of any length up to `max_message`. Reads go straight into the
 /// message, which grows with the bytes received, never by a declared length alone (see
 /// [`Message::room`]); large messages land in a memory mapping, without copies on growth.
-pub(crate) fn read_message<R: Read>(r: &mut R, limits: &FrameLimits, ctx: Ctx<'_>) -> Result<Message, TransportError> {
+pub(crate) fn read_message<R: Read>(
+    r: &mut R,
+    limits: &FrameLimits,
+    ctx: Ctx<'_>,
+    mut mac: Option<&mut FrameMac>,
+) -> Result<Message, TransportError> {
     let mut re = Reassembly::new(limits.max_message);
     let mut msg = Message::new();
     loop {
-        let h = read_header(r, limits, ctx, msg.len() as u64)?;
+        let (h, mut tag) = read_header(r, limits, ctx, msg.len() as u64, mac.as_deref())?;
+        if h.is_alert() {
+            return Err(read_alert(r, &h, tag, mac, ctx));
+        }
         let len = re.on_header(&h).map_err(|e| e.into_transport(ctx.peer))?;
-        let end = msg.len() + len;
+        let start = msg.len();
+        let end = start + len;
         while msg.len() < end {
             let filled = msg.len();
             let during = || format!("in the middle of a message, after {filled} bytes");
@@ -213,6 +315,11 @@ pub(crate) fn read_message<R: Read>(r: &mut R, limits: &FrameLimits, ctx: Ctx<'_
                 Err(e) => return Err(ctx.io(e, &during())),
             }
         }
+        // The frame's payload is whole (and cache-warm): one pass of the MAC over it.
+        if let Some(t) = tag.as_mut() {
+            t.update(&msg[start..end]);
+        }
+        check_tag(r, mac.as_deref_mut(), tag, ctx, end)?;
         if h.is_final() {
             msg.finish();
             return Ok(msg);
