@@ -58,6 +58,7 @@ from websockets.http11 import Request, Response
 from websockets.sync.server import Server, ServerConnection, serve
 
 from syft_mpc import fixed_point
+from syft_mpc._native import check_token
 from syft_mpc.errors import PeerDisconnected, PeerTimeout, SerializationError, TransportError
 from syft_mpc.net.env import ENV_TOKEN
 from syft_mpc.net.ws_transport import (
@@ -140,8 +141,7 @@ class GatewayServer:
         self, host: str, port: int, token: str, *, tls_cert: "str | None" = None, tls_key: "str | None" = None,
         timeout_s: float = 30.0, ping_s: float = 2.0,
     ) -> None:
-        if len(token) < 16:
-            raise ValueError("a gateway token must have at least 16 characters")
+        check_token(token)  # at least 128 bits, as for workers: tab tokens are derived from it
         self.token = token
         self.timeout_s = timeout_s
         self._tabs: dict[str, _Tab] = {}

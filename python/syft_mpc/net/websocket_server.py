@@ -21,6 +21,7 @@ from typing import Any
 
 from websockets.sync.server import Server, ServerConnection, serve
 
+from syft_mpc._native import check_token
 from syft_mpc.errors import TransportError
 from syft_mpc.net.env import ENV_TOKEN
 from syft_mpc.net.server import WorkerServer
@@ -118,8 +119,9 @@ class WebsocketServerWorker(WorkerServer):
     ) -> None:
         tls_cert, tls_key = tls_cert or cert_path, tls_key or key_path  # PySyft 0.2's names
         token = token or os.environ.get(ENV_TOKEN, "")
-        if len(token) < 16:
-            raise ValueError(f"a token of at least 16 characters is needed: pass token=... or set {ENV_TOKEN}")
+        if not token:
+            raise ValueError(f"a token is needed: pass token=... or set {ENV_TOKEN}")
+        check_token(token)  # at least 128 bits, as for socket workers: a recorded handshake must not make it guessable
         listener = WebsocketListener(host, port, token, id, timeout_s=timeout_s, tls_cert=tls_cert, tls_key=tls_key)
         super().__init__(
             id, host, port, token, timeout_s=timeout_s, listener=listener,  # type: ignore[arg-type]
