@@ -208,11 +208,11 @@ class GatewayServer:
         path = ws.request.path if ws.request is not None else ""
         try:
             if path == "/tab":
-                tab_id = server_handshake(ws, self._tab_token, TAB_SESSION, self.timeout_s)
-                self._serve_tab(tab_id, WsConnection(ws, where))
+                tab_id, secret = server_handshake(ws, self._tab_token, TAB_SESSION, self.timeout_s)
+                self._serve_tab(tab_id, WsConnection(ws, where, secret))
             elif path == "/driver":
-                server_handshake(ws, self._driver_token, DRIVER_SESSION, self.timeout_s)
-                self._serve_driver(WsConnection(ws, where))
+                _, secret = server_handshake(ws, self._driver_token, DRIVER_SESSION, self.timeout_s)
+                self._serve_driver(WsConnection(ws, where, secret))
         except TransportError as e:
             log.warning("rejected a connection from %s to %s: %s", where, path, e)
 

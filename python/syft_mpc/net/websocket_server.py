@@ -49,6 +49,10 @@ class WebsocketListener:
         tls_key: "str | None" = None,
     ) -> None:
         self._token, self._id, self._session, self._timeout = token, worker_id, session, timeout_s
+        # As the native Listener reports them; the websockets server bounds each opening
+        # handshake by timeout_s itself and keeps no handshake slots to evict.
+        self.handshake_deadline_s = timeout_s
+        self.dropped = {"evicted": 0, "expired": 0, "refused": 0}
         self._queue: "queue.Queue[WsConnection]" = queue.Queue()
         ctx = server_ssl(tls_cert, tls_key)
         self.tls = ctx is not None
@@ -71,11 +75,11 @@ class WebsocketListener:
         addr = ws.remote_address
         where = f"{addr[0]}:{addr[1]}" if addr else "?"
         try:
-            server_handshake(ws, self._tokens, self._session, self._timeout)
+            _, secret = server_handshake(ws, self._tokens, self._session, self._timeout)
         except TransportError as e:
             log.warning("rejected a connection from %s: %s", where, e)
             return
-        conn = WsConnection(ws, where)
+        conn = WsConnection(ws, where, secret)
         self._queue.put(conn)
         conn.closed.wait()  # the server's own thread serves it; the socket closes when this returns
 

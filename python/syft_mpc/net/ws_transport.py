@@ -74,6 +74,14 @@ def proof(key: bytes, direction: bytes, session: str, worker_id: str, receiver_n
     return hmac.new(key, msg, hashlib.sha256).digest()
 
 
+def exporter(key: bytes, session: str, worker_id: str, client_nonce: bytes, server_nonce: bytes) -> bytes:
+    """A secret only the two ends of one authenticated connection can compute (it needs the
+    token's key and both fresh nonces): what :meth:`WsConnection.export_secret` derives from,
+    as the native connection's exporter does (``net/sealing.py`` seals MPC session tokens with it)."""
+    msg = b"syft-mpc ws exporter v1\0" + _lp(session.encode()) + _lp(worker_id.encode()) + client_nonce + server_nonce
+    return hmac.new(key, msg, hashlib.sha256).digest()
+
+
 def _recv_bounded(ws: Connection, deadline: float, what: str) -> bytes:
     left = deadline - time.monotonic()
     if left <= 0:
@@ -89,8 +97,9 @@ def _recv_bounded(ws: Connection, deadline: float, what: str) -> bytes:
     return msg
 
 
-def client_handshake(ws: Connection, token: str, worker_id: str, session: str, timeout_s: float) -> None:
-    """Proves knowledge of ``token`` to the server reached as ``worker_id`` and checks its proof."""
+def client_handshake(ws: Connection, token: str, worker_id: str, session: str, timeout_s: float) -> bytes:
+    """Proves knowledge of ``token`` to the server reached as ``worker_id`` and checks its proof;
+    returns the connection's :func:`exporter` secret."""
     deadline = time.monotonic() + timeout_s
     key = key_from_token(token)
     nc = secrets.token_bytes(32)
@@ -107,10 +116,12 @@ def client_handshake(ws: Connection, token: str, worker_id: str, session: str, t
     expect = proof(key, b"S", session, worker_id, nc, ns)
     if verdict[:1] != b"\x00" or not hmac.compare_digest(verdict[1:], expect):
         raise AuthenticationError("the server could not prove it knows the token (another deployment, or a wrong token)")
+    return exporter(key, session, worker_id, nc, ns)
 
 
-def server_handshake(ws: Connection, tokens: Any, session: str, timeout_s: float) -> str:
-    """Checks a client's proof; returns the worker id it asked for.
+def server_handshake(ws: Connection, tokens: Any, session: str, timeout_s: float) -> "tuple[str, bytes]":
+    """Checks a client's proof; returns the worker id it asked for and the connection's
+    :func:`exporter` secret.
 
     ``tokens(worker_id)`` gives the token for that id, or None when the id is not served here."""
     deadline = time.monotonic() + timeout_s
@@ -134,7 +145,7 @@ def server_handshake(ws: Connection, tokens: Any, session: str, timeout_s: float
         ws.send(b"\x01wrong token")
         raise AuthenticationError(f"a client for {worker_id!r} failed to prove it knows the token")
     ws.send(b"\x00" + proof(key, b"S", session, worker_id, nc, ns))
-    return worker_id
+    return worker_id, exporter(key, session, worker_id, nc, ns)
 
 
 def _fragments(frame: Any) -> "bytes | Iterable[Any]":
@@ -147,10 +158,15 @@ def _fragments(frame: Any) -> "bytes | Iterable[Any]":
 class WsConnection:
     """One authenticated WebSocket, with the native ``Connection``'s methods."""
 
-    def __init__(self, ws: Connection, peer_addr: str) -> None:
+    def __init__(self, ws: Connection, peer_addr: str, exporter_secret: bytes) -> None:
         self.ws = ws
         self.peer_addr = peer_addr
         self.closed = threading.Event()
+        self._exporter = exporter_secret
+
+    def export_secret(self, context: bytes) -> bytes:
+        """32 bytes bound to this connection and ``context`` (HMAC-SHA256 under the exporter)."""
+        return hmac.new(self._exporter, context, hashlib.sha256).digest()
 
     def send(self, frame: Any) -> None:
         try:
@@ -235,8 +251,8 @@ def open_connection(
     except (OSError, InvalidHandshake, InvalidURI) as e:
         raise TransportError(f"cannot connect to {url}: {e}") from None
     try:
-        client_handshake(ws, token, worker_id, session, timeout_s)
+        secret = client_handshake(ws, token, worker_id, session, timeout_s)
     except BaseException:
         ws.close()
         raise
-    return WsConnection(ws, url)
+    return WsConnection(ws, url, secret)
