@@ -25,9 +25,9 @@ from types import TracebackType
 from typing import Any
 
 SESSION_ID = hashlib.sha256(b"syft-mpc-control").digest()[:16]
-# One transport frame (magic, version 1, final, u32 length) holding a hello: magic, version 1,
-# session id, party id 0, nonce.
-HELLO_FRAME = b"SMPC\x01\x01" + struct.pack("<I", 57) + b"SMHI\x01" + SESSION_ID + bytes(4) + bytes(32)
+# One transport frame (magic, frame version 2, final, u32 length) holding a hello: magic,
+# handshake version 2, session id, party id 0, nonce (handshake frames carry no MAC yet).
+HELLO_FRAME = b"SMPC\x02\x01" + struct.pack("<I", 57) + b"SMHI\x02" + SESSION_ID + bytes(4) + bytes(32)
 
 
 def raise_fd_limit(at_least: int) -> None:

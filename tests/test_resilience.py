@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pathlib
 import resource
+import secrets
 import socket
 import threading
 import time
@@ -24,6 +25,7 @@ import syft_mpc as sy
 from syft_mpc import _native
 from syft_mpc.net.addresses import free_port
 from syft_mpc.net.launch import LocalWorkers
+from syft_mpc.net.sealing import seal_envelope
 from syft_mpc.remote import serde
 from syft_mpc.remote.messages import HELLO, REQUEST, Envelope, Err, Move, MpcJoin, MpcRun, Ok, Store, new_id
 from syft_mpc.remote.serde import ObjRef
@@ -84,7 +86,8 @@ class RawControl:
         return serde.decode(self.conn.request(msg, 60))
 
     def ask(self, body: Any) -> Any:
-        return self.ask_raw(REQUEST + serde.encode(Envelope("tester", [], body)))
+        # An MpcJoin's session token is sealed for this connection, as SocketWorker does.
+        return self.ask_raw(REQUEST + serde.encode(seal_envelope(Envelope("tester", [], body), self.conn)))
 
     def close(self) -> None:
         self.conn.close()
@@ -211,7 +214,7 @@ def test_a_join_waiting_for_a_closed_dealer_port_stalls_no_one(cluster: LocalWor
     dead = f"127.0.0.1:{free_port('127.0.0.1')}"
     addrs = [f"127.0.0.1:{free_port('127.0.0.1')}", f"127.0.0.1:{free_port('127.0.0.1')}"]
     box: dict[str, Any] = {}
-    join = MpcJoin("stall-join", 0, addrs, dead, "t" * 32, 6.0)
+    join = MpcJoin("stall-join", 0, addrs, dead, secrets.token_hex(16), 6.0)
     t = threading.Thread(target=lambda: box.setdefault("r", a.ask(join)))
     times = _latency_while(cluster, "rbob", t)
     t.join(30)
@@ -226,7 +229,7 @@ def test_an_mpc_step_waiting_for_a_stalled_peer_stalls_no_one(cluster: LocalWork
     The worker's multiplication waits for party 1, which never takes its step; another
     client is served meanwhile (regression: 7 s behind a stalled peer)."""
     a = RawControl(cluster, "rbob")
-    token, session = "s" * 32, "stall-run"
+    token, session = secrets.token_hex(16), "stall-run"
     addrs = [f"127.0.0.1:{free_port('127.0.0.1')}", f"127.0.0.1:{free_port('127.0.0.1')}"]
     dealer_addr = f"127.0.0.1:{free_port('127.0.0.1')}"
     made: dict[str, Any] = {}
@@ -277,7 +280,7 @@ def test_mpc_join_timeouts_are_capped(cluster: LocalWorkers) -> None:
     addrs = [f"127.0.0.1:{free_port('127.0.0.1')}" for _ in range(2)]
     for t in (601.0, 3600.0, float("inf")):
         a = RawControl(cluster, "rbob")  # a malformed request closes its connection
-        body = MpcJoin("capped", 0, addrs, addrs[1], "t" * 32, 600.0)
+        body = MpcJoin("capped", 0, addrs, addrs[1], secrets.token_hex(16), 600.0)
         body.timeout_s = t  # built valid, then changed: the worker's decoder checks it
         r = a.ask_raw(REQUEST + serde.encode(Envelope("tester", [], body)))
         assert isinstance(r, Err) and "timeout_s must be in (0, 600]" in r.message, r

@@ -46,7 +46,8 @@ enum Class {
     ResourceLimit,
 }
 
-const CLASSES: usize = 9;
+// One past the last variant, so a new class cannot be left out of the cache below.
+const CLASSES: usize = Class::ResourceLimit as usize + 1;
 
 impl Class {
     fn name(self) -> &'static str {
