@@ -135,7 +135,10 @@ $(CRYPTEN_STAMP):
 	$(CRYPTEN_PY) -m pip install $(TORCH_PIP_ARGS) \
 		"torch$$($(PY) -c 'import torch; print("==" + torch.__version__.split("+")[0])' 2>/dev/null || echo '>=2.4')"
 	$(CRYPTEN_PY) -m pip install --no-deps "crypten==0.4.1"
-	$(CRYPTEN_PY) -m pip install numpy pyyaml omegaconf onnx
+	$(CRYPTEN_PY) -m pip install numpy pyyaml omegaconf onnx onnxscript
+	# the real-model rows (ResNet-18, BERT): torchvision for the same torch, transformers
+	$(CRYPTEN_PY) -m pip install $(TORCH_PIP_ARGS) "torchvision" "transformers>=4.40" \
+		"torch$$($(PY) -c 'import torch; print("==" + torch.__version__.split("+")[0])' 2>/dev/null || echo '>=2.4')"
 	touch $(CRYPTEN_STAMP)
 
 # The CrypTen side is best effort: if its venv cannot be made, the syft_mpc side still runs.
