@@ -54,7 +54,8 @@ venv: $(STAMP)
 build: venv
 
 # The main job: encrypted training on real data with every worker in its own process, a small
-# transformer's encrypted inference and fine-tuning on the same data, then the raw protocol layer (secure matmul between a dealer and two party processes).
+# transformer's encrypted inference and fine-tuning on the same data, then the raw protocol
+# layer (secure matmul between a dealer and two party processes).
 demo: venv
 	$(PY) -m syft_mpc launch --workers bob,alice,carol examples/encrypted_digits_demo.py
 	$(PY) -m syft_mpc launch --workers bob,alice,carol examples/encrypted_transformer_digits.py
