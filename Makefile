@@ -129,7 +129,8 @@ fuzz:
 			-malloc_limit_mb=64 -rss_limit_mb=1024 -print_final_stats=1 || exit 1; \
 	done
 
-# torch pinned to the version in .venv (same wheel; pip reuses its cache), else torch>=2.4.
+# torch pinned to the version in .venv (same wheel; pip reuses its cache), else torch>=2.4;
+# torchvision (for that torch), transformers and onnxscript for the real-model rows.
 $(CRYPTEN_STAMP):
 	$(PYTHON) -m venv $(CRYPTEN_VENV)
 	$(CRYPTEN_PY) -m pip install --upgrade pip
@@ -137,7 +138,6 @@ $(CRYPTEN_STAMP):
 		"torch$$($(PY) -c 'import torch; print("==" + torch.__version__.split("+")[0])' 2>/dev/null || echo '>=2.4')"
 	$(CRYPTEN_PY) -m pip install --no-deps "crypten==0.4.1"
 	$(CRYPTEN_PY) -m pip install numpy pyyaml omegaconf onnx onnxscript
-	# the real-model rows (ResNet-18, BERT): torchvision for the same torch, transformers
 	$(CRYPTEN_PY) -m pip install $(TORCH_PIP_ARGS) "torchvision" "transformers>=4.40" \
 		"torch$$($(PY) -c 'import torch; print("==" + torch.__version__.split("+")[0])' 2>/dev/null || echo '>=2.4')"
 	touch $(CRYPTEN_STAMP)
