@@ -1,6 +1,7 @@
 # One place for the commands that README, CI and hooks share.
 #   make venv   .venv with build + dev dependencies and syft_mpc built in release mode
-#   make demo   encrypted training over worker processes, then secure matmul between party processes
+#   make demo   encrypted training over worker processes, a transformer's encrypted inference and fine-tuning,
+#               then secure matmul between party processes
 #   make test   cargo test --workspace, make lint, mypy --strict, pytest (tests/ and benches/ run once each), make wheel-check
 #   make wheel  the manylinux2014 wheel and the sdist in dist/ (zig links against glibc 2.17; auditwheel checks the tag)
 #   make wheel-check  the wheel installed into fresh virtualenvs with the oldest and newest torch, smoke-tested there
@@ -52,10 +53,12 @@ venv: $(STAMP)
 
 build: venv
 
-# The main job: encrypted training on real data with every worker in its own process,
-# then the raw protocol layer (secure matmul between a dealer and two party processes).
+# The main job: encrypted training on real data with every worker in its own process, a small
+# transformer's encrypted inference and fine-tuning on the same data, then the raw protocol
+# layer (secure matmul between a dealer and two party processes).
 demo: venv
 	$(PY) -m syft_mpc launch --workers bob,alice,carol examples/encrypted_digits_demo.py
+	$(PY) -m syft_mpc launch --workers bob,alice,carol examples/encrypted_transformer_digits.py
 	$(PY) examples/mpc_matmul_demo.py
 
 test: test-rust lint typecheck test-python wheel-check
@@ -126,14 +129,17 @@ fuzz:
 			-malloc_limit_mb=64 -rss_limit_mb=1024 -print_final_stats=1 || exit 1; \
 	done
 
-# torch pinned to the version in .venv (same wheel; pip reuses its cache), else torch>=2.4.
+# torch pinned to the version in .venv (same wheel; pip reuses its cache), else torch>=2.4;
+# torchvision (for that torch), transformers and onnxscript for the real-model rows.
 $(CRYPTEN_STAMP):
 	$(PYTHON) -m venv $(CRYPTEN_VENV)
 	$(CRYPTEN_PY) -m pip install --upgrade pip
 	$(CRYPTEN_PY) -m pip install $(TORCH_PIP_ARGS) \
 		"torch$$($(PY) -c 'import torch; print("==" + torch.__version__.split("+")[0])' 2>/dev/null || echo '>=2.4')"
 	$(CRYPTEN_PY) -m pip install --no-deps "crypten==0.4.1"
-	$(CRYPTEN_PY) -m pip install numpy pyyaml omegaconf onnx
+	$(CRYPTEN_PY) -m pip install numpy pyyaml omegaconf onnx onnxscript
+	$(CRYPTEN_PY) -m pip install $(TORCH_PIP_ARGS) "torchvision" "transformers>=4.40" \
+		"torch$$($(PY) -c 'import torch; print("==" + torch.__version__.split("+")[0])' 2>/dev/null || echo '>=2.4')"
 	touch $(CRYPTEN_STAMP)
 
 # The CrypTen side is best effort: if its venv cannot be made, the syft_mpc side still runs.

@@ -107,7 +107,8 @@ def table(res: dict[str, Any]) -> str:
         s, sl, c, p = (res.get(k, {}).get(name, {}).get("ms") for k in ("syft_mpc", "syft_mpc_local", "crypten", "plaintext"))
         sp, spl = (f"**{v:.2f}×**" if v else "–" for v in (_speedup(res, k, name) for k in SYFT_VARIANTS))
         ov = f"{s / p:,.0f}×" if s and p else "–"
-        rows.append(f"| {name} — {w['desc']} | {_fmt(s)} | {_fmt(sl)} | {_fmt(c)} | {sp} | {spl} | {_fmt(p)} | {ov} |")
+        cc = "import fails (see errors)" if "error" in res["crypten"].get(name, {}) else _fmt(c)
+        rows.append(f"| {name} — {w['desc']} | {_fmt(s)} | {_fmt(sl)} | {cc} | {sp} | {spl} | {_fmt(p)} | {ov} |")
     return "\n".join(rows)
 
 
@@ -203,7 +204,7 @@ def main() -> int:
     runs: list[tuple[str, list[str], str, dict[str, str]]] = [("plaintext", [me, run_syft, "plaintext"], "plaintext torch float32", {})]
     for key, trunc in SYFT_VARIANTS.items():  # one variant: both syft_mpc layers with COMPARE_TRUNCATION=trunc
         runs += [(key, [me, run_syft, "protocol"], f"syft_mpc protocol layer (mul, matmul, relu), {trunc} truncation", {"COMPARE_TRUNCATION": trunc}),
-                 (key, [me, run_syft, "tensor"], f"syft_mpc tensor layer (sigmoid, softmax, MLP), {trunc} truncation", {"COMPARE_TRUNCATION": trunc})]
+                 (key, [me, run_syft, "tensor"], f"syft_mpc tensor layer (sigmoid, softmax, MLP, ResNet-18, BERT, transformer step), {trunc} truncation", {"COMPARE_TRUNCATION": trunc})]
     runs.append(("crypten", [crypten_py or "", str(HERE / "run_crypten.py"), "launch"], "CrypTen 0.4.1", {}))
     for key, argv, label, extra_env in runs:
         if key == "crypten" and crypten_py is None:
@@ -215,6 +216,9 @@ def main() -> int:
             print(f"[compare] {err}", file=sys.stderr)
         else:
             res[key].update(r)
+            for name, v in r.items():  # a workload that could not run there (CrypTen's model import)
+                if isinstance(v, dict) and "error" in v:
+                    res["errors"].append(f"{label}, {name}: {v['error']}")
     for r in (r for k in SYFT_VARIANTS for r in res[k].values()):  # comparable with CrypTen's count (sent + received, TTP traffic included)
         st = r.get("party_stats")
         if st:

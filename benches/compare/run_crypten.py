@@ -15,6 +15,11 @@ clock; each rep starts after ``comm.barrier()`` and ends when ``get_plain_text()
 revealed the result. The last timed rep runs with ``cfg.communicator.verbose = True`` for
 ``comm.get().get_communication_stats()`` (rounds, and bytes sent + received per party as
 CrypTen counts them). Prints ``RESULT {json}``.
+
+The real-model workloads (``models.py``: ResNet-18, BERT, a small transformer's training step)
+run only where ``crypten.nn.from_pytorch`` imports the model: ``launch`` tries the import first
+and reports, for each model it cannot import, ``{"error": "..."}`` (exception and message)
+instead of times.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from workloads import ENV_ONE_THREAD, LR, MLP_SIZES, WORKLOADS, emit, free_port,
 
 os.environ.update(ENV_ONE_THREAD)
 WORLD = 2
+MODELS_ENV = "COMPARE_CRYPTEN_MODELS"  # the model workloads whose import succeeded, for the ranks
 
 
 def _crypten() -> Any:
@@ -101,7 +107,57 @@ def _workloads(crypten: Any, rank: int, only: set[str]) -> dict[str, tuple[Calla
                 return loss.get_plain_text()
 
             out[name] = (step, WORKLOADS[name]["reps"])
+    importable = set(filter(None, os.environ.get(MODELS_ENV, "").split(",")))
+    for name in (n for n, w in WORKLOADS.items() if w.get("model") and n in importable and want(n)):
+        out[name] = (_model_rep(crypten, name), WORKLOADS[name]["reps"])
     return out
+
+
+def _import_model(crypten: Any, name: str) -> Any:
+    from models import BUILD, inputs
+
+    return crypten.nn.from_pytorch(BUILD[name](), inputs(name)[0])
+
+
+def _model_rep(crypten: Any, name: str) -> Callable[[], Any]:
+    """One rep of a model workload whose import succeeded: encrypted weights (rank 0), input (rank 1)."""
+    import torch
+
+    from models import inputs
+
+    model = _import_model(crypten, name)
+    model.encrypt(src=0)
+    args = inputs(name)
+    x = crypten.cryptensor(args[0].float(), src=1)
+    if not name.endswith("train_step"):
+        model.eval()
+        return lambda: model(x).get_plain_text()
+    model.train()
+    y = crypten.cryptensor(torch.nn.functional.one_hot(args[1], 10).float(), src=1)
+    loss_fn = crypten.nn.CrossEntropyLoss()
+
+    def step() -> Any:
+        loss = loss_fn(model(x), y)
+        model.zero_grad()
+        loss.backward()
+        model.update_parameters(LR)
+        return loss.get_plain_text()
+
+    return step
+
+
+def importable_models(only: set[str]) -> tuple[list[str], dict[str, Any]]:
+    """Which model workloads ``crypten.nn.from_pytorch`` imports here; the others' errors."""
+    crypten = _crypten()
+    ok, errors = [], {}
+    for name in (n for n, w in WORKLOADS.items() if w.get("model") and (not only or n in only)):
+        try:
+            _import_model(crypten, name)
+            ok.append(name)
+        except Exception as e:  # noqa: BLE001  (any failure of the import is the result to report)
+            errors[name] = {"error": f"crypten.nn.from_pytorch: {type(e).__name__}: {e}".splitlines()[0][:400]}
+            print(f"[crypten] {name}: {errors[name]['error']}", file=sys.stderr, flush=True)
+    return ok, errors
 
 
 def _rank_main(rank: int, only: set[str]) -> int:
@@ -144,8 +200,9 @@ def _ttp_main() -> int:
 
 
 def launch(timeout_s: float, only: set[str]) -> dict[str, Any]:
+    ok, errors = importable_models(only)
     port = free_port()
-    base = dict(os.environ, WORLD_SIZE=str(WORLD), RENDEZVOUS=f"tcp://127.0.0.1:{port}", DISTRIBUTED_BACKEND="gloo",
+    base = dict(os.environ, **{MODELS_ENV: ",".join(ok)}, WORLD_SIZE=str(WORLD), RENDEZVOUS=f"tcp://127.0.0.1:{port}", DISTRIBUTED_BACKEND="gloo",
                 GLOO_SOCKET_IFNAME="lo", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     me = [sys.executable, str(Path(__file__).resolve())]
     argvs, envs = [], []
@@ -153,7 +210,8 @@ def launch(timeout_s: float, only: set[str]) -> dict[str, Any]:
         argvs.append(me + (["ttp"] if rank == WORLD else ["rank", str(rank), ",".join(only)]))
         envs.append(dict(base, RANK=str(rank)))
     outs = run_processes(argvs, envs, timeout_s, "CrypTen run")
-    return merge_party_results(outs, WORLD, "bytes", "crypten 0.4.1, TTP provider, world size 2 + TTP process")
+    merged = merge_party_results(outs, WORLD, "bytes", "crypten 0.4.1, TTP provider, world size 2 + TTP process")
+    return {**merged, **errors}
 
 
 def main() -> int:

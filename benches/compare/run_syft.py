@@ -1,7 +1,7 @@
 """The syft_mpc side of the race, plus plaintext torch float32 (issue 7).
 
     python benches/compare/run_syft.py protocol   # mul, matmul, ReLU: Party/Dealer processes
-    python benches/compare/run_syft.py tensor     # sigmoid, softmax, MLP: SocketWorkers
+    python benches/compare/run_syft.py tensor     # sigmoid, softmax, MLP, ResNet-18, BERT, transformer step: SocketWorkers
     python benches/compare/run_syft.py plaintext  # torch float32, one thread
 
 Each prints one ``RESULT {json}`` line: workload -> {"times_ms": [...], "ms": median, ...}.
@@ -161,6 +161,47 @@ def _mlp(torch: Any) -> Any:
     return nn.Sequential(nn.Linear(a, b), nn.ReLU(), nn.Linear(b, c), nn.ReLU(), nn.Linear(c, d))
 
 
+def _model_workload(torch: Any, name: str, share: Callable[[Any], Any], bob: Any, alice: Any, carol: Any) -> tuple[Callable[[], Any], Any]:
+    """One rep of a real-model workload (models.py) and a shared tensor of its group (for the counters)."""
+    import torch.nn.functional as F
+
+    from models import BUILD, inputs
+
+    model = BUILD[name]()
+    args = inputs(name)
+    train = name.endswith("train_step")
+    if train:
+        model.train()
+    model.fix_precision().share(bob, alice, crypto_provider=carol, requires_grad=train, truncation=TRUNCATION)
+    if name == "bert_inference":  # public token ids into the shared embedding tables
+        ids = args[0]
+
+        def infer_bert(model: Any = model, ids: Any = ids) -> Any:
+            with torch.no_grad():
+                return model(input_ids=ids).logits.get().float_precision()
+
+        return infer_bert, share(torch.zeros(1))
+    xs = share(args[0])
+    if not train:
+
+        def infer(model: Any = model, xs: Any = xs) -> Any:
+            with torch.no_grad():
+                return model(xs).get().float_precision()
+
+        return infer, xs
+    ys = share(F.one_hot(args[1], 10).float())
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+
+    def step(model: Any = model, xs: Any = xs, ys: Any = ys, opt: Any = opt) -> Any:
+        opt.zero_grad()
+        loss = F.cross_entropy(model(xs), ys)
+        loss.backward()
+        opt.step()
+        return loss.get().float_precision()
+
+    return step, xs
+
+
 def run_tensor(timeout_s: float, only: set[str]) -> dict[str, Any]:
     torch = _torch()
     import torch.nn.functional as F
@@ -187,6 +228,8 @@ def run_tensor(timeout_s: float, only: set[str]) -> dict[str, Any]:
             elif name == "softmax_1000x100":
                 xs = share(torch.randn(*w["shape"], generator=g) * 3)
                 fn = lambda xs=xs: torch.softmax(xs, dim=1).get().float_precision()
+            elif w.get("model"):
+                fn, xs = _model_workload(torch, name, share, bob, alice, carol)
             else:
                 torch.manual_seed(0)
                 model = _mlp(torch)
@@ -275,6 +318,27 @@ def run_plaintext() -> dict[str, Any]:
 
     rec("mlp_inference_b64", infer)
     rec("mlp_train_step_b64", step)
+    from models import BUILD, inputs
+
+    for name, build in BUILD.items():
+        m, args = build(), inputs(name)
+        if name.endswith("train_step"):
+            mopt = torch.optim.SGD(m.parameters(), lr=LR)
+
+            def mstep(m: Any = m, args: Any = args, mopt: Any = mopt) -> Any:
+                mopt.zero_grad()
+                loss = F.cross_entropy(m(args[0]), args[1])
+                loss.backward()
+                mopt.step()
+                return loss.item()
+
+            rec(name, mstep)
+        else:
+            def minfer(m: Any = m, args: Any = args, name: str = name) -> Any:
+                with torch.no_grad():
+                    return m(input_ids=args[0]).logits if name == "bert_inference" else m(args[0])
+
+            rec(name, minfer)
     return res
 
 

@@ -26,6 +26,10 @@ WORKLOADS: dict[str, dict[str, Any]] = {
     "softmax_1000x100": {"desc": "softmax 1000x100, dim 1", "layer": "tensor", "shape": [1000, 100], "reps": 3},
     "mlp_inference_b64": {"desc": "MLP 784-128-128-10 inference, batch 64", "layer": "tensor", "batch": 64, "reps": 5},
     "mlp_train_step_b64": {"desc": "MLP 784-128-128-10 training step (fwd, cross-entropy, bwd, SGD), batch 64", "layer": "tensor", "batch": 64, "reps": 5},
+    # Real models (issue 19; built in models.py): shared weights, shared input (BERT: public token ids).
+    "resnet18_inference": {"desc": "torchvision ResNet-18 (10 classes) inference, 1x3x32x32", "layer": "tensor", "model": True, "reps": 3},
+    "bert_inference": {"desc": "BERT (2 layers, hidden 128, 2 heads) sequence classification, sequence 32", "layer": "tensor", "model": True, "reps": 3},
+    "transformer_train_step": {"desc": "small transformer (1 encoder layer, d 32, seq 8) training step, batch 32, SGD", "layer": "tensor", "model": True, "reps": 3},
 }
 
 MLP_SIZES = (784, 128, 128, 10)
