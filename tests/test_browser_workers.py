@@ -372,6 +372,7 @@ def test_federated_averaging_with_secure_aggregation_over_three_tabs(gateway: Ga
             np.testing.assert_allclose(W.numpy(), Wr.numpy(), atol=5e-4)
         acc = float(((torch.tensor(Xte, dtype=torch.float32) @ W.T + b).argmax(1).numpy() == yte).mean())
         acc_ref = float(((torch.tensor(Xte) @ Wr.T + br).argmax(1).numpy() == yte).mean())
+        print(f"test accuracy: tabs (training Plan) {acc:.4f}, Python workers {acc_ref:.4f}")
         assert acc > 0.85 and abs(acc - acc_ref) <= 0.02, (acc, acc_ref)
         log = pages["digits0"].inner_text("#log")
         assert "masked values" in log and "ran plan train" in log and "results stay here" in log

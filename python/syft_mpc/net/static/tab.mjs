@@ -211,9 +211,9 @@ function datasetOf(key) {
   return ds;
 }
 
-/** Softmax regression, plain SGD on minibatches in file order (the same schedule as the Python
- *  reference in tests/test_browser_workers.py). This is where a Plan (syft_mpc.plans) will run
- *  instead: the tab will interpret the Plan's allowlisted ops with these tensors as inputs. */
+/** Softmax regression, plain SGD on minibatches in file order: a hand-written routine kept next
+ *  to Plans (a training Plan run on tab.dataset_batches does the same in the graph the driver
+ *  traced; see plan.mjs). */
 function trainSoftmax(W0, b0, ds, lr, epochs, batch) {
   const C = W0.shape[0], D = W0.shape[1];
   if (D !== ds.d) throw Object.assign(new Error(`weight has ${D} features, the data set ${ds.d}`), { type: "ValueError" });
