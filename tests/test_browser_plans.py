@@ -91,6 +91,8 @@ def test_js_interpreter_matches_reference_on_training_plans() -> None:
     mlp = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
     mlp64 = nn.Sequential(nn.Linear(64, 16), nn.Tanh(), nn.Linear(16, 10)).double()
     reg = nn.Sequential(nn.Linear(64, 8), nn.Sigmoid(), nn.Linear(8, 1))
+    cnn = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3, stride=2, groups=2),
+                        nn.ReLU(), nn.Flatten(), nn.Linear(4, 10))
     batches = [_digits(16, s) for s in range(8)]
     cases, refs = [], []
     for model, bs, loss_fn in [
@@ -98,6 +100,7 @@ def test_js_interpreter_matches_reference_on_training_plans() -> None:
         (mlp, batches, F.cross_entropy),
         (mlp64, [(X.double(), y) for X, y in batches], F.cross_entropy),
         (reg, [(X, X[:, :1] * 2 - 1) for X, _ in batches], lambda out, t: F.mse_loss(out, t)),
+        (cnn, [(X.reshape(-1, 1, 8, 8), y) for X, y in batches[:4]], F.cross_entropy),
     ]:
         c, r = _case(model, bs, 0.5 if loss_fn is F.cross_entropy else 0.1, loss_fn)
         cases.append(c)

@@ -358,6 +358,115 @@ OPS["aten.abs.default"] = ([a]) => unary(a, Math.abs, T(a, "abs").dtype);
 OPS["aten.sigmoid_backward.default"] = ([g, y]) => binary("sigmoid_backward", g, y, (gv, yv) => gv * yv * (1 - yv));
 OPS["aten.tanh_backward.default"] = ([g, y]) => binary("tanh_backward", g, y, (gv, yv) => gv * (1 - yv * yv));
 
+
+// ---------------------------------------------------------------- 2-d convolution and max pooling
+
+const pair = (v, dflt) => { const a = (v ?? []).map(int); return a.length === 0 ? dflt : a.length === 1 ? [a[0], a[0]] : a; };
+
+/** Geometry of a 2-d convolution (not transposed): input [N, C, H, W], weight [O, C/groups, KH, KW]. */
+function convGeom(x, w, stride, padding, dilation, transposed, groups, name) {
+  if (transposed) fail(`${name}: transposed convolution is not supported in the browser`);
+  if (x.shape.length !== 4 || w.shape.length !== 4) fail(`${name}: the browser runs 2-d convolutions (4-d input and weight), got [${x.shape}] and [${w.shape}]`);
+  const [N, C, H, W] = x.shape, [O, Cg, KH, KW] = w.shape, g = int(groups);
+  if (C !== Cg * g || O % g !== 0) fail(`${name}: input [${x.shape}] and weight [${w.shape}] do not match for groups=${g}`);
+  const [sh, sw] = pair(stride, [1, 1]), [ph, pw] = pair(padding, [0, 0]), [dh, dw] = pair(dilation, [1, 1]);
+  const OH = Math.floor((H + 2 * ph - dh * (KH - 1) - 1) / sh) + 1, OW = Math.floor((W + 2 * pw - dw * (KW - 1) - 1) / sw) + 1;
+  if (OH < 1 || OW < 1) fail(`${name}: the kernel is larger than the padded input`);
+  return { N, C, H, W, O, Cg, KH, KW, g, sh, sw, ph, pw, dh, dw, OH, OW, Og: O / g };
+}
+
+/** Calls f(outIndex, inIndex, weightIndex) for every term of the convolution sum. */
+function convEach(G, f) {
+  const { N, C, H, W, O, Cg, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, Og } = G;
+  for (let n = 0; n < N; n++) for (let o = 0; o < O; o++) {
+    const grp = Math.floor(o / Og);
+    for (let oh = 0; oh < OH; oh++) for (let ow = 0; ow < OW; ow++) {
+      const oi = ((n * O + o) * OH + oh) * OW + ow;
+      for (let c = 0; c < Cg; c++) {
+        const ci = grp * Cg + c;
+        for (let kh = 0; kh < KH; kh++) {
+          const ih = oh * sh - ph + kh * dh;
+          if (ih < 0 || ih >= H) continue;
+          for (let kw = 0; kw < KW; kw++) {
+            const iw = ow * sw - pw + kw * dw;
+            if (iw < 0 || iw >= W) continue;
+            f(oi, ((n * C + ci) * H + ih) * W + iw, ((o * Cg + c) * KH + kh) * KW + kw);
+          }
+        }
+      }
+    }
+  }
+}
+
+OPS["aten.convolution.default"] = ([x, w, bias, stride, padding, dilation, transposed, _outPad, groups]) => {
+  x = T(x, "convolution"); w = T(w, "convolution");
+  const G = convGeom(x, w, stride, padding, dilation, transposed, groups, "convolution");
+  const xv = nums(x), wv = nums(w), out = new Float64Array(G.N * G.O * G.OH * G.OW);
+  convEach(G, (oi, ii, wi) => { out[oi] += xv[ii] * wv[wi]; });
+  if (bias instanceof Tensor) {
+    const bv = nums(bias), plane = G.OH * G.OW;
+    for (let i = 0; i < out.length; i++) out[i] += bv[Math.floor(i / plane) % G.O];
+  }
+  return make(resultType([x, w]), [G.N, G.O, G.OH, G.OW], out);
+};
+
+OPS["aten.convolution_backward.default"] = ([go, x, w, _biasSizes, stride, padding, dilation, transposed, _outPad, groups, mask]) => {
+  go = T(go, "convolution_backward"); x = T(x, "convolution_backward"); w = T(w, "convolution_backward");
+  const G = convGeom(x, w, stride, padding, dilation, transposed, groups, "convolution_backward");
+  const gv = nums(go), xv = nums(x), wv = nums(w);
+  const [mi, mw, mb] = (mask ?? [true, true, true]).map(Boolean);
+  const gi = mi ? new Float64Array(xv.length) : null, gw = mw ? new Float64Array(wv.length) : null;
+  if (mi || mw) convEach(G, (oi, ii, wi) => { if (gi) gi[ii] += gv[oi] * wv[wi]; if (gw) gw[wi] += gv[oi] * xv[ii]; });
+  let gb = null;
+  if (mb) {
+    gb = new Float64Array(G.O);
+    const plane = G.OH * G.OW;
+    for (let i = 0; i < gv.length; i++) gb[Math.floor(i / plane) % G.O] += gv[i];
+  }
+  return [gi && make(x.dtype, x.shape, gi), gw && make(w.dtype, w.shape, gw), gb && make(go.dtype, [G.O], gb)];
+};
+
+function poolGeom(x, kernel, stride, padding, dilation, ceilMode) {
+  if (x.shape.length !== 4 && x.shape.length !== 3) fail(`max_pool2d: expects a 3-d or 4-d input, got [${x.shape}]`);
+  if (ceilMode) fail("max_pool2d: ceil_mode=True is not supported in the browser");
+  const [H, W] = x.shape.slice(-2), planes = numel(x.shape.slice(0, -2));
+  const [kh, kw] = pair(kernel), [sh, sw] = pair(stride, [kh, kw]), [ph, pw] = pair(padding, [0, 0]), [dh, dw] = pair(dilation, [1, 1]);
+  const OH = Math.floor((H + 2 * ph - dh * (kh - 1) - 1) / sh) + 1, OW = Math.floor((W + 2 * pw - dw * (kw - 1) - 1) / sw) + 1;
+  if (OH < 1 || OW < 1) fail("max_pool2d: the kernel is larger than the padded input");
+  return { H, W, planes, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW };
+}
+
+OPS["aten.max_pool2d_with_indices.default"] = ([x, kernel, stride, padding, dilation, ceilMode]) => {
+  x = T(x, "max_pool2d_with_indices");
+  const P = poolGeom(x, kernel, stride, padding, dilation, ceilMode), xv = nums(x);
+  const n = P.planes * P.OH * P.OW, vals = new Float64Array(n), idx = new Float64Array(n);
+  for (let p = 0; p < P.planes; p++) for (let oh = 0; oh < P.OH; oh++) for (let ow = 0; ow < P.OW; ow++) {
+    let best = -Infinity, at = -1;
+    for (let i = 0; i < P.kh; i++) {
+      const h = oh * P.sh - P.ph + i * P.dh;
+      if (h < 0 || h >= P.H) continue;
+      for (let j = 0; j < P.kw; j++) {
+        const w = ow * P.sw - P.pw + j * P.dw;
+        if (w < 0 || w >= P.W) continue;
+        const v = xv[(p * P.H + h) * P.W + w];
+        if (v > best || Number.isNaN(v) || at < 0) { best = v; at = h * P.W + w; if (Number.isNaN(v)) break; }
+      }
+    }
+    const o = (p * P.OH + oh) * P.OW + ow;
+    vals[o] = best; idx[o] = at;
+  }
+  const shape = [...x.shape.slice(0, -2), P.OH, P.OW];
+  return [make(x.dtype, shape, vals), make(I64, shape, idx)];
+};
+
+OPS["aten.max_pool2d_with_indices_backward.default"] = ([go, x, kernel, stride, padding, dilation, ceilMode, indices]) => {
+  go = T(go, "max_pool2d_with_indices_backward"); x = T(x, "max_pool2d_with_indices_backward");
+  const P = poolGeom(x, kernel, stride, padding, dilation, ceilMode), gv = nums(go), iv = nums(T(indices, "max_pool2d_with_indices_backward"));
+  const out = new Float64Array(x.data.length), per = P.OH * P.OW, plane = P.H * P.W;
+  for (let i = 0; i < gv.length; i++) out[Math.floor(i / per) * plane + iv[i]] += gv[i];
+  return make(x.dtype, x.shape, out);
+};
+
 export const GETITEM = "prim.getitem";
 
 // ---------------------------------------------------------------- plans
