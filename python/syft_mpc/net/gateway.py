@@ -503,7 +503,7 @@ class BrowserWorker(BaseWorker):
     float64 and int64 tensors (int64 wraps mod 2^64, so it holds additive shares),
     and the tab routines of :meth:`command` (local training, secure aggregation).
     Plans run in the tab (``plan.send(tab)``, ``plan(ptr, ...)``) when every op of the graph is
-    one its interpreter has (``net/static/plan.mjs``: the ops of traced training steps of linear
+    one its interpreter has (``net/static/plan.mjs``: the ops of traced training steps of linear,
     MLP and small conv2d classifiers; see docs/PLANS.md); the tab refuses any other plan at ``PlanStore``.
     Tensors computed from the tab's own data are *private*: the tab refuses ``.get()`` of them
     unless its person allows it; they leave only masked, through :meth:`Gateway.secure_sum`.
