@@ -32,6 +32,8 @@ test("reductions, argmax and views", () => {
   assert.deepEqual(op("aten.view.default", [a, [-1n]]).shape, [6]);
   assert.deepEqual(vals(op("aten.t.default", [a])), [1, 4, 5, 2, 3, 6]);
   assert.throws(() => op("aten.view.default", [a, [4n]]), /invalid for input of size 6/);
+  assert.throws(() => op("aten.expand.default", [f32([1], [1]), [1n << 40n]]), /exceeds the \d+ elements/); // no huge allocation
+  assert.deepEqual(vals(op("aten.expand.default", [f32([2, 1], [1, 2]), [2n, 3n]])), [1, 1, 1, 2, 2, 2]);
 });
 
 test("a plan naming an op outside the table is refused with the op's name", () => {

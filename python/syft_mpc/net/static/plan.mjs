@@ -26,6 +26,10 @@ function nums(t) {
   return t.data instanceof BigInt64Array || t.data instanceof BigUint64Array ? Float64Array.from(t.data, Number) : t.data;
 }
 
+/** The largest tensor a plan may make in a tab (elements): a graph that would allocate more (a
+ *  huge `expand`, `view` sizes from a hostile driver) fails instead of exhausting the tab's memory. */
+export const MAX_ELEMENTS = 1 << 26;
+
 /** A new tensor of `dtype` from Numbers (rounded to the dtype). */
 function make(dtype, shape, vals) {
   const A = ARR[dtype] ?? fail(`dtype code ${dtype} is not supported by the browser plan interpreter`, "TypeError");
@@ -59,7 +63,9 @@ function broadcastShape(a, b) {
 
 /** For each element of `out` shape, the flat index into a tensor of shape `shape` broadcast to it. */
 function broadcastIndex(shape, out) {
-  const n = numel(out), idx = new Int32Array(n);
+  const n = numel(out);
+  if (n > MAX_ELEMENTS) fail(`a tensor of shape [${out}] exceeds the ${MAX_ELEMENTS} elements a plan may make in a browser tab`);
+  const idx = new Int32Array(n);
   if (shape.join() === out.join()) { for (let i = 0; i < n; i++) idx[i] = i; return idx; }
   const st = strides(shape), off = out.length - shape.length;
   const bst = out.map((d, i) => (i < off || shape[i - off] === 1 ? 0 : st[i - off]));
@@ -165,6 +171,7 @@ function matmul(a, b, name) {
   if (a.shape.length !== 2 || b.shape.length !== 2) fail(`${name}: expects 2-d tensors, got [${a.shape}] and [${b.shape}]`);
   const [n, k] = a.shape, [k2, m] = b.shape;
   if (k !== k2) fail(`${name}: shapes [${a.shape}] and [${b.shape}] cannot be multiplied`);
+  if (n * m > MAX_ELEMENTS) fail(`${name}: the [${n}, ${m}] result exceeds the ${MAX_ELEMENTS} elements a plan may make in a browser tab`);
   const av = nums(a), bv = nums(b), out = new Float64Array(n * m);
   for (let i = 0; i < n; i++) {
     for (let p = 0; p < k; p++) {
@@ -401,6 +408,7 @@ function convEach(G, f) {
 OPS["aten.convolution.default"] = ([x, w, bias, stride, padding, dilation, transposed, _outPad, groups]) => {
   x = T(x, "convolution"); w = T(w, "convolution");
   const G = convGeom(x, w, stride, padding, dilation, transposed, groups, "convolution");
+  if (G.N * G.O * G.OH * G.OW > MAX_ELEMENTS) fail(`convolution: the output exceeds the ${MAX_ELEMENTS} elements a plan may make in a browser tab`);
   const xv = nums(x), wv = nums(w), out = new Float64Array(G.N * G.O * G.OH * G.OW);
   convEach(G, (oi, ii, wi) => { out[oi] += xv[ii] * wv[wi]; });
   if (bias instanceof Tensor) {
