@@ -114,8 +114,9 @@ def test_page_and_static_files_are_served(gateway: GatewayProc) -> None:
 
     with urllib.request.urlopen(gateway.url + "/") as r:
         assert b"syft_mpc browser worker" in r.read() and "default-src 'self'" in r.headers["Content-Security-Policy"]
-    with urllib.request.urlopen(gateway.url + "/static/ring.mjs") as r:
-        assert r.headers["Content-Type"].startswith("text/javascript")
+    for name in ("ring.mjs", "plan.mjs"):
+        with urllib.request.urlopen(gateway.url + "/static/" + name) as r:
+            assert r.headers["Content-Type"].startswith("text/javascript")
     for bad in ("/static/../gateway.py", "/etc/passwd", "/static/nothing.js"):
         with pytest.raises(urllib.error.HTTPError, match="404"):
             urllib.request.urlopen(gateway.url + bad)
