@@ -13,7 +13,10 @@ Chromium tabs (Debian's ``chromium`` through Playwright), loads the files into t
 person would, then runs the same rounds. ``--python`` runs the same FedAvg with secure
 aggregation over three Python socket-worker processes instead (``sy.FedAvg``), for comparison.
 
-Each round every tab trains softmax regression on its own third (SGD in the tab), the driver
+Each round every tab trains softmax regression on its own third: the driver sends the tabs a
+training Plan (forward, cross-entropy, backward, SGD step, traced once to aten ops) and runs it
+in each tab batch after batch on the tab's private data (``--routine`` uses the tab's
+hand-written ``tab.train_softmax`` instead). The driver
 sums ``n_k * (w_k - w)`` with :meth:`sy.Gateway.secure_sum` (pairwise masks in Z_2^64: the
 driver sees only the sum) and moves the global model by the average.
 """
@@ -46,16 +49,39 @@ def csv_of(X: np.ndarray, y: np.ndarray) -> str:
     return "\n".join(",".join([str(int(label))] + [repr(float(v)) for v in row]) for row, label in zip(X, y))
 
 
-def browser_rounds(gw: "sy.Gateway", rounds: int, lr: float, Xte: np.ndarray, yte: np.ndarray) -> None:
+def training_plan(batch: int, lr: float) -> sy.Plan:
+    """PySyft's training plan for softmax regression: returns the loss and the new weight and bias."""
+
+    @sy.func2plan()
+    def train(X: torch.Tensor, y: torch.Tensor, lr: torch.Tensor, params: "list[torch.Tensor]") -> "tuple[torch.Tensor, ...]":
+        W, b = params
+        loss = torch.nn.functional.cross_entropy(X @ W.t() + b, y)
+        loss.backward()
+        return (loss, W - lr * W.grad, b - lr * b.grad)
+
+    train.build(torch.zeros(batch, 64), torch.zeros(batch, dtype=torch.long), torch.tensor(lr),
+                [torch.zeros(10, 64, requires_grad=True), torch.zeros(10, requires_grad=True)])
+    return train
+
+
+def browser_rounds(gw: "sy.Gateway", rounds: int, lr: float, Xte: np.ndarray, yte: np.ndarray, routine: bool = False) -> None:
     tabs = sorted((w for w in gw.wait_for_workers(3, timeout_s=600) if w.id in NAMES), key=lambda w: w.id)
     sizes = [t.dataset_info("digits")["rows"] for t in tabs]
     print(f"tabs {[t.id for t in tabs]} hold {sizes} images")
+    plan = training_plan(32, lr)
+    batches = {t.id: t.dataset_batches("digits", 32) for t in tabs}
+    lrs = {t.id: torch.tensor(lr).send(t) for t in tabs}
     W, b = torch.zeros(10, 64), torch.zeros(10)
     for r in range(rounds):
         t0 = time.perf_counter()
         updates = []
         for t, n in zip(tabs, sizes):
-            w_new, b_new = t.fit("digits", W.send(t), b.send(t), lr=lr, epochs=1, batch_size=32)
+            if routine:
+                w_new, b_new = t.fit("digits", W.send(t), b.send(t), lr=lr, epochs=1, batch_size=32)
+            else:
+                w_new, b_new = W.send(t), b.send(t)
+                for xp, yp in batches[t.id]:  # one local epoch, the Plan run in the tab per batch
+                    _loss, w_new, b_new = plan(xp, yp, lrs[t.id], [w_new, b_new])
             updates.append([(w_new - W.send(t)) * float(n), (b_new - b.send(t)) * float(n)])
         sw, sb = gw.secure_sum(tabs, updates)
         W, b = W + sw / sum(sizes), b + sb / sum(sizes)
@@ -92,6 +118,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=0.5)
     p.add_argument("--headless", action="store_true", help="start a gateway and three headless Chromium tabs here")
     p.add_argument("--python", action="store_true", help="the same over three Python socket workers")
+    p.add_argument("--routine", action="store_true", help="train with the tab's hand-written routine instead of a Plan")
     p.add_argument("--write-csv", metavar="DIR", help="write the three tabs' data files to DIR and exit")
     a = p.parse_args()
     torch.set_num_threads(1)
@@ -109,7 +136,7 @@ def main() -> None:
         python_rounds(a.rounds, a.lr, Xtr, ytr, Xte, yte)
         return
     if not a.headless:
-        browser_rounds(sy.Gateway(a.host, a.port), a.rounds, a.lr, Xte, yte)
+        browser_rounds(sy.Gateway(a.host, a.port), a.rounds, a.lr, Xte, yte, a.routine)
         return
     from playwright.sync_api import sync_playwright
 
@@ -126,7 +153,7 @@ def main() -> None:
             while not page.evaluate("window.syftTab.datasets.has('digits') && window.syftTab.ws !== null"):
                 time.sleep(0.05)  # (not wait_for_function: the page's CSP forbids the eval it polls with)
         gw = sy.Gateway("127.0.0.1", int(server.address.rpartition(":")[2]), token=token)
-        browser_rounds(gw, a.rounds, a.lr, Xte, yte)
+        browser_rounds(gw, a.rounds, a.lr, Xte, yte, a.routine)
         gw.close()
         browser.close()
     server.stop()

@@ -25,6 +25,7 @@ import torch
 import syft_mpc as sy
 from syft_mpc.errors import AuthenticationError, PeerDisconnected, RemoteError
 from syft_mpc.net.gateway import tab_link
+from syft_mpc.plans import graph
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 try:
@@ -113,8 +114,9 @@ def test_page_and_static_files_are_served(gateway: GatewayProc) -> None:
 
     with urllib.request.urlopen(gateway.url + "/") as r:
         assert b"syft_mpc browser worker" in r.read() and "default-src 'self'" in r.headers["Content-Security-Policy"]
-    with urllib.request.urlopen(gateway.url + "/static/ring.mjs") as r:
-        assert r.headers["Content-Type"].startswith("text/javascript")
+    for name in ("ring.mjs", "plan.mjs"):
+        with urllib.request.urlopen(gateway.url + "/static/" + name) as r:
+            assert r.headers["Content-Type"].startswith("text/javascript")
     for bad in ("/static/../gateway.py", "/etc/passwd", "/static/nothing.js"):
         with pytest.raises(urllib.error.HTTPError, match="404"):
             urllib.request.urlopen(gateway.url + bad)
@@ -216,6 +218,74 @@ def test_hostile_clients(gateway: GatewayProc, browser: "Browser") -> None:
         page.close()
 
 
+def _set_params(module: torch.nn.Module, params: list[torch.Tensor]) -> None:
+    for (name, _), p in zip(list(module.named_parameters()), params):
+        mod_name, _, leaf = name.rpartition(".")
+        sub = module.get_submodule(mod_name) if mod_name else module
+        sub._parameters[leaf] = p  # type: ignore[assignment]
+
+
+def training_plan(model: torch.nn.Module) -> sy.Plan:
+    """PySyft's training plan: forward, cross-entropy, backward, SGD step; returns loss, accuracy, new params."""
+
+    @sy.func2plan()
+    def train(X: torch.Tensor, y: torch.Tensor, batch_size: torch.Tensor, lr: torch.Tensor, params: list[torch.Tensor]) -> Any:
+        _set_params(model, params)
+        logits = model(X)
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        loss.backward()
+        updated = [p - lr * p.grad for p in params]
+        acc = (logits.argmax(dim=1) == y).sum().float() / batch_size
+        return (loss, acc, *updated)
+
+    return train
+
+
+def test_a_tab_runs_training_plans(gateway: GatewayProc, browser: "Browser") -> None:
+    from syft_mpc.errors import RemoteTypeError
+
+    page = open_tab(browser, gateway.link("tp"))
+    gw = sy.Gateway("127.0.0.1", gateway.port, token=gateway.token, timeout_s=30)
+    try:
+        (tab,) = [w for w in gw.wait_for_workers(1) if w.id == "tp"]
+        torch.manual_seed(1)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
+        params = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
+        plan = training_plan(model)
+        X, y = torch.rand(10, 8), torch.randint(0, 3, (10,))
+        bs, lr = torch.tensor(10.0), torch.tensor(0.3)
+        plan.build(X, y, bs, lr, params)
+        ptr_plan = plan.send(tab)
+        n_ops = len(plan.definition.nodes)
+        wait_js(page, f"document.getElementById('log').textContent.includes('plan train ({n_ops} ops)')")
+        remote = [p.detach().send(tab) for p in params]
+        ref = [p.detach().clone() for p in params]
+        xp, yp, bp, lp = X.send(tab), y.send(tab), bs.send(tab), lr.send(tab)
+        for _ in range(3):
+            loss, acc, *remote = ptr_plan(xp, yp, bp, lp, remote)
+            out = graph.flat_outputs(graph.run(plan.definition, [X, y, bs, lr, *ref]))
+            ref = out[2:]
+            torch.testing.assert_close(loss.get(), out[0], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(acc.get(), out[1])
+        for r, e in zip(remote, ref):
+            torch.testing.assert_close(r.get(), e, atol=1e-5, rtol=1e-5)
+        assert "ran plan train (run 3" in page.inner_text("#log")
+        assert "train" in page.inner_text("#plans")
+        # a plan with an op the tab lacks is refused at PlanStore, naming the op and the tab
+        @sy.func2plan(args_shape=[(2, 2)])
+        def clamp(x: torch.Tensor) -> torch.Tensor:
+            return torch.clamp(x, 0.0, 1.0)
+
+        with pytest.raises(RemoteTypeError, match=r"tp.*aten\.clamp\.default|aten\.clamp\.default.*tp"):
+            clamp.send(tab)
+        # the tab goes on; the stored plan comes back with .get()
+        back = ptr_plan.get()
+        assert [op for op, _, _ in back.definition.nodes] == [op for op, _, _ in plan.definition.nodes]
+    finally:
+        gw.close()
+        page.close()
+
+
 def _digits() -> "tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]":
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -273,6 +343,11 @@ def test_federated_averaging_with_secure_aggregation_over_three_tabs(gateway: Ga
         sizes = [t.dataset_info("digits")["rows"] for t in tabs]
         assert sizes == [len(p) for p in parts]
         W, b = torch.zeros(10, 64), torch.zeros(10)
+        assert epochs == 1
+        batches = {t.id: t.dataset_batches("digits", batch) for t in tabs}
+        plan = training_plan(torch.nn.Linear(64, 10))
+        plan.build(torch.zeros(batch, 64), torch.zeros(batch, dtype=torch.long), torch.tensor(float(batch)), torch.tensor(lr),
+                   [W.clone().requires_grad_(True), b.clone().requires_grad_(True)])
         py_workers = [sy.VirtualWorker(hook, id=f"py-{n}") for n in names]
         dealer = sy.VirtualWorker(hook, id="py-dealer")
         py_data = [(torch.tensor(Xtr[p]).send(w), torch.tensor(ytr[p]).send(w), len(p)) for w, p in zip(py_workers, parts)]
@@ -281,7 +356,11 @@ def test_federated_averaging_with_secure_aggregation_over_three_tabs(gateway: Ga
             # each tab: n_k * (trained - global), summed securely; the driver never sees one tab's update
             updates = []
             for t, n in zip(tabs, sizes):
-                w_new, b_new = t.fit("digits", W.send(t), b.send(t), lr=lr, epochs=epochs, batch_size=batch)
+                # the training Plan runs in the tab, batch after batch, on the tab's private data
+                w_new, b_new = W.send(t), b.send(t)
+                bs_ptr, lr_ptr = torch.tensor(float(batch)).send(t), torch.tensor(lr).send(t)
+                for xp, yp in batches[t.id]:
+                    _loss, _acc, w_new, b_new = plan(xp, yp, bs_ptr, lr_ptr, [w_new, b_new])
                 dw = (w_new - W.send(t)) * float(n)
                 db = (b_new - b.send(t)) * float(n)
                 updates.append([dw, db])
@@ -294,9 +373,10 @@ def test_federated_averaging_with_secure_aggregation_over_three_tabs(gateway: Ga
             np.testing.assert_allclose(W.numpy(), Wr.numpy(), atol=5e-4)
         acc = float(((torch.tensor(Xte, dtype=torch.float32) @ W.T + b).argmax(1).numpy() == yte).mean())
         acc_ref = float(((torch.tensor(Xte) @ Wr.T + br).argmax(1).numpy() == yte).mean())
+        print(f"test accuracy: tabs (training Plan) {acc:.4f}, Python workers {acc_ref:.4f}")
         assert acc > 0.85 and abs(acc - acc_ref) <= 0.02, (acc, acc_ref)
         log = pages["digits0"].inner_text("#log")
-        assert "masked values" in log and "trained on my data set digits" in log
+        assert "masked values" in log and "ran plan train" in log and "results stay here" in log
     finally:
         gw.close()
         for p in pages.values():

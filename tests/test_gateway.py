@@ -17,11 +17,12 @@ import torch
 from websockets.sync.client import connect
 
 import syft_mpc as sy
-from syft_mpc.errors import AuthenticationError, PeerDisconnected, PeerTimeout, SerializationError
+from syft_mpc.errors import AuthenticationError, PeerDisconnected, PeerTimeout, RemoteTypeError, SerializationError
 from syft_mpc.net.gateway import TAB_SESSION, GatewayServer, tab_token
 from syft_mpc.net.ws_transport import client_handshake
 from syft_mpc.remote import serde
-from syft_mpc.remote.messages import Envelope, Fetch, Ok, Store
+from syft_mpc.plans import graph
+from syft_mpc.remote.messages import Envelope, Err, Fetch, Ok, PlanRun, PlanStore, PointerDesc, Store
 
 from test_tls import make_ca, make_cert
 
@@ -65,6 +66,65 @@ class StoreTab:
         if isinstance(env.body, Fetch):
             return serde.encode(Ok(self.objects.pop(env.body.obj_id)))
         return serde.encode(Ok(None))
+
+
+class PlanTab(StoreTab):
+    """A tab that also keeps and runs plans (with the reference interpreter), refusing plans that
+    name an op outside ``ops``, as the browser's interpreter does."""
+
+    def __init__(self, tab_id: str, ops: set[str]) -> None:
+        super().__init__()
+        self.id, self.ops, self.runs = tab_id, ops, 0
+
+    def __call__(self, data: bytes) -> bytes:
+        env = serde.decode(data)
+        assert isinstance(env, Envelope)
+        for d in env.deletes:
+            self.objects.pop(d, None)
+        body = env.body
+        if isinstance(body, PlanStore):
+            bad = [op for op, _, _ in body.obj.nodes if op not in self.ops]
+            if bad:
+                return serde.encode(Err("UnsupportedOperationError", f"plan node names operation {bad[0]}, which this browser worker does not run"))
+            self.objects[body.obj_id] = body.obj
+            return serde.encode(Ok(None))
+        if isinstance(body, PlanRun):
+            self.runs += 1
+            out = graph.flat_outputs(graph.run(self.objects[body.plan_id], [self.objects[a.id] for a in body.args]))
+            descs = []
+            for rid, t in zip(body.return_ids, out):
+                self.objects[rid] = t
+                descs.append(PointerDesc(self.id, rid, t.shape, t.dtype, False))
+            return serde.encode(Ok(descs))
+        return super().__call__(data)
+
+
+def test_plans_go_to_a_tab_through_the_relay(server: GatewayServer) -> None:
+    tab = PlanTab("p", {"aten.mm.default", "aten.add.Tensor", "aten.relu.default"})
+    t = FakeTab(ws_url(server), "p", tab_token(server.token, "p"), tab)
+    gw = driver(server)
+    try:
+        (w,) = gw.wait_for_workers(1, timeout_s=10)
+
+        @sy.func2plan(args_shape=[(2, 3), (3, 2)])
+        def layer(x: torch.Tensor, w_: torch.Tensor) -> torch.Tensor:
+            return torch.relu(x @ w_)
+
+        ptr_plan = layer.send(w)  # the same PlanStore a socket worker gets, relayed to the tab
+        x, m = torch.randn(2, 3), torch.randn(3, 2)
+        y = ptr_plan(x.send(w), m.send(w))
+        assert torch.equal(y.get(), torch.relu(x @ m)) and tab.runs == 1
+
+        @sy.func2plan(args_shape=[(2,)])
+        def ab(x: torch.Tensor) -> torch.Tensor:
+            return torch.abs(x)
+
+        with pytest.raises(RemoteTypeError, match=r"on worker p: .*aten\.abs\.default"):
+            ab.send(w)
+        assert torch.equal(ptr_plan(x.send(w), m.send(w)).get(), torch.relu(x @ m))  # the tab goes on
+    finally:
+        gw.close()
+        t.close()
 
 
 @pytest.fixture()

@@ -48,7 +48,7 @@ from syft_mpc.net.gateway import GatewayServer
 
 gw = GatewayServer("127.0.0.1", 0, secrets.token_hex(32)).start_in_thread()
 try:
-    for name in ("", "static/tab.mjs", "static/ring.mjs", "static/serde.mjs", "static/secagg.mjs"):
+    for name in ("", "static/tab.mjs", "static/ring.mjs", "static/serde.mjs", "static/secagg.mjs", "static/plan.mjs"):
         with urllib.request.urlopen(f"{gw.url}/{name}", timeout=10) as r:
             assert r.status == 200 and len(r.read()) > 500, name
 finally:

@@ -89,6 +89,7 @@ _STATIC = {
     "ring.mjs": "text/javascript; charset=utf-8",
     "serde.mjs": "text/javascript; charset=utf-8",
     "secagg.mjs": "text/javascript; charset=utf-8",
+    "plan.mjs": "text/javascript; charset=utf-8",
 }
 _CSP = "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 
@@ -501,6 +502,9 @@ class BrowserWorker(BaseWorker):
     What it runs: element-wise ``add``/``sub``/``mul``/``neg``/``div`` and ``sum`` on float32,
     float64 and int64 tensors (int64 wraps mod 2^64, so it holds additive shares),
     and the tab routines of :meth:`command` (local training, secure aggregation).
+    Plans run in the tab (``plan.send(tab)``, ``plan(ptr, ...)``) when every op of the graph is
+    one its interpreter has (``net/static/plan.mjs``: the ops of traced training steps of linear,
+    MLP and small conv2d classifiers; see docs/PLANS.md); the tab refuses any other plan at ``PlanStore``.
     Tensors computed from the tab's own data are *private*: the tab refuses ``.get()`` of them
     unless its person allows it; they leave only masked, through :meth:`Gateway.secure_sum`.
     """
@@ -539,6 +543,15 @@ class BrowserWorker(BaseWorker):
         if not isinstance(info, dict):
             raise SerializationError(f"browser worker {self.id} sent dataset info of type {type(info).__name__}")
         return info
+
+    def dataset_batches(self, key: str, batch_size: int = 32) -> "list[tuple[PointerTensor, PointerTensor]]":
+        """The data set ``key`` the person loaded in the tab, as pointers to private tensors in
+        minibatches in file order: ``[(X float32 [m, features], y int64 [m]), ...]``, the inputs of
+        a training Plan run in the tab. The tensors stay there (``.get()`` of them is refused)."""
+        out = self.command("tab.dataset_batches", (key, int(batch_size)))
+        if not (isinstance(out, tuple) and len(out) % 2 == 0 and all(isinstance(p, PointerTensor) for p in out)):
+            raise SerializationError(f"browser worker {self.id}: dataset batches came back as {type(out).__name__}")
+        return [(out[i], out[i + 1]) for i in range(0, len(out), 2)]
 
     def fit(self, dataset_key: str, weight: PointerTensor, bias: PointerTensor, *, lr: float = 0.1, epochs: int = 1,
             batch_size: int = 32) -> "tuple[PointerTensor, PointerTensor]":

@@ -227,6 +227,10 @@ function enc(w, v, depth) {
     for (const f of v.fields) enc(w, f, depth + 1);
     return;
   }
+  if (v instanceof Slice) { w.u8(0x0b); enc(w, v.start, depth + 1); enc(w, v.stop, depth + 1); return enc(w, v.step, depth + 1); }
+  // the plain objects decode() makes for a device and a memory format (they occur in plans)
+  if (v?.constructor === Object && typeof v.device === "string") { w.u8(0x0f); return w.str(v.device); }
+  if (v?.constructor === Object && typeof v.memoryFormat === "number") { w.u8(0x10); return w.u8(v.memoryFormat); }
   throw new SerdeError(`cannot encode a ${v?.constructor?.name ?? typeof v}`);
 }
 

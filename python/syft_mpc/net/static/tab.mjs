@@ -4,6 +4,7 @@
 import * as serde from "./serde.mjs";
 import * as ring from "./ring.mjs";
 import * as secagg from "./secagg.mjs";
+import * as plans from "./plan.mjs";
 
 const { Struct, Tuple, Size, Tensor, ObjRef, PointerDesc, KIND, SerdeError } = serde;
 const $ = (id) => document.getElementById(id);
@@ -13,8 +14,9 @@ const KEY_LABEL = te.encode("syft-mpc session key v1\0");
 const PROOF_LABEL = te.encode("syft-mpc websocket v1 handshake proof\0");
 const SESSION = "syft-mpc-gateway-tab";
 const F32 = 1, F64 = 2, I64 = 9, U64 = 15;
+const KIND_PLAN_STORE = 62, KIND_PLAN_RUN = 63; // syft_mpc.remote.messages.PlanStore / PlanRun
 
-const state = { id: null, ws: null, objects: new Map(), datasets: new Map(), nreq: 0, nout: 0, secagg: new Map() };
+const state = { id: null, ws: null, objects: new Map(), plans: new Map(), datasets: new Map(), nreq: 0, nout: 0, secagg: new Map() };
 window.syftTab = state; // for a person poking around in the console (and for tests)
 
 // ---------------------------------------------------------------- the page
@@ -45,6 +47,15 @@ function showObjects() {
     rows.push(tr);
   }
   $("objects").replaceChildren(...rows);
+  const prow = [];
+  for (const [id, p] of state.plans) {
+    const tr = document.createElement("tr");
+    for (const v of [String(id).slice(0, 10) + "…", p.name, p.nodes.length, p.runs]) {
+      const td = document.createElement("td"); td.textContent = String(v); tr.appendChild(td);
+    }
+    prow.push(tr);
+  }
+  $("plans").replaceChildren(...prow);
   $("nreq").textContent = state.nreq;
   $("nout").textContent = state.nout;
 }
@@ -200,9 +211,9 @@ function datasetOf(key) {
   return ds;
 }
 
-/** Softmax regression, plain SGD on minibatches in file order (the same schedule as the Python
- *  reference in tests/test_browser_workers.py). This is where a Plan (syft_mpc.plans) will run
- *  instead: the tab will interpret the Plan's allowlisted ops with these tensors as inputs. */
+/** Softmax regression, plain SGD on minibatches in file order: a hand-written routine kept next
+ *  to Plans (a training Plan run on tab.dataset_batches does the same in the graph the driver
+ *  traced; see plan.mjs). */
 function trainSoftmax(W0, b0, ds, lr, epochs, batch) {
   const C = W0.shape[0], D = W0.shape[1];
   if (D !== ds.d) throw Object.assign(new Error(`weight has ${D} features, the data set ${ds.d}`), { type: "ValueError" });
@@ -242,6 +253,21 @@ const ROUTINES = {
     const ds = datasetOf(key);
     return new Map([["rows", BigInt(ds.n)], ["features", BigInt(ds.d)], ["classes", BigInt(ds.classes)]]);
   },
+  "tab.dataset_batches": ([key, batch]) => {
+    // the data set as private tensors, in minibatches in file order: X float32 [m, d], y int64 [m]
+    const ds = datasetOf(key), bs = Number(batch);
+    if (!(bs >= 1)) throw Object.assign(new Error("batch size must be at least 1"), { type: "ValueError" });
+    const out = [];
+    for (let s = 0; s < ds.n; s += bs) {
+      const m = Math.min(ds.n, s + bs) - s;
+      const X = new Tensor(F32, [m, ds.d], Float32Array.from(ds.x.subarray(s * ds.d, (s + m) * ds.d)));
+      const y = new Tensor(I64, [m], BigInt64Array.from(ds.y.subarray(s, s + m), (v) => BigInt(v)));
+      X.private = y.private = true;
+      out.push(store(randomId(), X), store(randomId(), y));
+    }
+    log("in", `made ${out.length / 2} batches of my data set ${key} for plans; they stay here`);
+    return new Tuple(out);
+  },
   "tab.train_softmax": ([wr, br, key, lr, epochs, batch]) => {
     const W = get(wr), b = get(br), ds = datasetOf(key);
     if (W.dtype !== F32 || b.dtype !== F32) throw Object.assign(new Error("weight and bias must be float32"), { type: "TypeError" });
@@ -274,7 +300,7 @@ const ROUTINES = {
 async function handleEnvelope(env) {
   if (!(env instanceof Struct) || env.kind !== KIND.Envelope || env.fields.length !== 3) throw new SerdeError("expected an Envelope");
   const [sender, deletes, body] = env.fields;
-  for (const d of deletes) state.objects.delete(d);
+  for (const d of deletes) { state.objects.delete(d); state.plans.delete(d); }
   if (body === null) return null;
   if (!(body instanceof Struct)) throw new SerdeError("malformed request body");
   const f = body.fields;
@@ -287,6 +313,12 @@ async function handleEnvelope(env) {
       return null;
     }
     case KIND.Fetch: {
+      const p = state.plans.get(f[0]);
+      if (p) { // a plan comes back as it came (PointerPlan.get())
+        if (f[1]) state.plans.delete(f[0]);
+        log("out", `${sender} got plan ${p.name} back`);
+        return p.def;
+      }
       const t = get(new ObjRef(f[0]));
       if (t.private && !$("allowget").checked) {
         log("err", `${sender} asked for a tensor computed from my data: refused`);
@@ -300,6 +332,36 @@ async function handleEnvelope(env) {
       const [op, args, kwargs, returnId] = f;
       log("in", `${sender} asks ${op}${describe(args)}`);
       return runCommand(op, args, kwargs, returnId);
+    }
+    case KIND_PLAN_STORE: {
+      const p = plans.accept(f[1]); // refuses a plan naming an op this tab does not run; nothing is kept
+      p.def = f[1];
+      p.runs = 0;
+      state.plans.set(f[0], p);
+      log("in", `${sender} sent plan ${p.name} (${p.nodes.length} ops)`);
+      return null;
+    }
+    case KIND_PLAN_RUN: {
+      const [pid, args, rids] = f;
+      const p = state.plans.get(pid);
+      if (!p) throw Object.assign(new Error(`plan ${pid} is not on worker ${state.id}`), { type: "ObjectNotFoundError" });
+      if (!(args instanceof Tuple) || !Array.isArray(rids)) throw new SerdeError("malformed PlanRun");
+      const inputs = args.items.map((a) => {
+        const t = a instanceof ObjRef ? get(a) : a;
+        if (!(t instanceof Tensor)) throw Object.assign(new Error(`a plan on worker ${state.id} runs on tensors, not on ${describe(t)}`), { type: "TypeError" });
+        return t;
+      });
+      const t0 = performance.now();
+      const out = plans.run(p, inputs);
+      if (out.length !== rids.length || new Set(rids).size !== rids.length) {
+        throw Object.assign(new Error(`plan ${p.name} has ${out.length} outputs, the request named ${rids.length} distinct ids`), { type: "PlanError" });
+      }
+      for (const r of rids) if (state.objects.has(r) || state.plans.has(r)) throw Object.assign(new Error(`object id ${r} is already in use on worker ${state.id}`), { type: "ValueError" });
+      const priv = inputs.some((t) => t.private); // computed from my data: stays private
+      p.runs++;
+      const ms = (performance.now() - t0).toFixed(1);
+      log("in", `${sender} ran plan ${p.name} (run ${p.runs}, ${p.nodes.length} ops, ${ms} ms) on ${describe(args)}${priv ? "; computed from my data, the results stay here" : ""}`);
+      return out.map((t, i) => { t.private = priv; return store(rids[i], t); });
     }
     default:
       throw Object.assign(new Error(`a browser worker cannot handle request kind ${body.kind}`), { type: "UnsupportedOperationError" });
