@@ -50,7 +50,7 @@ def _example_input(model: nn.Module, example_input: "torch.Tensor | None") -> to
         return example_input[:1].detach()
     if isinstance(model, torch.jit.ScriptModule):
         inputs = list(model.graph.inputs())[1:]
-        sizes = inputs[0].type().sizes() if len(inputs) == 1 else None
+        sizes = inputs[0].type().sizes() if len(inputs) == 1 else None  # type: ignore[attr-defined]
         if sizes:
             return torch.zeros([1, *sizes[1:]], dtype=inputs[0].type().dtype() or torch.float32)
     raise PlanError(
@@ -92,9 +92,11 @@ class ModelPointer:
         """Brings the (trained) parameters back in a copy of the model: ``.get().obj``."""
         model = copy.deepcopy(self.config.model)
         values = [p.copy().get() for p in self.params]  # the worker keeps its copy (evaluate may follow)
+        if any(not isinstance(v, torch.Tensor) for v in values):
+            raise PlanError(f"worker {self.location.id} returned parameters that are not tensors")
         with torch.no_grad():
             for p, v in zip(model.parameters(), values):
-                p.copy_(v)
+                p.copy_(v)  # type: ignore[arg-type]
         return ObjectWrapper(model, self.config.id)
 
     def __repr__(self) -> str:

@@ -14,7 +14,7 @@ import torch
 
 from syft_mpc.dp import clip_update, dp_sgd_fit
 from syft_mpc.federated.local import batch_schedule, build_model, local_sgd
-from syft_mpc.errors import PlanError
+from syft_mpc.errors import ObjectNotFoundError, PlanError
 from syft_mpc.plans import graph
 from syft_mpc.remote.messages import AddNoiseShare, Evaluate, Fit, LocalTrain, TrainConfigStore
 
@@ -126,7 +126,7 @@ def _dataset(worker: "BaseWorker", key: str) -> tuple[torch.Tensor, torch.Tensor
     ds = worker.datasets.get(key)
     if ds is None:
         known = ", ".join(sorted(worker.datasets)) or "none"
-        raise KeyError(f"worker {worker.id} has no dataset {key!r} (it has: {known})")
+        raise ObjectNotFoundError(f"worker {worker.id} has no dataset {key!r} (it has: {known})")
     return ds
 
 

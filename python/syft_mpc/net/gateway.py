@@ -540,8 +540,11 @@ class BrowserWorker(BaseWorker):
             raise SerializationError(f"browser worker {self.id} sent dataset info of type {type(info).__name__}")
         return info
 
-    def fit(self, dataset_key: str, weight: PointerTensor, bias: PointerTensor, *, lr: float = 0.1, epochs: int = 1,
-            batch_size: int = 32) -> "tuple[PointerTensor, PointerTensor]":
+    # A tab trains its own softmax regression (JavaScript), not a sy.TrainConfig: its own signature.
+    def fit(  # type: ignore[override]
+        self, dataset_key: str, weight: PointerTensor, bias: PointerTensor, *, lr: float = 0.1, epochs: int = 1,
+        batch_size: int = 32,
+    ) -> "tuple[PointerTensor, PointerTensor]":
         """Softmax regression trained by SGD in the tab on its data set ``dataset_key``, from
         ``weight`` [classes, features] and ``bias`` [classes] (pointers to this tab); returns
         pointers to the trained (private) parameters."""
