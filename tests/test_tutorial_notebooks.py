@@ -37,6 +37,12 @@ NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
 # The parameters PySyft's notebooks declare in their first cell, lowered for the test run.
 PARAMETERS = {"epochs": 1, "n_test_batches": 2}
 
+# The WebSocket tutorials take their parameters from argparse (run_websocket_client.py next to
+# them, which the kernel imports from docs/tutorials): the test run passes fewer rounds.
+ARGPARSE_CALL = "define_and_get_arguments(args=[])"
+ARGPARSE_LOWERED = 'define_and_get_arguments(args=["--training_rounds", "2", "--federate_after_n_batches", "5"])'
+WEBSOCKET_PORTS = (8777, 8778, 8779, 8780)  # the WebSocket tutorials' workers (PySyft's ports)
+
 # Federated notebooks and the workers each one creates (their socket run starts these).
 SOCKET_WORKERS = {
     "Part 02": ["bob", "alice"],
@@ -79,6 +85,9 @@ def _lower_parameters(nb: Any) -> None:
     names = [ln.split("=")[0].strip() for ln in lines]
     if lines and all("=" in ln for ln in lines) and all(n in PARAMETERS for n in names):
         first.source = "\n".join(f"{n} = {PARAMETERS[n]!r}" for n in names)
+    for c in nb.cells:
+        if c.cell_type == "code" and ARGPARSE_CALL in c.source:
+            c.source = c.source.replace(ARGPARSE_CALL, ARGPARSE_LOWERED)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +100,7 @@ def kernel_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
     env = dict(os.environ)
     env["JUPYTER_PATH"] = str(jp)
-    env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_DIR)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_DIR), str(TUTORIALS)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
     env.pop("SYFT_MPC_WORKERS", None)
     return env
@@ -121,6 +130,18 @@ def _run(nb_path: Path, env: dict[str, str], workdir: Path, prologue: "str | Non
     return nb
 
 
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # closed connections in TIME_WAIT do not count
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _outputs(nb: Any) -> str:
     text = []
     for c in nb.cells:
@@ -147,6 +168,10 @@ def test_notebook_on_virtual_workers(nb_path: Path, kernel_env: dict[str, str], 
     nb = _run(nb_path, kernel_env, tmp_path)
     assert "Error" not in "".join(o.get("ename", "") for c in nb.cells for o in c.get("outputs", []))
     out = _outputs(nb)
+    if "WebsocketClientWorker(" in "".join(c.source for c in nb.cells):
+        # the notebook's own worker processes ran the training and are gone again
+        assert "Federated model: Average loss:" in out and "listening on ws://127.0.0.1:8780" in out
+        assert all(_port_free(p) for p in WEBSOCKET_PORTS), "the notebook's WebSocket workers are still running"
     if _prefix(nb_path) == "Part 11":
         assert "Test set: Accuracy:" in out  # the encrypted evaluation ran and decrypted a count
     if _prefix(nb_path) == "Part 05":

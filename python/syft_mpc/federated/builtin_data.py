@@ -3,8 +3,9 @@ PySyft's ``run_websocket_server.py`` loaded MNIST and kept it under a key (``"mn
 ``"mnist_testing"``). Here the data set is scikit-learn's digits (1797 8x8 images, shipped with
 scikit-learn: nothing is downloaded).
 
-``SPEC`` is ``digits:train``, ``digits:test`` or ``digits:train:I/N`` (shard ``I`` of ``N``, 0-based,
-of the training part). The split is fixed: the first 1437 samples (80 %) train, the rest test.
+``SPEC`` is ``digits:train``, ``digits:test``, ``digits:train:I/N`` (shard ``I`` of ``N``, 0-based,
+of the training part) or ``digits:train:A-B`` (the samples of digits A to B, as PySyft's
+asynchronous tutorial gave Alice 0-3, Bob 4-6 and Charlie 7-9). The split is fixed: the first 1437 samples (80 %) train, the rest test.
 Images are ``float32`` of shape ``(1, 8, 8)`` scaled to ``[0, 1]``; targets are ``int64`` classes.
 """
 
@@ -31,7 +32,16 @@ def load_dataset(spec: str) -> BaseDataset:
     y = torch.tensor(d.target, dtype=torch.int64)
     sl = slice(0, DIGITS_TRAIN) if parts[1] == "train" else slice(DIGITS_TRAIN, None)
     x, y = x[sl], y[sl]
-    if len(parts) == 3:
+    if len(parts) == 3 and "-" in parts[2]:
+        try:
+            lo, hi = (int(v) for v in parts[2].split("-"))
+        except ValueError:
+            raise ValueError(f"dataset {spec!r}: a digit range is A-B, e.g. digits:train:0-3") from None
+        keep = (y >= lo) & (y <= hi)
+        if not bool(keep.any()):
+            raise ValueError(f"dataset {spec!r}: no samples of digits {lo}-{hi}")
+        x, y = x[keep], y[keep]
+    elif len(parts) == 3:
         try:
             i, n = (int(v) for v in parts[2].split("/"))
         except ValueError:
