@@ -32,15 +32,19 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / "docs" / "tutorials"
 PACKAGE_DIR = ROOT / "python"
-NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
+# PySyft's WebSocket examples keep their folder (each has its own run_websocket_client.py).
+NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb")) + sorted(TUTORIALS.glob("websockets-example-*/*.ipynb"))
 
 # The parameters PySyft's notebooks declare in their first cell, lowered for the test run.
 PARAMETERS = {"epochs": 1, "n_test_batches": 2}
 
-# The WebSocket tutorials take their parameters from argparse (run_websocket_client.py next to
-# them, which the kernel imports from docs/tutorials): the test run passes fewer rounds.
+# The WebSocket tutorials take their parameters from argparse (the run_websocket_client.py next to
+# each, which the kernel imports from the notebook's folder): the test run passes fewer rounds.
 ARGPARSE_CALL = "define_and_get_arguments(args=[])"
-ARGPARSE_LOWERED = 'define_and_get_arguments(args=["--training_rounds", "2", "--federate_after_n_batches", "5"])'
+ARGPARSE_LOWERED = {
+    "websockets-example-MNIST-parallel": '["--training_rounds", "2", "--federate_after_n_batches", "5"]',
+    "websockets-example-MNIST": '["--epochs", "1", "--federate_after_n_batches", "4"]',
+}
 WEBSOCKET_PORTS = (8777, 8778, 8779, 8780)  # the WebSocket tutorials' workers (PySyft's ports)
 
 # Federated notebooks and the workers each one creates (their socket run starts these).
@@ -77,7 +81,7 @@ def _prefix(nb_path: Path) -> str:
     return nb_path.name[:7]
 
 
-def _lower_parameters(nb: Any) -> None:
+def _lower_parameters(nb: Any, folder: str = "") -> None:
     """Rewrites the notebook's parameter cell (its first code cell, when it only assigns names in
     PARAMETERS) with the lowered values."""
     first = next(c for c in nb.cells if c.cell_type == "code")
@@ -85,9 +89,10 @@ def _lower_parameters(nb: Any) -> None:
     names = [ln.split("=")[0].strip() for ln in lines]
     if lines and all("=" in ln for ln in lines) and all(n in PARAMETERS for n in names):
         first.source = "\n".join(f"{n} = {PARAMETERS[n]!r}" for n in names)
+    lowered = ARGPARSE_LOWERED.get(folder)
     for c in nb.cells:
-        if c.cell_type == "code" and ARGPARSE_CALL in c.source:
-            c.source = c.source.replace(ARGPARSE_CALL, ARGPARSE_LOWERED)
+        if lowered and c.cell_type == "code" and ARGPARSE_CALL in c.source:
+            c.source = c.source.replace(ARGPARSE_CALL, f"define_and_get_arguments(args={lowered})")
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +105,7 @@ def kernel_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
     env = dict(os.environ)
     env["JUPYTER_PATH"] = str(jp)
-    env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_DIR), str(TUTORIALS)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_DIR)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
     env.pop("SYFT_MPC_WORKERS", None)
     return env
@@ -108,7 +113,8 @@ def kernel_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 def _run(nb_path: Path, env: dict[str, str], workdir: Path, prologue: "str | None" = None, epilogue: "str | None" = None) -> Any:
     nb = nbformat.read(nb_path, as_version=4)
-    _lower_parameters(nb)
+    _lower_parameters(nb, nb_path.parent.name)
+    env = {**env, "PYTHONPATH": os.pathsep.join([str(nb_path.parent), env["PYTHONPATH"]])}  # its helper modules
     head = [nbformat.v4.new_code_cell(CHECK_KERNEL.format(exe=sys.executable, pkg=str(PACKAGE_DIR)))]
     if prologue:
         head.append(nbformat.v4.new_code_cell(prologue))
@@ -170,7 +176,8 @@ def test_notebook_on_virtual_workers(nb_path: Path, kernel_env: dict[str, str], 
     out = _outputs(nb)
     if "WebsocketClientWorker(" in "".join(c.source for c in nb.cells):
         # the notebook's own worker processes ran the training and are gone again
-        assert "Federated model: Average loss:" in out and "listening on ws://127.0.0.1:8780" in out
+        assert "Federated model: Average loss:" in out or "Test set: Average loss:" in out
+        assert "listening on ws://127.0.0.1:8779" in out
         assert all(_port_free(p) for p in WEBSOCKET_PORTS), "the notebook's WebSocket workers are still running"
     if _prefix(nb_path) == "Part 11":
         assert "Test set: Accuracy:" in out  # the encrypted evaluation ran and decrypted a count
