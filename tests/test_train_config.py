@@ -146,3 +146,17 @@ def test_dataset_spec_errors() -> None:
     with pytest.raises(ValueError, match="I/N"):
         load_dataset("digits:train:3/3")
     assert len(load_dataset("digits:train:0/3").data) + len(load_dataset("digits:test").data) == 479 + 360
+
+
+def test_worker_cli_refuses_a_bad_dataset_spec() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SYFT_MPC_TOKEN": "x" * 32}
+    r = subprocess.run(
+        [sys.executable, "-m", "syft_mpc", "worker", "--id", "w", "--port", "0", "--transport", "websocket",
+         "--dataset", "mnist=mnist:train"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert r.returncode != 0 and "unknown dataset 'mnist:train'" in r.stderr and "digits:train" in r.stderr
