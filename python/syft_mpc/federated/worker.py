@@ -6,6 +6,7 @@ worker holds by key). :data:`HANDLERS` maps them to their handlers; the composit
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import threading
 from typing import TYPE_CHECKING, Any, Callable
@@ -13,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from syft_mpc.dp import clip_update, dp_sgd_fit
-from syft_mpc.federated.local import batch_schedule, build_model, local_sgd
 from syft_mpc.errors import ObjectNotFoundError, PlanError
+from syft_mpc.federated.local import batch_schedule, build_model, local_sgd
 from syft_mpc.plans import graph
 from syft_mpc.remote.messages import AddNoiseShare, Evaluate, Fit, LocalTrain, TrainConfigStore
 
@@ -111,7 +112,7 @@ def _handle_config_store(worker: "BaseWorker", msg: TrainConfigStore) -> tuple[A
             raise ValueError(f"object id {i} is already in use on worker {worker.id}")
     for pid, t in zip(msg.param_ids, msg.params):
         worker._store(pid, t)
-    worker._store(msg.config_id, msg)
+    worker._store(msg.config_id, dataclasses.replace(msg, params=[]))  # the parameters live under their ids
     return None, None
 
 
