@@ -114,7 +114,7 @@ def kernel_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def _run(nb_path: Path, env: dict[str, str], workdir: Path, prologue: "str | None" = None, epilogue: "str | None" = None) -> Any:
     nb = nbformat.read(nb_path, as_version=4)
     _lower_parameters(nb, nb_path.parent.name)
-    env = {**env, "PYTHONPATH": os.pathsep.join([str(nb_path.parent), env["PYTHONPATH"]])}  # its helper modules
+    env = {**env, "PYTHONPATH": os.pathsep.join([str(nb_path.parent), env["PYTHONPATH"]])}  # its run_websocket_client.py
     head = [nbformat.v4.new_code_cell(CHECK_KERNEL.format(exe=sys.executable, pkg=str(PACKAGE_DIR)))]
     if prologue:
         head.append(nbformat.v4.new_code_cell(prologue))
