@@ -32,10 +32,20 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / "docs" / "tutorials"
 PACKAGE_DIR = ROOT / "python"
-NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
+# PySyft's WebSocket examples keep their folder (each has its own run_websocket_client.py).
+NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb")) + sorted(TUTORIALS.glob("websockets-example-*/*.ipynb"))
 
 # The parameters PySyft's notebooks declare in their first cell, lowered for the test run.
 PARAMETERS = {"epochs": 1, "n_test_batches": 2}
+
+# The WebSocket tutorials take their parameters from argparse (the run_websocket_client.py next to
+# each, which the kernel imports from the notebook's folder): the test run passes fewer rounds.
+ARGPARSE_CALL = "define_and_get_arguments(args=[])"
+ARGPARSE_LOWERED = {
+    "websockets-example-MNIST-parallel": '["--training_rounds", "2", "--federate_after_n_batches", "5"]',
+    "websockets-example-MNIST": '["--epochs", "1", "--federate_after_n_batches", "4"]',
+}
+WEBSOCKET_PORTS = (8777, 8778, 8779, 8780)  # the WebSocket tutorials' workers (PySyft's ports)
 
 # Federated notebooks and the workers each one creates (their socket run starts these).
 SOCKET_WORKERS = {
@@ -71,7 +81,7 @@ def _prefix(nb_path: Path) -> str:
     return nb_path.name[:7]
 
 
-def _lower_parameters(nb: Any) -> None:
+def _lower_parameters(nb: Any, folder: str = "") -> None:
     """Rewrites the notebook's parameter cell (its first code cell, when it only assigns names in
     PARAMETERS) with the lowered values."""
     first = next(c for c in nb.cells if c.cell_type == "code")
@@ -79,6 +89,10 @@ def _lower_parameters(nb: Any) -> None:
     names = [ln.split("=")[0].strip() for ln in lines]
     if lines and all("=" in ln for ln in lines) and all(n in PARAMETERS for n in names):
         first.source = "\n".join(f"{n} = {PARAMETERS[n]!r}" for n in names)
+    lowered = ARGPARSE_LOWERED.get(folder)
+    for c in nb.cells:
+        if lowered and c.cell_type == "code" and ARGPARSE_CALL in c.source:
+            c.source = c.source.replace(ARGPARSE_CALL, f"define_and_get_arguments(args={lowered})")
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +113,8 @@ def kernel_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 def _run(nb_path: Path, env: dict[str, str], workdir: Path, prologue: "str | None" = None, epilogue: "str | None" = None) -> Any:
     nb = nbformat.read(nb_path, as_version=4)
-    _lower_parameters(nb)
+    _lower_parameters(nb, nb_path.parent.name)
+    env = {**env, "PYTHONPATH": os.pathsep.join([str(nb_path.parent), env["PYTHONPATH"]])}  # its run_websocket_client.py
     head = [nbformat.v4.new_code_cell(CHECK_KERNEL.format(exe=sys.executable, pkg=str(PACKAGE_DIR)))]
     if prologue:
         head.append(nbformat.v4.new_code_cell(prologue))
@@ -119,6 +134,18 @@ def _run(nb_path: Path, env: dict[str, str], workdir: Path, prologue: "str | Non
         else:
             os.environ["JUPYTER_PATH"] = old
     return nb
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # closed connections in TIME_WAIT do not count
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _outputs(nb: Any) -> str:
@@ -147,6 +174,11 @@ def test_notebook_on_virtual_workers(nb_path: Path, kernel_env: dict[str, str], 
     nb = _run(nb_path, kernel_env, tmp_path)
     assert "Error" not in "".join(o.get("ename", "") for c in nb.cells for o in c.get("outputs", []))
     out = _outputs(nb)
+    if "WebsocketClientWorker(" in "".join(c.source for c in nb.cells):
+        # the notebook's own worker processes ran the training and are gone again
+        assert "Federated model: Average loss:" in out or "Test set: Average loss:" in out
+        assert "listening on ws://127.0.0.1:8779" in out
+        assert all(_port_free(p) for p in WEBSOCKET_PORTS), "the notebook's WebSocket workers are still running"
     if _prefix(nb_path) == "Part 11":
         assert "Test set: Accuracy:" in out  # the encrypted evaluation ran and decrypted a count
     if _prefix(nb_path) == "Part 05":

@@ -37,6 +37,8 @@ _LAZY = {
     "plot_histories": "history",
     "secure_sum": "aggregate",
     "plain_sum": "aggregate",
+    "TrainConfig": "train_config",
+    "federated_avg": "utils",
 }
 
 __all__ = sorted(_LAZY)

@@ -103,6 +103,7 @@ class FederatedDataLoader:
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
         self.iter_per_worker = bool(iter_per_worker)
+        self._current: "Iterator[Any] | None" = None  # the pass next(loader) continues
         self.generator = generator
         self.progress = bool(progress)
         if drop_last:
@@ -132,6 +133,16 @@ class FederatedDataLoader:
             yield ds.data[idx], ds.targets[idx]
 
     def __iter__(self) -> Iterator[Any]:
+        # PySyft's loaders also served next(loader) after iter(loader): keep the pass just begun.
+        self._current = self._iterate()
+        return self._current
+
+    def __next__(self) -> Any:
+        if self._current is None:
+            self._current = self._iterate()
+        return next(self._current)
+
+    def _iterate(self) -> Iterator[Any]:
         with progress_bar(total=len(self), unit="batch", leave=False, delay=PROGRESS_DELAY_S, enabled=self.progress) as bar:
             for item in self._items():
                 yield item

@@ -68,8 +68,9 @@ def _worker(args: argparse.Namespace) -> int:
         format=f"%(asctime)s syft-mpc worker {args.id}: %(message)s",
         stream=sys.stderr,
     )
+    datasets = _datasets(args.dataset)
     if args.transport == "websocket":
-        return _websocket_worker(args, token, tls)
+        return _websocket_worker(args, token, tls, datasets)
     from syft_mpc import _native
 
     try:  # bind before importing torch: a port in use is reported at once
@@ -101,6 +102,7 @@ def _worker(args: argparse.Namespace) -> int:
             tls_key=tls["tls_key"],
             tls_ca=tls["tls_ca"],
             max_memory=args.max_memory,
+            datasets=datasets,
         )
     except TransportError as e:  # e.g. the port is in use
         print(f"syft-mpc worker {args.id}: {e}", file=sys.stderr)
@@ -108,7 +110,22 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _websocket_worker(args: argparse.Namespace, token: str, tls: "dict[str, str | None]") -> int:
+def _datasets(specs: "list[str] | None") -> "dict[str, object]":
+    from syft_mpc.federated.builtin_data import parse_dataset_arg
+
+    out: dict[str, object] = {}
+    for spec in specs or []:
+        try:
+            key, ds = parse_dataset_arg(spec)
+        except ValueError as e:
+            raise SystemExit(f"syft-mpc worker: {e}") from None
+        out[key] = ds
+    return out
+
+
+def _websocket_worker(
+    args: argparse.Namespace, token: str, tls: "dict[str, str | None]", datasets: "dict[str, object]"
+) -> int:
     from syft_mpc.net.websocket_server import WebsocketServerWorker
 
     try:
@@ -120,6 +137,8 @@ def _websocket_worker(args: argparse.Namespace, token: str, tls: "dict[str, str 
     except TransportError as e:
         print(f"syft-mpc worker {args.id}: {e}", file=sys.stderr)
         return 2
+    for key, ds in datasets.items():
+        server.add_dataset(ds, key)
     server.install_signal_handlers()
     print(f"listening on {server.url}", flush=True)
     server.start()
@@ -202,6 +221,10 @@ def main(argv: "list[str] | None" = None) -> int:
         type=_memory_size,
         help="memory budget for clients' requests, e.g. 4G or 512M (default: $SYFT_MPC_MAX_MEMORY, else half the RAM); "
         "a request that would allocate past it is refused",
+    )
+    w.add_argument(
+        "--dataset", action="append", metavar="KEY=SPEC",
+        help="hold a dataset under KEY for worker.fit/evaluate, e.g. mnist=digits:train:0/3 or mnist_testing=digits:test (repeatable)",
     )
     w.add_argument("--quiet", action="store_true", help="log only warnings")
     _add_tls_args(w, "this worker's")

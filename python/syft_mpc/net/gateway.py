@@ -553,8 +553,11 @@ class BrowserWorker(BaseWorker):
             raise SerializationError(f"browser worker {self.id}: dataset batches came back as {type(out).__name__}")
         return [(out[i], out[i + 1]) for i in range(0, len(out), 2)]
 
-    def fit(self, dataset_key: str, weight: PointerTensor, bias: PointerTensor, *, lr: float = 0.1, epochs: int = 1,
-            batch_size: int = 32) -> "tuple[PointerTensor, PointerTensor]":
+    # A tab trains its own softmax regression (JavaScript), not a sy.TrainConfig: its own signature.
+    def fit(  # type: ignore[override]
+        self, dataset_key: str, weight: PointerTensor, bias: PointerTensor, *, lr: float = 0.1, epochs: int = 1,
+        batch_size: int = 32,
+    ) -> "tuple[PointerTensor, PointerTensor]":
         """Softmax regression trained by SGD in the tab on its data set ``dataset_key``, from
         ``weight`` [classes, features] and ``bias`` [classes] (pointers to this tab); returns
         pointers to the trained (private) parameters."""

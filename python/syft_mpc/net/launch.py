@@ -50,6 +50,7 @@ class LocalWorkers:
         grace_s: float = 60.0,
         start_timeout_s: float = 60.0,
         extra_args: "list[str] | None" = None,
+        worker_args: "dict[str, list[str]] | None" = None,
         quiet: bool = False,
         tls_cert: "str | None" = None,
         tls_key: "str | None" = None,
@@ -62,6 +63,7 @@ class LocalWorkers:
         self.grace_s = grace_s
         self.start_timeout_s = start_timeout_s
         self.extra_args = list(extra_args or [])
+        self.worker_args = {k: list(v) for k, v in (worker_args or {}).items()}  # per worker, e.g. its --dataset
         self.quiet = quiet
         if bool(tls_cert) != bool(tls_key):
             raise ValueError("tls_cert and tls_key go together: pass both (PEM files) or neither")
@@ -97,7 +99,7 @@ class LocalWorkers:
         env[ENV_TOKEN] = self.token
         for name in self.names:
             cmd = [sys.executable, "-m", "syft_mpc", "worker", "--id", name, "--host", self.host, "--port", "0"]
-            cmd += ["--grace", str(self.grace_s), *self.extra_args]
+            cmd += ["--grace", str(self.grace_s), *self.extra_args, *self.worker_args.get(name, [])]
             for flag, path in zip(("--tls-cert", "--tls-key", "--tls-ca"), self.tls):
                 if path:
                     cmd += [flag, path]

@@ -517,6 +517,7 @@ def run_worker(
     tls_key: "str | None" = None,
     tls_ca: "str | None" = None,
     max_memory: "int | str | None" = None,
+    datasets: "dict[str, Any] | None" = None,
 ) -> None:
     """Runs a worker server in this process until SIGINT/SIGTERM (the CLI's ``worker`` command).
 
@@ -528,6 +529,8 @@ def run_worker(
         state_dir=state_dir,
         tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca, max_memory=max_memory,
     )
+    for key, ds in (datasets or {}).items():
+        server.worker.add_dataset(ds, key)
     server.install_signal_handlers()
     log.info(
         "worker %s listening on %s%s, memory budget %s", id, server.address, " (TLS)" if server.listener.tls else "",

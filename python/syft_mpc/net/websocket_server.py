@@ -133,6 +133,10 @@ class WebsocketServerWorker(WorkerServer):
         )
         self.url = f"{'wss' if listener.tls else 'ws'}://{self.address}"
 
+    def add_dataset(self, dataset: Any, key: str) -> None:
+        """Holds ``dataset`` (``.data``, ``.targets``) under ``key`` for ``fit``/``evaluate`` (PySyft's name)."""
+        self.worker.add_dataset(dataset, key)
+
     def start(self) -> None:
         """Serves until :meth:`stop` (PySyft's name for ``serve_forever``)."""
         self.serve_forever()

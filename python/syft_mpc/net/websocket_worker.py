@@ -53,6 +53,7 @@ class WebsocketClientWorker(SocketWorker):
     ) -> None:
         if timeout is not None:  # PySyft 0.2's name
             kwargs.setdefault("timeout_s", timeout)
+        kwargs.pop("verbose", None)  # PySyft 0.2's message logging switch; workers log with `logging` here
         self.url_scheme = "wss://" if secure else "ws://"
         self.secure = secure
         super().__init__(hook, id=id, host=host, port=port, token=token, **kwargs)

@@ -155,7 +155,7 @@ silu silu_backward sin sinh slice slice_backward softplus softplus_backward spli
 sqrt squeeze stack sub sub_ sum t tanh tanh_backward threshold threshold_backward topk transpose
 tril triu unbind unsqueeze var view where zero_ zeros zeros_like _log_softmax logical_or_ logical_and_
 masked_fill_ clamp_ neg_ sqrt_ sigmoid_ tanh_ index_add index_add_ index_put_ scatter_ scatter_add_ eq_ ne_
-_log_softmax_backward_data _softmax _softmax_backward_data _to_copy _unsafe_view
+_log_softmax_backward_data _softmax _softmax_backward_data _to_copy _unsafe_view _convolution
 """.split()
 
 _UNINITIALISED = {"empty", "empty_like", "new_empty"}

@@ -781,3 +781,96 @@ class ProtocolRun(Struct):
     def validate(self) -> None:
         _check_id("protocol_id", self.protocol_id)
         _check_id("return_id", self.return_id)
+
+
+# ============================================================================ train configs (KIND 42-44)
+# PySyft 0.2's TrainConfig / fit / evaluate, on plans; handled by syft_mpc.federated.worker.
+
+MAX_DATASET_KEY = 256
+
+
+def _check_key(key: str) -> None:
+    if not 1 <= len(key) <= MAX_DATASET_KEY:
+        raise SerializationError(f"a dataset key has 1 to {MAX_DATASET_KEY} characters")
+
+
+@register
+@dataclass
+class TrainConfigStore(Struct):
+    """Keep a training configuration under ``config_id``: the model's forward pass as plans
+    (``forward``: ``(x, *params) -> output``, one graph per batch size in ``batch_sizes``), the
+    loss (``loss``: ``(output, target) -> scalar``, same batch sizes), the training step
+    (``step``: ``(x, target, *params) -> (loss, *new params)`` at ``batch_sizes[0]``, or None for a
+    configuration that only evaluates), and the model's ``params``, stored under ``param_ids``."""
+
+    KIND: ClassVar[int] = 42
+    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = (
+        (int,), (list,), (list,), (list,), (PlanDef, type(None)), (list,), (list,), (bool,), (int,), (int,), (int,),
+    )
+    config_id: int
+    batch_sizes: list[int]
+    forward: list[PlanDef]
+    loss: list[PlanDef]
+    step: "PlanDef | None"
+    params: list[torch.Tensor]
+    param_ids: list[int]
+    shuffle: bool
+    max_nr_batches: int
+    epochs: int
+    seed: int
+
+    def validate(self) -> None:
+        _check_id("config_id", self.config_id)
+        _check_id("seed", self.seed)
+        if len(self.batch_sizes) != 2 or not all(type(b) is int and 1 <= b <= 1_000_000 for b in self.batch_sizes):
+            raise SerializationError("TrainConfigStore.batch_sizes is [batch_size, 1]")
+        for name in ("forward", "loss"):
+            plans = getattr(self, name)
+            if len(plans) != 2 or any(type(p) is not PlanDef for p in plans):
+                raise SerializationError(f"TrainConfigStore.{name} is one plan per batch size")
+        if len(self.params) != len(self.param_ids) or any(not isinstance(p, torch.Tensor) for p in self.params):
+            raise SerializationError("TrainConfigStore: one id per parameter tensor")
+        for i in self.param_ids:
+            _check_id("a parameter id", i)
+        if not 1 <= self.epochs <= MAX_TRAIN_STEPS or not -1 <= self.max_nr_batches <= MAX_TRAIN_STEPS:
+            raise SerializationError(f"TrainConfigStore: epochs in [1, {MAX_TRAIN_STEPS}], max_nr_batches in [-1, {MAX_TRAIN_STEPS}]")
+
+
+@register
+@dataclass
+class Fit(Struct):
+    """Train the stored configuration ``config_id`` on this worker's dataset ``dataset_key``
+    (one training-step plan run per batch); the parameters stay here, updated. Replies with the
+    loss of the last batch (a 0-d tensor)."""
+
+    KIND: ClassVar[int] = 43
+    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((int,), (str,))
+    config_id: int
+    dataset_key: str
+
+    def validate(self) -> None:
+        _check_id("config_id", self.config_id)
+        _check_key(self.dataset_key)
+
+
+@register
+@dataclass
+class Evaluate(Struct):
+    """Run the stored configuration's model and loss on the dataset ``dataset_key``; reply with
+    a dict (PySyft 0.2.9's keys): ``nr_predictions``, and as asked ``loss`` (mean over samples),
+    ``nr_correct_predictions``, ``histogram_predictions`` / ``histogram_target`` (``nr_bins`` counts)."""
+
+    KIND: ClassVar[int] = 44
+    SCHEMA: ClassVar[tuple[tuple[type, ...], ...]] = ((int,), (str,), (bool,), (int,), (bool,), (bool,))
+    config_id: int
+    dataset_key: str
+    return_histograms: bool
+    nr_bins: int
+    return_loss: bool
+    return_raw_accuracy: bool
+
+    def validate(self) -> None:
+        _check_id("config_id", self.config_id)
+        _check_key(self.dataset_key)
+        if self.return_histograms and not 1 <= self.nr_bins <= 100_000:
+            raise SerializationError("Evaluate: nr_bins must be in [1, 100000] when histograms are asked for")

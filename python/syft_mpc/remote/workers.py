@@ -40,7 +40,9 @@ from syft_mpc.remote.messages import (
     Describe,
     Envelope,
     Err,
+    Evaluate,
     Fetch,
+    Fit,
     GetAttr,
     Move,
     Ok,
@@ -317,6 +319,8 @@ class BaseWorker:
         self._moved: OrderedDict[int, str] = OrderedDict()
         self._lock = StoreLock()
         self.memory_budget = memory_budget or limits.MemoryBudget(max_memory, name=f"worker {id}")
+        self.datasets: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.train_config: Any = None  # the last sy.TrainConfig sent here (fit/evaluate use it)
         if data is not None:
             self.load_data(data)
 
@@ -337,6 +341,69 @@ class BaseWorker:
     def _tensors(self) -> dict[int, torch.Tensor]:
         """The stored tensors (not the pointers), by id: PySyft's ``worker._tensors``."""
         return {k: v for k, v in self._objects.items() if isinstance(v, torch.Tensor)}
+
+    def add_dataset(self, dataset: Any, key: str) -> None:
+        """Holds ``dataset`` (anything with ``.data`` and ``.targets`` tensors, e.g. a
+        ``sy.BaseDataset``) under ``key`` for ``worker.fit`` / ``worker.evaluate`` (PySyft 0.2's
+        ``add_dataset``). The data stays on this worker; requests name it by key."""
+        data, targets = getattr(dataset, "data", None), getattr(dataset, "targets", None)
+        if not isinstance(data, torch.Tensor) or not isinstance(targets, torch.Tensor):
+            raise TypeError("add_dataset needs a dataset with .data and .targets tensors (e.g. sy.BaseDataset(x, y))")
+        if not key or len(data) != len(targets):
+            raise ValueError(f"dataset {key!r}: a non-empty key and as many targets ({len(targets)}) as samples ({len(data)})")
+        self.datasets[key] = (data.detach(), targets.detach())
+
+    def _config_id(self) -> int:
+        cfg = self.train_config
+        if cfg is None:
+            raise ValueError(f"no train config was sent to worker {self.id}: call sy.TrainConfig(...).send(worker) first")
+        return int(cfg.id)
+
+    def fit(self, dataset_key: str, device: str = "cpu", **kwargs: Any) -> torch.Tensor:
+        """Trains the last :class:`~syft_mpc.federated.train_config.TrainConfig` sent here on the
+        dataset this worker holds under ``dataset_key`` (one request; the training loop runs on
+        the worker) and returns the loss of the last batch. PySyft 0.2's ``worker.fit``."""
+        if device != "cpu":
+            raise ValueError("workers train on the CPU here (device='cpu')")
+        loss = local_worker._send(self, Fit(self._config_id(), str(dataset_key)))
+        if not isinstance(loss, torch.Tensor):
+            raise TypeError(f"worker {self.id} answered fit with a {type(loss).__name__}, not a loss tensor")
+        return loss
+
+    async def async_fit(self, dataset_key: str, device: str = "cpu", return_ids: Any = None) -> torch.Tensor:
+        """:meth:`fit` for ``asyncio`` (PySyft's ``async_fit``): the request waits in a thread, so
+        ``asyncio.gather`` over several workers trains them at the same time."""
+        import asyncio
+
+        return await asyncio.to_thread(self.fit, dataset_key, device)
+
+    def evaluate(
+        self,
+        dataset_key: str,
+        return_histograms: bool = False,
+        nr_bins: int = -1,
+        return_loss: bool = True,
+        return_raw_accuracy: bool = True,
+        device: str = "cpu",
+    ) -> dict[str, Any]:
+        """Evaluates the last train config's model on the dataset held under ``dataset_key``
+        (PySyft 0.2.9's ``worker.evaluate``): a dict with ``nr_predictions`` and, as asked,
+        ``loss`` (mean over the samples), ``nr_correct_predictions``, ``histogram_predictions``
+        and ``histogram_target`` (``nr_bins`` counts of classes 0..nr_bins-1)."""
+        if device != "cpu":
+            raise ValueError("workers evaluate on the CPU here (device='cpu')")
+        if return_histograms and nr_bins < 1:
+            raise ValueError("return_histograms=True needs nr_bins >= 1 (e.g. the number of classes)")
+        msg = Evaluate(self._config_id(), str(dataset_key), bool(return_histograms), int(max(nr_bins, 0)),
+                       bool(return_loss), bool(return_raw_accuracy))
+        result = local_worker._send(self, msg)
+        if not isinstance(result, dict):
+            raise TypeError(f"worker {self.id} answered evaluate with a {type(result).__name__}, not a dict")
+        return result
+
+    def remove_dataset(self, key: str) -> None:
+        """Forgets the dataset held under ``key``."""
+        self.datasets.pop(key, None)
 
     def load_data(self, data: "Iterable[torch.Tensor]") -> None:
         """Stores tensors on this worker, each with its tags and description (nothing here owns
