@@ -63,3 +63,27 @@ def _close_mpc_sessions():  # type: ignore[no-untyped-def]
 def mpc_workers(hook: Any, prefix: str, n: int) -> "tuple[list[Any], Any]":
     """`n` share-holder VirtualWorkers and a crypto provider, with ids unique to `prefix`."""
     return [sy.VirtualWorker(hook, id=f"{prefix}-p{i}") for i in range(n)], sy.VirtualWorker(hook, id=f"{prefix}-james")
+
+
+class SharingGroups:
+    """Share holders and a crypto provider for each party count, made on first use (one set
+    per test module, ids unique to ``prefix``)."""
+
+    def __init__(self, hook: Any, prefix: str) -> None:
+        self.hook, self.prefix = hook, prefix
+        self._groups: dict[int, tuple[list[Any], Any]] = {}
+
+    def workers(self, n: int) -> "tuple[list[Any], Any]":
+        if n not in self._groups:
+            self._groups[n] = mpc_workers(self.hook, f"{self.prefix}{n}", n)
+        return self._groups[n]
+
+    def enc(self, n: int, t: Any, requires_grad: bool = False) -> Any:
+        """``t`` in fixed precision, shared among ``n`` holders."""
+        ps, james = self.workers(n)
+        return t.fix_prec().share(*ps, crypto_provider=james, requires_grad=requires_grad)
+
+
+def plain(t: Any) -> Any:
+    """A result as plain values (a public one stays as it is)."""
+    return t.decrypt() if isinstance(t, sy.SharedTensor) else t

@@ -14,28 +14,22 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import mpc_workers
+from conftest import SharingGroups, plain
 
 import syft_mpc as sy
 from syft_mpc.errors import UnsupportedOperationError
 
 hook = sy.TorchHook(torch)
-_GROUPS: dict[int, tuple[list[Any], Any]] = {}
+_groups = SharingGroups(hook, "conv")
+_workers = _groups.workers
 
-
-def _workers(n: int) -> tuple[list[Any], Any]:
-    if n not in _GROUPS:
-        _GROUPS[n] = mpc_workers(hook, f"conv{n}", n)
-    return _GROUPS[n]
 
 
 def _enc(n: int, t: torch.Tensor, requires_grad: bool = False) -> Any:
-    ps, james = _workers(n)
-    return t.fix_prec().share(*ps, crypto_provider=james, requires_grad=requires_grad)
+    return _groups.enc(n, t, requires_grad)
 
 
-def _plain(t: Any) -> torch.Tensor:
-    return t.decrypt() if isinstance(t, sy.SharedTensor) else t
+_plain = plain
 
 
 MODULES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {

@@ -16,7 +16,7 @@ import torch.optim as optim
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from conftest import mpc_workers
+from conftest import SharingGroups
 
 import syft_mpc as sy
 from syft_mpc.encrypted import api as encrypted_api
@@ -25,19 +25,14 @@ from syft_mpc.errors import UnsupportedOperationError
 from syft_mpc.encrypted.tensor import lift_at
 
 hook = sy.TorchHook(torch)
-_GROUPS: dict[int, tuple[list[Any], Any]] = {}
+_groups = SharingGroups(hook, "gap")
+_workers = _groups.workers
 EPS = encrypted_api.ADAPTIVE_MIN_EPS_UNITS / 2**16  # the eps shared parameters use: 2^-8
 
 
-def _workers(n: int) -> tuple[list[Any], Any]:
-    if n not in _GROUPS:
-        _GROUPS[n] = mpc_workers(hook, f"gap{n}", n)
-    return _GROUPS[n]
-
 
 def _enc(n: int, t: torch.Tensor, requires_grad: bool = False) -> Any:
-    ps, james = _workers(n)
-    return t.fix_prec().share(*ps, crypto_provider=james, requires_grad=requires_grad)
+    return _groups.enc(n, t, requires_grad)
 
 
 # ---------------------------------------------------------------------- conv2d backward, groups > 1

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conftest import mpc_workers
+from conftest import SharingGroups
 
 import syft_mpc as sy
 from syft_mpc.encrypted.arithmetic import add, mul
@@ -21,19 +21,14 @@ from syft_mpc.encrypted.tensor import OP_TABLE, decomposition_of
 from syft_mpc.errors import UnsupportedOperationError
 
 hook = sy.TorchHook(torch)
-_GROUPS: dict[int, tuple[list[Any], Any]] = {}
+_groups = SharingGroups(hook, "tfm")
+_workers = _groups.workers
 aten = torch.ops.aten
 
 
-def _workers(n: int) -> tuple[list[Any], Any]:
-    if n not in _GROUPS:
-        _GROUPS[n] = mpc_workers(hook, f"tfm{n}", n)
-    return _GROUPS[n]
-
 
 def _enc(t: torch.Tensor, n: int = 2, requires_grad: bool = False) -> Any:
-    ps, james = _workers(n)
-    return t.fix_prec().share(*ps, crypto_provider=james, requires_grad=requires_grad)
+    return _groups.enc(n, t, requires_grad)
 
 
 def _counting(monkeypatch: pytest.MonkeyPatch, op: Any) -> list[int]:
