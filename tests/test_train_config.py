@@ -150,10 +150,11 @@ def test_dataset_spec_errors() -> None:
 
 def test_worker_cli_refuses_a_bad_dataset_spec() -> None:
     import os
+    import secrets
     import subprocess
     import sys
 
-    env = {**os.environ, "SYFT_MPC_TOKEN": "x" * 32}
+    env = {**os.environ, "SYFT_MPC_TOKEN": secrets.token_hex(16)}
     r = subprocess.run(
         [sys.executable, "-m", "syft_mpc", "worker", "--id", "w", "--port", "0", "--transport", "websocket",
          "--dataset", "mnist=mnist:train"],
