@@ -79,7 +79,7 @@ SOCKET_EPILOGUE = """assert isinstance(bob, _sy.SocketWorker), type(bob)  # the 
 
 def _prefix(nb_path: Path) -> str:
     """"Part 11", "Part 11 bis", "Part 08 bis", ...: the name up to " - "."""
-    return nb_path.name.split(" - ")[0]
+    return nb_path.stem.split(" - ")[0]
 
 
 def _lower_parameters(nb: Any, folder: str = "") -> None:
