@@ -95,6 +95,19 @@ def test_float_without_fix_prec_is_refused_and_encrypt_encodes(env: _Env) -> Non
     assert torch.equal(e.decrypt(), torch.tensor([1.5, -2.0]))
 
 
+def test_module_encrypt_encodes_with_the_given_base_and_precision(env: _Env) -> None:
+    """PySyft's ``model.encrypt(..., base=10, precision_fractional=4)`` (Part 11 bis): the
+    weights are encoded to 4 decimals, not to the default 16 bits."""
+    lin = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[0.12341, -0.5]]))
+        lin.bias.fill_(0.25)
+    lin.encrypt(workers=env.workers, crypto_provider=env.james, base=10, precision_fractional=4)
+    w = lin.weight.data
+    assert (w.base, w.precision_fractional) == (10, 4)
+    torch.testing.assert_close(lin.decrypt().weight.data, torch.tensor([[0.1234, -0.5]]), atol=1e-6, rtol=0)
+
+
 def test_operators_keep_the_reason_of_a_type_error(env: _Env) -> None:
     """torch's tensor operators turn a TypeError into "unsupported operand type(s)"; on a
     shared tensor the operator form says why, as the function form does."""

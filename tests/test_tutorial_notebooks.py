@@ -78,7 +78,8 @@ SOCKET_EPILOGUE = """assert isinstance(bob, _sy.SocketWorker), type(bob)  # the 
 
 
 def _prefix(nb_path: Path) -> str:
-    return nb_path.name[:7]
+    """"Part 11", "Part 11 bis", "Part 08 bis", ...: the name up to " - "."""
+    return nb_path.stem.split(" - ")[0]
 
 
 def _lower_parameters(nb: Any, folder: str = "") -> None:
@@ -160,8 +161,8 @@ def _outputs(nb: Any) -> str:
 
 
 def test_every_ported_tutorial_is_here() -> None:
-    names = {p.name[:7] if not p.name.startswith("Part 11 bis") else "Part 11 bis" for p in NOTEBOOKS}
-    expected = {f"Part {n:02d}" for n in (1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12)}
+    names = {_prefix(p) for p in NOTEBOOKS}
+    expected = {f"Part {n:02d}" for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)} | {"Part 08 bis", "Part 11 bis"}
     assert expected <= names, sorted(expected - names)
     for p in NOTEBOOKS:
         code = "\n".join(c.source for c in nbformat.read(p, as_version=4).cells if c.cell_type == "code")
@@ -169,7 +170,7 @@ def test_every_ported_tutorial_is_here() -> None:
         assert "download=True" not in code, p.name
 
 
-@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.name[:7].replace(" ", ""))
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: _prefix(p).replace(" ", ""))
 def test_notebook_on_virtual_workers(nb_path: Path, kernel_env: dict[str, str], tmp_path: Path) -> None:
     nb = _run(nb_path, kernel_env, tmp_path)
     assert "Error" not in "".join(o.get("ename", "") for c in nb.cells for o in c.get("outputs", []))
@@ -181,6 +182,8 @@ def test_notebook_on_virtual_workers(nb_path: Path, kernel_env: dict[str, str], 
         assert all(_port_free(p) for p in WEBSOCKET_PORTS), "the notebook's WebSocket workers are still running"
     if _prefix(nb_path) == "Part 11":
         assert "Test set: Accuracy:" in out  # the encrypted evaluation ran and decrypted a count
+    if _prefix(nb_path) == "Part 11 bis":
+        assert "Predicted labels: tensor([" in out  # the encrypted ResNet-18 ran and its labels were decrypted
     if _prefix(nb_path) == "Part 05":
         assert "#diabetes" in out
 
@@ -189,7 +192,7 @@ SOCKET_NOTEBOOKS = [p for p in NOTEBOOKS if _prefix(p) in SOCKET_WORKERS]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("nb_path", SOCKET_NOTEBOOKS, ids=lambda p: p.name[:7].replace(" ", ""))
+@pytest.mark.parametrize("nb_path", SOCKET_NOTEBOOKS, ids=lambda p: _prefix(p).replace(" ", ""))
 def test_federated_notebook_over_socket_workers(
     nb_path: Path, kernel_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

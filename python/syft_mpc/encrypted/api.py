@@ -235,10 +235,13 @@ def _module_share(self: nn.Module, *workers: Any, crypto_provider: Any = None, r
     return _replace_params(self, f, fb)
 
 
-def module_encrypt(self: nn.Module, *args: Any, workers: Any = None, crypto_provider: Any = None, requires_grad: bool = False, **kwargs: Any) -> nn.Module:
-    """``fix_precision()`` then ``share(...)``, in place."""
+def module_encrypt(
+    self: nn.Module, *args: Any, workers: Any = None, crypto_provider: Any = None, requires_grad: bool = False,
+    base: int = DEFAULT_BASE, precision_fractional: int = DEFAULT_PRECISION, **kwargs: Any,
+) -> nn.Module:
+    """``fix_precision(base=..., precision_fractional=...)`` then ``share(...)``, in place."""
     if not any(isinstance(p, FixedPrecisionTensor) for p in self.parameters()):
-        module_fix_precision(self)
+        module_fix_precision(self, base=base, precision_fractional=precision_fractional)
     return module_share(self, *(list(workers or []) + list(args)), crypto_provider=crypto_provider, requires_grad=requires_grad, **kwargs)
 
 
