@@ -283,9 +283,12 @@ def _install() -> None:
 _install()
 
 
-@implements(aten._safe_softmax.default)
 def _safe_softmax(x: Any, dim: int, dtype: Any = None) -> Any:
     return masked_softmax(x, dim, masked_positions(x))[0]
+
+
+if hasattr(aten, "_safe_softmax"):  # torch >= 2.5 (what SDPA's math path calls); torch 2.4 has none
+    OP_TABLE[aten._safe_softmax.default] = _safe_softmax
 
 
 # ------------------------------------------------------------------ scaled dot-product attention
