@@ -28,24 +28,13 @@ from typing import Any, Callable
 
 import torch
 import torch.nn as nn
-import torchvision
 
 import syft_mpc as sy
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "compare"))
+import models as compare_models  # noqa: E402  (the ResNet-18 the make-compare rows run)
+
 torch.set_num_threads(1)
-
-
-def realistic_resnet18(seed: int = 0) -> nn.Module:
-    """As tests/test_encrypted_resnet.py: random weights, batch norms that are not the identity."""
-    torch.manual_seed(seed)
-    model = torchvision.models.resnet18(num_classes=10)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.7, 1.3)
-            m.bias.data.uniform_(-0.2, 0.2)
-    return model.eval()
 
 
 def _kind(m: nn.Module) -> str:
@@ -77,7 +66,7 @@ def _hooked(model: nn.Module, at_boundary: Callable[[], Any], record: Callable[[
 
 def profile(ws: tuple[Any, ...], reps: int) -> dict[str, Any]:
     bob, alice, james = ws
-    model = realistic_resnet18()
+    model = compare_models.resnet18()
     x = torch.randn(1, 3, 32, 32)
     t0 = time.perf_counter()
     with torch.no_grad():
