@@ -2,10 +2,10 @@
 //!
 //! ```text
 //! frame  = header payload [tag]
-//! header = magic "SMPC" (4 bytes) | version u8 (= 2) | flags u8 | payload length u32 LE   (10 bytes)
+//! header = magic "SMPC" (4 bytes) | version u8 (= 3) | flags u8 | payload length u32 LE   (10 bytes)
 //! flags  = bit 0 FINAL (last frame of the message), bit 1 ALERT (with FINAL, tagged only:
 //!          the sender found a frame from this side bad and closes); every other bit must be 0
-//! tag    = keyed BLAKE3(direction key, seq u64 LE | header | payload)   (32 bytes)
+//! tag    = POLYVAL_H(header, payload, lengths) XOR BLAKE3_K(seq)   (16 bytes, see FrameMac)
 //! ```
 //!
 //! A message of `L` bytes is cut into frames of at most `max_frame` bytes; the last one
@@ -27,12 +27,15 @@
 //! Failure mode: any [`FrameError`] means the stream is out of sync or hostile; the
 //! connection is closed ([`FrameError::into_transport`] names the peer).
 
+use std::sync::Arc;
+
+use crate::polyval_hash::{Path, Polyval, PolyvalKey, BLOCK};
 use crate::TransportError;
 
 /// First bytes of every frame.
 pub const FRAME_MAGIC: [u8; 4] = *b"SMPC";
 /// Frame format version spoken by this build.
-pub const FRAME_VERSION: u8 = 2;
+pub const FRAME_VERSION: u8 = 3;
 /// Flag bit: this frame is the last of its message.
 pub const FLAG_FINAL: u8 = 0x01;
 /// Flag bit: an alert, the sender's last frame: a frame it received failed its tag. Its
@@ -52,42 +55,81 @@ pub const DEFAULT_MAX_MESSAGE: u64 = 1 << 30;
 /// Largest frame payload the header can express.
 pub const MAX_FRAME_LIMIT: usize = u32::MAX as usize;
 /// Length of the tag after each frame's payload once the handshake is done.
-pub const TAG_LEN: usize = 32;
+pub const TAG_LEN: usize = 16;
 /// Length of a direction key of [`FrameMac`].
 pub const KEY_LEN: usize = 32;
 
-/// The integrity state of one direction of a channel: that direction's key and the
-/// sequence number of its next frame. Each tag is keyed BLAKE3 (a PRF, used here as a MAC;
-/// <https://github.com/BLAKE3-team/BLAKE3-specs>) over `seq u64 LE | header | payload`. The
+/// The integrity state of one direction of a channel: that direction's keys and the
+/// sequence number of its next frame.
+///
+/// Each tag is a Wegman–Carter MAC (Wegman and Carter, "New hash functions and their use
+/// in authentication and set equality", 1981), as in GMAC and AES-GCM-SIV:
+///
+/// ```text
+/// tag = POLYVAL_H(pad16(header) | pad16(payload) | len) XOR BLAKE3_K(seq u64 LE)[..16]
+/// len = header bits u64 LE | payload bits u64 LE
+/// ```
+///
+/// POLYVAL ([`crate::polyval_hash`], RFC 8452) is ε-almost-XOR-universal with
+/// ε = ℓ/2^128 for ℓ-block inputs, and the length block makes the encoding injective; the
+/// one-time pad is keyed BLAKE3 (a PRF) of the frame's sequence number, which never repeats
+/// under a key. A forgery therefore succeeds with probability at most ℓ/2^128 (≤ 2^-110
+/// for 1 MiB frames) per attempt, and the first failed attempt closes the connection.
+/// `H` and `K` are derived from the direction key with BLAKE3's `derive_key`. The
 /// sequence number is never sent: both ends count, so a replayed, dropped or reordered
 /// frame is checked under the wrong number and fails like an altered one.
+///
+/// Why not keyed BLAKE3 over the frame (the previous tag): POLYVAL folds 32 blocks per
+/// reduction with VPCLMULQDQ at several times BLAKE3's speed, and a tag is computed by
+/// the sender and checked by the receiver on every byte (docs/BENCHMARKS.md, "Per-frame MAC").
 #[derive(Clone)]
 pub struct FrameMac {
-    key: [u8; KEY_LEN],
+    hash_key: Arc<PolyvalKey>,
+    pad_key: [u8; KEY_LEN],
     seq: u64,
 }
 
 impl std::fmt::Debug for FrameMac {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "FrameMac(next frame {})", self.seq)
+        write!(f, "FrameMac(next frame {}, {})", self.seq, self.hash_key.path().name())
     }
 }
 
 /// The tag of one frame being computed ([`FrameMac::start`]); payload bytes go in with
 /// [`FrameTag::update`], in order, in pieces of any size.
-pub struct FrameTag(blake3::Hasher);
+pub struct FrameTag {
+    hash: Polyval,
+    payload_len: u64,
+}
 
 impl FrameTag {
     #[inline]
     pub fn update(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
+        self.hash.update(bytes);
+        self.payload_len += bytes.len() as u64;
     }
 }
 
+/// Contexts of the two keys derived from a direction key (BLAKE3 `derive_key`).
+const HASH_KEY_CONTEXT: &str = "syft_mpc frame MAC v3: POLYVAL key H";
+const PAD_KEY_CONTEXT: &str = "syft_mpc frame MAC v3: pad key K";
+
 impl FrameMac {
-    /// A direction starting at frame 0 under `key`.
+    /// A direction starting at frame 0 under `key`, on the fastest POLYVAL path of this CPU.
     pub fn new(key: [u8; KEY_LEN]) -> Self {
-        FrameMac { key, seq: 0 }
+        Self::with_path(key, Path::best())
+    }
+
+    /// As [`FrameMac::new`] on a given POLYVAL path (tests and benchmarks).
+    pub fn with_path(key: [u8; KEY_LEN], path: Path) -> Self {
+        let h = blake3::derive_key(HASH_KEY_CONTEXT, &key);
+        let mut hash_key = [0u8; BLOCK];
+        hash_key.copy_from_slice(&h[..BLOCK]);
+        FrameMac {
+            hash_key: Arc::new(PolyvalKey::with_path(hash_key, path)),
+            pad_key: blake3::derive_key(PAD_KEY_CONTEXT, &key),
+            seq: 0,
+        }
     }
 
     /// The sequence number of the next frame.
@@ -95,33 +137,42 @@ impl FrameMac {
         self.seq
     }
 
-    /// Starts the tag of the next frame: the sequence number and the header go in first.
+    /// Starts the tag of the next frame: the header goes in first, as a block of its own.
     pub fn start(&self, header: &[u8; HEADER_LEN]) -> FrameTag {
-        let mut h = blake3::Hasher::new_keyed(&self.key);
-        h.update(&self.seq.to_le_bytes());
-        h.update(header);
-        FrameTag(h)
+        let mut hash = Polyval::new(Arc::clone(&self.hash_key));
+        hash.update(header);
+        hash.pad();
+        FrameTag { hash, payload_len: 0 }
     }
 
-    fn advance(&mut self) -> Result<u64, FrameError> {
+    fn finish(&mut self, mut t: FrameTag) -> Result<(u64, [u8; TAG_LEN]), FrameError> {
         let seq = self.seq;
         // 2^64 frames of even one byte is far beyond any connection's life; never wrap.
         self.seq = seq.checked_add(1).ok_or(FrameError::SequenceExhausted)?;
-        Ok(seq)
+        t.hash.pad();
+        let mut lengths = [0u8; BLOCK];
+        lengths[..8].copy_from_slice(&((HEADER_LEN as u64) * 8).to_le_bytes());
+        lengths[8..].copy_from_slice(&t.payload_len.wrapping_mul(8).to_le_bytes());
+        t.hash.update(&lengths);
+        let mut tag = t.hash.finalize();
+        let pad = blake3::keyed_hash(&self.pad_key, &seq.to_le_bytes());
+        for (b, p) in tag.iter_mut().zip(pad.as_bytes()) {
+            *b ^= p;
+        }
+        Ok((seq, tag))
     }
 
     /// The tag of a frame (sender side); moves on to the next frame.
     pub fn seal(&mut self, t: FrameTag) -> Result<[u8; TAG_LEN], FrameError> {
-        self.advance()?;
-        Ok(*t.0.finalize().as_bytes())
+        Ok(self.finish(t)?.1)
     }
 
     /// Checks the tag that came with a frame (receiver side), in constant time; moves on
     /// to the next frame. Errors: [`FrameError::BadTag`] naming the frame's number.
     pub fn check(&mut self, t: FrameTag, tag: &[u8; TAG_LEN]) -> Result<(), FrameError> {
-        let seq = self.advance()?;
-        // `blake3::Hash`'s equality is constant time.
-        if t.0.finalize() == blake3::Hash::from_bytes(*tag) {
+        let (seq, want) = self.finish(t)?;
+        let diff = want.iter().zip(tag).fold(0u8, |d, (a, b)| d | (a ^ b));
+        if std::hint::black_box(diff) == 0 {
             Ok(())
         } else {
             Err(FrameError::BadTag { seq })
@@ -519,8 +570,31 @@ mod tests {
         let mut h = FrameHeader::alert(1).encode();
         h[5] = FLAG_ALERT; // an alert must be final
         assert_eq!(decode_header(&h, 16), Err(FrameError::UnknownFlags { flags: FLAG_ALERT }));
-        let mut last = FrameMac { key: [0; KEY_LEN], seq: u64::MAX };
+        let mut last = FrameMac::new([0; KEY_LEN]);
+        last.seq = u64::MAX;
         assert_eq!(last.seal(last.start(&[0; HEADER_LEN])).unwrap_err(), FrameError::SequenceExhausted);
+    }
+
+    /// The tag of one known frame, as computed by the independent Python implementation
+    /// of the format in `tests/_wire.py` (RFC 8452 arithmetic on Python integers).
+    #[test]
+    fn known_tag_from_an_independent_implementation() {
+        for path in Path::available() {
+            let mut tx = FrameMac::with_path([5; KEY_LEN], path);
+            let enc = encode_message(b"first message", 1 << 20, Some(&mut tx)).unwrap();
+            let tag: String = enc[enc.len() - TAG_LEN..].iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(tag, "458c7cec88a8b66dec028f8bd190f7c9", "{path:?}");
+        }
+    }
+
+    #[test]
+    fn every_polyval_path_gives_the_same_tags() {
+        let msg: Vec<u8> = (0..5000u32).map(|i| (i * 7 + 3) as u8).collect();
+        let tags: Vec<Vec<u8>> = Path::available()
+            .into_iter()
+            .map(|p| encode_message(&msg, 1500, Some(&mut FrameMac::with_path([9; KEY_LEN], p))).unwrap())
+            .collect();
+        assert!(tags.windows(2).all(|w| w[0] == w[1]), "paths {:?} disagree", Path::available());
     }
 
     proptest! {

@@ -17,6 +17,7 @@ pub mod frame;
 pub mod handshake;
 mod memory;
 pub mod message;
+pub mod polyval_hash;
 mod tcp;
 pub mod tls;
 

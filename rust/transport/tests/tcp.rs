@@ -4,6 +4,7 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
+use syft_mpc_transport::frame::TAG_LEN;
 use syft_mpc_transport::{
     accept, accept_stream, bind, connect, key_from_token, tcp_mesh, Channel, TcpChannel, TcpConfig, TransportError,
 };
@@ -456,7 +457,7 @@ fn expect_integrity(err: TransportError, frame: u64) {
 #[test]
 fn a_relay_that_alters_a_frame_is_caught_on_the_spot() {
     // A flipped payload byte: the frame fails its tag, the connection is closed for good.
-    let (mut a, mut b) = relay_pair(10 + 1000 + 32, |mut f| {
+    let (mut a, mut b) = relay_pair(10 + 1000 + TAG_LEN, |mut f| {
         f[10 + 500] ^= 0x40;
         f
     });
@@ -476,21 +477,21 @@ fn a_relay_that_alters_a_frame_is_caught_on_the_spot() {
     }
 
     // The same frame twice (a replay): the first is accepted, the copy fails as frame 1.
-    let (mut a, mut b) = relay_pair(10 + 3 + 32, |f| [f.clone(), f].concat());
+    let (mut a, mut b) = relay_pair(10 + 3 + TAG_LEN, |f| [f.clone(), f].concat());
     b.send(b"abc").unwrap();
     assert_eq!(a.recv().unwrap(), b"abc");
     expect_integrity(a.recv().unwrap_err(), 1);
 
     // A frame injected before bob's (made up by someone without the keys): rejected at once.
-    let (mut a, mut b) = relay_pair(10 + 3 + 32, |f| {
-        let forged = [&syft_mpc_transport::frame::FrameHeader::new(8, true).encode()[..], b"mul_(-1)", &[7u8; 32]];
+    let (mut a, mut b) = relay_pair(10 + 3 + TAG_LEN, |f| {
+        let forged = [&syft_mpc_transport::frame::FrameHeader::new(8, true).encode()[..], b"mul_(-1)", &[7u8; TAG_LEN]];
         [forged.concat(), f].concat()
     });
     b.send(b"abc").unwrap();
     expect_integrity(a.recv().unwrap_err(), 0);
 
     // A message cut short (FINAL set on its first frame of two): its tag fails.
-    let (mut a, mut b) = relay_pair(10 + (1 << 20) + 32, |mut f| {
+    let (mut a, mut b) = relay_pair(10 + (1 << 20) + TAG_LEN, |mut f| {
         f[5] |= 1;
         f
     });

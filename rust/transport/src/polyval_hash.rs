@@ -1,0 +1,425 @@
+//! POLYVAL, the universal hash of the per-frame MAC ([`crate::frame::FrameMac`]).
+//!
+//! POLYVAL (RFC 8452 §3; Gueron, Langley and Lindell, "AES-GCM-SIV", 2017) evaluates
+//! `S_j = (S_{j-1} ⊕ X_j) • H` over GF(2^128) with `a • b = a·b·x^-128 mod
+//! x^128 + x^127 + x^126 + x^121 + 1`, on 16-byte little-endian blocks. Because `•` is
+//! bilinear, `m` blocks fold into `S` with one reduction:
+//! `S_m = reduce(Σ_j clmul(Y_j, P_{m-j+1}))`, `Y_1 = S ⊕ X_1`, `Y_j = X_j`, where
+//! `P_k = H^k x^{-128(k-1)}` are the key's "dot powers" (`P_1 = H`, `P_k = P_{k-1} • H`)
+//! and `reduce` is the (linear) multiplication by `x^-128`. That is how the fast paths
+//! reach memory speed: [`CHUNK`] blocks per reduction, their carry-less products
+//! independent of each other.
+//!
+//! Paths, chosen once per key at run time:
+//! * `vpclmulqdq`: AVX-512F + VPCLMULQDQ (Ice Lake, Sapphire Rapids, Zen 4), four blocks
+//!   per 512-bit product, 32 blocks per reduction;
+//! * `pclmulqdq`: one block per 128-bit product (every x86-64 since 2010), 32 per reduction;
+//! * `portable`: the RustCrypto `polyval` crate (constant-time software, or ARMv8 PMULL).
+//!
+//! Each fast path is checked bit for bit against the `polyval` crate and RFC 8452's test
+//! vectors (tests below). Nothing here branches or indexes on secret data.
+
+use polyval::universal_hash::{KeyInit, UniversalHash};
+
+/// Bytes per block.
+pub const BLOCK: usize = 16;
+/// Blocks folded per reduction by the fast paths (the dot powers kept per key).
+const CHUNK: usize = 32;
+
+/// One POLYVAL key: `H` and, for the fast paths, its first [`CHUNK`] dot powers.
+#[derive(Clone)]
+pub struct PolyvalKey {
+    h: [u8; BLOCK],
+    path: Path,
+    /// `powers[k - 1] = P_k`; empty on the portable path.
+    powers: Vec<u128>,
+}
+
+impl std::fmt::Debug for PolyvalKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PolyvalKey({})", self.path.name()) // never the key itself
+    }
+}
+
+/// Which implementation a key runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// AVX-512F + VPCLMULQDQ.
+    Vpclmulqdq,
+    /// PCLMULQDQ on 128-bit vectors.
+    Pclmulqdq,
+    /// The `polyval` crate.
+    Portable,
+}
+
+impl Path {
+    /// The fastest path this CPU runs.
+    pub fn best() -> Path {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !is_x86_feature_detected!("pclmulqdq") || !is_x86_feature_detected!("sse2") {
+                return Path::Portable;
+            }
+            // `is_x86_feature_detected!("avx512f")` also checks that the OS saves zmm state.
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("vpclmulqdq") {
+                return Path::Vpclmulqdq;
+            }
+            Path::Pclmulqdq
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Path::Portable
+    }
+
+    /// Every path this CPU can run, fastest first (for tests and benchmarks).
+    pub fn available() -> Vec<Path> {
+        let best = Path::best();
+        [Path::Vpclmulqdq, Path::Pclmulqdq, Path::Portable]
+            .into_iter()
+            .filter(|p| match best {
+                Path::Vpclmulqdq => true,
+                Path::Pclmulqdq => *p != Path::Vpclmulqdq,
+                Path::Portable => *p == Path::Portable,
+            })
+            .collect()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Vpclmulqdq => "vpclmulqdq",
+            Path::Pclmulqdq => "pclmulqdq",
+            Path::Portable => "portable",
+        }
+    }
+}
+
+impl PolyvalKey {
+    /// The key `h` on the fastest path of this CPU.
+    pub fn new(h: [u8; BLOCK]) -> Self {
+        Self::with_path(h, Path::best())
+    }
+
+    /// The key `h` on `path`, which must be in [`Path::available`] (else the portable path).
+    pub fn with_path(h: [u8; BLOCK], path: Path) -> Self {
+        let path = if Path::available().contains(&path) { path } else { Path::Portable };
+        let mut powers = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        if path != Path::Portable {
+            let hv = u128::from_le_bytes(h);
+            powers.push(hv);
+            for k in 1..CHUNK {
+                // SAFETY: the fast paths are only chosen on CPUs with pclmulqdq and sse2.
+                powers.push(unsafe { x86::dot(powers[k - 1], hv) });
+            }
+        }
+        PolyvalKey { h, path, powers }
+    }
+
+    pub fn path(&self) -> Path {
+        self.path
+    }
+}
+
+/// A POLYVAL computation in progress: bytes go in with [`Polyval::update`] in pieces of
+/// any size (they are hashed as one string); [`Polyval::pad`] zero-fills a partial block.
+#[derive(Clone)]
+pub struct Polyval {
+    state: State,
+    buf: [u8; BLOCK],
+    buf_len: usize,
+}
+
+#[derive(Clone)]
+enum State {
+    Fast { key: std::sync::Arc<PolyvalKey>, acc: u128 },
+    Portable(Box<polyval::Polyval>),
+}
+
+impl Polyval {
+    pub fn new(key: std::sync::Arc<PolyvalKey>) -> Self {
+        let state = if key.path == Path::Portable {
+            State::Portable(Box::new(polyval::Polyval::new(&key.h.into())))
+        } else {
+            State::Fast { key, acc: 0 }
+        };
+        Polyval { state, buf: [0; BLOCK], buf_len: 0 }
+    }
+
+    /// Hashes whole blocks (`data.len()` a multiple of [`BLOCK`]).
+    fn blocks(&mut self, data: &[u8]) {
+        debug_assert_eq!(data.len() % BLOCK, 0);
+        if data.is_empty() {
+            return;
+        }
+        match &mut self.state {
+            #[cfg(target_arch = "x86_64")]
+            State::Fast { key, acc } => {
+                // SAFETY: `key.path` was chosen from the features this CPU has.
+                *acc = unsafe { x86::fold(*acc, data, &key.powers, key.path == Path::Vpclmulqdq) };
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            State::Fast { .. } => unreachable!("fast paths exist on x86-64 only"),
+            State::Portable(p) => {
+                let blocks: Vec<polyval::Block> =
+                    data.chunks_exact(BLOCK).map(|b| *polyval::Block::from_slice(b)).collect();
+                p.update(&blocks);
+            }
+        }
+    }
+
+    pub fn update(&mut self, mut data: &[u8]) {
+        if self.buf_len > 0 {
+            let n = (BLOCK - self.buf_len).min(data.len());
+            self.buf[self.buf_len..self.buf_len + n].copy_from_slice(&data[..n]);
+            self.buf_len += n;
+            data = &data[n..];
+            if self.buf_len < BLOCK {
+                return;
+            }
+            let block = self.buf;
+            self.blocks(&block);
+            self.buf_len = 0;
+        }
+        let whole = data.len() / BLOCK * BLOCK;
+        // The portable path copies its blocks: feed it in bounded pieces.
+        for piece in data[..whole].chunks(1 << 16) {
+            self.blocks(piece);
+        }
+        let rest = &data[whole..];
+        self.buf[..rest.len()].copy_from_slice(rest);
+        self.buf_len = rest.len();
+    }
+
+    /// Completes a partial block with zeros (nothing if the input is block-aligned).
+    pub fn pad(&mut self) {
+        if self.buf_len > 0 {
+            self.buf[self.buf_len..].fill(0);
+            let block = self.buf;
+            self.blocks(&block);
+            self.buf_len = 0;
+        }
+    }
+
+    /// The hash of everything so far, zero-padded to a whole block.
+    pub fn finalize(mut self) -> [u8; BLOCK] {
+        self.pad();
+        match self.state {
+            State::Fast { acc, .. } => acc.to_le_bytes(),
+            State::Portable(p) => p.finalize().into(),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{BLOCK, CHUNK};
+    use std::arch::x86_64::*;
+
+    /// `a • b` (one block, one reduction).
+    #[target_feature(enable = "pclmulqdq,sse2")]
+    pub(super) fn dot(a: u128, b: u128) -> u128 {
+        let (lo, mid, hi) = product(from(a), from(b));
+        reduce(to(lo), to(mid), to(hi))
+    }
+
+    #[inline(always)]
+    fn from(v: u128) -> __m128i {
+        // SAFETY: same size, any bit pattern is valid; x86 is little-endian, so the low
+        // 64 bits are lane 0, as the RFC's byte order wants.
+        unsafe { std::mem::transmute::<u128, __m128i>(v) }
+    }
+
+    #[inline(always)]
+    fn to(v: __m128i) -> u128 {
+        // SAFETY: as in `from`.
+        unsafe { std::mem::transmute::<__m128i, u128>(v) }
+    }
+
+    /// The unreduced carry-less product `lo ⊕ mid·x^64 ⊕ hi·x^128` (schoolbook: on the
+    /// CPUs that matter the multiplier port also runs Karatsuba's shuffles).
+    #[inline]
+    #[target_feature(enable = "pclmulqdq,sse2")]
+    fn product(x: __m128i, h: __m128i) -> (__m128i, __m128i, __m128i) {
+        let lo = _mm_clmulepi64_si128::<0x00>(x, h);
+        let hi = _mm_clmulepi64_si128::<0x11>(x, h);
+        let mid = _mm_xor_si128(_mm_clmulepi64_si128::<0x01>(x, h), _mm_clmulepi64_si128::<0x10>(x, h));
+        (lo, mid, hi)
+    }
+
+    /// `(lo ⊕ mid·x^64 ⊕ hi·x^128) · x^-128 mod P`: two folds by the low half times
+    /// `x^-64` (the shift form of RFC 8452's reduction, as in the `polyval` crate).
+    #[inline]
+    fn reduce(lo: u128, mid: u128, hi: u128) -> u128 {
+        let lo = lo ^ (mid << 64);
+        let hi = hi ^ (mid >> 64);
+        let (v0, v1, v2, v3) = (lo as u64, (lo >> 64) as u64, hi as u64, (hi >> 64) as u64);
+        let v2 = v2 ^ v0 ^ (v0 >> 1) ^ (v0 >> 2) ^ (v0 >> 7);
+        let v1 = v1 ^ (v0 << 63) ^ (v0 << 62) ^ (v0 << 57);
+        let v3 = v3 ^ v1 ^ (v1 >> 1) ^ (v1 >> 2) ^ (v1 >> 7);
+        let v2 = v2 ^ (v1 << 63) ^ (v1 << 62) ^ (v1 << 57);
+        ((v3 as u128) << 64) | v2 as u128
+    }
+
+    /// Folds `m ≤ CHUNK` blocks into `acc` with one reduction, 128-bit products.
+    #[target_feature(enable = "pclmulqdq,sse2")]
+    fn fold_xmm(acc: u128, data: &[u8], powers: &[u128]) -> u128 {
+        let m = data.len() / BLOCK;
+        let (mut lo, mut mid, mut hi) = (_mm_setzero_si128(), _mm_setzero_si128(), _mm_setzero_si128());
+        for j in 0..m {
+            // SAFETY: block j is in `data`.
+            let mut x = unsafe { _mm_loadu_si128(data.as_ptr().add(BLOCK * j).cast()) };
+            if j == 0 {
+                x = _mm_xor_si128(x, from(acc));
+            }
+            let (l, md, h) = product(x, from(powers[m - 1 - j]));
+            lo = _mm_xor_si128(lo, l);
+            mid = _mm_xor_si128(mid, md);
+            hi = _mm_xor_si128(hi, h);
+        }
+        reduce(to(lo), to(mid), to(hi))
+    }
+
+    /// Folds whole 512-byte chunks: 8 zmm of 4 blocks, products of all 32 blocks summed,
+    /// one reduction per chunk.
+    #[target_feature(enable = "avx512f,vpclmulqdq,pclmulqdq,sse2")]
+    fn fold_zmm(mut acc: u128, data: &[u8], powers: &[u128]) -> u128 {
+        debug_assert_eq!(data.len() % (CHUNK * BLOCK), 0);
+        // Lane i of register r multiplies block 4r + i of a chunk by P_{32 - 4r - i}.
+        let p: [__m512i; 8] = core::array::from_fn(|r| {
+            let lanes: [u128; 4] = core::array::from_fn(|i| powers[CHUNK - 1 - 4 * r - i]);
+            // SAFETY: 64 readable bytes.
+            unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) }
+        });
+        for chunk in data.chunks_exact(CHUNK * BLOCK) {
+            let (mut lo, mut mid, mut hi) = (_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512());
+            for (r, pr) in p.iter().enumerate() {
+                // SAFETY: bytes 64r..64r+64 of the chunk.
+                let mut x = unsafe { _mm512_loadu_si512(chunk.as_ptr().add(64 * r).cast()) };
+                if r == 0 {
+                    x = _mm512_xor_si512(x, _mm512_zextsi128_si512(from(acc)));
+                }
+                lo = _mm512_xor_si512(lo, _mm512_clmulepi64_epi128::<0x00>(x, *pr));
+                hi = _mm512_xor_si512(hi, _mm512_clmulepi64_epi128::<0x11>(x, *pr));
+                mid = _mm512_ternarylogic_epi64::<0x96>(
+                    mid,
+                    _mm512_clmulepi64_epi128::<0x01>(x, *pr),
+                    _mm512_clmulepi64_epi128::<0x10>(x, *pr),
+                );
+            }
+            acc = reduce(lanes_xor(lo), lanes_xor(mid), lanes_xor(hi));
+        }
+        acc
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn lanes_xor(v: __m512i) -> u128 {
+        let a = _mm_xor_si128(_mm512_extracti32x4_epi32::<0>(v), _mm512_extracti32x4_epi32::<1>(v));
+        let b = _mm_xor_si128(_mm512_extracti32x4_epi32::<2>(v), _mm512_extracti32x4_epi32::<3>(v));
+        to(_mm_xor_si128(a, b))
+    }
+
+    /// Folds whole blocks into `acc`. Safety: the CPU has pclmulqdq and sse2, and with
+    /// `wide` also AVX-512F and VPCLMULQDQ; `powers` holds `CHUNK` dot powers.
+    pub(super) unsafe fn fold(mut acc: u128, data: &[u8], powers: &[u128], wide: bool) -> u128 {
+        let mut rest = data;
+        if wide {
+            let whole = rest.len() / (CHUNK * BLOCK) * (CHUNK * BLOCK);
+            // SAFETY: the caller's contract.
+            acc = unsafe { fold_zmm(acc, &rest[..whole], powers) };
+            rest = &rest[whole..];
+        }
+        for chunk in rest.chunks(CHUNK * BLOCK) {
+            // SAFETY: the caller's contract.
+            acc = unsafe { fold_xmm(acc, chunk, powers) };
+        }
+        acc
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    fn reference(h: [u8; BLOCK], data: &[u8]) -> [u8; BLOCK] {
+        let mut p = polyval::Polyval::new(&h.into());
+        p.update_padded(data);
+        p.finalize().into()
+    }
+
+    fn ours(h: [u8; BLOCK], path: Path, pieces: &[&[u8]]) -> [u8; BLOCK] {
+        let key = Arc::new(PolyvalKey::with_path(h, path));
+        assert_eq!(key.path(), path);
+        let mut p = Polyval::new(key);
+        for piece in pieces {
+            p.update(piece);
+        }
+        p.finalize()
+    }
+
+    #[test]
+    fn paths_this_cpu_runs() {
+        let paths = Path::available();
+        eprintln!("POLYVAL paths on this CPU: {paths:?} (tests below run each of them)");
+        assert!(paths.contains(&Path::Portable));
+        assert_eq!(paths[0], Path::best());
+    }
+
+    /// RFC 8452, Appendix A: POLYVAL(H, X_1, X_2).
+    #[test]
+    fn rfc8452_vector() {
+        let h: [u8; BLOCK] = hex("25629347589242761d31f826ba4b757b").try_into().unwrap();
+        let x = hex("4f4f95668c83dfb6401762bb2d01a262d1a24ddd2721d006bbe45f20d3c9f362");
+        let want = hex("f7a3b47b846119fae5b7866cf5e5b77e");
+        for path in Path::available() {
+            assert_eq!(ours(h, path, &[&x]).to_vec(), want, "{path:?}");
+        }
+    }
+
+    #[test]
+    fn edge_inputs_match_the_reference() {
+        let ones = [0xffu8; BLOCK];
+        let sizes = [0usize, 1, 15, 16, 17, 511, 512, 513, 1024, 4096 + 48, 3 * 512 + 31 * 16];
+        for h in [ones, [0u8; BLOCK], {
+            let mut a = [0u8; BLOCK];
+            a[0] = 1;
+            a
+        }] {
+            for &n in &sizes {
+                for fill in [0x00u8, 0xff, 0x5a] {
+                    let data = vec![fill; n];
+                    let want = reference(h, &data);
+                    for path in Path::available() {
+                        assert_eq!(ours(h, path, &[&data]), want, "{path:?} n={n} fill={fill:#x}");
+                    }
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn every_path_equals_the_reference(h in any::<[u8; BLOCK]>(),
+                                           data in proptest::collection::vec(any::<u8>(), 0..5000),
+                                           cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..6)) {
+            let want = reference(h, &data);
+            // The same bytes in arbitrary pieces hash the same.
+            let mut at: Vec<usize> = cuts.iter().map(|c| c.index(data.len() + 1)).collect();
+            at.sort_unstable();
+            let mut pieces = Vec::new();
+            let mut prev = 0;
+            for c in at.into_iter().chain([data.len()]) {
+                pieces.push(&data[prev..c]);
+                prev = c;
+            }
+            for path in Path::available() {
+                prop_assert_eq!(ours(h, path, &pieces), want, "{:?}", path);
+            }
+        }
+    }
+}
