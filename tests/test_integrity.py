@@ -4,7 +4,7 @@ detected (the frame's MAC fails, rust/transport/src/frame.rs), the connection cl
 clear error, nothing tampered with is acted on, and the worker keeps serving other clients.
 
 The relay (`TamperingRelay`) parses the stream into frames: the handshake's three frames
-each way are untagged, every later frame carries a 32-byte tag. It knows no key.
+each way are untagged, every later frame carries a 16-byte tag. It knows no key.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import torch
 import syft_mpc as sy
 from syft_mpc import _native
 from syft_mpc.errors import SerializationError
+from syft_mpc.info import report
 from syft_mpc.net.sealing import PREFIX, open_envelope, seal_envelope
 from syft_mpc.remote import serde
 from syft_mpc.remote.messages import Envelope, MpcJoin
@@ -351,3 +352,16 @@ def test_weak_tokens_are_refused_everywhere(tmp_path: "os.PathLike[str]") -> Non
     r = subprocess.run([sys.executable, "-m", "syft_mpc", "worker", "--id", "w", "--port", "0"], env=env,
                        stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
     assert r.returncode != 0 and b"too weak" in r.stderr, r.stderr
+
+
+def test_the_frame_mac_runs_on_the_fastest_path_this_cpu_has() -> None:
+    """`sy.native_info()` names the POLYVAL path the tags are computed on, and it is the fastest
+    one the CPU's flags allow (all paths give the same tags: rust/transport/src/frame.rs tests)."""
+    info = sy.native_info()["frame_mac"]
+    assert info["chosen"] == info["available"][0] and "portable" in info["available"]
+    flags = set(sy.native_info()["cpu_flags"])
+    if {"avx512f", "vpclmulqdq"} <= flags:
+        assert info["chosen"] == "vpclmulqdq"
+    elif "pclmulqdq" in flags:
+        assert info["chosen"] == "pclmulqdq"
+    assert "frame MAC  POLYVAL on " + info["chosen"] in report()

@@ -28,6 +28,7 @@ __all__ = [
     "fixed_point_info",
     "worker_party_id",
     "check_token",
+    "frame_mac_info",
     "memory_session",
     "reconstruct",
     "ring_add",
@@ -187,6 +188,7 @@ def memory_session(
 
 def worker_party_id(name: str) -> int: ...
 def check_token(token: str) -> None: ...
+def frame_mac_info() -> dict[str, Any]: ...
 @final
 class Listener:
     def __new__(

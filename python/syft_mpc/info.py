@@ -19,7 +19,9 @@ from syft_mpc.net.env import ENV_TLS_CA, ENV_TOKEN
 
 __all__ = ["CPU_FLAGS", "native_info", "report"]
 
-CPU_FLAGS = ("avx2", "avx512f", "avx512dq", "avx512ifma", "avx512_vnni", "amx_tile", "amx_int8", "aes", "sha_ni")
+CPU_FLAGS = (
+    "avx2", "avx512f", "avx512dq", "avx512ifma", "avx512_vnni", "amx_tile", "amx_int8", "aes", "pclmulqdq", "vpclmulqdq", "sha_ni",
+)
 """The ``/proc/cpuinfo`` flags the native kernels (or their candidates) use."""
 
 
@@ -51,7 +53,8 @@ def _version(dist: str) -> "str | None":
 def native_info() -> dict[str, Any]:
     """Versions (syft_mpc, Python, torch, numpy — read from the installed packages, without
     importing torch), the CPU, its flags that matter, the ring GEMM kernel chosen and why
-    (``gemm``: see :func:`syft_mpc._native.gemm_kernel_info`), and the environment that
+    (``gemm``: see :func:`syft_mpc._native.gemm_kernel_info`), the per-frame MAC's POLYVAL
+    implementation (``frame_mac``), and the environment that
     changes behaviour (thread pool size, a forced kernel, TLS and token settings present)."""
     model, flags = _cpu()
     return {
@@ -64,6 +67,7 @@ def native_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpu_flags": flags,
         "gemm": dict(_native.gemm_kernel_info()),
+        "frame_mac": dict(_native.frame_mac_info()),
         "tls": "TLS 1.3 (rustls, ring provider) built in",
         "env": {
             name: os.environ.get(name)
@@ -85,6 +89,7 @@ def report(info: "dict[str, Any] | None" = None) -> str:
         f"cpu        {i['cpu']} ({i['cpu_count']} logical CPUs)",
         f"cpu flags  {' '.join(i['cpu_flags']) or 'none of ' + ', '.join(CPU_FLAGS)}",
         f"ring GEMM  {g['chosen']} (available: {', '.join(g['available'])}): {g['reason']}",
+        f"frame MAC  POLYVAL on {i['frame_mac']['chosen']} (available: {', '.join(i['frame_mac']['available'])})",
         f"tls        {i['tls']}",
         "workers    `syft-mpc worker` listens on 127.0.0.1:8777 unless given --host/--port",
     ]

@@ -198,3 +198,15 @@ mod tests {
         assert!(ok("another-token-0123456789"));
     }
 }
+
+/// The implementation of the per-frame MAC's universal hash (POLYVAL) that connections of
+/// this process use: `{"chosen": name, "available": [names, best first]}`. Every path gives
+/// the same tags; the choice only changes speed.
+#[pyfunction]
+pub fn frame_mac_info(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
+    use syft_mpc_transport::polyval_hash::Path;
+    let d = pyo3::types::PyDict::new(py);
+    d.set_item("chosen", Path::best().name())?;
+    d.set_item("available", Path::available().into_iter().map(Path::name).collect::<Vec<_>>())?;
+    Ok(d)
+}

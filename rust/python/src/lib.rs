@@ -64,5 +64,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<connection::Connection>()?;
     m.add_function(wrap_pyfunction!(config::worker_party_id, m)?)?;
     m.add_function(wrap_pyfunction!(config::check_token, m)?)?;
+    m.add_function(wrap_pyfunction!(config::frame_mac_info, m)?)?;
     Ok(())
 }

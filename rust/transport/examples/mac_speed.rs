@@ -19,11 +19,16 @@ fn bench(name: &str, mut f: impl FnMut(&[u8]) -> u8) {
     for _ in 0..20 {
         black_box(f(&buf));
     }
-    let t = Instant::now();
-    for _ in 0..ROUNDS {
-        black_box(f(black_box(&buf)));
+    // Best of 10 batches: the machine may be shared, and the best batch is the kernel's speed.
+    let mut best = f64::INFINITY;
+    for _ in 0..10 {
+        let t = Instant::now();
+        for _ in 0..ROUNDS / 10 {
+            black_box(f(black_box(&buf)));
+        }
+        best = best.min(t.elapsed().as_secs_f64());
     }
-    let gbs = (ROUNDS * FRAME) as f64 / t.elapsed().as_secs_f64() / 1e9;
+    let gbs = (ROUNDS / 10 * FRAME) as f64 / best / 1e9;
     println!("{name:48} {gbs:6.2} GB/s");
 }
 
