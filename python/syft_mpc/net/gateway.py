@@ -55,12 +55,14 @@ from typing import Any, Sequence
 import torch
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
-from websockets.sync.server import Server, ServerConnection, serve
+from websockets.sync.server import ServerConnection
 
 from syft_mpc import fixed_point
 from syft_mpc._native import check_token
 from syft_mpc.errors import PeerDisconnected, PeerTimeout, SerializationError, TransportError
+from syft_mpc.net.admission import Throttled, Ticket
 from syft_mpc.net.env import ENV_TOKEN
+from syft_mpc.net.ws_serve import AdmittedServer
 from syft_mpc.net.ws_transport import (
     MAX_MESSAGE_BYTES,
     WsConnection,
@@ -134,7 +136,7 @@ class GatewayServer:
         host, port: where to listen (port 0 picks one; see ``address``).
         token: the gateway token (drivers use it; tabs use ``tab_token(token, id)``).
         tls_cert, tls_key: serve ``https://`` and ``wss://`` only.
-        timeout_s: bound on handshakes.
+        timeout_s: bound on handshakes (at most 5 s each: :mod:`syft_mpc.net.admission`).
         ping_s: a tab that does not answer a ping within ``ping_s + 1`` seconds is dropped.
     """
 
@@ -151,20 +153,23 @@ class GatewayServer:
         self._seq = itertools.count(1)
         ctx = server_ssl(tls_cert, tls_key)
         self.tls = ctx is not None
-        try:
-            self._server: Server = serve(
-                self._handle, host, port, ssl=ctx, max_size=MAX_MESSAGE_BYTES, compression=None,
-                process_request=self._http, open_timeout=timeout_s, close_timeout=2,
-                ping_interval=ping_s, ping_timeout=ping_s + 1,
-            )
-        except OSError as e:
-            raise TransportError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-        h, p = self._server.socket.getsockname()[:2]
-        self.address = f"{h}:{p}"
+        self._rejected = Throttled(logger=log)
+        # Admitted as a worker's connections (syft_mpc.net.admission); page requests count as
+        # handshakes until answered.
+        self._server = AdmittedServer(
+            self._handle, host, port, name="gateway", timeout_s=timeout_s, ssl=ctx, log=log,
+            process_request=self._http, ping_interval=ping_s, ping_timeout=ping_s + 1,
+        )
+        self.address = self._server.local_addr
         self.url = f"{'https' if self.tls else 'http'}://{self.address}"
         self._thread: "threading.Thread | None" = None
 
     # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def dropped(self) -> "dict[str, int]":
+        """Unfinished handshakes dropped (evicted, past the deadline) and connections refused at once."""
+        return dict(self._server.admission.dropped)
 
     def serve_forever(self) -> None:
         self._server.serve_forever()
@@ -203,19 +208,27 @@ class GatewayServer:
 
     # ------------------------------------------------------------------ WebSocket endpoints
 
-    def _handle(self, ws: ServerConnection) -> None:
+    def _handle(self, ws: ServerConnection, ticket: Ticket) -> None:
         addr = ws.remote_address
         where = f"{addr[0]}:{addr[1]}" if addr else "?"
-        path = ws.request.path if ws.request is not None else ""
+        path = (ws.request.path if ws.request is not None else "").split("?", 1)[0]
+        tokens, session = (self._tab_token, TAB_SESSION) if path == "/tab" else (self._driver_token, DRIVER_SESSION)
+        if path not in ("/tab", "/driver"):
+            return
         try:
-            if path == "/tab":
-                tab_id, secret = server_handshake(ws, self._tab_token, TAB_SESSION, self.timeout_s)
-                self._serve_tab(tab_id, WsConnection(ws, where, secret))
-            elif path == "/driver":
-                _, secret = server_handshake(ws, self._driver_token, DRIVER_SESSION, self.timeout_s)
-                self._serve_driver(WsConnection(ws, where, secret))
+            peer_id, secret = server_handshake(
+                ws, tokens, session, ticket.time_left(self._server.deadline_s), max_message=MAX_MESSAGE_BYTES,
+                admitted=lambda: self._server.authenticated(ticket),
+            )
         except TransportError as e:
-            log.warning("rejected a connection from %s to %s: %s", where, path, e)
+            if ticket.state != "dropped":  # evicted and expired ones are counted, not logged
+                self._rejected.warning("rejected a connection from %s to %s: %s", where, path, e)
+            return
+        conn = WsConnection(ws, where, secret)
+        if path == "/tab":
+            self._serve_tab(peer_id, conn)
+        else:
+            self._serve_driver(conn)
 
     def _tab_token(self, tab_id: str) -> "str | None":
         return tab_token(self.token, tab_id) if _TAB_ID.fullmatch(tab_id) else None

@@ -33,7 +33,7 @@ import secrets
 import ssl
 import threading
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI, WebSocketException
 from websockets.sync.client import ClientConnection, connect
@@ -42,8 +42,11 @@ from websockets.sync.connection import Connection
 from syft_mpc.errors import AuthenticationError, PeerDisconnected, PeerTimeout, TlsError, TransportError
 
 __all__ = [
+    "HANDSHAKE_MAX",
     "MAX_MESSAGE_BYTES",
+    "MAX_QUEUE",
     "WsConnection",
+    "allow_messages",
     "client_handshake",
     "key_from_token",
     "open_connection",
@@ -54,6 +57,11 @@ __all__ = [
 MAX_MESSAGE_BYTES = 1 << 30
 """Largest message accepted (the native transport's default bound, 1 GiB)."""
 HANDSHAKE_MAX = 256
+"""Largest message before the handshake succeeds (each handshake message is smaller)."""
+MAX_QUEUE = (2, 0)
+"""Frames received but not yet read (high, low water marks) before the ``websockets`` library
+stops reading the socket: with messages of up to 1 GiB, its default of 16 would let one peer
+park 16 GiB in a connection whose reader is busy."""
 MAGIC = b"SMWS\x01"
 KEY_LABEL = b"syft-mpc session key v1\x00"
 PROOF_LABEL = b"syft-mpc websocket v1 handshake proof\x00"
@@ -82,6 +90,19 @@ def exporter(key: bytes, session: str, worker_id: str, client_nonce: bytes, serv
     return hmac.new(key, msg, hashlib.sha256).digest()
 
 
+def allow_messages(ws: Connection, max_bytes: int) -> None:
+    """Raises the connection's message limit from :data:`HANDSHAKE_MAX` to ``max_bytes``.
+
+    Called once the peer has proved itself and before this side's last handshake message, so
+    the peer's first real message (which it sends only after that one) is read under the new
+    limit: the library checks a frame's size when its first bytes arrive."""
+    protocol: Any = ws.protocol
+    if hasattr(protocol, "max_message_size"):  # websockets >= 16: (message, fragment) limits
+        protocol.max_message_size = max_bytes
+    else:
+        protocol.max_size = max_bytes
+
+
 def _recv_bounded(ws: Connection, deadline: float, what: str) -> bytes:
     left = deadline - time.monotonic()
     if left <= 0:
@@ -97,9 +118,13 @@ def _recv_bounded(ws: Connection, deadline: float, what: str) -> bytes:
     return msg
 
 
-def client_handshake(ws: Connection, token: str, worker_id: str, session: str, timeout_s: float) -> bytes:
+def client_handshake(
+    ws: Connection, token: str, worker_id: str, session: str, timeout_s: float, *, max_message: "int | None" = None
+) -> bytes:
     """Proves knowledge of ``token`` to the server reached as ``worker_id`` and checks its proof;
-    returns the connection's :func:`exporter` secret."""
+    returns the connection's :func:`exporter` secret. With ``max_message``, the connection's
+    message limit is raised to it right after this side's proof is sent (:func:`allow_messages`):
+    a server may send its first message right after its verdict, before this function returns."""
     deadline = time.monotonic() + timeout_s
     key = key_from_token(token)
     nc = secrets.token_bytes(32)
@@ -109,6 +134,8 @@ def client_handshake(ws: Connection, token: str, worker_id: str, session: str, t
         raise AuthenticationError("the server did not answer with a syft_mpc WebSocket handshake (another service, or another version)")
     ns = hello[5:]
     ws.send(proof(key, b"C", session, worker_id, ns, nc))
+    if max_message is not None:
+        allow_messages(ws, max_message)
     verdict = _recv_bounded(ws, deadline, "the server's verdict")
     if verdict[:1] == b"\x01":
         reason = verdict[1:200].decode("utf-8", "replace")
@@ -119,11 +146,17 @@ def client_handshake(ws: Connection, token: str, worker_id: str, session: str, t
     return exporter(key, session, worker_id, nc, ns)
 
 
-def server_handshake(ws: Connection, tokens: Any, session: str, timeout_s: float) -> "tuple[str, bytes]":
+def server_handshake(
+    ws: Connection, tokens: Any, session: str, timeout_s: float, *, max_message: "int | None" = None,
+    admitted: "Callable[[], bool] | None" = None,
+) -> "tuple[str, bytes]":
     """Checks a client's proof; returns the worker id it asked for and the connection's
     :func:`exporter` secret.
 
-    ``tokens(worker_id)`` gives the token for that id, or None when the id is not served here."""
+    ``tokens(worker_id)`` gives the token for that id, or None when the id is not served here.
+    Once the proof checks out and before the verdict is sent: ``admitted()`` (the listener's
+    admission; False when this handshake was evicted or expired meanwhile: it fails with
+    ``PeerTimeout``), then the message limit is raised to ``max_message`` (:func:`allow_messages`)."""
     deadline = time.monotonic() + timeout_s
     hello = _recv_bounded(ws, deadline, "the client's hello")
     if hello[:5] != MAGIC or len(hello) < 37:
@@ -144,6 +177,10 @@ def server_handshake(ws: Connection, tokens: Any, session: str, timeout_s: float
     if not hmac.compare_digest(got, proof(key, b"C", session, worker_id, ns, nc)):
         ws.send(b"\x01wrong token")
         raise AuthenticationError(f"a client for {worker_id!r} failed to prove it knows the token")
+    if admitted is not None and not admitted():
+        raise PeerTimeout("the handshake was cut (past its deadline, or evicted by newer connections from its address)")
+    if max_message is not None:
+        allow_messages(ws, max_message)
     ws.send(b"\x00" + proof(key, b"S", session, worker_id, nc, ns))
     return worker_id, exporter(key, session, worker_id, nc, ns)
 
@@ -158,11 +195,27 @@ def _fragments(frame: Any) -> "bytes | Iterable[Any]":
 class WsConnection:
     """One authenticated WebSocket, with the native ``Connection``'s methods."""
 
-    def __init__(self, ws: Connection, peer_addr: str, exporter_secret: bytes) -> None:
+    def __init__(self, ws: Connection, peer_addr: str, exporter_secret: bytes, max_message: int = MAX_MESSAGE_BYTES) -> None:
         self.ws = ws
         self.peer_addr = peer_addr
+        self.max_message = max_message
         self.closed = threading.Event()
         self._exporter = exporter_secret
+
+    def _closed_error(self, e: ConnectionClosed) -> TransportError:
+        """The error for a closed connection; a message over a size limit (close code 1009) says whose."""
+        self.closed.set()
+        if e.sent is not None and e.sent.code == 1009:
+            return TransportError(
+                f"{self.peer_addr} sent a message over this side's {self.max_message}-byte limit; the connection was "
+                f"closed (WebSocket code 1009: {e.sent.reason})"
+            )
+        if e.rcvd is not None and e.rcvd.code == 1009:
+            return TransportError(
+                f"{self.peer_addr} refused a message over its size limit and closed the connection "
+                f"(WebSocket code 1009: {e.rcvd.reason}); send smaller messages (e.g. split the tensor)"
+            )
+        return PeerDisconnected(f"connection to {self.peer_addr} closed")
 
     def export_secret(self, context: bytes) -> bytes:
         """32 bytes bound to this connection and ``context`` (HMAC-SHA256 under the exporter)."""
@@ -172,8 +225,7 @@ class WsConnection:
         try:
             self.ws.send(_fragments(frame))
         except ConnectionClosed as e:
-            self.closed.set()
-            raise PeerDisconnected(f"connection to {self.peer_addr} closed ({e})") from None
+            raise self._closed_error(e) from None
         except (OSError, WebSocketException) as e:
             self.closed.set()
             raise TransportError(f"sending to {self.peer_addr} failed: {e}") from None
@@ -184,10 +236,7 @@ class WsConnection:
         except TimeoutError:
             raise PeerTimeout(f"no message from {self.peer_addr} in {timeout_s:.1f} s") from None
         except ConnectionClosed as e:
-            self.closed.set()
-            if e.rcvd is not None and e.rcvd.code == 1009:
-                raise TransportError(f"{self.peer_addr}: message over the {MAX_MESSAGE_BYTES}-byte limit") from None
-            raise PeerDisconnected(f"connection to {self.peer_addr} closed") from None
+            raise self._closed_error(e) from None
         except (OSError, WebSocketException) as e:
             self.closed.set()
             raise TransportError(f"receiving from {self.peer_addr} failed: {e}") from None
@@ -241,7 +290,8 @@ def open_connection(
             server_hostname=server_name,
             open_timeout=timeout_s,
             close_timeout=2,
-            max_size=MAX_MESSAGE_BYTES,
+            max_size=HANDSHAKE_MAX,  # raised by client_handshake
+            max_queue=MAX_QUEUE,
             compression=None,
         ).__enter__()  # the connection itself (websockets >= 17.1 warns unless entered)
     except ssl.SSLError as e:
@@ -251,7 +301,7 @@ def open_connection(
     except (OSError, InvalidHandshake, InvalidURI) as e:
         raise TransportError(f"cannot connect to {url}: {e}") from None
     try:
-        secret = client_handshake(ws, token, worker_id, session, timeout_s)
+        secret = client_handshake(ws, token, worker_id, session, timeout_s, max_message=MAX_MESSAGE_BYTES)
     except BaseException:
         ws.close()
         raise
