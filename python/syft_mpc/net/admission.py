@@ -13,7 +13,8 @@ that the Rust constants equal these):
 * at most :data:`MAX_PER_ADDRESS` handshakes of one address (an IPv4 address, or an IPv6
   /64) are in progress, and at most :data:`MAX_HANDSHAKES` in all. A new connection over a
   limit is not refused: it evicts the unfinished handshake (of its own address first) whose
-  peer has been silent longest (the kernel's ``TCP_INFO``), the oldest among equals. An honest
+  peer has been silent longest (the kernel's ``TCP_INFO``), the oldest among equals; where a
+  handshake has stages (:attr:`Ticket.stage`), one in an earlier stage first. An honest
   client sends each handshake message at once, so it is the last to be evicted;
 * at most :data:`MAX_HANDSHAKE_THREADS` handshakes (evicted ones winding down included) hold a
   thread; further connections are closed at once;
@@ -124,14 +125,20 @@ def _cut(sock: socket.socket) -> None:
 
 
 class Ticket:
-    """One accepted connection's handshake: pending until :meth:`Admission.finish`, or dropped."""
+    """One accepted connection's handshake: pending until :meth:`Admission.finish`, or dropped.
 
-    __slots__ = ("id", "key", "sock", "started", "state")
+    ``stage`` orders evictions: a listener that reads a handshake in stages (the WebSocket
+    listeners: 0 while the HTTP upgrade request is incomplete, 1 once it is whole) evicts a
+    connection of a lower stage first, the most silent among those. A peer that has sent a
+    whole stage has done its part at once; the wait is the server's."""
+
+    __slots__ = ("id", "key", "sock", "started", "state", "stage")
 
     def __init__(self, id: int, key: str, sock: socket.socket) -> None:
         self.id, self.key, self.sock = id, key, sock
         self.started = time.monotonic()
         self.state = "pending"  # -> "done" (authenticated), "dropped" (evicted or expired), "ended" (failed)
+        self.stage = 0
 
     def time_left(self, deadline_s: float) -> float:
         return max(0.0, self.started + deadline_s - time.monotonic())
@@ -221,13 +228,13 @@ class Admission:
 
     def _evict_most_silent(self, key: "str | None") -> None:
         best: "Ticket | None" = None
-        best_ms = -1
+        best_rank = (1, 0)
         for t in self._pending.values():  # oldest first: ties go to the oldest
             if key is not None and t.key != key:
                 continue
-            ms = silent_ms(t.sock)
-            if ms > best_ms:
-                best, best_ms = t, ms
+            rank = (-t.stage, silent_ms(t.sock))
+            if best is None or rank > best_rank:
+                best, best_rank = t, rank
         if best is not None:
             self._drop(best)
             self.dropped["evicted"] += 1

@@ -103,6 +103,15 @@ def allow_messages(ws: Connection, max_bytes: int) -> None:
         protocol.max_size = max_bytes
 
 
+def _send(ws: Connection, msg: bytes, what: str) -> None:
+    try:
+        ws.send(msg)
+    except ConnectionClosed:
+        raise PeerDisconnected(f"the peer closed the connection during the handshake (sending {what})") from None
+    except (OSError, WebSocketException) as e:
+        raise TransportError(f"sending {what} failed: {e}") from None
+
+
 def _recv_bounded(ws: Connection, deadline: float, what: str) -> bytes:
     left = deadline - time.monotonic()
     if left <= 0:
@@ -128,12 +137,12 @@ def client_handshake(
     deadline = time.monotonic() + timeout_s
     key = key_from_token(token)
     nc = secrets.token_bytes(32)
-    ws.send(MAGIC + nc + worker_id.encode())
+    _send(ws, MAGIC + nc + worker_id.encode(), "the hello")
     hello = _recv_bounded(ws, deadline, "the server's hello")
     if hello[:5] != MAGIC or len(hello) != 37:
         raise AuthenticationError("the server did not answer with a syft_mpc WebSocket handshake (another service, or another version)")
     ns = hello[5:]
-    ws.send(proof(key, b"C", session, worker_id, ns, nc))
+    _send(ws, proof(key, b"C", session, worker_id, ns, nc), "the proof")
     if max_message is not None:
         allow_messages(ws, max_message)
     verdict = _recv_bounded(ws, deadline, "the server's verdict")
@@ -168,20 +177,20 @@ def server_handshake(
         raise AuthenticationError("the worker id in the handshake is not UTF-8") from None
     token = tokens(worker_id)
     ns = secrets.token_bytes(32)
-    ws.send(MAGIC + ns)
+    _send(ws, MAGIC + ns, "the hello")
     got = _recv_bounded(ws, deadline, "the client's proof")
     if token is None:
-        ws.send(b"\x01" + f"no worker {worker_id[:60]!r} here".encode())
+        _send(ws, b"\x01" + f"no worker {worker_id[:60]!r} here".encode(), "the verdict")
         raise AuthenticationError(f"a client asked for worker {worker_id[:60]!r}, which is not served here")
     key = key_from_token(token)
     if not hmac.compare_digest(got, proof(key, b"C", session, worker_id, ns, nc)):
-        ws.send(b"\x01wrong token")
+        _send(ws, b"\x01wrong token", "the verdict")
         raise AuthenticationError(f"a client for {worker_id!r} failed to prove it knows the token")
     if admitted is not None and not admitted():
         raise PeerTimeout("the handshake was cut (past its deadline, or evicted by newer connections from its address)")
     if max_message is not None:
         allow_messages(ws, max_message)
-    ws.send(b"\x00" + proof(key, b"S", session, worker_id, nc, ns))
+    _send(ws, b"\x00" + proof(key, b"S", session, worker_id, nc, ns), "the verdict")
     return worker_id, exporter(key, session, worker_id, nc, ns)
 
 
@@ -205,12 +214,13 @@ class WsConnection:
     def _closed_error(self, e: ConnectionClosed) -> TransportError:
         """The error for a closed connection; a message over a size limit (close code 1009) says whose."""
         self.closed.set()
-        if e.sent is not None and e.sent.code == 1009:
+        peer_first = e.rcvd is not None and (e.sent is None or bool(e.rcvd_then_sent))  # an echo is not a reason
+        if e.sent is not None and e.sent.code == 1009 and not peer_first:
             return TransportError(
                 f"{self.peer_addr} sent a message over this side's {self.max_message}-byte limit; the connection was "
                 f"closed (WebSocket code 1009: {e.sent.reason})"
             )
-        if e.rcvd is not None and e.rcvd.code == 1009:
+        if e.rcvd is not None and e.rcvd.code == 1009 and peer_first:
             return TransportError(
                 f"{self.peer_addr} refused a message over its size limit and closed the connection "
                 f"(WebSocket code 1009: {e.rcvd.reason}); send smaller messages (e.g. split the tensor)"
@@ -298,7 +308,13 @@ def open_connection(
         raise TlsError(f"TLS with {url} failed: {e}") from None
     except TimeoutError:
         raise PeerTimeout(f"connecting to {url} took more than {timeout_s:.1f} s") from None
-    except (OSError, InvalidHandshake, InvalidURI) as e:
+    except (ConnectionResetError, InvalidHandshake) as e:
+        if isinstance(e, ConnectionResetError) or isinstance(e.__cause__, (EOFError, ConnectionResetError)):
+            # Closed before it answered the upgrade: a worker flooded with unfinished handshakes
+            # evicts the most silent one (syft_mpc.net.admission), which may have been this one.
+            raise PeerDisconnected(f"{url} closed the connection during the WebSocket upgrade ({e})") from None
+        raise TransportError(f"cannot connect to {url}: {e}") from None
+    except (OSError, InvalidURI) as e:
         raise TransportError(f"cannot connect to {url}: {e}") from None
     try:
         secret = client_handshake(ws, token, worker_id, session, timeout_s, max_message=MAX_MESSAGE_BYTES)
