@@ -24,11 +24,13 @@ that the Rust constants equal these):
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import itertools
 import logging
 import socket
 import struct
+import termios
 import threading
 import time
 from typing import Any
@@ -44,6 +46,7 @@ __all__ = [
     "Throttled",
     "address_key",
     "silent_ms",
+    "unread_bytes",
 ]
 
 MAX_HANDSHAKES = 512
@@ -114,6 +117,15 @@ def silent_ms(sock: socket.socket) -> int:
     return int(struct.unpack_from("=I", info, _LAST_DATA_RECV)[0])
 
 
+def unread_bytes(sock: socket.socket) -> int:
+    """Bytes received by the kernel and not yet read by this process (``FIONREAD``); 0 where unknown."""
+    try:
+        buf = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return 0
+    return int(struct.unpack("=i", buf)[0])
+
+
 def _cut(sock: socket.socket) -> None:
     """Ends a connection's reads and writes at once (its thread sees EOF), without closing the
     descriptor under it. ``socket.socket.shutdown`` reaches the system call directly, also
@@ -127,18 +139,26 @@ def _cut(sock: socket.socket) -> None:
 class Ticket:
     """One accepted connection's handshake: pending until :meth:`Admission.finish`, or dropped.
 
-    ``stage`` orders evictions: a listener that reads a handshake in stages (the WebSocket
-    listeners: 0 while the HTTP upgrade request is incomplete, 1 once it is whole) evicts a
-    connection of a lower stage first, the most silent among those. A peer that has sent a
-    whole stage has done its part at once; the wait is the server's."""
+    ``stage`` and ``waiting`` order evictions, for a listener that follows a handshake's steps
+    (the WebSocket listeners: stage 0 while the HTTP upgrade request is incomplete, then one
+    more for each handshake message received; ``waiting`` while the server waits for the
+    peer). Evicted first: a connection in stage 0; then one the server waits for with no
+    unread byte in the kernel (the peer's turn), in the lowest stage; then the rest (the
+    server's turn: an honest peer, which sends each message at once, is only ever here or
+    briefly in flight). The most silent within a class, the oldest among equals."""
 
-    __slots__ = ("id", "key", "sock", "started", "state", "stage")
+    __slots__ = ("id", "key", "sock", "started", "state", "stage", "waiting")
 
     def __init__(self, id: int, key: str, sock: socket.socket) -> None:
         self.id, self.key, self.sock = id, key, sock
         self.started = time.monotonic()
         self.state = "pending"  # -> "done" (authenticated), "dropped" (evicted or expired), "ended" (failed)
         self.stage = 0
+        self.waiting = True
+
+    def step(self, stage: int, waiting: bool) -> None:
+        """The handshake reached ``stage``; ``waiting``: the server now waits for the peer."""
+        self.stage, self.waiting = stage, waiting
 
     def time_left(self, deadline_s: float) -> float:
         return max(0.0, self.started + deadline_s - time.monotonic())
@@ -227,14 +247,27 @@ class Admission:
                 self._drop(t)
 
     def _evict_most_silent(self, key: "str | None") -> None:
-        best: "Ticket | None" = None
-        best_rank = (1, 0)
+        first: list[Ticket] = []  # stage 0
+        peers_turn: list[Ticket] = []
+        rest: list[Ticket] = []
         for t in self._pending.values():  # oldest first: ties go to the oldest
             if key is not None and t.key != key:
                 continue
-            rank = (-t.stage, silent_ms(t.sock))
-            if best is None or rank > best_rank:
-                best, best_rank = t, rank
+            if t.stage == 0:
+                first.append(t)
+            elif t.waiting and unread_bytes(t.sock) == 0:
+                peers_turn.append(t)
+            else:
+                rest.append(t)
+        if peers_turn:
+            low = min(t.stage for t in peers_turn)
+            peers_turn = [t for t in peers_turn if t.stage == low]
+        best: "Ticket | None" = None
+        best_ms = -1
+        for t in first or peers_turn or rest:
+            ms = silent_ms(t.sock)
+            if ms > best_ms:
+                best, best_ms = t, ms
         if best is not None:
             self._drop(best)
             self.dropped["evicted"] += 1

@@ -218,7 +218,7 @@ class GatewayServer:
         try:
             peer_id, secret = server_handshake(
                 ws, tokens, session, ticket.time_left(self._server.deadline_s), max_message=MAX_MESSAGE_BYTES,
-                admitted=lambda: self._server.authenticated(ticket),
+                admitted=lambda: self._server.authenticated(ticket), step=ticket.step,
             )
         except TransportError as e:
             if ticket.state != "dropped":  # evicted and expired ones are counted, not logged

@@ -85,7 +85,7 @@ class WebsocketListener:
         try:
             _, secret = server_handshake(
                 ws, self._tokens, self._session, ticket.time_left(self.handshake_deadline_s),
-                max_message=self.max_message, admitted=lambda: self._server.authenticated(ticket),
+                max_message=self.max_message, admitted=lambda: self._server.authenticated(ticket), step=ticket.step,
             )
         except TransportError as e:
             if ticket.state != "dropped":  # evicted and expired ones are counted, not logged

@@ -230,7 +230,7 @@ class AdmittedServer:
         if b"\r\n\r\n" not in r.head and len(r.head) < REQUEST_HEAD_MAX:
             return
         self._forget(poller, r)
-        r.ticket.stage = 1
+        r.ticket.step(1, False)  # the server's turn: answer the upgrade
         r.sock.setblocking(True)
         self._start(r.sock, r.addr, r.ticket, r.head)
 

@@ -157,7 +157,7 @@ def client_handshake(
 
 def server_handshake(
     ws: Connection, tokens: Any, session: str, timeout_s: float, *, max_message: "int | None" = None,
-    admitted: "Callable[[], bool] | None" = None,
+    admitted: "Callable[[], bool] | None" = None, step: "Callable[[int, bool], None] | None" = None,
 ) -> "tuple[str, bytes]":
     """Checks a client's proof; returns the worker id it asked for and the connection's
     :func:`exporter` secret.
@@ -165,9 +165,15 @@ def server_handshake(
     ``tokens(worker_id)`` gives the token for that id, or None when the id is not served here.
     Once the proof checks out and before the verdict is sent: ``admitted()`` (the listener's
     admission; False when this handshake was evicted or expired meanwhile: it fails with
-    ``PeerTimeout``), then the message limit is raised to ``max_message`` (:func:`allow_messages`)."""
+    ``PeerTimeout``), then the message limit is raised to ``max_message`` (:func:`allow_messages`).
+    ``step(n, waiting)`` follows the handshake for the listener's admission (n messages received;
+    ``waiting``: for the client's next one)."""
     deadline = time.monotonic() + timeout_s
+    if step is not None:
+        step(1, True)
     hello = _recv_bounded(ws, deadline, "the client's hello")
+    if step is not None:
+        step(2, False)
     if hello[:5] != MAGIC or len(hello) < 37:
         raise AuthenticationError("the client did not send a syft_mpc WebSocket handshake")
     nc = hello[5:37]
@@ -177,8 +183,12 @@ def server_handshake(
         raise AuthenticationError("the worker id in the handshake is not UTF-8") from None
     token = tokens(worker_id)
     ns = secrets.token_bytes(32)
+    if step is not None:
+        step(2, True)
     _send(ws, MAGIC + ns, "the hello")
     got = _recv_bounded(ws, deadline, "the client's proof")
+    if step is not None:
+        step(3, False)
     if token is None:
         _send(ws, b"\x01" + f"no worker {worker_id[:60]!r} here".encode(), "the verdict")
         raise AuthenticationError(f"a client asked for worker {worker_id[:60]!r}, which is not served here")
@@ -290,9 +300,12 @@ def server_ssl(tls_cert: "str | None", tls_key: "str | None") -> "ssl.SSLContext
 
 def open_connection(
     url: str, token: str, worker_id: str, session: str, timeout_s: float, tls_ca: "str | None" = None,
-    server_name: "str | None" = None,
+    server_name: "str | None" = None, source_address: "tuple[str, int] | None" = None,
 ) -> WsConnection:
-    """Connects to ``url`` (``ws://host:port/path`` or ``wss://...``) and runs the client handshake."""
+    """Connects to ``url`` (``ws://host:port/path`` or ``wss://...``) and runs the client handshake
+    (from ``source_address``, ``(host, port)``, when given)."""
+    # Extra keyword arguments of connect() go to socket.create_connection.
+    extra: dict[str, Any] = {"source_address": source_address} if source_address else {}
     try:
         ws: ClientConnection = connect(
             url,
@@ -303,6 +316,7 @@ def open_connection(
             max_size=HANDSHAKE_MAX,  # raised by client_handshake
             max_queue=MAX_QUEUE,
             compression=None,
+            **extra,
         ).__enter__()  # the connection itself (websockets >= 17.1 warns unless entered)
     except ssl.SSLError as e:
         raise TlsError(f"TLS with {url} failed: {e}") from None
