@@ -53,7 +53,7 @@ REQUEST_HEAD_MAX = 16 << 10
 and the library refuses it)."""
 _ACCEPT_BURST = 64  # connections accepted per turn of the loop, so reads are not starved
 
-_current = threading.local()  # .ticket: the admission ticket of the connection this thread opens
+_current = threading.local()  # .ticket, .head: the admission ticket and request head of the connection this thread opens
 
 
 class _ReadConnection(ServerConnection):
@@ -115,7 +115,7 @@ class AdmittedServer:
         lib_log = logging.getLogger(f"syft_mpc.websockets.{name}")
         lib_log.setLevel(logging.WARNING)
         try:
-            # TLS is this module's (in the accept loop), so the library gets plain sockets' interface.
+            # No ssl= here: the accept loop runs TLS handshakes and hands the library TLS sockets ready for use.
             self.server: Server = serve(
                 self._opened, host, port, max_size=HANDSHAKE_MAX, max_queue=MAX_QUEUE, compression=None,
                 open_timeout=self.deadline_s, close_timeout=2, logger=lib_log, backlog=BACKLOG,
