@@ -14,8 +14,9 @@ that the Rust constants equal these):
   /64) are in progress, and at most :data:`MAX_HANDSHAKES` in all. A new connection over a
   limit is not refused: it evicts the unfinished handshake (of its own address first) whose
   peer has been silent longest (the kernel's ``TCP_INFO``), the oldest among equals; where a
-  handshake has stages (:attr:`Ticket.stage`), one in an earlier stage first. An honest
-  client sends each handshake message at once, so it is the last to be evicted;
+  listener follows the handshake's steps (:class:`Ticket`), one whose peer it waits for
+  first. An honest client sends each handshake message at once, so it is the last to be
+  evicted;
 * at most :data:`MAX_HANDSHAKE_THREADS` handshakes (evicted ones winding down included) hold a
   thread; further connections are closed at once;
 * evictions, expiries and refusals are counted (``dropped``), and logged by the server in
@@ -139,25 +140,29 @@ def _cut(sock: socket.socket) -> None:
 class Ticket:
     """One accepted connection's handshake: pending until :meth:`Admission.finish`, or dropped.
 
-    ``stage`` and ``waiting`` order evictions, for a listener that follows a handshake's steps
-    (the WebSocket listeners: stage 0 while the HTTP upgrade request is incomplete, then one
-    more for each handshake message received; ``waiting`` while the server waits for the
-    peer). Evicted first: a connection in stage 0; then one the server waits for with no
-    unread byte in the kernel (the peer's turn), in the lowest stage; then the rest (the
-    server's turn: an honest peer, which sends each message at once, is only ever here or
-    briefly in flight). The most silent within a class, the oldest among equals."""
+    ``waiting`` (and ``stage``) order evictions, for a listener that follows a handshake's
+    steps (the WebSocket listeners: ``waiting`` while the server waits for the peer's next
+    message, ``since`` then; ``stage`` 0 while the HTTP upgrade request is incomplete, then
+    one more for each handshake message received). Evicted first: a connection the server
+    waits for with no unread byte in the kernel (the peer's turn), the one that has kept it
+    waiting longest for a whole message (bytes trickled do not count); only when there is
+    none, one the server has to answer, the most silent (``TCP_INFO``). An honest peer sends
+    each message at once, so it keeps the server waiting for a round trip at most; the
+    server's own delays never count against it."""
 
-    __slots__ = ("id", "key", "sock", "started", "state", "stage", "waiting")
+    __slots__ = ("id", "key", "sock", "started", "state", "stage", "waiting", "since")
 
     def __init__(self, id: int, key: str, sock: socket.socket) -> None:
         self.id, self.key, self.sock = id, key, sock
-        self.started = time.monotonic()
+        self.started = self.since = time.monotonic()
         self.state = "pending"  # -> "done" (authenticated), "dropped" (evicted or expired), "ended" (failed)
         self.stage = 0
         self.waiting = True
 
     def step(self, stage: int, waiting: bool) -> None:
         """The handshake reached ``stage``; ``waiting``: the server now waits for the peer."""
+        if waiting and not self.waiting:
+            self.since = time.monotonic()
         self.stage, self.waiting = stage, waiting
 
     def time_left(self, deadline_s: float) -> float:
@@ -247,27 +252,26 @@ class Admission:
                 self._drop(t)
 
     def _evict_most_silent(self, key: "str | None") -> None:
-        first: list[Ticket] = []  # stage 0
         peers_turn: list[Ticket] = []
         rest: list[Ticket] = []
         for t in self._pending.values():  # oldest first: ties go to the oldest
             if key is not None and t.key != key:
                 continue
-            if t.stage == 0:
-                first.append(t)
-            elif t.waiting and unread_bytes(t.sock) == 0:
+            if t.waiting and unread_bytes(t.sock) == 0:
                 peers_turn.append(t)
             else:
                 rest.append(t)
-        if peers_turn:
-            low = min(t.stage for t in peers_turn)
-            peers_turn = [t for t in peers_turn if t.stage == low]
         best: "Ticket | None" = None
-        best_ms = -1
-        for t in first or peers_turn or rest:
-            ms = silent_ms(t.sock)
-            if ms > best_ms:
-                best, best_ms = t, ms
+        best_rank = (-1.0, 0)
+        now = time.monotonic()
+        for t in peers_turn:  # how long the peer has kept the server waiting for its next message
+            rank = (now - t.since, -t.stage)
+            if rank > best_rank:
+                best, best_rank = t, rank
+        for t in rest if not peers_turn else ():
+            rank = (float(silent_ms(t.sock)), -t.stage)
+            if rank > best_rank:
+                best, best_rank = t, rank
         if best is not None:
             self._drop(best)
             self.dropped["evicted"] += 1

@@ -50,7 +50,7 @@ import os
 import re
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from websockets.datastructures import Headers
@@ -60,7 +60,6 @@ from websockets.sync.server import ServerConnection
 from syft_mpc import fixed_point
 from syft_mpc._native import check_token
 from syft_mpc.errors import PeerDisconnected, PeerTimeout, SerializationError, TransportError
-from syft_mpc.net.admission import Throttled, Ticket
 from syft_mpc.net.env import ENV_TOKEN
 from syft_mpc.net.ws_serve import AdmittedServer
 from syft_mpc.net.ws_transport import (
@@ -68,7 +67,6 @@ from syft_mpc.net.ws_transport import (
     WsConnection,
     key_from_token,
     open_connection,
-    server_handshake,
     server_ssl,
 )
 from syft_mpc.remote import serde
@@ -153,12 +151,11 @@ class GatewayServer:
         self._seq = itertools.count(1)
         ctx = server_ssl(tls_cert, tls_key)
         self.tls = ctx is not None
-        self._rejected = Throttled(logger=log)
         # Admitted as a worker's connections (syft_mpc.net.admission); page requests count as
         # handshakes until answered.
         self._server = AdmittedServer(
-            self._handle, host, port, name="gateway", timeout_s=timeout_s, ssl=ctx, log=log,
-            process_request=self._http, ping_interval=ping_s, ping_timeout=ping_s + 1,
+            self._handle, host, port, name="gateway", route=self._http, timeout_s=timeout_s,
+            max_message=MAX_MESSAGE_BYTES, ssl=ctx, log=log, ping_interval=ping_s, ping_timeout=ping_s + 1,
         )
         self.address = self._server.local_addr
         self.url = f"{'https' if self.tls else 'http'}://{self.address}"
@@ -192,13 +189,16 @@ class GatewayServer:
 
     # ------------------------------------------------------------------ HTTP
 
-    def _http(self, connection: ServerConnection, request: Request) -> "Response | None":
+    def _http(self, request: Request, reject: Callable[[int, str], Response]) -> "Response | tuple[Any, str]":
+        """A page, or (tokens, session) for the WebSocket endpoints' handshakes."""
         path = request.path.split("?", 1)[0]
-        if path in ("/tab", "/driver"):
-            return None  # the WebSocket upgrade goes on
+        if path == "/tab":
+            return self._tab_token, TAB_SESSION
+        if path == "/driver":
+            return self._driver_token, DRIVER_SESSION
         name = "index.html" if path == "/" else path[len("/static/"):] if path.startswith("/static/") else ""
         if name not in _STATIC:
-            return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+            return reject(http.HTTPStatus.NOT_FOUND, "not found\n")
         body = _static(name)
         headers = Headers([
             ("Content-Type", _STATIC[name]), ("Content-Length", str(len(body))), ("Cache-Control", "no-store"),
@@ -208,23 +208,10 @@ class GatewayServer:
 
     # ------------------------------------------------------------------ WebSocket endpoints
 
-    def _handle(self, ws: ServerConnection, ticket: Ticket) -> None:
+    def _handle(self, ws: ServerConnection, peer_id: str, secret: bytes) -> None:
         addr = ws.remote_address
-        where = f"{addr[0]}:{addr[1]}" if addr else "?"
+        conn = WsConnection(ws, f"{addr[0]}:{addr[1]}" if addr else "?", secret)
         path = (ws.request.path if ws.request is not None else "").split("?", 1)[0]
-        tokens, session = (self._tab_token, TAB_SESSION) if path == "/tab" else (self._driver_token, DRIVER_SESSION)
-        if path not in ("/tab", "/driver"):
-            return
-        try:
-            peer_id, secret = server_handshake(
-                ws, tokens, session, ticket.time_left(self._server.deadline_s), max_message=MAX_MESSAGE_BYTES,
-                admitted=lambda: self._server.authenticated(ticket), step=ticket.step,
-            )
-        except TransportError as e:
-            if ticket.state != "dropped":  # evicted and expired ones are counted, not logged
-                self._rejected.warning("rejected a connection from %s to %s: %s", where, path, e)
-            return
-        conn = WsConnection(ws, where, secret)
         if path == "/tab":
             self._serve_tab(peer_id, conn)
         else:

@@ -19,15 +19,15 @@ import queue
 import threading
 from typing import Any
 
+from websockets.http11 import Request
 from websockets.sync.server import ServerConnection
 
 from syft_mpc._native import check_token
 from syft_mpc.errors import TransportError
 from syft_mpc.net.env import ENV_TOKEN
-from syft_mpc.net.admission import Throttled, Ticket
 from syft_mpc.net.server import WorkerServer
 from syft_mpc.net.ws_serve import AdmittedServer
-from syft_mpc.net.ws_transport import MAX_MESSAGE_BYTES, WsConnection, server_handshake, server_ssl
+from syft_mpc.net.ws_transport import MAX_MESSAGE_BYTES, WsConnection, server_ssl
 from syft_mpc.remote.messages import DEFAULT_SESSION
 
 __all__ = ["WebsocketListener", "WebsocketServerWorker"]
@@ -40,8 +40,9 @@ class WebsocketListener:
 
     Handshakes are admitted as by the native listener (:mod:`syft_mpc.net.admission`: one
     deadline for the HTTP upgrade and the HMAC handshake together, per-address and global
-    limits with eviction of the most silent, counted drops in ``dropped``); failed handshakes
-    are logged at most once per 10 s. A message may have ``max_message`` bytes (1 GiB).
+    limits with eviction of the most silent, counted drops in ``dropped``) and run without a
+    thread (:mod:`syft_mpc.net.ws_serve`); failed handshakes are logged at most once per 10 s.
+    A message may have ``max_message`` bytes (1 GiB).
     """
 
     def __init__(
@@ -60,12 +61,13 @@ class WebsocketListener:
         self._token, self._id, self._session, self._timeout = token, worker_id, session, timeout_s
         self.max_message = max_message
         self._queue: "queue.Queue[WsConnection]" = queue.Queue()
-        self._rejected = Throttled()
         ctx = server_ssl(tls_cert, tls_key)
         self.tls = ctx is not None
         # The worker's serve loop reports the drops (WorkerServer reads `dropped`).
-        self._server = AdmittedServer(self._handle, host, port, name=f"worker {worker_id}", timeout_s=timeout_s,
-                                      ssl=ctx, report_drops=False)
+        self._server = AdmittedServer(
+            self._handle, host, port, name=f"worker {worker_id}", route=self._route, timeout_s=timeout_s,
+            max_message=max_message, ssl=ctx, log=log, report_drops=False,
+        )
         self.local_addr = self._server.local_addr
         self.handshake_deadline_s = self._server.deadline_s
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name=f"ws-{worker_id}")
@@ -79,18 +81,12 @@ class WebsocketListener:
     def _tokens(self, worker_id: str) -> "str | None":
         return self._token if worker_id == self._id else None
 
-    def _handle(self, ws: ServerConnection, ticket: Ticket) -> None:
+    def _route(self, request: Request, reject: Any) -> "tuple[Any, str]":
+        return self._tokens, self._session  # any path: a request that is no upgrade is refused by the library
+
+    def _handle(self, ws: ServerConnection, worker_id: str, secret: bytes) -> None:
         addr = ws.remote_address
         where = f"{addr[0]}:{addr[1]}" if addr else "?"
-        try:
-            _, secret = server_handshake(
-                ws, self._tokens, self._session, ticket.time_left(self.handshake_deadline_s),
-                max_message=self.max_message, admitted=lambda: self._server.authenticated(ticket), step=ticket.step,
-            )
-        except TransportError as e:
-            if ticket.state != "dropped":  # evicted and expired ones are counted, not logged
-                self._rejected.warning("rejected a connection from %s: %s", where, e)
-            return
         conn = WsConnection(ws, where, secret, self.max_message)
         self._queue.put(conn)
         conn.closed.wait()  # the server's own thread serves it; the socket closes when this returns

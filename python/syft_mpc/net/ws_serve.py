@@ -1,22 +1,17 @@
-"""A ``websockets`` server whose handshakes are admitted by :mod:`syft_mpc.net.admission`.
+"""A ``websockets`` server whose handshakes are admitted by :mod:`syft_mpc.net.admission`,
+and run without a thread until the client has proved it knows the token.
 
 Used by the WebSocket worker's listener (:mod:`syft_mpc.net.websocket_server`) and the
 browser gateway (:mod:`syft_mpc.net.gateway`). The ``websockets`` library's own
 ``serve_forever`` starts a thread per connection with no limit (two threads, a socket pair
 and up to ``max_size`` of buffer per connection still in its opening handshake), so a
-stranger trickling upgrade requests could hold as many as it liked. Here:
-
-* one thread accepts, runs the TLS handshake (for ``wss://``) and reads each HTTP upgrade
-  request without blocking (a selector; up to :data:`REQUEST_HEAD_MAX` bytes), so a
-  connection trickling its request costs a file descriptor, no thread;
-* each connection is admitted first (per-address and global limits, eviction of the most
-  silent pending handshake, those still sending their upgrade request first, one deadline
-  for the upgrade *and* the HMAC handshake together, counted drops); a whole request is
-  handed, with the bytes already read, to the library's connection handler on a thread of
-  its own, which answers the upgrade and runs ``handler``.
-
-An honest client sends its request at once, so it leaves the first stage as soon as it is
-read and is never evicted in favour of a connection still trickling its request.
+stranger trickling upgrade requests could hold as many as it liked. Here one thread
+accepts and, through a selector, runs every connection's handshake with the library's
+Sans-I/O protocol: TLS (for ``wss://``), the HTTP upgrade (or, for the gateway, a page
+request), then syft_mpc's HMAC handshake (:class:`~syft_mpc.net.ws_transport.ServerHandshake`).
+Each connection is admitted first (per-address and global limits, eviction of the most silent
+pending handshake by step, one deadline for all of it, counted drops). Only an authenticated
+connection gets threads: the library's connection (its reader) and ``handler``'s.
 
 Memory per connection is bounded too: before the HMAC handshake succeeds a message may have
 :data:`~syft_mpc.net.ws_transport.HANDSHAKE_MAX` bytes (a stranger cannot make the server
@@ -36,124 +31,101 @@ import threading
 import time
 from typing import Any, Callable
 
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.server import ServerProtocol
 from websockets.sync.server import Server, ServerConnection, serve
 
-from syft_mpc.errors import TransportError
+from syft_mpc.errors import AuthenticationError, TransportError
 from syft_mpc.net.admission import LOG_EVERY_S, Admission, Ticket, Throttled
-from syft_mpc.net.ws_transport import HANDSHAKE_MAX, MAX_QUEUE
+from syft_mpc.net.ws_transport import HANDSHAKE_MAX, MAX_QUEUE, ServerHandshake, allow_messages
 
-__all__ = ["BACKLOG", "REQUEST_HEAD_MAX", "AdmittedServer"]
+__all__ = ["BACKLOG", "AdmittedServer", "Route"]
 
 BACKLOG = 4096
 """The kernel's queue of connections not yet accepted (as the native listener: a burst of
 strangers' connections must not fill it, or an honest client's SYN waits 1, 3, 7 s)."""
-
-REQUEST_HEAD_MAX = 16 << 10
-"""An upgrade request's head read before the hand-off (a longer one is handed off as it is,
-and the library refuses it)."""
 _ACCEPT_BURST = 64  # connections accepted per turn of the loop, so reads are not starved
+_READ = 16 << 10
 
-_current = threading.local()  # .ticket, .head: the admission ticket and request head of the connection this thread opens
-
-
-class _ReadConnection(ServerConnection):
-    """The library's connection, fed first with the request head this module already read
-    (the head's bytes are no longer in the socket)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.head: bytes = getattr(_current, "head", b"")  # before the reader thread starts
-        super().__init__(*args, **kwargs)
-
-    def recv_events(self) -> None:
-        head, self.head = self.head, b""
-        if head:
-            with self.protocol_mutex:
-                self.protocol.receive_data(head)
-                events = self.protocol.events_received()
-            for event in events:
-                self.process_event(event)
-        super().recv_events()
+Route = Callable[[Request, Callable[[int, str], Response]], "Response | tuple[Any, str]"]
+"""``route(request, reject)``: a response to send instead of upgrading (e.g. a page, or
+``reject(404, "not found")``), or ``(tokens, session)`` for the HMAC handshake of an upgrade
+(``tokens(worker_id)`` as for :class:`~syft_mpc.net.ws_transport.ServerHandshake`)."""
 
 
-class _Reading:
-    """A connection in the first stage: TLS handshake (for wss://), then its request head."""
+class _Pending:
+    """A connection whose handshake the accept loop runs."""
 
-    __slots__ = ("sock", "addr", "ticket", "head", "tls_done")
+    __slots__ = ("sock", "addr", "ticket", "tls_done", "protocol", "request", "hs", "stage", "out", "verdict")
 
-    def __init__(self, sock: socket.socket, addr: Any, ticket: Ticket, tls_done: bool) -> None:
-        self.sock, self.addr, self.ticket, self.tls_done = sock, addr, ticket, tls_done
-        self.head = b""
+    def __init__(self, sock: socket.socket, addr: Any, ticket: Ticket, tls_done: bool, protocol: ServerProtocol) -> None:
+        self.sock, self.addr, self.ticket, self.tls_done, self.protocol = sock, addr, ticket, tls_done, protocol
+        self.request: "Request | None" = None
+        self.hs: "ServerHandshake | None" = None
+        self.stage = "upgrade"  # -> "hello" -> "proof" -> "open" (authenticated)
+        self.out = b""  # bytes the kernel did not take yet
+        self.verdict = b""  # the server's last handshake message, sent once the connection is handed off
+
+
+class _Dropped(Exception):
+    """Ends one pending handshake (its reason is counted or logged by the caller)."""
 
 
 class AdmittedServer:
-    """Listens on ``host:port`` and calls ``handler(ws, ticket)`` for each opened WebSocket.
+    """Listens on ``host:port`` and calls ``handler(ws, worker_id, secret)`` on a thread of its
+    own for each connection that passed the HMAC handshake (``secret``: the connection's
+    exporter secret, for :class:`~syft_mpc.net.ws_transport.WsConnection`).
 
-    The handler runs the HMAC handshake within ``ticket.time_left(deadline_s)`` and calls
-    :meth:`authenticated` once the peer has proved itself (before its verdict is sent):
-    False means the handshake was evicted or expired meanwhile, and the handler must give up.
-    Dropped handshakes are counted in ``admission.dropped`` and, with ``report_drops``, logged in
-    one line per 10 s (a worker's serve loop reports its listener's drops itself). Other keyword
-    arguments go to ``websockets.sync.server.serve`` (``process_request``, ``ping_interval``, ...).
+    ``route`` decides what each request gets (:data:`Route`); ``max_message`` is the message
+    limit after the handshake. Failed handshakes are logged at most once per 10 s; dropped ones
+    are counted in ``admission.dropped`` and, with ``report_drops``, logged in one line per 10 s
+    (a worker's serve loop reports its listener's drops itself). ``ping_interval`` and
+    ``ping_timeout`` go to the library's connections.
     """
 
     def __init__(
-        self, handler: Callable[[ServerConnection, Ticket], None], host: str, port: int, *, name: str,
-        timeout_s: float, ssl: "ssl_module.SSLContext | None" = None, log: "logging.Logger | None" = None,
-        report_drops: bool = True, **kwargs: Any,
+        self, handler: Callable[[ServerConnection, str, bytes], None], host: str, port: int, *, name: str,
+        route: Route, timeout_s: float, max_message: int, ssl: "ssl_module.SSLContext | None" = None,
+        log: "logging.Logger | None" = None, report_drops: bool = True, ping_interval: "float | None" = 20.0,
+        ping_timeout: "float | None" = 20.0,
     ) -> None:
         self.name = name
         self.report_drops = report_drops
         self.admission = Admission(timeout_s)
         self.deadline_s = self.admission.deadline_s
-        self._handler = handler
-        self._ssl = ssl
+        self.max_message = max_message
+        self._handler, self._route, self._ssl = handler, route, ssl
+        self._ping = (ping_interval, ping_timeout)
         self._log = log or logging.getLogger("syft_mpc.worker")
+        self._rejected = Throttled(logger=self._log)
         self._no_thread = Throttled(logger=self._log)
         self._accept_failed = Throttled(logger=self._log)
-        # The library logs every failed opening handshake (at INFO, with a traceback): a flood
-        # of strangers would flood the log. Ours: warnings only; drops are counted instead.
-        lib_log = logging.getLogger(f"syft_mpc.websockets.{name}")
-        lib_log.setLevel(logging.WARNING)
+        # The library logs every connection opened and failed (at INFO): a flood of strangers
+        # would flood the log. Ours: warnings only; drops are counted instead.
+        self._lib_log = logging.getLogger(f"syft_mpc.websockets.{name}")
+        self._lib_log.setLevel(logging.WARNING)
         try:
-            # No ssl= here: the accept loop runs TLS handshakes and hands the library TLS sockets ready for use.
-            self.server: Server = serve(
-                self._opened, host, port, max_size=HANDSHAKE_MAX, max_queue=MAX_QUEUE, compression=None,
-                open_timeout=self.deadline_s, close_timeout=2, logger=lib_log, backlog=BACKLOG,
-                create_connection=_ReadConnection, **kwargs,
-            )
+            # The library's server object: its socket, its shutdown() and its bookkeeping of
+            # connections and threads; the accept loop and the handshakes are this module's.
+            self.server: Server = serve(self._unused, host, port, logger=self._lib_log, backlog=BACKLOG)
         except OSError as e:
             raise TransportError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
         self.server.socket.setblocking(False)
         h, p = self.server.socket.getsockname()[:2]
         self.local_addr = f"{h}:{p}"
-        self._reading: dict[int, _Reading] = {}  # fd -> connection in the first stage
+        self._pending: dict[int, _Pending] = {}  # fd -> handshake in progress
         self._report_dropped = (0, 0, 0)
         self._next_report = time.monotonic() + LOG_EVERY_S
 
-    # ------------------------------------------------------------------ per connection
-
-    def _opened(self, ws: ServerConnection) -> None:
-        ticket: "Ticket | None" = getattr(_current, "ticket", None)
-        if ticket is None:  # not from our accept loop (cannot happen): no admission, no service
-            return
-        self._handler(ws, ticket)
-
-    def authenticated(self, ticket: Ticket) -> bool:
-        """The handshake of ``ticket`` succeeded; False if it was dropped first."""
-        return self.admission.finish(ticket)
-
-    def _run(self, sock: socket.socket, addr: Any, ticket: Ticket, head: bytes) -> None:
-        _current.ticket, _current.head = ticket, head
-        try:
-            self.server.handler(sock, addr)  # the library's: HTTP upgrade, then _opened
-        finally:
-            _current.ticket = _current.head = None
-            self.admission.release(ticket)
+    @staticmethod
+    def _unused(ws: ServerConnection) -> None:  # the library's handler, never called (see serve_forever)
+        raise AssertionError("not reached")
 
     # ------------------------------------------------------------------ accept loop
 
     def serve_forever(self) -> None:
-        """Accepts until :meth:`shutdown` (the library's ``serve_forever``, with admission)."""
+        """Accepts and runs handshakes until :meth:`shutdown`."""
         server = self.server
         poller = selectors.DefaultSelector()
         try:
@@ -167,15 +139,15 @@ class AdmittedServer:
                 for key, _ in ready:
                     if key.fileobj is server.socket:
                         self._accept(poller)
-                    elif isinstance(key.data, _Reading):
-                        self._read(poller, key.data)
+                    elif isinstance(key.data, _Pending):
+                        self._step(poller, key.data)
                 self.admission.expire()  # cut sockets become readable (EOF) and are closed here
                 self._report()
         finally:
             server.socket_closed.set()
             self.admission.cut_all()
-            for r in list(self._reading.values()):
-                self._drop(poller, r)
+            for c in list(self._pending.values()):
+                self._drop(poller, c)
             poller.close()
             server.shutdown_watcher.close()
 
@@ -196,70 +168,177 @@ class AdmittedServer:
                 sock.close()
                 continue
             sock.setblocking(False)
-            if self._ssl is not None:
-                try:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+                if self._ssl is not None:
                     sock = self._ssl.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-                except (OSError, ValueError):
-                    self.admission.release(ticket)
-                    sock.close()
-                    continue
-                ticket.sock = sock
-            r = _Reading(sock, addr, ticket, tls_done=self._ssl is None)
-            self._reading[sock.fileno()] = r
-            poller.register(sock, selectors.EVENT_READ, r)
+                    ticket.sock = sock
+            except (OSError, ValueError):
+                self.admission.release(ticket)
+                sock.close()
+                continue
+            protocol = ServerProtocol(max_size=HANDSHAKE_MAX, logger=self._lib_log)
+            c = _Pending(sock, addr, ticket, self._ssl is None, protocol)
+            self._pending[sock.fileno()] = c
+            poller.register(sock, selectors.EVENT_READ, c)
             # Read at once what is there: a client that waited in the backlog has sent its whole
-            # request, and leaves the first stage now, before newer connections can evict it.
-            self._read(poller, r)
+            # request, and is answered now, before newer connections can evict it.
+            self._step(poller, c)
 
-    def _read(self, poller: selectors.BaseSelector, r: _Reading) -> None:
+    def _step(self, poller: selectors.BaseSelector, c: _Pending) -> None:
         try:
-            if not r.tls_done:
-                assert isinstance(r.sock, ssl_module.SSLSocket)
-                r.sock.do_handshake()
-                r.tls_done = True
-            data = r.sock.recv(REQUEST_HEAD_MAX)
+            if not c.tls_done:
+                assert isinstance(c.sock, ssl_module.SSLSocket)
+                c.sock.do_handshake()
+                c.tls_done = True
+            if c.out:
+                self._flush(c)
+            while True:  # a TLS socket may hold decrypted bytes the selector cannot see
+                data = c.sock.recv(_READ)
+                if not data:
+                    raise _Dropped("closed")
+                c.protocol.receive_data(data)
+                self._events(c)
+                if c.stage == "open":  # authenticated: the connection's own threads take it from here
+                    self._forget(poller, c)
+                    self._hand_off(c)
+                    return
+                if not isinstance(c.sock, ssl_module.SSLSocket) or not c.sock.pending():
+                    return
         except (ssl_module.SSLWantReadError, ssl_module.SSLWantWriteError, BlockingIOError):
-            return  # more bytes to come (a TLS handshake waiting to write is retried on the next read)
-        except (OSError, ValueError):
-            self._drop(poller, r)
-            return
-        if not data:  # closed by the peer, or cut (evicted, past the deadline)
-            self._drop(poller, r)
-            return
-        r.head += data
-        if b"\r\n\r\n" not in r.head and len(r.head) < REQUEST_HEAD_MAX:
-            return
-        self._forget(poller, r)
-        r.ticket.step(1, False)  # the server's turn: answer the upgrade
-        r.sock.setblocking(True)
-        self._start(r.sock, r.addr, r.ticket, r.head)
+            return  # more bytes to come
+        except AuthenticationError as e:
+            if c.ticket.state != "dropped":
+                self._rejected.warning("rejected a connection from %s: %s", self._where(c), e)
+            self._drop(poller, c)
+        except (_Dropped, OSError, ValueError):
+            self._drop(poller, c)
 
-    def _forget(self, poller: selectors.BaseSelector, r: _Reading) -> None:
-        self._reading.pop(r.sock.fileno(), None)
+    def _events(self, c: _Pending) -> None:
+        for event in c.protocol.events_received():
+            if isinstance(event, Request):
+                self._upgrade(c, event)
+            elif not isinstance(event, Frame) or event.opcode is Opcode.CLOSE:
+                raise _Dropped("closed")
+            elif c.hs is None or event.opcode not in (Opcode.BINARY, Opcode.PING, Opcode.PONG) or (
+                event.opcode is Opcode.BINARY and not event.fin
+            ):
+                raise AuthenticationError("the client did not send a syft_mpc WebSocket handshake")
+            elif event.opcode is Opcode.BINARY:
+                self._message(c, bytes(event.data))
+                if c.stage == "open":
+                    return  # later events are the connection's (an honest client sends none yet)
+        self._send_pending(c)
+        if c.protocol.handshake_exc is not None or c.protocol.close_expected():
+            raise _Dropped("refused")
+
+    def _upgrade(self, c: _Pending, request: Request) -> None:
+        routed = self._route(request, c.protocol.reject)
+        if isinstance(routed, Response):  # a page, or a refusal: sent, then the connection ends
+            c.protocol.send_response(routed)
+            self._send_pending(c, final=True)
+            raise _Dropped("answered")
+        response = c.protocol.accept(request)
+        c.protocol.send_response(response)
+        if response.status_code != 101:
+            self._send_pending(c, final=True)
+            raise _Dropped("not an upgrade")
+        c.request = request
+        c.hs = ServerHandshake(*routed)
+        c.stage = "hello"
+        c.ticket.step(1, True)
+
+    def _message(self, c: _Pending, msg: bytes) -> None:
+        assert c.hs is not None
+        if c.stage == "hello":
+            c.ticket.step(2, False)
+            c.protocol.send_binary(c.hs.on_hello(msg))
+            c.stage = "proof"
+            c.ticket.step(2, True)
+            return
+        if c.stage != "proof":
+            raise AuthenticationError("the client sent more than the handshake before its verdict")
+        c.ticket.step(3, False)
+        verdict = c.hs.on_proof(msg)
+        if c.hs.error is not None:
+            c.protocol.send_binary(verdict)
+            self._send_pending(c, final=True)
+            raise c.hs.error
+        if not self.admission.finish(c.ticket):
+            raise _Dropped("evicted")
+        c.stage, c.verdict = "open", verdict
+
+    def _send_pending(self, c: _Pending, final: bool = False) -> None:
+        c.out += b"".join(c.protocol.data_to_send())
+        self._flush(c)
+        if final and c.out:
+            raise _Dropped("the client does not read")
+
+    def _flush(self, c: _Pending) -> None:
+        while c.out:
+            n = c.sock.send(c.out)  # a few hundred bytes: the kernel takes them unless the peer stalls reading
+            c.out = c.out[n:]
+
+    def _where(self, c: _Pending) -> str:
+        return f"{c.addr[0]}:{c.addr[1]}" if isinstance(c.addr, tuple) and len(c.addr) >= 2 else str(c.addr)
+
+    def _forget(self, poller: selectors.BaseSelector, c: _Pending) -> None:
+        self._pending.pop(c.sock.fileno(), None)
         try:
-            poller.unregister(r.sock)
+            poller.unregister(c.sock)
         except (KeyError, ValueError):
             pass
 
-    def _drop(self, poller: selectors.BaseSelector, r: _Reading) -> None:
-        self._forget(poller, r)
-        self.admission.release(r.ticket)
-        r.sock.close()
+    def _drop(self, poller: selectors.BaseSelector, c: _Pending) -> None:
+        self._forget(poller, c)
+        self.admission.release(c.ticket)
+        c.sock.close()
 
-    def _start(self, sock: socket.socket, addr: Any, ticket: Ticket, head: bytes) -> None:
-        thread = threading.Thread(target=self._run, args=(sock, addr, ticket, head), daemon=True,
-                                  name=f"{self.name}-conn")
-        with self.server.lock:  # the library's shutdown() waits for its handler threads
+    # ------------------------------------------------------------------ authenticated connections
+
+    def _hand_off(self, c: _Pending) -> None:
+        """Gives an authenticated connection its threads; the verdict is sent from there, once
+        the library's connection exists (the client sends nothing before it)."""
+        thread = threading.Thread(target=self._run, args=(c,), daemon=True, name=f"{self.name}-conn")
+        with self.server.lock:  # the library's shutdown() waits for these threads
             self.server.handler_threads.add(thread)
         try:
             thread.start()
         except RuntimeError as e:  # "can't start new thread": out of threads or memory
             with self.server.lock:
                 self.server.handler_threads.discard(thread)
-            self.admission.release(ticket)
-            sock.close()
+            c.sock.close()
             self._no_thread.warning("%s: closed a connection from %s: cannot start a thread for it (%s)",
-                                    self.name, addr[0] if isinstance(addr, tuple) else addr, e)
+                                    self.name, self._where(c), e)
+
+    def _run(self, c: _Pending) -> None:
+        server = self.server
+        assert c.hs is not None
+        conn: "ServerConnection | None" = None
+        try:
+            c.sock.setblocking(True)
+            conn = ServerConnection(c.sock, c.protocol, server, ping_interval=self._ping[0],
+                                    ping_timeout=self._ping[1], close_timeout=2, max_queue=MAX_QUEUE)
+            conn.request = c.request
+            allow_messages(conn, self.max_message)
+            with server.lock:
+                server.all_connections.add(conn)
+            conn.send(c.verdict)
+            conn.start_keepalive()
+            with conn:
+                self._handler(conn, c.hs.worker_id, c.hs.secret)
+        except Exception:  # the connection failed (or the handler did): it is closed, serving goes on
+            if conn is None:
+                c.sock.close()
+            else:
+                conn.close_socket()
+        finally:
+            with server.lock:
+                if conn is not None:
+                    server.all_connections.discard(conn)
+                server.handler_threads.discard(threading.current_thread())
+
+    # ------------------------------------------------------------------ reports
 
     def _report(self) -> None:
         if not self.report_drops or time.monotonic() < self._next_report:

@@ -44,6 +44,7 @@ from syft_mpc.errors import AuthenticationError, PeerDisconnected, PeerTimeout, 
 __all__ = [
     "HANDSHAKE_MAX",
     "MAX_MESSAGE_BYTES",
+    "ServerHandshake",
     "MAX_QUEUE",
     "WsConnection",
     "allow_messages",
@@ -155,53 +156,72 @@ def client_handshake(
     return exporter(key, session, worker_id, nc, ns)
 
 
-def server_handshake(
-    ws: Connection, tokens: Any, session: str, timeout_s: float, *, max_message: "int | None" = None,
-    admitted: "Callable[[], bool] | None" = None, step: "Callable[[int, bool], None] | None" = None,
-) -> "tuple[str, bytes]":
-    """Checks a client's proof; returns the worker id it asked for and the connection's
-    :func:`exporter` secret.
+class ServerHandshake:
+    """The server's side of the handshake, one message at a time, for a caller doing its own
+    I/O (:func:`server_handshake` over a connection; the listeners' accept loop without a
+    thread, :mod:`syft_mpc.net.ws_serve`).
 
     ``tokens(worker_id)`` gives the token for that id, or None when the id is not served here.
-    Once the proof checks out and before the verdict is sent: ``admitted()`` (the listener's
-    admission; False when this handshake was evicted or expired meanwhile: it fails with
-    ``PeerTimeout``), then the message limit is raised to ``max_message`` (:func:`allow_messages`).
-    ``step(n, waiting)`` follows the handshake for the listener's admission (n messages received;
-    ``waiting``: for the client's next one)."""
+    :meth:`on_hello` returns the server's hello; :meth:`on_proof` the verdict to send, after
+    which ``error`` is None (``worker_id`` and ``secret``, the :func:`exporter` secret, are set)
+    or the ``AuthenticationError`` to raise once the verdict is sent."""
+
+    def __init__(self, tokens: Any, session: str) -> None:
+        self.tokens, self.session = tokens, session
+        self.worker_id = ""
+        self.secret = b""
+        self.error: "AuthenticationError | None" = None
+        self._nc = self._ns = b""
+        self._token: "str | None" = None
+
+    def on_hello(self, hello: bytes) -> bytes:
+        if len(hello) > HANDSHAKE_MAX or hello[:5] != MAGIC or len(hello) < 37:
+            raise AuthenticationError("the client did not send a syft_mpc WebSocket handshake")
+        self._nc = hello[5:37]
+        try:
+            self.worker_id = hello[37:].decode()
+        except UnicodeDecodeError:
+            raise AuthenticationError("the worker id in the handshake is not UTF-8") from None
+        self._token = self.tokens(self.worker_id)
+        self._ns = secrets.token_bytes(32)
+        return MAGIC + self._ns
+
+    def on_proof(self, got: bytes) -> bytes:
+        worker_id, nc, ns = self.worker_id, self._nc, self._ns
+        if self._token is None:
+            self.error = AuthenticationError(f"a client asked for worker {worker_id[:60]!r}, which is not served here")
+            return b"\x01" + f"no worker {worker_id[:60]!r} here".encode()
+        key = key_from_token(self._token)
+        if not hmac.compare_digest(got, proof(key, b"C", self.session, worker_id, ns, nc)):
+            self.error = AuthenticationError(f"a client for {worker_id!r} failed to prove it knows the token")
+            return b"\x01wrong token"
+        self.secret = exporter(key, self.session, worker_id, nc, ns)
+        return b"\x00" + proof(key, b"S", self.session, worker_id, nc, ns)
+
+
+def server_handshake(
+    ws: Connection, tokens: Any, session: str, timeout_s: float, *, max_message: "int | None" = None,
+    admitted: "Callable[[], bool] | None" = None,
+) -> "tuple[str, bytes]":
+    """Checks a client's proof over ``ws``; returns the worker id it asked for and the
+    connection's :func:`exporter` secret (:class:`ServerHandshake` for ``tokens``).
+
+    Once the proof checks out and before the verdict is sent: ``admitted()`` (False: this
+    handshake was dropped meanwhile; it fails with ``PeerTimeout``), then the message limit is
+    raised to ``max_message`` (:func:`allow_messages`)."""
     deadline = time.monotonic() + timeout_s
-    if step is not None:
-        step(1, True)
-    hello = _recv_bounded(ws, deadline, "the client's hello")
-    if step is not None:
-        step(2, False)
-    if hello[:5] != MAGIC or len(hello) < 37:
-        raise AuthenticationError("the client did not send a syft_mpc WebSocket handshake")
-    nc = hello[5:37]
-    try:
-        worker_id = hello[37:].decode()
-    except UnicodeDecodeError:
-        raise AuthenticationError("the worker id in the handshake is not UTF-8") from None
-    token = tokens(worker_id)
-    ns = secrets.token_bytes(32)
-    if step is not None:
-        step(2, True)
-    _send(ws, MAGIC + ns, "the hello")
-    got = _recv_bounded(ws, deadline, "the client's proof")
-    if step is not None:
-        step(3, False)
-    if token is None:
-        _send(ws, b"\x01" + f"no worker {worker_id[:60]!r} here".encode(), "the verdict")
-        raise AuthenticationError(f"a client asked for worker {worker_id[:60]!r}, which is not served here")
-    key = key_from_token(token)
-    if not hmac.compare_digest(got, proof(key, b"C", session, worker_id, ns, nc)):
-        _send(ws, b"\x01wrong token", "the verdict")
-        raise AuthenticationError(f"a client for {worker_id!r} failed to prove it knows the token")
+    hs = ServerHandshake(tokens, session)
+    _send(ws, hs.on_hello(_recv_bounded(ws, deadline, "the client's hello")), "the hello")
+    verdict = hs.on_proof(_recv_bounded(ws, deadline, "the client's proof"))
+    if hs.error is not None:
+        _send(ws, verdict, "the verdict")
+        raise hs.error
     if admitted is not None and not admitted():
         raise PeerTimeout("the handshake was cut (past its deadline, or evicted by newer connections from its address)")
     if max_message is not None:
         allow_messages(ws, max_message)
-    _send(ws, b"\x00" + proof(key, b"S", session, worker_id, nc, ns), "the verdict")
-    return worker_id, exporter(key, session, worker_id, nc, ns)
+    _send(ws, verdict, "the verdict")
+    return hs.worker_id, hs.secret
 
 
 def _fragments(frame: Any) -> "bytes | Iterable[Any]":
