@@ -28,9 +28,10 @@ from websockets.sync.client import connect as ws_connect
 
 import syft_mpc as sy
 from syft_mpc import _native
-from syft_mpc.errors import TransportError
+from syft_mpc.errors import PeerDisconnected, TransportError
 from syft_mpc.net import admission
 from syft_mpc.net.gateway import Gateway, GatewayServer
+from syft_mpc.net.socket_worker import CONNECT_TRIES
 from syft_mpc.net.websocket_server import WebsocketListener
 from syft_mpc.net.ws_transport import MAX_MESSAGE_BYTES, WsConnection, open_connection
 from syft_mpc.remote import serde
@@ -185,8 +186,8 @@ def test_honest_clients_connect_while_a_thousand_sockets_trickle_upgrades(worker
     assert max(times) < 5.0, f"an honest connect + op took {max(times):.1f} s under the flood"
     assert slow["127.0.0.2"], "another address's slow upgrade was cut by a flood from 127.0.0.1"
     assert not slow["127.0.0.1"], "the flood's own address kept a slow upgrade: no per-address eviction"
-    # Upgrade requests are read on the accept thread: the flood holds no thread, only the
-    # honest connection in progress does (and one leaving).
+    # Handshakes run in the accept loop: the flood holds no thread, only the honest connection
+    # in progress does (and one leaving).
     assert most <= base_threads + 16, most
     assert len(noisy) < 20, noisy[:5]
     assert worker.proc.poll() is None
@@ -210,39 +211,48 @@ def _connect_store_fetch(w: CliWorker, source: str) -> float:
     return time.perf_counter() - t0
 
 
-def test_a_thousand_upgraded_sockets_stalling_the_hello_evict_only_their_address(worker: CliWorker) -> None:
+def test_a_thousand_upgraded_sockets_stalling_the_hello_hold_no_thread_and_spare_other_addresses(
+    worker: CliWorker,
+) -> None:
     """1,000 sockets from 127.0.0.1 send a whole upgrade request at once, then trickle the
-    syft_mpc hello: past the upgrade, each holds two threads until evicted (the most silent
-    of its address's 64, those the worker is not answering first) or cut at the deadline.
-    Clients from 127.0.0.2 connect and are served (per-address limits); the worker's threads
-    stay bounded. Clients on the flood's own address are slowed down and sometimes evicted
-    (printed, not asserted: this Python listener starts and ends two threads per evicted
-    connection, about a thousand a second here)."""
+    syft_mpc hello, each reopened as soon as the worker closes it. Sessions from 127.0.0.2
+    (connect, hello, store, fetch, close) are served; the flood holds none of the worker's
+    threads (handshakes run in its accept loop). Sessions from the flood's own address are
+    tried too, each up to 3 times as ``WebsocketClientWorker`` does, and only printed: the
+    flood cycles its address's 64 handshakes every ~30 ms, so a client there must send each
+    handshake message within about that long, and a Python client on these 2 busy cores
+    sometimes does not (the same policy as the native listener, whose clients take microseconds)."""
     base_threads = n_threads(worker.pid)
+
+    def session(source: str) -> "float | None":
+        for _ in range(CONNECT_TRIES):
+            try:
+                return _connect_store_fetch(worker, source)
+            except PeerDisconnected:
+                pass
+        return None
+
     with Trickler(("127.0.0.1", worker.port), 1000, payload="websocket-open") as flood:
         time.sleep(4.0)
         most = n_threads(worker.pid)
-        other = []
+        other: list[float] = []
+        same: list["float | None"] = []
         for _ in range(3):
-            other.append(_connect_store_fetch(worker, "127.0.0.2"))
-            most = max(most, n_threads(worker.pid))
-        same, evicted = [], 0
-        for _ in range(3):
-            try:
-                same.append(_connect_store_fetch(worker, "127.0.0.1"))
-            except TransportError:
-                evicted += 1
+            t = session("127.0.0.2")
+            assert t is not None, "a session from another address was evicted 3 times"
+            other.append(t)
+            same.append(session("127.0.0.1"))
             most = max(most, n_threads(worker.pid))
         counts = flood.counts()
         load = os.getloadavg()[0]
+    served = [t for t in same if t is not None]
     print(f"\nunder 1,000 upgraded sockets trickling their hello from 127.0.0.1: a session from 127.0.0.2 "
-          f"p50 {pct(other, 0.5) * 1e3:.0f} ms, max {max(other) * 1e3:.0f} ms; from 127.0.0.1 "
-          f"{len(same)} of 3 served (p50 {pct(same, 0.5) * 1e3 if same else float('nan'):.0f} ms), {evicted} evicted; "
-          f"worker threads {base_threads} -> at most {most}; {counts['reopened']} flood sockets closed; load {load:.2f}")
+          f"p50 {pct(other, 0.5) * 1e3:.0f} ms, max {max(other) * 1e3:.0f} ms; from 127.0.0.1 {len(served)} of 3 "
+          f"served{f' (max {max(served) * 1e3:.0f} ms)' if served else ''}; worker threads {base_threads} -> at most "
+          f"{most}; {counts['reopened']} flood sockets closed; load {load:.2f}")
     assert counts["reopened"] > 1000, counts
     assert max(other) < 5.0, f"a session from another address took {max(other):.1f} s under the flood"
-    # 64 handshakes of the address, two threads each, and as many evicted ones winding down.
-    assert most <= base_threads + 4 * admission.MAX_PER_ADDRESS + 32, most
+    assert most <= base_threads + 16, most
     assert worker.proc.poll() is None
 
 

@@ -252,26 +252,19 @@ class Admission:
                 self._drop(t)
 
     def _evict_most_silent(self, key: "str | None") -> None:
-        peers_turn: list[Ticket] = []
-        rest: list[Ticket] = []
-        for t in self._pending.values():  # oldest first: ties go to the oldest
-            if key is not None and t.key != key:
-                continue
-            if t.waiting and unread_bytes(t.sock) == 0:
-                peers_turn.append(t)
-            else:
-                rest.append(t)
+        mine = [t for t in self._pending.values() if key is None or t.key == key]  # oldest first
         best: "Ticket | None" = None
-        best_rank = (-1.0, 0)
-        now = time.monotonic()
-        for t in peers_turn:  # how long the peer has kept the server waiting for its next message
-            rank = (now - t.since, -t.stage)
-            if rank > best_rank:
-                best, best_rank = t, rank
-        for t in rest if not peers_turn else ():
-            rank = (float(silent_ms(t.sock)), -t.stage)
-            if rank > best_rank:
-                best, best_rank = t, rank
+        # The peer's turn: the longest wait for a whole message first (sorted: one ioctl or two).
+        for t in sorted((t for t in mine if t.waiting), key=lambda t: (t.since, t.stage)):
+            if unread_bytes(t.sock) == 0:
+                best = t
+                break
+        if best is None:  # every handshake waits for the server: the most silent
+            best_ms = -1
+            for t in mine:
+                ms = silent_ms(t.sock)
+                if ms > best_ms:
+                    best, best_ms = t, ms
         if best is not None:
             self._drop(best)
             self.dropped["evicted"] += 1
