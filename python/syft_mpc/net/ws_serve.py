@@ -57,7 +57,8 @@ Route = Callable[[Request, Callable[[int, str], Response]], "Response | tuple[An
 class _Pending:
     """A connection whose handshake the accept loop runs."""
 
-    __slots__ = ("sock", "addr", "ticket", "tls_done", "protocol", "request", "hs", "stage", "out", "verdict")
+    __slots__ = ("sock", "addr", "ticket", "tls_done", "protocol", "request", "hs", "stage", "out", "verdict",
+                 "finishing")
 
     def __init__(self, sock: socket.socket, addr: Any, ticket: Ticket, tls_done: bool, protocol: ServerProtocol) -> None:
         self.sock, self.addr, self.ticket, self.tls_done, self.protocol = sock, addr, ticket, tls_done, protocol
@@ -66,10 +67,15 @@ class _Pending:
         self.stage = "upgrade"  # -> "hello" -> "proof" -> "open" (authenticated)
         self.out = b""  # bytes the kernel did not take yet
         self.verdict = b""  # the server's last handshake message, sent once the connection is handed off
+        self.finishing = False  # sending a last response, then closing
 
 
 class _Dropped(Exception):
     """Ends one pending handshake (its reason is counted or logged by the caller)."""
+
+
+class _Finishing(Exception):
+    """A last response (a page, a refusal) is still being sent: close once it is out."""
 
 
 class AdmittedServer:
@@ -186,6 +192,16 @@ class AdmittedServer:
             self._step(poller, c)
 
     def _step(self, poller: selectors.BaseSelector, c: _Pending) -> None:
+        if c.finishing:  # writable again: send more of the last response; close once it is out
+            try:
+                self._flush(c)
+            except (ssl_module.SSLWantReadError, ssl_module.SSLWantWriteError, BlockingIOError):
+                return
+            except (OSError, ValueError):
+                pass  # the peer is gone
+            if not c.out or c.sock.fileno() == -1:
+                self._drop(poller, c)
+            return
         try:
             if not c.tls_done:
                 assert isinstance(c.sock, ssl_module.SSLSocket)
@@ -207,6 +223,9 @@ class AdmittedServer:
                     return
         except (ssl_module.SSLWantReadError, ssl_module.SSLWantWriteError, BlockingIOError):
             return  # more bytes to come
+        except _Finishing:
+            c.finishing = True
+            poller.modify(c.sock, selectors.EVENT_WRITE, c)
         except AuthenticationError as e:
             if c.ticket.state != "dropped":
                 self._rejected.warning("rejected a connection from %s: %s", self._where(c), e)
@@ -270,9 +289,13 @@ class AdmittedServer:
 
     def _send_pending(self, c: _Pending, final: bool = False) -> None:
         c.out += b"".join(c.protocol.data_to_send())
-        self._flush(c)
+        try:
+            self._flush(c)
+        except (ssl_module.SSLWantReadError, ssl_module.SSLWantWriteError, BlockingIOError):
+            if not final:
+                raise _Dropped("the client does not read its handshake") from None
         if final and c.out:
-            raise _Dropped("the client does not read")
+            raise _Finishing()
 
     def _flush(self, c: _Pending) -> None:
         while c.out:
