@@ -293,6 +293,27 @@ def test_a_stranger_cannot_make_the_worker_buffer_a_big_hello(worker: CliWorker)
     assert grown < 32, grown
 
 
+def test_an_endless_upgrade_request_is_cut_at_16_kib(worker: CliWorker) -> None:
+    """Header lines without end: the connection is closed once 16 KiB have come without a
+    whole request (the library alone would take 128 lines of 8 KiB)."""
+    with socket.create_connection(("127.0.0.1", worker.port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        sent = 0
+        try:
+            while sent < (1 << 20):
+                s.sendall(b"X-Pad: " + b"a" * 4000 + b"\r\n")
+                sent += 4009
+                time.sleep(0.005)
+        except OSError:
+            pass
+        try:
+            closed = s.recv(4096) == b""
+        except OSError:
+            closed = True
+    print(f"\nendless upgrade request: cut after {sent} bytes sent")
+    assert closed and sent < (1 << 20), sent
+
+
 # ------------------------------------------------------------------ token holders
 
 

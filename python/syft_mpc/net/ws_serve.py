@@ -40,13 +40,16 @@ from syft_mpc.errors import AuthenticationError, TransportError
 from syft_mpc.net.admission import LOG_EVERY_S, Admission, Ticket, Throttled
 from syft_mpc.net.ws_transport import HANDSHAKE_MAX, MAX_QUEUE, ServerHandshake, allow_messages
 
-__all__ = ["BACKLOG", "AdmittedServer", "Route"]
+__all__ = ["BACKLOG", "REQUEST_MAX", "AdmittedServer", "Route"]
 
 BACKLOG = 4096
 """The kernel's queue of connections not yet accepted (as the native listener: a burst of
 strangers' connections must not fill it, or an honest client's SYN waits 1, 3, 7 s)."""
 _ACCEPT_BURST = 64  # connections accepted per turn of the loop, so reads are not starved
 _READ = 16 << 10
+REQUEST_MAX = 16 << 10
+"""Bytes a client may send before its upgrade request is whole (the library alone would
+buffer up to 128 header lines of 8 KiB each: 1 MiB per stranger)."""
 
 Route = Callable[[Request, Callable[[int, str], Response]], "Response | tuple[Any, str]"]
 """``route(request, reject)``: a response to send instead of upgrading (e.g. a page, or
@@ -58,7 +61,7 @@ class _Pending:
     """A connection whose handshake the accept loop runs."""
 
     __slots__ = ("sock", "addr", "ticket", "tls_done", "protocol", "request", "hs", "stage", "out", "verdict",
-                 "finishing")
+                 "finishing", "received")
 
     def __init__(self, sock: socket.socket, addr: Any, ticket: Ticket, tls_done: bool, protocol: ServerProtocol) -> None:
         self.sock, self.addr, self.ticket, self.tls_done, self.protocol = sock, addr, ticket, tls_done, protocol
@@ -68,6 +71,7 @@ class _Pending:
         self.out = b""  # bytes the kernel did not take yet
         self.verdict = b""  # the server's last handshake message, sent once the connection is handed off
         self.finishing = False  # sending a last response, then closing
+        self.received = 0  # bytes of the upgrade request so far
 
 
 class _Dropped(Exception):
@@ -213,6 +217,10 @@ class AdmittedServer:
                 data = c.sock.recv(_READ)
                 if not data:
                     raise _Dropped("closed")
+                if c.stage == "upgrade":
+                    c.received += len(data)
+                    if c.received > REQUEST_MAX:
+                        raise _Dropped("an upgrade request over the limit")
                 c.protocol.receive_data(data)
                 self._events(c)
                 if c.stage == "open":  # authenticated: the connection's own threads take it from here
