@@ -17,8 +17,8 @@ that the Rust constants equal these):
   listener follows the handshake's steps (:class:`Ticket`), one whose peer it waits for
   first. An honest client sends each handshake message at once, so it is the last to be
   evicted;
-* at most :data:`MAX_HANDSHAKE_THREADS` handshakes (evicted ones winding down included) hold a
-  thread; further connections are closed at once;
+* at most :data:`MAX_HANDSHAKE_THREADS` handshakes (evicted ones winding down included) exist
+  at once; further connections are closed at once;
 * evictions, expiries and refusals are counted (``dropped``), and logged by the server in
   one line per :data:`LOG_EVERY_S` (:class:`Throttled`), never one line per connection.
 """
@@ -57,7 +57,8 @@ MAX_PER_ADDRESS = 64
 HANDSHAKE_DEADLINE_S = 5.0
 """Bound on a whole handshake, unless the listener's timeout is shorter (``listener.rs``: ``HANDSHAKE_DEADLINE``)."""
 MAX_HANDSHAKE_THREADS = 2 * MAX_HANDSHAKES
-"""Handshakes holding a thread, evicted ones winding down included (``listener.rs``: ``MAX_THREADS``)."""
+"""Handshakes in progress or winding down (evicted, not yet closed); the native listener gives
+each a thread (``listener.rs``: ``MAX_THREADS``), the WebSocket listeners none."""
 LOG_EVERY_S = 10.0
 """At most one log line per this many seconds for each kind of refused connection."""
 
@@ -172,9 +173,10 @@ class Ticket:
 class Admission:
     """The handshakes in progress on one listener, with the limits of this module.
 
-    ``admit`` is called by the accept loop for each new connection, before its thread starts;
-    ``finish`` when its handshake succeeded (False: it was evicted or expired meanwhile, so it
-    must be closed); ``release`` when its thread ends; ``expire`` now and then.
+    ``admit`` is called by the accept loop for each new connection, before its handshake
+    starts; ``finish`` when its handshake succeeded (False: it was evicted or expired
+    meanwhile, so it must be closed); ``release`` when it ends otherwise (closed); ``expire``
+    now and then.
     """
 
     def __init__(
@@ -186,13 +188,13 @@ class Admission:
         self.dropped = {"evicted": 0, "expired": 0, "refused": 0}
         self._pending: dict[int, Ticket] = {}  # oldest first (dicts keep insertion order)
         self._per_key: dict[str, int] = {}
-        self._threads = 0  # handshakes holding a thread: pending, or dropped and winding down
+        self._threads = 0  # handshakes pending, or dropped and not yet closed
         self._ids = itertools.count(1)
         self._mu = threading.Lock()
 
     def admit(self, sock: socket.socket, host: str) -> "Ticket | None":
         """A ticket for a new connection from ``host``, evicting one over a limit; None when
-        too many handshake threads are alive (the caller closes the connection)."""
+        too many handshakes are in progress or winding down (the caller closes the connection)."""
         with self._mu:
             if self._threads >= self.max_threads:
                 self.dropped["refused"] += 1
@@ -219,7 +221,7 @@ class Admission:
             return True
 
     def release(self, t: Ticket) -> None:
-        """``t``'s thread ends (after :meth:`finish`, or without a finished handshake)."""
+        """``t``'s connection is done with (after :meth:`finish`, or closed without it)."""
         with self._mu:
             if t.state == "done" or t.state == "ended":
                 return

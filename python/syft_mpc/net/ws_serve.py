@@ -174,7 +174,7 @@ class AdmittedServer:
                 return
             host = addr[0] if isinstance(addr, tuple) and addr else str(addr)
             ticket = self.admission.admit(sock, host)
-            if ticket is None:  # too many handshakes holding threads (evicted ones winding down)
+            if ticket is None:  # too many handshakes in progress or winding down
                 sock.close()
                 continue
             sock.setblocking(False)
