@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import random
 import re
 import socket
 import threading
@@ -312,6 +313,33 @@ def test_an_endless_upgrade_request_is_cut_at_16_kib(worker: CliWorker) -> None:
             closed = True
     print(f"\nendless upgrade request: cut after {sent} bytes sent")
     assert closed and sent < (1 << 20), sent
+
+
+def test_garbage_before_and_after_the_upgrade_leaves_the_worker_serving(worker: CliWorker) -> None:
+    """Random bytes, truncated and malformed upgrade requests, and random frames after a valid
+    upgrade (text, fragments, pings, close, oversized, garbage) each end their own connection;
+    the worker keeps answering an honest client."""
+    rng = random.Random(23)
+    payloads = [rng.randbytes(rng.randint(1, 3000)) for _ in range(60)]
+    payloads += [WS_UPGRADE[:k] + rng.randbytes(rng.randint(0, 200)) for k in range(0, len(WS_UPGRADE), 7)]
+    payloads += [WS_UPGRADE.replace(b"13", b"99"), WS_UPGRADE.replace(b"websocket", b"h2c"),
+                 b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n" + bytes(5000)]
+    frames = [b"\x81\x85" + bytes(4) + b"hello", b"\x02\x80" + bytes(4), b"\x89\x80" + bytes(4),
+              b"\x88\x82" + bytes(4) + b"\x03\xe8", b"\x82\xfe\xff\xff" + bytes(4), b"\x8f\x80" + bytes(4)]
+    payloads += [WS_UPGRADE + f + rng.randbytes(rng.randint(0, 100)) for f in frames]
+    payloads += [WS_UPGRADE + rng.randbytes(rng.randint(1, 600)) for _ in range(40)]
+    for p in payloads:
+        with socket.create_connection(("127.0.0.1", worker.port), timeout=5) as s:
+            try:
+                s.sendall(p)
+                s.settimeout(0.05)
+                s.recv(4096)
+            except OSError:
+                pass
+    with honest(worker) as c:
+        assert max(add_get_latency(c, 3)) < 1.0
+    assert worker.proc.poll() is None
+    assert not [ln for ln in worker.log_lines() if "failed:" in ln and "handshake from" in ln], "a handshake hit a bug"
 
 
 # ------------------------------------------------------------------ token holders

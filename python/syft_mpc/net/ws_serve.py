@@ -111,6 +111,7 @@ class AdmittedServer:
         self._rejected = Throttled(logger=self._log)
         self._no_thread = Throttled(logger=self._log)
         self._accept_failed = Throttled(logger=self._log)
+        self._failed = Throttled(logger=self._log)
         # The library logs every connection opened and failed (at INFO): a flood of strangers
         # would flood the log. Ours: warnings only; drops are counted instead.
         self._lib_log = logging.getLogger(f"syft_mpc.websockets.{name}")
@@ -148,7 +149,10 @@ class AdmittedServer:
                 ready = poller.select(timeout=0.1)
                 for key, _ in ready:
                     if key.fileobj is server.socket:
-                        self._accept(poller)
+                        try:
+                            self._accept(poller)
+                        except Exception as e:  # never the end of the accept loop
+                            self._failed.warning("%s: accepting failed: %s: %s", self.name, type(e).__name__, e)
                     elif isinstance(key.data, _Pending):
                         self._step(poller, key.data)
                 self.admission.expire()  # cut sockets become readable (EOF) and are closed here
@@ -240,6 +244,10 @@ class AdmittedServer:
             self._drop(poller, c)
         except (_Dropped, OSError, ValueError):
             self._drop(poller, c)
+        except Exception as e:  # a bug here, or the library's, must not end the accept loop
+            self._failed.warning("%s: a handshake from %s failed: %s: %s", self.name, self._where(c),
+                                 type(e).__name__, e)
+            self._drop(poller, c)
 
     def _events(self, c: _Pending) -> None:
         for event in c.protocol.events_received():
@@ -323,7 +331,10 @@ class AdmittedServer:
     def _drop(self, poller: selectors.BaseSelector, c: _Pending) -> None:
         self._forget(poller, c)
         self.admission.release(c.ticket)
-        c.sock.close()
+        try:
+            c.sock.close()
+        except OSError:
+            pass
 
     # ------------------------------------------------------------------ authenticated connections
 
