@@ -1,12 +1,15 @@
-"""An attacker process that keeps a worker's handshakes busy: ``n`` sockets each send a
-valid handshake hello (as party 0, session ``syft-mpc-control``) one byte per tick, then
-stay silent; any socket the worker closes is opened again at once.
+"""An attacker process that keeps a worker's handshakes busy: ``n`` sockets each send the
+start of a handshake one byte per tick, then stay silent; any socket the worker closes is
+opened again at once. The handshake is a valid native hello (as party 0, session
+``syft-mpc-control``), or with ``payload="websocket"`` a valid WebSocket upgrade request, or
+with ``payload="websocket-open"`` a whole upgrade request at once and then a syft_mpc
+WebSocket hello trickled.
 
     with Trickler(("127.0.0.1", port), 1000) as flood:   # a separate process (its own GIL)
         ...
         flood.counts()   # {"opened": ..., "reopened": ..., "open": ...}
 
-    python tests/_trickler.py HOST PORT N [TICK_S]   (the process itself; stops when stdin closes)
+    python tests/_trickler.py HOST PORT N [TICK_S [native|websocket|websocket-open]]   (stops when stdin closes)
 """
 
 from __future__ import annotations
@@ -28,6 +31,16 @@ SESSION_ID = hashlib.sha256(b"syft-mpc-control").digest()[:16]
 # One transport frame (magic, frame version 2, final, u32 length) holding a hello: magic,
 # handshake version 2, session id, party id 0, nonce (handshake frames carry no MAC yet).
 HELLO_FRAME = b"SMPC\x02\x01" + struct.pack("<I", 57) + b"SMHI\x02" + SESSION_ID + bytes(4) + bytes(32)
+# What a browser or the websockets client sends first to a WebSocket worker (RFC 6455, 4.1).
+WS_UPGRADE = (
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+# The upgrade request at once, then a WebSocket hello trickled (a client frame announcing
+# 37 bytes, masked): a stranger past the upgrade, stalling in syft_mpc's handshake.
+WS_OPEN = WS_UPGRADE + b"\x82\xa5" + bytes(4) + b"SMWS\x01" + bytes(32)
+PAYLOADS = {"native": HELLO_FRAME, "websocket": WS_UPGRADE, "websocket-open": WS_OPEN}
+AT_ONCE = {"native": 0, "websocket": 0, "websocket-open": len(WS_UPGRADE)}  # bytes sent on connecting
 
 
 def raise_fd_limit(at_least: int) -> None:
@@ -38,7 +51,8 @@ def raise_fd_limit(at_least: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (at_least, hard))
 
 
-def run(where: tuple[str, int], n: int, tick_s: float, stop: threading.Event, counts: dict[str, int]) -> None:
+def run(where: tuple[str, int], n: int, tick_s: float, stop: threading.Event, counts: dict[str, int],
+        payload: bytes = HELLO_FRAME, at_once: int = 0) -> None:
     socks: dict[socket.socket, int] = {}  # socket -> bytes of the hello sent
 
     def drop(s: socket.socket) -> None:
@@ -53,8 +67,13 @@ def run(where: tuple[str, int], n: int, tick_s: float, stop: threading.Event, co
                 s = socket.create_connection(where, timeout=1.0)
             except OSError:
                 break
+            try:
+                s.sendall(payload[:at_once])
+            except OSError:
+                s.close()
+                continue
             s.setblocking(False)
-            socks[s] = 0
+            socks[s] = at_once
             counts["opened"] += 1
         for s, sent in list(socks.items()):
             try:
@@ -66,9 +85,9 @@ def run(where: tuple[str, int], n: int, tick_s: float, stop: threading.Event, co
             except OSError:
                 drop(s)
                 continue
-            if sent < len(HELLO_FRAME):
+            if sent < len(payload):
                 try:
-                    s.send(HELLO_FRAME[sent:sent + 1])
+                    s.send(payload[sent:sent + 1])
                     socks[s] = sent + 1
                 except BlockingIOError:
                     pass
@@ -83,8 +102,10 @@ def run(where: tuple[str, int], n: int, tick_s: float, stop: threading.Event, co
 class Trickler:
     """Runs this file as a separate process (so the attack does not share the test's GIL)."""
 
-    def __init__(self, where: tuple[str, int], n: int, tick_s: float = 0.1) -> None:
-        self.args = [where[0], str(where[1]), str(n), str(tick_s)]
+    def __init__(self, where: tuple[str, int], n: int, tick_s: float = 0.1, payload: str = "native") -> None:
+        if payload not in PAYLOADS:
+            raise ValueError(f"payload must be one of {sorted(PAYLOADS)}")
+        self.args = [where[0], str(where[1]), str(n), str(tick_s), payload]
         self.proc: "subprocess.Popen[str] | None" = None
         self._last: dict[str, int] = {"opened": 0, "reopened": 0, "open": 0}
 
@@ -117,10 +138,12 @@ class Trickler:
 def main(argv: list[str]) -> None:
     host, port, n = argv[0], int(argv[1]), int(argv[2])
     tick_s = float(argv[3]) if len(argv) > 3 else 0.1
+    kind = argv[4] if len(argv) > 4 else "native"
+    payload, at_once = PAYLOADS[kind], AT_ONCE[kind]
     raise_fd_limit(n + 256)
     stop = threading.Event()
     counts: dict[str, Any] = {"opened": 0, "reopened": 0, "open": 0}
-    t = threading.Thread(target=run, args=((host, port), n, tick_s, stop, counts), daemon=True)
+    t = threading.Thread(target=run, args=((host, port), n, tick_s, stop, counts, payload, at_once), daemon=True)
     t.start()
 
     def report() -> None:

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 import pytest
 import torch
+from _procs import CliWorker, n_threads, pct, rss_kb, settle_threads
 from _trickler import Trickler
 
 import syft_mpc as sy
@@ -31,24 +32,6 @@ from syft_mpc.remote.messages import HELLO, REQUEST, Envelope, Err, Move, MpcJoi
 from syft_mpc.remote.serde import ObjRef
 
 hook = sy.TorchHook(torch)
-
-
-def n_threads(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/task"))
-
-
-def rss_kb(pid: int) -> int:
-    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
-def settle_threads(pid: int, at_most: int, within_s: float = 10.0) -> int:
-    deadline = time.monotonic() + within_s
-    while n_threads(pid) > at_most and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return n_threads(pid)
 
 
 def honest(c: LocalWorkers, name: str, timeout_s: float = 10.0) -> sy.SocketWorker:
@@ -67,11 +50,6 @@ def add_get_latency(w: sy.SocketWorker, n: int) -> list[float]:
         times.append(time.perf_counter() - t0)
         assert got.tolist() == [4.0, 6.0]
     return times
-
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
 class RawControl:
@@ -334,33 +312,21 @@ def test_honest_clients_connect_while_a_thousand_sockets_trickle(tmp_path: pathl
     ``.move()`` is made, while they hang (regression: 513 trickling sockets filled the
     handshake cap and 83-97 % of honest connections were refused). The worker's threads
     stay bounded and its log gets a few lines, not one per dropped handshake."""
-    log_path = tmp_path / "fbob.log"
-    import subprocess
-    import sys
-
-    env = dict(os.environ, SYFT_MPC_TOKEN=os.urandom(32).hex())
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "syft_mpc", "worker", "--id", "fbob", "--host", "127.0.0.1", "--port", "0"],
-            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log_file,
-        )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().decode()
-        assert line.startswith("listening on "), line
-        port = int(line.strip().rpartition(":")[2])
+    token = os.urandom(32).hex()
+    with CliWorker("fbob", token, tmp_path / "fbob.log") as worker:
+        proc, port = worker.proc, worker.port
         c = LocalWorkers(["falice"], quiet=True)
-        c.token = env["SYFT_MPC_TOKEN"]  # one deployment: falice reaches fbob with the same token
+        c.token = token  # one deployment: falice reaches fbob with the same token
         with c:
             alice = sy.SocketWorker(hook, id="falice", host="127.0.0.1", port=c.port("falice"),
                                     token=c.token, timeout_s=10)
-            bob = sy.SocketWorker(hook, id="fbob", host="127.0.0.1", port=port, token=env["SYFT_MPC_TOKEN"],
+            bob = sy.SocketWorker(hook, id="fbob", host="127.0.0.1", port=port, token=token,
                                   timeout_s=10, connect=False)
             def cycles(n: int) -> list[float]:
                 times = []
                 for i in range(n):
                     t0 = time.perf_counter()
-                    with sy.SocketWorker(hook, id="fbob", host="127.0.0.1", port=port, token=env["SYFT_MPC_TOKEN"],
+                    with sy.SocketWorker(hook, id="fbob", host="127.0.0.1", port=port, token=token,
                                          timeout_s=10, known_workers={}, announce=False) as w:
                         assert (torch.tensor([float(i)]).send(w) + 1).get().item() == i + 1
                     times.append(time.perf_counter() - t0)
@@ -391,10 +357,7 @@ def test_honest_clients_connect_while_a_thousand_sockets_trickle(tmp_path: pathl
         assert max(times) < 5.0, f"an honest connect + op took {max(times):.1f} s under the flood"
         assert most <= base_threads + 2 * 64 + 16, most
         assert proc.poll() is None
-    finally:
-        proc.terminate()
-        proc.wait(10)
-    log_lines = log_path.read_text().splitlines()
+    log_lines = worker.log_lines()
     noisy = [ln for ln in log_lines if "handshake" in ln or "rejected" in ln]
     assert len(noisy) < 20, noisy[:5]
 

@@ -50,23 +50,23 @@ import os
 import re
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
-from websockets.sync.server import Server, ServerConnection, serve
+from websockets.sync.server import ServerConnection
 
 from syft_mpc import fixed_point
 from syft_mpc._native import check_token
 from syft_mpc.errors import PeerDisconnected, PeerTimeout, SerializationError, TransportError
 from syft_mpc.net.env import ENV_TOKEN
+from syft_mpc.net.ws_serve import AdmittedServer
 from syft_mpc.net.ws_transport import (
     MAX_MESSAGE_BYTES,
     WsConnection,
     key_from_token,
     open_connection,
-    server_handshake,
     server_ssl,
 )
 from syft_mpc.remote import serde
@@ -134,7 +134,7 @@ class GatewayServer:
         host, port: where to listen (port 0 picks one; see ``address``).
         token: the gateway token (drivers use it; tabs use ``tab_token(token, id)``).
         tls_cert, tls_key: serve ``https://`` and ``wss://`` only.
-        timeout_s: bound on handshakes.
+        timeout_s: bound on handshakes (at most 5 s each: :mod:`syft_mpc.net.admission`).
         ping_s: a tab that does not answer a ping within ``ping_s + 1`` seconds is dropped.
     """
 
@@ -151,20 +151,22 @@ class GatewayServer:
         self._seq = itertools.count(1)
         ctx = server_ssl(tls_cert, tls_key)
         self.tls = ctx is not None
-        try:
-            self._server: Server = serve(
-                self._handle, host, port, ssl=ctx, max_size=MAX_MESSAGE_BYTES, compression=None,
-                process_request=self._http, open_timeout=timeout_s, close_timeout=2,
-                ping_interval=ping_s, ping_timeout=ping_s + 1,
-            )
-        except OSError as e:
-            raise TransportError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-        h, p = self._server.socket.getsockname()[:2]
-        self.address = f"{h}:{p}"
+        # Admitted as a worker's connections (syft_mpc.net.admission); page requests count as
+        # handshakes until answered.
+        self._server = AdmittedServer(
+            self._handle, host, port, name="gateway", route=self._http, timeout_s=timeout_s,
+            max_message=MAX_MESSAGE_BYTES, ssl=ctx, log=log, ping_interval=ping_s, ping_timeout=ping_s + 1,
+        )
+        self.address = self._server.local_addr
         self.url = f"{'https' if self.tls else 'http'}://{self.address}"
         self._thread: "threading.Thread | None" = None
 
     # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def dropped(self) -> "dict[str, int]":
+        """Unfinished handshakes dropped (evicted, past the deadline) and connections refused at once."""
+        return dict(self._server.admission.dropped)
 
     def serve_forever(self) -> None:
         self._server.serve_forever()
@@ -187,13 +189,16 @@ class GatewayServer:
 
     # ------------------------------------------------------------------ HTTP
 
-    def _http(self, connection: ServerConnection, request: Request) -> "Response | None":
+    def _http(self, request: Request, reject: Callable[[int, str], Response]) -> "Response | tuple[Any, str]":
+        """A page, or (tokens, session) for the WebSocket endpoints' handshakes."""
         path = request.path.split("?", 1)[0]
-        if path in ("/tab", "/driver"):
-            return None  # the WebSocket upgrade goes on
+        if path == "/tab":
+            return self._tab_token, TAB_SESSION
+        if path == "/driver":
+            return self._driver_token, DRIVER_SESSION
         name = "index.html" if path == "/" else path[len("/static/"):] if path.startswith("/static/") else ""
         if name not in _STATIC:
-            return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+            return reject(http.HTTPStatus.NOT_FOUND, "not found\n")
         body = _static(name)
         headers = Headers([
             ("Content-Type", _STATIC[name]), ("Content-Length", str(len(body))), ("Cache-Control", "no-store"),
@@ -203,19 +208,14 @@ class GatewayServer:
 
     # ------------------------------------------------------------------ WebSocket endpoints
 
-    def _handle(self, ws: ServerConnection) -> None:
+    def _handle(self, ws: ServerConnection, peer_id: str, secret: bytes) -> None:
         addr = ws.remote_address
-        where = f"{addr[0]}:{addr[1]}" if addr else "?"
-        path = ws.request.path if ws.request is not None else ""
-        try:
-            if path == "/tab":
-                tab_id, secret = server_handshake(ws, self._tab_token, TAB_SESSION, self.timeout_s)
-                self._serve_tab(tab_id, WsConnection(ws, where, secret))
-            elif path == "/driver":
-                _, secret = server_handshake(ws, self._driver_token, DRIVER_SESSION, self.timeout_s)
-                self._serve_driver(WsConnection(ws, where, secret))
-        except TransportError as e:
-            log.warning("rejected a connection from %s to %s: %s", where, path, e)
+        conn = WsConnection(ws, f"{addr[0]}:{addr[1]}" if addr else "?", secret)
+        path = (ws.request.path if ws.request is not None else "").split("?", 1)[0]
+        if path == "/tab":
+            self._serve_tab(peer_id, conn)
+        else:
+            self._serve_driver(conn)
 
     def _tab_token(self, tab_id: str) -> "str | None":
         return tab_token(self.token, tab_id) if _TAB_ID.fullmatch(tab_id) else None

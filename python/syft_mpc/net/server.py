@@ -37,6 +37,7 @@ from syft_mpc import _native, limits
 from syft_mpc.remote import serde
 from syft_mpc.errors import PeerDisconnected, SerializationError, TransportError
 from syft_mpc.hook import TorchHook
+from syft_mpc.net.admission import LOG_EVERY_S, Throttled
 from syft_mpc.net.env import ENV_TLS_CA
 from syft_mpc.net.sealing import open_envelope
 from syft_mpc.remote.messages import DEFAULT_SESSION, HELLO, POST, REQUEST, SYNC, Envelope, Err, Ok
@@ -47,31 +48,9 @@ __all__ = ["LOG_EVERY_S", "MAX_PEERS_PER_HELLO", "ServedWorker", "WorkerServer"]
 
 log = logging.getLogger("syft_mpc.worker")
 
-LOG_EVERY_S = 10.0
-"""At most one log line per this many seconds for each kind of refused connection."""
 MAX_PEERS_PER_HELLO = 1024
 """A hello announcing more peers is refused (each peer costs the worker a handle)."""
 
-
-class _Throttled:
-    """Logs the first event of a kind, then at most one line per ``every_s`` with the count
-    of the events not logged (a flood of refused connections must not flood the log)."""
-
-    def __init__(self, every_s: float = LOG_EVERY_S) -> None:
-        self.every_s = every_s
-        self._next = 0.0
-        self._quiet = 0
-        self._mu = threading.Lock()
-
-    def warning(self, fmt: str, *args: Any) -> None:
-        now = time.monotonic()
-        with self._mu:
-            if now < self._next:
-                self._quiet += 1
-                return
-            quiet, self._quiet, self._next = self._quiet, 0, now + self.every_s
-        more = f" (and {quiet} more like it in the last {self.every_s:.0f} s)" if quiet else ""
-        log.warning(fmt + more, *args)
 
 def _no_reply(value: object) -> None:
     return None
@@ -189,8 +168,8 @@ class WorkerServer:
         self._announced: dict[str, dict[str, str]] = {}  # client uid -> the peers its last hello announced
         self._peer_refs: dict[tuple[str, str], int] = {}  # (peer id, address) -> how many clients announce it
         self._state = threading.Lock()
-        self._refused = _Throttled()
-        self._no_thread = _Throttled()
+        self._refused = Throttled()
+        self._no_thread = Throttled()
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -36,7 +36,7 @@ __all__ = ["SocketWorker", "workers_from_env", "parse_workers"]
 
 
 
-_CONNECT_TRIES = 3  # a handshake the worker cut short is tried again, this many times in all
+CONNECT_TRIES = 3  # a handshake the worker cut short is tried again, this many times in all
 
 # Where the SocketWorkers made in this process listen; announced to every worker (b"H").
 _directory: dict[str, str] = {}
@@ -181,7 +181,7 @@ class SocketWorker(BaseWorker):
         """The open connection (opened, and greeted with b"H", when needed). Call with ``_io`` held."""
         conn = self._conn
         if conn is None:
-            for attempt in range(_CONNECT_TRIES):
+            for attempt in range(CONNECT_TRIES):
                 try:
                     conn = _native.Connection.connect(
                         self.address,
@@ -196,7 +196,7 @@ class SocketWorker(BaseWorker):
                 except PeerDisconnected as e:
                     # Closed during the handshake: a worker flooded with unfinished handshakes
                     # evicts the most silent one (docs/SECURITY.md), which may have been this one.
-                    if attempt + 1 == _CONNECT_TRIES:
+                    if attempt + 1 == CONNECT_TRIES:
                         raise self._fail(e, "connecting") from None
                 except TransportError as e:
                     raise self._fail(e, "connecting") from None

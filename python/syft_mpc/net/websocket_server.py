@@ -19,13 +19,15 @@ import queue
 import threading
 from typing import Any
 
-from websockets.sync.server import Server, ServerConnection, serve
+from websockets.http11 import Request
+from websockets.sync.server import ServerConnection
 
 from syft_mpc._native import check_token
 from syft_mpc.errors import TransportError
 from syft_mpc.net.env import ENV_TOKEN
 from syft_mpc.net.server import WorkerServer
-from syft_mpc.net.ws_transport import MAX_MESSAGE_BYTES, WsConnection, server_handshake, server_ssl
+from syft_mpc.net.ws_serve import AdmittedServer
+from syft_mpc.net.ws_transport import MAX_MESSAGE_BYTES, WsConnection, server_ssl
 from syft_mpc.remote.messages import DEFAULT_SESSION
 
 __all__ = ["WebsocketListener", "WebsocketServerWorker"]
@@ -34,7 +36,14 @@ log = logging.getLogger("syft_mpc.worker")
 
 
 class WebsocketListener:
-    """Accepts authenticated WebSocket connections; the interface of the native ``Listener``."""
+    """Accepts authenticated WebSocket connections; the interface of the native ``Listener``.
+
+    Handshakes are admitted as by the native listener (:mod:`syft_mpc.net.admission`: one
+    deadline for the HTTP upgrade and the HMAC handshake together, per-address and global
+    limits with eviction of the most silent, counted drops in ``dropped``) and run without a
+    thread (:mod:`syft_mpc.net.ws_serve`); failed handshakes are logged at most once per 10 s.
+    A message may have ``max_message`` bytes (1 GiB).
+    """
 
     def __init__(
         self,
@@ -45,41 +54,40 @@ class WebsocketListener:
         *,
         session: str = DEFAULT_SESSION,
         timeout_s: float = 30.0,
+        max_message: int = MAX_MESSAGE_BYTES,
         tls_cert: "str | None" = None,
         tls_key: "str | None" = None,
     ) -> None:
         self._token, self._id, self._session, self._timeout = token, worker_id, session, timeout_s
-        # As the native Listener reports them; the websockets server bounds each opening
-        # handshake by timeout_s itself and keeps no handshake slots to evict.
-        self.handshake_deadline_s = timeout_s
-        self.dropped = {"evicted": 0, "expired": 0, "refused": 0}
+        self.max_message = max_message
         self._queue: "queue.Queue[WsConnection]" = queue.Queue()
         ctx = server_ssl(tls_cert, tls_key)
         self.tls = ctx is not None
-        try:
-            self._server: Server = serve(
-                self._handle, host, port, ssl=ctx, max_size=MAX_MESSAGE_BYTES, compression=None,
-                open_timeout=timeout_s, close_timeout=2,
-            )
-        except OSError as e:
-            raise TransportError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-        h, p = self._server.socket.getsockname()[:2]
-        self.local_addr = f"{h}:{p}"
+        # The worker's serve loop reports the drops (WorkerServer reads `dropped`).
+        self._server = AdmittedServer(
+            self._handle, host, port, name=f"worker {worker_id}", route=self._route, timeout_s=timeout_s,
+            max_message=max_message, ssl=ctx, log=log, report_drops=False,
+        )
+        self.local_addr = self._server.local_addr
+        self.handshake_deadline_s = self._server.deadline_s
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name=f"ws-{worker_id}")
         self._thread.start()
+
+    @property
+    def dropped(self) -> "dict[str, int]":
+        """Handshakes dropped without a report through ``accept()``, as the native ``Listener``'s."""
+        return dict(self._server.admission.dropped)
 
     def _tokens(self, worker_id: str) -> "str | None":
         return self._token if worker_id == self._id else None
 
-    def _handle(self, ws: ServerConnection) -> None:
+    def _route(self, request: Request, reject: Any) -> "tuple[Any, str]":
+        return self._tokens, self._session  # any path: a request that is no upgrade is refused by the library
+
+    def _handle(self, ws: ServerConnection, worker_id: str, secret: bytes) -> None:
         addr = ws.remote_address
         where = f"{addr[0]}:{addr[1]}" if addr else "?"
-        try:
-            _, secret = server_handshake(ws, self._tokens, self._session, self._timeout)
-        except TransportError as e:
-            log.warning("rejected a connection from %s: %s", where, e)
-            return
-        conn = WsConnection(ws, where, secret)
+        conn = WsConnection(ws, where, secret, self.max_message)
         self._queue.put(conn)
         conn.closed.wait()  # the server's own thread serves it; the socket closes when this returns
 
@@ -103,6 +111,8 @@ class WebsocketServerWorker(WorkerServer):
         token: the shared secret (default ``$SYFT_MPC_TOKEN``; at least 16 characters).
         tls_cert, tls_key: PEM certificate chain and key: serve ``wss://`` only (PySyft's
             ``cert_path``/``key_path`` are accepted too).
+        max_message: the largest message accepted (bytes; 1 GiB, as socket workers); a larger
+            one closes that connection with WebSocket code 1009 and a reason naming the limit.
         Other keyword arguments as :class:`~syft_mpc.net.server.WorkerServer`.
     """
 
@@ -115,6 +125,7 @@ class WebsocketServerWorker(WorkerServer):
         token: "str | None" = None,
         *,
         timeout_s: float = 30.0,
+        max_message: int = MAX_MESSAGE_BYTES,
         tls_cert: "str | None" = None,
         tls_key: "str | None" = None,
         cert_path: "str | None" = None,
@@ -126,7 +137,9 @@ class WebsocketServerWorker(WorkerServer):
         if not token:
             raise ValueError(f"a token is needed: pass token=... or set {ENV_TOKEN}")
         check_token(token)  # at least 128 bits, as for socket workers: a recorded handshake must not make it guessable
-        listener = WebsocketListener(host, port, token, id, timeout_s=timeout_s, tls_cert=tls_cert, tls_key=tls_key)
+        listener = WebsocketListener(
+            host, port, token, id, timeout_s=timeout_s, max_message=max_message, tls_cert=tls_cert, tls_key=tls_key
+        )
         super().__init__(
             id, host, port, token, timeout_s=timeout_s, listener=listener,  # type: ignore[arg-type]
             tls_cert=tls_cert, tls_key=tls_key, **kwargs,

@@ -33,7 +33,7 @@ import secrets
 import ssl
 import threading
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI, WebSocketException
 from websockets.sync.client import ClientConnection, connect
@@ -42,8 +42,12 @@ from websockets.sync.connection import Connection
 from syft_mpc.errors import AuthenticationError, PeerDisconnected, PeerTimeout, TlsError, TransportError
 
 __all__ = [
+    "HANDSHAKE_MAX",
     "MAX_MESSAGE_BYTES",
+    "ServerHandshake",
+    "MAX_QUEUE",
     "WsConnection",
+    "allow_messages",
     "client_handshake",
     "key_from_token",
     "open_connection",
@@ -54,6 +58,11 @@ __all__ = [
 MAX_MESSAGE_BYTES = 1 << 30
 """Largest message accepted (the native transport's default bound, 1 GiB)."""
 HANDSHAKE_MAX = 256
+"""Largest message before the handshake succeeds (each handshake message is smaller)."""
+MAX_QUEUE = (2, 0)
+"""Frames received but not yet read (high, low water marks) before the ``websockets`` library
+stops reading the socket: with messages of up to 1 GiB, its default of 16 would let one peer
+park 16 GiB in a connection whose reader is busy."""
 MAGIC = b"SMWS\x01"
 KEY_LABEL = b"syft-mpc session key v1\x00"
 PROOF_LABEL = b"syft-mpc websocket v1 handshake proof\x00"
@@ -82,6 +91,28 @@ def exporter(key: bytes, session: str, worker_id: str, client_nonce: bytes, serv
     return hmac.new(key, msg, hashlib.sha256).digest()
 
 
+def allow_messages(ws: Connection, max_bytes: int) -> None:
+    """Raises the connection's message limit from :data:`HANDSHAKE_MAX` to ``max_bytes``.
+
+    Called once the peer has proved itself and before this side's last handshake message, so
+    the peer's first real message (which it sends only after that one) is read under the new
+    limit: the library checks a frame's size when its first bytes arrive."""
+    protocol: Any = ws.protocol
+    if hasattr(protocol, "max_message_size"):  # websockets >= 16: (message, fragment) limits
+        protocol.max_message_size = max_bytes
+    else:
+        protocol.max_size = max_bytes
+
+
+def _send(ws: Connection, msg: bytes, what: str) -> None:
+    try:
+        ws.send(msg)
+    except ConnectionClosed:
+        raise PeerDisconnected(f"the peer closed the connection during the handshake (sending {what})") from None
+    except (OSError, WebSocketException) as e:
+        raise TransportError(f"sending {what} failed: {e}") from None
+
+
 def _recv_bounded(ws: Connection, deadline: float, what: str) -> bytes:
     left = deadline - time.monotonic()
     if left <= 0:
@@ -97,18 +128,24 @@ def _recv_bounded(ws: Connection, deadline: float, what: str) -> bytes:
     return msg
 
 
-def client_handshake(ws: Connection, token: str, worker_id: str, session: str, timeout_s: float) -> bytes:
+def client_handshake(
+    ws: Connection, token: str, worker_id: str, session: str, timeout_s: float, *, max_message: "int | None" = None
+) -> bytes:
     """Proves knowledge of ``token`` to the server reached as ``worker_id`` and checks its proof;
-    returns the connection's :func:`exporter` secret."""
+    returns the connection's :func:`exporter` secret. With ``max_message``, the connection's
+    message limit is raised to it right after this side's proof is sent (:func:`allow_messages`):
+    a server may send its first message right after its verdict, before this function returns."""
     deadline = time.monotonic() + timeout_s
     key = key_from_token(token)
     nc = secrets.token_bytes(32)
-    ws.send(MAGIC + nc + worker_id.encode())
+    _send(ws, MAGIC + nc + worker_id.encode(), "the hello")
     hello = _recv_bounded(ws, deadline, "the server's hello")
     if hello[:5] != MAGIC or len(hello) != 37:
         raise AuthenticationError("the server did not answer with a syft_mpc WebSocket handshake (another service, or another version)")
     ns = hello[5:]
-    ws.send(proof(key, b"C", session, worker_id, ns, nc))
+    _send(ws, proof(key, b"C", session, worker_id, ns, nc), "the proof")
+    if max_message is not None:
+        allow_messages(ws, max_message)
     verdict = _recv_bounded(ws, deadline, "the server's verdict")
     if verdict[:1] == b"\x01":
         reason = verdict[1:200].decode("utf-8", "replace")
@@ -119,33 +156,72 @@ def client_handshake(ws: Connection, token: str, worker_id: str, session: str, t
     return exporter(key, session, worker_id, nc, ns)
 
 
-def server_handshake(ws: Connection, tokens: Any, session: str, timeout_s: float) -> "tuple[str, bytes]":
-    """Checks a client's proof; returns the worker id it asked for and the connection's
-    :func:`exporter` secret.
+class ServerHandshake:
+    """The server's side of the handshake, one message at a time, for a caller doing its own
+    I/O (:func:`server_handshake` over a connection; the listeners' accept loop without a
+    thread, :mod:`syft_mpc.net.ws_serve`).
 
-    ``tokens(worker_id)`` gives the token for that id, or None when the id is not served here."""
+    ``tokens(worker_id)`` gives the token for that id, or None when the id is not served here.
+    :meth:`on_hello` returns the server's hello; :meth:`on_proof` the verdict to send, after
+    which ``error`` is None (``worker_id`` and ``secret``, the :func:`exporter` secret, are set)
+    or the ``AuthenticationError`` to raise once the verdict is sent."""
+
+    def __init__(self, tokens: Any, session: str) -> None:
+        self.tokens, self.session = tokens, session
+        self.worker_id = ""
+        self.secret = b""
+        self.error: "AuthenticationError | None" = None
+        self._nc = self._ns = b""
+        self._token: "str | None" = None
+
+    def on_hello(self, hello: bytes) -> bytes:
+        if len(hello) > HANDSHAKE_MAX or hello[:5] != MAGIC or len(hello) < 37:
+            raise AuthenticationError("the client did not send a syft_mpc WebSocket handshake")
+        self._nc = hello[5:37]
+        try:
+            self.worker_id = hello[37:].decode()
+        except UnicodeDecodeError:
+            raise AuthenticationError("the worker id in the handshake is not UTF-8") from None
+        self._token = self.tokens(self.worker_id)
+        self._ns = secrets.token_bytes(32)
+        return MAGIC + self._ns
+
+    def on_proof(self, got: bytes) -> bytes:
+        worker_id, nc, ns = self.worker_id, self._nc, self._ns
+        if self._token is None:
+            self.error = AuthenticationError(f"a client asked for worker {worker_id[:60]!r}, which is not served here")
+            return b"\x01" + f"no worker {worker_id[:60]!r} here".encode()
+        key = key_from_token(self._token)
+        if not hmac.compare_digest(got, proof(key, b"C", self.session, worker_id, ns, nc)):
+            self.error = AuthenticationError(f"a client for {worker_id!r} failed to prove it knows the token")
+            return b"\x01wrong token"
+        self.secret = exporter(key, self.session, worker_id, nc, ns)
+        return b"\x00" + proof(key, b"S", self.session, worker_id, nc, ns)
+
+
+def server_handshake(
+    ws: Connection, tokens: Any, session: str, timeout_s: float, *, max_message: "int | None" = None,
+    admitted: "Callable[[], bool] | None" = None,
+) -> "tuple[str, bytes]":
+    """Checks a client's proof over ``ws``; returns the worker id it asked for and the
+    connection's :func:`exporter` secret (:class:`ServerHandshake` for ``tokens``).
+
+    Once the proof checks out and before the verdict is sent: ``admitted()`` (False: this
+    handshake was dropped meanwhile; it fails with ``PeerTimeout``), then the message limit is
+    raised to ``max_message`` (:func:`allow_messages`)."""
     deadline = time.monotonic() + timeout_s
-    hello = _recv_bounded(ws, deadline, "the client's hello")
-    if hello[:5] != MAGIC or len(hello) < 37:
-        raise AuthenticationError("the client did not send a syft_mpc WebSocket handshake")
-    nc = hello[5:37]
-    try:
-        worker_id = hello[37:].decode()
-    except UnicodeDecodeError:
-        raise AuthenticationError("the worker id in the handshake is not UTF-8") from None
-    token = tokens(worker_id)
-    ns = secrets.token_bytes(32)
-    ws.send(MAGIC + ns)
-    got = _recv_bounded(ws, deadline, "the client's proof")
-    if token is None:
-        ws.send(b"\x01" + f"no worker {worker_id[:60]!r} here".encode())
-        raise AuthenticationError(f"a client asked for worker {worker_id[:60]!r}, which is not served here")
-    key = key_from_token(token)
-    if not hmac.compare_digest(got, proof(key, b"C", session, worker_id, ns, nc)):
-        ws.send(b"\x01wrong token")
-        raise AuthenticationError(f"a client for {worker_id!r} failed to prove it knows the token")
-    ws.send(b"\x00" + proof(key, b"S", session, worker_id, nc, ns))
-    return worker_id, exporter(key, session, worker_id, nc, ns)
+    hs = ServerHandshake(tokens, session)
+    _send(ws, hs.on_hello(_recv_bounded(ws, deadline, "the client's hello")), "the hello")
+    verdict = hs.on_proof(_recv_bounded(ws, deadline, "the client's proof"))
+    if hs.error is not None:
+        _send(ws, verdict, "the verdict")
+        raise hs.error
+    if admitted is not None and not admitted():
+        raise PeerTimeout("the handshake was cut (past its deadline, or evicted by newer connections from its address)")
+    if max_message is not None:
+        allow_messages(ws, max_message)
+    _send(ws, verdict, "the verdict")
+    return hs.worker_id, hs.secret
 
 
 def _fragments(frame: Any) -> "bytes | Iterable[Any]":
@@ -158,11 +234,28 @@ def _fragments(frame: Any) -> "bytes | Iterable[Any]":
 class WsConnection:
     """One authenticated WebSocket, with the native ``Connection``'s methods."""
 
-    def __init__(self, ws: Connection, peer_addr: str, exporter_secret: bytes) -> None:
+    def __init__(self, ws: Connection, peer_addr: str, exporter_secret: bytes, max_message: int = MAX_MESSAGE_BYTES) -> None:
         self.ws = ws
         self.peer_addr = peer_addr
+        self.max_message = max_message
         self.closed = threading.Event()
         self._exporter = exporter_secret
+
+    def _closed_error(self, e: ConnectionClosed) -> TransportError:
+        """The error for a closed connection; a message over a size limit (close code 1009) says whose."""
+        self.closed.set()
+        peer_first = e.rcvd is not None and (e.sent is None or bool(e.rcvd_then_sent))  # an echo is not a reason
+        if e.sent is not None and e.sent.code == 1009 and not peer_first:
+            return TransportError(
+                f"{self.peer_addr} sent a message over this side's {self.max_message}-byte limit; the connection was "
+                f"closed (WebSocket code 1009: {e.sent.reason})"
+            )
+        if e.rcvd is not None and e.rcvd.code == 1009 and peer_first:
+            return TransportError(
+                f"{self.peer_addr} refused a message over its size limit and closed the connection "
+                f"(WebSocket code 1009: {e.rcvd.reason}); send smaller messages (e.g. split the tensor)"
+            )
+        return PeerDisconnected(f"connection to {self.peer_addr} closed")
 
     def export_secret(self, context: bytes) -> bytes:
         """32 bytes bound to this connection and ``context`` (HMAC-SHA256 under the exporter)."""
@@ -172,8 +265,7 @@ class WsConnection:
         try:
             self.ws.send(_fragments(frame))
         except ConnectionClosed as e:
-            self.closed.set()
-            raise PeerDisconnected(f"connection to {self.peer_addr} closed ({e})") from None
+            raise self._closed_error(e) from None
         except (OSError, WebSocketException) as e:
             self.closed.set()
             raise TransportError(f"sending to {self.peer_addr} failed: {e}") from None
@@ -184,10 +276,7 @@ class WsConnection:
         except TimeoutError:
             raise PeerTimeout(f"no message from {self.peer_addr} in {timeout_s:.1f} s") from None
         except ConnectionClosed as e:
-            self.closed.set()
-            if e.rcvd is not None and e.rcvd.code == 1009:
-                raise TransportError(f"{self.peer_addr}: message over the {MAX_MESSAGE_BYTES}-byte limit") from None
-            raise PeerDisconnected(f"connection to {self.peer_addr} closed") from None
+            raise self._closed_error(e) from None
         except (OSError, WebSocketException) as e:
             self.closed.set()
             raise TransportError(f"receiving from {self.peer_addr} failed: {e}") from None
@@ -231,9 +320,12 @@ def server_ssl(tls_cert: "str | None", tls_key: "str | None") -> "ssl.SSLContext
 
 def open_connection(
     url: str, token: str, worker_id: str, session: str, timeout_s: float, tls_ca: "str | None" = None,
-    server_name: "str | None" = None,
+    server_name: "str | None" = None, source_address: "tuple[str, int] | None" = None,
 ) -> WsConnection:
-    """Connects to ``url`` (``ws://host:port/path`` or ``wss://...``) and runs the client handshake."""
+    """Connects to ``url`` (``ws://host:port/path`` or ``wss://...``) and runs the client handshake
+    (from ``source_address``, ``(host, port)``, when given)."""
+    # Extra keyword arguments of connect() go to socket.create_connection.
+    extra: dict[str, Any] = {"source_address": source_address} if source_address else {}
     try:
         ws: ClientConnection = connect(
             url,
@@ -241,17 +333,25 @@ def open_connection(
             server_hostname=server_name,
             open_timeout=timeout_s,
             close_timeout=2,
-            max_size=MAX_MESSAGE_BYTES,
+            max_size=HANDSHAKE_MAX,  # raised by client_handshake
+            max_queue=MAX_QUEUE,
             compression=None,
+            **extra,
         ).__enter__()  # the connection itself (websockets >= 17.1 warns unless entered)
     except ssl.SSLError as e:
         raise TlsError(f"TLS with {url} failed: {e}") from None
     except TimeoutError:
         raise PeerTimeout(f"connecting to {url} took more than {timeout_s:.1f} s") from None
-    except (OSError, InvalidHandshake, InvalidURI) as e:
+    except (ConnectionResetError, InvalidHandshake) as e:
+        if isinstance(e, ConnectionResetError) or isinstance(e.__cause__, (EOFError, ConnectionResetError)):
+            # Closed before it answered the upgrade: a worker flooded with unfinished handshakes
+            # evicts the most silent one (syft_mpc.net.admission), which may have been this one.
+            raise PeerDisconnected(f"{url} closed the connection during the WebSocket upgrade ({e})") from None
+        raise TransportError(f"cannot connect to {url}: {e}") from None
+    except (OSError, InvalidURI) as e:
         raise TransportError(f"cannot connect to {url}: {e}") from None
     try:
-        secret = client_handshake(ws, token, worker_id, session, timeout_s)
+        secret = client_handshake(ws, token, worker_id, session, timeout_s, max_message=MAX_MESSAGE_BYTES)
     except BaseException:
         ws.close()
         raise

@@ -1,0 +1,80 @@
+"""Worker processes for the resilience tests: one started with the CLI (its log in a file),
+and what the tests read of it (threads from ``/proc/<pid>/task``, RSS), plus percentiles."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+import time
+from types import TracebackType
+
+
+def n_threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def rss_kb(pid: int) -> int:
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def settle_threads(pid: int, at_most: int, within_s: float = 10.0) -> int:
+    """The process's thread count once it is at most ``at_most`` (or after ``within_s``)."""
+    deadline = time.monotonic() + within_s
+    while n_threads(pid) > at_most and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return n_threads(pid)
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+class CliWorker:
+    """``python -m syft_mpc worker --id ID --host 127.0.0.1 --port 0 [args]`` with the token in
+    its environment and its log (stderr) in ``log_path``; ``address`` is what it printed after
+    ``listening on `` (``host:port``, or a ``ws://`` URL)."""
+
+    def __init__(self, worker_id: str, token: str, log_path: pathlib.Path, *args: str) -> None:
+        self.id, self.token, self.log_path = worker_id, token, log_path
+        env = dict(os.environ, SYFT_MPC_TOKEN=token)
+        with open(log_path, "wb") as log_file:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "syft_mpc", "worker", "--id", worker_id, "--host", "127.0.0.1", "--port", "0",
+                 *args],
+                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log_file,
+            )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode()
+        if not line.startswith("listening on "):
+            self.stop()
+            raise AssertionError(f"the worker did not start: {line!r}; log: {log_path.read_text()[-2000:]}")
+        self.address = line.strip()[len("listening on "):]
+        self.port = int(self.address.rpartition(":")[2])
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_lines(self) -> list[str]:
+        return self.log_path.read_text().splitlines()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def __enter__(self) -> "CliWorker":
+        return self
+
+    def __exit__(self, t: "type[BaseException] | None", v: "BaseException | None", tb: "TracebackType | None") -> None:
+        self.stop()
