@@ -355,7 +355,10 @@ def test_honest_clients_connect_while_a_thousand_sockets_trickle(tmp_path: pathl
               f"{reopened} flood sockets closed by the worker")
         assert reopened > 1000, "the worker never dropped the flood's handshakes; the test proves nothing"
         assert max(times) < 5.0, f"an honest connect + op took {max(times):.1f} s under the flood"
-        assert most <= base_threads + 2 * 64 + 16, most
+        # 64 handshakes from one address, plus evicted ones still winding down (their sockets are
+        # shut, but on a loaded machine a thread can take a moment to notice): far below the
+        # 1,000 threads an unbounded listener would hold.
+        assert most <= base_threads + 3 * 64, most
         assert proc.poll() is None
     log_lines = worker.log_lines()
     noisy = [ln for ln in log_lines if "handshake" in ln or "rejected" in ln]
