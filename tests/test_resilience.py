@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import pytest
 import torch
-from _procs import CliWorker, n_threads, pct, rss_kb, settle_threads
+from _worker_procs import CliWorker, n_threads, pct, rss_kb, settle_threads
 from _trickler import Trickler
 
 import syft_mpc as sy

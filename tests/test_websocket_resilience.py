@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 import pytest
 import torch
-from _procs import CliWorker, n_threads, pct, rss_kb, settle_threads
+from _worker_procs import CliWorker, n_threads, pct, rss_kb, settle_threads
 from _trickler import WS_UPGRADE, Trickler
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
