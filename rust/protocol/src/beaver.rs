@@ -3,7 +3,11 @@
 //!
 //! With a triple `(a, b, c = f(a, b))` from the dealer, the parties open
 //! `ε = x − a` and `δ = y − b` in one message and set
-//! `z_i = c_i + f(ε, b_i) + f(a_i, δ) (+ f(ε, δ) on party 0)`.
+//! `z_i = c_i + f(ε, b_i) + f(a_i, δ) (+ f(ε, δ) on party 0)` for an element-wise product.
+//! For a matmul or convolution every party sets `z_i = c_i + f(ε, b_i) + f(x_i, δ)` with its
+//! own share `x_i` of x instead: the sum is `f(a, b) + f(x − a, b) + f(x, δ) = f(x, b + δ)
+//! = f(x, y)`, two evaluations of f per party as before, with no pass to fold `f(ε, δ)` in
+//! (party 0's `b_0 + δ`), and `a_i` is done with once the parties have opened ε.
 //! Rounds: 1. Bytes per party: 8·(|x| + |y|) to each peer (ε and δ together).
 //! Security: semi-honest; ε and δ are uniformly random given a fresh triple, and the
 //! dealer (who knows a, b) never sees them.
@@ -54,13 +58,10 @@ impl Party {
                 }
             });
         } else {
-            // Party 0 folds f(ε, δ) into f(ε, b_0 + δ): two evaluations of f per party.
-            if first {
-                kernels::add_assign(&mut t.b, delta);
-            }
+            // z_i = c_i + f(ε, b_i) + f(x_i, δ), the same on every party (module docs).
             let products = |z: &mut [R64]| {
                 bilinear_acc(&req, eps, &t.b, z);
-                bilinear_acc(&req, &t.a, delta, z);
+                bilinear_acc(&req, x, delta, z);
             };
             if c_later && 8 * t.c.len() >= BACKGROUND_RECEIVE_BYTES {
                 // The dealer's send of a large c_i blocks until it is read, and with it
