@@ -315,8 +315,8 @@ impl Party {
 
     /// Reads the explicit components of the next dealer answer still on the wire into
     /// `parts` on a second thread while `work` runs on this one (the last party only), and
-    /// then those of the next queued material if they are on the wire too (a product's
-    /// truncation pair): the dealer's send of a large answer blocks until it is read, and
+    /// then those of the next queued material if it is a truncation pair on the wire (a
+    /// truncated product's): the dealer's send of a large answer blocks until it is read, and
     /// with it the dealer's next request, so reading early lets the dealer move on and
     /// takes the transfer off the operation's end.
     pub(crate) fn receive_explicit_during<T>(
@@ -324,8 +324,10 @@ impl Party {
         parts: &mut [&mut [u8]],
         work: impl FnOnce() -> T,
     ) -> Result<T> {
+        // Only a truncation pair: small and quick for the dealer, and the very next thing
+        // this party needs; other material may be large or for later operations.
         let mut next = match self.ready.front() {
-            Some((.., Explicit::OnTheWire)) => self.ready.pop_front(),
+            Some((Request::Trunc { .. }, _, Explicit::OnTheWire)) => self.ready.pop_front(),
             _ => None,
         };
         let dealer = &mut self.dealer;

@@ -98,10 +98,10 @@ fn a_stalled_peer_times_out_with_its_name() {
     assert!(*took < Duration::from_secs(1), "took {took:?}");
 }
 
-/// Large bilinear products, where the last party reads the dealer's `c_i` (and the next
-/// queued answer) on a second thread during its products: truncated, untruncated, and
-/// after a prefetch of two triples, then an element-wise product to check that the dealer
-/// stream is still in step.
+/// Large bilinear products, where the last party reads the dealer's `c_i` (and a queued
+/// truncation pair) on a second thread during its products: truncated, untruncated, and
+/// after a prefetch of two triples (the second stays queued), then an element-wise product
+/// to check that the dealer stream is still in step.
 #[test]
 fn large_products_read_the_dealer_during_the_products() {
     let (m, k, n) = (512, 8, 512); // c: 2 MiB, above the background-read threshold
