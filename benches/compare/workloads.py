@@ -2,8 +2,10 @@
 
 Pure Python (no torch, syft_mpc or CrypTen import), so that both virtual environments
 load the same definitions. Sizes follow the issue; ``reps`` is how many timed runs each
-workload gets after one untimed warm-up (none for matmul 1024³, whose CrypTen run
-takes tens of seconds); the median is reported.
+workload gets after one untimed warm-up (every workload, both libraries: matmul 1024³
+once went without, when CrypTen took 15 s per run; it takes ≈ 1.2 s on an AVX-512
+machine, and a cold first run there measures page faults and lazy set-up, not the
+protocol); the median is reported.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 WORKLOADS: dict[str, dict[str, Any]] = {
     "mul_1e6": {"desc": "element-wise mul, 10^6 (fixed point, with truncation)", "layer": "protocol", "n": 10**6, "reps": 5},
     "matmul_256": {"desc": "matmul 256x256x256 (fixed point, with truncation)", "layer": "protocol", "m": 256, "reps": 5},
-    "matmul_1024": {"desc": "matmul 1024x1024x1024 (fixed point, with truncation)", "layer": "protocol", "m": 1024, "reps": 3, "warmup": False},
+    "matmul_1024": {"desc": "matmul 1024x1024x1024 (fixed point, with truncation)", "layer": "protocol", "m": 1024, "reps": 3},
     "relu_1e6": {"desc": "ReLU, 10^6", "layer": "protocol", "n": 10**6, "reps": 3},
     "sigmoid_1e5": {"desc": "sigmoid, 10^5", "layer": "tensor", "n": 10**5, "reps": 3},
     "softmax_1000x100": {"desc": "softmax 1000x100, dim 1", "layer": "tensor", "shape": [1000, 100], "reps": 3},

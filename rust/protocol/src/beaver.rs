@@ -3,7 +3,11 @@
 //!
 //! With a triple `(a, b, c = f(a, b))` from the dealer, the parties open
 //! `ε = x − a` and `δ = y − b` in one message and set
-//! `z_i = c_i + f(ε, b_i) + f(a_i, δ) (+ f(ε, δ) on party 0)`.
+//! `z_i = c_i + f(ε, b_i) + f(a_i, δ) (+ f(ε, δ) on party 0)` for an element-wise product.
+//! For a matmul or convolution every party sets `z_i = c_i + f(ε, b_i) + f(x_i, δ)` with its
+//! own share `x_i` of x instead: the sum is `f(a, b) + f(x − a, b) + f(x, δ) = f(x, b + δ)
+//! = f(x, y)`, two evaluations of f per party as before, with no pass to fold `f(ε, δ)` in
+//! (party 0's `b_0 + δ`), and `a_i` is done with once the parties have opened ε.
 //! Rounds: 1. Bytes per party: 8·(|x| + |y|) to each peer (ε and δ together).
 //! Security: semi-honest; ε and δ are uniformly random given a fresh triple, and the
 //! dealer (who knows a, b) never sees them.
@@ -13,6 +17,11 @@ use crate::party::Explicit;
 use crate::trunc::needs_truncation;
 use crate::{Conv2dParams, Party, ProtocolError, Result};
 use syft_mpc_ring::{as_ring, as_ring_mut, kernels, R64};
+
+/// From this size a last party reads a bilinear triple's `c_i` on a second thread during
+/// its products: above the loopback socket buffers, the dealer's send would block until
+/// the read otherwise (below it, a thread costs more than it saves).
+const BACKGROUND_RECEIVE_BYTES: usize = 1 << 20;
 
 impl Party {
     fn beaver(&mut self, req: Request, x: &[R64], y: &[R64]) -> Result<Vec<R64>> {
@@ -30,8 +39,8 @@ impl Party {
         theirs.iter().for_each(|th| kernels::add_assign(opened, as_ring(&th[..opened_len])));
         let (eps, delta) = opened.split_at(x.len());
         // The last party's c_i may still be on its way. For a matmul or convolution the
-        // dealer computes f(a, b) while we evaluate f twice, so c_i is read (and added)
-        // after; an element-wise product is cheaper than the wait, so c_i is read first.
+        // dealer computes f(a, b) while we evaluate f twice, so c_i is added after; an
+        // element-wise product is cheaper than the wait, so c_i is read first.
         let elementwise = matches!(req, Request::Mul { .. });
         let c_later = explicit == Explicit::OnTheWire && !elementwise;
         if !c_later {
@@ -49,18 +58,31 @@ impl Party {
                 }
             });
         } else {
-            // Party 0 folds f(ε, δ) into f(ε, b_0 + δ): two evaluations of f per party.
-            let b_plus = if first { kernels::add(&t.b, delta) } else { std::mem::take(&mut t.b) };
-            bilinear_acc(&req, eps, &b_plus, &mut z);
-            bilinear_acc(&req, &t.a, delta, &mut z);
+            // z_i = c_i + f(ε, b_i) + f(x_i, δ), the same on every party (module docs).
+            let products = |z: &mut [R64]| {
+                bilinear_acc(&req, eps, &t.b, z);
+                bilinear_acc(&req, x, delta, z);
+            };
+            if c_later && 8 * t.c.len() >= BACKGROUND_RECEIVE_BYTES {
+                // The dealer's send of a large c_i blocks until it is read, and with it
+                // the dealer's next request (the product's truncation pair): read it on a
+                // second thread while the products run, so the dealer moves on at once.
+                let mut c = self.scratch(t.c.len());
+                let buf: &mut [u8] = bytemuck::cast_slice_mut(&mut c[..z.len()]);
+                self.receive_explicit_during(&mut [buf], || products(&mut z))?;
+                kernels::add_assign(&mut z, as_ring(&c[..t.c.len()]));
+                self.recycle([c]);
+            } else {
+                products(&mut z);
+                if c_later {
+                    self.receive_explicit(&mut share, explicit)?;
+                    let Share::Bilinear(t) = &share else { unreachable!("bilinear request") };
+                    kernels::add_assign(&mut z, &t.c);
+                }
+            }
         }
         self.recycle(theirs);
         self.recycle([pooled]);
-        if c_later {
-            self.receive_explicit(&mut share, explicit)?;
-            let Share::Bilinear(t) = &share else { unreachable!("bilinear request") };
-            kernels::add_assign(&mut z, &t.c);
-        }
         Ok(z)
     }
 

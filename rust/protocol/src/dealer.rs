@@ -104,13 +104,14 @@ impl Dealer {
         let others = &shares;
         match &mut last {
             Share::Bilinear(l) => {
-                let all = |f: &dyn Fn(&Share) -> &[R64], own: &[R64]| {
-                    let mut acc = own.to_vec();
+                // Summed into the last party's own a and b (only its c is sent).
+                let all = |f: &dyn Fn(&Share) -> &[R64], own: &mut Vec<R64>| {
+                    let mut acc = std::mem::take(own);
                     others.iter().for_each(|s| kernels::add_assign(&mut acc, f(s)));
                     acc
                 };
-                let a = all(&|s| &bil(s).a, &l.a);
-                let b = all(&|s| &bil(s).b, &l.b);
+                let a = all(&|s| &bil(s).a, &mut l.a);
+                let b = all(&|s| &bil(s).b, &mut l.b);
                 let mut c = crate::correlated::bilinear_apply(req, &a, &b);
                 others.iter().for_each(|s| kernels::sub_assign(&mut c, &bil(s).c));
                 l.c = c;

@@ -169,7 +169,15 @@ impl Party {
     /// Reveals additively shared values to all parties.
     /// Rounds: 1. Bytes: 8 per element to each peer.
     pub fn open(&mut self, x: &[R64]) -> Result<Vec<R64>> {
-        self.open_owned(x.to_vec())
+        // Summed into a new buffer in one pass (no copy of `x` first).
+        let theirs = self.exchange_all(as_u64(x))?;
+        let n = x.len();
+        let mut out = kernels::add(x, as_ring(&theirs[0][..n]));
+        for t in &theirs[1..] {
+            kernels::add_assign(&mut out, as_ring(&t[..n]));
+        }
+        self.recycle(theirs);
+        Ok(out)
     }
 
     /// [`Party::open`] reusing the share's buffer for the result.
@@ -303,6 +311,56 @@ impl Party {
         self.dealer.recv_into_parts(&mut share.explicit_mut())?;
         self.explicit_unread -= 1;
         Ok(())
+    }
+
+    /// Reads the explicit components of the next dealer answer still on the wire into
+    /// `parts` on a second thread while `work` runs on this one (the last party only), and
+    /// then those of the next queued material if it is a truncation pair on the wire (a
+    /// truncated product's): the dealer's send of a large answer blocks until it is read, and
+    /// with it the dealer's next request, so reading early lets the dealer move on and
+    /// takes the transfer off the operation's end.
+    pub(crate) fn receive_explicit_during<T>(
+        &mut self,
+        parts: &mut [&mut [u8]],
+        work: impl FnOnce() -> T,
+    ) -> Result<T> {
+        // Only a truncation pair: small and quick for the dealer, and the very next thing
+        // this party needs; other material may be large or for later operations.
+        let mut next = match self.ready.front() {
+            Some((Request::Trunc { .. }, _, Explicit::OnTheWire)) => self.ready.pop_front(),
+            _ => None,
+        };
+        let dealer = &mut self.dealer;
+        let next_share = next.as_mut().map(|(_, share, _)| share);
+        let (out, received) = std::thread::scope(|s| {
+            let reader = s.spawn(move || {
+                let first = dealer.recv_into_parts(parts);
+                let second = match (&first, next_share) {
+                    (Ok(()), Some(share)) => Some(dealer.recv_into_parts(&mut share.explicit_mut())),
+                    _ => None,
+                };
+                (first, second)
+            });
+            let out = work();
+            (out, reader.join())
+        });
+        let (first, second) = match received {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        if let Some(mut entry) = next {
+            if let Some(Ok(())) = second {
+                entry.2 = Explicit::Received;
+                self.explicit_unread -= 1;
+            }
+            self.ready.push_front(entry);
+        }
+        first?;
+        self.explicit_unread -= 1;
+        if let Some(r) = second {
+            r?;
+        }
+        Ok(out)
     }
 
     /// Whether no material was obtained ahead (the next operation asks for its own).

@@ -97,3 +97,43 @@ fn a_stalled_peer_times_out_with_its_name() {
     assert!(err.to_string().contains("timed out") && err.to_string().contains("party 1"), "{err}");
     assert!(*took < Duration::from_secs(1), "took {took:?}");
 }
+
+/// Large bilinear products, where the last party reads the dealer's `c_i` (and a queued
+/// truncation pair) on a second thread during its products: truncated, untruncated, and
+/// after a prefetch of two triples (the second stays queued), then an element-wise product
+/// to check that the dealer stream is still in step.
+#[test]
+fn large_products_read_the_dealer_during_the_products() {
+    let (m, k, n) = (512, 8, 512); // c: 2 MiB, above the background-read threshold
+    let mut prg = Prg::from_entropy();
+    let small = |prg: &mut Prg, len: usize| -> Vec<R64> {
+        prg.ring_vec(len).iter().map(|v| R64::from_i64((v.0 >> 44) as i64 - (1 << 19))).collect()
+    };
+    let (x, y) = (small(&mut prg, m * k), small(&mut prg, k * n));
+    let d = 1u64 << 16;
+    for parties in [2, 3] {
+        let xs = sharing::share(&x, parties, &mut prg);
+        let ys = sharing::share(&y, parties, &mut prg);
+        let (outs, dealer) = run_tcp(parties, Duration::from_secs(30), |mut p| {
+            let (a, b) = (&xs[p.id()], &ys[p.id()]);
+            let t = p.bmm_truncated(a, b, 1, m, k, n, d).unwrap();
+            let u = p.matmul(a, b, m, k, n).unwrap();
+            let req = syft_mpc_protocol::Request::Matmul { batch: 1, m, k, n };
+            p.prefetch(&[req.clone(), req]).unwrap();
+            let v = p.matmul(a, b, m, k, n).unwrap();
+            let w = p.matmul(a, b, m, k, n).unwrap();
+            let e = p.mul(&a[..100], &b[..100]).unwrap();
+            p.close().unwrap();
+            [t, u, v, w, e]
+        });
+        assert_eq!(dealer.unwrap(), 6, "{parties} parties");
+        let open = |i: usize| sharing::reconstruct(&outs.iter().map(|o| o[i].as_slice()).collect::<Vec<_>>());
+        let want = kernels::matmul(&x, &y, m, k, n);
+        let t = open(0);
+        assert!(t.iter().zip(&want).all(|(g, w)| (g.to_i64() - (w.to_i64() >> 16)).abs() <= 1), "{parties} parties");
+        for i in 1..4 {
+            assert_eq!(open(i), want, "product {i}, {parties} parties");
+        }
+        assert_eq!(open(4), kernels::mul(&x[..100], &y[..100]), "{parties} parties");
+    }
+}
