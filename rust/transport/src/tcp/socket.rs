@@ -156,14 +156,16 @@ impl<W: Write> Writer<W> {
                 let (chunk, rest) = cur.split_at(need.min(cur.len()));
                 cur = rest;
                 need -= chunk.len();
-                if let Some(t) = tag.as_mut() {
-                    t.update(chunk);
-                }
                 let head = chunk.len().min(COALESCE - self.buf.len());
                 self.buf.extend_from_slice(&chunk[..head]);
                 if head < chunk.len() {
                     self.flush_buf()?;
                     self.stream.write_all(&chunk[head..])?;
+                }
+                // After the write: the kernel's copy has just brought the chunk (at most one
+                // frame) into cache, so the MAC reads it from there, not from memory again.
+                if let Some(t) = tag.as_mut() {
+                    t.update(chunk);
                 }
             }
             if let (Some(t), Some(m)) = (tag, self.mac.as_mut()) {
