@@ -19,7 +19,6 @@ import json
 import os
 import resource
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -27,10 +26,12 @@ import time
 from types import TracebackType
 from typing import Any
 
+from _wire import header
+
 SESSION_ID = hashlib.sha256(b"syft-mpc-control").digest()[:16]
-# One transport frame (magic, frame version 2, final, u32 length) holding a hello: magic,
+# One transport frame (this build's frame header, `_wire.header`) holding a hello: magic,
 # handshake version 2, session id, party id 0, nonce (handshake frames carry no MAC yet).
-HELLO_FRAME = b"SMPC\x02\x01" + struct.pack("<I", 57) + b"SMHI\x02" + SESSION_ID + bytes(4) + bytes(32)
+HELLO_FRAME = header(57) + b"SMHI\x02" + SESSION_ID + bytes(4) + bytes(32)
 # What a browser or the websockets client sends first to a WebSocket worker (RFC 6455, 4.1).
 WS_UPGRADE = (
     b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

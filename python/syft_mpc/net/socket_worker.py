@@ -177,21 +177,26 @@ class SocketWorker(BaseWorker):
         err.worker = self.id  # type: ignore[attr-defined]
         return err
 
-    def _connection(self) -> "_native.Connection":
+    def _open_connection(self) -> Any:
+        """A new authenticated connection to the worker (one try): native TCP (or TLS) here; a
+        subclass opens another transport with the same interface (``WebsocketClientWorker``)."""
+        return _native.Connection.connect(
+            self.address,
+            self._token,
+            self.id,
+            session=self._session,
+            timeout_s=self.timeout_s,
+            tls_ca=self.tls_ca,
+            tls_server_name=self._tls_server_name,
+        )
+
+    def _connection(self) -> Any:
         """The open connection (opened, and greeted with b"H", when needed). Call with ``_io`` held."""
         conn = self._conn
         if conn is None:
             for attempt in range(CONNECT_TRIES):
                 try:
-                    conn = _native.Connection.connect(
-                        self.address,
-                        self._token,
-                        self.id,
-                        session=self._session,
-                        timeout_s=self.timeout_s,
-                        tls_ca=self.tls_ca,
-                        tls_server_name=self._tls_server_name,
-                    )
+                    conn = self._open_connection()
                     break
                 except PeerDisconnected as e:
                     # Closed during the handshake: a worker flooded with unfinished handshakes

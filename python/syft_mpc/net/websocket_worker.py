@@ -16,11 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from syft_mpc.net.socket_worker import CONNECT_TRIES, SocketWorker
+from syft_mpc.net.socket_worker import SocketWorker
 from syft_mpc.net.ws_transport import open_connection
-from syft_mpc.errors import PeerDisconnected, TransportError
-from syft_mpc.remote import serde
-from syft_mpc.remote.messages import HELLO
 
 __all__ = ["WebsocketClientWorker"]
 
@@ -65,33 +62,13 @@ class WebsocketClientWorker(SocketWorker):
     def url(self) -> str:
         return self.address
 
-    def _connection(self) -> Any:
-        """The open WebSocket (opened, authenticated and greeted with b"H" when needed); call with ``_io`` held."""
-        conn: Any = self._conn
-        if conn is None:
-            for attempt in range(CONNECT_TRIES):
-                try:
-                    conn = open_connection(
-                        self.address,
-                        self._token,
-                        self.id,
-                        session=self._session,
-                        timeout_s=self.timeout_s,
-                        tls_ca=self.tls_ca,
-                        server_name=self._tls_server_name,
-                    )
-                    break
-                except PeerDisconnected as e:
-                    # Closed during the handshake: evicted by a worker flooded with unfinished
-                    # handshakes (syft_mpc.net.admission), as a SocketWorker's may be: try again.
-                    if attempt + 1 == CONNECT_TRIES:
-                        raise self._fail(e, "connecting") from None
-                except TransportError as e:
-                    raise self._fail(e, "connecting") from None
-            self._conn = conn
-            self._peers_version = -1
-        version, peers = self.peers_to_announce()
-        if self._peers_version != version:
-            self._call(conn, HELLO + serde.encode({"uid": self._uid, "peers": peers}), "saying hello")
-            self._peers_version = version
-        return conn
+    def _open_connection(self) -> Any:
+        return open_connection(
+            self.address,
+            self._token,
+            self.id,
+            session=self._session,
+            timeout_s=self.timeout_s,
+            tls_ca=self.tls_ca,
+            server_name=self._tls_server_name,
+        )
