@@ -7,8 +7,10 @@ import os
 import pathlib
 import subprocess
 import sys
+import threading
 import time
 from types import TracebackType
+from typing import Any, Callable, ContextManager
 
 
 def n_threads(pid: int) -> int:
@@ -28,6 +30,35 @@ def settle_threads(pid: int, at_most: int, within_s: float = 10.0) -> int:
     while n_threads(pid) > at_most and time.monotonic() < deadline:
         time.sleep(0.05)
     return n_threads(pid)
+
+
+def fifty_concurrent_clients(pid: int, connect: Callable[[], ContextManager[Any]], ops: int) -> None:
+    """50 clients, each its own connection (``connect()``), start together and run ``ops``
+    remote products each against the worker process ``pid``; none fails, and the worker's
+    threads come back to where they were."""
+    import torch
+
+    base_threads = settle_threads(pid, 0, 0.2)
+    errors: list[BaseException] = []
+    start = threading.Barrier(50)
+
+    def client(k: int) -> None:
+        try:
+            with connect() as w:
+                start.wait(30)
+                x = torch.tensor([float(k)]).send(w)
+                for i in range(ops):
+                    assert (x * i).get().item() == k * i
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=client, args=(k,)) for k in range(50)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    assert not errors, errors[:3]
+    assert settle_threads(pid, base_threads + 4) <= base_threads + 4
 
 
 def pct(xs: list[float], q: float) -> float:

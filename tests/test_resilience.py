@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import pytest
 import torch
-from _worker_procs import CliWorker, n_threads, pct, rss_kb, settle_threads
+from _worker_procs import CliWorker, fifty_concurrent_clients, n_threads, pct, rss_kb, settle_threads
 from _trickler import Trickler
 
 import syft_mpc as sy
@@ -107,28 +107,7 @@ def test_connection_churn_keeps_threads_and_memory_bounded(cluster: LocalWorkers
 
 
 def test_fifty_concurrent_clients(cluster: LocalWorkers) -> None:
-    pid = cluster.procs["rbob"].pid
-    base_threads = settle_threads(pid, 0, 0.2)
-    errors: list[BaseException] = []
-    start = threading.Barrier(50)
-
-    def client(k: int) -> None:
-        try:
-            with honest(cluster, "rbob", timeout_s=30.0) as w:
-                start.wait(30)
-                x = torch.tensor([float(k)]).send(w)
-                for i in range(20):
-                    assert (x * i).get().item() == k * i
-        except BaseException as e:  # reported below
-            errors.append(e)
-
-    ts = [threading.Thread(target=client, args=(k,)) for k in range(50)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(60)
-    assert not errors, errors[:3]
-    assert settle_threads(pid, base_threads + 4) <= base_threads + 4
+    fifty_concurrent_clients(cluster.procs["rbob"].pid, lambda: honest(cluster, "rbob", timeout_s=30.0), ops=20)
 
 
 def test_a_worker_out_of_threads_refuses_connections_and_keeps_serving(tmp_path: pathlib.Path) -> None:

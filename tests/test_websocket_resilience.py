@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 import pytest
 import torch
-from _worker_procs import CliWorker, n_threads, pct, rss_kb, settle_threads
+from _worker_procs import CliWorker, fifty_concurrent_clients, n_threads, pct, rss_kb, settle_threads
 from _trickler import WS_UPGRADE, Trickler
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
@@ -412,27 +412,7 @@ def test_websocket_churn_keeps_threads_and_memory_bounded(worker: CliWorker) -> 
 
 
 def test_fifty_concurrent_websocket_clients(worker: CliWorker) -> None:
-    base_threads = settle_threads(worker.pid, 0, 0.2)
-    errors: list[BaseException] = []
-    start = threading.Barrier(50)
-
-    def client(k: int) -> None:
-        try:
-            with honest(worker, timeout_s=30.0) as c:
-                start.wait(30)
-                x = torch.tensor([float(k)]).send(c)
-                for i in range(10):
-                    assert (x * i).get().item() == k * i
-        except BaseException as e:  # reported below
-            errors.append(e)
-
-    ts = [threading.Thread(target=client, args=(k,)) for k in range(50)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(60)
-    assert not errors, errors[:3]
-    assert settle_threads(worker.pid, base_threads + 4) <= base_threads + 4
+    fifty_concurrent_clients(worker.pid, lambda: honest(worker, timeout_s=30.0), ops=10)
 
 
 # ------------------------------------------------------------------ the gateway shares the listener
