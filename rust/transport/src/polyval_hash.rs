@@ -159,9 +159,9 @@ impl Polyval {
             #[cfg(not(target_arch = "x86_64"))]
             State::Fast { .. } => unreachable!("fast paths exist on x86-64 only"),
             State::Portable(p) => {
-                let blocks: Vec<polyval::Block> =
-                    data.chunks_exact(BLOCK).map(|b| *polyval::Block::from_slice(b)).collect();
-                p.update(&blocks);
+                for b in data.chunks_exact(BLOCK) {
+                    p.update(std::slice::from_ref(polyval::Block::from_slice(b)));
+                }
             }
         }
     }
@@ -180,10 +180,7 @@ impl Polyval {
             self.buf_len = 0;
         }
         let whole = data.len() / BLOCK * BLOCK;
-        // The portable path copies its blocks: feed it in bounded pieces.
-        for piece in data[..whole].chunks(1 << 16) {
-            self.blocks(piece);
-        }
+        self.blocks(&data[..whole]);
         let rest = &data[whole..];
         self.buf[..rest.len()].copy_from_slice(rest);
         self.buf_len = rest.len();
