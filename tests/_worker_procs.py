@@ -13,6 +13,17 @@ from types import TracebackType
 from typing import Any, Callable, ContextManager
 
 
+def stop_process(proc: "subprocess.Popen[Any]", timeout_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if ``proc`` is still running after ``timeout_s``."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 def n_threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
@@ -96,13 +107,7 @@ class CliWorker:
         return self.log_path.read_text().splitlines()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
 
     def __enter__(self) -> "CliWorker":
         return self

@@ -27,6 +27,8 @@ from syft_mpc.errors import AuthenticationError, PeerDisconnected, RemoteError
 from syft_mpc.net.gateway import tab_link
 from syft_mpc.plans import graph
 
+from _worker_procs import stop_process
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 try:
     from playwright.sync_api import Browser, Page, sync_playwright
@@ -63,12 +65,7 @@ class GatewayProc:
         return tab_link(self.url, self.token, tab_id)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, timeout_s=5)
 
 
 @pytest.fixture(scope="module")

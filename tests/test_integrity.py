@@ -30,6 +30,7 @@ from syft_mpc.net.sealing import PREFIX, open_envelope, seal_envelope
 from syft_mpc.remote import serde
 from syft_mpc.remote.messages import Envelope, MpcJoin
 
+from _worker_procs import stop_process
 from _wire import HANDSHAKE_FRAMES, HEADER_LEN, TAG_LEN, header
 
 Frame = tuple[bytes, bytes, bytes]  # header, payload, tag (b"" in the handshake)
@@ -132,12 +133,7 @@ class Worker:
         return "".join(self.lines[since:])
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        stop_process(self.proc)
 
 
 @pytest.fixture(scope="module")
