@@ -342,6 +342,9 @@ def open_connection(
         raise TlsError(f"TLS with {url} failed: {e}") from None
     except TimeoutError:
         raise PeerTimeout(f"connecting to {url} took more than {timeout_s:.1f} s") from None
+    except ConnectionClosed as e:
+        # Closed before this side even wrote its upgrade request (the same eviction as below).
+        raise PeerDisconnected(f"{url} closed the connection before the WebSocket upgrade ({e})") from None
     except (ConnectionResetError, InvalidHandshake) as e:
         if isinstance(e, ConnectionResetError) or isinstance(e.__cause__, (EOFError, ConnectionResetError)):
             # Closed before it answered the upgrade: a worker flooded with unfinished handshakes
