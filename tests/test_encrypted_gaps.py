@@ -235,3 +235,20 @@ def test_docstring_examples_of_the_encrypted_api() -> None:
         warnings.simplefilter("ignore", UserWarning)
         res = doctest.testmod(encrypted_api, verbose=False)
     assert res.failed == 0 and res.attempted > 0
+
+
+# ---------------------------------------------------------------------- 0-d shared values
+
+
+@pytest.mark.parametrize("n", [2, 3])
+@settings(max_examples=8, deadline=None)
+@given(xs=st.lists(st.floats(-20, 20), min_size=1, max_size=6), s=st.floats(-20, 20))
+def test_products_of_zero_dim_shared_values_match_plaintext(n: int, xs: list[float], s: float) -> None:
+    """A loss times a 0-d scale, a 0-d square and a dot product (0-d out) keep torch's shape
+    ``()`` (the holders' ring arrays lost it: "holders made shapes [(1,)], driver expected [()]")."""
+    w, c = torch.tensor(xs), torch.tensor(s)
+    ew, ec = _enc(n, w), _enc(n, c)
+    for got, want in ((ew.sum() * ec, w.sum() * c), (ec * ec, c * c), (ew @ ew, w @ w), (ec * ew, c * w)):
+        out = got.get().float_prec()
+        assert out.shape == want.shape
+        assert torch.allclose(out, want, atol=1e-2 * (1 + want.abs().max().item()))

@@ -56,5 +56,6 @@ def to_ring(t: torch.Tensor) -> np.ndarray:
 
 
 def from_ring(a: np.ndarray) -> torch.Tensor:
-    """The ``torch.int64`` view of ring array ``a`` (no copy when ``a`` is contiguous)."""
-    return torch.from_numpy(np.ascontiguousarray(a).view(np.int64))
+    """The ``torch.int64`` view of ring array ``a``, same shape (no copy when ``a`` is contiguous;
+    ``np.ascontiguousarray`` alone turns a 0-d array into shape ``(1,)``)."""
+    return torch.from_numpy(np.ascontiguousarray(a).view(np.int64)).reshape(a.shape)
