@@ -167,6 +167,10 @@ def test_expanded_view_is_read_through_but_refused_for_writing(n: int) -> None:
     _close(x, p + 1)
     x.expand(1, 3)[0].mul_(2)  # an expand that repeats nothing can be written
     _close(x, 2 * (p + 1))
+    with pytest.raises(UnsupportedOperationError, match="unfold"):  # overlapping windows
+        x.unfold(0, 2, 1).zero_()
+    x.unfold(0, 1, 2).zero_()  # windows that do not overlap: elements 0 and 2
+    _close(x, torch.tensor([0.0, 2 * (p[1] + 1), 0.0]))
 
 
 # ---------------------------------------------------------------------- hypothesis: chains of views
