@@ -6,7 +6,7 @@ change; views that cannot be written (expand) are refused as torch refuses them;
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 import torch
@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 from conftest import SharingGroups, plain
 
 import syft_mpc as sy
-from syft_mpc.errors import UnsupportedOperationError
+from syft_mpc.errors import ObjectNotFoundError, UnsupportedOperationError
+from syft_mpc.net.launch import LocalWorkers
+from syft_mpc.remote.messages import Fetch
 
 hook = sy.TorchHook(torch)
 _groups = SharingGroups(hook, "views")
@@ -333,3 +335,43 @@ def test_in_place_on_a_view_under_autograd_is_refused_before_any_gradient(n: int
     with torch.no_grad():  # no gradient needed: allowed
         y[0].mul_(2)
     _close(y, pz.detach())
+
+
+# ---------------------------------------------------------------------- worker processes
+
+
+@pytest.fixture(scope="module")
+def socket_workers() -> Iterator[tuple[Any, ...]]:
+    with LocalWorkers(["vw-bob", "vw-alice", "vw-carol"], grace_s=1.0, quiet=True) as c, c.socket_workers(
+        hook, timeout_s=20.0
+    ) as ws:
+        yield ws
+
+
+def test_views_on_worker_processes_and_a_failed_posted_write_is_undone(socket_workers: tuple[Any, ...]) -> None:
+    """On socket workers the writes and re-reads are posted without waiting (the driver infers
+    ``take``/``put`` shapes); when a posted op fails, a view and the tensor it views both get back
+    the shares they had at the last confirmed point."""
+    bob, alice, carol = socket_workers
+    p = _base()
+    x = p.fix_prec().share(bob, alice, crypto_provider=carol)
+    v, col = x[:, 1:], x[:, 2]
+    v.mul_(2)
+    p[:, 1:].mul_(2)
+    x.t()[0].add_(col)
+    p.t()[0].add_(p[:, 2])
+    _close(x, p)
+    _close(col, p[:, 2])
+    bad = torch.ones(2, 2).fix_prec().share(bob, alice, crypto_provider=carol)
+    _close(v, p[:, 1:])  # flushes
+    before = x.share_id
+    sy.local_worker._send(bob, Fetch(bad.share_id, True))  # bob's share of `bad` is gone
+    v.add_(1)  # posted, fine
+    assert x.cell.shares.id != before
+    v.mul_(bad)  # posted, fails on bob
+    with pytest.raises(ObjectNotFoundError):
+        x.group.flush()
+    assert x.cell.shares.id == before
+    _close(x, p)
+    _close(v, p[:, 1:])
+    _close(col, p[:, 2])
