@@ -278,3 +278,25 @@ def test_objects_do_not_grow_over_10000_training_iterations(workers: Any) -> Non
             sizes.append(len(bob._objects))
     assert max(sizes) <= 6 and sizes[-1] == sizes[1], sizes
     assert abs(w.get().item() - 2.0) < 1e-4
+
+
+def test_uninitialised_factories_run_zero_filled(workers: Any) -> None:
+    """``new_empty`` (and ``new_empty_strided``, ``torch.empty_like``) on a pointer give zeros:
+    a worker never hands out memory it used before (here, freed tensors of the same size full
+    of 7.5s), as plans' ``aten.empty*`` nodes (allowlist.zero_filled)."""
+    from syft_mpc.remote import allowlist
+
+    _, bob, _ = workers
+    x = torch.ones(2).send(bob)
+    for _ in range(10):
+        junk = [torch.full((300,), 7.5).send(bob) for _ in range(4)]
+        del junk
+        gc.collect()
+        assert torch.equal(x.new_empty((300,)).get(), torch.zeros(300))
+        assert torch.equal(x.new_empty_strided((20, 15), (15, 1)).get(), torch.zeros(20, 15))
+        assert torch.equal(torch.empty_like(torch.ones(300).send(bob)).get(), torch.zeros(300))
+    leaf = x.new_empty((3,), requires_grad=True)
+    assert leaf.requires_grad and torch.equal(leaf.get(), torch.zeros(3))
+    for name, fn in allowlist.OPS.items():  # every uninitialised factory a worker runs is wrapped
+        if name.rsplit(".", 1)[1] in allowlist.UNINITIALISED:
+            assert fn not in (getattr(torch.Tensor, name.rsplit(".", 1)[1], None), getattr(torch, name.rsplit(".", 1)[1], None))

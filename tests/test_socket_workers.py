@@ -101,6 +101,17 @@ def test_modules_and_optimizers_match_local_training(cluster: LocalWorkers) -> N
     assert torch.equal(remote.weight.data, local.weight.data) and torch.equal(remote.bias.data, local.bias.data)
 
 
+def test_new_empty_on_a_worker_process_is_zero_filled(cluster: LocalWorkers) -> None:
+    """A worker process reuses freed memory: ``new_empty`` there still gives zeros."""
+    bob = connect(cluster, "bob")
+    x = torch.ones(2).send(bob)
+    for _ in range(5):
+        junk = [torch.full((300,), 7.5).send(bob) for _ in range(4)]
+        del junk
+        gc.collect()
+        assert torch.equal(x.new_empty((300,)).get(), torch.zeros(300))
+
+
 def test_posted_requests_run_in_order_and_report_failures(cluster: LocalWorkers) -> None:
     bob = connect(cluster, "bob")
     assert bob.asynchronous

@@ -300,7 +300,11 @@ def _to_copy(x: SharedTensor, dtype: Any = None, layout: Any = None, device: Any
         raise UnsupportedOperationError("shared tensors live on CPU workers")
     if dtype is not None and dtype != x.dtype and not (dtype.is_floating_point and x.dtype.is_floating_point):
         raise UnsupportedOperationError(f"a shared tensor cannot be converted from {x.dtype} to {dtype}")
-    return SharedTensor(x.cell, x.scale, x.base, x.precision_fractional, dtype or x.dtype)
+    # a copy (as clone): an in-place op on it must leave x alone
+    c = x.cell
+    cell = ShareCell(c.shares, c.pos_mask)
+    cell.aux = c.aux
+    return SharedTensor(cell, x.scale, x.base, x.precision_fractional, dtype or x.dtype)
 
 
 @implements(aten.ones_like.default)

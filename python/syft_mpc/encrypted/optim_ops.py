@@ -5,7 +5,9 @@ lerp, sqrt_ and the ``_foreach_`` ops.
 computes its result out of place (the op families before this one) and swaps the destination's
 shares for the result's (``_set_shares``; shares are never mutated, so aliases stay valid): the
 result is rescaled to the destination's precision (a high-precision accumulator stays at 32
-fractional bits) and broadcast to its shape. While the op that made the result may still fail
+fractional bits) and broadcast to its shape. A destination that is a view writes the new shares
+through into the tensor it views (``tensor.ViewCell``); one that repeats an element of it
+(``expand``) is refused before any work. While the op that made the result may still fail
 (posted to socket workers without waiting), a failure puts the old shares back. ``addcmul`` keeps
 its product at the accumulator's precision (Adam's second moment, exact); ``_foreach_`` ops apply
 their op to each tensor of the list.
@@ -24,8 +26,8 @@ from syft_mpc.encrypted.comparisons import maximum, minimum, relu
 from syft_mpc.encrypted.tensor import (
     OP_TABLE,
     ShareCell,
-    ShareHandle,
     SharedTensor,
+    check_writable,
     implements,
     is_shared,
     lift,
@@ -43,7 +45,9 @@ aten = torch.ops.aten
 
 def _set_shares(dst: SharedTensor, src: Any) -> SharedTensor:
     """Stores ``src`` (shared or public) into ``dst``: ``dst``'s cell takes ``src``'s shares, at
-    ``dst``'s precision and broadcast to its shape; every alias of ``dst`` sees them."""
+    ``dst``'s precision and broadcast to its shape; every alias of ``dst`` sees them (a view
+    writes them through into the tensor it views: ``tensor.ViewCell``)."""
+    check_writable(dst)
     if not is_shared(src):
         src = lift(src, dst)
     if src.group is not dst.group or src.scale != dst.scale:
@@ -54,16 +58,16 @@ def _set_shares(dst: SharedTensor, src: Any) -> SharedTensor:
     cell = dst.cell
     g = dst.group
     if g.has_posted:  # the op that made ``src`` may still fail: a failure puts the old shares back
-        g.on_failure(_restorer(cell, cell.shares, cell.pos_mask, cell.aux))
+        g.on_failure(_restorer(cell, cell.state()))
     cell.shares = src.cell.shares
     cell.pos_mask = None
     cell.aux = None
     return dst
 
 
-def _restorer(cell: ShareCell, shares: ShareHandle, pos_mask: "ShareHandle | None", aux: "ShareHandle | None") -> Callable[[], None]:
+def _restorer(cell: ShareCell, state: tuple[Any, ...]) -> Callable[[], None]:
     def restore() -> None:
-        cell.shares, cell.pos_mask, cell.aux = shares, pos_mask, aux
+        cell.restore(state)
 
     return restore
 
@@ -72,12 +76,7 @@ def _restorer(cell: ShareCell, shares: ShareHandle, pos_mask: "ShareHandle | Non
 def _copy_(dst: Any, src: Any, non_blocking: bool = False) -> Any:
     if not is_shared(dst):
         raise UnsupportedOperationError("a shared value cannot be copied into a plain tensor; use .get()")
-    if dst._is_view():
-        # the view has its own shares: the tensor it views would silently keep its old values
-        raise UnsupportedOperationError(
-            "copying into a view (slice, index, reshape) of a shared tensor is not supported: the viewed "
-            "tensor's shares would not change. Build the result with torch.cat / torch.stack / torch.where instead"
-        )
+    check_writable(dst, src)
     return _set_shares(dst, src)
 
 
@@ -85,6 +84,7 @@ def _inplace(fn: Callable[..., Any]) -> Callable[..., Any]:
     def impl(dst: Any, *args: Any, **kwargs: Any) -> Any:
         if not is_shared(dst):
             raise UnsupportedOperationError("an in-place op cannot store a shared result into a plain tensor")
+        check_writable(dst, args, kwargs)  # before the op's work
         return _set_shares(dst, fn(dst, *args, **kwargs))
 
     return impl
@@ -102,6 +102,8 @@ OP_TABLE[aten.neg_.default] = _inplace(neg)
 OP_TABLE[aten.relu_.default] = _inplace(relu)
 OP_TABLE[aten.logical_and_.default] = _inplace(logical_and)  # clamp's backward
 OP_TABLE[aten.zero_.default] = _inplace(lambda x: lift(torch.zeros(x.shape, dtype=torch.int64), x))
+OP_TABLE[aten.fill_.Scalar] = _inplace(lambda x, v: v)  # x[0] = 2.5 (stored, broadcast, by _set_shares)
+OP_TABLE[aten.fill_.Tensor] = _inplace(lambda x, v: v)
 OP_TABLE[aten.sigmoid_.default] = _inplace(torch.sigmoid)  # GRU cells (torch's RNN.cpp works in place)
 OP_TABLE[aten.tanh_.default] = _inplace(torch.tanh)
 

@@ -65,13 +65,12 @@ def _new_empty_strided(x: Any, size: Any, stride: Any, dtype: Any = None, **_: A
 def _transpose_(x: Any, dim0: int, dim1: int) -> Any:
     """In-place transpose (a batch_first GRU's output): the tensor's own sizes and strides are
     swapped by torch's metadata-only kernel (Python dispatch off, so it never reads data), and
-    its cell takes the transposed shares (every alias shares the cell, as with other in-place
-    ops; torch's aliases of a transposed-in-place tensor are not expected to be read)."""
+    the tensor becomes a transposed view of the cell it had (as in torch, where only its
+    metadata changes: its aliases keep their layout, and its in-place ops reach them)."""
     new = aten.transpose.int(x, dim0, dim1)
     with torch._C._DisableTorchDispatch():
         aten.transpose_.default(x, dim0, dim1)
-    x.cell.shares = new.cell.shares
-    x.cell.pos_mask = x.cell.aux = None
+    x.cell = new.cell
     return x
 
 

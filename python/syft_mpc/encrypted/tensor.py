@@ -42,6 +42,7 @@ from __future__ import annotations
 import math
 import numbers
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
@@ -65,7 +66,12 @@ __all__ = [
     "ShareCell",
     "ShareHandle",
     "SharedTensor",
+    "VIEW_OPS",
+    "ViewCell",
+    "ViewStep",
     "aligned",
+    "check_writable",
+    "check_writable_cell",
     "decomposition_of",
     "encode_at_scale",
     "encode_public",
@@ -123,6 +129,146 @@ class ShareCell:
         self.pos_mask = pos_mask  # shares of 1{x >= 0} (unscaled), kept by relu for its backward
         self.aux: "ShareHandle | None" = None  # kept for a backward: log_softmax's softmax, max_pool2d's one-hot argmax
 
+    def state(self) -> tuple[Any, ...]:
+        """What an in-place store changes (``restore`` puts it back if the op that made the new
+        shares fails)."""
+        return (self.shares, self.pos_mask, self.aux)
+
+    def restore(self, state: tuple[Any, ...]) -> None:
+        self.shares, self.pos_mask, self.aux = state
+
+
+ViewStep = tuple[Any, tuple[Any, ...], dict[str, Any], "int | None"]
+"""One view op from a view's base: (aten op, arguments after the tensor, keyword arguments,
+which output of a multi-output op such as ``split``/``unbind``, or None)."""
+
+
+class ViewCell(ShareCell):
+    """The cell of a view of a shared tensor (``x[0]``, ``x[:, 1:]``, ``x.view(-1)``, ``x.t()``, ...).
+
+    A view aliases the tensor it views, as in torch: it remembers its *root* (the cell of the
+    tensor at the start of its chain of views; a view of a view has the same root) and the view
+    ops from there (``steps``). Shares are never written in place (an in-place op gives the cell
+    new shares), so aliasing is kept at the cell level, in two directions:
+
+    * reading a view whose root got new shares (an in-place op on the base or on another view of
+      it) takes the view's elements from them again (one ``aten.take`` on every holder);
+    * an in-place op on the view writes the view's new shares into the root's
+      (``aten.put``: the root's shares with the view's positions replaced; local, linear).
+
+    Both address the root's elements through ``index()``: the view ops replayed on
+    ``arange(root.numel())``, public (it depends on shapes only). A view that holds one root
+    element at several positions (``expand``, an overlapping ``unfold``) can be read but not
+    written into, as in torch.
+    """
+
+    __slots__ = ("root", "steps", "_own", "_of", "_index", "_distinct", "_pos_mask", "_aux")
+
+    def __init__(self, root: ShareCell, steps: tuple[ViewStep, ...], shares: ShareHandle) -> None:
+        assert not isinstance(root, ViewCell)
+        self.root, self.steps = root, steps
+        # the view's shares, and (weakly: replaced ones are deleted on the holders) the root's they came from
+        self._own, self._of = shares, weakref.ref(root.shares)
+        self._index: "torch.Tensor | None" = None
+        self._distinct: "bool | None" = None
+        self._pos_mask: "ShareHandle | None" = None
+        self._aux: "ShareHandle | None" = None
+
+    def _stale(self) -> bool:
+        return self._of() is not self.root.shares
+
+    @property
+    def shares(self) -> ShareHandle:
+        of = self.root.shares
+        if self._of() is not of:
+            self._own = _take(of, self.index())
+            self._of = weakref.ref(of)
+            self._pos_mask = self._aux = None
+        return self._own
+
+    @shares.setter
+    def shares(self, new: ShareHandle) -> None:
+        if tuple(new.shape) != tuple(self._own.shape):
+            raise ValueError(f"internal: shares of shape {tuple(new.shape)} stored into a view of shape {tuple(self._own.shape)}")
+        check_writable_cell(self)
+        root = self.root
+        root.shares = _put(root.shares, self.index(), new)
+        root.pos_mask = root.aux = None
+        self._own, self._of = new, weakref.ref(root.shares)
+        self._pos_mask = self._aux = None
+
+    # what ops keep for a backward belongs to the view's current values: forgotten once the root changed
+    @property
+    def pos_mask(self) -> "ShareHandle | None":
+        return None if self._stale() else self._pos_mask
+
+    @pos_mask.setter
+    def pos_mask(self, v: "ShareHandle | None") -> None:
+        self._pos_mask = v
+
+    @property
+    def aux(self) -> "ShareHandle | None":
+        return None if self._stale() else self._aux
+
+    @aux.setter
+    def aux(self, v: "ShareHandle | None") -> None:
+        self._aux = v
+
+    def index(self) -> torch.Tensor:
+        """The flat positions in the root of the view's elements, in the view's shape (int64, public)."""
+        if self._index is None:
+            shape = tuple(self.root.shares.shape)
+            cur = torch.arange(math.prod(shape), dtype=torch.int64).reshape(shape)
+            for func, args, kwargs, out in self.steps:
+                # a wrapper reports contiguous strides, so torch asked for a view where the index (a
+                # real strided tensor) may need a reshape: the same elements either way
+                r = (_REPLAY.get(func) or func)(cur, *args, **kwargs)
+                cur = r[out] if out is not None else r
+            self._index = cur.contiguous()
+        return self._index
+
+    def writable(self) -> bool:
+        """Whether every element of the view is a different element of the root."""
+        if self._distinct is None:
+            idx = self.index()
+            self._distinct = bool(torch.unique(idx).numel() == idx.numel())
+        return self._distinct
+
+    def state(self) -> tuple[Any, ...]:
+        root = self.root
+        return (self._own, self._of, self._pos_mask, self._aux, root.shares, root.pos_mask, root.aux)
+
+    def restore(self, state: tuple[Any, ...]) -> None:
+        self._own, self._of, self._pos_mask, self._aux, self.root.shares, self.root.pos_mask, self.root.aux = state
+
+
+def check_writable_cell(cell: ShareCell) -> None:
+    """Raises UnsupportedOperationError if an in-place op cannot store into ``cell`` (a view
+    whose elements are not distinct elements of the tensor it views)."""
+    if isinstance(cell, ViewCell) and not cell.writable():
+        kinds = sorted({str(f).split(".")[1] for f, *_ in cell.steps if f in _OVERLAPPING_VIEWS})
+        raise UnsupportedOperationError(
+            f"an in-place op (or copy_) into a view of a shared tensor made by {'/'.join(kinds) or 'a view op'} "
+            "that shows one element of the viewed tensor at several positions is not supported (torch refuses "
+            "it too: 'more than one element of the written-to tensor refers to a single memory location'). "
+            "clone() the view first, or write into the viewed tensor itself"
+        )
+
+
+def _carrier(h: ShareHandle) -> "SharedTensor":
+    """A throwaway tensor on shares ``h`` (what ``run`` takes; a view's take/put need no scale)."""
+    return SharedTensor(ShareCell(h), 1, DEFAULT_BASE, DEFAULT_PRECISION, torch.int64)
+
+
+def _take(root: ShareHandle, index: torch.Tensor) -> ShareHandle:
+    c = _carrier(root)
+    return run(c, "aten.take", c, index).cell.shares
+
+
+def _put(root: ShareHandle, index: torch.Tensor, new: ShareHandle) -> ShareHandle:
+    c = _carrier(root)
+    return run(c, "aten.put", c, index, _carrier(new), False).cell.shares
+
 
 class SharedTensor(torch.Tensor):
     """A tensor whose values are additively shared among workers (see the module docstring).
@@ -140,8 +286,12 @@ class SharedTensor(torch.Tensor):
     _from_pointer: bool = False  # made by sharing a remote tensor: .get() keeps it shared (see get)
 
     @staticmethod
-    def __new__(cls, cell: ShareCell, scale: int, base: int, precision: int, dtype: torch.dtype, requires_grad: bool = False) -> "SharedTensor":
-        r = torch.Tensor._make_wrapper_subclass(cls, cell.shares.shape, dtype=dtype, device=torch.device("cpu"), requires_grad=requires_grad)
+    def __new__(
+        cls, cell: ShareCell, scale: int, base: int, precision: int, dtype: torch.dtype, requires_grad: bool = False,
+        strides: "Sequence[int] | None" = None,
+    ) -> "SharedTensor":
+        # strides: contiguous, but for an expanded view (see _as_views)
+        r = torch.Tensor._make_wrapper_subclass(cls, cell.shares.shape, strides=strides, dtype=dtype, device=torch.device("cpu"), requires_grad=requires_grad)
         r._cell = cell
         r.scale = scale
         r.base = base
@@ -185,6 +335,12 @@ class SharedTensor(torch.Tensor):
         """The shares this tensor points to, with what ops keep for a backward pass (shared with its
         detached aliases; an in-place op replaces the cell's shares)."""
         return self._cell
+
+    @cell.setter
+    def cell(self, cell: ShareCell) -> None:
+        """Points this tensor (not its aliases) at other shares: an in-place metadata change
+        such as ``transpose_`` makes it a view of the cell it had."""
+        self._cell = cell
 
     # ------------------------------------------------------------------ user API
 
@@ -635,10 +791,71 @@ def _unsupported(func: Any, why: str = "") -> UnsupportedOperationError:
     )
 
 
+# ------------------------------------------------------------------ views
+_aten = torch.ops.aten
+VIEW_OPS: frozenset[Any] = frozenset(
+    {
+        _aten.view.default, _aten.reshape.default, _aten.flatten.using_ints, _aten.unsqueeze.default,
+        _aten.squeeze.default, _aten.squeeze.dim, _aten.squeeze.dims, _aten.permute.default, _aten.transpose.int,
+        _aten.t.default, _aten.movedim.int, _aten.select.int, _aten.slice.Tensor, _aten.narrow.default,
+        _aten.diagonal.default, _aten.split.Tensor, _aten.split_with_sizes.default, _aten.unbind.int,
+        _aten.expand.default, _aten.unfold.default,
+    }
+)
+"""The aten ops whose results alias their input in torch (views): the dispatch gives their shared
+results a :class:`ViewCell`, so that in-place ops on them write through. ``detach``/``alias``
+keep the input's own cell; copies (``clone``, advanced indexing, ``index_select``) get new ones."""
+_REPLAY = {_aten.view.default: _aten.reshape.default}
+_OVERLAPPING_VIEWS = frozenset({_aten.expand.default, _aten.unfold.default})
+
+
+def _as_views(out: Any, x: Any, step: tuple[Any, tuple[Any, ...], dict[str, Any]]) -> Any:
+    """Makes the shared results of view op ``step`` on ``x`` views of ``x``'s root; returns ``out``
+    (an expanded view as a new wrapper, with torch's strides: see below)."""
+    if not isinstance(x, SharedTensor):
+        return out
+    parent = x._cell
+    root, steps = (parent.root, parent.steps) if isinstance(parent, ViewCell) else (parent, ())
+    multi = isinstance(out, (list, tuple))
+    for i, o in enumerate(out if multi else (out,)):
+        if isinstance(o, SharedTensor) and o._cell is not parent and not isinstance(o._cell, ViewCell):
+            o._cell = ViewCell(root, (*steps, (*step, i if multi else None)), o._cell.shares)
+    if step[0] is _aten.expand.default and isinstance(out, SharedTensor):
+        # An expanded view reports its stride-0 dimensions, as in torch, so that torch treats it as
+        # one: autograd's AccumulateGrad then copies such a gradient (sum's backward is an expand)
+        # instead of keeping it as .grad, where the next accumulation would write into it.
+        strides = torch.empty_strided(x.shape, x.stride(), device="meta").expand(*step[1], **step[2]).stride()
+        if 0 in strides and math.prod(out.shape) > 1:
+            out = SharedTensor(out._cell, out.scale, out.base, out.precision_fractional, out.dtype, strides=strides)
+    return out
+
+
+def check_writable(t: Any, *operands: Any) -> None:
+    """Raises UnsupportedOperationError if an in-place op with ``operands`` cannot store into
+    shared tensor ``t``: a view showing one element of its base at several positions (``expand``,
+    overlapping ``unfold``), or a view that autograd would have to differentiate through."""
+    if not isinstance(t, SharedTensor):
+        return
+    check_writable_cell(t._cell)
+    # torch differentiates an in-place op on a view (CopySlices) by as_strided on the base's
+    # gradient, with the view's strides and offset, which a wrapper of shares does not carry
+    # (it reports contiguous strides): refused here, before any gradient could come out wrong
+    if torch.is_grad_enabled() and t._is_view() and any(isinstance(v, torch.Tensor) and v.requires_grad for v in tree_leaves((t, operands))):
+        raise UnsupportedOperationError(
+            "an in-place op on a view of a shared tensor that requires grad (or with an operand that does) is "
+            "not supported under autograd: torch would differentiate it through as_strided, which shared "
+            "tensors do not support. Compute it out of place (torch.cat, torch.stack, torch.where, "
+            "index_put, slice_scatter), or under torch.no_grad() if no gradient is needed"
+        )
+
+
 def _dispatch(func: Any, types: Any, args: Any, kwargs: Any) -> Any:
     impl = OP_TABLE.get(func)
     if impl is not None:
-        return impl(*args, **kwargs)
+        out = impl(*args, **kwargs)
+        if func in VIEW_OPS:
+            out = _as_views(out, args[0], (func, tuple(args[1:]), dict(kwargs)))
+        return out
     _decomposing: list[Any] = _DECOMPOSING.__dict__.setdefault("ops", [])
     decomposed = decomposition_of(func) if func not in _decomposing else None
     if decomposed is None:

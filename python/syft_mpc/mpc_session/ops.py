@@ -272,6 +272,8 @@ _ATEN_LINEAR = {
     "unbind": torch.ops.aten.unbind.int,
     "diagonal": torch.ops.aten.diagonal.default,
     "unfold": torch.ops.aten.unfold.default,
+    "take": torch.ops.aten.take.default,  # a view's elements, gathered from its base (encrypted.tensor.ViewCell)
+    "put": torch.ops.aten.put.default,  # a view's new elements, written into its base
     "flatten": torch.ops.aten.flatten.using_ints,
     "scatter_add": torch.ops.aten.scatter_add.default,
     "index_put": torch.ops.aten.index_put.default,
@@ -318,6 +320,10 @@ def infer_shapes(op: str, args: tuple[Any, ...], kwargs: dict[str, Any], n_out: 
             kw = {k: kwargs[k] for k in ("stride", "padding", "dilation", "groups") if k in kwargs}
             x, w = (_as_meta(a, torch.float32) for a in args[:2])
             shapes = [tuple(torch.nn.functional.conv2d(x, w, None, *args[2:6], **kw).shape)]
+        elif op == "aten.take":  # the index is a public (CPU) tensor: no meta kernel call
+            shapes = [tuple(args[1].shape)]
+        elif op == "aten.put":
+            shapes = [tuple(args[0].shape)]
         elif op.startswith("aten.") and op[5:] in _ATEN_LINEAR:
             r = _ATEN_LINEAR[op[5:]](*args, **kwargs)
             shapes = [tuple(t.shape) for t in (r if isinstance(r, (list, tuple)) else (r,))]

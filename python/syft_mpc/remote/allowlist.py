@@ -38,7 +38,7 @@ isfinite isinf isnan kron kthvalue le lerp lerp_ lgamma log log10 log1p log2 log
 logaddexp logical_and logical_not logical_or logical_xor logit logsumexp long lt masked_fill
 masked_fill_ masked_scatter masked_select matmul max maximum mean median min minimum mm mode moveaxis
 movedim msort mul mul_ multiply mv nan_to_num nanmean nansum narrow ndimension ne neg neg_ negative
-nelement new_empty new_full new_ones new_tensor new_zeros nonzero norm normal_ numel outer permute pow
+nelement new_empty new_empty_strided new_full new_ones new_tensor new_zeros nonzero norm normal_ numel outer permute pow
 pow_ prod rad2deg reciprocal reciprocal_ relu relu_ remainder renorm repeat repeat_interleave
 requires_grad_ reshape reshape_as retain_grad roll rot90 round round_ rsqrt rsqrt_ scatter scatter_
 scatter_add scatter_add_ select short sigmoid sigmoid_ sign sign_ sin sin_ sinh size slice_scatter
@@ -51,7 +51,7 @@ view_as where xlogy zero_
 _TORCH_FUNCTIONS = """
 abs add addcdiv addcmul addmm all allclose amax amin any argmax argmin argsort atan2 baddbmm bmm
 broadcast_tensors cat chunk clamp clip clone concat concatenate conv1d conv2d conv3d conv_transpose2d
-cos cosh cross cummax cummin cumprod cumsum diag diagonal diff div divide dot dstack einsum eq equal
+cos cosh cross cummax cummin cumprod cumsum diag diagonal diff div divide dot dstack einsum empty_like eq equal
 erf exp expm1 flatten flip floor floor_divide fmod full_like gather ge gt hstack index_select inner
 isclose isfinite isinf isnan kron le lerp log log10 log1p log2 log_softmax logaddexp logical_and
 logical_not logical_or logsumexp lt masked_fill masked_select matmul max maximum mean median min
@@ -85,9 +85,26 @@ OPS: dict[str, Callable[..., Any]] = {}
 _NAMES: dict[Any, str] = {}
 
 
+UNINITIALISED = frozenset({"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"})
+"""Factories that hand out uninitialised memory. A worker runs them zero-filled (``zero_filled``),
+for a remote call as for a plan: a peer never sees memory the worker used before."""
+
+
+def zero_filled(op: Callable[..., Any]) -> Callable[..., Any]:
+    """``op`` (an uninitialised factory) with its result filled with zeros."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        out = op(*args, **kwargs)
+        with torch.no_grad():  # new_empty(..., requires_grad=True) gives a leaf
+            out.zero_()
+        return out
+
+    return run
+
+
 def _add(name: str, fn: Callable[..., Any]) -> None:
-    OPS[name] = fn
-    _NAMES.setdefault(fn, name)
+    OPS[name] = zero_filled(fn) if name.rsplit(".", 1)[1] in UNINITIALISED else fn
+    _NAMES.setdefault(fn, name)  # the caller names the torch function; the worker runs OPS[name]
 
 
 def _copy(t: torch.Tensor) -> torch.Tensor:
@@ -133,8 +150,8 @@ def is_method(name: str) -> bool:
 # "aten.<op>.<overload>"; a worker runs a node only if that name is in ATEN_OPS. The packets
 # below are listed by hand; every overload of a packet is allowed except the ``out=`` forms
 # (they write into a caller-chosen tensor). ``as_strided`` is left out (it addresses storage
-# directly). Uninitialised factories (empty, empty_like, new_empty), which torch's backward
-# formulas emit, run zero-filled: a plan never sees memory the worker used before.
+# directly). Uninitialised factories (empty, empty_like, new_empty, ...: UNINITIALISED), which
+# torch's backward formulas emit, run zero-filled, as in a remote call.
 _ATEN_PACKETS = """
 abs abs_ acos acosh add add_ addbmm addcdiv addcmul addmm addmv alias all amax amin any arange argmax
 argmin asin asinh atan atan2 atanh avg_pool2d avg_pool2d_backward baddbmm bernoulli
@@ -147,7 +164,7 @@ linear log log10 log1p log2 log_sigmoid_backward log_sigmoid_forward logical_and
 logical_or logsumexp lt masked_fill max max_pool2d_with_indices max_pool2d_with_indices_backward
 maximum mean min minimum mm mse_loss mse_loss_backward mul mul_ mv native_batch_norm
 native_batch_norm_backward native_dropout native_dropout_backward native_group_norm
-native_group_norm_backward native_layer_norm native_layer_norm_backward ne neg new_empty
+native_group_norm_backward native_layer_norm native_layer_norm_backward ne neg new_empty new_empty_strided empty_strided
 new_full new_ones new_zeros nll_loss_backward nll_loss_forward nll_loss2d_backward
 nll_loss2d_forward norm ones ones_like permute pow prod reciprocal relu relu_ remainder repeat
 rsqrt rsub scalar_tensor scatter scatter_add select select_backward sigmoid sigmoid_backward sign
@@ -157,16 +174,6 @@ tril triu unbind unsqueeze var view where zero_ zeros zeros_like _log_softmax lo
 masked_fill_ clamp_ neg_ sqrt_ sigmoid_ tanh_ index_add index_add_ index_put_ scatter_ scatter_add_ eq_ ne_
 _log_softmax_backward_data _softmax _softmax_backward_data _to_copy _unsafe_view _convolution
 """.split()
-
-_UNINITIALISED = {"empty", "empty_like", "new_empty"}
-
-
-def _zeroed(op: Any) -> Callable[..., Any]:
-    def run(*args: Any, **kwargs: Any) -> Any:
-        return op(*args, **kwargs).zero_()
-
-    return run
-
 
 ATEN_OPS: dict[str, Any] = {}
 """Plan node name (``aten.<op>.<overload>``) -> torch's OpOverload. The only ops a plan may name."""
@@ -181,7 +188,7 @@ for _n in _ATEN_PACKETS:
             continue
         _wire = f"aten.{_n}.{_ov}"
         _op = getattr(_packet, _ov)
-        ATEN_OPS[_wire] = _zeroed(_op) if _n in _UNINITIALISED else _op
+        ATEN_OPS[_wire] = zero_filled(_op) if _n in UNINITIALISED else _op
         _ATEN_NAMES[_op] = _wire
 
 

@@ -141,7 +141,7 @@ _AMPLIFYING = frozenset(
     matmul mm bmm baddbmm addbmm addmm addmv mv outer ger kron einsum tensordot inner dot cross rmatmul
     repeat tile cat concat concatenate stack hstack vstack dstack pad unfold conv1d conv2d conv3d
     conv_transpose2d diag diag_embed pairwise_distance embedding index_select getitem setitem gather take
-    new_empty new_full new_ones new_zeros new_tensor tensor_split chunk split unbind adaptive_avg_pool1d
+    new_empty new_empty_strided new_full new_ones new_zeros new_tensor tensor_split chunk split unbind adaptive_avg_pool1d
     adaptive_avg_pool2d adaptive_max_pool2d linear""".split()}
 )
 
