@@ -178,6 +178,17 @@ mod mapping {
         }
     }
 
+    /// Faults in `len` bytes at `ptr` in one system call instead of one page fault per
+    /// page during the receive's copy (Linux ≥ 5.14; elsewhere the pages fault in as before).
+    /// Only ranges the message is about to fill are populated: it grows with the bytes
+    /// received, so at most twice what has arrived.
+    fn populate(ptr: *mut libc::c_void, len: usize) {
+        if len > 0 {
+            // SAFETY: the range lies inside a mapping we own; populating never changes contents.
+            unsafe { libc::madvise(ptr, len, libc::MADV_POPULATE_WRITE) };
+        }
+    }
+
     impl Mapping {
         pub(super) fn new(len: usize) -> io::Result<Self> {
             let len = pages(len);
@@ -196,6 +207,7 @@ mod mapping {
                 return Err(io::Error::last_os_error());
             }
             advise(p, len);
+            populate(p, len);
             Ok(Mapping { ptr: NonNull::new(p.cast()).ok_or_else(io::Error::last_os_error)?, len })
         }
 
@@ -213,6 +225,10 @@ mod mapping {
                 return Err(io::Error::last_os_error());
             }
             advise(p, len);
+            if len > self.len {
+                // SAFETY: `self.len < len`: the offset lies inside the new mapping.
+                populate(unsafe { p.cast::<u8>().add(self.len).cast() }, len - self.len);
+            }
             self.ptr = NonNull::new(p.cast()).ok_or_else(io::Error::last_os_error)?;
             self.len = len;
             Ok(())

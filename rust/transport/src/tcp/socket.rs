@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 /// Writes up to this size are assembled in one buffer (one syscall); larger payloads are
 /// written straight from the caller's slice.
 const COALESCE: usize = 64 * 1024;
+/// Bytes written or read between MAC updates: the MAC reads each piece right after the
+/// kernel's copy touched it, while it is still in L2 (a whole 1 MiB frame, with the
+/// kernel's own buffers beside it, is not).
+const MAC_PIECE: usize = 128 * 1024;
 
 /// Context for turning I/O errors into transport errors that name the peer.
 #[derive(Clone, Copy)]
@@ -158,14 +162,19 @@ impl<W: Write> Writer<W> {
                 need -= chunk.len();
                 let head = chunk.len().min(COALESCE - self.buf.len());
                 self.buf.extend_from_slice(&chunk[..head]);
+                if let Some(t) = tag.as_mut() {
+                    t.update(&chunk[..head]);
+                }
                 if head < chunk.len() {
                     self.flush_buf()?;
-                    self.stream.write_all(&chunk[head..])?;
-                }
-                // After the write: the kernel's copy has just brought the chunk (at most one
-                // frame) into cache, so the MAC reads it from there, not from memory again.
-                if let Some(t) = tag.as_mut() {
-                    t.update(chunk);
+                    // After each write: the kernel's copy has just brought the piece into
+                    // cache, so the MAC reads it from there, not from memory again.
+                    for piece in chunk[head..].chunks(MAC_PIECE) {
+                        self.stream.write_all(piece)?;
+                        if let Some(t) = tag.as_mut() {
+                            t.update(piece);
+                        }
+                    }
                 }
             }
             if let (Some(t), Some(m)) = (tag, self.mac.as_mut()) {
@@ -269,7 +278,7 @@ pub(crate) fn read_message_into<R: Read>(
             while at == parts[part].len() {
                 (part, at) = (part + 1, 0); // in range: the parts hold `end` bytes or more
             }
-            let n = (end - off).min(parts[part].len() - at);
+            let n = (end - off).min(parts[part].len() - at).min(MAC_PIECE);
             let piece = &mut parts[part][at..at + n];
             r.read_exact(piece).map_err(|e| ctx.io(e, &format!("in the middle of a message, after {off} bytes")))?;
             if let Some(t) = tag.as_mut() {
@@ -304,22 +313,24 @@ pub(crate) fn read_message<R: Read>(
             return Err(read_alert(r, &h, tag, mac, ctx));
         }
         let len = re.on_header(&h).map_err(|e| e.into_transport(ctx.peer))?;
-        let start = msg.len();
-        let end = start + len;
+        let end = msg.len() + len;
         while msg.len() < end {
             let filled = msg.len();
             let during = || format!("in the middle of a message, after {filled} bytes");
             let room = msg.room(end).map_err(|e| ctx.io(e, &during()))?;
-            match r.read(room) {
+            let k = room.len().min(MAC_PIECE);
+            match r.read(&mut room[..k]) {
                 Ok(0) => return Err(ctx.io(ErrorKind::UnexpectedEof.into(), &during())),
-                Ok(n) => msg.advance(n),
+                Ok(n) => {
+                    msg.advance(n);
+                    // Each read's bytes while the kernel's copy has left them in cache.
+                    if let Some(t) = tag.as_mut() {
+                        t.update(&msg[filled..filled + n]);
+                    }
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(ctx.io(e, &during())),
             }
-        }
-        // The frame's payload is whole (and cache-warm): one pass of the MAC over it.
-        if let Some(t) = tag.as_mut() {
-            t.update(&msg[start..end]);
         }
         check_tag(r, mac.as_deref_mut(), tag, ctx, end)?;
         if h.is_final() {
