@@ -375,3 +375,25 @@ def test_views_on_worker_processes_and_a_failed_posted_write_is_undone(socket_wo
     _close(x, p)
     _close(v, p[:, 1:])
     _close(col, p[:, 2])
+
+
+# ---------------------------------------------------------------------- torch.inference_mode()
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_views_and_a_model_under_inference_mode_match_plaintext(n: int) -> None:
+    """Under ``torch.inference_mode()`` (as inference code often runs) views of shared and
+    fixed-precision tensors and a whole model work as without it (torch refused every view:
+    "Cannot set version_counter for inference tensor")."""
+    torch.manual_seed(n)
+    t = _base()
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    want = model(t).detach()
+    x = _enc(n, t)
+    ps, james = _groups.workers(n)
+    with torch.inference_mode():
+        _close(x[1] * 2, t[1] * 2)
+        _close(x.t().reshape(-1), t.t().reshape(-1))
+        torch.testing.assert_close((t.fix_prec()[0] + 1).float_prec(), t[0] + 1)
+        model.fix_precision().share(*ps, crypto_provider=james)
+        _close(model(x), want)

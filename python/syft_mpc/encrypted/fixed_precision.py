@@ -20,7 +20,8 @@ fixed-point arithmetic with truncation does). Default: base 2, 16 fractional bit
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, ContextManager
 
 import torch
 from torch.utils._pytree import tree_leaves, tree_map
@@ -28,6 +29,14 @@ from torch.utils._pytree import tree_leaves, tree_map
 from syft_mpc.fixed_point import DEFAULT_BASE, DEFAULT_PRECISION, decode, encode, scale_of
 
 __all__ = ["FixedPrecisionTensor"]
+
+
+def outside_inference_mode() -> ContextManager[Any]:
+    """Where this package's wrapper tensors are made: never as inference tensors. Under
+    ``torch.inference_mode()`` a wrapper made as one cannot be the view that torch's
+    ADInplaceOrView kernel records of a normal wrapper ("Cannot set version_counter for
+    inference tensor"); the wrappers' own payloads never see autograd either way."""
+    return torch.inference_mode(False) if torch.is_inference_mode_enabled() else contextlib.nullcontext()
 
 
 class FixedPrecisionTensor(torch.Tensor):
@@ -44,7 +53,8 @@ class FixedPrecisionTensor(torch.Tensor):
 
     @staticmethod
     def __new__(cls, encoded: torch.Tensor, base: int = DEFAULT_BASE, precision: int = DEFAULT_PRECISION, dtype: torch.dtype = torch.float32, requires_grad: bool = False) -> "FixedPrecisionTensor":
-        r = torch.Tensor._make_wrapper_subclass(cls, encoded.shape, dtype=dtype, device=torch.device("cpu"), requires_grad=requires_grad)
+        with outside_inference_mode():
+            r = torch.Tensor._make_wrapper_subclass(cls, encoded.shape, dtype=dtype, device=torch.device("cpu"), requires_grad=requires_grad)
         r.encoded = encoded
         r.base = base
         r.precision_fractional = precision

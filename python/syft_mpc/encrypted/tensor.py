@@ -50,7 +50,7 @@ from torch.utils._pytree import tree_leaves
 
 from syft_mpc import _native
 from syft_mpc.encrypted import validation
-from syft_mpc.encrypted.fixed_precision import FixedPrecisionTensor
+from syft_mpc.encrypted.fixed_precision import FixedPrecisionTensor, outside_inference_mode
 from syft_mpc.errors import UnsupportedOperationError
 from syft_mpc.fixed_point import DEFAULT_BASE, DEFAULT_PRECISION, decode, encode, from_ring, scale_of, to_ring
 from syft_mpc.mpc_session.driver import Group, group_of
@@ -291,7 +291,8 @@ class SharedTensor(torch.Tensor):
         strides: "Sequence[int] | None" = None,
     ) -> "SharedTensor":
         # strides: contiguous, but for an expanded view (see _as_views)
-        r = torch.Tensor._make_wrapper_subclass(cls, cell.shares.shape, strides=strides, dtype=dtype, device=torch.device("cpu"), requires_grad=requires_grad)
+        with outside_inference_mode():
+            r = torch.Tensor._make_wrapper_subclass(cls, cell.shares.shape, strides=strides, dtype=dtype, device=torch.device("cpu"), requires_grad=requires_grad)
         r._cell = cell
         r.scale = scale
         r.base = base
