@@ -341,7 +341,7 @@ fn large_mul_crosses_many_frames_and_counts_rounds() {
 #[test]
 fn truncation_pairs_send_only_the_msb_bytes_that_count() {
     let len = 999; // odd: the narrow field ends inside a word
-    let v: Vec<i64> = (0..len as i64).map(|i| (i - 500) * 7919 << 20).collect();
+    let v: Vec<i64> = (0..len as i64).map(|i| ((i - 500) * 7919) << 20).collect();
     let x = ring(&v);
     for n in [2, 3] {
         let xs = shares_of(&x, n);
