@@ -49,7 +49,7 @@
 //! Every limb is packed with each tile contiguous (1 KiB, row stride 64) so
 //! the tile loads stream whole cache lines.
 
-use crate::gemm::{give_buf, take_buf, OutPtr, View};
+use crate::gemm::{give_buf, take_buf_stale, OutPtr, View};
 use rayon::prelude::*;
 use std::cell::Cell;
 use std::sync::OnceLock;
@@ -241,7 +241,7 @@ mod imp {
                 let kc = KC.min(k - pc);
                 let kt = kc.div_ceil(64);
                 let panel_bytes = 8 * kt * KSTEP;
-                let mut pb = take_buf(&BUF_B, panels * panel_bytes / 64, ZERO_LINE);
+                let mut pb = take_buf_stale(&BUF_B, panels * panel_bytes / 64, ZERO_LINE);
                 pack_b(b, pc, kc, jc, nc, kt, bytes_mut(&mut pb), vbmi);
                 let pb_ref = bytes(&pb);
                 (0..row_blocks * col_splits).into_par_iter().for_each(|task| {
@@ -253,7 +253,7 @@ mod imp {
                     if p0 >= p1 {
                         return;
                     }
-                    let mut pa = take_buf(&BUF_A, mcb.div_ceil(T) * panel_bytes / 64, ZERO_LINE);
+                    let mut pa = take_buf_stale(&BUF_A, mcb.div_ceil(T) * panel_bytes / 64, ZERO_LINE);
                     pack_a(a, ic, mcb, pc, kc, kt, bytes_mut(&mut pa), vbmi);
                     let pa_ref = bytes(&pa);
                     // SAFETY: AMX is usable (checked by the caller, `super::gemm_acc`).
@@ -405,7 +405,8 @@ mod imp {
 
     /// Packs `A[ic..ic+mc, pc..pc+kc]`: per 32-row panel, per limb `l`, per k
     /// step of 64, two 16 x 64 byte tiles (rows 0-15, 16-31) of byte `l` of
-    /// each entry. Expects `dst` zeroed (padding rows and k stay zero).
+    /// each entry. Writes every byte of the `mc.div_ceil(32)` panels, zeros for padding
+    /// rows and k (the buffer may hold a previous block).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn pack_a(
         a: View<'_>,
@@ -449,6 +450,17 @@ mod imp {
                 }
             }
         }
+        // Rows past `mc` in the last panel: zero lines.
+        for r in mc..mc.div_ceil(T) * T {
+            let (ip, rr) = (r / T, r % T);
+            let base = ip * panel_bytes + (rr / 16) * TILE + (rr % 16) * 64;
+            for t in 0..kt {
+                for l in 0..8 {
+                    let d = base + l * kt * KSTEP + t * KSTEP;
+                    dst[d..d + 64].fill(0);
+                }
+            }
+        }
     }
 
     /// `out[p] = byte l of row[p]`: vectorises to shifts and `vpmovqb`.
@@ -461,7 +473,8 @@ mod imp {
 
     /// Packs `B[pc..pc+kc, jc..jc+nc]`: per 32-column panel, per limb `l`, per
     /// k step of 64, two VNNI tiles (columns 0-15, 16-31): tile row `q`, byte
-    /// `4c + e` = byte `l` of `B[4q + e][c]`. Expects `dst` zeroed. Parallel over panels.
+    /// `4c + e` = byte `l` of `B[4q + e][c]`. Writes every byte of the panels, zeros for
+    /// padding columns and k (the buffer may hold a previous block). Parallel over panels.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn pack_b(
         b: View<'_>,
@@ -479,7 +492,8 @@ mod imp {
             let cols = T.min(nc - jp * T);
             // 4 source rows of 32 columns -> one 64-byte row of each of 2 tiles, 8 limbs.
             let mut quad = [[0u64; T]; 4];
-            for p4 in (0..kc).step_by(4) {
+            // Up to the padded depth, so the k padding is written (as zeros) too.
+            for p4 in (0..kt * 64).step_by(4) {
                 if vbmi && b.cs == 1 && cols == T && p4 + 4 <= kc {
                     let (t, qrow) = (p4 / 64, (p4 % 64) / 4);
                     for h in 0..2 {
@@ -729,14 +743,17 @@ mod tests {
                 (View { data: &a, rs: 1, cs: rows }, View { data: &b, rs: 1, cs: depth }),
             ];
             for (va, vb) in views {
-                let pack = |vbmi: bool| {
-                    let mut pa = vec![0u8; rows.div_ceil(T) * panel_bytes];
-                    let mut pb = vec![0u8; cols.div_ceil(T) * panel_bytes];
+                // Buffers start with stale bytes: the packers must write every one.
+                let pack = |vbmi: bool, stale: u8| {
+                    let mut pa = vec![stale; rows.div_ceil(T) * panel_bytes];
+                    let mut pb = vec![stale; cols.div_ceil(T) * panel_bytes];
                     pack_a(va, 0, rows, 0, depth, kt, &mut pa, vbmi);
                     pack_b(vb, 0, depth, 0, cols, kt, &mut pb, vbmi);
                     (pa, pb)
                 };
-                assert!(pack(true) == pack(false), "{rows}x{depth}x{cols}, cs {} / {}", va.cs, vb.cs);
+                let want = pack(false, 0);
+                assert!(pack(true, 0xA5) == want, "{rows}x{depth}x{cols}, cs {} / {}", va.cs, vb.cs);
+                assert!(pack(false, 0x5A) == want, "{rows}x{depth}x{cols} scalar, cs {} / {}", va.cs, vb.cs);
             }
         }
     }
