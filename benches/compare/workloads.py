@@ -11,6 +11,7 @@ protocol); the median is reported.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -33,6 +34,19 @@ WORKLOADS: dict[str, dict[str, Any]] = {
     "bert_inference": {"desc": "BERT (2 layers, hidden 128, 2 heads) sequence classification, sequence 32", "layer": "tensor", "model": True, "reps": 3},
     "transformer_train_step": {"desc": "small transformer (1 encoder layer, d 32, seq 8) training step, batch 32, SGD", "layer": "tensor", "model": True, "reps": 3},
 }
+
+
+def _override_reps(spec: str) -> None:
+    """``COMPARE_REPS="matmul_1024=10,matmul_256=100"`` sets those workloads' reps (longer runs
+    for profiles and before/after comparisons; ``make compare`` leaves it unset)."""
+    for item in filter(None, spec.split(",")):
+        name, _, reps = item.partition("=")
+        if name not in WORKLOADS or not reps.isdigit() or int(reps) < 1:
+            raise SystemExit(f"COMPARE_REPS: {item!r} is not <workload>=<reps ≥ 1> (workloads: {', '.join(WORKLOADS)})")
+        WORKLOADS[name]["reps"] = int(reps)
+
+
+_override_reps(os.environ.get("COMPARE_REPS", ""))
 
 MLP_SIZES = (784, 128, 128, 10)
 LR = 0.1

@@ -14,7 +14,7 @@
 
 use crate::correlated::{bilinear_acc, bilinear_sizes, Request, Share};
 use crate::party::Explicit;
-use crate::trunc::needs_truncation;
+use crate::trunc::{needs_truncation, TruncPair};
 use crate::{Conv2dParams, Party, ProtocolError, Result};
 use syft_mpc_ring::{as_ring, as_ring_mut, kernels, R64};
 
@@ -25,7 +25,23 @@ const BACKGROUND_RECEIVE_BYTES: usize = 1 << 20;
 
 impl Party {
     fn beaver(&mut self, req: Request, x: &[R64], y: &[R64]) -> Result<Vec<R64>> {
-        let (mut share, explicit) = self.material(&req)?;
+        let (share, explicit) = self.material(&req)?;
+        self.beaver_with(req, share, explicit, x, y, None)
+    }
+
+    /// The Beaver product with the triple `share`; with a truncation pair, the product
+    /// masked for its truncation (`z + r + B`, see [`Party::truncate_masked`]), the mask
+    /// added in a pass the product makes anyway or, on a last party, as the accumulator's
+    /// starting value.
+    fn beaver_with(
+        &mut self,
+        req: Request,
+        mut share: Share,
+        explicit: Explicit,
+        x: &[R64],
+        y: &[R64],
+        mut trunc: Option<&mut TruncPair>,
+    ) -> Result<Vec<R64>> {
         let Share::Bilinear(t) = &mut share else { unreachable!("bilinear request") };
         let opened_len = x.len() + y.len();
         let mut pooled = self.scratch(opened_len);
@@ -47,14 +63,35 @@ impl Party {
             self.receive_explicit(&mut share, explicit)?;
         }
         let Share::Bilinear(t) = &mut share else { unreachable!("bilinear request") };
-        let mut z = if c_later { vec![R64::ZERO; t.c.len()] } else { std::mem::take(&mut t.c) };
+        let lc = bilinear_sizes(&req).2;
+        // A last party (B = 0) whose c_i comes later starts its accumulator at the
+        // truncation mask r instead of zeros: no zero-fill and no masking pass.
+        let starts_at_mask = c_later && trunc.is_some();
+        let mut z = if !c_later {
+            std::mem::take(&mut t.c)
+        } else if let Some(p) = trunc.as_deref_mut() {
+            p.take_mask()
+        } else {
+            vec![R64::ZERO; lc]
+        };
         if elementwise {
-            // Element-wise: one fused pass, f(ε, δ) folded in on party 0.
+            // Element-wise: one fused pass, f(ε, δ) folded in on party 0 and the
+            // truncation mask r + B too.
+            let (r, bias) = match trunc.as_deref() {
+                Some(p) => (p.r(), if first { p.bias() } else { R64::ZERO }),
+                None => (&[][..], R64::ZERO),
+            };
             kernels::for_chunks_mut(&mut z, |o, z| {
                 let n = z.len();
                 let ins = eps[o..o + n].iter().zip(&delta[o..o + n]).zip(&t.a[o..o + n]).zip(&t.b[o..o + n]);
-                for (z, (((&e, &d), &a), &b)) in z.iter_mut().zip(ins) {
-                    *z += e * (if first { b + d } else { b }) + d * a;
+                if r.is_empty() {
+                    for (z, (((&e, &d), &a), &b)) in z.iter_mut().zip(ins) {
+                        *z += e * (if first { b + d } else { b }) + d * a;
+                    }
+                } else {
+                    for ((z, (((&e, &d), &a), &b)), &r) in z.iter_mut().zip(ins).zip(&r[o..o + n]) {
+                        *z += e * (if first { b + d } else { b }) + d * a + (r + bias);
+                    }
                 }
             });
         } else {
@@ -63,23 +100,35 @@ impl Party {
                 bilinear_acc(&req, eps, &t.b, z);
                 bilinear_acc(&req, x, delta, z);
             };
-            if c_later && 8 * t.c.len() >= BACKGROUND_RECEIVE_BYTES {
+            if c_later && 8 * lc >= BACKGROUND_RECEIVE_BYTES {
                 // The dealer's send of a large c_i blocks until it is read, and with it
-                // the dealer's next request (the product's truncation pair): read it on a
-                // second thread while the products run, so the dealer moves on at once.
-                let mut c = self.scratch(t.c.len());
-                let buf: &mut [u8] = bytemuck::cast_slice_mut(&mut c[..z.len()]);
-                self.receive_explicit_during(&mut [buf], || products(&mut z))?;
-                kernels::add_assign(&mut z, as_ring(&c[..t.c.len()]));
+                // the dealer's next request (the product's truncation pair): read it, and
+                // then the pair's explicit part, on a second thread while the products
+                // run, so the dealer moves on at once.
+                let mut c = self.scratch(lc);
+                let buf: &mut [u8] = bytemuck::cast_slice_mut(&mut c[..lc]);
+                let then = trunc.as_deref_mut().filter(|p| p.explicit == Explicit::OnTheWire);
+                let received_then = then.is_some();
+                let then = then.map(|p| &mut p.share);
+                self.receive_explicit_during(&mut [buf], then, || products(&mut z))?;
+                if received_then {
+                    trunc.as_deref_mut().expect("a pair was read").explicit = Explicit::Received;
+                }
+                kernels::add_assign(&mut z, as_ring(&c[..lc]));
                 self.recycle([c]);
             } else {
                 products(&mut z);
                 if c_later {
                     self.receive_explicit(&mut share, explicit)?;
-                    let Share::Bilinear(t) = &share else { unreachable!("bilinear request") };
+                    let Share::Bilinear(t) = &mut share else { unreachable!("bilinear request") };
                     kernels::add_assign(&mut z, &t.c);
+                    let c = std::mem::take(&mut t.c);
+                    self.recycle_ring(c);
                 }
             }
+        }
+        if let Some(p) = trunc.as_deref().filter(|_| !elementwise && !starts_at_mask) {
+            p.mask(&mut z, first);
         }
         self.recycle(theirs);
         self.recycle([pooled]);
@@ -93,14 +142,16 @@ impl Party {
         if !needs_truncation(divisor)? {
             return self.beaver(req, x, y);
         }
-        let trunc = Request::Trunc { len: bilinear_sizes(&req).2, divisor };
-        trunc.validate()?;
+        let len = bilinear_sizes(&req).2;
+        Request::Trunc { len, divisor }.validate()?;
         // Material obtained ahead by the caller must be used in its order.
         if self.nothing_ahead() {
-            self.prefetch(&[req.clone(), trunc])?;
+            self.prefetch(&[req.clone(), Request::Trunc { len, divisor }])?;
         }
-        let z = self.beaver(req, x, y)?;
-        self.truncate_owned(z, divisor)
+        let (share, explicit) = self.material(&req)?;
+        let mut pair = self.truncation_pair(len, divisor)?;
+        let masked = self.beaver_with(req, share, explicit, x, y, Some(&mut pair))?;
+        self.truncate_masked(masked, &mut pair)
     }
 
     fn mul_request(x: &[R64], y: &[R64]) -> Result<Request> {

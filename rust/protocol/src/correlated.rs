@@ -187,14 +187,39 @@ pub(crate) enum Share {
 pub(crate) struct BilinearShare {
     pub a: Vec<R64>,
     pub b: Vec<R64>,
+    /// Empty on the last party until its buffer is allocated ([`Share::allocate_explicit`]).
     pub c: Vec<R64>,
+    pub c_len: usize,
 }
 
 /// Truncation material: shares of a uniform `r`, of `⌊r / d⌋` and of `r`'s top bit.
 pub(crate) struct TruncShare {
     pub r: Vec<R64>,
+    /// Empty on the last party until its buffer is allocated ([`Share::allocate_explicit`]).
     pub quotient: Vec<R64>,
-    pub msb: Vec<R64>,
+    pub msb: MsbShare,
+    pub len: usize,
+}
+
+/// Shares of `msb(r)` of a truncation pair. Every share is used only through its product
+/// with `⌊2^64/d⌋`, which depends on the share modulo `2^(8·trunc::msb_bytes(d))` alone; so
+/// the last party's, which the dealer sends, travels in that many bytes (2 for `d ≤ 2^16`).
+/// The other parties draw theirs as 64-bit values, so their PRG streams are those of the
+/// full-width scheme and every party's share of the result is bit for bit the same.
+pub(crate) enum MsbShare {
+    W64(Vec<R64>),
+    W32(Vec<u32>),
+    W16(Vec<u16>),
+}
+
+impl MsbShare {
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        match self {
+            MsbShare::W64(v) => bytemuck::cast_slice_mut(v),
+            MsbShare::W32(v) => bytemuck::cast_slice_mut(v),
+            MsbShare::W16(v) => bytemuck::cast_slice_mut(v),
+        }
+    }
 }
 
 /// One level of the comparison tree: AND triples `(a, b1, b2, a∧b1, a∧b2)` sharing
@@ -294,14 +319,19 @@ pub(crate) fn expand(req: &Request, prg: &mut Prg, last: bool) -> Share {
             let (la, lb, lc) = bilinear_sizes(req);
             let a = draw(prg, la);
             let b = draw(prg, lb);
-            let c = draw_or_zero(prg, lc, last);
-            Share::Bilinear(BilinearShare { a, b, c })
+            let c = if last { Vec::new() } else { draw(prg, lc) };
+            Share::Bilinear(BilinearShare { a, b, c, c_len: lc })
         }
-        Request::Trunc { len, .. } => {
+        Request::Trunc { len, divisor } => {
             let r = draw(prg, *len);
-            let quotient = draw_or_zero(prg, *len, last);
-            let msb = draw_or_zero(prg, *len, last);
-            Share::Trunc(TruncShare { r, quotient, msb })
+            let quotient = if last { Vec::new() } else { draw(prg, *len) };
+            let msb = match (last, crate::trunc::msb_bytes(*divisor)) {
+                (false, _) => MsbShare::W64(draw(prg, *len)),
+                (true, 2) => MsbShare::W16(bytemuck::zeroed_vec(*len)),
+                (true, 4) => MsbShare::W32(bytemuck::zeroed_vec(*len)),
+                (true, _) => MsbShare::W64(bytemuck::zeroed_vec(*len)),
+            };
+            Share::Trunc(TruncShare { r, quotient, msb, len: *len })
         }
         Request::Compare { len, thresholds, products } => {
             let (len, products, compared) = (*len, *products, len * thresholds);
@@ -339,6 +369,18 @@ pub(crate) fn expand(req: &Request, prg: &mut Prg, last: bool) -> Share {
 }
 
 impl Share {
+    /// Gives the large explicit components that `expand` leaves empty on the last party (a
+    /// triple's `c`, a truncation pair's `⌊r/d⌋`) buffers of `alloc(len)`, whose contents
+    /// the dealer's answer overwrites: a party's reused scratch buffers, not a zero-filled
+    /// 8 MiB per 1024² product that a large product would not even read into.
+    pub(crate) fn allocate_explicit(&mut self, mut alloc: impl FnMut(usize) -> Vec<R64>) {
+        match self {
+            Share::Bilinear(s) if s.c.len() != s.c_len => s.c = alloc(s.c_len),
+            Share::Trunc(s) if s.quotient.len() != s.len => s.quotient = alloc(s.len),
+            _ => {}
+        }
+    }
+
     /// The components the last party receives explicitly, in wire order.
     pub(crate) fn explicit_mut(&mut self) -> Vec<&mut [u8]> {
         fn b<T: bytemuck::Pod>(v: &mut [T]) -> &mut [u8] {
@@ -346,7 +388,7 @@ impl Share {
         }
         match self {
             Share::Bilinear(s) => vec![b(&mut s.c)],
-            Share::Trunc(s) => vec![b(&mut s.quotient), b(&mut s.msb)],
+            Share::Trunc(s) => vec![b(&mut s.quotient), s.msb.bytes_mut()],
             Share::Compare(s) => {
                 let mut v = vec![b(&mut s.tables), b(&mut s.rho), b(&mut s.flip)];
                 for l in &mut s.levels {

@@ -4,7 +4,9 @@
 //! (it never receives shares or openings); a dealer that colludes with a party
 //! breaks privacy, as in every dealer-based protocol.
 
-use crate::correlated::{expand, words_for, Request, Share, CHUNKS, CHUNK_BITS, LEVEL_PAIRS};
+use crate::correlated::{
+    bilinear_acc, bilinear_sizes, expand, words_for, Request, Share, CHUNKS, CHUNK_BITS, LEVEL_PAIRS,
+};
 use crate::party::Stats;
 use crate::{ProtocolError, Result};
 use rayon::prelude::*;
@@ -32,6 +34,9 @@ pub struct Dealer {
     /// between requests: a fresh buffer of tens of MB per request was a fresh mapping the
     /// kernel faulted in and zero-filled every time.
     out: Vec<u64>,
+    /// `Σ a_i` and `Σ b_i` of the current bilinear triple, kept between requests like `out`.
+    sum_a: Vec<u64>,
+    sum_b: Vec<u64>,
 }
 
 impl Dealer {
@@ -46,7 +51,15 @@ impl Dealer {
             ch.send(&seed.0)?;
             prgs.push(Prg::new(seed));
         }
-        Ok(Dealer { channels: parties, prgs, own: Prg::from_entropy(), served: 0, out: Vec::new() })
+        Ok(Dealer {
+            channels: parties,
+            prgs,
+            own: Prg::from_entropy(),
+            served: 0,
+            out: Vec::new(),
+            sum_a: Vec::new(),
+            sum_b: Vec::new(),
+        })
     }
 
     /// Serves the last party's requests, in order, until it says goodbye.
@@ -85,12 +98,15 @@ impl Dealer {
         match *req {
             // Beaver triple: c_last = (Σ a_i)(Σ b_i) − Σ_{i<last} c_i.
             Request::Mul { len } => {
-                return Correction::InBuffer(self.elementwise(len, |[a, b], [c], [out]| *out = *a * *b - *c))
+                return Correction::InBuffer(self.elementwise(len, [8], |[a, b], [c], [out]| *out = *a * *b - *c))
             }
-            // Truncation pair: shares of ⌊r/d⌋ and msb(r) for r = Σ r_i.
+            Request::Matmul { .. } | Request::Conv2d { .. } => return Correction::InBuffer(self.bilinear(req)),
+            // Truncation pair: shares of ⌊r/d⌋ and msb(r) for r = Σ r_i, the latter in the
+            // low bytes that the parties' use of it depends on (`trunc::msb_bytes`).
             Request::Trunc { len, divisor } => {
                 let div = crate::trunc::Divisor::new(divisor);
-                return Correction::InBuffer(self.elementwise(len, |[r], [q, m], [q_out, m_out]| {
+                let widths = [8, crate::trunc::msb_bytes(divisor)];
+                return Correction::InBuffer(self.elementwise(len, widths, |[r], [q, m], [q_out, m_out]| {
                     *q_out = R64(div.of(r.0)) - *q;
                     *m_out = R64(r.msb()) - *m;
                 }));
@@ -103,27 +119,44 @@ impl Dealer {
         let mut last = shares.pop().expect("at least two parties");
         let others = &shares;
         match &mut last {
-            Share::Bilinear(l) => {
-                // Summed into the last party's own a and b (only its c is sent).
-                let all = |f: &dyn Fn(&Share) -> &[R64], own: &mut Vec<R64>| {
-                    let mut acc = std::mem::take(own);
-                    others.iter().for_each(|s| kernels::add_assign(&mut acc, f(s)));
-                    acc
-                };
-                let a = all(&|s| &bil(s).a, &mut l.a);
-                let b = all(&|s| &bil(s).b, &mut l.b);
-                let mut c = crate::correlated::bilinear_apply(req, &a, &b);
-                others.iter().for_each(|s| kernels::sub_assign(&mut c, &bil(s).c));
-                l.c = c;
-            }
             Share::Compare(l) => self.compare_correction(l, others.iter().map(cmp).collect()),
             Share::Fourier(l) => {
                 let Request::Fourier { harmonics, divisor, .. } = *req else { unreachable!("Fourier request") };
                 fourier_correction(l, others.iter().map(fourier).collect(), harmonics, divisor)
             }
-            Share::Trunc(_) => unreachable!("truncation pairs are generated element-wise"),
+            Share::Bilinear(_) | Share::Trunc(_) => unreachable!("triples and truncation pairs are generated above"),
         }
         Correction::Share(last)
+    }
+
+    /// The Beaver triple of a matmul or convolution: the last party's
+    /// `c = f(Σ a_i, Σ b_i) − Σ_{i<last} c_i`, into `self.out`. The sums are expanded chunk
+    /// by chunk from reserved PRG ranges (in `correlated::expand`'s draw order) into buffers
+    /// kept between requests, and the product accumulates onto `−Σ c_i`: no share is
+    /// materialised, and no buffer is freshly allocated, zero-filled or subtracted.
+    /// Returns the output's length in bytes.
+    fn bilinear(&mut self, req: &Request) -> usize {
+        let (la, lb, lc) = bilinear_sizes(req);
+        let n = self.prgs.len();
+        let mut a_ranges = Vec::with_capacity(n);
+        let mut b_ranges = Vec::with_capacity(n);
+        let mut c_ranges = Vec::with_capacity(n - 1);
+        for (i, prg) in self.prgs.iter_mut().enumerate() {
+            a_ranges.push(prg.reserve(8 * la));
+            b_ranges.push(prg.reserve(8 * lb));
+            if i < n - 1 {
+                c_ranges.push(prg.reserve(8 * lc));
+            }
+        }
+        let mut a = std::mem::take(&mut self.sum_a);
+        let mut b = std::mem::take(&mut self.sum_b);
+        let a_sum = sum_ranges(&mut a, la, &a_ranges, false);
+        let b_sum = sum_ranges(&mut b, lb, &b_ranges, false);
+        let mut out = std::mem::take(&mut self.out);
+        let c = sum_ranges(&mut out, lc, &c_ranges, true);
+        bilinear_acc(req, a_sum, b_sum, c);
+        (self.sum_a, self.sum_b, self.out) = (a, b, out);
+        8 * lc
     }
 
     /// The first `words` words of the reused output buffer (grown, never shrunk).
@@ -138,15 +171,18 @@ impl Dealer {
     /// and then, except the last party, `E` "explicit" fields (the draw order of
     /// `correlated::expand` for Beaver triples and truncation pairs). Expanded chunk by
     /// chunk from reserved PRG ranges on all threads, so nothing but the output — `E`
-    /// fields of `len` elements, field-major, in `self.out` — is materialised.
+    /// fields of `len` elements, field-major, field `j` in its low `widths[j]` ∈ {2, 4, 8}
+    /// bytes per element, in `self.out` — is materialised.
     /// `f(shared sums, explicit sums of the other parties, out)` fills one element.
     /// Returns the output's length in bytes.
     fn elementwise<const S: usize, const E: usize>(
         &mut self,
         len: usize,
+        widths: [usize; E],
         f: impl Fn(&[R64; S], &[R64; E], &mut [R64; E]) + Sync,
     ) -> usize {
         const CHUNK: usize = 2048;
+        assert!(widths.iter().all(|w| [2, 4, 8].contains(w)), "output widths are 2, 4 or 8 bytes");
         let n = self.prgs.len();
         let ranges: Vec<(Vec<PrgRange>, Vec<PrgRange>)> = self
             .prgs
@@ -158,20 +194,25 @@ impl Dealer {
                 (shared, explicit)
             })
             .collect();
-        let out = self.out_words(E * len);
-        let mut fields: Vec<&mut [R64]> = as_ring_mut(out).chunks_mut(len.max(1)).collect();
-        // Chunk k of every output field, handed out together.
-        let mut chunked: Vec<Vec<&mut [R64]>> = Vec::new();
-        for field in fields.iter_mut() {
-            for (k, c) in field.chunks_mut(CHUNK).enumerate() {
+        let bytes: usize = widths.iter().map(|w| w * len).sum();
+        let out: &mut [u8] = bytemuck::cast_slice_mut(self.out_words(bytes.div_ceil(8)));
+        // Chunk k of every output field, handed out together. Every field starts at a
+        // multiple of its width (the wider fields come first or are as wide).
+        let mut chunked: Vec<Vec<Field<'_>>> = Vec::new();
+        let mut rest = &mut out[..bytes];
+        for &w in &widths {
+            let (field, tail) = std::mem::take(&mut rest).split_at_mut(w * len);
+            rest = tail;
+            for (k, c) in field.chunks_mut(w * CHUNK).enumerate() {
                 if chunked.len() <= k {
                     chunked.push(Vec::with_capacity(E));
                 }
-                chunked[k].push(c);
+                chunked[k].push(Field::of(c, w));
             }
         }
         chunked.into_par_iter().enumerate().for_each(|(k, mut dst)| {
-            let (first, m) = (k * CHUNK, dst[0].len());
+            let first = k * CHUNK;
+            let m = CHUNK.min(len - first);
             let mut buf = [R64::ZERO; CHUNK];
             let mut shared = [[R64::ZERO; CHUNK]; S];
             let mut explicit = [[R64::ZERO; CHUNK]; E];
@@ -181,15 +222,19 @@ impl Dealer {
                     kernels::add_assign(&mut acc[..m], &buf[..m]);
                 }
             }
+            // The outputs replace the explicit sums, element by element.
             for e in 0..m {
                 let mut o = [R64::ZERO; E];
                 f(&std::array::from_fn(|j| shared[j][e]), &std::array::from_fn(|j| explicit[j][e]), &mut o);
                 for j in 0..E {
-                    dst[j][e] = o[j];
+                    explicit[j][e] = o[j];
                 }
             }
+            for (d, v) in dst.iter_mut().zip(&explicit) {
+                d.write(&v[..m]);
+            }
         });
-        8 * E * len
+        bytes
     }
 
     fn compare_correction(
@@ -269,6 +314,58 @@ impl Dealer {
     }
 }
 
+/// `Σ` (or with `negate`, `−Σ`) of the `len` elements of every range, into the first `len`
+/// elements of `buf` (grown, never shrunk), chunk by chunk on all threads; returns them.
+fn sum_ranges<'a>(buf: &'a mut Vec<u64>, len: usize, ranges: &[PrgRange], negate: bool) -> &'a mut [R64] {
+    const CHUNK: usize = 4096;
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    let dst = as_ring_mut(&mut buf[..len]);
+    let Some((first, rest)) = ranges.split_first() else {
+        dst.fill(R64::ZERO);
+        return dst;
+    };
+    dst.par_chunks_mut(CHUNK).enumerate().for_each(|(k, d)| {
+        first.fill_at(k * CHUNK, d);
+        let mut tmp = [R64::ZERO; CHUNK];
+        for r in rest {
+            r.fill_at(k * CHUNK, &mut tmp[..d.len()]);
+            kernels::add_assign(d, &tmp[..d.len()]);
+        }
+        if negate {
+            d.iter_mut().for_each(|v| *v = -*v);
+        }
+    });
+    dst
+}
+
+/// One chunk of an output field of [`Dealer::elementwise`], in the width it is sent in.
+enum Field<'a> {
+    W64(&'a mut [u64]),
+    W32(&'a mut [u32]),
+    W16(&'a mut [u16]),
+}
+
+impl<'a> Field<'a> {
+    fn of(bytes: &'a mut [u8], width: usize) -> Field<'a> {
+        match width {
+            8 => Field::W64(bytemuck::cast_slice_mut(bytes)),
+            4 => Field::W32(bytemuck::cast_slice_mut(bytes)),
+            _ => Field::W16(bytemuck::cast_slice_mut(bytes)),
+        }
+    }
+
+    /// The low bytes of `v`: `v mod 2^(8·width)`.
+    fn write(&mut self, v: &[R64]) {
+        match self {
+            Field::W64(d) => d.iter_mut().zip(v).for_each(|(d, v)| *d = v.0),
+            Field::W32(d) => d.iter_mut().zip(v).for_each(|(d, v)| *d = v.0 as u32),
+            Field::W16(d) => d.iter_mut().zip(v).for_each(|(d, v)| *d = v.0 as u16),
+        }
+    }
+}
+
 /// `cos kφ`, `sin kφ` of the mask `r = Σ r_i` (φ = 2π·r/2^32) with 12 fractional bits, and
 /// `⌊R/d⌋`, `msb₃₂(R)` of the output mask `R = Σ out_r_i`, less the other parties' shares.
 fn fourier_correction(
@@ -304,12 +401,6 @@ fn fourier(s: &Share) -> &crate::correlated::FourierShare {
     }
 }
 
-fn bil(s: &Share) -> &crate::correlated::BilinearShare {
-    match s {
-        Share::Bilinear(b) => b,
-        _ => unreachable!("shares of one request have one kind"),
-    }
-}
 fn cmp(s: &Share) -> &crate::correlated::CompareShare {
     match s {
         Share::Compare(c) => c,

@@ -10,7 +10,9 @@ use syft_mpc_ring::{as_ring, as_u64, kernels, R64};
 use syft_mpc_transport::Channel;
 
 /// Scratch buffers kept between operations: the masked values and one per peer.
-const SCRATCH_BUFFERS: usize = 4;
+/// A truncated 1024² product holds six at once on the last party: ε|δ and a peer's (2 Mi
+/// words each), its c_i, the peer's truncation opening and the pair's ⌊r/d⌋ (1 Mi each).
+const SCRATCH_BUFFERS: usize = 6;
 
 /// Communication counters of one party (peers and dealer kept apart).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -136,6 +138,21 @@ impl Party {
         };
         v.resize(len, 0);
         v
+    }
+
+    /// A buffer of exactly `len` ring elements from the scratch pool, for contents that are
+    /// overwritten entirely (a dealer answer): see [`Party::scratch`].
+    pub(crate) fn scratch_ring(&mut self, len: usize) -> Vec<R64> {
+        let mut v = self.scratch(len);
+        v.truncate(len);
+        bytemuck::allocation::cast_vec(v)
+    }
+
+    /// Returns a ring buffer to the scratch pool.
+    pub(crate) fn recycle_ring(&mut self, v: Vec<R64>) {
+        if v.capacity() > 0 {
+            self.recycle([bytemuck::allocation::cast_vec(v)]);
+        }
     }
 
     /// Returns buffers to the scratch pool (it keeps the few largest).
@@ -308,6 +325,7 @@ impl Party {
         if state == Explicit::Received {
             return Ok(());
         }
+        share.allocate_explicit(|len| self.scratch_ring(len));
         self.dealer.recv_into_parts(&mut share.explicit_mut())?;
         self.explicit_unread -= 1;
         Ok(())
@@ -315,27 +333,24 @@ impl Party {
 
     /// Reads the explicit components of the next dealer answer still on the wire into
     /// `parts` on a second thread while `work` runs on this one (the last party only), and
-    /// then those of the next queued material if it is a truncation pair on the wire (a
-    /// truncated product's): the dealer's send of a large answer blocks until it is read, and
-    /// with it the dealer's next request, so reading early lets the dealer move on and
-    /// takes the transfer off the operation's end.
+    /// then `then`'s, the answer after it (a truncated product's truncation pair): the
+    /// dealer's send of a large answer blocks until it is read, and with it the dealer's
+    /// next request, so reading early lets the dealer move on and takes the transfer off
+    /// the operation's end.
     pub(crate) fn receive_explicit_during<T>(
         &mut self,
         parts: &mut [&mut [u8]],
+        mut then: Option<&mut Share>,
         work: impl FnOnce() -> T,
     ) -> Result<T> {
-        // Only a truncation pair: small and quick for the dealer, and the very next thing
-        // this party needs; other material may be large or for later operations.
-        let mut next = match self.ready.front() {
-            Some((Request::Trunc { .. }, _, Explicit::OnTheWire)) => self.ready.pop_front(),
-            _ => None,
-        };
+        if let Some(share) = then.as_deref_mut() {
+            share.allocate_explicit(|len| self.scratch_ring(len));
+        }
         let dealer = &mut self.dealer;
-        let next_share = next.as_mut().map(|(_, share, _)| share);
         let (out, received) = std::thread::scope(|s| {
             let reader = s.spawn(move || {
                 let first = dealer.recv_into_parts(parts);
-                let second = match (&first, next_share) {
+                let second = match (&first, then) {
                     (Ok(()), Some(share)) => Some(dealer.recv_into_parts(&mut share.explicit_mut())),
                     _ => None,
                 };
@@ -348,17 +363,11 @@ impl Party {
             Ok(r) => r,
             Err(panic) => std::panic::resume_unwind(panic),
         };
-        if let Some(mut entry) = next {
-            if let Some(Ok(())) = second {
-                entry.2 = Explicit::Received;
-                self.explicit_unread -= 1;
-            }
-            self.ready.push_front(entry);
-        }
         first?;
         self.explicit_unread -= 1;
         if let Some(r) = second {
             r?;
+            self.explicit_unread -= 1;
         }
         Ok(out)
     }

@@ -336,6 +336,39 @@ fn large_mul_crosses_many_frames_and_counts_rounds() {
     assert_eq!(outs[1].1.dealer_bytes_received, 16 + 8 * len as u64, "the last party gets c");
 }
 
+/// The last party's msb shares of a truncation pair travel in the bytes that count for the
+/// divisor (2 for d ≤ 2^16, 4 for d ≤ 2^32, else 8), alone and after a product, 2 and 3 parties.
+#[test]
+fn truncation_pairs_send_only_the_msb_bytes_that_count() {
+    let len = 999; // odd: the narrow field ends inside a word
+    let v: Vec<i64> = (0..len as i64).map(|i| ((i - 500) * 7919) << 20).collect();
+    let x = ring(&v);
+    for n in [2, 3] {
+        let xs = shares_of(&x, n);
+        let one = vec![R64::from_i64(1); len];
+        let ones = shares_of(&one, n);
+        for (bits, per_elem) in [(1u32, 10u64), (16, 10), (17, 12), (32, 12), (33, 16), (40, 16)] {
+            let d = 1u64 << bits;
+            let outs = run(n, |p| {
+                let before = p.stats().dealer_bytes_received;
+                let z = p.truncate(&xs[p.id()], d).unwrap();
+                let trunc_bytes = p.stats().dealer_bytes_received - before;
+                let zp = p.mul_truncated(&xs[p.id()], &ones[p.id()], d).unwrap();
+                (z, zp, trunc_bytes)
+            });
+            assert_eq!(outs[n - 1].2, per_elem * len as u64, "d = 2^{bits}, {n} parties");
+            for got in [
+                reveal(&outs.iter().map(|o| o.0.clone()).collect::<Vec<_>>()),
+                reveal(&outs.iter().map(|o| o.1.clone()).collect::<Vec<_>>()),
+            ] {
+                for (g, w) in got.iter().zip(&v) {
+                    assert!((g.to_i64() - (w >> bits)).abs() <= 1, "{w} >> {bits}: got {}", g.to_i64());
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn comparison_rounds_and_bytes() {
     let len = 1000;

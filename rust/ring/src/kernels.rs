@@ -11,6 +11,7 @@
 use crate::gemm::{gemm_acc, View};
 use crate::{as_u64, as_u64_mut, R64};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// A size that overflows `usize` (or `isize::MAX` bytes), or an allocation the system refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,10 +86,15 @@ pub fn for_chunks_mut<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync
 /// where the CPU has them without building the wheel for a newer CPU.
 /// `WIDE`: up to AVX-512 (products: `vpmullq` against three `vpmuludq`);
 /// otherwise up to AVX2 (add and sub measured no faster at 512 bits).
-fn map2_seq<const WIDE: bool>(out: &mut [R64], a: &[R64], b: &[R64], f: &(impl Fn(R64, R64) -> R64 + Sync)) {
+fn map2_seq<const WIDE: bool>(
+    out: &mut [MaybeUninit<R64>],
+    a: &[R64],
+    b: &[R64],
+    f: &(impl Fn(R64, R64) -> R64 + Sync),
+) {
     let body = || {
         for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-            *o = f(x, y);
+            o.write(f(x, y));
         }
     };
     if WIDE {
@@ -100,6 +106,19 @@ fn map2_seq<const WIDE: bool>(out: &mut [R64], a: &[R64], b: &[R64], f: &(impl F
 
 /// `out = f(a, b)` element-wise, multi-threaded for large buffers.
 fn map2<const WIDE: bool>(out: &mut [R64], a: &[R64], b: &[R64], f: impl Fn(R64, R64) -> R64 + Sync) {
+    // SAFETY: `MaybeUninit<R64>` has the layout of `R64`, and `map2_uninit` only writes
+    // initialised values, so `out` stays initialised.
+    let out = unsafe { &mut *(out as *mut [R64] as *mut [MaybeUninit<R64>]) };
+    map2_uninit::<WIDE>(out, a, b, f)
+}
+
+/// [`map2`] into possibly uninitialised memory: writes every element of `out`.
+fn map2_uninit<const WIDE: bool>(
+    out: &mut [MaybeUninit<R64>],
+    a: &[R64],
+    b: &[R64],
+    f: impl Fn(R64, R64) -> R64 + Sync,
+) {
     assert!(a.len() == b.len() && a.len() == out.len(), "element-wise kernel on buffers of different lengths");
     if !parallel(out.len()) {
         map2_seq::<WIDE>(out, a, b, &f);
@@ -111,10 +130,14 @@ fn map2<const WIDE: bool>(out: &mut [R64], a: &[R64], b: &[R64], f: impl Fn(R64,
     }
 }
 
+/// A new vector `f(a, b)`, written once: no zero-fill first (8 MiB of `memset` per
+/// 1024² result, and its cache misses, for values overwritten at once).
 fn zip_map<const WIDE: bool>(a: &[R64], b: &[R64], f: impl Fn(R64, R64) -> R64 + Sync) -> Vec<R64> {
     assert_eq!(a.len(), b.len(), "element-wise kernel on buffers of different lengths");
-    let mut out = vec![R64::ZERO; a.len()];
-    map2::<WIDE>(&mut out, a, b, f);
+    let mut out = Vec::with_capacity(a.len());
+    map2_uninit::<WIDE>(&mut out.spare_capacity_mut()[..a.len()], a, b, f);
+    // SAFETY: `map2_uninit` wrote all `a.len()` elements, within the capacity.
+    unsafe { out.set_len(a.len()) };
     out
 }
 
@@ -159,16 +182,12 @@ pub fn mul(a: &[R64], b: &[R64]) -> Vec<R64> {
     zip_map::<true>(a, b, |x, y| x * y)
 }
 pub fn neg(a: &[R64]) -> Vec<R64> {
-    let mut out = vec![R64::ZERO; a.len()];
-    // The second operand is ignored; reusing map2 keeps one dispatch path.
-    map2::<false>(&mut out, a, a, |x, _| -x);
-    out
+    // The second operand is ignored; reusing zip_map keeps one dispatch path.
+    zip_map::<false>(a, a, |x, _| -x)
 }
 /// Product with a public ring constant.
 pub fn scale(a: &[R64], k: R64) -> Vec<R64> {
-    let mut out = vec![R64::ZERO; a.len()];
-    map2::<true>(&mut out, a, a, move |x, _| x * k);
-    out
+    zip_map::<true>(a, a, move |x, _| x * k)
 }
 pub fn add_assign(acc: &mut [R64], b: &[R64]) {
     zip_assign::<false>(acc, b, |x, y| x + y)
