@@ -429,6 +429,41 @@ def test_clients_stalled_mid_message_or_not_reading_stall_no_one(worker: CliWork
     assert worker.proc.poll() is None
 
 
+def test_a_message_in_thousands_of_pieces_arrives() -> None:
+    """A reply holding 2,100 tensors of 64 KiB is 4,200 pieces (``serde.encode_parts``); sent
+    as that many fragments, the receiving library refused it (over its 4,096, reported as code
+    1009 "too many fragments"). It now arrives whole."""
+    token = os.urandom(32).hex()
+    listener = WebsocketListener("127.0.0.1", 0, token, "frag")
+    client = open_connection(f"ws://{listener.local_addr}", token, "frag", "syft-mpc-control", 10.0)
+    server = listener.accept(5.0)
+    try:
+        assert server is not None
+        value = Ok(tuple(torch.full((16384,), float(i)) for i in range(2100)))
+        parts = [REQUEST, *serde.encode_parts(value, 1)]
+        assert len(parts) > 4096
+        got: list[Any] = []
+
+        def read() -> None:
+            try:
+                got.append(client.recv(60))
+            except TransportError as e:
+                got.append(e)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        server.send(parts)
+        reader.join(60)
+        assert got and isinstance(got[0], bytes), f"the message did not arrive: {got}"
+        out = serde.decode(memoryview(got[0])[1:])
+        assert isinstance(out, Ok) and len(out.value) == 2100 and out.value[2099][0].item() == 2099.0
+    finally:
+        client.close()
+        if server is not None:
+            server.close()  # the listener's close waits for the connections it handed out
+        listener.close()
+
+
 def test_websocket_churn_keeps_threads_and_memory_bounded(worker: CliWorker) -> None:
     """Connect / op / close, 1,000 times in a row over WebSocket: the worker's threads come
     back to their baseline and its memory stays bounded."""

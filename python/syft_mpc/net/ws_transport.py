@@ -45,6 +45,7 @@ from syft_mpc.errors import AuthenticationError, PeerDisconnected, PeerTimeout, 
 __all__ = [
     "HANDSHAKE_MAX",
     "MAX_MESSAGE_BYTES",
+    "MAX_PIECES",
     "ServerHandshake",
     "MAX_QUEUE",
     "WsConnection",
@@ -225,11 +226,18 @@ def server_handshake(
     return hs.worker_id, hs.secret
 
 
+MAX_PIECES = 1024
+"""Pieces sent as the fragments of one message; a message in more pieces is joined first. The
+``websockets`` library refuses a message of more than 4,096 fragments (``TooManyFragments``,
+reported as code 1009), which a reply holding 2,048 tensors of 64 KiB or more reached."""
+
+
 def _fragments(frame: Any) -> "bytes | Iterable[Any]":
     if isinstance(frame, (bytes, bytearray, memoryview)):
         return frame
     # Pieces (serde.encode_parts): sent as one fragmented message, without joining them.
-    return [p if isinstance(p, (bytes, bytearray)) else memoryview(p).cast("B") for p in frame]
+    pieces = [p if isinstance(p, (bytes, bytearray)) else memoryview(p).cast("B") for p in frame]
+    return b"".join(pieces) if len(pieces) > MAX_PIECES else pieces
 
 
 class WsConnection:
