@@ -460,8 +460,26 @@ def test_a_message_in_thousands_of_pieces_arrives() -> None:
     finally:
         client.close()
         if server is not None:
-            server.close()  # the listener's close waits for the connections it handed out
+            server.close()
         listener.close()
+
+
+def test_a_listener_closes_with_connections_nobody_took() -> None:
+    """Authenticated connections still queued for ``accept`` when the worker stops do not hold
+    up its shutdown (the library's waits for their threads; they waited for a serving thread
+    that never came, so closing the listener hung)."""
+    token = os.urandom(32).hex()
+    listener = WebsocketListener("127.0.0.1", 0, token, "q")
+    clients = [open_connection(f"ws://{listener.local_addr}", token, "q", "syft-mpc-control", 10.0) for _ in range(3)]
+    time.sleep(0.3)  # handed off and queued
+    closing = threading.Thread(target=listener.close, daemon=True)
+    t0 = time.monotonic()
+    closing.start()
+    closing.join(20)
+    print(f"\nclosed with 3 queued connections in {time.monotonic() - t0:.1f} s")
+    assert not closing.is_alive(), "closing the listener hung"
+    for c in clients:
+        c.close()
 
 
 def test_websocket_churn_keeps_threads_and_memory_bounded(worker: CliWorker) -> None:

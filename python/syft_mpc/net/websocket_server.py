@@ -20,6 +20,7 @@ import threading
 from typing import Any
 
 from websockets.http11 import Request
+from websockets.protocol import State
 
 from syft_mpc._native import check_token
 from syft_mpc.errors import TransportError
@@ -87,7 +88,12 @@ class WebsocketListener:
 
     def _handle(self, conn: WsConnection, worker_id: str) -> None:
         self._queue.put(conn)
-        conn.closed.wait()  # the server's own thread serves it; the socket closes when this returns
+        # The server's own thread serves it; the socket closes when this returns. A connection
+        # closed underneath with no thread serving it (queued when the worker stops) ends it
+        # too: the library's shutdown waits for this thread.
+        while not conn.closed.wait(1.0):
+            if conn.ws.protocol.state is State.CLOSED:
+                break
 
     def accept(self, timeout_s: float) -> "WsConnection | None":
         try:
