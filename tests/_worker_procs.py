@@ -1,5 +1,6 @@
-"""Worker processes for the resilience tests: one started with the CLI (its log in a file),
-and what the tests read of it (threads from ``/proc/<pid>/task``, RSS), plus percentiles."""
+"""Worker and gateway processes for the resilience and browser tests: started with the CLI
+(their log in a file), and what the tests read of them (threads from ``/proc/<pid>/task``, RSS),
+plus percentiles."""
 
 from __future__ import annotations
 
@@ -110,6 +111,49 @@ class CliWorker:
         stop_process(self.proc)
 
     def __enter__(self) -> "CliWorker":
+        return self
+
+    def __exit__(self, t: "type[BaseException] | None", v: "BaseException | None", tb: "TracebackType | None") -> None:
+        self.stop()
+
+
+class CliGateway:
+    """``python -m syft_mpc gateway --port 0 [args]`` with a fresh token in its environment and
+    its log (stderr) in ``log_path``; ``url`` (``http://host:port``) and ``port`` are from the
+    line it prints first."""
+
+    def __init__(self, log_path: pathlib.Path, *args: str) -> None:
+        self.token, self.log_path = os.urandom(32).hex(), log_path
+        env = dict(os.environ, SYFT_MPC_TOKEN=self.token)
+        with open(log_path, "wb") as log_file:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "syft_mpc", "gateway", "--port", "0", *args],
+                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log_file,
+            )
+        got: list[bytes] = []
+        t = threading.Thread(target=lambda: got.append(self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        t.start()
+        t.join(60)  # bounded: a gateway that never prints its address fails here
+        line = got[0] if got else b""
+        if not line.startswith(b"gateway on "):
+            self.stop()
+            raise AssertionError(f"the gateway did not start: {line!r}; log: {log_path.read_text()[-2000:]}")
+        self.url = line.decode().split()[-1]
+        self.port = int(self.url.rpartition(":")[2])
+        self.ws_url = f"ws://127.0.0.1:{self.port}"
+
+    def link(self, tab_id: str) -> str:
+        from syft_mpc.net.gateway import tab_link
+
+        return tab_link(self.url, self.token, tab_id)
+
+    def log_lines(self) -> list[str]:
+        return self.log_path.read_text().splitlines()
+
+    def stop(self) -> None:
+        stop_process(self.proc, timeout_s=5)
+
+    def __enter__(self) -> "CliGateway":
         return self
 
     def __exit__(self, t: "type[BaseException] | None", v: "BaseException | None", tb: "TracebackType | None") -> None:

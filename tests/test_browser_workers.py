@@ -7,14 +7,8 @@ and token in the link's fragment, exactly as a person would.
 
 from __future__ import annotations
 
-import os
-import pathlib
-import secrets
 import shutil
 import socket
-import subprocess
-import sys
-import threading
 import time
 from typing import Any, Iterator
 
@@ -24,10 +18,9 @@ import torch
 
 import syft_mpc as sy
 from syft_mpc.errors import AuthenticationError, PeerDisconnected, RemoteError
-from syft_mpc.net.gateway import tab_link
 from syft_mpc.plans import graph
 
-from _worker_procs import stop_process
+from _worker_procs import CliGateway
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 try:
@@ -42,39 +35,10 @@ pytestmark = pytest.mark.skipif(
 hook = sy.TorchHook(torch)
 
 
-class GatewayProc:
-    def __init__(self) -> None:
-        self.token = secrets.token_hex(32)
-        env = dict(os.environ, SYFT_MPC_TOKEN=self.token)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "syft_mpc", "gateway", "--port", "0", "--quiet"],
-            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )
-        got: list[bytes] = []
-        t = threading.Thread(target=lambda: got.append(self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
-        t.start()
-        t.join(60)  # bounded: a gateway that never prints its address fails the fixture
-        line = got[0] if got else b""
-        if not line.startswith(b"gateway on "):
-            self.stop()
-            raise RuntimeError(f"the gateway did not start: {line!r} {self.proc.stderr.read(2000) if self.proc.stderr else ''!r}")
-        self.url = line.decode().split()[-1]
-        self.port = int(self.url.rpartition(":")[2])
-
-    def link(self, tab_id: str) -> str:
-        return tab_link(self.url, self.token, tab_id)
-
-    def stop(self) -> None:
-        stop_process(self.proc, timeout_s=5)
-
-
 @pytest.fixture(scope="module")
-def gateway() -> Iterator[GatewayProc]:
-    g = GatewayProc()
-    try:
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliGateway]:
+    with CliGateway(tmp_path_factory.mktemp("browser") / "gateway.log", "--quiet") as g:
         yield g
-    finally:
-        g.stop()
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +69,7 @@ def open_tab(browser: "Browser", url: str, expect: str = "connected") -> "Page":
     return page
 
 
-def test_page_and_static_files_are_served(gateway: GatewayProc) -> None:
+def test_page_and_static_files_are_served(gateway: CliGateway) -> None:
     import urllib.error
     import urllib.request
 
@@ -119,7 +83,7 @@ def test_page_and_static_files_are_served(gateway: GatewayProc) -> None:
             urllib.request.urlopen(gateway.url + bad)
 
 
-def test_tensors_ops_shares_and_private_data(gateway: GatewayProc, browser: "Browser") -> None:
+def test_tensors_ops_shares_and_private_data(gateway: CliGateway, browser: "Browser") -> None:
     a_page, b_page = open_tab(browser, gateway.link("ta")), open_tab(browser, gateway.link("tb"))
     gw = sy.Gateway("127.0.0.1", gateway.port, token=gateway.token, timeout_s=20)
     try:
@@ -156,7 +120,7 @@ def test_tensors_ops_shares_and_private_data(gateway: GatewayProc, browser: "Bro
         b_page.close()
 
 
-def test_closing_a_tab_is_an_error_naming_it_and_others_go_on(gateway: GatewayProc, browser: "Browser") -> None:
+def test_closing_a_tab_is_an_error_naming_it_and_others_go_on(gateway: CliGateway, browser: "Browser") -> None:
     pages = {n: open_tab(browser, gateway.link(n)) for n in ("tc1", "tc2")}
     gw = sy.Gateway("127.0.0.1", gateway.port, token=gateway.token, timeout_s=20)
     try:
@@ -177,7 +141,7 @@ def test_closing_a_tab_is_an_error_naming_it_and_others_go_on(gateway: GatewayPr
         pages["tc2"].close()
 
 
-def test_hostile_clients(gateway: GatewayProc, browser: "Browser") -> None:
+def test_hostile_clients(gateway: CliGateway, browser: "Browser") -> None:
     from websockets.sync.client import connect
 
     with pytest.raises(AuthenticationError):
@@ -215,6 +179,54 @@ def test_hostile_clients(gateway: GatewayProc, browser: "Browser") -> None:
         page.close()
 
 
+def test_a_driver_that_stops_reading_stalls_no_other_driver(gateway: CliGateway, browser: "Browser") -> None:
+    """A driver stores a 4 MiB tensor on a real tab and asks for it 20 times without reading
+    the answers (80 MiB): once the tab has answered those (its own queue: the first round trip
+    waits for them), another driver's round trips through the same tab go on while the deaf
+    driver's answers wait, and the deaf driver is cut off, the gateway's log saying why.
+    Before, the tab's relay thread blocked in the send to the deaf driver and the other driver
+    timed out."""
+    from syft_mpc.net.gateway import DRIVER_SESSION, GATEWAY_ID
+    from syft_mpc.net.ws_transport import open_connection
+    from syft_mpc.remote import serde
+    from syft_mpc.remote.messages import Envelope, Fetch, Ok, Store, new_id
+
+    page = open_tab(browser, gateway.link("tdeaf"))
+    gw = sy.Gateway("127.0.0.1", gateway.port, token=gateway.token, timeout_s=20)
+    deaf = open_connection(f"ws://127.0.0.1:{gateway.port}/driver", gateway.token, GATEWAY_ID, DRIVER_SESSION, 10.0)
+    try:
+        (w,) = [w for w in gw.wait_for_workers(1) if w.id == "tdeaf"]
+        host, port = deaf.ws.socket.getsockname()[:2]
+        oid = new_id()
+        deaf.send(serde.encode(("req", 0, "tdeaf", serde.encode(Envelope("deaf", [], Store(oid, torch.zeros(1 << 20)))))))
+        reply = serde.decode(deaf.recv(20))
+        assert reply[0] == "reply" and isinstance(serde.decode(reply[2]), Ok), reply
+        fetch = serde.encode(Envelope("deaf", [], Fetch(oid, False)))
+        for i in range(1, 21):
+            deaf.send(serde.encode(("req", i, "tdeaf", fetch)))
+        x = torch.arange(100.0)
+        times: list[float] = []
+        t_start = time.monotonic()
+        cut: list[str] = []
+        while time.monotonic() - t_start < 40 and not cut:
+            t0 = time.perf_counter()
+            assert torch.equal(x.send(w).get(), x)
+            times.append(time.perf_counter() - t0)
+            cut = [ln for ln in gateway.log_lines() if f"cut off {host}:{port}" in ln or f"cut off driver {host}:{port}" in ln]
+            time.sleep(0.05)
+        print(f"\nhonest driver -> real tab beside a driver not reading, {time.monotonic() - t_start:.1f} s: "
+              f"{len(times)} round trips, the first {times[0] * 1e3:.0f} ms (behind the tab's answers to the deaf driver), "
+              f"then median {sorted(times[1:] or [0.0])[len(times[1:]) // 2] * 1e3:.1f} ms, max {max(times[1:] or [0.0]) * 1e3:.1f} ms; "
+              f"gateway: {cut}")
+        assert len(times) > 1 and max(times[1:]) < 5.0, f"honest round trips beside the deaf driver: {times}"
+        assert cut, "the deaf driver was not cut off"
+        assert torch.equal(x.send(w).get(), x)
+    finally:
+        deaf.close()
+        gw.close()
+        page.close()
+
+
 def _set_params(module: torch.nn.Module, params: list[torch.Tensor]) -> None:
     for (name, _), p in zip(list(module.named_parameters()), params):
         mod_name, _, leaf = name.rpartition(".")
@@ -238,7 +250,7 @@ def training_plan(model: torch.nn.Module) -> sy.Plan:
     return train
 
 
-def test_a_tab_runs_training_plans(gateway: GatewayProc, browser: "Browser") -> None:
+def test_a_tab_runs_training_plans(gateway: CliGateway, browser: "Browser") -> None:
     from syft_mpc.errors import RemoteTypeError
 
     page = open_tab(browser, gateway.link("tp"))
@@ -322,7 +334,7 @@ def _python_workers_round(workers: list[Any], dealer: Any, data: list[Any], W: t
     return W + flat[: W.numel()].reshape(W.shape), b + flat[W.numel() :]
 
 
-def test_federated_averaging_with_secure_aggregation_over_three_tabs(gateway: GatewayProc, browser: "Browser") -> None:
+def test_federated_averaging_with_secure_aggregation_over_three_tabs(gateway: CliGateway, browser: "Browser") -> None:
     Xtr, Xte, ytr, yte = _digits()
     parts = np.array_split(np.arange(len(Xtr)), 3)
     names = ["digits0", "digits1", "digits2"]

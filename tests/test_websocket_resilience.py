@@ -22,16 +22,17 @@ from typing import Any, Iterator
 
 import pytest
 import torch
-from _worker_procs import CliWorker, fifty_concurrent_clients, n_threads, pct, rss_kb, settle_threads
+from _worker_procs import CliGateway, CliWorker, fifty_concurrent_clients, n_threads, pct, rss_kb, settle_threads
 from _trickler import WS_UPGRADE, Trickler
+from test_gateway import FakeTab, StoreTab
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 import syft_mpc as sy
 from syft_mpc import _native
-from syft_mpc.errors import PeerDisconnected, TransportError
+from syft_mpc.errors import PeerDisconnected, PeerTimeout, TransportError
 from syft_mpc.net import admission
-from syft_mpc.net.gateway import Gateway, GatewayServer
+from syft_mpc.net.gateway import DRIVER_SESSION, GATEWAY_ID, Gateway, GatewayServer, tab_token
 from syft_mpc.net.socket_worker import CONNECT_TRIES
 from syft_mpc.net.websocket_server import WebsocketListener
 from syft_mpc.net.ws_transport import MAX_MESSAGE_BYTES, WsConnection, open_connection
@@ -89,6 +90,35 @@ def raw_client(w: CliWorker) -> WsConnection:
 def masked_frame_header(length: int) -> bytes:
     """A client's binary frame header (RFC 6455 5.2) announcing ``length`` bytes, with a zero mask."""
     return b"\x82\xff" + length.to_bytes(8, "big") + bytes(4)
+
+
+def wait_for_line(proc: "CliWorker | CliGateway", needle: str, within_s: float) -> "str | None":
+    """The first line of ``proc``'s log containing ``needle``, polled for up to ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while True:
+        found = [ln for ln in proc.log_lines() if needle in ln]
+        if found or time.monotonic() > deadline:
+            return found[0] if found else None
+        time.sleep(0.1)
+
+
+def drain(conn: WsConnection, within_s: float = 20.0) -> "tuple[int, str]":
+    """Reads what a deaf client had left unread until its connection ends: (messages, the error)."""
+    n, deadline = 0, time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            conn.recv(max(0.1, deadline - time.monotonic()))
+            n += 1
+        except PeerTimeout:
+            break
+        except TransportError as e:
+            return n, str(e)
+    return n, "still open"
+
+
+def local_addr(conn: WsConnection) -> str:
+    host, port = conn.ws.socket.getsockname()[:2]
+    return f"{host}:{port}"
 
 
 # ------------------------------------------------------------------ one policy
@@ -365,7 +395,10 @@ def test_an_oversize_message_closes_with_a_reason_naming_the_limit(worker: CliWo
 def test_clients_stalled_mid_message_or_not_reading_stall_no_one(worker: CliWorker) -> None:
     """One client sends half of a 1 MiB message and stops; another fills the worker's send
     buffer with replies it never reads. An honest client's ``(x + y).get()`` is served
-    meanwhile, within milliseconds."""
+    meanwhile, within milliseconds. The one not reading is cut once nothing it was sent has
+    moved for the send deadline (10 s), with a log line saying so, and its connection ends;
+    the one stalled mid-message has nothing waiting for it and is not cut. Before, the thread
+    sending to the client not reading blocked for as long as that client stayed connected."""
     half = raw_client(worker)
     half.ws.socket.sendall(masked_frame_header(1 << 20) + bytes(1 << 19))
     deaf = raw_client(worker)
@@ -381,9 +414,72 @@ def test_clients_stalled_mid_message_or_not_reading_stall_no_one(worker: CliWork
     print(f"\nbeside a half-sent message and a client not reading: p50 {pct(times, 0.5) * 1e3:.2f} ms, "
           f"max {max(times) * 1e3:.2f} ms")
     assert max(times) < 1.0, f"an honest request took {max(times):.2f} s beside the stalled clients"
+    deaf_at, half_at = local_addr(deaf), local_addr(half)
+    t0 = time.monotonic()
+    cut = wait_for_line(worker, f"cut off {deaf_at}:", 30)
+    waited = time.monotonic() - t0
+    n, err = drain(deaf)
+    print(f"the client not reading, {waited:.1f} s after the honest requests: {cut}\n"
+          f"  it then read {n} replies and got: {err}")
+    assert cut is not None and "acknowledged none of the" in cut, "the client not reading was not cut"
+    assert err != "still open"
+    assert not [ln for ln in worker.log_lines() if f"cut off {half_at}:" in ln], "the client stalled mid-message was cut"
     half.close()
     deaf.close()
     assert worker.proc.poll() is None
+
+
+def test_a_message_in_thousands_of_pieces_arrives() -> None:
+    """A reply holding 2,100 tensors of 64 KiB is 4,200 pieces (``serde.encode_parts``); sent
+    as that many fragments, the receiving library refused it (over its 4,096, reported as code
+    1009 "too many fragments"). It now arrives whole."""
+    token = os.urandom(32).hex()
+    listener = WebsocketListener("127.0.0.1", 0, token, "frag")
+    client = open_connection(f"ws://{listener.local_addr}", token, "frag", "syft-mpc-control", 10.0)
+    server = listener.accept(5.0)
+    try:
+        assert server is not None
+        value = Ok(tuple(torch.full((16384,), float(i)) for i in range(2100)))
+        parts = [REQUEST, *serde.encode_parts(value, 1)]
+        assert len(parts) > 4096
+        got: list[Any] = []
+
+        def read() -> None:
+            try:
+                got.append(client.recv(60))
+            except TransportError as e:
+                got.append(e)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        server.send(parts)
+        reader.join(60)
+        assert got and isinstance(got[0], bytes), f"the message did not arrive: {got}"
+        out = serde.decode(memoryview(got[0])[1:])
+        assert isinstance(out, Ok) and len(out.value) == 2100 and out.value[2099][0].item() == 2099.0
+    finally:
+        client.close()
+        if server is not None:
+            server.close()
+        listener.close()
+
+
+def test_a_listener_closes_with_connections_nobody_took() -> None:
+    """Authenticated connections still queued for ``accept`` when the worker stops do not hold
+    up its shutdown (the library's waits for their threads; they waited for a serving thread
+    that never came, so closing the listener hung)."""
+    token = os.urandom(32).hex()
+    listener = WebsocketListener("127.0.0.1", 0, token, "q")
+    clients = [open_connection(f"ws://{listener.local_addr}", token, "q", "syft-mpc-control", 10.0) for _ in range(3)]
+    time.sleep(0.3)  # handed off and queued
+    closing = threading.Thread(target=listener.close, daemon=True)
+    t0 = time.monotonic()
+    closing.start()
+    closing.join(20)
+    print(f"\nclosed with 3 queued connections in {time.monotonic() - t0:.1f} s")
+    assert not closing.is_alive(), "closing the listener hung"
+    for c in clients:
+        c.close()
 
 
 def test_websocket_churn_keeps_threads_and_memory_bounded(worker: CliWorker) -> None:
@@ -445,3 +541,127 @@ def test_the_gateway_admits_handshakes_like_a_worker() -> None:
         assert max(times) < 5.0
     finally:
         gw.stop()
+
+
+# ------------------------------------------------------------------ peers that stop reading
+
+
+def test_drivers_that_stop_reading_are_cut_off_and_the_others_are_served(tmp_path: pathlib.Path) -> None:
+    """Two drivers ask a tab for 4 MiB answers and never read them: one 64 MiB of them (its
+    kernel buffers fill, then nothing moves: cut by the send deadline), one 192 MiB (more than
+    64 MiB wait for it at the gateway: cut at once). Meanwhile another driver's requests to the
+    same tab and to another one are relayed within milliseconds, and each cut is logged saying
+    why. Before, the tab's relay thread blocked in the send to the first deaf driver, so every
+    driver's requests to that tab waited (the honest driver timed out)."""
+    big = serde.encode(Ok(torch.zeros(1 << 20)))  # 4 MiB
+    big_id = new_id()
+    store = StoreTab()
+
+    def answer(data: bytes) -> bytes:
+        env = serde.decode(data)
+        assert isinstance(env, Envelope)
+        return big if isinstance(env.body, Fetch) and env.body.obj_id == big_id else store(data)
+
+    with CliGateway(tmp_path / "gateway.log") as gw:
+        shared = FakeTab(gw.ws_url, "shared", tab_token(gw.token, "shared"), answer)
+        other = FakeTab(gw.ws_url, "other", tab_token(gw.token, "other"), StoreTab())
+        driver = Gateway("127.0.0.1", gw.port, token=gw.token, timeout_s=20)
+        tabs = {w.id: w for w in driver.wait_for_workers(2, timeout_s=10)}
+        fetch = serde.encode(Envelope("deaf", [], Fetch(big_id, False)))
+        deaf, at = {}, {}
+        for name, n in (("slow", 16), ("flood", 48)):
+            conn = open_connection(f"{gw.ws_url}/driver", gw.token, GATEWAY_ID, DRIVER_SESSION, 10.0)
+            for i in range(n):
+                conn.send(serde.encode(("req", i, "shared", fetch)))
+            deaf[name], at[name] = conn, local_addr(conn)
+        x = torch.arange(1000.0)
+        times: dict[str, list[float]] = {"shared": [], "other": []}
+        t_start = time.monotonic()
+        while time.monotonic() - t_start < 30:
+            for tab_id, w in tabs.items():
+                t0 = time.perf_counter()
+                assert torch.equal(x.send(w).get(), x)
+                times[tab_id].append(time.perf_counter() - t0)
+            if all(wait_for_line(gw, f"driver {a} left", 0) for a in at.values()):
+                break
+            time.sleep(0.02)
+        took = time.monotonic() - t_start
+        lines = {name: wait_for_line(gw, f"driver {a} left", 1) for name, a in at.items()}
+        cut = [ln for ln in gw.log_lines() if "cut off" in ln]
+        drained = {name: drain(c) for name, c in deaf.items()}
+        for tab_id, ts in times.items():
+            print(f"\nhonest driver -> tab {tab_id} beside two deaf drivers, over {took:.1f} s: {len(ts)} round trips, "
+                  f"p50 {pct(ts, 0.5) * 1e3:.1f} ms, max {max(ts) * 1e3:.1f} ms")
+        print("gateway log:", *lines.values(), *cut, sep="\n  ")
+        print(f"deaf drivers, answers they read before their connection ended: {drained}")
+        for ts in times.values():
+            assert max(ts) < 5.0, f"an honest round trip took {max(ts):.1f} s beside the deaf drivers"
+        assert lines["slow"] is not None and "read nothing of what was sent to it" in lines["slow"], lines
+        assert lines["flood"] is not None and "did not read its answers" in lines["flood"], lines
+        assert any("acknowledged none of the" in ln for ln in cut) and any("does not read its answers" in ln for ln in cut)
+        for name, (n, err) in drained.items():
+            assert err != "still open" and n < 48, (name, n, err)
+        assert torch.equal(x.send(tabs["shared"]).get(), x)  # the tab itself stays
+        assert gw.proc.poll() is None
+        driver.close()
+        shared.close()
+        other.close()
+
+
+def test_a_tab_that_stops_reading_is_cut_off_and_its_drivers_go_on(tmp_path: pathlib.Path) -> None:
+    """A tab that never reads again gets 96 MiB of requests from a driver's threads; that
+    driver's requests to another tab, and another driver's, are relayed meanwhile; the stuck
+    tab is cut once the send deadline passes and the requests waiting for it fail with an error
+    naming it and saying why. Before, the driver's relay thread blocked in the send to the
+    stuck tab, so that driver's later requests were never relayed (it timed out)."""
+    with CliGateway(tmp_path / "gateway.log") as gw:
+        # It reads one request and then never again (its library stops reading after 2 frames).
+        stuck = FakeTab(gw.ws_url, "stuck", tab_token(gw.token, "stuck"), lambda d: (time.sleep(3600), b"")[1],
+                        max_size=None, max_queue=(2, 0))
+        ok = FakeTab(gw.ws_url, "ok", tab_token(gw.token, "ok"), StoreTab())
+        a = Gateway("127.0.0.1", gw.port, token=gw.token, timeout_s=20)
+        b = Gateway("127.0.0.1", gw.port, token=gw.token, timeout_s=20)
+        a_ok = {w.id: w for w in a.wait_for_workers(2, timeout_s=10)}["ok"]
+        b_ok = {w.id: w for w in b.wait_for_workers(2, timeout_s=10)}["ok"]
+        frame = serde.encode(Envelope("a", [], Store(new_id(), torch.zeros(1 << 20))))  # 4 MiB
+        errors: list[BaseException] = []
+
+        def post() -> None:
+            try:
+                a.request("stuck", frame)
+            except BaseException as e:  # expected: the tab is cut; checked below
+                errors.append(e)
+
+        senders = [threading.Thread(target=post) for _ in range(24)]
+        for t in senders:
+            t.start()
+        x = torch.arange(1000.0)
+        times: list[float] = []
+        t_start = time.monotonic()
+        while time.monotonic() - t_start < 30 and any(t.is_alive() for t in senders):
+            for w in (a_ok, b_ok):
+                t0 = time.perf_counter()
+                assert torch.equal(x.send(w).get(), x)
+                times.append(time.perf_counter() - t0)
+            time.sleep(0.02)
+        took = time.monotonic() - t_start
+        for t in senders:
+            t.join(10)
+        left = wait_for_line(gw, "browser worker stuck left", 1)
+        print(f"\ntwo drivers -> tab ok beside a stuck tab, over {took:.1f} s: {len(times)} round trips, "
+              f"p50 {pct(times, 0.5) * 1e3:.1f} ms, max {max(times) * 1e3:.1f} ms")
+        print(f"gateway log: {left}\nthe requests waiting for the stuck tab: {sorted({str(e) for e in errors})}")
+        assert max(times) < 5.0, f"an honest round trip took {max(times):.1f} s beside the stuck tab"
+        assert left is not None and "the gateway cut it off: it read nothing" in left
+        assert len(errors) == 24 and all(
+            isinstance(e, PeerDisconnected) and "browser worker stuck" in str(e) for e in errors
+        ), errors
+        assert any("read nothing of what was sent to it" in str(e) for e in errors), errors
+        with pytest.raises(PeerDisconnected, match="stuck"):
+            a.request("stuck", frame)
+        assert torch.equal(x.send(a_ok).get(), x)
+        assert gw.proc.poll() is None
+        a.close()
+        b.close()
+        stuck.close()
+        ok.close()

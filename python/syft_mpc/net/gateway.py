@@ -24,6 +24,13 @@ Design (see ``docs/WORKERS.md`` and ``docs/SECURITY.md``):
   frames as every worker) to a tab and the tab's replies back. A tab that closes or stops
   answering pings (2 s interval, 3 s timeout) is removed; pending and later requests to it
   fail with :class:`~syft_mpc.errors.PeerDisconnected` naming it, others continue.
+* No driver or tab can hold up the relay for the others: each has its own sending thread and
+  queue (:data:`MAX_WAITING_BYTES` at most), so nothing sends while holding a lock another
+  connection needs. A driver with more answers waiting than that is cut off; a request to a tab
+  with more requests waiting is refused with an error. Either one that acknowledges none of the
+  bytes waiting for it for ``send_deadline_s`` (10 s) is cut off by the listener
+  (:mod:`syft_mpc.net.send_watch`): a tab's pending requests then fail naming it and saying
+  why. Each cut is logged (at most one line per 10 s of each kind).
 * Secure aggregation (:meth:`Gateway.secure_sum`): the tabs agree on pairwise keys (ECDH
   P-256, public keys relayed by the driver), each adds pairwise masks that cancel in the
   sum (Bonawitz et al., CCS 2017) to its fixed-point update in Z_2^64, and the driver only
@@ -40,6 +47,7 @@ Gateway <-> tab: ``b"R" seq:u32 Envelope`` / ``b"r" seq:u32 Ok|Err``.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
 import http
@@ -55,12 +63,13 @@ from typing import Any, Callable, Sequence
 import torch
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
-from websockets.sync.server import ServerConnection
 
 from syft_mpc import fixed_point
 from syft_mpc._native import check_token
 from syft_mpc.errors import PeerDisconnected, PeerTimeout, SerializationError, TransportError
+from syft_mpc.net.admission import Throttled
 from syft_mpc.net.env import ENV_TOKEN
+from syft_mpc.net.send_watch import SEND_DEADLINE_S
 from syft_mpc.net.ws_serve import AdmittedServer
 from syft_mpc.net.ws_transport import (
     MAX_MESSAGE_BYTES,
@@ -75,13 +84,16 @@ from syft_mpc.remote.pointers import PointerTensor
 from syft_mpc.remote.serde import ObjRef, PointerDesc
 from syft_mpc.remote.workers import BaseWorker, local_worker
 
-__all__ = ["BrowserWorker", "Gateway", "GatewayServer", "tab_token", "TAB_SESSION", "DRIVER_SESSION"]
+__all__ = ["BrowserWorker", "Gateway", "GatewayServer", "tab_token", "TAB_SESSION", "DRIVER_SESSION", "MAX_WAITING_BYTES"]
 
 log = logging.getLogger("syft_mpc.gateway")
 
 TAB_SESSION = "syft-mpc-gateway-tab"
 DRIVER_SESSION = "syft-mpc-gateway-driver"
 GATEWAY_ID = "gateway"
+MAX_WAITING_BYTES = 64 << 20
+"""Bytes that may wait for one driver or tab behind the message being sent to it. A driver
+with more answers waiting is cut off; a request to a tab with more waiting is refused."""
 _TAB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _STATIC = {
     "index.html": "text/html; charset=utf-8",
@@ -108,23 +120,105 @@ def _static(name: str) -> bytes:
     return importlib.resources.files("syft_mpc.net").joinpath("static").joinpath(name).read_bytes()
 
 
+class _Outbox:
+    """Messages for one connection, sent in order by a thread of its own, so that no other
+    connection's thread ever waits on this one's socket. At most ``max_bytes`` wait behind the
+    message being sent (one message of any size is taken when none waits); :meth:`put` says
+    False over that. A peer that stops reading altogether is cut by the listener
+    (:mod:`syft_mpc.net.send_watch`), which ends the send and this thread."""
+
+    def __init__(self, conn: WsConnection, name: str, max_bytes: int) -> None:
+        self.conn, self.max_bytes = conn, max_bytes
+        self.waiting = 0  # bytes queued, the message being sent not counted
+        self._queue: "collections.deque[bytes]" = collections.deque()
+        self._cv = threading.Condition(threading.Lock())
+        self._closed = False
+        self._sending = False
+        self._thread = threading.Thread(target=self._run, daemon=True, name=name)
+
+    def start(self) -> None:
+        """Starts the sending thread (``RuntimeError`` when no thread can be started)."""
+        self._thread.start()
+
+    def put(self, data: bytes) -> bool:
+        """Queues ``data``; False (nothing queued) when ``max_bytes`` already wait. After
+        :meth:`close`, ``data`` is dropped (the connection is gone)."""
+        with self._cv:
+            if self._closed:
+                return True
+            if self._queue and self.waiting + len(data) > self.max_bytes:
+                return False
+            self._queue.append(data)
+            self.waiting += len(data)
+            self._cv.notify_all()
+            return True
+
+    def flush(self, timeout_s: float) -> None:
+        """Waits up to ``timeout_s`` until everything queued is sent (a last error, before closing)."""
+        deadline = time.monotonic() + timeout_s
+        with self._cv:
+            while (self._queue or self._sending) and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._cv.wait(left)
+
+    def close(self) -> None:
+        """Drops what waits and ends the thread after the message being sent, if any."""
+        with self._cv:
+            self._closed = True
+            self._queue.clear()
+            self.waiting = 0
+            self._cv.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue and not self._closed:
+                    self._cv.wait()
+                if self._closed:
+                    return
+                data = self._queue.popleft()
+                self.waiting -= len(data)
+                self._sending = True
+            try:
+                self.conn.send(data)
+            except TransportError:
+                self.close()  # the connection's reader sees it closed too, and cleans up
+                return
+            finally:
+                with self._cv:
+                    self._sending = False
+                    self._cv.notify_all()
+
+
 class _Tab:
     def __init__(self, tab_id: str, conn: WsConnection) -> None:
         self.id, self.conn = tab_id, conn
+        self.out = _Outbox(conn, f"gateway-to-tab-{tab_id}", MAX_WAITING_BYTES)
         self.pending: dict[int, tuple["_Driver", int]] = {}  # gateway seq -> (driver, driver seq)
 
 
 class _Driver:
-    def __init__(self, conn: WsConnection) -> None:
+    def __init__(self, conn: WsConnection, cut_log: Throttled) -> None:
         self.conn = conn
-        self.lock = threading.Lock()
+        self.out = _Outbox(conn, f"gateway-to-driver-{conn.peer_addr}", MAX_WAITING_BYTES)
+        self._cut_log = cut_log
 
     def push(self, msg: Any) -> None:
-        try:
-            with self.lock:
-                self.conn.send(serde.encode(msg))
-        except TransportError:
-            pass
+        """Queues ``msg`` for this driver; never waits for its socket. A driver with more than
+        :data:`MAX_WAITING_BYTES` of answers waiting is not reading them: it is cut off."""
+        if self.out.put(serde.encode(msg)):
+            return
+        if self.conn.cut_reason is None:
+            waiting = self.out.waiting
+            self.conn.cut(f"it did not read its answers ({waiting} bytes were waiting for it)")
+            self._cut_log.warning(
+                "cut off driver %s: it does not read its answers (%d bytes waiting for it, over the %d MiB limit); "
+                "its connection was closed, the other drivers and the tabs are served as before",
+                self.conn.peer_addr, waiting, MAX_WAITING_BYTES >> 20,
+            )
+        self.out.close()
 
 
 class GatewayServer:
@@ -136,11 +230,17 @@ class GatewayServer:
         tls_cert, tls_key: serve ``https://`` and ``wss://`` only.
         timeout_s: bound on handshakes (at most 5 s each: :mod:`syft_mpc.net.admission`).
         ping_s: a tab that does not answer a ping within ``ping_s + 1`` seconds is dropped.
+        send_deadline_s: a driver or tab that acknowledges none of the bytes waiting for it
+            for this long is cut off (:mod:`syft_mpc.net.send_watch`).
+
+    Each driver and each tab has its own sending thread and queue (at most
+    :data:`MAX_WAITING_BYTES` waiting), so a peer that reads slowly or not at all delays
+    only what is sent to it, never the relay for the others.
     """
 
     def __init__(
         self, host: str, port: int, token: str, *, tls_cert: "str | None" = None, tls_key: "str | None" = None,
-        timeout_s: float = 30.0, ping_s: float = 2.0,
+        timeout_s: float = 30.0, ping_s: float = 2.0, send_deadline_s: float = SEND_DEADLINE_S,
     ) -> None:
         check_token(token)  # at least 128 bits, as for workers: tab tokens are derived from it
         self.token = token
@@ -149,6 +249,8 @@ class GatewayServer:
         self._drivers: set[_Driver] = set()
         self._state = threading.Lock()
         self._seq = itertools.count(1)
+        self._cut_log = Throttled(logger=log)
+        self._no_thread = Throttled(logger=log)
         ctx = server_ssl(tls_cert, tls_key)
         self.tls = ctx is not None
         # Admitted as a worker's connections (syft_mpc.net.admission); page requests count as
@@ -156,6 +258,7 @@ class GatewayServer:
         self._server = AdmittedServer(
             self._handle, host, port, name="gateway", route=self._http, timeout_s=timeout_s,
             max_message=MAX_MESSAGE_BYTES, ssl=ctx, log=log, ping_interval=ping_s, ping_timeout=ping_s + 1,
+            send_deadline_s=send_deadline_s,
         )
         self.address = self._server.local_addr
         self.url = f"{'https' if self.tls else 'http'}://{self.address}"
@@ -208,14 +311,26 @@ class GatewayServer:
 
     # ------------------------------------------------------------------ WebSocket endpoints
 
-    def _handle(self, ws: ServerConnection, peer_id: str, secret: bytes) -> None:
-        addr = ws.remote_address
-        conn = WsConnection(ws, f"{addr[0]}:{addr[1]}" if addr else "?", secret)
-        path = (ws.request.path if ws.request is not None else "").split("?", 1)[0]
+    @property
+    def stalled(self) -> int:
+        """Drivers and tabs cut off because they stopped reading (:mod:`syft_mpc.net.send_watch`)."""
+        return self._server.stalled
+
+    def _handle(self, conn: WsConnection, peer_id: str) -> None:
+        request = getattr(conn.ws, "request", None)
+        path = (request.path if request is not None else "").split("?", 1)[0]
         if path == "/tab":
             self._serve_tab(peer_id, conn)
         else:
             self._serve_driver(conn)
+
+    def _start(self, out: _Outbox, what: str) -> bool:
+        try:
+            out.start()
+            return True
+        except RuntimeError as e:  # "can't start new thread": out of threads or memory
+            self._no_thread.warning("closed the connection of %s: cannot start a thread to send to it (%s)", what, e)
+            return False
 
     def _tab_token(self, tab_id: str) -> "str | None":
         return tab_token(self.token, tab_id) if _TAB_ID.fullmatch(tab_id) else None
@@ -225,13 +340,22 @@ class GatewayServer:
 
     def _serve_tab(self, tab_id: str, conn: WsConnection) -> None:
         tab = _Tab(tab_id, conn)
+        if not self._start(tab.out, f"tab {tab_id}"):
+            conn.close()
+            return
         with self._state:
-            if tab_id in self._tabs:
+            taken = tab_id in self._tabs
+            if not taken:
+                self._tabs[tab_id] = tab
+        if taken:  # answered outside the lock: this tab's socket must not hold up the relay
+            tab.out.close()
+            try:
                 conn.send(b"E" + f"a tab is already connected as {tab_id}; close it first".encode())
-                conn.close()
-                log.warning("refused a second tab for %s", tab_id)
-                return
-            self._tabs[tab_id] = tab
+            except TransportError:
+                pass
+            conn.close()
+            log.warning("refused a second tab for %s", tab_id)
+            return
         log.info("tab %s connected from %s", tab_id, conn.peer_addr)
         why = "the tab closed"
         try:
@@ -249,10 +373,12 @@ class GatewayServer:
                 driver, dseq = route
                 driver.push(("reply", dseq, bytes(msg[5:])))
         except PeerDisconnected:
-            pass
+            if conn.cut_reason is not None:
+                why = f"the gateway cut it off: {conn.cut_reason}"
         except TransportError as e:
             why = f"the connection failed ({e})"
         finally:
+            tab.out.close()
             conn.close()
             with self._state:
                 if self._tabs.get(tab_id) is tab:
@@ -267,10 +393,14 @@ class GatewayServer:
                 d.push(("gone", tab_id, reason))
 
     def _serve_driver(self, conn: WsConnection) -> None:
-        driver = _Driver(conn)
+        driver = _Driver(conn, self._cut_log)
+        if not self._start(driver.out, f"driver {conn.peer_addr}"):
+            conn.close()
+            return
         with self._state:
             self._drivers.add(driver)
         log.info("driver connected from %s", conn.peer_addr)
+        why = "it closed the connection"
         try:
             while True:
                 raw = conn.recv(None)
@@ -281,6 +411,8 @@ class GatewayServer:
                 except SerializationError as e:
                     driver.push(("error", -1, f"malformed message: {e}; the connection was closed"))
                     log.warning("malformed message from driver %s: %s", conn.peer_addr, e)
+                    why = "it sent a malformed message"
+                    driver.out.flush(2.0)  # that error, then the close
                     break
                 kind, dseq = msg[0], msg[1]
                 if kind == "list":
@@ -289,16 +421,20 @@ class GatewayServer:
                     self._forward(driver, dseq, msg[2], msg[3])
                 else:
                     driver.push(("error", dseq, f"unknown request {kind!r}"))
-        except TransportError:
-            pass
+        except TransportError as e:
+            if conn.cut_reason is not None:
+                why = f"the gateway cut it off: {conn.cut_reason}"
+            elif not isinstance(e, PeerDisconnected):
+                why = f"the connection failed ({e})"
         finally:
-            conn.close()
+            driver.out.close()
             with self._state:
                 self._drivers.discard(driver)
-                for tab in self._tabs.values():
-                    for s in [s for s, (d, _) in tab.pending.items() if d is driver]:
-                        del tab.pending[s]
-            log.info("driver %s left", conn.peer_addr)
+            # Its requests still pending stay routed to it: when a tab answers one, the answer is
+            # dropped (its queue is closed). Forgetting them made that answer look like one the
+            # tab was never sent, and the tab was dropped for it.
+            conn.close()
+            log.info("driver %s left: %s", conn.peer_addr, why)
 
     def _forward(self, driver: _Driver, dseq: int, tab_id: str, frame: bytes) -> None:
         seq = next(self._seq) & 0xFFFFFFFF
@@ -309,10 +445,12 @@ class GatewayServer:
         if tab is None:
             driver.push(("error", dseq, f"no browser worker {tab_id} is connected"))
             return
-        try:
-            tab.conn.send(b"R" + seq.to_bytes(4, "little") + frame)
-        except TransportError:
-            pass  # the tab's own thread reports it gone and fails the pending request
+        # Queued: the tab's own thread sends it (and, if the tab is gone, reports it and fails this request).
+        if not tab.out.put(b"R" + seq.to_bytes(4, "little") + frame):
+            with self._state:
+                tab.pending.pop(seq, None)
+            driver.push(("error", dseq, f"browser worker {tab_id} is not reading its requests: "
+                                        f"{tab.out.waiting} bytes already wait for it; try again later"))
 
 
 class _Call:

@@ -20,7 +20,7 @@ import threading
 from typing import Any
 
 from websockets.http11 import Request
-from websockets.sync.server import ServerConnection
+from websockets.protocol import State
 
 from syft_mpc._native import check_token
 from syft_mpc.errors import TransportError
@@ -42,7 +42,9 @@ class WebsocketListener:
     deadline for the HTTP upgrade and the HMAC handshake together, per-address and global
     limits with eviction of the most silent, counted drops in ``dropped``) and run without a
     thread (:mod:`syft_mpc.net.ws_serve`); failed handshakes are logged at most once per 10 s.
-    A message may have ``max_message`` bytes (1 GiB).
+    A message may have ``max_message`` bytes (1 GiB). A client that stops reading its replies
+    is cut once none of the bytes waiting for it has moved for 10 s
+    (:mod:`syft_mpc.net.send_watch`), which ends the thread sending to it.
     """
 
     def __init__(
@@ -84,12 +86,14 @@ class WebsocketListener:
     def _route(self, request: Request, reject: Any) -> "tuple[Any, str]":
         return self._tokens, self._session  # any path: a request that is no upgrade is refused by the library
 
-    def _handle(self, ws: ServerConnection, worker_id: str, secret: bytes) -> None:
-        addr = ws.remote_address
-        where = f"{addr[0]}:{addr[1]}" if addr else "?"
-        conn = WsConnection(ws, where, secret, self.max_message)
+    def _handle(self, conn: WsConnection, worker_id: str) -> None:
         self._queue.put(conn)
-        conn.closed.wait()  # the server's own thread serves it; the socket closes when this returns
+        # The server's own thread serves it; the socket closes when this returns. A connection
+        # closed underneath with no thread serving it (queued when the worker stops) ends it
+        # too: the library's shutdown waits for this thread.
+        while not conn.closed.wait(1.0):
+            if conn.ws.protocol.state is State.CLOSED:
+                break
 
     def accept(self, timeout_s: float) -> "WsConnection | None":
         try:

@@ -18,7 +18,11 @@ Memory per connection is bounded too: before the HMAC handshake succeeds a messa
 buffer a 1 GiB "hello"); after it, ``max_message`` (a larger one closes the connection with
 code 1009 and a reason naming the limit); at most :data:`~syft_mpc.net.ws_transport.MAX_QUEUE`
 frames wait unread before the library stops reading the socket (TCP flow control then holds
-the sender back). Sends are blocking ``sendall`` calls: nothing queues in user space.
+the sender back). Sends are blocking ``sendall`` calls: nothing queues in user space here.
+
+A peer that stops reading cannot hold a connection's threads for ever: the accept loop cuts
+every connection whose peer has acknowledged none of the bytes waiting for it for
+``send_deadline_s`` (:mod:`syft_mpc.net.send_watch`), with one log line per 10 s at most.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ from websockets.sync.server import Server, ServerConnection, serve
 
 from syft_mpc.errors import AuthenticationError, TransportError
 from syft_mpc.net.admission import LOG_EVERY_S, Admission, Ticket, Throttled
-from syft_mpc.net.ws_transport import HANDSHAKE_MAX, MAX_QUEUE, ServerHandshake, allow_messages
+from syft_mpc.net.send_watch import CHECK_EVERY_S, SEND_DEADLINE_S, SendWatch
+from syft_mpc.net.ws_transport import HANDSHAKE_MAX, MAX_QUEUE, ServerHandshake, WsConnection, allow_messages
 
 __all__ = ["BACKLOG", "REQUEST_MAX", "AdmittedServer", "Route"]
 
@@ -83,22 +88,24 @@ class _Finishing(Exception):
 
 
 class AdmittedServer:
-    """Listens on ``host:port`` and calls ``handler(ws, worker_id, secret)`` on a thread of its
-    own for each connection that passed the HMAC handshake (``secret``: the connection's
-    exporter secret, for :class:`~syft_mpc.net.ws_transport.WsConnection`).
+    """Listens on ``host:port`` and calls ``handler(conn, worker_id)`` on a thread of its own for
+    each connection that passed the HMAC handshake (``conn``: a
+    :class:`~syft_mpc.net.ws_transport.WsConnection`; ``conn.ws.request`` is the upgrade request).
 
     ``route`` decides what each request gets (:data:`Route`); ``max_message`` is the message
     limit after the handshake. Failed handshakes are logged at most once per 10 s; dropped ones
     are counted in ``admission.dropped`` and, with ``report_drops``, logged in one line per 10 s
     (a worker's serve loop reports its listener's drops itself). ``ping_interval`` and
-    ``ping_timeout`` go to the library's connections.
+    ``ping_timeout`` go to the library's connections. A connection whose peer acknowledges none
+    of the bytes waiting for it for ``send_deadline_s`` is cut (``cut_reason`` says so) and
+    counted in ``stalled``.
     """
 
     def __init__(
-        self, handler: Callable[[ServerConnection, str, bytes], None], host: str, port: int, *, name: str,
+        self, handler: Callable[[WsConnection, str], None], host: str, port: int, *, name: str,
         route: Route, timeout_s: float, max_message: int, ssl: "ssl_module.SSLContext | None" = None,
         log: "logging.Logger | None" = None, report_drops: bool = True, ping_interval: "float | None" = 20.0,
-        ping_timeout: "float | None" = 20.0,
+        ping_timeout: "float | None" = 20.0, send_deadline_s: float = SEND_DEADLINE_S,
     ) -> None:
         self.name = name
         self.report_drops = report_drops
@@ -112,6 +119,9 @@ class AdmittedServer:
         self._no_thread = Throttled(logger=self._log)
         self._accept_failed = Throttled(logger=self._log)
         self._failed = Throttled(logger=self._log)
+        self._stalled_log = Throttled(logger=self._log)
+        self._watch: SendWatch[WsConnection] = SendWatch(send_deadline_s)
+        self.stalled = 0  # connections cut because their peer stopped reading
         # The library logs every connection opened and failed (at INFO): a flood of strangers
         # would flood the log. Ours: warnings only; drops are counted instead.
         self._lib_log = logging.getLogger(f"syft_mpc.websockets.{name}")
@@ -145,6 +155,7 @@ class AdmittedServer:
                 poller.register(server.socket, selectors.EVENT_READ)
             except (OSError, ValueError):  # shut down before it started
                 return
+            next_check = time.monotonic() + CHECK_EVERY_S
             while server.socket.fileno() != -1:
                 ready = poller.select(timeout=0.1)
                 for key, _ in ready:
@@ -157,6 +168,13 @@ class AdmittedServer:
                         self._step(poller, key.data)
                 self.admission.expire()  # cut sockets become readable (EOF) and are closed here
                 self._report()
+                if time.monotonic() >= next_check:
+                    try:
+                        self._cut_stalled()
+                    except Exception as e:  # never the end of the accept loop
+                        self._failed.warning("%s: checking for peers that stopped reading failed: %s: %s",
+                                             self.name, type(e).__name__, e)
+                    next_check = time.monotonic() + CHECK_EVERY_S
         finally:
             server.socket_closed.set()
             self.admission.cut_all()
@@ -357,6 +375,7 @@ class AdmittedServer:
         server = self.server
         assert c.hs is not None
         conn: "ServerConnection | None" = None
+        wsc: "WsConnection | None" = None
         try:
             c.sock.setblocking(True)
             conn = ServerConnection(c.sock, c.protocol, server, ping_interval=self._ping[0],
@@ -365,20 +384,37 @@ class AdmittedServer:
             allow_messages(conn, self.max_message)
             with server.lock:
                 server.all_connections.add(conn)
+            wsc = WsConnection(conn, self._where(c), c.hs.secret, self.max_message)
+            self._watch.add(wsc, c.sock)
             conn.send(c.verdict)
             conn.start_keepalive()
             with conn:
-                self._handler(conn, c.hs.worker_id, c.hs.secret)
+                self._handler(wsc, c.hs.worker_id)
         except Exception:  # the connection failed (or the handler did): it is closed, serving goes on
             if conn is None:
                 c.sock.close()
             else:
                 conn.close_socket()
         finally:
+            if wsc is not None:
+                self._watch.discard(wsc)
             with server.lock:
                 if conn is not None:
                     server.all_connections.discard(conn)
                 server.handler_threads.discard(threading.current_thread())
+
+    def _cut_stalled(self) -> None:
+        """Cuts the connections whose peer has stopped reading (:mod:`syft_mpc.net.send_watch`)."""
+        for conn, stalled_s, waiting in self._watch.stalled():
+            if conn.cut_reason is not None:
+                continue  # cut already; its thread is winding down
+            conn.cut(f"it read nothing of what was sent to it for {stalled_s:.0f} s ({waiting} bytes waiting)")
+            self.stalled += 1
+            self._stalled_log.warning(
+                "%s: cut off %s: it acknowledged none of the %d bytes waiting for it for %.0f s (a peer that does "
+                "not read what it is sent); its connection was closed, the others are served as before",
+                self.name, conn.peer_addr, waiting, stalled_s,
+            )
 
     # ------------------------------------------------------------------ reports
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import socket
 import ssl
 import threading
 import time
@@ -44,6 +45,7 @@ from syft_mpc.errors import AuthenticationError, PeerDisconnected, PeerTimeout, 
 __all__ = [
     "HANDSHAKE_MAX",
     "MAX_MESSAGE_BYTES",
+    "MAX_PIECES",
     "ServerHandshake",
     "MAX_QUEUE",
     "WsConnection",
@@ -224,11 +226,18 @@ def server_handshake(
     return hs.worker_id, hs.secret
 
 
+MAX_PIECES = 1024
+"""Pieces sent as the fragments of one message; a message in more pieces is joined first. The
+``websockets`` library refuses a message of more than 4,096 fragments (``TooManyFragments``,
+reported as code 1009), which a reply holding 2,048 tensors of 64 KiB or more reached."""
+
+
 def _fragments(frame: Any) -> "bytes | Iterable[Any]":
     if isinstance(frame, (bytes, bytearray, memoryview)):
         return frame
     # Pieces (serde.encode_parts): sent as one fragmented message, without joining them.
-    return [p if isinstance(p, (bytes, bytearray)) else memoryview(p).cast("B") for p in frame]
+    pieces = [p if isinstance(p, (bytes, bytearray)) else memoryview(p).cast("B") for p in frame]
+    return b"".join(pieces) if len(pieces) > MAX_PIECES else pieces
 
 
 class WsConnection:
@@ -239,11 +248,29 @@ class WsConnection:
         self.peer_addr = peer_addr
         self.max_message = max_message
         self.closed = threading.Event()
+        self.cut_reason: "str | None" = None
         self._exporter = exporter_secret
+
+    def cut(self, reason: str) -> None:
+        """Ends the connection at once, from any thread, even while a send to it is blocked
+        (the ``websockets`` library holds the connection's lock for a whole send, so its own
+        ``close`` would wait for that send): the socket is shut down, the blocked send and
+        recv fail, and their errors end with ``reason``."""
+        self.cut_reason = reason
+        self.closed.set()
+        sock = getattr(self.ws, "socket", None)
+        if sock is None:
+            return
+        try:  # the system call itself, also for a TLS socket (whose own shutdown would touch its state)
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except (OSError, ValueError):
+            pass
 
     def _closed_error(self, e: ConnectionClosed) -> TransportError:
         """The error for a closed connection; a message over a size limit (close code 1009) says whose."""
         self.closed.set()
+        if self.cut_reason is not None:
+            return PeerDisconnected(f"connection to {self.peer_addr} closed: {self.cut_reason}")
         peer_first = e.rcvd is not None and (e.sent is None or bool(e.rcvd_then_sent))  # an echo is not a reason
         if e.sent is not None and e.sent.code == 1009 and not peer_first:
             return TransportError(
@@ -268,6 +295,8 @@ class WsConnection:
             raise self._closed_error(e) from None
         except (OSError, WebSocketException) as e:
             self.closed.set()
+            if self.cut_reason is not None:
+                raise PeerDisconnected(f"connection to {self.peer_addr} closed: {self.cut_reason}") from None
             raise TransportError(f"sending to {self.peer_addr} failed: {e}") from None
 
     def recv(self, timeout_s: "float | None" = None) -> bytes:
@@ -279,6 +308,8 @@ class WsConnection:
             raise self._closed_error(e) from None
         except (OSError, WebSocketException) as e:
             self.closed.set()
+            if self.cut_reason is not None:
+                raise PeerDisconnected(f"connection to {self.peer_addr} closed: {self.cut_reason}") from None
             raise TransportError(f"receiving from {self.peer_addr} failed: {e}") from None
         if isinstance(msg, str):
             raise TransportError(f"{self.peer_addr} sent a text message; this protocol uses binary messages")
