@@ -32,8 +32,8 @@ import syft_mpc as sy
 from syft_mpc import _native
 from syft_mpc.errors import PeerDisconnected, PeerTimeout, TransportError
 from syft_mpc.net import admission
+from syft_mpc.net.admission import CONNECT_TRIES
 from syft_mpc.net.gateway import DRIVER_SESSION, GATEWAY_ID, Gateway, GatewayServer, tab_token
-from syft_mpc.net.socket_worker import CONNECT_TRIES
 from syft_mpc.net.websocket_server import WebsocketListener
 from syft_mpc.net.ws_transport import MAX_MESSAGE_BYTES, WsConnection, open_connection
 from syft_mpc.remote import serde

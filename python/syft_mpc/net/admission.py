@@ -34,7 +34,9 @@ import struct
 import termios
 import threading
 import time
-from typing import Any
+from typing import Any, Callable, TypeVar
+
+from syft_mpc.errors import PeerDisconnected
 
 __all__ = [
     "HANDSHAKE_DEADLINE_S",
@@ -42,10 +44,12 @@ __all__ = [
     "MAX_HANDSHAKES",
     "MAX_HANDSHAKE_THREADS",
     "MAX_PER_ADDRESS",
+    "CONNECT_TRIES",
     "Admission",
     "Ticket",
     "Throttled",
     "address_key",
+    "connect_retrying",
     "silent_ms",
     "unread_bytes",
 ]
@@ -62,7 +66,25 @@ each a thread (``listener.rs``: ``MAX_THREADS``), the WebSocket listeners none."
 LOG_EVERY_S = 10.0
 """At most one log line per this many seconds for each kind of refused connection."""
 
+CONNECT_TRIES = 3
+"""Tries of a client whose handshake the listener cut short (evicted under a flood): the
+client side of this policy (:func:`connect_retrying`)."""
+
 log = logging.getLogger("syft_mpc.worker")
+
+_T = TypeVar("_T")
+
+
+def connect_retrying(open_connection: Callable[[], _T]) -> _T:
+    """``open_connection()``, tried again (:data:`CONNECT_TRIES` times in all) when the peer
+    closed the connection during the handshake: a listener flooded with unfinished handshakes
+    evicts one, which may have been this one. Other errors are raised at once."""
+    for attempt in range(CONNECT_TRIES - 1):
+        try:
+            return open_connection()
+        except PeerDisconnected:
+            pass
+    return open_connection()
 
 
 class Throttled:

@@ -67,7 +67,7 @@ from websockets.http11 import Request, Response
 from syft_mpc import fixed_point
 from syft_mpc._native import check_token
 from syft_mpc.errors import PeerDisconnected, PeerTimeout, SerializationError, TransportError
-from syft_mpc.net.admission import Throttled
+from syft_mpc.net.admission import Throttled, connect_retrying
 from syft_mpc.net.env import ENV_TOKEN
 from syft_mpc.net.send_watch import SEND_DEADLINE_S
 from syft_mpc.net.ws_serve import AdmittedServer
@@ -481,7 +481,9 @@ class Gateway:
             raise ValueError(f"no token: pass token=... or set {ENV_TOKEN} (the gateway's token)")
         self.url = f"{'wss' if secure else 'ws'}://{host}:{port}/driver"
         self.timeout_s = timeout_s
-        self._conn = open_connection(self.url, token, GATEWAY_ID, DRIVER_SESSION, timeout_s, tls_ca=tls_ca)
+        self._conn = connect_retrying(
+            lambda: open_connection(self.url, token, GATEWAY_ID, DRIVER_SESSION, timeout_s, tls_ca=tls_ca)
+        )
         self._calls: dict[int, _Call] = {}
         self._seq = itertools.count(1)
         self._lock = threading.Lock()

@@ -26,7 +26,8 @@ from typing import Any
 
 from syft_mpc import _native
 from syft_mpc.remote import serde
-from syft_mpc.errors import AuthenticationError, PeerDisconnected, TlsError, TransportError
+from syft_mpc.errors import AuthenticationError, TlsError, TransportError
+from syft_mpc.net.admission import connect_retrying
 from syft_mpc.net.env import ENV_TIMEOUT, ENV_TLS_CA, ENV_TOKEN, ENV_WORKERS
 from syft_mpc.net.sealing import seal_envelope
 from syft_mpc.remote.messages import DEFAULT_SESSION, HELLO, POST, REQUEST, SYNC, Envelope, Err, MpcJoin
@@ -36,7 +37,6 @@ __all__ = ["SocketWorker", "workers_from_env", "parse_workers"]
 
 
 
-CONNECT_TRIES = 3  # a handshake the worker cut short is tried again, this many times in all
 
 # Where the SocketWorkers made in this process listen; announced to every worker (b"H").
 _directory: dict[str, str] = {}
@@ -194,18 +194,10 @@ class SocketWorker(BaseWorker):
         """The open connection (opened, and greeted with b"H", when needed). Call with ``_io`` held."""
         conn = self._conn
         if conn is None:
-            for attempt in range(CONNECT_TRIES):
-                try:
-                    conn = self._open_connection()
-                    break
-                except PeerDisconnected as e:
-                    # Closed during the handshake: a worker flooded with unfinished handshakes
-                    # evicts the most silent one (docs/SECURITY.md), which may have been this one.
-                    if attempt + 1 == CONNECT_TRIES:
-                        raise self._fail(e, "connecting") from None
-                except TransportError as e:
-                    raise self._fail(e, "connecting") from None
-            assert conn is not None
+            try:
+                conn = connect_retrying(self._open_connection)
+            except TransportError as e:
+                raise self._fail(e, "connecting") from None
             self._conn = conn
             self._peers_version = -1
         if self._peers_version != _directory_version:
