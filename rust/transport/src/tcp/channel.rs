@@ -6,7 +6,7 @@
 //!
 //! The first error poisons the channel (see [the failure mode](super)).
 
-use super::socket::{poll_would_wait, read_message, read_message_into, Ctx, SocketReader, WouldWait, Writer};
+use super::socket::{read_message, read_message_into, Ctx, SocketReader, Writer};
 use crate::frame::{FrameLimits, FrameMac};
 use crate::handshake::SessionKeys;
 use crate::message::Message;
@@ -42,24 +42,6 @@ impl ReadHalf {
         match self {
             ReadHalf::Plain(r) => r.get_mut().deadline = deadline,
             ReadHalf::Tls(r) => r.sock.deadline = deadline,
-        }
-    }
-}
-
-impl WouldWait for ReadHalf {
-    fn would_wait(&self) -> bool {
-        match self {
-            ReadHalf::Plain(r) => r.buffer().is_empty() && poll_would_wait(&r.get_ref().sock, libc::POLLIN),
-            ReadHalf::Tls(_) => false, // decrypted bytes may be buffered: hash at once
-        }
-    }
-}
-
-impl WouldWait for WriteHalf {
-    fn would_wait(&self) -> bool {
-        match self {
-            WriteHalf::Plain(s) => poll_would_wait(s, libc::POLLOUT),
-            WriteHalf::Tls(_) => false,
         }
     }
 }

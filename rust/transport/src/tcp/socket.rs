@@ -24,24 +24,6 @@ const COALESCE: usize = 64 * 1024;
 /// kernel's own buffers beside it, is not).
 const MAC_PIECE: usize = 128 * 1024;
 
-/// Unhashed bytes allowed to wait for an idle moment (see [`WouldWait`]); past this the MAC
-/// catches up at once, while they are still in L2.
-const MAC_BACKLOG: usize = 512 * 1024;
-
-/// Whether the next read (or write) would wait for the peer. The frame MAC runs in that
-/// wait when it can, instead of between two copies on the transfer's critical path.
-pub(crate) trait WouldWait {
-    fn would_wait(&self) -> bool;
-}
-
-/// True when `sock` has none of `events` ready now (`poll` with a zero timeout).
-pub(crate) fn poll_would_wait(sock: &TcpStream, events: libc::c_short) -> bool {
-    use std::os::fd::AsRawFd;
-    let mut p = libc::pollfd { fd: sock.as_raw_fd(), events, revents: 0 };
-    // SAFETY: one valid pollfd for an open socket, and a zero timeout.
-    unsafe { libc::poll(&mut p, 1, 0) == 0 }
-}
-
 /// Context for turning I/O errors into transport errors that name the peer.
 #[derive(Clone, Copy)]
 pub(crate) struct Ctx<'a> {
@@ -120,7 +102,7 @@ pub(crate) struct Writer<W> {
     torn: bool,
 }
 
-impl<W: Write + WouldWait> Writer<W> {
+impl<W: Write> Writer<W> {
     pub(crate) fn new(stream: W) -> Self {
         Writer { stream, mac: None, buf: Vec::with_capacity(COALESCE), torn: false }
     }
@@ -167,10 +149,6 @@ impl<W: Write + WouldWait> Writer<W> {
             let header = FrameHeader::new(len as u32, last).encode();
             self.buf.extend_from_slice(&header);
             let mut tag = self.mac.as_ref().map(|m| m.start(&header));
-            // Written and not yet in the tag: hashed when the socket is full (the next write
-            // would wait anyway), past MAC_BACKLOG bytes, or at the frame's end.
-            let mut unhashed: Vec<&[u8]> = Vec::new();
-            let mut backlog = 0usize;
             let mut need = len;
             while need > 0 {
                 if cur.is_empty() {
@@ -184,9 +162,8 @@ impl<W: Write + WouldWait> Writer<W> {
                 need -= chunk.len();
                 let head = chunk.len().min(COALESCE - self.buf.len());
                 self.buf.extend_from_slice(&chunk[..head]);
-                if tag.is_some() && head > 0 {
-                    unhashed.push(&chunk[..head]); // in order: after any earlier unhashed piece
-                    backlog += head;
+                if let Some(t) = tag.as_mut() {
+                    t.update(&chunk[..head]);
                 }
                 if head < chunk.len() {
                     self.flush_buf()?;
@@ -195,18 +172,10 @@ impl<W: Write + WouldWait> Writer<W> {
                     for piece in chunk[head..].chunks(MAC_PIECE) {
                         self.stream.write_all(piece)?;
                         if let Some(t) = tag.as_mut() {
-                            unhashed.push(piece);
-                            backlog += piece.len();
-                            if backlog >= MAC_BACKLOG || self.stream.would_wait() {
-                                unhashed.drain(..).for_each(|p| t.update(p));
-                                backlog = 0;
-                            }
+                            t.update(piece);
                         }
                     }
                 }
-            }
-            if let Some(t) = tag.as_mut() {
-                unhashed.drain(..).for_each(|p| t.update(p));
             }
             if let (Some(t), Some(m)) = (tag, self.mac.as_mut()) {
                 let tag = m.seal(t).map_err(io::Error::other)?;
@@ -330,7 +299,7 @@ pub(crate) fn read_message_into<R: Read>(
 /// Reads one message of any length up to `max_message`. Reads go straight into the
 /// message, which grows with the bytes received, never by a declared length alone (see
 /// [`Message::room`]); large messages land in a memory mapping, without copies on growth.
-pub(crate) fn read_message<R: Read + WouldWait>(
+pub(crate) fn read_message<R: Read>(
     r: &mut R,
     limits: &FrameLimits,
     ctx: Ctx<'_>,
@@ -345,29 +314,23 @@ pub(crate) fn read_message<R: Read + WouldWait>(
         }
         let len = re.on_header(&h).map_err(|e| e.into_transport(ctx.peer))?;
         let end = msg.len() + len;
-        let mut hashed = msg.len(); // this frame's bytes before it are in the tag
         while msg.len() < end {
             let filled = msg.len();
-            if let Some(t) = tag.as_mut() {
-                // Hash what has arrived while the peer has nothing more for us yet (or when
-                // it would no longer fit in L2 before we get to it).
-                if filled > hashed && (filled - hashed >= MAC_BACKLOG || r.would_wait()) {
-                    t.update(&msg[hashed..filled]);
-                    hashed = filled;
-                }
-            }
             let during = || format!("in the middle of a message, after {filled} bytes");
             let room = msg.room(end).map_err(|e| ctx.io(e, &during()))?;
             let k = room.len().min(MAC_PIECE);
             match r.read(&mut room[..k]) {
                 Ok(0) => return Err(ctx.io(ErrorKind::UnexpectedEof.into(), &during())),
-                Ok(n) => msg.advance(n),
+                Ok(n) => {
+                    msg.advance(n);
+                    // Each read's bytes while the kernel's copy has left them in cache.
+                    if let Some(t) = tag.as_mut() {
+                        t.update(&msg[filled..filled + n]);
+                    }
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(ctx.io(e, &during())),
             }
-        }
-        if let Some(t) = tag.as_mut() {
-            t.update(&msg[hashed..end]);
         }
         check_tag(r, mac.as_deref_mut(), tag, ctx, end)?;
         if h.is_final() {
