@@ -208,7 +208,9 @@ def test_a_driver_that_stops_reading_stalls_no_other_driver(gateway: CliGateway,
         times: list[float] = []
         t_start = time.monotonic()
         cut: list[str] = []
-        while time.monotonic() - t_start < 40 and not cut:
+        # At least 5 round trips: the cut may come at once (the tab answers faster than the
+        # deaf driver's limit fills) or only at the send deadline.
+        while time.monotonic() - t_start < 40 and (not cut or len(times) < 5):
             t0 = time.perf_counter()
             assert torch.equal(x.send(w).get(), x)
             times.append(time.perf_counter() - t0)
