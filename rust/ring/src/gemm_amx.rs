@@ -545,63 +545,121 @@ mod imp {
     /// The 8 sums `C_s = Σ_{i+j=s} A_i·B_j` of one 32 x 32 block over `kt`
     /// steps of 64, into `acc` (row-major i32, wrapping as `TDPBUUD` does).
     ///
+    /// Four sweeps per column half `c` (16 columns), one per pair of sums
+    /// `(s0, s0 + 1)`, `s0 = 0, 2, 4, 6`: tmm0/tmm1 accumulate `C_{s0}` (rows 0-15 /
+    /// 16-31), tmm2/tmm3 `C_{s0+1}`, over the whole depth. Per k step the A limbs
+    /// `i = 0..=s0+1` pass through tmm4/tmm5 (two row halves) and the B limbs through
+    /// tmm6/tmm7 as a window of two: limb `i` needs `B_{s0+1-i}` (for `C_{s0+1}`),
+    /// which limb `i - 1` loaded as its `B_{s0-(i-1)}`, and `B_{s0-i}` (for `C_{s0}`),
+    /// the one new load. So `3·s0 + 6` tile loads feed `4·s0 + 6` `TDPBUUD`, 120 per
+    /// 144 for the whole block and k step instead of 144 with the 2 x 2 tiles per limb
+    /// pair; the loads come from L2 (the panels are 256 KiB each), and their
+    /// bandwidth, not the multiplier, bounds the kernel (module doc).
+    ///
     /// Safe: the tile configuration is loaded (`_tiles`) and both panels are
     /// checked to hold 8 limbs of `kt` steps, so every tile load is in bounds.
     pub(super) fn micro_tile(_tiles: &Tiles, kt: usize, pa: &[u8], pb: &[u8], acc: &mut Acc) {
         let limb = kt * KSTEP;
         assert!(pa.len() >= 8 * limb && pb.len() >= 8 * limb && kt > 0);
-        let stride = 64usize;
-        for s in 0..8usize {
-            // SAFETY: tiles configured (16 x 64 B each); zeroing touches no memory.
-            unsafe {
-                std::arch::asm!(
-                    "tilezero tmm0",
-                    "tilezero tmm1",
-                    "tilezero tmm2",
-                    "tilezero tmm3",
-                    options(nostack, nomem)
-                )
-            };
-            for i in s.saturating_sub(7)..=s.min(7) {
-                let j = s - i;
-                let mut ap = pa[i * limb..].as_ptr();
-                let mut bp = pb[j * limb..].as_ptr();
-                for _ in 0..kt {
-                    // SAFETY: ap/bp point at KSTEP = 2 tiles of 1 KiB (16 rows of 64 B,
-                    // stride 64) inside limb i of A / limb j of B (lengths asserted above).
+        const STRIDE: usize = 64;
+        for s0 in (0..8usize).step_by(2) {
+            for c in 0..2usize {
+                // SAFETY: tiles configured (16 x 64 B each); zeroing touches no memory.
+                unsafe {
+                    std::arch::asm!(
+                        "tilezero tmm0",
+                        "tilezero tmm1",
+                        "tilezero tmm2",
+                        "tilezero tmm3",
+                        options(nostack, nomem)
+                    )
+                };
+                for t in 0..kt {
+                    // Tile (limb l, row or column half h) of this k step: l·limb + h·TILE
+                    // from these; every offset used below is < 8·limb - TILE + 1 (asserted).
+                    let a = pa[t * KSTEP..].as_ptr();
+                    let b = pb[t * KSTEP + c * TILE..].as_ptr();
+                    let at = |i: usize| a.wrapping_add(i * limb);
+                    let bt = |j: usize| b.wrapping_add(j * limb);
+                    // SAFETY (all asm blocks of this step): each load reads one tile of 16
+                    // rows of 64 B at stride 64 from limb `i <= s0 + 1 <= 7` (A, both halves)
+                    // or `j <= s0 + 1` (B, half c) of step t, inside the asserted panels.
                     unsafe {
                         std::arch::asm!(
-                            "tileloadd tmm4, [{a} + {s}*1]",
                             "tileloadd tmm6, [{b} + {s}*1]",
-                            "tdpbuud tmm0, tmm4, tmm6",
-                            "tileloadd tmm7, [{b} + {s}*1 + 1024]",
-                            "tdpbuud tmm1, tmm4, tmm7",
-                            "tileloadd tmm5, [{a} + {s}*1 + 1024]",
-                            "tdpbuud tmm2, tmm5, tmm6",
-                            "tdpbuud tmm3, tmm5, tmm7",
-                            a = in(reg) ap,
-                            b = in(reg) bp,
-                            s = in(reg) stride,
+                            b = in(reg) bt(s0 + 1),
+                            s = in(reg) STRIDE,
                             options(nostack, readonly),
-                        );
-                        ap = ap.add(KSTEP);
-                        bp = bp.add(KSTEP);
+                        )
+                    };
+                    // Limbs (i, i + 1) with both of their B tiles: on entry tmm6 = B_{s0+1-i},
+                    // on exit tmm6 = B_{s0-1-i}, the entry value for i + 2.
+                    for i in (0..s0).step_by(2) {
+                        unsafe {
+                            std::arch::asm!(
+                                "tileloadd tmm4, [{a0} + {s}*1]",
+                                "tdpbuud tmm2, tmm4, tmm6",
+                                "tileloadd tmm7, [{b0} + {s}*1]",
+                                "tdpbuud tmm0, tmm4, tmm7",
+                                "tileloadd tmm5, [{a0} + {s}*1 + 1024]",
+                                "tdpbuud tmm3, tmm5, tmm6",
+                                "tdpbuud tmm1, tmm5, tmm7",
+                                "tileloadd tmm4, [{a1} + {s}*1]",
+                                "tdpbuud tmm2, tmm4, tmm7",
+                                "tileloadd tmm6, [{b1} + {s}*1]",
+                                "tdpbuud tmm0, tmm4, tmm6",
+                                "tileloadd tmm5, [{a1} + {s}*1 + 1024]",
+                                "tdpbuud tmm3, tmm5, tmm7",
+                                "tdpbuud tmm1, tmm5, tmm6",
+                                a0 = in(reg) at(i),
+                                a1 = in(reg) at(i + 1),
+                                b0 = in(reg) bt(s0 - i),
+                                b1 = in(reg) bt(s0 - i - 1),
+                                s = in(reg) STRIDE,
+                                options(nostack, readonly),
+                            )
+                        };
                     }
+                    // Limbs s0 (B_1 in tmm6, loads B_0) and s0 + 1 (B_0 only: C_{s0+1}).
+                    unsafe {
+                        std::arch::asm!(
+                            "tileloadd tmm4, [{a0} + {s}*1]",
+                            "tdpbuud tmm2, tmm4, tmm6",
+                            "tileloadd tmm7, [{b0} + {s}*1]",
+                            "tdpbuud tmm0, tmm4, tmm7",
+                            "tileloadd tmm5, [{a0} + {s}*1 + 1024]",
+                            "tdpbuud tmm3, tmm5, tmm6",
+                            "tdpbuud tmm1, tmm5, tmm7",
+                            "tileloadd tmm4, [{a1} + {s}*1]",
+                            "tdpbuud tmm2, tmm4, tmm7",
+                            "tileloadd tmm5, [{a1} + {s}*1 + 1024]",
+                            "tdpbuud tmm3, tmm5, tmm7",
+                            a0 = in(reg) at(s0),
+                            a1 = in(reg) at(s0 + 1),
+                            b0 = in(reg) bt(0),
+                            s = in(reg) STRIDE,
+                            options(nostack, readonly),
+                        )
+                    };
                 }
-            }
-            let dst = acc.0[s].as_mut_ptr() as *mut u8;
-            // SAFETY: acc.0[s] is 32 x 32 i32 = 32 rows of 128 B; each store writes
-            // 16 rows of 64 B with stride 128 into one quadrant.
-            unsafe {
-                std::arch::asm!(
-                    "tilestored [{d} + {s}*1], tmm0",
-                    "tilestored [{d} + {s}*1 + 64], tmm1",
-                    "tilestored [{d} + {s}*1 + 2048], tmm2",
-                    "tilestored [{d} + {s}*1 + 2112], tmm3",
-                    d = in(reg) dst,
-                    s = in(reg) 2 * stride,
-                    options(nostack),
-                );
+                // C_{s0} and C_{s0+1}, rows 0-15 and 16-31, columns 16c.. of the 32 x 32 i32
+                // blocks (row stride 128 B).
+                let d0 = acc.0[s0][16 * c..].as_mut_ptr() as *mut u8;
+                let d1 = acc.0[s0 + 1][16 * c..].as_mut_ptr() as *mut u8;
+                // SAFETY: each store writes 16 rows of 64 B at stride 128 starting at row 0
+                // or 16, column 16c, inside one 32 x 32 i32 block.
+                unsafe {
+                    std::arch::asm!(
+                        "tilestored [{d} + {s}*1], tmm0",
+                        "tilestored [{d} + {s}*1 + 2048], tmm1",
+                        "tilestored [{e} + {s}*1], tmm2",
+                        "tilestored [{e} + {s}*1 + 2048], tmm3",
+                        d = in(reg) d0,
+                        e = in(reg) d1,
+                        s = in(reg) 2 * STRIDE,
+                        options(nostack),
+                    );
+                }
             }
         }
     }
@@ -788,38 +846,165 @@ mod tests {
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]
-mod microbench {
+mod kernel_tests {
     use super::imp::*;
     use super::*;
+
+    /// The previous micro-kernel: per sum `s`, the 2 x 2 tiles of every limb pair
+    /// (4 tile loads per 4 `TDPBUUD`). The reference for the sliding-window kernel and
+    /// the baseline of `micro_speed`.
+    pub(super) fn micro_tile_2x2(_tiles: &Tiles, kt: usize, pa: &[u8], pb: &[u8], acc: &mut Acc) {
+        let limb = kt * KSTEP;
+        assert!(pa.len() >= 8 * limb && pb.len() >= 8 * limb && kt > 0);
+        for s in 0..8usize {
+            // SAFETY: tiles configured; zeroing touches no memory.
+            unsafe { std::arch::asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3") };
+            for i in s.saturating_sub(7)..=s.min(7) {
+                let mut ap = pa[i * limb..].as_ptr();
+                let mut bp = pb[(s - i) * limb..].as_ptr();
+                for _ in 0..kt {
+                    // SAFETY: 2 tiles of A limb i and of B limb s - i at this step (asserted lengths).
+                    unsafe {
+                        std::arch::asm!(
+                            "tileloadd tmm4, [{a} + {s}*1]",
+                            "tileloadd tmm6, [{b} + {s}*1]",
+                            "tdpbuud tmm0, tmm4, tmm6",
+                            "tileloadd tmm7, [{b} + {s}*1 + 1024]",
+                            "tdpbuud tmm1, tmm4, tmm7",
+                            "tileloadd tmm5, [{a} + {s}*1 + 1024]",
+                            "tdpbuud tmm2, tmm5, tmm6",
+                            "tdpbuud tmm3, tmm5, tmm7",
+                            a = in(reg) ap,
+                            b = in(reg) bp,
+                            s = in(reg) 64usize,
+                            options(nostack, readonly),
+                        );
+                        ap = ap.add(KSTEP);
+                        bp = bp.add(KSTEP);
+                    }
+                }
+            }
+            let dst = acc.0[s].as_mut_ptr() as *mut u8;
+            // SAFETY: 4 quadrants of the 32 x 32 i32 block (row stride 128 B).
+            unsafe {
+                std::arch::asm!(
+                    "tilestored [{d} + {s}*1], tmm0",
+                    "tilestored [{d} + {s}*1 + 64], tmm1",
+                    "tilestored [{d} + {s}*1 + 2048], tmm2",
+                    "tilestored [{d} + {s}*1 + 2112], tmm3",
+                    d = in(reg) dst,
+                    s = in(reg) 128usize,
+                    options(nostack),
+                );
+            }
+        }
+    }
+
+    pub(super) fn panel(kt: usize, seed: u64, ones: bool) -> Vec<Line> {
+        let mut x = seed | 1;
+        (0..8 * kt * KSTEP / 64)
+            .map(|_| {
+                Line(std::array::from_fn(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    if ones {
+                        0xFF
+                    } else {
+                        x as u8
+                    }
+                }))
+            })
+            .collect()
+    }
+
+    /// Every sum of the sliding-window kernel equals the 2 x 2 kernel's, bit for bit, for
+    /// depths of 1 to 17 steps and 32 (each sweep's first and last limb pair, one step and
+    /// many), random bytes and all-0xFF limbs (the largest products), and stale `acc`.
+    #[test]
+    fn window_kernel_matches_2x2() {
+        if amx_support().is_err() {
+            eprintln!("AMX micro-kernel not run on this machine: {}", amx_support().unwrap_err());
+            return;
+        }
+        // SAFETY: AMX is usable (checked above).
+        let tiles = unsafe { Tiles::load() };
+        for kt in (1..=17).chain([32]) {
+            for (seed, ones) in [(1u64, false), (2, false), (3, true)] {
+                let (pa, pb) = (panel(kt, seed, ones), panel(kt, seed + 100, ones && seed == 3));
+                let mut want = Acc([[0; T * T]; 8]);
+                micro_tile_2x2(&tiles, kt, bytes(&pa), bytes(&pb), &mut want);
+                let mut got = Acc([[0x5A5A_5A5A; T * T]; 8]);
+                micro_tile(&tiles, kt, bytes(&pa), bytes(&pb), &mut got);
+                for s in 0..8 {
+                    assert!(got.0[s] == want.0[s], "kt {kt}, seed {seed}, ones {ones}: C_{s} differs");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod microbench {
+    use super::imp::*;
+    use super::kernel_tests::{micro_tile_2x2, panel};
+    use super::*;
+
+    /// `cargo test --release -p syft-mpc-ring --lib micro_speed -- --ignored --nocapture`:
+    /// ns per `TDPBUUD` of the 2 x 2 and the sliding-window kernels on panels in L2 (4 A
+    /// panels and one B panel of 256 KiB, as in the GEMM at 1024³), and of `TDPBUUD` on 4
+    /// accumulators with no loads (the multiplier's bound), alternating, 30 rounds.
     #[test]
     #[ignore]
     fn micro_speed() {
         amx_support().unwrap();
-        for kt in [1usize, 2, 4, 8, 16] {
-            let pa = vec![1u8; 8 * kt * KSTEP];
-            let pb = vec![1u8; 8 * kt * KSTEP];
-            let mut acc = Acc([[0; T * T]; 8]);
-            let mut c = vec![0u64; T * T];
-            let tiles = unsafe { Tiles::load() };
-            let reps = 20000 / kt;
-            let t0 = std::time::Instant::now();
-            for _ in 0..reps {
-                micro_tile(&tiles, kt, &pa, &pb, &mut acc);
+        let kt = 16;
+        let pas: Vec<Vec<Line>> = (0..4).map(|p| panel(kt, 7 + p, false)).collect();
+        let pb = panel(kt, 99, false);
+        // SAFETY: AMX is usable (unwrapped above).
+        let tiles = unsafe { Tiles::load() };
+        let mut acc = Acc([[0; T * T]; 8]);
+        let mut mean = [vec![], vec![], vec![]];
+        let reps = 100;
+        let tdp = (reps * 36 * 4 * kt) as f64;
+        for _ in 0..30 {
+            for (v, m) in mean.iter_mut().enumerate() {
+                let t0 = std::time::Instant::now();
+                for r in 0..reps {
+                    let pa = bytes(&pas[r % 4]);
+                    match v {
+                        0 => micro_tile_2x2(&tiles, kt, pa, bytes(&pb), &mut acc),
+                        1 => micro_tile(&tiles, kt, pa, bytes(&pb), &mut acc),
+                        _ => {
+                            for _ in 0..36 * kt {
+                                // SAFETY: tiles configured; register operands only.
+                                unsafe {
+                                    std::arch::asm!(
+                                        "tdpbuud tmm0, tmm4, tmm6",
+                                        "tdpbuud tmm1, tmm4, tmm7",
+                                        "tdpbuud tmm2, tmm5, tmm6",
+                                        "tdpbuud tmm3, tmm5, tmm7",
+                                        options(nostack, nomem)
+                                    )
+                                };
+                            }
+                        }
+                    }
+                }
+                m.push(t0.elapsed().as_secs_f64() / tdp * 1e9);
             }
-            let t1 = t0.elapsed().as_secs_f64();
-            let t0 = std::time::Instant::now();
-            for _ in 0..reps {
-                unsafe { combine(&acc, c.as_mut_ptr(), T, T, T) };
-            }
-            let t2 = t0.elapsed().as_secs_f64();
-            let macs = (reps * T * T * 64 * kt) as f64;
-            eprintln!(
-                "kt={kt}: kernel {:.1} GMAC/s (u64), combine {:.0} ns/block, kernel {:.0} ns/block",
-                macs / t1 / 1e9,
-                t2 / reps as f64 * 1e9,
-                t1 / reps as f64 * 1e9
-            );
-            drop(tiles);
         }
+        for (name, mut m) in ["2x2 (previous)", "sliding window", "TDPBUUD alone"].into_iter().zip(mean) {
+            m.sort_by(f64::total_cmp);
+            eprintln!("{name}: ns per TDPBUUD, min {:.2}, median {:.2}", m[0], m[m.len() / 2]);
+        }
+        let mut c = vec![0u64; T * T];
+        let t0 = std::time::Instant::now();
+        for _ in 0..10_000 {
+            // SAFETY: c is 32 x 32 with row stride 32.
+            unsafe { combine(&acc, c.as_mut_ptr(), T, T, T) };
+        }
+        eprintln!("combine: {:.0} ns per 32 x 32 block", t0.elapsed().as_secs_f64() / 10_000.0 * 1e9);
+        drop(tiles);
     }
 }
