@@ -36,18 +36,30 @@
 //!     pack B[pc.., jc..]
 //!     par for ic in m step MC:          A block: MC x KC, 8 limbs, row tiles, packed per task
 //!       ldtilecfg; pack A[ic.., pc..]
-//!       for each 32-column B panel:     B panel (8 limbs x KC x 32) stays near L1
+//!       for each 32-column B panel:     B panel (8 limbs x KC x 32, 256 KiB) stays in L2
 //!         for each 32-row A panel:      micro-kernel below, on a 32 x 32 output block
 //!       tilerelease
 //! ```
 //!
-//! Micro-kernel (tmm0..3 = the 2 x 2 blocks of 16 x 16 accumulators, tmm4/5 =
-//! the two 16-row A tiles, tmm6/7 = the two 16-column B tiles): for each `s`,
-//! zero the accumulators, run the `min(s,7)-max(0,s-7)+1` limb pairs over the
-//! block depth (4 tile loads feed 4 `TDPBUUD`, each loaded tile used twice),
-//! store the 4 tiles; then combine the 8 stored `C_s` into the u64 output.
-//! Every limb is packed with each tile contiguous (1 KiB, row stride 64) so
-//! the tile loads stream whole cache lines.
+//! Micro-kernel, on a 32 x 32 output block over the block depth: four sweeps per
+//! 16-column half, one per pair of sums `(s0, s0 + 1)`, `s0 = 0, 2, 4, 6`. tmm0..3
+//! accumulate `C_{s0}` and `C_{s0+1}` for the two 16-row halves; per k step of 64 the
+//! A limbs `i = 0..=s0+1` pass through tmm4/5 (both row halves) while the B limbs
+//! slide through tmm6/7: limb `i` needs `B_{s0+1-i}`, already loaded for limb `i - 1`,
+//! and `B_{s0-i}`, the one new tile. So `3·s0 + 6` tile loads feed `4·s0 + 6`
+//! `TDPBUUD` (120 loads per 144 products per block and k step, against 144 with 2 x 2
+//! tiles per limb pair); after each sweep the four tiles are stored, and the 8 stored
+//! `C_s` are combined into the u64 output. Every limb is packed with each tile
+//! contiguous (1 KiB, row stride 64) so the tile loads stream whole cache lines.
+//!
+//! What bounds it (Sapphire Rapids, one core, measured 2026-12-06 with `#[ignore]`d
+//! loops; docs/BENCHMARKS.md, "AMX micro-kernel: the tile loads from L2 are the bound"):
+//! `TDPBUUD` alone on 4 accumulators takes ≈ 7.0 ns (16 cycles, 2.3 T u8 multiply-adds/s,
+//! 64 G ring MAC/s), independent of the number of accumulators; a 1 KiB tile load costs
+//! ≈ 3.3 ns from L1 but ≈ 8 ns from L2. The A and B panels of one block (8 limbs x 32 KiB
+//! each) live in L2, so the kernel runs at ≈ 10 ns per tile load: 9.8 ns per `TDPBUUD`
+//! with 2 x 2 tiles, 8.7 ns with the sliding window. Keeping tiles in L1 across sweeps
+//! (k chunks with the accumulators spilled, A limb outer) measured slower.
 
 use crate::gemm::{give_buf, take_buf_stale, OutPtr, View};
 use rayon::prelude::*;
@@ -57,7 +69,8 @@ use std::sync::OnceLock;
 /// Depth of a packed block in k (bytes of each limb row). A multiple of 64 and
 /// at most 16_384, the exactness bound in the module doc. Measured at 1024^3 on
 /// Sapphire Rapids: 256 -> 512 -> 1024 gave +10% each step (the 8 x 4 tile
-/// stores and the combine are paid once per block).
+/// stores and the combine are paid once per block); 2048 (with `MC` = 64, so the A
+/// block still fits L2) was 3-6 % slower than 1024 with the sliding-window kernel.
 const KC: usize = 1024;
 /// Rows of a packed A block; a multiple of the 32-row micro-tile.
 const MC: usize = 128;
