@@ -54,8 +54,8 @@
 //!
 //! What bounds it (Sapphire Rapids, one core, measured 2026-12-06 with `#[ignore]`d
 //! loops; docs/BENCHMARKS.md, "AMX micro-kernel: the tile loads from L2 are the bound"):
-//! `TDPBUUD` alone on 4 accumulators takes ≈ 7.0 ns (16 cycles, 2.3 T u8 multiply-adds/s,
-//! 64 G ring MAC/s), independent of the number of accumulators; a 1 KiB tile load costs
+//! `TDPBUUD` alone takes ≈ 7.0 ns (5.9 in one run; 2.3 T u8 multiply-adds/s, 64 G ring
+//! MAC/s) on 1, 4 or 6 accumulators alike; a 1 KiB tile load costs
 //! ≈ 3.3 ns from L1 but ≈ 8 ns from L2. The A and B panels of one block (8 limbs x 32 KiB
 //! each) live in L2, so the kernel runs at ≈ 10 ns per tile load: 9.8 ns per `TDPBUUD`
 //! with 2 x 2 tiles, 8.7 ns with the sliding window. Keeping tiles in L1 across sweeps
