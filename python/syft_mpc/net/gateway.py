@@ -27,10 +27,13 @@ Design (see ``docs/WORKERS.md`` and ``docs/SECURITY.md``):
 * No driver or tab can hold up the relay for the others: each has its own sending thread and
   queue (:data:`MAX_WAITING_BYTES` at most), so nothing sends while holding a lock another
   connection needs. A driver with more answers waiting than that is cut off; a request to a tab
-  with more requests waiting is refused with an error. Either one that acknowledges none of the
+  with more requests waiting is refused (the driver raises :class:`~syft_mpc.errors.WorkerBusy`
+  naming the tab). Either one that acknowledges none of the
   bytes waiting for it for ``send_deadline_s`` (10 s) is cut off by the listener
   (:mod:`syft_mpc.net.send_watch`): a tab's pending requests then fail naming it and saying
   why. Each cut is logged (at most one line per 10 s of each kind).
+* At most ``max_connections`` drivers and tabs at once (``--max-connections``, 256): one more
+  is told why (a driver raises :class:`~syft_mpc.errors.WorkerBusy`) and closed.
 * Secure aggregation (:meth:`Gateway.secure_sum`): the tabs agree on pairwise keys (ECDH
   P-256, public keys relayed by the driver), each adds pairwise masks that cancel in the
   sum (Bonawitz et al., CCS 2017) to its fixed-point update in Z_2^64, and the driver only
