@@ -21,7 +21,7 @@ request waiting for it.
 * At most ``max_connections`` authenticated connections are served at once (each costs a
   thread here, more in the transport): one more is answered with a ``WorkerBusy`` error
   (the client raises :class:`~syft_mpc.errors.WorkerBusy`) and closed
-  :data:`~syft_mpc.net.admission.REFUSE_LINGER_S` later, without a thread; the connections
+  :data:`~syft_mpc.net.admission.REFUSE_LINGER_S` later by the accept loop (no thread of its own); the connections
   already served are not touched.
 * A client that stops reading its replies is cut once none of a reply's bytes has moved for
   ``send_deadline_s`` (native TCP: the reply's write timeout; WebSocket: the listener's
