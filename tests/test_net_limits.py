@@ -157,8 +157,8 @@ def test_send_deadlines_are_checked() -> None:
          "--max-handshakes-per-address (9) cannot exceed --max-handshakes (8)"),
         ("gateway", ["--max-handshakes", "8", "--max-handshakes-per-address", "9"],
          "--max-handshakes-per-address (9) cannot exceed --max-handshakes (8)"),
-        ("worker", ["--max-handshakes", "8"], "--max-handshakes needs --transport websocket"),
-        ("worker", ["--handshake-deadline", "9"], "--handshake-deadline over 5 s needs --transport websocket"),
+        ("worker", ["--max-handshakes", "8", "--max-handshakes-per-address", "9"],
+         "--max-handshakes-per-address (9) cannot exceed --max-handshakes (8)"),
     ],
 )
 def test_cli_limits_refuse_nonsense(
@@ -178,8 +178,9 @@ def test_cli_limits_refuse_nonsense(
 def test_cli_handshake_limits_take_effect(tmp_path: pathlib.Path) -> None:
     """``--max-handshakes-per-address 4``: a fifth silent socket from one address evicts the
     first at once (its socket ends long before any deadline); ``--handshake-deadline 1``: a
-    silent stranger alone is cut after about 1 s (default 5 s). Both on a WebSocket worker and
-    on the gateway (which share the listener)."""
+    silent stranger alone is cut after about 1 s (default 5 s). On a native TCP worker
+    (``rust/python/src/listener.rs``), a WebSocket worker and the gateway (which share
+    ``net/admission.py``)."""
 
     def eof_within(s: socket.socket, within_s: float) -> "float | None":
         s.settimeout(within_s)
@@ -193,10 +194,11 @@ def test_cli_handshake_limits_take_effect(tmp_path: pathlib.Path) -> None:
         return time.monotonic() - t0
 
     limits = ("--max-handshakes", "8", "--max-handshakes-per-address", "4", "--handshake-deadline", "1")
+    t = CliWorker("hstcp", os.urandom(32).hex(), tmp_path / "t.log", *limits)
     w = CliWorker("hsbob", os.urandom(32).hex(), tmp_path / "w.log", "--transport", "websocket", *limits)
     g = CliGateway(tmp_path / "g.log", *limits)
-    with w, g:
-        for port in (w.port, g.port):
+    with t, w, g:
+        for port in (t.port, w.port, g.port):
             socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
             time.sleep(0.2)
             fifth = socket.create_connection(("127.0.0.1", port))
@@ -387,3 +389,22 @@ def test_log_lines_carry_one_prefix(tmp_path: pathlib.Path) -> None:
             for ln in lines:
                 rest = ln.split(prefix, 1)[1]
                 assert not rest.startswith(("gateway:", "worker ")), ln
+
+
+@pytest.mark.parametrize(
+    "kwargs, says",
+    [
+        ({"max_handshakes": 0}, "max_handshakes must be from 1 to 65536, got 0"),
+        ({"max_handshakes_per_address": 70_000}, "max_handshakes_per_address must be from 1 to 65536"),
+        ({"max_handshakes": 8, "max_handshakes_per_address": 9}, "cannot exceed max_handshakes (8)"),
+        ({"handshake_deadline_s": 0.0}, "handshake_deadline_s must be more than 0 and at most 60"),
+        ({"handshake_deadline_s": float("nan")}, "handshake_deadline_s must be more than 0"),
+    ],
+)
+def test_native_listener_refuses_nonsense_limits(kwargs: "dict[str, Any]", says: str) -> None:
+    """The native listener checks its admission limits itself (it is public API), before binding."""
+    from syft_mpc import _native
+
+    with pytest.raises(ValueError) as info:
+        _native.Listener("127.0.0.1:0", os.urandom(32).hex(), "limits", **kwargs)
+    assert says in str(info.value), info.value

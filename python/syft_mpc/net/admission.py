@@ -22,10 +22,10 @@ that the Rust constants equal these):
 * evictions, expiries and refusals are counted (``dropped``), and logged by the server in
   one line per :data:`LOG_EVERY_S` (:class:`Throttled`), never one line per connection.
 
-The WebSocket listeners take other numbers where the operator gives them
-(``syft-mpc worker --transport websocket`` and ``syft-mpc gateway``: ``--handshake-deadline``,
-``--max-handshakes``, ``--max-handshakes-per-address``; checked by :func:`check_limits`); the
-native listener's are compiled in (only a shorter deadline can be given to it, as its timeout).
+Every listener takes other numbers where the operator gives them (``syft-mpc worker``, either
+transport, and ``syft-mpc gateway``: ``--handshake-deadline``, ``--max-handshakes``,
+``--max-handshakes-per-address``; checked by :func:`check_limits`, and again by the native
+``Listener``).
 
 Once authenticated, a connection counts against the server's :data:`MAX_CONNECTIONS`
 (``--max-connections``; each costs a worker a few threads): one over it is answered with a

@@ -115,31 +115,9 @@ def _limits(args: argparse.Namespace, who: str) -> "dict[str, Any]":
     }
 
 
-def _native_admission(args: argparse.Namespace) -> None:
-    """The native TCP listener's admission limits are compiled in (``rust/python/src/listener.rs``):
-    only a deadline shorter than its own can be given to it (as its timeout)."""
-    from syft_mpc.net import admission
-
-    fixed = [f for f, v in (("--max-handshakes", args.max_handshakes),
-                            ("--max-handshakes-per-address", args.max_handshakes_per_address)) if v is not None]
-    if fixed:
-        raise SystemExit(
-            f"syft-mpc worker {args.id}: {' and '.join(fixed)} {'need' if len(fixed) > 1 else 'needs'} --transport websocket: the native TCP listener's "
-            f"limits are fixed at {admission.MAX_HANDSHAKES} handshakes in all and {admission.MAX_PER_ADDRESS} per "
-            "address"
-        )
-    if args.handshake_deadline is not None and args.handshake_deadline > admission.HANDSHAKE_DEADLINE_S:
-        raise SystemExit(
-            f"syft-mpc worker {args.id}: --handshake-deadline over {admission.HANDSHAKE_DEADLINE_S:g} s needs "
-            f"--transport websocket: the native TCP listener's deadline is at most {admission.HANDSHAKE_DEADLINE_S:g} s"
-        )
-
-
 def _worker(args: argparse.Namespace) -> int:
     token = _read_token(args.token_file)
     tls = _tls_args(args)
-    if args.transport == "tcp":
-        _native_admission(args)
     limits = _limits(args, f"worker {args.id}")
     logging.basicConfig(
         level=logging.INFO if not args.quiet else logging.WARNING,
@@ -153,10 +131,10 @@ def _worker(args: argparse.Namespace) -> int:
 
     try:  # bind before importing torch: a port in use is reported at once
         addr = f"{args.host}:{args.port}"
-        # Its handshake deadline is min(timeout, 5 s): a shorter --handshake-deadline goes in as the timeout.
-        timeout = min(args.timeout, args.handshake_deadline or args.timeout)
         listener = _native.Listener(
-            addr, token, args.id, timeout_s=timeout, tls_cert=tls["tls_cert"], tls_key=tls["tls_key"]
+            addr, token, args.id, timeout_s=args.timeout, tls_cert=tls["tls_cert"], tls_key=tls["tls_key"],
+            max_handshakes=limits["max_handshakes"], max_handshakes_per_address=limits["max_per_address"],
+            handshake_deadline_s=limits["handshake_deadline_s"],
         )
     except TransportError as e:
         print(f"syft-mpc worker {args.id}: {e}", file=sys.stderr)
@@ -294,18 +272,17 @@ def _add_limit_args(p: argparse.ArgumentParser, who: str) -> None:
     g.add_argument(
         "--handshake-deadline", type=_handshake_deadline, metavar="S",
         help=f"bound on a whole handshake however slowly its peer sends (default {admission.HANDSHAKE_DEADLINE_S:g}, "
-        f"or --timeout if shorter; at most {admission.MAX_HANDSHAKE_DEADLINE_S:g}; the native TCP listener takes "
-        f"at most {admission.HANDSHAKE_DEADLINE_S:g})",
+        f"or --timeout if shorter; at most {admission.MAX_HANDSHAKE_DEADLINE_S:g})",
     )
     g.add_argument(
         "--max-handshakes", type=_count, metavar="N",
         help=f"unfinished handshakes at once; a new connection over it evicts the most silent "
-        f"(default {admission.MAX_HANDSHAKES}; WebSocket listeners only, the native TCP one's is fixed)",
+        f"(default {admission.MAX_HANDSHAKES})",
     )
     g.add_argument(
         "--max-handshakes-per-address", type=_count, metavar="N",
         help=f"unfinished handshakes of one address (IPv4, IPv6 /64) at once; a new one over it evicts one of that "
-        f"address's (default {admission.MAX_PER_ADDRESS}, or --max-handshakes if lower; WebSocket listeners only)",
+        f"address's (default {admission.MAX_PER_ADDRESS}, or --max-handshakes if lower)",
     )
 
 
