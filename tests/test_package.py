@@ -36,6 +36,7 @@ def test_error_hierarchy() -> None:
     assert issubclass(sy.PeerTimeout, sy.TransportError) and issubclass(sy.PeerTimeout, TimeoutError)
     assert issubclass(sy.PeerDisconnected, sy.TransportError) and issubclass(sy.PeerDisconnected, ConnectionError)
     assert issubclass(sy.AuthenticationError, sy.TransportError)
+    assert issubclass(sy.WorkerBusy, sy.TransportError) and not issubclass(sy.WorkerBusy, sy.PeerDisconnected)
     assert issubclass(sy.ProtocolError, sy.MpcError)
     assert issubclass(sy.ShapeError, sy.MpcError) and issubclass(sy.ShapeError, ValueError)
     assert issubclass(sy.FixedPointError, sy.MpcError) and issubclass(sy.FixedPointError, ValueError)

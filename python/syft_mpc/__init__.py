@@ -60,6 +60,7 @@ from syft_mpc.errors import (
     ShapeError,
     TlsError,
     TransportError,
+    WorkerBusy,
     UnsupportedModelError,
     ValidationError,
 )
@@ -187,6 +188,7 @@ __all__ = [
     "ShapeError",
     "TlsError",
     "TransportError",
+    "WorkerBusy",
     "__version__",
     "decode",
     "encode",

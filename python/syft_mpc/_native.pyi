@@ -201,6 +201,9 @@ class Listener:
         max_message: int = 1073741824,
         tls_cert: Optional[str] = None,
         tls_key: Optional[str] = None,
+        max_handshakes: int = 512,
+        max_handshakes_per_address: int = 64,
+        handshake_deadline_s: float = 5.0,
     ) -> Listener: ...
     @property
     def local_addr(self) -> str: ...

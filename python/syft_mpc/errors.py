@@ -10,7 +10,8 @@ fixed-point errors from here and raises them::
     │   ├── PeerDisconnected      also a ConnectionError
     │   ├── AuthenticationError   wrong token or session
     │   ├── TlsError              TLS handshake failed (untrusted certificate, wrong name, TLS on one side only)
-    │   └── IntegrityError        a frame was altered, replayed, reordered or injected on the way
+    │   ├── IntegrityError        a frame was altered, replayed, reordered or injected on the way
+    │   └── WorkerBusy            a worker or gateway refused a connection or request at capacity: retry later
     ├── ProtocolError             parties out of step, unsupported party count, dealer trouble
     ├── ShapeError                also a ValueError
     ├── FixedPointError           also a ValueError
@@ -77,6 +78,14 @@ class IntegrityError(TransportError):
     injected between the two ends, or sent by someone without the connection's keys. The connection
     was closed; a new one is authenticated afresh. Repeated failures mean someone tampers with the
     network path: use TLS (``tls_cert``/``tls_key`` on workers, ``tls_ca`` on clients)."""
+
+
+class WorkerBusy(TransportError):
+    """A worker, gateway or browser worker refused a connection or a request because it is at
+    capacity: it already serves ``--max-connections`` authenticated connections, or too many
+    bytes already wait for the browser worker ``peer`` at its gateway. Nothing was run. The
+    connections already open are served as before: retry later, send less at a time (wait for
+    earlier answers), or start the worker or gateway with a larger ``--max-connections``."""
 
 
 class ProtocolError(MpcError):
@@ -192,4 +201,5 @@ __all__ = [
     "UnsupportedModelError",
     "UnsupportedOperationError",
     "ValidationError",
+    "WorkerBusy",
 ]

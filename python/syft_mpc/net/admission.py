@@ -21,6 +21,16 @@ that the Rust constants equal these):
   at once; further connections are closed at once;
 * evictions, expiries and refusals are counted (``dropped``), and logged by the server in
   one line per :data:`LOG_EVERY_S` (:class:`Throttled`), never one line per connection.
+
+Every listener takes other numbers where the operator gives them (``syft-mpc worker``, either
+transport, and ``syft-mpc gateway``: ``--handshake-deadline``, ``--max-handshakes``,
+``--max-handshakes-per-address``; checked by :func:`check_limits`, and again by the native
+``Listener``).
+
+Once authenticated, a connection counts against the server's :data:`MAX_CONNECTIONS`
+(``--max-connections``; each costs a worker a few threads): one over it is answered with a
+:class:`~syft_mpc.errors.WorkerBusy` refusal and closed, and the refusals are logged through
+:class:`Throttled`; the connections already served are not touched.
 """
 
 from __future__ import annotations
@@ -41,6 +51,11 @@ from syft_mpc.errors import PeerDisconnected
 __all__ = [
     "HANDSHAKE_DEADLINE_S",
     "LOG_EVERY_S",
+    "MAX_CONNECTIONS",
+    "MAX_HANDSHAKE_DEADLINE_S",
+    "MAX_LIMIT",
+    "REFUSE_LINGER_S",
+    "check_limits",
     "MAX_HANDSHAKES",
     "MAX_HANDSHAKE_THREADS",
     "MAX_PER_ADDRESS",
@@ -65,6 +80,15 @@ MAX_HANDSHAKE_THREADS = 2 * MAX_HANDSHAKES
 each a thread (``listener.rs``: ``MAX_THREADS``), the WebSocket listeners none."""
 LOG_EVERY_S = 10.0
 """At most one log line per this many seconds for each kind of refused connection."""
+MAX_CONNECTIONS = 256
+"""Authenticated connections a worker or gateway serves at once (``--max-connections``)."""
+MAX_HANDSHAKE_DEADLINE_S = 60.0
+"""The longest handshake deadline an operator may set (a longer one lets strangers hold handshakes longer)."""
+MAX_LIMIT = 65536
+"""The largest count an operator may set for a connection or handshake limit."""
+REFUSE_LINGER_S = 2.0
+"""A connection refused over :data:`MAX_CONNECTIONS` stays open this long after its refusal is
+sent, so that its client reads the refusal rather than a reset."""
 
 CONNECT_TRIES = 3
 """Tries of a client whose handshake the listener cut short (evicted under a flood): the
@@ -73,6 +97,24 @@ client side of this policy (:func:`connect_retrying`)."""
 log = logging.getLogger("syft_mpc.worker")
 
 _T = TypeVar("_T")
+
+
+def check_limits(
+    *, max_handshakes: int = MAX_HANDSHAKES, max_per_address: int = MAX_PER_ADDRESS,
+    handshake_deadline_s: float = HANDSHAKE_DEADLINE_S, max_connections: int = MAX_CONNECTIONS,
+) -> None:
+    """``ValueError`` saying which limit is out of range and what the range is (the CLI's
+    ``--max-handshakes``, ``--max-handshakes-per-address``, ``--handshake-deadline``,
+    ``--max-connections``)."""
+    for name, n in (("max_handshakes", max_handshakes), ("max_per_address", max_per_address),
+                    ("max_connections", max_connections)):
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_LIMIT:
+            raise ValueError(f"{name} must be a whole number from 1 to {MAX_LIMIT}, got {n!r}")
+    if max_per_address > max_handshakes:
+        raise ValueError(f"max_per_address ({max_per_address}) cannot exceed max_handshakes ({max_handshakes})")
+    if not 0 < handshake_deadline_s <= MAX_HANDSHAKE_DEADLINE_S:
+        raise ValueError(f"handshake_deadline_s must be more than 0 and at most {MAX_HANDSHAKE_DEADLINE_S:.0f} s, "
+                         f"got {handshake_deadline_s!r} (an honest handshake takes a few round trips)")
 
 
 def connect_retrying(open_connection: Callable[[], _T]) -> _T:
@@ -203,9 +245,12 @@ class Admission:
 
     def __init__(
         self, timeout_s: float = HANDSHAKE_DEADLINE_S, *, max_handshakes: int = MAX_HANDSHAKES,
-        max_per_address: int = MAX_PER_ADDRESS, max_threads: int = MAX_HANDSHAKE_THREADS,
+        max_per_address: int = MAX_PER_ADDRESS, max_threads: "int | None" = None,
+        deadline_s: float = HANDSHAKE_DEADLINE_S,
     ) -> None:
-        self.deadline_s = min(timeout_s, HANDSHAKE_DEADLINE_S)
+        check_limits(max_handshakes=max_handshakes, max_per_address=max_per_address, handshake_deadline_s=deadline_s)
+        self.deadline_s = min(timeout_s, deadline_s)
+        max_threads = 2 * max_handshakes if max_threads is None else max_threads
         self.max_handshakes, self.max_per_address, self.max_threads = max_handshakes, max_per_address, max_threads
         self.dropped = {"evicted": 0, "expired": 0, "refused": 0}
         self._pending: dict[int, Ticket] = {}  # oldest first (dicts keep insertion order)

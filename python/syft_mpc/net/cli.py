@@ -1,8 +1,9 @@
 """The ``syft-mpc`` command (also ``python -m syft_mpc``).
 
     syft-mpc worker --id bob --host 127.0.0.1 --port 8777 --token-file F [--tls-cert C --tls-key K] [--tls-ca A]
-                    [--transport websocket]
-    syft-mpc gateway --port 8780 --token-file F [--tabs alice,bob] [--tls-cert C --tls-key K]
+                    [--transport websocket] [--max-connections N] [--send-deadline S]
+                    [--handshake-deadline S] [--max-handshakes N] [--max-handshakes-per-address N]
+    syft-mpc gateway --port 8780 --token-file F [--tabs alice,bob] [--tls-cert C --tls-key K] [same limits]
     syft-mpc launch --workers bob,alice,carol [--tls-cert C --tls-key K --tls-ca A] script.py [script args...]
 
 The token is read from ``--token-file`` or ``$SYFT_MPC_TOKEN``; it never appears on a
@@ -15,6 +16,7 @@ import argparse
 import logging
 import os
 import sys
+from typing import Any
 
 from syft_mpc._native import __version__, check_token
 from syft_mpc.errors import ShapeError, TransportError
@@ -60,9 +62,63 @@ def _memory_size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _count(text: str) -> int:
+    """A count for a connection or handshake limit: a whole number from 1 to admission.MAX_LIMIT."""
+    from syft_mpc.net.admission import MAX_LIMIT
+
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= n <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_LIMIT}, got {n}")
+    return n
+
+
+def _send_deadline(text: str) -> float:
+    from syft_mpc.net.send_watch import check_send_deadline
+
+    try:
+        return check_send_deadline(text, "the send deadline")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _handshake_deadline(text: str) -> float:
+    from syft_mpc.net.admission import MAX_HANDSHAKE_DEADLINE_S
+
+    try:
+        s = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < s <= MAX_HANDSHAKE_DEADLINE_S:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_HANDSHAKE_DEADLINE_S:.0f} s, got {text}")
+    return s
+
+
+def _limits(args: argparse.Namespace, who: str) -> "dict[str, Any]":
+    """The admission and connection limits given on the command line (each checked by its
+    flag's type), as keyword arguments with :mod:`syft_mpc.net.admission`'s defaults."""
+    from syft_mpc.net import admission
+
+    handshakes = args.max_handshakes or admission.MAX_HANDSHAKES
+    per_address = args.max_handshakes_per_address or min(admission.MAX_PER_ADDRESS, handshakes)
+    if per_address > handshakes:
+        raise SystemExit(f"syft-mpc {who}: --max-handshakes-per-address ({per_address}) cannot exceed "
+                         f"--max-handshakes ({handshakes})")
+    return {
+        "max_connections": args.max_connections,
+        "send_deadline_s": args.send_deadline,
+        "max_handshakes": handshakes,
+        "max_per_address": per_address,
+        "handshake_deadline_s": args.handshake_deadline or admission.HANDSHAKE_DEADLINE_S,
+    }
+
+
 def _worker(args: argparse.Namespace) -> int:
     token = _read_token(args.token_file)
     tls = _tls_args(args)
+    limits = _limits(args, f"worker {args.id}")
     logging.basicConfig(
         level=logging.INFO if not args.quiet else logging.WARNING,
         format=f"%(asctime)s syft-mpc worker {args.id}: %(message)s",
@@ -70,13 +126,15 @@ def _worker(args: argparse.Namespace) -> int:
     )
     datasets = _datasets(args.dataset)
     if args.transport == "websocket":
-        return _websocket_worker(args, token, tls, datasets)
+        return _websocket_worker(args, token, tls, datasets, limits)
     from syft_mpc import _native
 
     try:  # bind before importing torch: a port in use is reported at once
         addr = f"{args.host}:{args.port}"
         listener = _native.Listener(
-            addr, token, args.id, timeout_s=args.timeout, tls_cert=tls["tls_cert"], tls_key=tls["tls_key"]
+            addr, token, args.id, timeout_s=args.timeout, tls_cert=tls["tls_cert"], tls_key=tls["tls_key"],
+            max_handshakes=limits["max_handshakes"], max_handshakes_per_address=limits["max_per_address"],
+            handshake_deadline_s=limits["handshake_deadline_s"],
         )
     except TransportError as e:
         print(f"syft-mpc worker {args.id}: {e}", file=sys.stderr)
@@ -103,6 +161,8 @@ def _worker(args: argparse.Namespace) -> int:
             tls_ca=tls["tls_ca"],
             max_memory=args.max_memory,
             datasets=datasets,
+            max_connections=args.max_connections,
+            send_deadline_s=args.send_deadline,
         )
     except TransportError as e:  # e.g. the port is in use
         print(f"syft-mpc worker {args.id}: {e}", file=sys.stderr)
@@ -124,7 +184,8 @@ def _datasets(specs: "list[str] | None") -> "dict[str, object]":
 
 
 def _websocket_worker(
-    args: argparse.Namespace, token: str, tls: "dict[str, str | None]", datasets: "dict[str, object]"
+    args: argparse.Namespace, token: str, tls: "dict[str, str | None]", datasets: "dict[str, object]",
+    limits: "dict[str, Any]",
 ) -> int:
     from syft_mpc.net.websocket_server import WebsocketServerWorker
 
@@ -132,7 +193,7 @@ def _websocket_worker(
         server = WebsocketServerWorker(
             None, args.host, args.port, id=args.id, token=token, timeout_s=args.timeout, grace_s=args.grace,
             idle_timeout_s=args.idle_timeout, state_dir=args.state_dir, tls_cert=tls["tls_cert"],
-            tls_key=tls["tls_key"], tls_ca=tls["tls_ca"], max_memory=args.max_memory,
+            tls_key=tls["tls_key"], tls_ca=tls["tls_ca"], max_memory=args.max_memory, **limits,
         )
     except TransportError as e:
         print(f"syft-mpc worker {args.id}: {e}", file=sys.stderr)
@@ -166,6 +227,7 @@ def _launch(args: argparse.Namespace) -> int:
 def _gateway(args: argparse.Namespace) -> int:
     token = _read_token(args.token_file)
     tls = _tls_args(args)
+    limits = _limits(args, "gateway")
     logging.basicConfig(
         level=logging.INFO if not args.quiet else logging.WARNING,
         format="%(asctime)s syft-mpc gateway: %(message)s",
@@ -176,7 +238,7 @@ def _gateway(args: argparse.Namespace) -> int:
     tabs = [t.strip() for t in (args.tabs or "").split(",") if t.strip()]
     try:
         run_gateway(args.host, args.port, token, tabs=tabs, tls_cert=tls["tls_cert"], tls_key=tls["tls_key"],
-                    public_url=args.public_url)
+                    public_url=args.public_url, **limits)
     except TransportError as e:
         print(f"syft-mpc gateway: {e}", file=sys.stderr)
         return 2
@@ -188,6 +250,40 @@ def _info(args: argparse.Namespace) -> int:
 
     print(report())
     return 0
+
+
+def _add_limit_args(p: argparse.ArgumentParser, who: str) -> None:
+    """The connection limits of a worker or gateway (docs/SECURITY.md, "Limits and timeouts")."""
+    from syft_mpc.net import admission
+    from syft_mpc.net.send_watch import MAX_SEND_DEADLINE_S, SEND_DEADLINE_S
+
+    g = p.add_argument_group("connection limits (see docs/SECURITY.md)")
+    g.add_argument(
+        "--max-connections", type=_count, default=admission.MAX_CONNECTIONS, metavar="N",
+        help=f"authenticated connections {who} serves at once (each costs a few threads); one more gets a "
+        f"WorkerBusy error and is closed, those connected are served as before (default {admission.MAX_CONNECTIONS})",
+    )
+    g.add_argument(
+        "--send-deadline", type=_send_deadline, default=SEND_DEADLINE_S, metavar="S",
+        help=f"cut off a peer that takes none of the bytes sent to it for S seconds (it stopped reading); "
+        f"a slow reader that takes some within each S is never cut (default {SEND_DEADLINE_S:g}, at most "
+        f"{MAX_SEND_DEADLINE_S:g})",
+    )
+    g.add_argument(
+        "--handshake-deadline", type=_handshake_deadline, metavar="S",
+        help=f"bound on a whole handshake however slowly its peer sends (default {admission.HANDSHAKE_DEADLINE_S:g}, "
+        f"or --timeout if shorter; at most {admission.MAX_HANDSHAKE_DEADLINE_S:g})",
+    )
+    g.add_argument(
+        "--max-handshakes", type=_count, metavar="N",
+        help=f"unfinished handshakes at once; a new connection over it evicts the most silent "
+        f"(default {admission.MAX_HANDSHAKES})",
+    )
+    g.add_argument(
+        "--max-handshakes-per-address", type=_count, metavar="N",
+        help=f"unfinished handshakes of one address (IPv4, IPv6 /64) at once; a new one over it evicts one of that "
+        f"address's (default {admission.MAX_PER_ADDRESS}, or --max-handshakes if lower)",
+    )
 
 
 def _add_tls_args(p: argparse.ArgumentParser, whose: str) -> None:
@@ -228,6 +324,7 @@ def main(argv: "list[str] | None" = None) -> int:
     )
     w.add_argument("--quiet", action="store_true", help="log only warnings")
     _add_tls_args(w, "this worker's")
+    _add_limit_args(w, "the worker")
     w.set_defaults(fn=_worker)
 
     la = sub.add_parser("launch", help="start local workers, run a script against them, stop them")
@@ -247,6 +344,7 @@ def main(argv: "list[str] | None" = None) -> int:
     g.add_argument("--public-url", help="the URL people reach the gateway at, for the printed links (default: the listening address)")
     g.add_argument("--quiet", action="store_true", help="log only warnings")
     _add_tls_args(g, "the gateway's")
+    _add_limit_args(g, "the gateway")
     g.set_defaults(fn=_gateway)
 
     inf = sub.add_parser("info", help="versions, CPU features and the kernels chosen (paste it into a bug report)")

@@ -27,10 +27,13 @@ Design (see ``docs/WORKERS.md`` and ``docs/SECURITY.md``):
 * No driver or tab can hold up the relay for the others: each has its own sending thread and
   queue (:data:`MAX_WAITING_BYTES` at most), so nothing sends while holding a lock another
   connection needs. A driver with more answers waiting than that is cut off; a request to a tab
-  with more requests waiting is refused with an error. Either one that acknowledges none of the
+  with more requests waiting is refused (the driver raises :class:`~syft_mpc.errors.WorkerBusy`
+  naming the tab). Either one that acknowledges none of the
   bytes waiting for it for ``send_deadline_s`` (10 s) is cut off by the listener
   (:mod:`syft_mpc.net.send_watch`): a tab's pending requests then fail naming it and saying
   why. Each cut is logged (at most one line per 10 s of each kind).
+* At most ``max_connections`` drivers and tabs at once (``--max-connections``, 256): one more
+  is told why (a driver raises :class:`~syft_mpc.errors.WorkerBusy`) and closed.
 * Secure aggregation (:meth:`Gateway.secure_sum`): the tabs agree on pairwise keys (ECDH
   P-256, public keys relayed by the driver), each adds pairwise masks that cancel in the
   sum (Bonawitz et al., CCS 2017) to its fixed-point update in Z_2^64, and the driver only
@@ -39,8 +42,9 @@ Design (see ``docs/WORKERS.md`` and ``docs/SECURITY.md``):
 Driver <-> gateway messages are serde-encoded tuples::
 
     ("list", seq)                      -> ("workers", seq, [tab ids])
-    ("req", seq, tab id, frame bytes)  -> ("reply", seq, reply bytes) | ("error", seq, message)
+    ("req", seq, tab id, frame bytes)  -> ("reply", seq, reply bytes) | ("error", seq, message[, "WorkerBusy"])
                                           gateway pushes ("gone", tab id, reason)
+                                          and, to a driver over --max-connections, ("busy", reason), then closes
 
 Gateway <-> tab: ``b"R" seq:u32 Envelope`` / ``b"r" seq:u32 Ok|Err``.
 """
@@ -66,8 +70,17 @@ from websockets.http11 import Request, Response
 
 from syft_mpc import fixed_point
 from syft_mpc._native import check_token
-from syft_mpc.errors import PeerDisconnected, PeerTimeout, SerializationError, TransportError
-from syft_mpc.net.admission import Throttled, connect_retrying
+from syft_mpc.errors import PeerDisconnected, PeerTimeout, SerializationError, TransportError, WorkerBusy
+from syft_mpc.net.admission import (
+    HANDSHAKE_DEADLINE_S,
+    MAX_CONNECTIONS,
+    MAX_HANDSHAKES,
+    MAX_PER_ADDRESS,
+    REFUSE_LINGER_S,
+    Throttled,
+    check_limits,
+    connect_retrying,
+)
 from syft_mpc.net.env import ENV_TOKEN
 from syft_mpc.net.send_watch import SEND_DEADLINE_S
 from syft_mpc.net.ws_serve import AdmittedServer
@@ -232,6 +245,10 @@ class GatewayServer:
         ping_s: a tab that does not answer a ping within ``ping_s + 1`` seconds is dropped.
         send_deadline_s: a driver or tab that acknowledges none of the bytes waiting for it
             for this long is cut off (:mod:`syft_mpc.net.send_watch`).
+        max_connections: drivers and tabs connected at once (default 256); one more is refused
+            (a driver gets :class:`~syft_mpc.errors.WorkerBusy`, a tab an error on its page).
+        max_handshakes, max_per_address, handshake_deadline_s: the admission limits
+            (:mod:`syft_mpc.net.admission`; defaults 512, 64, 5 s).
 
     Each driver and each tab has its own sending thread and queue (at most
     :data:`MAX_WAITING_BYTES` waiting), so a peer that reads slowly or not at all delays
@@ -241,9 +258,15 @@ class GatewayServer:
     def __init__(
         self, host: str, port: int, token: str, *, tls_cert: "str | None" = None, tls_key: "str | None" = None,
         timeout_s: float = 30.0, ping_s: float = 2.0, send_deadline_s: float = SEND_DEADLINE_S,
+        max_connections: int = MAX_CONNECTIONS, max_handshakes: int = MAX_HANDSHAKES,
+        max_per_address: int = MAX_PER_ADDRESS, handshake_deadline_s: float = HANDSHAKE_DEADLINE_S,
     ) -> None:
         check_token(token)  # at least 128 bits, as for workers: tab tokens are derived from it
+        check_limits(max_connections=max_connections)
         self.token = token
+        self.max_connections = max_connections
+        self._active = 0  # drivers and tabs being served
+        self.busy_refused = 0  # connections refused over max_connections
         self.timeout_s = timeout_s
         self._tabs: dict[str, _Tab] = {}
         self._drivers: set[_Driver] = set()
@@ -251,6 +274,8 @@ class GatewayServer:
         self._seq = itertools.count(1)
         self._cut_log = Throttled(logger=log)
         self._no_thread = Throttled(logger=log)
+        self._busy_log = Throttled(logger=log)
+        self._full_log = Throttled(logger=log)
         ctx = server_ssl(tls_cert, tls_key)
         self.tls = ctx is not None
         # Admitted as a worker's connections (syft_mpc.net.admission); page requests count as
@@ -258,7 +283,8 @@ class GatewayServer:
         self._server = AdmittedServer(
             self._handle, host, port, name="gateway", route=self._http, timeout_s=timeout_s,
             max_message=MAX_MESSAGE_BYTES, ssl=ctx, log=log, ping_interval=ping_s, ping_timeout=ping_s + 1,
-            send_deadline_s=send_deadline_s,
+            send_deadline_s=send_deadline_s, max_handshakes=max_handshakes, max_per_address=max_per_address,
+            handshake_deadline_s=handshake_deadline_s,
         )
         self.address = self._server.local_addr
         self.url = f"{'https' if self.tls else 'http'}://{self.address}"
@@ -319,10 +345,41 @@ class GatewayServer:
     def _handle(self, conn: WsConnection, peer_id: str) -> None:
         request = getattr(conn.ws, "request", None)
         path = (request.path if request is not None else "").split("?", 1)[0]
-        if path == "/tab":
-            self._serve_tab(peer_id, conn)
-        else:
-            self._serve_driver(conn)
+        with self._state:
+            serving = self._active
+            full = serving >= self.max_connections
+            if not full:
+                self._active += 1
+        if full:
+            self._refuse(conn, path, peer_id, serving)
+            return
+        try:
+            if path == "/tab":
+                self._serve_tab(peer_id, conn)
+            else:
+                self._serve_driver(conn)
+        finally:
+            with self._state:
+                self._active -= 1
+
+    def _refuse(self, conn: WsConnection, path: str, peer_id: str, serving: int) -> None:
+        """A driver or tab over ``max_connections``: told why, then closed (once it has read
+        that, or :data:`REFUSE_LINGER_S` later). Those connected already are not touched."""
+        self.busy_refused += 1
+        what = f"tab {peer_id}" if path == "/tab" else "driver"
+        msg = (f"the gateway already serves {serving} connections, its limit (--max-connections "
+               f"{self.max_connections}), so it refused this one; those connected are served as before: retry "
+               "later, or start the gateway with a larger --max-connections")
+        self._busy_log.warning("refused a %s from %s: already serving %d connections (--max-connections %d)",
+                               what, conn.peer_addr, serving, self.max_connections)
+        try:
+            conn.send(b"E" + msg.encode() if path == "/tab" else serde.encode(("busy", msg)))
+            deadline = time.monotonic() + REFUSE_LINGER_S
+            while time.monotonic() < deadline:  # until the client closes (it read the refusal)
+                conn.recv(max(0.01, deadline - time.monotonic()))
+        except TransportError:
+            pass
+        conn.cut("refused: the gateway is at its --max-connections")
 
     def _start(self, out: _Outbox, what: str) -> bool:
         try:
@@ -449,17 +506,26 @@ class GatewayServer:
         if not tab.out.put(b"R" + seq.to_bytes(4, "little") + frame):
             with self._state:
                 tab.pending.pop(seq, None)
-            driver.push(("error", dseq, f"browser worker {tab_id} is not reading its requests: "
-                                        f"{tab.out.waiting} bytes already wait for it; try again later"))
+            waiting = tab.out.waiting
+            self._full_log.warning(
+                "refused a request to browser worker %s: %d bytes already wait for it (limit %d MiB); the "
+                "driver was told to retry later", tab_id, waiting, MAX_WAITING_BYTES >> 20,
+            )
+            driver.push(("error", dseq, f"browser worker {tab_id} is not taking its requests as fast as they "
+                                        f"come: {waiting} bytes already wait for it at the gateway (at most "
+                                        f"{MAX_WAITING_BYTES >> 20} MiB), so this request was not sent; retry "
+                                        "later, or slow down (wait for earlier answers before sending more)",
+                         "WorkerBusy"))
 
 
 class _Call:
-    __slots__ = ("done", "result", "error")
+    __slots__ = ("done", "result", "error", "busy")
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.result: Any = None
         self.error: "str | None" = None
+        self.busy = False  # refused at capacity (WorkerBusy), not failed
 
 
 class Gateway:
@@ -470,11 +536,18 @@ class Gateway:
         token: the gateway token (default ``$SYFT_MPC_TOKEN``); it never travels.
         secure: ``wss://`` (TLS), checking the certificate against ``tls_ca`` or the system CAs.
         timeout_s: bound on connecting and on each request to a tab.
+        send_deadline_s: a send to a gateway that acknowledges none of the bytes waiting for it
+            for this long (it stopped reading: a stopped or hung process) fails with
+            :class:`~syft_mpc.errors.PeerTimeout` (default ``timeout_s``, at most 3,600 s).
+
+    A request the gateway refuses at capacity (too many requests already wait for the tab; a
+    gateway already serving ``--max-connections``) raises
+    :class:`~syft_mpc.errors.WorkerBusy`: retry later, or send less at a time.
     """
 
     def __init__(
         self, host: str = "127.0.0.1", port: int = 8780, token: "str | None" = None, *, secure: bool = False,
-        tls_ca: "str | None" = None, timeout_s: float = 30.0,
+        tls_ca: "str | None" = None, timeout_s: float = 30.0, send_deadline_s: "float | None" = None,
     ) -> None:
         token = token or os.environ.get(ENV_TOKEN)
         if not token:
@@ -482,7 +555,8 @@ class Gateway:
         self.url = f"{'wss' if secure else 'ws'}://{host}:{port}/driver"
         self.timeout_s = timeout_s
         self._conn = connect_retrying(
-            lambda: open_connection(self.url, token, GATEWAY_ID, DRIVER_SESSION, timeout_s, tls_ca=tls_ca)
+            lambda: open_connection(self.url, token, GATEWAY_ID, DRIVER_SESSION, timeout_s, tls_ca=tls_ca,
+                                    send_deadline_s=send_deadline_s)
         )
         self._calls: dict[int, _Call] = {}
         self._seq = itertools.count(1)
@@ -491,6 +565,7 @@ class Gateway:
         self._workers: dict[str, BrowserWorker] = {}
         self._gone: dict[str, str] = {}
         self._closed: "str | None" = None
+        self._busy = False  # the gateway refused this connection at capacity
         self._reader = threading.Thread(target=self._read, daemon=True, name="gateway-driver")
         self._reader.start()
 
@@ -512,44 +587,62 @@ class Gateway:
                         self._gone[tab_id] = reason
                         self._workers.pop(tab_id, None)
                     continue
+                if msg[0] == "busy":  # refused at capacity: nothing more will come
+                    why = f"the gateway refused this connection: {msg[1]}"
+                    with self._lock:
+                        self._busy, self._closed = True, why
+                    self._conn.close()
+                    break
                 with self._lock:
                     call = self._calls.pop(msg[1], None) if type(msg[1]) is int else None
                 if call is None:
                     continue
                 if msg[0] == "error":
                     call.error = str(msg[2])
+                    call.busy = len(msg) > 3 and msg[3] == "WorkerBusy"
                 else:
                     call.result = msg[2]
                 call.done.set()
         except (TransportError, SerializationError) as e:
-            why = f"the connection to the gateway failed: {e}"
+            if not self._busy:
+                why = f"the connection to the gateway failed: {e}"
         finally:
             with self._lock:
                 self._closed = why
                 calls, self._calls = list(self._calls.values()), {}
             for c in calls:
                 c.error = why
+                c.busy = self._busy
                 c.done.set()
 
-    def _call(self, msg_tail: tuple[Any, ...], kind: str, what: str, timeout_s: "float | None" = None) -> Any:
+    def _call(
+        self, msg_tail: tuple[Any, ...], kind: str, what: str, timeout_s: "float | None" = None, no_answer: str = ""
+    ) -> Any:
         call = _Call()
         with self._lock:
             if self._closed is not None:
-                raise PeerDisconnected(f"{what}: {self._closed}")
+                raise (WorkerBusy if self._busy else PeerDisconnected)(f"{what}: {self._closed}")
             seq = next(self._seq)
             self._calls[seq] = call
         try:
             with self._send_lock:
                 self._conn.send(serde.encode((kind, seq, *msg_tail)))
         except TransportError as e:
+            with self._lock:
+                self._calls.pop(seq, None)
+                busy, closed = self._busy, self._closed
+            if busy:  # refused at capacity just before this send
+                raise WorkerBusy(f"{what}: {closed}") from None
+            if isinstance(e, PeerTimeout):  # the gateway stopped reading (send_deadline_s)
+                raise PeerTimeout(f"{what}: {e}") from None
             raise PeerDisconnected(f"{what}: sending to the gateway failed: {e}") from None
         t = self.timeout_s if timeout_s is None else timeout_s
         if not call.done.wait(t):
             with self._lock:
                 self._calls.pop(seq, None)
-            raise PeerTimeout(f"{what}: no answer within {t:.1f} s")
+            raise PeerTimeout(f"{what}: no answer within {t:.1f} s{no_answer}")
         if call.error is not None:
-            raise PeerDisconnected(f"{what}: {call.error}")
+            raise (WorkerBusy if call.busy else PeerDisconnected)(f"{what}: {call.error}")
         return call.result
 
     def request(self, tab_id: str, frame: bytes) -> bytes:
@@ -558,10 +651,7 @@ class Gateway:
             gone = self._gone.get(tab_id)
         if gone is not None:
             raise PeerDisconnected(gone)
-        try:
-            reply = self._call((tab_id, frame), "req", f"browser worker {tab_id}")
-        except PeerTimeout as e:
-            raise PeerTimeout(f"{e}; is the tab still open?") from None
+        reply = self._call((tab_id, frame), "req", f"browser worker {tab_id}", no_answer="; is the tab still open?")
         if not isinstance(reply, bytes):
             raise SerializationError(f"browser worker {tab_id}: the gateway sent a reply of type {type(reply).__name__}")
         return reply
@@ -711,14 +801,16 @@ class BrowserWorker(BaseWorker):
 
 
 def run_gateway(host: str, port: int, token: str, *, tabs: "Sequence[str]" = (), tls_cert: "str | None" = None,
-                tls_key: "str | None" = None, public_url: "str | None" = None) -> None:
-    """The CLI's ``gateway`` command: serves until SIGINT/SIGTERM, printing a link per tab."""
+                tls_key: "str | None" = None, public_url: "str | None" = None, **limits: Any) -> None:
+    """The CLI's ``gateway`` command: serves until SIGINT/SIGTERM, printing a link per tab.
+    ``limits`` (``timeout_s``, ``send_deadline_s``, ``max_connections``, ``max_handshakes``,
+    ``max_per_address``, ``handshake_deadline_s``) go to :class:`GatewayServer`."""
     import signal
 
     for t in tabs:
         if not _TAB_ID.fullmatch(t):
             raise SystemExit(f"syft-mpc gateway: bad tab id {t!r} (1-64 letters, digits, _ . -)")
-    server = GatewayServer(host, port, token, tls_cert=tls_cert, tls_key=tls_key)
+    server = GatewayServer(host, port, token, tls_cert=tls_cert, tls_key=tls_key, **limits)
     stop = threading.Event()
     # The server runs on a thread; the signal only wakes this one (shutting the server down from
     # a handler interrupting its own serve_forever would wait on itself).

@@ -18,11 +18,20 @@ request waiting for it.
 * A connection whose thread cannot be started is closed and logged; serving goes on.
   Refused connections and failed handshakes are logged at most once per
   :data:`LOG_EVERY_S` seconds each, with a count of the ones not logged.
+* At most ``max_connections`` authenticated connections are served at once (each costs a
+  thread here, more in the transport): one more is answered with a ``WorkerBusy`` error
+  (the client raises :class:`~syft_mpc.errors.WorkerBusy`) and closed
+  :data:`~syft_mpc.net.admission.REFUSE_LINGER_S` later by the accept loop (no thread of its own); the connections
+  already served are not touched.
+* A client that stops reading its replies is cut once none of a reply's bytes has moved for
+  ``send_deadline_s`` (native TCP: the reply's write timeout; WebSocket: the listener's
+  :mod:`~syft_mpc.net.send_watch`), which ends its connection's thread.
 * SIGINT / SIGTERM stop the server: the port is released, connections are closed.
 """
 
 from __future__ import annotations
 
+import collections
 import heapq
 import logging
 import os
@@ -35,11 +44,12 @@ import torch
 
 from syft_mpc import _native, limits
 from syft_mpc.remote import serde
-from syft_mpc.errors import PeerDisconnected, SerializationError, TransportError
+from syft_mpc.errors import PeerDisconnected, PeerTimeout, SerializationError, TransportError
 from syft_mpc.hook import TorchHook
-from syft_mpc.net.admission import LOG_EVERY_S, Throttled
+from syft_mpc.net.admission import LOG_EVERY_S, MAX_CONNECTIONS, REFUSE_LINGER_S, Throttled, check_limits
 from syft_mpc.net.env import ENV_TLS_CA
 from syft_mpc.net.sealing import open_envelope
+from syft_mpc.net.send_watch import SEND_DEADLINE_S, check_send_deadline
 from syft_mpc.remote.messages import DEFAULT_SESSION, HELLO, POST, REQUEST, SYNC, Envelope, Err, Ok
 from syft_mpc.net.socket_worker import SocketWorker
 from syft_mpc.remote.workers import BaseWorker
@@ -58,6 +68,7 @@ def _no_reply(value: object) -> None:
 
 _current = threading.local()  # .owner: the client uid whose request this thread runs
 _TRIM_AFTER_BYTES = 8 << 20  # after a message this large, malloc's free memory goes back to the OS
+_MAX_LINGERING = 1024  # refused connections waiting to be closed; past this, they are closed at once
 
 
 class ServedWorker(BaseWorker):
@@ -117,6 +128,11 @@ class WorkerServer:
             (as a share holder it then needs ``tls_ca`` too).
         max_memory: the worker's memory budget (bytes or ``"4G"``; default
             ``$SYFT_MPC_MAX_MEMORY``, else half the machine's RAM): see :mod:`syft_mpc.limits`.
+        max_connections: authenticated connections served at once (default
+            :data:`~syft_mpc.net.admission.MAX_CONNECTIONS`, 256); one more is refused with
+            ``WorkerBusy``.
+        send_deadline_s: a client that takes none of a reply's bytes for this long (it stopped
+            reading) is cut off (default 10 s, at most 3,600 s).
     """
 
     def __init__(
@@ -136,7 +152,12 @@ class WorkerServer:
         tls_key: "str | None" = None,
         tls_ca: "str | None" = None,
         max_memory: "int | str | None" = None,
+        max_connections: int = MAX_CONNECTIONS,
+        send_deadline_s: float = SEND_DEADLINE_S,
     ) -> None:
+        check_limits(max_connections=max_connections)
+        self.max_connections = max_connections
+        self.send_deadline_s = check_send_deadline(send_deadline_s)
         self.id = id
         self.token = token
         self.grace_s = grace_s
@@ -170,6 +191,10 @@ class WorkerServer:
         self._state = threading.Lock()
         self._refused = Throttled()
         self._no_thread = Throttled()
+        self._busy_log = Throttled()
+        self._stalled_log = Throttled()
+        self._lingering: "collections.deque[tuple[float, Any]]" = collections.deque()  # (close at, refused connection)
+        self.busy_refused = 0  # connections refused over max_connections
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -191,12 +216,18 @@ class WorkerServer:
                         "goes on)", evicted, late, self.listener.handshake_deadline_s, refused, LOG_EVERY_S,
                     )
                 dropped, next_report = now_dropped, time.monotonic() + LOG_EVERY_S
+            self._close_lingering(time.monotonic())
             try:
                 conn = self.listener.accept(0.2)
             except TransportError as e:
                 self._refused.warning("rejected a connection: %s", e)
                 continue
             if conn is None:
+                continue
+            with self._state:
+                serving = len(self._conns)
+            if serving >= self.max_connections:
+                self._refuse(conn, serving)
                 continue
             t = threading.Thread(target=self._serve_conn, args=(conn,), daemon=True, name=f"conn-{conn.peer_addr}")
             with self._state:
@@ -213,6 +244,58 @@ class WorkerServer:
                                         conn.peer_addr or "?", e)
         self._shutdown()
 
+    def _refuse(self, conn: Any, serving: int) -> None:
+        """Answers a connection over ``max_connections`` with a ``WorkerBusy`` error; it is closed
+        :data:`REFUSE_LINGER_S` later (by this loop, no thread), so its client reads the error
+        rather than a reset."""
+        where = conn.peer_addr or "?"
+        self.busy_refused += 1
+        msg = (
+            f"worker {self.id} already serves {serving} connections, its limit (--max-connections "
+            f"{self.max_connections}), so it refused this one. The connections already open are served as before: "
+            "retry later, close connections you no longer need, or start the worker with a larger --max-connections"
+        )
+        try:
+            conn.send(serde.encode(Err("WorkerBusy", msg)))
+        except TransportError:
+            pass
+        if len(self._lingering) >= _MAX_LINGERING:  # a flood of them: no more waiting, close at once
+            self._close_now(conn)
+        else:
+            self._lingering.append((time.monotonic() + REFUSE_LINGER_S, conn))
+        self._busy_log.warning(
+            "refused a connection from %s: already serving %d connections (--max-connections %d); the clients "
+            "already connected are served as before", where, serving, self.max_connections,
+        )
+
+    def _close_lingering(self, now: float) -> None:
+        while self._lingering and (self._lingering[0][0] <= now or self._stop.is_set()):
+            self._close_now(self._lingering.popleft()[1])
+
+    @staticmethod
+    def _close_now(conn: Any) -> None:
+        cut = getattr(conn, "cut", None)  # a WebSocket: shut down at once, no closing handshake to wait for
+        if cut is not None:
+            cut("refused: the worker is at its --max-connections")
+        else:
+            conn.close()
+
+    def _send_reply(self, conn: Any, reply: Any, where: str) -> None:
+        """Sends a reply under the send deadline (native TCP: its write timeout; the next wait
+        for a request sets the idle timeout again). A client that takes none of it for that
+        long is cut off: ``PeerTimeout`` ends its connection."""
+        set_timeout = getattr(conn, "set_timeout", None)  # a WebSocket listener watches its sends itself
+        if set_timeout is not None:
+            set_timeout(self.send_deadline_s)
+        try:
+            conn.send(reply)
+        except PeerTimeout as e:
+            self._stalled_log.warning(
+                "cut off %s: it took none of a reply's bytes for %g s (a client that does not read what it is "
+                "sent); its connection was closed, the others are served as before", where, self.send_deadline_s,
+            )
+            raise PeerDisconnected(f"cut off: it read none of a reply for {self.send_deadline_s:g} s ({e})") from None
+
     def _dropped(self) -> "tuple[int, int, int]":
         d = self.listener.dropped
         return int(d["evicted"]), int(d["expired"]), int(d["refused"])
@@ -225,6 +308,7 @@ class WorkerServer:
         signal.signal(signal.SIGTERM, self.stop)
 
     def _shutdown(self) -> None:
+        self._close_lingering(time.monotonic())
         self.listener.close()
         with self._state:
             conns, threads = list(self._conns), list(self._threads)
@@ -290,7 +374,7 @@ class WorkerServer:
                         del view, body
                         limits.trim_heap()
                     try:
-                        conn.send(serde.encode(Err("SerializationError", f"{e}; the connection was closed")))
+                        self._send_reply(conn, serde.encode(Err("SerializationError", f"{e}; the connection was closed")), where)
                     except TransportError:
                         pass
                     break
@@ -306,7 +390,7 @@ class WorkerServer:
                         reply, pending = pending, None
                     else:
                         reply = self.worker.handle_envelope(env, serde.encode_parts)
-                    conn.send(reply)
+                    self._send_reply(conn, reply, where)
                 elif kind == POST:
                     # A success is not answered, so it is not encoded (None); a failure is
                     # an encoded Err, kept for the next request that waits.
@@ -324,7 +408,7 @@ class WorkerServer:
                             log.info("posted request from %s failed: %s: %s", where, r.err_type, r.message)
                 elif kind == SYNC:
                     reply, pending = pending or serde.encode(Ok(len(self.worker._objects))), None
-                    conn.send(reply)
+                    self._send_reply(conn, reply, where)
                 else:  # HELLO
                     new_uid = hello["uid"]
                     if new_uid != uid:
@@ -332,7 +416,7 @@ class WorkerServer:
                         uid = new_uid
                         self._client_arrived(uid)
                     self._set_peers(hello.get("peers") or {}, uid)
-                    conn.send(serde.encode(Ok(None)))
+                    self._send_reply(conn, serde.encode(Ok(None)), where)
                 if len(view) >= _TRIM_AFTER_BYTES:  # its decoded objects are gone: return their memory
                     del view, body, msg
                     env = hello = None
@@ -497,23 +581,27 @@ def run_worker(
     tls_ca: "str | None" = None,
     max_memory: "int | str | None" = None,
     datasets: "dict[str, Any] | None" = None,
+    max_connections: int = MAX_CONNECTIONS,
+    send_deadline_s: float = SEND_DEADLINE_S,
 ) -> None:
     """Runs a worker server in this process until SIGINT/SIGTERM (the CLI's ``worker`` command).
 
     ``ready(address)`` is called once listening (the CLI prints ``listening on host:port``);
-    ``tls_cert``, ``tls_key``, ``tls_ca`` and ``max_memory`` go to :class:`WorkerServer`.
+    ``tls_cert``, ``tls_key``, ``tls_ca``, ``max_memory``, ``max_connections`` and
+    ``send_deadline_s`` go to :class:`WorkerServer`.
     """
     server = WorkerServer(
         id, host, port, token, grace_s=grace_s, idle_timeout_s=idle_timeout_s, timeout_s=timeout_s, listener=listener,
-        state_dir=state_dir,
-        tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca, max_memory=max_memory,
+        state_dir=state_dir, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca, max_memory=max_memory,
+        max_connections=max_connections, send_deadline_s=send_deadline_s,
     )
     for key, ds in (datasets or {}).items():
         server.worker.add_dataset(ds, key)
     server.install_signal_handlers()
-    log.info(
-        "worker %s listening on %s%s, memory budget %s", id, server.address, " (TLS)" if server.listener.tls else "",
-        limits.format_size(server.worker.memory_budget.max_bytes),
+    log.info(  # the CLI's log format names the worker
+        "listening on %s%s, memory budget %s, at most %d connections", server.address,
+        " (TLS)" if server.listener.tls else "", limits.format_size(server.worker.memory_budget.max_bytes),
+        server.max_connections,
     )
     if ready is not None:
         ready(server.address)

@@ -26,10 +26,11 @@ from typing import Any
 
 from syft_mpc import _native
 from syft_mpc.remote import serde
-from syft_mpc.errors import AuthenticationError, TlsError, TransportError
+from syft_mpc.errors import AuthenticationError, PeerTimeout, TlsError, TransportError, WorkerBusy
 from syft_mpc.net.admission import connect_retrying
 from syft_mpc.net.env import ENV_TIMEOUT, ENV_TLS_CA, ENV_TOKEN, ENV_WORKERS
 from syft_mpc.net.sealing import seal_envelope
+from syft_mpc.net.send_watch import MAX_SEND_DEADLINE_S, check_send_deadline
 from syft_mpc.remote.messages import DEFAULT_SESSION, HELLO, POST, REQUEST, SYNC, Envelope, Err, MpcJoin
 from syft_mpc.remote.workers import BaseWorker
 
@@ -84,6 +85,12 @@ class SocketWorker(BaseWorker):
         timeout_s: bound on connecting and on every wait for an answer (default
             ``$SYFT_MPC_TIMEOUT`` or 30 s). A worker that died or hangs raises
             :class:`~syft_mpc.errors.TransportError` naming it within this time.
+        send_deadline_s: bound on each send's wait for a worker that takes none of the bytes
+            sent to it (a stopped or hung process whose receive buffer is full): the send
+            fails with :class:`~syft_mpc.errors.PeerTimeout` once none of the bytes waiting
+            for the worker has moved for this long; a slow worker that takes some within each
+            deadline is waited for, however large the message. Default: ``timeout_s``; at
+            most 3,600 s (``send_watch.MAX_SEND_DEADLINE_S``).
         asynchronous: post requests whose reply is always None (``send``, attribute
             writes, deletions), and operations whose result the driver can describe
             itself (shape/dtype inferred on meta tensors), without waiting; their failures
@@ -99,6 +106,8 @@ class SocketWorker(BaseWorker):
     """
 
     url_scheme = ""  # how peers reach it: "host:port" is native TCP; WebSocket workers add "ws://"
+    # The native channel's write timeout is its send deadline; a WebSocket connection watches its sends itself.
+    _deadline_is_write_timeout = True
 
     def __init__(
         self,
@@ -116,6 +125,7 @@ class SocketWorker(BaseWorker):
         announce: bool = True,
         tls_ca: "str | None" = None,
         tls_server_name: "str | None" = None,
+        send_deadline_s: "float | None" = None,
     ) -> None:
         super().__init__(hook, id=id, known_workers=known_workers)
         self.host = host
@@ -125,6 +135,10 @@ class SocketWorker(BaseWorker):
         self.tls_ca = (os.environ.get(ENV_TLS_CA) if tls_ca is None else tls_ca) or None
         self._tls_server_name = tls_server_name
         self.timeout_s = _default_timeout() if timeout_s is None else float(timeout_s)
+        self.send_deadline_s = check_send_deadline(
+            min(self.timeout_s, MAX_SEND_DEADLINE_S) if send_deadline_s is None else send_deadline_s
+        )
+        self._split_send = self._deadline_is_write_timeout and self.send_deadline_s != self.timeout_s
         self.asynchronous = asynchronous
         self._session = session
         self._announce = announce
@@ -167,12 +181,22 @@ class SocketWorker(BaseWorker):
             hint = f"start it and this driver with the same token (${ENV_TOKEN}) and check the worker id"
         elif isinstance(e, TlsError):
             hint = f"check its --tls-cert/--tls-key and the CA given here as tls_ca (${ENV_TLS_CA})"
+        elif isinstance(e, WorkerBusy):
+            hint = ""  # the worker's refusal says what to do
+        elif isinstance(e, PeerTimeout) and "send deadline" in str(e):  # WsConnection said what happened
+            hint = "the next request connects again"
+        elif isinstance(e, PeerTimeout):
+            hint = (
+                f"it did not answer within timeout_s ({self.timeout_s:g} s), or took none of the bytes sent to it "
+                f"within send_deadline_s ({self.send_deadline_s:g} s): check that its process is running and not "
+                "stopped or overloaded; for a worker that is only slow, raise those"
+            )
         else:
             hint = (
                 "check that its process is running (syft-mpc worker) and reachable; objects it held are "
                 "lost if it died"
             )
-        err = type(e)(f"worker {self.id} at {self.address}: {doing} failed: {e}; {hint}")
+        err = type(e)(f"worker {self.id} at {self.address}: {doing} failed: {e}" + (f"; {hint}" if hint else ""))
         err.peer = f"worker {self.id}"  # type: ignore[attr-defined]
         err.worker = self.id  # type: ignore[attr-defined]
         return err
@@ -180,7 +204,7 @@ class SocketWorker(BaseWorker):
     def _open_connection(self) -> Any:
         """A new authenticated connection to the worker (one try): native TCP (or TLS) here; a
         subclass opens another transport with the same interface (``WebsocketClientWorker``)."""
-        return _native.Connection.connect(
+        conn = _native.Connection.connect(
             self.address,
             self._token,
             self.id,
@@ -189,6 +213,11 @@ class SocketWorker(BaseWorker):
             tls_ca=self.tls_ca,
             tls_server_name=self._tls_server_name,
         )
+        # The native channel bounds every socket write by its timeout (SO_SNDTIMEO: no byte
+        # taken for that long fails the write): that is the send deadline.
+        if self._split_send:
+            conn.set_timeout(self.send_deadline_s)
+        return conn
 
     def _connection(self) -> Any:
         """The open connection (opened, and greeted with b"H", when needed). Call with ``_io`` held."""
@@ -202,7 +231,11 @@ class SocketWorker(BaseWorker):
             self._peers_version = -1
         if self._peers_version != _directory_version:
             version, peers = self.peers_to_announce()
-            self._call(conn, HELLO + serde.encode({"uid": self._uid, "peers": peers}), "saying hello")
+            reply = self._call(conn, HELLO + serde.encode({"uid": self._uid, "peers": peers}), "saying hello")
+            if len(reply) < 4096:  # a refusal is short (an Ok(None) shorter still)
+                answer = serde.decode(reply)
+                if isinstance(answer, Err) and answer.err_type == "WorkerBusy":  # over --max-connections
+                    raise self._fail(WorkerBusy(answer.message), "connecting")
             self._peers_version = version
         return conn
 
@@ -222,7 +255,12 @@ class SocketWorker(BaseWorker):
 
     def _call(self, conn: "_native.Connection", frame: Any, doing: str) -> Any:
         try:
-            reply = conn.request(frame, self.timeout_s)
+            if not self._split_send:  # one call: the send and the wait share the bound
+                reply = conn.request(frame, self.timeout_s)
+            else:  # the send under its own deadline (the write timeout), then the wait for the answer
+                conn.set_timeout(self.send_deadline_s)
+                conn.send(frame)
+                reply = conn.recv(self.timeout_s)
         except TransportError as e:
             raise self._fail(e, doing) from None
         self._unconfirmed.clear()  # answered in order: everything posted before has arrived
@@ -242,6 +280,8 @@ class SocketWorker(BaseWorker):
         with self._io:
             conn = self._connection()
             try:
+                if self._split_send:
+                    conn.set_timeout(self.send_deadline_s)  # the last wait for an answer set the timeout_s
                 conn.send(_frame(POST, data))
             except TransportError as e:
                 raise self._fail(e, "sending a request") from None

@@ -24,7 +24,9 @@ from websockets.protocol import State
 
 from syft_mpc._native import check_token
 from syft_mpc.errors import TransportError
+from syft_mpc.net.admission import HANDSHAKE_DEADLINE_S, MAX_CONNECTIONS, MAX_HANDSHAKES, MAX_PER_ADDRESS, check_limits
 from syft_mpc.net.env import ENV_TOKEN
+from syft_mpc.net.send_watch import SEND_DEADLINE_S
 from syft_mpc.net.server import WorkerServer
 from syft_mpc.net.ws_serve import AdmittedServer
 from syft_mpc.net.ws_transport import MAX_MESSAGE_BYTES, WsConnection, server_ssl
@@ -43,8 +45,10 @@ class WebsocketListener:
     limits with eviction of the most silent, counted drops in ``dropped``) and run without a
     thread (:mod:`syft_mpc.net.ws_serve`); failed handshakes are logged at most once per 10 s.
     A message may have ``max_message`` bytes (1 GiB). A client that stops reading its replies
-    is cut once none of the bytes waiting for it has moved for 10 s
+    is cut once none of the bytes waiting for it has moved for ``send_deadline_s`` (10 s)
     (:mod:`syft_mpc.net.send_watch`), which ends the thread sending to it.
+    ``max_handshakes``, ``max_per_address`` and ``handshake_deadline_s`` are the admission
+    limits (defaults 512, 64, 5 s).
     """
 
     def __init__(
@@ -59,6 +63,10 @@ class WebsocketListener:
         max_message: int = MAX_MESSAGE_BYTES,
         tls_cert: "str | None" = None,
         tls_key: "str | None" = None,
+        send_deadline_s: float = SEND_DEADLINE_S,
+        max_handshakes: int = MAX_HANDSHAKES,
+        max_per_address: int = MAX_PER_ADDRESS,
+        handshake_deadline_s: float = HANDSHAKE_DEADLINE_S,
     ) -> None:
         self._token, self._id, self._session, self._timeout = token, worker_id, session, timeout_s
         self.max_message = max_message
@@ -68,7 +76,8 @@ class WebsocketListener:
         # The worker's serve loop reports the drops (WorkerServer reads `dropped`).
         self._server = AdmittedServer(
             self._handle, host, port, name=f"worker {worker_id}", route=self._route, timeout_s=timeout_s,
-            max_message=max_message, ssl=ctx, log=log, report_drops=False,
+            max_message=max_message, ssl=ctx, log=log, report_drops=False, send_deadline_s=send_deadline_s,
+            max_handshakes=max_handshakes, max_per_address=max_per_address, handshake_deadline_s=handshake_deadline_s,
         )
         self.local_addr = self._server.local_addr
         self.handshake_deadline_s = self._server.deadline_s
@@ -117,7 +126,10 @@ class WebsocketServerWorker(WorkerServer):
             ``cert_path``/``key_path`` are accepted too).
         max_message: the largest message accepted (bytes; 1 GiB, as socket workers); a larger
             one closes that connection with WebSocket code 1009 and a reason naming the limit.
-        Other keyword arguments as :class:`~syft_mpc.net.server.WorkerServer`.
+        max_handshakes, max_per_address, handshake_deadline_s: the admission limits of its
+            listener (:class:`WebsocketListener`).
+        Other keyword arguments as :class:`~syft_mpc.net.server.WorkerServer` (``max_connections``,
+        ``send_deadline_s``, ...).
     """
 
     def __init__(
@@ -134,6 +146,10 @@ class WebsocketServerWorker(WorkerServer):
         tls_key: "str | None" = None,
         cert_path: "str | None" = None,
         key_path: "str | None" = None,
+        send_deadline_s: float = SEND_DEADLINE_S,
+        max_handshakes: int = MAX_HANDSHAKES,
+        max_per_address: int = MAX_PER_ADDRESS,
+        handshake_deadline_s: float = HANDSHAKE_DEADLINE_S,
         **kwargs: Any,
     ) -> None:
         tls_cert, tls_key = tls_cert or cert_path, tls_key or key_path  # PySyft 0.2's names
@@ -141,12 +157,15 @@ class WebsocketServerWorker(WorkerServer):
         if not token:
             raise ValueError(f"a token is needed: pass token=... or set {ENV_TOKEN}")
         check_token(token)  # at least 128 bits, as for socket workers: a recorded handshake must not make it guessable
+        check_limits(max_connections=kwargs.get("max_connections", MAX_CONNECTIONS))  # before the port is bound
         listener = WebsocketListener(
-            host, port, token, id, timeout_s=timeout_s, max_message=max_message, tls_cert=tls_cert, tls_key=tls_key
+            host, port, token, id, timeout_s=timeout_s, max_message=max_message, tls_cert=tls_cert, tls_key=tls_key,
+            send_deadline_s=send_deadline_s, max_handshakes=max_handshakes, max_per_address=max_per_address,
+            handshake_deadline_s=handshake_deadline_s,
         )
         super().__init__(
             id, host, port, token, timeout_s=timeout_s, listener=listener,  # type: ignore[arg-type]
-            tls_cert=tls_cert, tls_key=tls_key, **kwargs,
+            tls_cert=tls_cert, tls_key=tls_key, send_deadline_s=send_deadline_s, **kwargs,
         )
         self.url = f"{'wss' if listener.tls else 'ws'}://{self.address}"
 

@@ -37,6 +37,8 @@ class WebsocketClientWorker(SocketWorker):
         (``timeout_s``, ``asynchronous``, ``connect``, ...).
     """
 
+    _deadline_is_write_timeout = False  # WsConnection watches each send (send_watch.watch_send)
+
     def __init__(
         self,
         hook: Any = None,
@@ -71,4 +73,5 @@ class WebsocketClientWorker(SocketWorker):
             timeout_s=self.timeout_s,
             tls_ca=self.tls_ca,
             server_name=self._tls_server_name,
+            send_deadline_s=self.send_deadline_s,
         )

@@ -41,8 +41,16 @@ from websockets.server import ServerProtocol
 from websockets.sync.server import Server, ServerConnection, serve
 
 from syft_mpc.errors import AuthenticationError, TransportError
-from syft_mpc.net.admission import LOG_EVERY_S, Admission, Ticket, Throttled
-from syft_mpc.net.send_watch import CHECK_EVERY_S, SEND_DEADLINE_S, SendWatch
+from syft_mpc.net.admission import (
+    HANDSHAKE_DEADLINE_S,
+    LOG_EVERY_S,
+    MAX_HANDSHAKES,
+    MAX_PER_ADDRESS,
+    Admission,
+    Ticket,
+    Throttled,
+)
+from syft_mpc.net.send_watch import CHECK_EVERY_S, SEND_DEADLINE_S, SendWatch, check_send_deadline
 from syft_mpc.net.ws_transport import HANDSHAKE_MAX, MAX_QUEUE, ServerHandshake, WsConnection, allow_messages
 
 __all__ = ["BACKLOG", "REQUEST_MAX", "AdmittedServer", "Route"]
@@ -98,7 +106,12 @@ class AdmittedServer:
     (a worker's serve loop reports its listener's drops itself). ``ping_interval`` and
     ``ping_timeout`` go to the library's connections. A connection whose peer acknowledges none
     of the bytes waiting for it for ``send_deadline_s`` is cut (``cut_reason`` says so) and
-    counted in ``stalled``.
+    counted in ``stalled``. ``max_handshakes``, ``max_per_address`` and ``handshake_deadline_s``
+    are the admission limits (:mod:`syft_mpc.net.admission`; the deadline is also at most
+    ``timeout_s``).
+
+    Log lines do not name the server: the logger does (``syft_mpc.worker``,
+    ``syft_mpc.gateway``), and the CLI's log format names the process.
     """
 
     def __init__(
@@ -106,10 +119,14 @@ class AdmittedServer:
         route: Route, timeout_s: float, max_message: int, ssl: "ssl_module.SSLContext | None" = None,
         log: "logging.Logger | None" = None, report_drops: bool = True, ping_interval: "float | None" = 20.0,
         ping_timeout: "float | None" = 20.0, send_deadline_s: float = SEND_DEADLINE_S,
+        max_handshakes: int = MAX_HANDSHAKES, max_per_address: int = MAX_PER_ADDRESS,
+        handshake_deadline_s: float = HANDSHAKE_DEADLINE_S,
     ) -> None:
         self.name = name
         self.report_drops = report_drops
-        self.admission = Admission(timeout_s)
+        check_send_deadline(send_deadline_s)
+        self.admission = Admission(timeout_s, max_handshakes=max_handshakes, max_per_address=max_per_address,
+                                   deadline_s=handshake_deadline_s)
         self.deadline_s = self.admission.deadline_s
         self.max_message = max_message
         self._handler, self._route, self._ssl = handler, route, ssl
@@ -163,7 +180,7 @@ class AdmittedServer:
                         try:
                             self._accept(poller)
                         except Exception as e:  # never the end of the accept loop
-                            self._failed.warning("%s: accepting failed: %s: %s", self.name, type(e).__name__, e)
+                            self._failed.warning("accepting failed: %s: %s", type(e).__name__, e)
                     elif isinstance(key.data, _Pending):
                         self._step(poller, key.data)
                 self.admission.expire()  # cut sockets become readable (EOF) and are closed here
@@ -172,8 +189,8 @@ class AdmittedServer:
                     try:
                         self._cut_stalled()
                     except Exception as e:  # never the end of the accept loop
-                        self._failed.warning("%s: checking for peers that stopped reading failed: %s: %s",
-                                             self.name, type(e).__name__, e)
+                        self._failed.warning("checking for peers that stopped reading failed: %s: %s",
+                                             type(e).__name__, e)
                     next_check = time.monotonic() + CHECK_EVERY_S
         finally:
             server.socket_closed.set()
@@ -191,7 +208,7 @@ class AdmittedServer:
                 return
             except OSError as e:
                 if self.server.socket.fileno() != -1:  # e.g. out of file descriptors: it waits in the backlog
-                    self._accept_failed.warning("%s: accepting a connection failed: %s", self.name, e)
+                    self._accept_failed.warning("accepting a connection failed: %s", e)
                     time.sleep(0.05)
                 return
             host = addr[0] if isinstance(addr, tuple) and addr else str(addr)
@@ -263,8 +280,7 @@ class AdmittedServer:
         except (_Dropped, OSError, ValueError):
             self._drop(poller, c)
         except Exception as e:  # a bug here, or the library's, must not end the accept loop
-            self._failed.warning("%s: a handshake from %s failed: %s: %s", self.name, self._where(c),
-                                 type(e).__name__, e)
+            self._failed.warning("a handshake from %s failed: %s: %s", self._where(c), type(e).__name__, e)
             self._drop(poller, c)
 
     def _events(self, c: _Pending) -> None:
@@ -368,8 +384,8 @@ class AdmittedServer:
             with self.server.lock:
                 self.server.handler_threads.discard(thread)
             c.sock.close()
-            self._no_thread.warning("%s: closed a connection from %s: cannot start a thread for it (%s)",
-                                    self.name, self._where(c), e)
+            self._no_thread.warning("closed a connection from %s: cannot start a thread for it (%s)",
+                                    self._where(c), e)
 
     def _run(self, c: _Pending) -> None:
         server = self.server
@@ -411,9 +427,9 @@ class AdmittedServer:
             conn.cut(f"it read nothing of what was sent to it for {stalled_s:.0f} s ({waiting} bytes waiting)")
             self.stalled += 1
             self._stalled_log.warning(
-                "%s: cut off %s: it acknowledged none of the %d bytes waiting for it for %.0f s (a peer that does "
+                "cut off %s: it acknowledged none of the %d bytes waiting for it for %.0f s (a peer that does "
                 "not read what it is sent); its connection was closed, the others are served as before",
-                self.name, conn.peer_addr, waiting, stalled_s,
+                conn.peer_addr, waiting, stalled_s,
             )
 
     # ------------------------------------------------------------------ reports
@@ -426,10 +442,10 @@ class AdmittedServer:
         evicted, late, refused = (a - b for a, b in zip(now, self._report_dropped))
         if evicted or late or refused:
             self._log.warning(
-                "%s: dropped %d unfinished handshakes for newer connections and %d past the %g s handshake "
+                "dropped %d unfinished handshakes for newer connections and %d past the %g s handshake "
                 "deadline, and closed %d connections at once (too many handshakes winding down), in the last "
                 "%.0f s (many connections that do not authenticate; firewall the port if this goes on)",
-                self.name, evicted, late, self.deadline_s, refused, LOG_EVERY_S,
+                evicted, late, self.deadline_s, refused, LOG_EVERY_S,
             )
         self._report_dropped, self._next_report = now, time.monotonic() + LOG_EVERY_S
 

@@ -41,6 +41,7 @@ from websockets.sync.client import ClientConnection, connect
 from websockets.sync.connection import Connection
 
 from syft_mpc.errors import AuthenticationError, PeerDisconnected, PeerTimeout, TlsError, TransportError
+from syft_mpc.net.send_watch import MAX_SEND_DEADLINE_S, check_send_deadline, watch_send
 
 __all__ = [
     "HANDSHAKE_MAX",
@@ -241,21 +242,34 @@ def _fragments(frame: Any) -> "bytes | Iterable[Any]":
 
 
 class WsConnection:
-    """One authenticated WebSocket, with the native ``Connection``'s methods."""
+    """One authenticated WebSocket, with the native ``Connection``'s methods.
 
-    def __init__(self, ws: Connection, peer_addr: str, exporter_secret: bytes, max_message: int = MAX_MESSAGE_BYTES) -> None:
+    With ``send_deadline_s`` (clients: :func:`open_connection`), a send whose peer
+    acknowledges none of the bytes waiting for it for that long (it stopped reading: a stopped
+    or hung process) cuts the connection and raises :class:`~syft_mpc.errors.PeerTimeout`
+    (:func:`~syft_mpc.net.send_watch.watch_send`); without, a listener watches its
+    connections itself (:mod:`syft_mpc.net.ws_serve`)."""
+
+    def __init__(
+        self, ws: Connection, peer_addr: str, exporter_secret: bytes, max_message: int = MAX_MESSAGE_BYTES,
+        send_deadline_s: "float | None" = None,
+    ) -> None:
         self.ws = ws
         self.peer_addr = peer_addr
         self.max_message = max_message
+        self.send_deadline_s = send_deadline_s
         self.closed = threading.Event()
         self.cut_reason: "str | None" = None
+        self._cut_timed_out = False
         self._exporter = exporter_secret
 
-    def cut(self, reason: str) -> None:
+    def cut(self, reason: str, *, timed_out: bool = False) -> None:
         """Ends the connection at once, from any thread, even while a send to it is blocked
         (the ``websockets`` library holds the connection's lock for a whole send, so its own
         ``close`` would wait for that send): the socket is shut down, the blocked send and
-        recv fail, and their errors end with ``reason``."""
+        recv fail, and their errors end with ``reason`` (``PeerTimeout`` with ``timed_out``,
+        else ``PeerDisconnected``)."""
+        self._cut_timed_out = timed_out
         self.cut_reason = reason
         self.closed.set()
         sock = getattr(self.ws, "socket", None)
@@ -266,11 +280,27 @@ class WsConnection:
         except (OSError, ValueError):
             pass
 
+    def _cut_error(self) -> TransportError:
+        """The error of a send or recv ended by :meth:`cut`."""
+        if self._cut_timed_out:
+            return PeerTimeout(f"sending to {self.peer_addr} failed: {self.cut_reason}")
+        return PeerDisconnected(f"connection to {self.peer_addr} closed: {self.cut_reason}")
+
+    def _send_stalled(self, stalled_s: float, waiting: int) -> None:
+        """Called by the send watch: the peer took none of the bytes sent to it in time."""
+        self.cut(
+            f"it acknowledged none of the {waiting} bytes waiting for it for {stalled_s:.0f} s (the send deadline, "
+            f"{self.send_deadline_s:g} s): it stopped reading (a stopped, hung or overloaded process), so this side "
+            "closed the connection. Check that it is running and responsive; for a peer that is only slow, raise "
+            "send_deadline_s",
+            timed_out=True,
+        )
+
     def _closed_error(self, e: ConnectionClosed) -> TransportError:
         """The error for a closed connection; a message over a size limit (close code 1009) says whose."""
         self.closed.set()
         if self.cut_reason is not None:
-            return PeerDisconnected(f"connection to {self.peer_addr} closed: {self.cut_reason}")
+            return self._cut_error()
         peer_first = e.rcvd is not None and (e.sent is None or bool(e.rcvd_then_sent))  # an echo is not a reason
         if e.sent is not None and e.sent.code == 1009 and not peer_first:
             return TransportError(
@@ -290,13 +320,18 @@ class WsConnection:
 
     def send(self, frame: Any) -> None:
         try:
-            self.ws.send(_fragments(frame))
+            deadline = self.send_deadline_s
+            if deadline is None:
+                self.ws.send(_fragments(frame))
+            else:
+                with watch_send(self.ws.socket, deadline, self._send_stalled):
+                    self.ws.send(_fragments(frame))
         except ConnectionClosed as e:
             raise self._closed_error(e) from None
-        except (OSError, WebSocketException) as e:
+        except (OSError, WebSocketException, RuntimeError) as e:  # RuntimeError: no thread for the send watch
             self.closed.set()
             if self.cut_reason is not None:
-                raise PeerDisconnected(f"connection to {self.peer_addr} closed: {self.cut_reason}") from None
+                raise self._cut_error() from None
             raise TransportError(f"sending to {self.peer_addr} failed: {e}") from None
 
     def recv(self, timeout_s: "float | None" = None) -> bytes:
@@ -309,7 +344,7 @@ class WsConnection:
         except (OSError, WebSocketException) as e:
             self.closed.set()
             if self.cut_reason is not None:
-                raise PeerDisconnected(f"connection to {self.peer_addr} closed: {self.cut_reason}") from None
+                raise self._cut_error() from None
             raise TransportError(f"receiving from {self.peer_addr} failed: {e}") from None
         if isinstance(msg, str):
             raise TransportError(f"{self.peer_addr} sent a text message; this protocol uses binary messages")
@@ -352,9 +387,15 @@ def server_ssl(tls_cert: "str | None", tls_key: "str | None") -> "ssl.SSLContext
 def open_connection(
     url: str, token: str, worker_id: str, session: str, timeout_s: float, tls_ca: "str | None" = None,
     server_name: "str | None" = None, source_address: "tuple[str, int] | None" = None,
+    send_deadline_s: "float | None" = None,
 ) -> WsConnection:
     """Connects to ``url`` (``ws://host:port/path`` or ``wss://...``) and runs the client handshake
-    (from ``source_address``, ``(host, port)``, when given)."""
+    (from ``source_address``, ``(host, port)``, when given). ``send_deadline_s``: bound on each
+    send's wait for a server that takes none of the bytes (:class:`WsConnection`; default
+    ``min(timeout_s, MAX_SEND_DEADLINE_S)``)."""
+    send_deadline_s = check_send_deadline(
+        min(timeout_s, MAX_SEND_DEADLINE_S) if send_deadline_s is None else send_deadline_s
+    )
     # Extra keyword arguments of connect() go to socket.create_connection.
     extra: dict[str, Any] = {"source_address": source_address} if source_address else {}
     try:
@@ -389,4 +430,4 @@ def open_connection(
     except BaseException:
         ws.close()
         raise
-    return WsConnection(ws, url, secret)
+    return WsConnection(ws, url, secret, send_deadline_s=send_deadline_s)

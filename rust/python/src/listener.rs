@@ -5,9 +5,10 @@
 //! `accept()`. Every blocking call releases the GIL.
 //!
 //! Strangers who open connections and never finish a handshake cannot lock honest clients
-//! out: a handshake has [`HANDSHAKE_DEADLINE`] (or the timeout, if shorter) as a whole,
-//! whatever the peer trickles; at most [`MAX_PER_ADDRESS`] handshakes of one address (an
-//! IPv4 address, or an IPv6 /64) are in progress, and at most [`MAX_HANDSHAKES`] in all. A
+//! out: a handshake has a deadline ([`HANDSHAKE_DEADLINE`] by default, or the timeout, if
+//! shorter) as a whole, whatever the peer trickles; at most a number of handshakes of one address
+//! ([`MAX_PER_ADDRESS`] by default; an IPv4 address, or an IPv6 /64) are in progress, and at
+//! most [`MAX_HANDSHAKES`] (by default) in all; the operator sets all three. A
 //! new connection over either limit does not get refused: it evicts the unfinished
 //! handshake (of its own address first) whose peer has been silent longest (the kernel's
 //! `TCP_INFO`), the oldest among equals. An honest client sends each handshake message at
@@ -20,6 +21,7 @@
 use crate::config::{control_config, resolve, seconds, session_secrets, setup, tls_config, worker_party_id, CLIENT_ID};
 use crate::connection::Connection;
 use crate::errors::{Error, Result};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::collections::{HashMap, VecDeque};
@@ -37,28 +39,31 @@ const QUEUE: usize = 64;
 /// std binds with 128, which a burst of strangers' connections fills: an honest client's
 /// SYN is then dropped and retried only after 1, 3, 7 s.
 const BACKLOG: i32 = 4096;
-/// Handshakes in progress at once (one thread each); a new connection past this many
+/// Handshakes in progress at once by default (one thread each); a new connection past this many
 /// evicts the most silent one, so strangers opening connections without finishing a handshake can
 /// exhaust neither the worker's threads nor its memory, nor lock honest clients out.
 const MAX_HANDSHAKES: usize = 512;
-/// Handshakes in progress from one address (IPv4 address, IPv6 /64): past this many, a new
+/// Handshakes in progress from one address by default (IPv4 address, IPv6 /64): past this many, a new
 /// one evicts one of that address's (the most silent), never another address's.
 const MAX_PER_ADDRESS: usize = 64;
-/// Bound on a whole handshake (an honest one takes a few round trips), unless the
+/// Default bound on a whole handshake (an honest one takes a few round trips), unless the
 /// listener's timeout is shorter.
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
-/// Handshake threads alive at once, evicted ones still winding down included; past this,
-/// new connections are closed at once.
-const MAX_THREADS: usize = 2 * MAX_HANDSHAKES;
+/// Largest handshake deadline and handshake limit accepted (`net/admission.py` checks the same).
+const MAX_HANDSHAKE_DEADLINE_S: f64 = 60.0;
+const MAX_LIMIT: usize = 65_536;
 
 /// Listens for authenticated control connections to the worker `name`.
 ///
 /// `Listener(addr, token, name, session="syft-mpc-control", timeout_s=30.0,
-/// max_message=1 << 30, tls_cert=None, tls_key=None)` binds `addr` (`"host:port"`; port 0
+/// max_message=1 << 30, tls_cert=None, tls_key=None, max_handshakes=512,
+/// max_handshakes_per_address=64, handshake_deadline_s=5.0)` binds `addr` (`"host:port"`; port 0
 /// picks a free one, see `local_addr`) at once: a port in use raises `TransportError` saying
 /// so. Connections are accepted and authenticated in the background; `accept(timeout_s)`
 /// hands them out. With `tls_cert` (PEM certificate chain) and `tls_key` (its PEM private
-/// key) every connection must use TLS 1.3.
+/// key) every connection must use TLS 1.3. The last three are the admission limits of the
+/// module doc (a handshake's deadline is also at most `timeout_s`); a limit outside
+/// 1..=65,536 or a deadline outside (0, 60] s raises `ValueError`.
 #[pyclass(frozen, module = "syft_mpc._native")]
 pub struct Listener {
     local_addr: SocketAddr,
@@ -200,6 +205,8 @@ struct AcceptCtx {
     names: Vec<String>,
     cfg: TcpConfig,
     deadline: Duration,
+    max_handshakes: usize,
+    max_per_address: usize,
     counts: Arc<Counts>,
 }
 
@@ -235,7 +242,8 @@ fn accept_loop(
                         continue; // out of file descriptors: closed at once
                     }
                 };
-                if threads.fetch_add(1, Ordering::SeqCst) >= MAX_THREADS {
+                // Handshake threads alive at once, evicted ones still winding down included.
+                if threads.fetch_add(1, Ordering::SeqCst) >= 2 * ctx.max_handshakes {
                     threads.fetch_sub(1, Ordering::SeqCst);
                     ctx.counts.refused.fetch_add(1, Ordering::Relaxed);
                     continue; // evicted handshakes still winding down: closed at once
@@ -246,9 +254,9 @@ fn accept_loop(
                 let id = next_id;
                 {
                     let mut p = lock(&pending);
-                    let evicted = if p.per_key.get(&key).copied().unwrap_or(0) >= MAX_PER_ADDRESS {
+                    let evicted = if p.per_key.get(&key).copied().unwrap_or(0) >= ctx.max_per_address {
                         p.evict_most_silent(Some(key))
-                    } else if p.queue.len() >= MAX_HANDSHAKES {
+                    } else if p.queue.len() >= ctx.max_handshakes {
                         p.evict_most_silent(None)
                     } else {
                         false
@@ -302,7 +310,9 @@ fn accept_loop(
 impl Listener {
     #[new]
     #[pyo3(signature = (addr, token, name, session="syft-mpc-control", timeout_s=30.0, max_message=1_073_741_824,
-                        tls_cert=None, tls_key=None))]
+                        tls_cert=None, tls_key=None, max_handshakes=MAX_HANDSHAKES,
+                        max_handshakes_per_address=MAX_PER_ADDRESS,
+                        handshake_deadline_s=HANDSHAKE_DEADLINE.as_secs_f64()))]
     fn new(
         py: Python<'_>,
         addr: &str,
@@ -313,7 +323,27 @@ impl Listener {
         max_message: u64,
         tls_cert: Option<&str>,
         tls_key: Option<&str>,
-    ) -> Result<Listener> {
+        max_handshakes: usize,
+        max_handshakes_per_address: usize,
+        handshake_deadline_s: f64,
+    ) -> PyResult<Listener> {
+        for (what, n) in
+            [("max_handshakes", max_handshakes), ("max_handshakes_per_address", max_handshakes_per_address)]
+        {
+            if !(1..=MAX_LIMIT).contains(&n) {
+                return Err(PyValueError::new_err(format!("{what} must be from 1 to {MAX_LIMIT}, got {n}")));
+            }
+        }
+        if max_handshakes_per_address > max_handshakes {
+            return Err(PyValueError::new_err(format!(
+                "max_handshakes_per_address ({max_handshakes_per_address}) cannot exceed max_handshakes ({max_handshakes})"
+            )));
+        }
+        if !(handshake_deadline_s > 0.0 && handshake_deadline_s <= MAX_HANDSHAKE_DEADLINE_S) {
+            return Err(PyValueError::new_err(format!(
+                "handshake_deadline_s must be more than 0 and at most {MAX_HANDSHAKE_DEADLINE_S} s, got {handshake_deadline_s}"
+            )));
+        }
         let (key, session) = session_secrets(token, session)?;
         let cfg =
             TcpConfig { tls: tls_config(tls_cert, tls_key, None, None)?, ..control_config(timeout_s, max_message)? };
@@ -322,7 +352,7 @@ impl Listener {
         // Error labels by party id: clients (id 0) show up as "party 0 (client)".
         let names = vec!["client".to_string()];
         let addr = resolve(addr)?;
-        py.detach(|| {
+        let listener = py.detach(|| -> Result<Listener> {
             let listener = bind(addr)?;
             // SAFETY: listen(2) on a socket this function owns; a failure only leaves the old backlog.
             unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), BACKLOG) };
@@ -331,8 +361,18 @@ impl Listener {
             let (tx, rx) = mpsc::sync_channel(QUEUE);
             let stop = Arc::new(AtomicBool::new(false));
             let counts = Arc::new(Counts::default());
-            let deadline = cfg.timeout.min(HANDSHAKE_DEADLINE);
-            let ctx = Arc::new(AcceptCtx { my_id, session, key, names, cfg, deadline, counts: counts.clone() });
+            let deadline = cfg.timeout.min(Duration::from_secs_f64(handshake_deadline_s));
+            let ctx = Arc::new(AcceptCtx {
+                my_id,
+                session,
+                key,
+                names,
+                cfg,
+                deadline,
+                max_handshakes,
+                max_per_address: max_handshakes_per_address,
+                counts: counts.clone(),
+            });
             let stop2 = stop.clone();
             let thread = std::thread::Builder::new()
                 .name("syft-mpc-accept".into())
@@ -347,7 +387,8 @@ impl Listener {
                 counts,
                 deadline,
             })
-        })
+        })?;
+        Ok(listener)
     }
 
     /// The bound address as `"host:port"` (the real port when 0 was asked for).
@@ -356,7 +397,7 @@ impl Listener {
         self.local_addr.to_string()
     }
 
-    /// The bound on a whole handshake, in seconds: 5, or the timeout if shorter.
+    /// The bound on a whole handshake, in seconds: `handshake_deadline_s`, or the timeout if shorter.
     #[getter]
     fn handshake_deadline_s(&self) -> f64 {
         self.deadline.as_secs_f64()
