@@ -303,7 +303,8 @@ mod x86 {
     /// the multiplier's port (port 5 on Intel) and cancel the saving. The reduction runs
     /// on all four lanes at once ([`reduce_lanes`]), then the lanes are summed: no trip
     /// through general registers. Measured on Sapphire Rapids (docs/BENCHMARKS.md,
-    /// "Per-frame MAC"): 1.28× the schoolbook kernel with a scalar reduction per 64 blocks.
+    /// "Per-frame MAC"): 1.26–1.28× the schoolbook kernel with a scalar reduction per 64
+    /// blocks in cache on a quiet host, 1.02–1.28× under other jobs.
     #[target_feature(enable = "avx512f,vpclmulqdq,pclmulqdq,sse2")]
     fn fold_zmm(acc: u128, data: &[u8], powers: &[u128], kar: &[u128]) -> u128 {
         debug_assert_eq!(data.len() % (CHUNK * BLOCK), 0);
@@ -329,9 +330,9 @@ mod x86 {
             // previous chunk's reduction has the longest time to finish.
             for q in 0..CHUNK / 8 {
                 let r = 2 * ((q + 1) % (CHUNK / 8));
-                // SAFETY: bytes 64r..64r+128 of the chunk. The shifted loads read 8 bytes
-                // past a register's 64 except for the chunk's last register of the input,
-                // whose shifted load is masked to its own bytes.
+                // SAFETY: bytes 64r..64r+128 of the chunk, and the shifted `s1` 8 bytes past
+                // them: the next chunk's first bytes, except for the input's last pair, where
+                // the load is masked to the pair's own bytes (masked-off lanes never fault).
                 let (x0, x1, s0, s1) = unsafe {
                     let at = c.add(64 * r);
                     let s1 = if last && r + 2 == CHUNK / 4 {
