@@ -11,6 +11,7 @@ printed (``-s``) and bounded generously.
 
 from __future__ import annotations
 
+import inspect
 import os
 import pathlib
 import random
@@ -125,8 +126,9 @@ def local_addr(conn: WsConnection) -> str:
 
 
 def test_one_admission_policy_for_every_listener() -> None:
-    """The WebSocket listeners use the native listener's limits: the Rust constants equal
-    ``syft_mpc.net.admission``'s, and both listeners report the same handshake deadline."""
+    """The WebSocket listeners use the native listener's limits: the native ``Listener``'s
+    defaults and bounds equal ``syft_mpc.net.admission``'s, and both listeners report the same
+    handshake deadline."""
     src = (ROOT / "rust" / "python" / "src" / "listener.rs").read_text()
 
     def const(name: str) -> str:
@@ -134,10 +136,13 @@ def test_one_admission_policy_for_every_listener() -> None:
         assert m, f"{name} is gone from listener.rs; update syft_mpc/net/admission.py with it"
         return m.group(1).strip()
 
-    assert int(const("MAX_HANDSHAKES")) == admission.MAX_HANDSHAKES
-    assert int(const("MAX_PER_ADDRESS")) == admission.MAX_PER_ADDRESS
-    assert const("MAX_THREADS") == "2 * MAX_HANDSHAKES" and admission.MAX_HANDSHAKE_THREADS == 2 * admission.MAX_HANDSHAKES
-    assert const("HANDSHAKE_DEADLINE") == f"Duration::from_secs({admission.HANDSHAKE_DEADLINE_S:.0f})"
+    defaults = {k: p.default for k, p in inspect.signature(_native.Listener).parameters.items()}
+    assert defaults["max_handshakes"] == admission.MAX_HANDSHAKES
+    assert defaults["max_handshakes_per_address"] == admission.MAX_PER_ADDRESS
+    assert defaults["handshake_deadline_s"] == admission.HANDSHAKE_DEADLINE_S
+    assert int(const("MAX_LIMIT").replace("_", "")) == admission.MAX_LIMIT
+    assert float(const("MAX_HANDSHAKE_DEADLINE_S")) == admission.MAX_HANDSHAKE_DEADLINE_S
+    assert ">= 2 * ctx.max_handshakes" in src and admission.MAX_HANDSHAKE_THREADS == 2 * admission.MAX_HANDSHAKES
     token = os.urandom(32).hex()
     for timeout_s in (30.0, 2.0):
         native = _native.Listener("127.0.0.1:0", token, "p", timeout_s=timeout_s)

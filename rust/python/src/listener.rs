@@ -5,15 +5,15 @@
 //! `accept()`. Every blocking call releases the GIL.
 //!
 //! Strangers who open connections and never finish a handshake cannot lock honest clients
-//! out: a handshake has a deadline ([`HANDSHAKE_DEADLINE`] by default, or the timeout, if
-//! shorter) as a whole, whatever the peer trickles; at most a number of handshakes of one address
-//! ([`MAX_PER_ADDRESS`] by default; an IPv4 address, or an IPv6 /64) are in progress, and at
-//! most [`MAX_HANDSHAKES`] (by default) in all; the operator sets all three. A
+//! out: a handshake has a deadline (`handshake_deadline_s`, 5 s by default, or the timeout, if
+//! shorter) as a whole, whatever the peer trickles; at most `max_handshakes_per_address` (64)
+//! handshakes of one address (an IPv4 address, or an IPv6 /64) are in progress, and at most
+//! `max_handshakes` (512) in all (the defaults are `net/admission.py`'s, which a test checks). A
 //! new connection over either limit does not get refused: it evicts the unfinished
 //! handshake (of its own address first) whose peer has been silent longest (the kernel's
 //! `TCP_INFO`), the oldest among equals. An honest client sends each handshake message at
 //! once, so it is evicted only if every other handshake of its address (or of all, past
-//! [`MAX_HANDSHAKES`]) has sent data more recently. Evicted and expired handshakes are
+//! `max_handshakes`) has sent data more recently. Evicted and expired handshakes are
 //! counted (`dropped`), not reported one by one. Given `tls_cert`/`tls_key` (PEM files) it accepts
 //! only TLS 1.3. The worker's handshake party id is
 //! [`worker_party_id`](crate::config::worker_party_id)`(name)`; clients are party 0.
@@ -39,16 +39,6 @@ const QUEUE: usize = 64;
 /// std binds with 128, which a burst of strangers' connections fills: an honest client's
 /// SYN is then dropped and retried only after 1, 3, 7 s.
 const BACKLOG: i32 = 4096;
-/// Handshakes in progress at once by default (one thread each); a new connection past this many
-/// evicts the most silent one, so strangers opening connections without finishing a handshake can
-/// exhaust neither the worker's threads nor its memory, nor lock honest clients out.
-const MAX_HANDSHAKES: usize = 512;
-/// Handshakes in progress from one address by default (IPv4 address, IPv6 /64): past this many, a new
-/// one evicts one of that address's (the most silent), never another address's.
-const MAX_PER_ADDRESS: usize = 64;
-/// Default bound on a whole handshake (an honest one takes a few round trips), unless the
-/// listener's timeout is shorter.
-const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
 /// Largest handshake deadline and handshake limit accepted (`net/admission.py` checks the same).
 const MAX_HANDSHAKE_DEADLINE_S: f64 = 60.0;
 const MAX_LIMIT: usize = 65_536;
@@ -310,9 +300,8 @@ fn accept_loop(
 impl Listener {
     #[new]
     #[pyo3(signature = (addr, token, name, session="syft-mpc-control", timeout_s=30.0, max_message=1_073_741_824,
-                        tls_cert=None, tls_key=None, max_handshakes=MAX_HANDSHAKES,
-                        max_handshakes_per_address=MAX_PER_ADDRESS,
-                        handshake_deadline_s=HANDSHAKE_DEADLINE.as_secs_f64()))]
+                        tls_cert=None, tls_key=None, max_handshakes=512,
+                        max_handshakes_per_address=64, handshake_deadline_s=5.0))]
     fn new(
         py: Python<'_>,
         addr: &str,
