@@ -158,3 +158,13 @@ class CliGateway:
 
     def __exit__(self, t: "type[BaseException] | None", v: "BaseException | None", tb: "TracebackType | None") -> None:
         self.stop()
+
+
+def wait_for_line(proc: "CliWorker | CliGateway", needle: str, within_s: float) -> "str | None":
+    """The first line of ``proc``'s log containing ``needle``, polled for up to ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while True:
+        found = [ln for ln in proc.log_lines() if needle in ln]
+        if found or time.monotonic() > deadline:
+            return found[0] if found else None
+        time.sleep(0.1)

@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 import pytest
 import torch
-from _worker_procs import CliGateway, CliWorker
+from _worker_procs import CliGateway, CliWorker, wait_for_line
 from test_gateway import FakeTab, StoreTab
 
 import syft_mpc as sy
@@ -60,15 +60,6 @@ def stopped(pid: int) -> "Any":
             os.kill(pid, signal.SIGCONT)
 
     return _Stopped()
-
-
-def wait_for_line(proc: "CliWorker | CliGateway", needle: str, within_s: float) -> "str | None":
-    deadline = time.monotonic() + within_s
-    while True:
-        found = [ln for ln in proc.log_lines() if needle in ln]
-        if found or time.monotonic() > deadline:
-            return found[0] if found else None
-        time.sleep(0.1)
 
 
 @pytest.fixture(params=["tcp", "websocket"])

@@ -23,7 +23,16 @@ from typing import Any, Iterator
 
 import pytest
 import torch
-from _worker_procs import CliGateway, CliWorker, fifty_concurrent_clients, n_threads, pct, rss_kb, settle_threads
+from _worker_procs import (
+    CliGateway,
+    CliWorker,
+    fifty_concurrent_clients,
+    n_threads,
+    pct,
+    rss_kb,
+    settle_threads,
+    wait_for_line,
+)
 from _trickler import WS_UPGRADE, Trickler
 from test_gateway import FakeTab, StoreTab
 from websockets.exceptions import ConnectionClosed
@@ -91,16 +100,6 @@ def raw_client(w: CliWorker) -> WsConnection:
 def masked_frame_header(length: int) -> bytes:
     """A client's binary frame header (RFC 6455 5.2) announcing ``length`` bytes, with a zero mask."""
     return b"\x82\xff" + length.to_bytes(8, "big") + bytes(4)
-
-
-def wait_for_line(proc: "CliWorker | CliGateway", needle: str, within_s: float) -> "str | None":
-    """The first line of ``proc``'s log containing ``needle``, polled for up to ``within_s``."""
-    deadline = time.monotonic() + within_s
-    while True:
-        found = [ln for ln in proc.log_lines() if needle in ln]
-        if found or time.monotonic() > deadline:
-            return found[0] if found else None
-        time.sleep(0.1)
 
 
 def drain(conn: WsConnection, within_s: float = 20.0) -> "tuple[int, str]":

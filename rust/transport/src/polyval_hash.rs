@@ -528,6 +528,19 @@ mod tests {
         }
     }
 
+    /// `data` cut at the given positions (in any order), as consecutive pieces.
+    fn split<'a>(data: &'a [u8], cuts: &[prop::sample::Index]) -> Vec<&'a [u8]> {
+        let mut at: Vec<usize> = cuts.iter().map(|c| c.index(data.len() + 1)).collect();
+        at.sort_unstable();
+        let mut pieces = Vec::new();
+        let mut prev = 0;
+        for c in at.into_iter().chain([data.len()]) {
+            pieces.push(&data[prev..c]);
+            prev = c;
+        }
+        pieces
+    }
+
     proptest! {
         /// Longer inputs than below, in pieces: many whole chunks with a tail of any
         /// length, and pieces that start and end inside chunks.
@@ -538,14 +551,7 @@ mod tests {
                                                           cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..4)) {
             let data: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(seed | 1) ^ seed).collect();
             let want = reference(h, &data);
-            let mut at: Vec<usize> = cuts.iter().map(|c| c.index(data.len() + 1)).collect();
-            at.sort_unstable();
-            let mut pieces = Vec::new();
-            let mut prev = 0;
-            for c in at.into_iter().chain([data.len()]) {
-                pieces.push(&data[prev..c]);
-                prev = c;
-            }
+            let pieces = split(&data, &cuts);
             for path in Path::available() {
                 prop_assert_eq!(ours(h, path, &pieces), want, "{:?}", path);
             }
@@ -557,14 +563,7 @@ mod tests {
                                            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..6)) {
             let want = reference(h, &data);
             // The same bytes in arbitrary pieces hash the same.
-            let mut at: Vec<usize> = cuts.iter().map(|c| c.index(data.len() + 1)).collect();
-            at.sort_unstable();
-            let mut pieces = Vec::new();
-            let mut prev = 0;
-            for c in at.into_iter().chain([data.len()]) {
-                pieces.push(&data[prev..c]);
-                prev = c;
-            }
+            let pieces = split(&data, &cuts);
             for path in Path::available() {
                 prop_assert_eq!(ours(h, path, &pieces), want, "{:?}", path);
             }
