@@ -55,6 +55,8 @@ __all__ = [
     "MAX_HANDSHAKE_DEADLINE_S",
     "MAX_LIMIT",
     "REFUSE_LINGER_S",
+    "check_count",
+    "check_handshake_deadline",
     "check_limits",
     "MAX_HANDSHAKES",
     "MAX_HANDSHAKE_THREADS",
@@ -99,6 +101,23 @@ log = logging.getLogger("syft_mpc.worker")
 _T = TypeVar("_T")
 
 
+def check_count(n: object) -> int:
+    """``n`` as a connection or handshake limit: a whole number from 1 to :data:`MAX_LIMIT`,
+    else ``ValueError`` saying so (its message names no limit: the caller's does)."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_LIMIT:
+        raise ValueError(f"must be from 1 to {MAX_LIMIT}, got {n!r}")
+    return n
+
+
+def check_handshake_deadline(s: float) -> float:
+    """``s`` as a handshake deadline: more than 0 and at most :data:`MAX_HANDSHAKE_DEADLINE_S`
+    seconds, else ``ValueError`` saying so."""
+    if not 0 < s <= MAX_HANDSHAKE_DEADLINE_S:
+        raise ValueError(f"must be more than 0 and at most {MAX_HANDSHAKE_DEADLINE_S:.0f} s, got {s!r} "
+                         "(an honest handshake takes a few round trips)")
+    return s
+
+
 def check_limits(
     *, max_handshakes: int = MAX_HANDSHAKES, max_per_address: int = MAX_PER_ADDRESS,
     handshake_deadline_s: float = HANDSHAKE_DEADLINE_S, max_connections: int = MAX_CONNECTIONS,
@@ -106,15 +125,16 @@ def check_limits(
     """``ValueError`` saying which limit is out of range and what the range is (the CLI's
     ``--max-handshakes``, ``--max-handshakes-per-address``, ``--handshake-deadline``,
     ``--max-connections``)."""
-    for name, n in (("max_handshakes", max_handshakes), ("max_per_address", max_per_address),
-                    ("max_connections", max_connections)):
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_LIMIT:
-            raise ValueError(f"{name} must be a whole number from 1 to {MAX_LIMIT}, got {n!r}")
+    try:
+        for name, n in (("max_handshakes", max_handshakes), ("max_per_address", max_per_address),
+                        ("max_connections", max_connections)):
+            check_count(n)
+        name = "handshake_deadline_s"
+        check_handshake_deadline(handshake_deadline_s)
+    except ValueError as e:
+        raise ValueError(f"{name} {e}") from None
     if max_per_address > max_handshakes:
         raise ValueError(f"max_per_address ({max_per_address}) cannot exceed max_handshakes ({max_handshakes})")
-    if not 0 < handshake_deadline_s <= MAX_HANDSHAKE_DEADLINE_S:
-        raise ValueError(f"handshake_deadline_s must be more than 0 and at most {MAX_HANDSHAKE_DEADLINE_S:.0f} s, "
-                         f"got {handshake_deadline_s!r} (an honest handshake takes a few round trips)")
 
 
 def connect_retrying(open_connection: Callable[[], _T]) -> _T:

@@ -16,7 +16,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from syft_mpc._native import __version__, check_token
 from syft_mpc.errors import ShapeError, TransportError
@@ -53,47 +53,52 @@ def _tls_args(args: argparse.Namespace) -> "dict[str, str | None]":
     return {"tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_ca": ca}
 
 
+T = TypeVar("T")
+
+
+def _flag_type(parse: "Callable[[str], T]") -> "Callable[[str], T]":
+    """An argparse ``type`` from ``parse``, whose ``ValueError`` says what is wrong with the
+    text: argparse then prints ``argument --flag: <that>``."""
+
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return convert
+
+
+def _number(text: str, kind: "Callable[[str], T]", what: str) -> T:
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"expected {what}, got {text!r}") from None
+
+
 def _memory_size(text: str) -> int:
     from syft_mpc.limits import parse_size
 
-    try:
-        return parse_size(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    return parse_size(text)
 
 
 def _count(text: str) -> int:
-    """A count for a connection or handshake limit: a whole number from 1 to admission.MAX_LIMIT."""
-    from syft_mpc.net.admission import MAX_LIMIT
+    """A count for a connection or handshake limit (:func:`admission.check_count`)."""
+    from syft_mpc.net.admission import check_count
 
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 1 <= n <= MAX_LIMIT:
-        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_LIMIT}, got {n}")
-    return n
+    return check_count(_number(text, int, "a whole number"))
 
 
 def _send_deadline(text: str) -> float:
     from syft_mpc.net.send_watch import check_send_deadline
 
-    try:
-        return check_send_deadline(text, "the send deadline")
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    return check_send_deadline(text, "the send deadline")
 
 
 def _handshake_deadline(text: str) -> float:
-    from syft_mpc.net.admission import MAX_HANDSHAKE_DEADLINE_S
+    from syft_mpc.net.admission import check_handshake_deadline
 
-    try:
-        s = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not 0 < s <= MAX_HANDSHAKE_DEADLINE_S:
-        raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_HANDSHAKE_DEADLINE_S:.0f} s, got {text}")
-    return s
+    return check_handshake_deadline(_number(text, float, "a number of seconds"))
 
 
 def _limits(args: argparse.Namespace, who: str) -> "dict[str, Any]":
@@ -259,28 +264,28 @@ def _add_limit_args(p: argparse.ArgumentParser, who: str) -> None:
 
     g = p.add_argument_group("connection limits (see docs/SECURITY.md)")
     g.add_argument(
-        "--max-connections", type=_count, default=admission.MAX_CONNECTIONS, metavar="N",
+        "--max-connections", type=_flag_type(_count), default=admission.MAX_CONNECTIONS, metavar="N",
         help=f"authenticated connections {who} serves at once (each costs a few threads); one more gets a "
         f"WorkerBusy error and is closed, those connected are served as before (default {admission.MAX_CONNECTIONS})",
     )
     g.add_argument(
-        "--send-deadline", type=_send_deadline, default=SEND_DEADLINE_S, metavar="S",
+        "--send-deadline", type=_flag_type(_send_deadline), default=SEND_DEADLINE_S, metavar="S",
         help=f"cut off a peer that takes none of the bytes sent to it for S seconds (it stopped reading); "
         f"a slow reader that takes some within each S is never cut (default {SEND_DEADLINE_S:g}, at most "
         f"{MAX_SEND_DEADLINE_S:g})",
     )
     g.add_argument(
-        "--handshake-deadline", type=_handshake_deadline, metavar="S",
+        "--handshake-deadline", type=_flag_type(_handshake_deadline), metavar="S",
         help=f"bound on a whole handshake however slowly its peer sends (default {admission.HANDSHAKE_DEADLINE_S:g}, "
         f"or --timeout if shorter; at most {admission.MAX_HANDSHAKE_DEADLINE_S:g})",
     )
     g.add_argument(
-        "--max-handshakes", type=_count, metavar="N",
+        "--max-handshakes", type=_flag_type(_count), metavar="N",
         help=f"unfinished handshakes at once; a new connection over it evicts the most silent "
         f"(default {admission.MAX_HANDSHAKES})",
     )
     g.add_argument(
-        "--max-handshakes-per-address", type=_count, metavar="N",
+        "--max-handshakes-per-address", type=_flag_type(_count), metavar="N",
         help=f"unfinished handshakes of one address (IPv4, IPv6 /64) at once; a new one over it evicts one of that "
         f"address's (default {admission.MAX_PER_ADDRESS}, or --max-handshakes if lower)",
     )
@@ -314,7 +319,7 @@ def main(argv: "list[str] | None" = None) -> int:
     )
     w.add_argument(
         "--max-memory",
-        type=_memory_size,
+        type=_flag_type(_memory_size),
         help="memory budget for clients' requests, e.g. 4G or 512M (default: $SYFT_MPC_MAX_MEMORY, else half the RAM); "
         "a request that would allocate past it is refused",
     )

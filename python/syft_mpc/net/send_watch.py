@@ -40,6 +40,7 @@ __all__ = [
     "SendWatch",
     "bytes_acked",
     "check_send_deadline",
+    "client_send_deadline",
     "unacked_bytes",
     "watch_send",
 ]
@@ -95,6 +96,12 @@ def check_send_deadline(seconds: "float | str", what: str = "send_deadline_s") -
         )
     return s
 
+
+
+def client_send_deadline(send_deadline_s: "float | None", timeout_s: float) -> float:
+    """A client's send deadline: ``send_deadline_s`` checked, or by default its ``timeout_s``
+    (at most :data:`MAX_SEND_DEADLINE_S`)."""
+    return check_send_deadline(min(timeout_s, MAX_SEND_DEADLINE_S) if send_deadline_s is None else send_deadline_s)
 
 class _Seen:
     __slots__ = ("sock", "acked", "since", "deadline_s")

@@ -30,7 +30,7 @@ from syft_mpc.errors import AuthenticationError, PeerTimeout, TlsError, Transpor
 from syft_mpc.net.admission import connect_retrying
 from syft_mpc.net.env import ENV_TIMEOUT, ENV_TLS_CA, ENV_TOKEN, ENV_WORKERS
 from syft_mpc.net.sealing import seal_envelope
-from syft_mpc.net.send_watch import MAX_SEND_DEADLINE_S, check_send_deadline
+from syft_mpc.net.send_watch import client_send_deadline
 from syft_mpc.remote.messages import DEFAULT_SESSION, HELLO, POST, REQUEST, SYNC, Envelope, Err, MpcJoin
 from syft_mpc.remote.workers import BaseWorker
 
@@ -135,9 +135,7 @@ class SocketWorker(BaseWorker):
         self.tls_ca = (os.environ.get(ENV_TLS_CA) if tls_ca is None else tls_ca) or None
         self._tls_server_name = tls_server_name
         self.timeout_s = _default_timeout() if timeout_s is None else float(timeout_s)
-        self.send_deadline_s = check_send_deadline(
-            min(self.timeout_s, MAX_SEND_DEADLINE_S) if send_deadline_s is None else send_deadline_s
-        )
+        self.send_deadline_s = client_send_deadline(send_deadline_s, self.timeout_s)
         self._split_send = self._deadline_is_write_timeout and self.send_deadline_s != self.timeout_s
         self.asynchronous = asynchronous
         self._session = session

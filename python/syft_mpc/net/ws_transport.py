@@ -41,7 +41,7 @@ from websockets.sync.client import ClientConnection, connect
 from websockets.sync.connection import Connection
 
 from syft_mpc.errors import AuthenticationError, PeerDisconnected, PeerTimeout, TlsError, TransportError
-from syft_mpc.net.send_watch import MAX_SEND_DEADLINE_S, check_send_deadline, watch_send
+from syft_mpc.net.send_watch import client_send_deadline, watch_send
 
 __all__ = [
     "HANDSHAKE_MAX",
@@ -392,10 +392,8 @@ def open_connection(
     """Connects to ``url`` (``ws://host:port/path`` or ``wss://...``) and runs the client handshake
     (from ``source_address``, ``(host, port)``, when given). ``send_deadline_s``: bound on each
     send's wait for a server that takes none of the bytes (:class:`WsConnection`; default
-    ``min(timeout_s, MAX_SEND_DEADLINE_S)``)."""
-    send_deadline_s = check_send_deadline(
-        min(timeout_s, MAX_SEND_DEADLINE_S) if send_deadline_s is None else send_deadline_s
-    )
+    its ``timeout_s``: :func:`~syft_mpc.net.send_watch.client_send_deadline`)."""
+    send_deadline_s = client_send_deadline(send_deadline_s, timeout_s)
     # Extra keyword arguments of connect() go to socket.create_connection.
     extra: dict[str, Any] = {"source_address": source_address} if source_address else {}
     try:
