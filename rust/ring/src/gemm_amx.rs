@@ -555,6 +555,28 @@ mod imp {
         }
     }
 
+    /// One A limb's step of [`micro_tile`]: its two row tiles (tmm4, tmm5, from `$a`) times
+    /// the B tile `$held` (already loaded: into `C_{s0+1}`, tmm2/tmm3) and the B tile `$new`
+    /// (loaded here from `$b`: into `C_{s0}`, tmm0/tmm1). The caller swaps the two B
+    /// registers for the next limb, so each B tile is loaded once per sweep and k step.
+    macro_rules! limb_step {
+        ($held:literal, $new:literal, $a:expr, $b:expr) => {
+            std::arch::asm!(
+                "tileloadd tmm4, [{a} + {s}*1]",
+                concat!("tdpbuud tmm2, tmm4, ", $held),
+                concat!("tileloadd ", $new, ", [{b} + {s}*1]"),
+                concat!("tdpbuud tmm0, tmm4, ", $new),
+                "tileloadd tmm5, [{a} + {s}*1 + 1024]",
+                concat!("tdpbuud tmm3, tmm5, ", $held),
+                concat!("tdpbuud tmm1, tmm5, ", $new),
+                a = in(reg) $a,
+                b = in(reg) $b,
+                s = in(reg) STRIDE,
+                options(nostack, readonly),
+            )
+        };
+    }
+
     /// The 8 sums `C_s = Σ_{i+j=s} A_i·B_j` of one 32 x 32 block over `kt`
     /// steps of 64, into `acc` (row-major i32, wrapping as `TDPBUUD` does).
     ///
@@ -605,51 +627,21 @@ mod imp {
                             options(nostack, readonly),
                         )
                     };
-                    // Limbs (i, i + 1) with both of their B tiles: on entry tmm6 = B_{s0+1-i},
+                    // Limbs (i, i + 1), each with both of its B tiles: on entry tmm6 = B_{s0+1-i},
                     // on exit tmm6 = B_{s0-1-i}, the entry value for i + 2.
                     for i in (0..s0).step_by(2) {
-                        unsafe {
-                            std::arch::asm!(
-                                "tileloadd tmm4, [{a0} + {s}*1]",
-                                "tdpbuud tmm2, tmm4, tmm6",
-                                "tileloadd tmm7, [{b0} + {s}*1]",
-                                "tdpbuud tmm0, tmm4, tmm7",
-                                "tileloadd tmm5, [{a0} + {s}*1 + 1024]",
-                                "tdpbuud tmm3, tmm5, tmm6",
-                                "tdpbuud tmm1, tmm5, tmm7",
-                                "tileloadd tmm4, [{a1} + {s}*1]",
-                                "tdpbuud tmm2, tmm4, tmm7",
-                                "tileloadd tmm6, [{b1} + {s}*1]",
-                                "tdpbuud tmm0, tmm4, tmm6",
-                                "tileloadd tmm5, [{a1} + {s}*1 + 1024]",
-                                "tdpbuud tmm3, tmm5, tmm7",
-                                "tdpbuud tmm1, tmm5, tmm6",
-                                a0 = in(reg) at(i),
-                                a1 = in(reg) at(i + 1),
-                                b0 = in(reg) bt(s0 - i),
-                                b1 = in(reg) bt(s0 - i - 1),
-                                s = in(reg) STRIDE,
-                                options(nostack, readonly),
-                            )
-                        };
+                        unsafe { limb_step!("tmm6", "tmm7", at(i), bt(s0 - i)) };
+                        unsafe { limb_step!("tmm7", "tmm6", at(i + 1), bt(s0 - i - 1)) };
                     }
-                    // Limbs s0 (B_1 in tmm6, loads B_0) and s0 + 1 (B_0 only: C_{s0+1}).
+                    // Limb s0 (B_1 in tmm6, loads B_0), then s0 + 1 (B_0 only: C_{s0+1}).
+                    unsafe { limb_step!("tmm6", "tmm7", at(s0), bt(0)) };
                     unsafe {
                         std::arch::asm!(
-                            "tileloadd tmm4, [{a0} + {s}*1]",
-                            "tdpbuud tmm2, tmm4, tmm6",
-                            "tileloadd tmm7, [{b0} + {s}*1]",
-                            "tdpbuud tmm0, tmm4, tmm7",
-                            "tileloadd tmm5, [{a0} + {s}*1 + 1024]",
-                            "tdpbuud tmm3, tmm5, tmm6",
-                            "tdpbuud tmm1, tmm5, tmm7",
-                            "tileloadd tmm4, [{a1} + {s}*1]",
+                            "tileloadd tmm4, [{a} + {s}*1]",
                             "tdpbuud tmm2, tmm4, tmm7",
-                            "tileloadd tmm5, [{a1} + {s}*1 + 1024]",
+                            "tileloadd tmm5, [{a} + {s}*1 + 1024]",
                             "tdpbuud tmm3, tmm5, tmm7",
-                            a0 = in(reg) at(s0),
-                            a1 = in(reg) at(s0 + 1),
-                            b0 = in(reg) bt(0),
+                            a = in(reg) at(s0 + 1),
                             s = in(reg) STRIDE,
                             options(nostack, readonly),
                         )
