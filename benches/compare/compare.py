@@ -11,6 +11,11 @@ Every MPC process runs one thread (OMP/MKL/OpenBLAS/RAYON_NUM_THREADS=1,
 ``torch.set_num_threads(1)``). Prints a markdown table and writes ``compare-STAMP.json``,
 ``compare-STAMP.md``, ``compare-speedup.png`` and ``compare-comm.png`` into ``--out``.
 If the CrypTen environment is missing or fails, the syft_mpc side is still reported.
+
+Before the first runner and after the last, ``run_syft.py probe`` measures the host itself
+(one-thread GMAC/s of the ring GEMM, torch int64 and torch float32 at 1024^3); both probes are
+printed under the table and kept in the JSON, because on a shared machine the ring GEMM's
+speed can move 2-3x between minutes while CrypTen's int64 matmul moves less.
 """
 
 from __future__ import annotations
@@ -96,6 +101,15 @@ def _speedup(res: dict[str, Any], key: str, name: str) -> float | None:
     """CrypTen time / ``key``'s time for workload ``name``, or None when one is missing."""
     s, c = res.get(key, {}).get(name, {}).get("ms"), res["crypten"].get(name, {}).get("ms")
     return c / s if s and c else None
+
+
+def probe_line(probes: list[dict[str, Any]]) -> str:
+    """The host probes as one line: ``kernel`` ring GEMM / torch int64 / torch f32 GMAC/s, each time."""
+    if not probes:
+        return "host probe: none (the probe failed; see errors)"
+    cells = [f"{p['at']}: ring GEMM ({p['kernel']}) {p['ring_gemm_gmacs']:.1f}, torch int64 {p['torch_int64_gmacs']:.2f}, "
+             f"torch f32 {p['torch_f32_gmacs']:.1f}" for p in probes]
+    return f"host probe, one thread, {probes[0]['n']}^3, GMAC/s — " + "; ".join(cells)
 
 
 def table(res: dict[str, Any]) -> str:
@@ -206,7 +220,17 @@ def main() -> int:
         runs += [(key, [me, run_syft, "protocol"], f"syft_mpc protocol layer (mul, matmul, relu), {trunc} truncation", {"COMPARE_TRUNCATION": trunc}),
                  (key, [me, run_syft, "tensor"], f"syft_mpc tensor layer (sigmoid, softmax, MLP, ResNet-18, BERT, transformer step), {trunc} truncation", {"COMPARE_TRUNCATION": trunc})]
     runs.append(("crypten", [crypten_py or "", str(HERE / "run_crypten.py"), "launch"], "CrypTen 0.4.1", {}))
+    probe = ("probe", [me, run_syft, "probe"], "host probe (one-thread GEMMs)", {})
+    runs = [probe, *runs, probe]
+    probes: list[dict[str, Any]] = []
     for key, argv, label, extra_env in runs:
+        if key == "probe":
+            r, err = _run(argv, label, 300.0)
+            if r is None:
+                res["errors"].append(err)
+            else:
+                probes.append(r)
+            continue
         if key == "crypten" and crypten_py is None:
             res["errors"].append(f"CrypTen: {args.crypten_python} not found (make compare creates it)")
             continue
@@ -232,13 +256,14 @@ def main() -> int:
         "versions": _versions(crypten_py),
         "command": "make compare",
         "threads": ENV_ONE_THREAD,
+        "host_probe": probes,
         "syft_mpc_variants": {k: f"COMPARE_TRUNCATION={v}" for k, v in SYFT_VARIANTS.items()},
         "truncation_note": TRUNCATION_NOTE,
         "workloads": WORKLOADS,
     }
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (out / f"compare-{stamp}.json").write_text(json.dumps(res, indent=1))
-    md = table(res) + "\n\n" + comm_table(res)
+    md = table(res) + "\n\n" + probe_line(probes) + "\n\n" + comm_table(res)
     (out / f"compare-{stamp}.md").write_text(md + "\n")
     pngs = plots(res, out)
     print(md)

@@ -3,6 +3,7 @@
     python benches/compare/run_syft.py protocol   # mul, matmul, ReLU: Party/Dealer processes
     python benches/compare/run_syft.py tensor     # sigmoid, softmax, MLP, ResNet-18, BERT, transformer step: SocketWorkers
     python benches/compare/run_syft.py plaintext  # torch float32, one thread
+    python benches/compare/run_syft.py probe      # the host's speed now: one-thread GEMMs
 
 Each prints one ``RESULT {json}`` line: workload -> {"times_ms": [...], "ms": median, ...}.
 
@@ -18,6 +19,12 @@ Each prints one ``RESULT {json}`` line: workload -> {"times_ms": [...], "ms": me
   what CrypTen does with 2 parties). The reported time of a rep is the larger of the two
   parties' times; bytes and rounds are each party's ``Party.stats()`` delta over one rep
   (the larger party).
+* ``probe``: how fast this core is right now, one thread, best of 3: the ring GEMM at
+  1024^3 (``sy.ring_matmul``, the kernel ``syft-mpc info`` names), torch int64 (what CrypTen's
+  matmul runs on) and torch float32. On a shared host these move by 2-3x from one minute
+  to the next, and the ring GEMM (AMX) and torch's int64 matmul (AVX-512) do not move
+  together, so ``compare.py`` probes before and after the runs and prints the figures next
+  to the table: a ratio is read with the host state it was measured in.
 * ``tensor``: ``syft_mpc.net.launch.LocalWorkers`` starts bob, alice (share holders) and carol
   (crypto provider) as worker processes; this process is the driver and reaches them as
   ``SocketWorker``s. ``x.fix_prec().share(bob, alice, crypto_provider=carol)`` happens
@@ -342,6 +349,34 @@ def run_plaintext() -> dict[str, Any]:
     return res
 
 
+def run_probe(n: int = 1024, reps: int = 3) -> dict[str, Any]:
+    """One-thread GMAC/s of the ring GEMM, torch int64 and torch float32 at ``n``^3, best of ``reps``."""
+    import numpy as np
+
+    import syft_mpc as sy
+    from syft_mpc import _native
+
+    torch = _torch()
+    rng = np.random.default_rng(0)
+    a, b = (rng.integers(0, 2**64, (n, n), dtype=np.uint64, endpoint=False) for _ in range(2))
+    ai, bi = torch.from_numpy(a.view(np.int64)), torch.from_numpy(b.view(np.int64))
+    af, bf = torch.randn(n, n), torch.randn(n, n)
+    ops: dict[str, Callable[[], Any]] = {
+        "ring_gemm": lambda: sy.ring_matmul(a, b, threads=1),
+        "torch_int64": lambda: ai @ bi,
+        "torch_f32": lambda: af @ bf,
+    }
+    best = {k: float("inf") for k in ops}
+    for _ in range(reps):  # alternating, so that every figure sees the same host states
+        for k, f in ops.items():
+            t = time.perf_counter()
+            f()
+            best[k] = min(best[k], time.perf_counter() - t)
+    out: dict[str, Any] = {f"{k}_gmacs": n**3 / v / 1e9 for k, v in best.items()}
+    out.update(n=n, kernel=_native.gemm_kernel_info()["chosen"], at=time.strftime("%H:%M:%S UTC", time.gmtime()))
+    return out
+
+
 def main() -> int:
     role = sys.argv[1]
     if role == "dealer":
@@ -357,6 +392,8 @@ def main() -> int:
         emit("RESULT", run_tensor(timeout_s, only))
     elif role == "plaintext":
         emit("RESULT", run_plaintext())
+    elif role == "probe":
+        emit("RESULT", run_probe())
     else:
         print(__doc__, file=sys.stderr)
         return 2
