@@ -163,3 +163,41 @@ def test_cli_info_names_the_kernel() -> None:
         [sys.executable, "-m", "syft_mpc", "info"], capture_output=True, text=True, timeout=120, check=True
     ).stdout
     assert f"ring GEMM  {INFO['chosen']}" in out and "syft_mpc " in out and "torch " in out
+    assert f"ring SIMD  {_native.simd_level_info()['chosen']}" in out
+    assert f"PRG        AES-128-CTR on {_native.prg_info()['chosen']}" in out
+
+
+@pytest.mark.parametrize("forced", ["portable", "avx2", "avx512", "bogus"])
+def test_environment_variable_forces_the_elementwise_level(forced: str) -> None:
+    """``SYFT_MPC_SIMD`` picks the vector level of the element-wise passes (and with it the PRG
+    path); the results are the same wrapping arithmetic at every level, and ``native_info``
+    says what runs and why."""
+    simd = _native.simd_level_info()
+    env = {**os.environ, "SYFT_MPC_SIMD": forced}
+    code = (
+        "import numpy as np, syft_mpc as sy\n"
+        "from syft_mpc import _native\n"
+        "rng = np.random.default_rng(5)\n"
+        "a, b = (rng.integers(0, 2**64, 4099, dtype=np.uint64, endpoint=False) for _ in range(2))\n"
+        "with np.errstate(over='ignore'):\n"
+        "    assert (_native.ring_mul(a, b) == a * b).all() and (_native.ring_add(a, b) == a + b).all()\n"
+        "x, y = rng.normal(size=(3, 70)), rng.normal(size=(70, 4))\n"
+        "def product(p):\n"
+        "    xs = p.input(0, sy.encode(x) if p.id == 0 else None, shape=x.shape)\n"
+        "    ys = p.input(1, sy.encode(y) if p.id == 1 else None, shape=y.shape)\n"
+        "    return sy.decode(p.open(p.mul(p.matmul(xs, ys, divisor=2**16), p.matmul(xs, ys, divisor=2**16), divisor=2**16)))\n"
+        "outs = sy.mpc.run(product, n_parties=3, timeout_s=20.0, deadline_s=60.0)\n"
+        "assert np.allclose(outs[0], (x @ y) ** 2, atol=1e-2) and all(np.array_equal(outs[0], o) for o in outs)\n"
+        "i = sy.native_info()\n"
+        "print(i['simd']['chosen'], '|', i['simd']['reason'], '|', i['prg']['chosen'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    chosen, reason, prg = (s.strip() for s in out.stdout.split("|"))
+    assert "SYFT_MPC_SIMD" in reason, reason
+    if forced in simd["available"]:
+        assert chosen == forced, (chosen, reason)
+    else:  # a level this machine lacks, or no such name: the best available, and the reason says so
+        assert chosen == simd["available"][0] and "fell back" in reason, (chosen, reason)
+    prgs = _native.prg_info()["available"]
+    assert prg == ("vaes" if chosen == "avx512" and "vaes" in prgs else next(p for p in prgs if p != "vaes")), (chosen, prg)

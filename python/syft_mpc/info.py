@@ -20,7 +20,8 @@ from syft_mpc.net.env import ENV_TLS_CA, ENV_TOKEN
 __all__ = ["CPU_FLAGS", "native_info", "report"]
 
 CPU_FLAGS = (
-    "avx2", "avx512f", "avx512dq", "avx512ifma", "avx512_vnni", "amx_tile", "amx_int8", "aes", "pclmulqdq", "vpclmulqdq", "sha_ni",
+    "avx2", "avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512ifma", "avx512vbmi", "avx512_vnni", "amx_tile", "amx_int8",
+    "aes", "vaes", "pclmulqdq", "vpclmulqdq", "sha_ni",
 )
 """The ``/proc/cpuinfo`` flags the native kernels (or their candidates) use."""
 
@@ -53,9 +54,10 @@ def _version(dist: str) -> "str | None":
 def native_info() -> dict[str, Any]:
     """Versions (syft_mpc, Python, torch, numpy — read from the installed packages, without
     importing torch), the CPU, its flags that matter, the ring GEMM kernel chosen and why
-    (``gemm``: see :func:`syft_mpc._native.gemm_kernel_info`), the per-frame MAC's POLYVAL
-    implementation (``frame_mac``), and the environment that
-    changes behaviour (thread pool size, a forced kernel, TLS and token settings present)."""
+    (``gemm``: see :func:`syft_mpc._native.gemm_kernel_info`), the vector level of the
+    element-wise ring passes and why (``simd``), the PRG's AES-CTR path (``prg``), the
+    per-frame MAC's POLYVAL implementation (``frame_mac``), and the environment that
+    changes behaviour (thread pool size, a forced kernel or level, TLS and token settings present)."""
     model, flags = _cpu()
     return {
         "syft_mpc": _native.__version__,
@@ -67,11 +69,13 @@ def native_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpu_flags": flags,
         "gemm": dict(_native.gemm_kernel_info()),
+        "simd": dict(_native.simd_level_info()),
+        "prg": dict(_native.prg_info()),
         "frame_mac": dict(_native.frame_mac_info()),
         "tls": "TLS 1.3 (rustls, ring provider) built in",
         "env": {
             name: os.environ.get(name)
-            for name in ("RAYON_NUM_THREADS", "SYFT_MPC_GEMM", ENV_TLS_CA)
+            for name in ("RAYON_NUM_THREADS", "SYFT_MPC_GEMM", "SYFT_MPC_SIMD", ENV_TLS_CA)
             if os.environ.get(name) is not None
         }
         | ({ENV_TOKEN: "set"} if os.environ.get(ENV_TOKEN) else {}),
@@ -81,7 +85,7 @@ def native_info() -> dict[str, Any]:
 def report(info: "dict[str, Any] | None" = None) -> str:
     """:func:`native_info` as text, one fact a line."""
     i = native_info() if info is None else info
-    g = i["gemm"]
+    g, v = i["gemm"], i["simd"]
     lines = [
         f"syft_mpc {i['syft_mpc']}  (Python {i['python']}, torch {i['torch'] or 'not installed'}, "
         f"numpy {i['numpy'] or 'not installed'})",
@@ -89,6 +93,8 @@ def report(info: "dict[str, Any] | None" = None) -> str:
         f"cpu        {i['cpu']} ({i['cpu_count']} logical CPUs)",
         f"cpu flags  {' '.join(i['cpu_flags']) or 'none of ' + ', '.join(CPU_FLAGS)}",
         f"ring GEMM  {g['chosen']} (available: {', '.join(g['available'])}): {g['reason']}",
+        f"ring SIMD  {v['chosen']} (available: {', '.join(v['available'])}): {v['reason']}",
+        f"PRG        AES-128-CTR on {i['prg']['chosen']} (available: {', '.join(i['prg']['available'])})",
         f"frame MAC  POLYVAL on {i['frame_mac']['chosen']} (available: {', '.join(i['frame_mac']['available'])})",
         f"tls        {i['tls']}",
         "workers    `syft-mpc worker` listens on 127.0.0.1:8777 unless given --host/--port",

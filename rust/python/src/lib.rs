@@ -51,6 +51,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ring::ring_transpose, m)?)?;
     m.add_function(wrap_pyfunction!(ring::gemm_kernel_info, m)?)?;
     m.add_function(wrap_pyfunction!(ring::set_gemm_kernel, m)?)?;
+    m.add_function(wrap_pyfunction!(ring::simd_level_info, m)?)?;
+    m.add_function(wrap_pyfunction!(ring::prg_info, m)?)?;
     m.add_function(wrap_pyfunction!(ring::encode, m)?)?;
     m.add_function(wrap_pyfunction!(ring::decode, m)?)?;
     m.add_function(wrap_pyfunction!(ring::fixed_point_info, m)?)?;

@@ -222,6 +222,31 @@ pub fn gemm_kernel_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     Ok(d)
 }
 
+/// The vector level of the element-wise ring passes (add, mul, masking, truncation, the
+/// protocols' fused passes): `{"chosen": name, "available": [names, best first], "reason": why}`.
+/// `SYFT_MPC_SIMD=avx512|avx2|portable` (read once per process) forces one, with the
+/// fallback rule of `gemm_kernel_info`.
+#[pyfunction]
+pub fn simd_level_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let info = syft_mpc_ring::simd::info();
+    let d = PyDict::new(py);
+    d.set_item("chosen", info.chosen.name())?;
+    d.set_item("available", info.available.iter().map(|s| s.name()).collect::<Vec<_>>())?;
+    d.set_item("reason", info.reason)?;
+    Ok(d)
+}
+
+/// The AES-128-CTR path that expands PRG seeds into shares and masks:
+/// `{"chosen": name, "available": [names, best first]}` (`vaes`, `aes-ni`, `portable`).
+/// Every path gives the same stream; VAES runs at the AVX-512 element-wise level only.
+#[pyfunction]
+pub fn prg_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("chosen", syft_mpc_ring::prg::path())?;
+    d.set_item("available", syft_mpc_ring::prg::available_paths())?;
+    Ok(d)
+}
+
 /// Forces the ring GEMM kernel for the whole process (`None`: the default again), for tests
 /// and benchmarks that compare kernels. Raises ShapeError (a ValueError) for an unknown name
 /// or a kernel this CPU or OS cannot run; calls already running keep their kernel.

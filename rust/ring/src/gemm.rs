@@ -40,9 +40,9 @@
 //! [`kernel_info`] says which runs and why; [`force_kernel`] overrides it for
 //! tests and benchmarks.
 
+use crate::choice::{self, Choice, Override};
 use rayon::prelude::*;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 // Tile and block sizes were measured on Zen 3 (AVX2, 32 KiB L1d, 512 KiB L2)
@@ -316,17 +316,9 @@ impl std::fmt::Display for Kernel {
     }
 }
 
-/// Which ring-GEMM kernel runs, what this CPU offers, and why that one.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KernelInfo {
-    /// The kernel `kernels::matmul`, `bmm` and `conv2d` use.
-    pub chosen: Kernel,
-    /// The kernels this CPU and OS can run, best first.
-    pub available: Vec<Kernel>,
-    /// Why `chosen` was picked (best available, or `SYFT_MPC_GEMM`, or
-    /// [`force_kernel`]), and why the better ones are unavailable.
-    pub reason: String,
-}
+/// Which kernel the ring GEMM uses, which this CPU and OS can run, and why
+/// ([`crate::choice`]: the rule it shares with the element-wise passes).
+pub type KernelInfo = Choice<Kernel>;
 
 /// Environment variable that forces a kernel: `amx`, `avx512ifma`, `avx512`,
 /// `avx2` or `portable`. Read once per process; a kernel this CPU lacks falls back to
@@ -341,75 +333,29 @@ pub fn available_kernels() -> Vec<Kernel> {
 /// The choice made at first use: best available, or what `SYFT_MPC_GEMM` asks for.
 fn default_choice() -> &'static KernelInfo {
     static INFO: OnceLock<KernelInfo> = OnceLock::new();
-    INFO.get_or_init(|| {
-        let available = available_kernels();
-        let best = available[0];
-        let mut why: Vec<String> = Kernel::ALL
-            .iter()
-            .take_while(|&&k| k != best)
-            .map(|k| format!("{k} unavailable: {}", k.support().err().unwrap_or_default()))
-            .collect();
-        let chosen = match std::env::var(KERNEL_ENV) {
-            Err(_) => {
-                why.insert(0, format!("best available ({KERNEL_ENV} not set)"));
-                best
-            }
-            Ok(v) => {
-                let want = v.trim().to_ascii_lowercase();
-                match Kernel::ALL.into_iter().find(|k| k.name() == want) {
-                    Some(k) if available.contains(&k) => {
-                        why.insert(0, format!("forced by {KERNEL_ENV}={v}"));
-                        k
-                    }
-                    Some(k) => {
-                        why.insert(0, format!("{KERNEL_ENV}={v} asks for {k}, unavailable here; fell back to {best}"));
-                        best
-                    }
-                    None => {
-                        why.insert(0, format!("{KERNEL_ENV}={v} is not a kernel name; fell back to {best}"));
-                        best
-                    }
-                }
-            }
-        };
-        KernelInfo { chosen, available, reason: why.join("; ") }
-    })
+    INFO.get_or_init(|| choice::from_env(KERNEL_ENV, &Kernel::ALL, Kernel::name, Kernel::support))
 }
 
-/// 0: no override; otherwise 1 + index in [`Kernel::ALL`].
-static FORCED: AtomicU8 = AtomicU8::new(0);
+static FORCED: Override = Override::new();
 
 /// The kernel the next ring GEMM uses.
 fn current_kernel() -> Kernel {
-    match FORCED.load(Ordering::Relaxed) {
-        0 => default_choice().chosen,
-        i => Kernel::ALL[usize::from(i) - 1],
-    }
+    FORCED.get(&Kernel::ALL).unwrap_or(default_choice().chosen)
 }
 
 /// Which kernel the ring GEMM uses now, what is available and why.
 pub fn kernel_info() -> KernelInfo {
-    let mut info = default_choice().clone();
-    let now = current_kernel();
-    if now != info.chosen {
-        info.reason = format!("forced by force_kernel({now}) (default would be {}: {})", info.chosen, info.reason);
-        info.chosen = now;
-    }
-    info
+    default_choice().clone().with(current_kernel(), "force_kernel")
 }
 
 /// Overrides the kernel for the whole process (tests and benchmarks); `None`
 /// restores the default. Errors, changing nothing, if the CPU lacks it.
 /// Calls already running keep the kernel they started with.
 pub fn force_kernel(kernel: Option<Kernel>) -> Result<(), String> {
-    let code = match kernel {
-        None => 0,
-        Some(k) => {
-            k.support().map_err(|why| format!("{k} kernel unavailable: {why}"))?;
-            1 + Kernel::ALL.iter().position(|&x| x == k).expect("listed") as u8
-        }
-    };
-    FORCED.store(code, Ordering::Relaxed);
+    if let Some(k) = kernel {
+        k.support().map_err(|why| format!("{k} kernel unavailable: {why}"))?;
+    }
+    FORCED.set(&Kernel::ALL, kernel);
     Ok(())
 }
 

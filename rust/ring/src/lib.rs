@@ -4,6 +4,7 @@
 //! This crate has no I/O and knows nothing about parties or protocols.
 
 pub mod alloc;
+pub mod choice;
 pub mod fixed;
 pub mod gemm;
 mod gemm_amx;

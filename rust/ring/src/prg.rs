@@ -55,6 +55,41 @@ impl Ctr {
     }
 }
 
+/// The AES-CTR implementations of this module, best first: `vaes` (VAES on 512-bit
+/// registers, 32 blocks in flight; at the AVX-512 element-wise level, for pieces of 512
+/// bytes or more), `aes-ni` (AES-NI, 8 blocks in flight), `portable` (the `aes` crate).
+/// Every path gives the same stream.
+pub const PATHS: [&str; 3] = ["vaes", "aes-ni", "portable"];
+
+/// The paths of [`PATHS`] this CPU can run, best first.
+pub fn available_paths() -> Vec<&'static str> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut paths = Vec::new();
+        if ni::Keys::new(&[0; 16]).is_some() {
+            if ni::has_vaes() && crate::simd::Simd::Avx512.supported() {
+                paths.push(PATHS[0]);
+            }
+            paths.push(PATHS[1]);
+        }
+        paths.push(PATHS[2]);
+        paths
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    vec![PATHS[2]]
+}
+
+/// The path that expands large buffers now: VAES needs the AVX-512 element-wise level
+/// ([`crate::simd::level`]), so `SYFT_MPC_SIMD=avx2` also moves the PRG to AES-NI.
+pub fn path() -> &'static str {
+    let best = available_paths()[0];
+    if best == PATHS[0] && crate::simd::level() != crate::simd::Simd::Avx512 {
+        PATHS[1]
+    } else {
+        best
+    }
+}
+
 /// `bytes` as a keystream destination.
 fn as_uninit(bytes: &mut [u8]) -> &mut [MaybeUninit<u8>] {
     // SAFETY: `u8` and `MaybeUninit<u8>` have the same layout, and the keystream only
@@ -385,6 +420,26 @@ impl PrgRange {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_names_what_expands_the_stream() {
+        use crate::simd::{self, Simd};
+        let avail = available_paths();
+        assert_eq!(avail.last(), Some(&"portable"));
+        assert!(avail
+            .windows(2)
+            .all(|w| PATHS.iter().position(|p| *p == w[0]) < PATHS.iter().position(|p| *p == w[1])));
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(avail.contains(&"aes-ni"), is_x86_feature_detected!("aes"));
+        assert_eq!(path(), avail[0], "the default level runs the best path");
+        // Below AVX-512 the VAES path is off (the keystream checks the level), and only it.
+        if Simd::Avx2.supported() {
+            simd::force(Some(Simd::Avx2)).unwrap();
+            let below = path();
+            simd::force(None).unwrap();
+            assert_eq!(below, if avail[0] == "vaes" { "aes-ni" } else { avail[0] });
+        }
+    }
 
     #[test]
     fn same_seed_same_stream_regardless_of_chunking() {

@@ -8,10 +8,11 @@
 //! the u64 product) where the CPU and OS have it, else AVX2, else the baseline
 //! build. `SYFT_MPC_SIMD=avx512|avx2|portable` forces one (read once; a level
 //! the CPU lacks falls back to the best available), and [`force`] overrides it
-//! for tests and benchmarks. Every level computes the same wrapping u64
+//! for tests and benchmarks: the rule of [`crate::choice`], which the GEMM
+//! kernel's choice follows too; [`info`] says what was chosen and why. Every level computes the same wrapping u64
 //! arithmetic, so results are bit-for-bit equal.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use crate::choice::{self, Choice, Override};
 use std::sync::OnceLock;
 
 /// A vector level of the element-wise passes.
@@ -43,18 +44,32 @@ impl Simd {
 
     /// Whether this CPU (and OS) can run the level.
     pub fn supported(self) -> bool {
+        self.support().is_ok()
+    }
+
+    /// `Ok` if this CPU (and OS) can run the level, else what it lacks.
+    pub fn support(self) -> Result<(), String> {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;
-            match self {
+            let ok = match self {
                 Simd::Avx512 => has!("avx512f") && has!("avx512dq") && has!("avx512bw") && has!("avx512vl"),
                 Simd::Avx2 => has!("avx2"),
                 Simd::Portable => true,
+            };
+            match (ok, self) {
+                (true, _) => Ok(()),
+                (false, Simd::Avx512) => Err("needs AVX-512 F, DQ, BW and VL".into()),
+                (false, _) => Err("needs AVX2".into()),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            self == Simd::Portable
+            if self == Simd::Portable {
+                Ok(())
+            } else {
+                Err("not an x86-64 CPU".into())
+            }
         }
     }
 }
@@ -70,40 +85,31 @@ pub fn available() -> Vec<Simd> {
     Simd::ALL.into_iter().filter(|s| s.supported()).collect()
 }
 
-fn default_level() -> Simd {
-    static LEVEL: OnceLock<Simd> = OnceLock::new();
-    *LEVEL.get_or_init(|| {
-        let best = available()[0];
-        match std::env::var(SIMD_ENV) {
-            Ok(v) => {
-                let want = v.trim().to_ascii_lowercase();
-                Simd::ALL.into_iter().find(|s| s.name() == want && s.supported()).unwrap_or(best)
-            }
-            Err(_) => best,
-        }
-    })
+/// The choice made at first use: best available, or what `SYFT_MPC_SIMD` asks for.
+fn default_choice() -> &'static Choice<Simd> {
+    static CHOICE: OnceLock<Choice<Simd>> = OnceLock::new();
+    CHOICE.get_or_init(|| choice::from_env(SIMD_ENV, &Simd::ALL, Simd::name, Simd::support))
 }
 
-/// 0: no override; otherwise 1 + index in [`Simd::ALL`].
-static FORCED: AtomicU8 = AtomicU8::new(0);
+static FORCED: Override = Override::new();
 
 /// The level the element-wise passes use now.
 pub fn level() -> Simd {
-    match FORCED.load(Ordering::Relaxed) {
-        0 => default_level(),
-        i => Simd::ALL[usize::from(i) - 1],
-    }
+    FORCED.get(&Simd::ALL).unwrap_or(default_choice().chosen)
+}
+
+/// Which level the element-wise passes use, which this CPU and OS can run, and why.
+pub fn info() -> Choice<Simd> {
+    default_choice().clone().with(level(), "simd::force")
 }
 
 /// Overrides the level for the whole process (tests and benchmarks); `None`
 /// restores the default. Errors, changing nothing, if the CPU lacks it.
 pub fn force(level: Option<Simd>) -> Result<(), String> {
-    let code = match level {
-        None => 0,
-        Some(s) if !s.supported() => return Err(format!("SIMD level {s} unavailable on this CPU")),
-        Some(s) => 1 + Simd::ALL.iter().position(|&x| x == s).expect("listed") as u8,
-    };
-    FORCED.store(code, Ordering::Relaxed);
+    if let Some(s) = level {
+        s.support().map_err(|why| format!("SIMD level {s} unavailable on this CPU: {why}"))?;
+    }
+    FORCED.set(&Simd::ALL, level);
     Ok(())
 }
 
