@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use syft_mpc_ring::choice::Choice;
 use syft_mpc_ring::fixed::FixedPoint;
 use syft_mpc_ring::{gemm, kernels, R64};
 
@@ -214,12 +215,7 @@ pub fn fixed_point_info(base: u32, precision: u32) -> Result<(u64, f64)> {
 /// CPU or OS cannot run falls back to the best available, and `reason` says so.
 #[pyfunction]
 pub fn gemm_kernel_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
-    let info = gemm::kernel_info();
-    let d = PyDict::new(py);
-    d.set_item("chosen", info.chosen.name())?;
-    d.set_item("available", info.available.iter().map(|k| k.name()).collect::<Vec<_>>())?;
-    d.set_item("reason", info.reason)?;
-    Ok(d)
+    choice_dict(py, gemm::kernel_info(), gemm::Kernel::name)
 }
 
 /// The vector level of the element-wise ring passes (add, mul, masking, truncation, the
@@ -228,11 +224,15 @@ pub fn gemm_kernel_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 /// fallback rule of `gemm_kernel_info`.
 #[pyfunction]
 pub fn simd_level_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
-    let info = syft_mpc_ring::simd::info();
+    choice_dict(py, syft_mpc_ring::simd::info(), syft_mpc_ring::simd::Simd::name)
+}
+
+/// A run-time choice as `{"chosen": name, "available": [names], "reason": why}`.
+fn choice_dict<T: Copy>(py: Python<'_>, c: Choice<T>, name: fn(T) -> &'static str) -> PyResult<Bound<'_, PyDict>> {
     let d = PyDict::new(py);
-    d.set_item("chosen", info.chosen.name())?;
-    d.set_item("available", info.available.iter().map(|s| s.name()).collect::<Vec<_>>())?;
-    d.set_item("reason", info.reason)?;
+    d.set_item("chosen", name(c.chosen))?;
+    d.set_item("available", c.available.into_iter().map(name).collect::<Vec<_>>())?;
+    d.set_item("reason", c.reason)?;
     Ok(d)
 }
 
