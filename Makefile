@@ -71,7 +71,7 @@ typecheck: venv
 	$(PY) -m mypy
 
 test-python: venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=20 $(PYTEST_ARGS)
 
 # The wheel users install. zig (from PyPI) links the extension against glibc 2.17, so the tag is
 # manylinux2014 and pip takes it on Ubuntu 20.04, Debian 11 and RHEL 8 as well as on new systems;
