@@ -175,11 +175,16 @@ def test_conv_transpose2d_geometry_matches_plaintext(data: st.DataObject) -> Non
     k = data.draw(st.tuples(st.integers(1, 3), st.integers(1, 3)), "kernel")
     s = data.draw(st.tuples(st.integers(1, 3), st.integers(1, 3)), "stride")
     d = data.draw(st.tuples(st.integers(1, 2), st.integers(1, 2)), "dilation")
-    p = tuple(data.draw(st.integers(0, d[i] * (k[i] - 1)), f"padding{i}") for i in range(2))
+    size = (3, 4)
     op = tuple(data.draw(st.integers(0, max(s[i], d[i]) - 1), f"output_padding{i}") for i in range(2))
+    # Padding that leaves at least one output row and column: (size - 1) s - 2p + d (k - 1) + op + 1 >= 1.
+    p = tuple(
+        data.draw(st.integers(0, min(d[i] * (k[i] - 1), ((size[i] - 1) * s[i] + d[i] * (k[i] - 1) + op[i]) // 2)), f"padding{i}")
+        for i in range(2)
+    )
     n = data.draw(st.sampled_from([2, 3]), "parties")
     conv = nn.ConvTranspose2d(2 * g, 2 * g, k, stride=s, padding=p, output_padding=op, dilation=d, groups=g)
-    x = torch.randn(1, 2 * g, 3, 4)
+    x = torch.randn(1, 2 * g, *size)
     xg = x.clone().requires_grad_(True)
     out = conv(xg)
     r = torch.randn(out.shape)
