@@ -42,6 +42,8 @@ __all__ = [
     "ring_sum",
     "ring_transpose",
     "set_gemm_kernel",
+    "simd_level_info",
+    "prg_info",
     "share",
 ]
 __version__: str
