@@ -298,7 +298,7 @@ def test_flush_gc_reaches_a_restarted_worker_not_its_old_address() -> None:
     del p
     assert old in sy.local_worker._gc_pending
     sy.local_worker.flush_gc()
-    assert not sy.local_worker._gc_pending and len(seen) == 1
+    assert new not in sy.local_worker._gc_pending and len(seen) == 1
 
 
 def test_deletions_lost_with_a_broken_link_are_sent_again() -> None:

@@ -399,3 +399,36 @@ def test_native_listener_refuses_nonsense_limits(kwargs: "dict[str, Any]", says:
     with pytest.raises(ValueError) as info:
         _native.Listener("127.0.0.1:0", os.urandom(32).hex(), "limits", **kwargs)
     assert says in str(info.value), info.value
+
+
+# ------------------------------------------------------------------ 6. dead pointers to a stalled worker
+
+
+def test_dead_pointers_to_a_stopped_worker_do_not_hold_up_the_driver(tmp_path: pathlib.Path, transport: str) -> None:
+    """Deletions of dead pointers go out only over open connections: ``flush_gc`` (which request
+    handlers run too, e.g. the driver's own dealer) does not dial a worker whose connection is
+    closed. Dialling a stopped worker (SIGSTOP: its kernel accepts the TCP connection and nobody
+    answers the handshake) held the caller for the whole connect timeout, 30 s in the test suite.
+    The deletion waits for the next request to that worker, which carries it."""
+    import gc
+
+    ws = transport == "websocket"
+    args = ("--transport", "websocket") if ws else ()
+    with CliWorker("gcbob", os.urandom(32).hex(), tmp_path / "w.log", *args) as w:
+        bob = client(w, ws, timeout_s=20)
+        x = torch.ones(3).send(bob)
+        assert bob.sync() == 1
+        bob.close()
+        with stopped(w.pid):
+            del x
+            gc.collect()
+            t0 = time.monotonic()
+            sy.local_worker.flush_gc()
+            took = time.monotonic() - t0
+            assert took < 2.0, f"flush_gc waited {took:.1f} s for a stopped worker"
+            assert sy.local_worker._gc_pending.get(bob), "the deletion was dropped, not kept for the next request"
+        y = torch.zeros(2).send(bob)  # reconnects; the deletion rides on this request
+        assert not sy.local_worker._gc_pending.get(bob)
+        assert bob.sync() == 1  # y only
+        assert torch.equal(y.get(), torch.zeros(2))
+        bob.close()

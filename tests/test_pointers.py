@@ -235,7 +235,7 @@ def test_get_twice_is_a_clear_error(workers: Any) -> None:
     sy.local_worker.flush_gc()
     del x
     gc.collect()
-    assert not sy.local_worker._gc_pending  # a retrieved pointer queues no deletion
+    assert bob not in sy.local_worker._gc_pending  # a retrieved pointer queues no deletion
 
 
 def test_gc_deletes_remote_objects_once(workers: Any) -> None:

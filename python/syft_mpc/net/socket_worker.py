@@ -302,6 +302,10 @@ class SocketWorker(BaseWorker):
     def _raise_err(self, reply: Any) -> None:
         raise reply.exception(self.id)
 
+    def is_linked(self) -> bool:
+        """Whether the connection is open (deletions of dead pointers are sent only then)."""
+        return self._conn is not None
+
     def close(self) -> None:
         """Closes the connection (objects stay on the worker until its grace period for this client ends)."""
         with self._io:

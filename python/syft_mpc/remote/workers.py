@@ -568,22 +568,31 @@ class BaseWorker:
         with self._gc_lock:
             return self._gc_pending.pop(location, None) or []
 
-    def _next_gc_location(self) -> "BaseWorker | None":
-        """A location with deletions queued, or None (empty entries are dropped on the way)."""
+    def _gc_locations(self) -> "list[BaseWorker]":
+        """The locations with deletions queued (empty entries are dropped on the way)."""
         with self._gc_lock:
-            for location, ids in list(self._gc_pending.items()):
-                if ids:
-                    return location
+            for location in [loc for loc, ids in self._gc_pending.items() if not ids]:
                 del self._gc_pending[location]
-            return None
+            return list(self._gc_pending)
+
+    def is_linked(self) -> bool:
+        """Whether a request to this worker goes out without opening a connection first: always
+        for in-process and relayed workers; a :class:`SocketWorker` while its connection is open."""
+        return True
 
     def flush_gc(self) -> None:
-        """Sends the deletions queued by dead pointers now (otherwise they ride on the next message)."""
-        while (location := self._next_gc_location()) is not None:
+        """Sends the deletions queued by dead pointers now (otherwise they ride on the next message),
+        to every location this worker is linked to. A location with no open connection is not dialled
+        for them: dialling a stopped or stalled worker could hold the caller for the whole connect
+        timeout (this runs inside request handlers too). Its deletions wait for the next request to
+        it, and a worker never reached again frees this client's objects when its grace period ends."""
+        for location in self._gc_locations():
             # Workers are equal by id, so the key may be an older object for this id (a
             # restarted worker, reached through a new SocketWorker): go through the one
             # known now, as the next request to that id would, not to the old address.
             target = self._known_workers.get(location.id, location)
+            if not target.is_linked():
+                continue
             try:
                 self._send(target, None)
             except TransportError:
