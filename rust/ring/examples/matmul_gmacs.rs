@@ -6,7 +6,7 @@
 //! cargo run --release --example matmul_gmacs -p syft-mpc-ring -- --kernel all 1024  # each kernel
 //! ```
 //!
-//! `--kernel amx|avx512|avx2|portable|all` runs the named kernel(s) (`gemm::force_kernel`);
+//! `--kernel amx|avx512ifma|avx512|avx2|portable|all` runs the named kernel(s) (`gemm::force_kernel`);
 //! without it the default choice runs (`SYFT_MPC_GEMM` can force one).
 //!
 //! Runs on one thread and on every thread of the machine (its own rayon pools),
@@ -18,7 +18,7 @@ use std::time::Instant;
 use syft_mpc_ring::gemm::{self, Kernel};
 use syft_mpc_ring::{kernels, R64};
 
-const USAGE: &str = "usage: matmul_gmacs [--kernel amx|avx512|avx2|portable|all] N | M K N";
+const USAGE: &str = "usage: matmul_gmacs [--kernel amx|avx512ifma|avx512|avx2|portable|all] N | M K N";
 
 fn main() {
     let mut raw: Vec<String> = std::env::args().skip(1).collect();
