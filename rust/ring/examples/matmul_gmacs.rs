@@ -6,11 +6,11 @@
 //! cargo run --release --example matmul_gmacs -p syft-mpc-ring -- --kernel all 1024  # each kernel
 //! ```
 //!
-//! `--kernel amx|avx512|avx2|portable|all` runs the named kernel(s) (`gemm::force_kernel`);
+//! `--kernel amx|avx512ifma|avx512|avx2|portable|all` runs the named kernel(s) (`gemm::force_kernel`);
 //! without it the default choice runs (`SYFT_MPC_GEMM` can force one).
 //!
-//! Runs on one thread and on every thread of the machine (its own rayon pools,
-//! whatever RAYON_NUM_THREADS says), best of several repetitions. Compare with
+//! Runs on one thread and on every thread of the machine (its own rayon pools),
+//! or on `RAYON_NUM_THREADS` threads only where that is set; best of several repetitions. Compare with
 //! float64 numpy on one thread:
 //! `OPENBLAS_NUM_THREADS=1 python -c "import numpy as n,time; a=n.random.rand(1024,1024); a@a; t=time.perf_counter(); a@a; print(1024**3/(time.perf_counter()-t)/1e9)"`.
 
@@ -18,7 +18,7 @@ use std::time::Instant;
 use syft_mpc_ring::gemm::{self, Kernel};
 use syft_mpc_ring::{kernels, R64};
 
-const USAGE: &str = "usage: matmul_gmacs [--kernel amx|avx512|avx2|portable|all] N | M K N";
+const USAGE: &str = "usage: matmul_gmacs [--kernel amx|avx512ifma|avx512|avx2|portable|all] N | M K N";
 
 fn main() {
     let mut raw: Vec<String> = std::env::args().skip(1).collect();
@@ -70,9 +70,12 @@ fn main() {
         }
         let kname = gemm::kernel_info().chosen;
         let all = std::thread::available_parallelism().map_or(1, |t| t.get());
+        // RAYON_NUM_THREADS=t runs t threads only; unset: one thread and every thread.
         let mut threads = vec![1];
-        if all > 1 {
-            threads.push(all);
+        match std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse::<usize>().ok()) {
+            Some(t) if t > 0 => threads = vec![t],
+            _ if all > 1 => threads.push(all),
+            _ => {}
         }
         let mut reference: Option<Vec<R64>> = None;
         for t in threads {

@@ -196,21 +196,10 @@ thread_local! {
     static BUF_B: Cell<Vec<u64>> = const { Cell::new(Vec::new()) };
 }
 
-/// A buffer of `len` copies of `fill`, reusing the thread's cached allocation in `key`.
-pub(crate) fn take_buf<T: Clone + 'static>(
-    key: &'static std::thread::LocalKey<Cell<Vec<T>>>,
-    len: usize,
-    fill: T,
-) -> Vec<T> {
-    let mut v = key.with(|c| c.take());
-    v.clear();
-    v.resize(len, fill);
-    v
-}
-
-/// [`take_buf`] without the fill where the buffer is long enough: for packers that write
-/// every byte they are given (padding included), so a stale buffer costs no `memset`
-/// (at 1024³ the AMX packers' buffers were 16 MiB zero-filled per product).
+/// A buffer of `len` elements, reusing the thread's cached allocation in `key`, filled with
+/// `fill` only where it grows: for packers that write every element they are given (padding
+/// included), so a stale buffer costs no `memset` (at 1024³ the AMX packers' buffers were
+/// 16 MiB zero-filled per product).
 pub(crate) fn take_buf_stale<T: Clone + 'static>(
     key: &'static std::thread::LocalKey<Cell<Vec<T>>>,
     len: usize,
@@ -224,7 +213,7 @@ pub(crate) fn take_buf_stale<T: Clone + 'static>(
     v
 }
 
-/// Returns a buffer from [`take_buf`] to the thread's cache.
+/// Returns a buffer from [`take_buf_stale`] to the thread's cache.
 pub(crate) fn give_buf<T: 'static>(key: &'static std::thread::LocalKey<Cell<Vec<T>>>, v: Vec<T>) {
     key.with(|c| c.set(v));
 }
@@ -398,7 +387,7 @@ fn gemm_acc_with(kernel: Kernel, a: View<'_>, b: View<'_>, m: usize, k: usize, n
         let panels_per_split = panels.div_ceil(col_splits);
         for pc in (0..k).step_by(g.kc) {
             let kc = g.kc.min(k - pc);
-            let mut pb = take_buf(&BUF_B, panels * b_step * kc, 0);
+            let mut pb = take_buf_stale(&BUF_B, panels * b_step * kc, 0);
             pack_b(g, b, pc, kc, jc, nc, &mut pb);
             let pb_ref = &pb;
             (0..row_blocks * col_splits).into_par_iter().for_each(|task| {
@@ -410,7 +399,7 @@ fn gemm_acc_with(kernel: Kernel, a: View<'_>, b: View<'_>, m: usize, k: usize, n
                 if p0 >= p1 {
                     return;
                 }
-                let mut pa = take_buf(&BUF_A, mcb.div_ceil(mr_t) * a_step * kc, 0);
+                let mut pa = take_buf_stale(&BUF_A, mcb.div_ceil(mr_t) * a_step * kc, 0);
                 pack_a(g, a, ic, mcb, pc, kc, &mut pa);
                 for jp in p0..p1 {
                     let j = jp * nr_t;
@@ -424,6 +413,14 @@ fn gemm_acc_with(kernel: Kernel, a: View<'_>, b: View<'_>, m: usize, k: usize, n
                         // (checked above) and this task is the only writer of the tile.
                         unsafe {
                             let cp = out.get().add((ic + i) * ldc + jc + j);
+                            // The next tile's C rows (down the panel, else the next panel's
+                            // first) into L2 while this one computes: the AVX-512 kernels load
+                            // their tile at the start.
+                            let (ni, nj) = if i + mr_t < mcb { (i + mr_t, j) } else { (0, j + nr_t) };
+                            if nj < nc && (ni > 0 || jp + 1 < p1) {
+                                let next = out.get().wrapping_add((ic + ni) * ldc + jc + nj);
+                                prefetch_tile_l2(next, ldc, mr_t.min(mcb - ni), nr_t.min(nc - nj));
+                            }
                             micro_tile(micro, kc, apanel, bpanel, cp, ldc, mr, nr);
                         }
                     }
@@ -450,27 +447,37 @@ fn gemm_small(a: View<'_>, b: View<'_>, m: usize, k: usize, n: usize, c: &mut [u
 
 /// Packs `A[ic..ic+mc, pc..pc+kc]` into `g.mr`-row micro-panels (column by
 /// column within a panel; see [`Layout`] for the companion values). Rows
-/// past `mc` are zero.
+/// past `mc` are zero. Writes every element of `dst`.
 fn pack_a(g: Geom, a: View<'_>, ic: usize, mc: usize, pc: usize, kc: usize, dst: &mut [u64]) {
     let step = g.a_step();
     for (ip, panel) in dst.chunks_exact_mut(step * kc).enumerate() {
         let i0 = ip * g.mr;
         let rows = g.mr.min(mc - i0);
-        for r in 0..g.mr {
-            if g.layout != Layout::Plain {
-                let swap = g.layout == Layout::Swap;
-                for p in 0..kc {
-                    let v = if r < rows { a.at(ic + i0 + r, pc + p) } else { 0 };
-                    panel[p * step + 2 * r] = v;
-                    panel[p * step + 2 * r + 1] = if swap { v.rotate_left(32) } else { ifma_a(v) };
+        // One bounds check per panel instead of one per element; the k step is the
+        // outer loop so the writes are sequential (the reads are `rows` streams).
+        let last = (ic + i0 + rows - 1) * a.rs + (pc + kc - 1) * a.cs;
+        assert!(last < a.data.len() && g.mr <= 16, "pack_a: A view out of range");
+        let mut row = [0usize; 16];
+        for (r, o) in row.iter_mut().enumerate().take(rows) {
+            *o = (ic + i0 + r) * a.rs + pc * a.cs;
+        }
+        for (p, out) in panel.chunks_exact_mut(step).enumerate() {
+            let col = p.wrapping_mul(a.cs);
+            // SAFETY: r < rows and p < kc, so the index is at most `last` (checked above);
+            // no overflow for the same reason.
+            let at = |r: usize| unsafe { *a.data.get_unchecked(row[r].wrapping_add(col)) };
+            match g.layout {
+                Layout::Plain => {
+                    for (r, o) in out.iter_mut().enumerate() {
+                        *o = if r < rows { at(r) } else { 0 };
+                    }
                 }
-            } else if r < rows {
-                for p in 0..kc {
-                    panel[p * step + r] = a.at(ic + i0 + r, pc + p);
-                }
-            } else {
-                for p in 0..kc {
-                    panel[p * step + r] = 0;
+                Layout::Swap | Layout::Ifma => {
+                    for (r, o) in out.chunks_exact_mut(2).enumerate() {
+                        let v = if r < rows { at(r) } else { 0 };
+                        o[0] = v;
+                        o[1] = if g.layout == Layout::Swap { v.rotate_left(32) } else { ifma_a(v) };
+                    }
                 }
             }
         }
@@ -485,6 +492,22 @@ fn pack_b(g: Geom, b: View<'_>, pc: usize, kc: usize, jc: usize, nc: usize, dst:
     let pack_panel = |jp: usize, panel: &mut [u64]| {
         let j0 = jp * nr_t;
         let cols = nr_t.min(nc - j0);
+        #[cfg(target_arch = "x86_64")]
+        if b.cs == 1 && nr_t == avx512::NR && g.layout != Layout::Swap && use_avx512() {
+            let s = pc * b.rs + jc + j0;
+            assert!(s + (kc - 1) * b.rs + cols <= b.data.len() && panel.len() == kc * step);
+            let src = b.data[s..].as_ptr();
+            // SAFETY: AVX-512F detected; rows p < kc of `cols` values from `src` lie inside
+            // `b.data` (checked above); the panel holds kc steps.
+            unsafe {
+                if g.layout == Layout::Ifma {
+                    avx512::pack_b_panel::<true>(src, b.rs, kc, cols, panel.as_mut_ptr());
+                } else {
+                    avx512::pack_b_panel::<false>(src, b.rs, kc, cols, panel.as_mut_ptr());
+                }
+            }
+            return;
+        }
         for p in 0..kc {
             let (row, extra) = panel[p * step..(p + 1) * step].split_at_mut(nr_t);
             if b.cs == 1 {
@@ -506,6 +529,24 @@ fn pack_b(g: Geom, b: View<'_>, pc: usize, kc: usize, jc: usize, nc: usize, dst:
     } else {
         dst.chunks_exact_mut(step * kc).enumerate().for_each(|(jp, panel)| pack_panel(jp, panel));
     }
+}
+
+/// Fetches `rows` rows of `cols` elements at `c` (row stride `ldc`) into L2; a
+/// prefetch never faults, so no pointer here is dereferenced.
+#[inline(always)]
+fn prefetch_tile_l2(c: *mut u64, ldc: usize, rows: usize, cols: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for r in 0..rows {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+        let row = c.wrapping_add(r * ldc) as *const i8;
+        // SAFETY: prefetches have no architectural effect and never fault.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T1>(row);
+            _mm_prefetch::<_MM_HINT_T1>(row.wrapping_add(8 * cols - 1));
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (c, ldc, rows, cols);
 }
 
 /// `C[mr x nr] += A_panel · B_panel` for one micro-tile.
@@ -767,13 +808,22 @@ mod avx512 {
         mr: usize,
         nr: usize,
     ) {
-        // The C tile is read after the k-loop; fetch its rows now so the misses overlap it.
-        for r in 0..mr {
-            let row = c.wrapping_add(r * ldc) as *const i8;
-            _mm_prefetch::<_MM_HINT_T0>(row);
-            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(8 * NR - 1));
-        }
+        // Column masks of the two vectors: the last tile of a block may be narrower.
+        let m0 = if nr >= LANES { 0xff } else { ((1u32 << nr) - 1) as __mmask8 };
+        let m1 = if nr >= NR { 0xff } else { ((1u32 << nr.saturating_sub(LANES)) - 1) as __mmask8 };
+        // The accumulators start from the C tile (rows past `mr` from zero): its loads
+        // overlap the k-loop instead of stalling the write-back after it (see `kernel_ifma`).
         let mut acc = [[_mm512_setzero_si512(); 2]; R];
+        for (r, row) in acc.iter_mut().enumerate() {
+            if r < mr {
+                // SAFETY: row r < mr, columns under the masks < nr: inside C (caller's
+                // contract); masked-off lanes are not read.
+                unsafe {
+                    let p = c.add(r * ldc) as *const i64;
+                    *row = [_mm512_maskz_loadu_epi64(m0, p), _mm512_maskz_loadu_epi64(m1, p.wrapping_add(LANES))];
+                }
+            }
+        }
         for p in 0..kc {
             // SAFETY: p < kc: inside both panels (caller's contract).
             unsafe {
@@ -788,20 +838,54 @@ mod avx512 {
                 }
             }
         }
-        // Column masks of the two vectors: the last tile of a block may be narrower.
-        let m0 = if nr >= LANES { 0xff } else { ((1u32 << nr) - 1) as __mmask8 };
-        let m1 = if nr >= NR { 0xff } else { ((1u32 << nr.saturating_sub(LANES)) - 1) as __mmask8 };
         for (r, row) in acc.iter().enumerate().take(mr) {
-            // SAFETY: row r < mr, columns under the masks < nr: inside C (caller's contract);
-            // masked-off lanes are neither read nor written.
+            // SAFETY: as for the loads above; masked-off lanes are not written.
             unsafe {
                 let p = c.add(r * ldc) as *mut i64;
-                let z = _mm512_setzero_si512();
-                let c0 = _mm512_mask_loadu_epi64(z, m0, p);
-                _mm512_mask_storeu_epi64(p, m0, _mm512_add_epi64(c0, row[0]));
-                let p1 = p.wrapping_add(LANES);
-                let c1 = _mm512_mask_loadu_epi64(z, m1, p1);
-                _mm512_mask_storeu_epi64(p1, m1, _mm512_add_epi64(c1, row[1]));
+                _mm512_mask_storeu_epi64(p, m0, row[0]);
+                _mm512_mask_storeu_epi64(p.wrapping_add(LANES), m1, row[1]);
+            }
+        }
+    }
+
+    /// Packs one B micro-panel of `NR` columns from rows `p < kc` at `src + p * rs`:
+    /// per k step the row's `cols` values, zero past `cols`, then (for IFMA) their
+    /// companions [`super::ifma_b`]. Masked loads, so nothing past `cols` is read.
+    ///
+    /// # Safety
+    /// AVX-512F; `src + p * rs + c` readable for `p < kc`, `c < cols <= NR`;
+    /// `dst` writable for `kc * NR` (`2 * kc * NR` with `IFMA`) elements.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn pack_b_panel<const IFMA: bool>(
+        src: *const u64,
+        rs: usize,
+        kc: usize,
+        cols: usize,
+        dst: *mut u64,
+    ) {
+        let m0 = if cols >= LANES { 0xff } else { ((1u32 << cols) - 1) as __mmask8 };
+        let m1 = if cols >= NR { 0xff } else { ((1u32 << cols.saturating_sub(LANES)) - 1) as __mmask8 };
+        let step = if IFMA { 2 * NR } else { NR };
+        for p in 0..kc {
+            // SAFETY: masked-off lanes are not read; the rest is the caller's contract.
+            unsafe {
+                let row = src.wrapping_add(p * rs) as *const i64;
+                let v0 = _mm512_maskz_loadu_epi64(m0, row);
+                let v1 = _mm512_maskz_loadu_epi64(m1, row.wrapping_add(LANES));
+                let out = dst.add(p * step) as *mut i64;
+                _mm512_storeu_epi64(out, v0);
+                _mm512_storeu_epi64(out.add(LANES), v1);
+                if IFMA {
+                    // (x >> 52) << 16 | (x mod 2^12) << 40
+                    let comp = |x: __m512i| {
+                        _mm512_or_si512(
+                            _mm512_slli_epi64::<16>(_mm512_srli_epi64::<52>(x)),
+                            _mm512_srli_epi64::<12>(_mm512_slli_epi64::<52>(x)),
+                        )
+                    };
+                    _mm512_storeu_epi64(out.add(NR), comp(v0));
+                    _mm512_storeu_epi64(out.add(NR + LANES), comp(v1));
+                }
             }
         }
     }
@@ -824,7 +908,8 @@ mod avx512 {
     /// `b0' = b0 mod 2^12`; `a1 b1·2^28 < 2^52` carries nothing into bit 52, and
     /// the `2^76` term lands at bit 24 of `hi52`, so `hi52(A·B) ≡ a1 b0' + a0' b1`
     /// (mod 2^12). Hence, per k step, `lo += lo52(a, b)`, `hi += hi52(a, b)`,
-    /// `hi += hi52(A, B)`, and at the end `C += lo + (hi << 52)`: exact in Z_2^64.
+    /// `hi += hi52(A, B)`, and at the end `C += lo + (hi << 52)`: exact in Z_2^64
+    /// (`lo` starts from the C tile itself, so the end is `C = lo + (hi << 52)`).
     /// Against `vpmullq` + `vpaddq` (4 µops per 8 products) this is 3 µops.
     ///
     /// # Safety
@@ -841,13 +926,25 @@ mod avx512 {
         mr: usize,
         nr: usize,
     ) {
-        for r in 0..mr {
-            let row = c.wrapping_add(r * ldc) as *const i8;
-            _mm_prefetch::<_MM_HINT_T0>(row);
-            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(8 * NR - 1));
-        }
         let z = _mm512_setzero_si512();
+        let m0 = if nr >= LANES { 0xff } else { ((1u32 << nr) - 1) as __mmask8 };
+        let m1 = if nr >= NR { 0xff } else { ((1u32 << nr.saturating_sub(LANES)) - 1) as __mmask8 };
+        // `lo` starts from the C tile (rows past `mr` from zero), so the write-back is
+        // stores only: loaded after the k-loop, C cost ~6% of the kernel's time at 1024^3
+        // in stalls on the first row even with the rows prefetched (perf, cpu-clock),
+        // while at the start its latency overlaps the `hi` chains. The driver fetches the
+        // tile into L2 one call ahead.
         let mut lo = [[z; 2]; MR_IFMA];
+        for (r, row) in lo.iter_mut().enumerate() {
+            if r < mr {
+                // SAFETY: row r < mr, columns under the masks < nr: inside C (caller's
+                // contract); masked-off lanes are not read.
+                unsafe {
+                    let p = c.add(r * ldc) as *const i64;
+                    *row = [_mm512_maskz_loadu_epi64(m0, p), _mm512_maskz_loadu_epi64(m1, p.wrapping_add(LANES))];
+                }
+            }
+        }
         let mut hi = [[z; 2]; MR_IFMA];
         for p in 0..kc {
             // SAFETY: p < kc: inside both panels (caller's contract).
@@ -868,19 +965,14 @@ mod avx512 {
                 }
             }
         }
-        let m0 = if nr >= LANES { 0xff } else { ((1u32 << nr) - 1) as __mmask8 };
-        let m1 = if nr >= NR { 0xff } else { ((1u32 << nr.saturating_sub(LANES)) - 1) as __mmask8 };
         for r in 0..mr {
             let t0 = _mm512_add_epi64(lo[r][0], _mm512_slli_epi64::<52>(hi[r][0]));
             let t1 = _mm512_add_epi64(lo[r][1], _mm512_slli_epi64::<52>(hi[r][1]));
-            // SAFETY: row r < mr, columns under the masks < nr: inside C (caller's contract).
+            // SAFETY: as for the loads above; masked-off lanes are not written.
             unsafe {
                 let p = c.add(r * ldc) as *mut i64;
-                let c0 = _mm512_mask_loadu_epi64(z, m0, p);
-                _mm512_mask_storeu_epi64(p, m0, _mm512_add_epi64(c0, t0));
-                let p1 = p.wrapping_add(LANES);
-                let c1 = _mm512_mask_loadu_epi64(z, m1, p1);
-                _mm512_mask_storeu_epi64(p1, m1, _mm512_add_epi64(c1, t1));
+                _mm512_mask_storeu_epi64(p, m0, t0);
+                _mm512_mask_storeu_epi64(p.wrapping_add(LANES), m1, t1);
             }
         }
     }
@@ -1088,6 +1180,47 @@ mod tests {
             let mut c = vec![0u64; m * n];
             gemm_acc_with(kern, View { data: &a, rs: k, cs: 1 }, View { data: &b, rs: n, cs: 1 }, m, k, n, &mut c, n);
             assert_eq!(c, want, "{kern}");
+        }
+    }
+
+    /// All-ones limbs (every entry `u64::MAX`, so each product is 1 and every
+    /// 52/12-bit piece is full) and shapes around the tiles and depth blocks of
+    /// every available kernel: `k` one past, one short of and a few blocks over the
+    /// depth block (256 for the AVX-512 kernels, 384 for AVX2), `m` and `n` off the
+    /// 6/14-row and 16-column tiles; C starts non-zero (the kernels accumulate).
+    #[test]
+    fn all_ones_and_block_edges() {
+        for kern in available_kernels() {
+            for &(m, k, n) in &[(13, 129, 35), (29, 255, 17), (6, 257, 16), (15, 513, 33), (97, 300, 47), (1, 1030, 31)]
+            {
+                let (a, b) = (vec![u64::MAX; m * k], vec![u64::MAX; k * n]);
+                let mut c = vec![7u64; m * n];
+                gemm_acc_with(
+                    kern,
+                    View { data: &a, rs: k, cs: 1 },
+                    View { data: &b, rs: n, cs: 1 },
+                    m,
+                    k,
+                    n,
+                    &mut c,
+                    n,
+                );
+                assert!(c.iter().all(|&x| x == 7 + k as u64), "{kern} all ones {m}x{k}x{n}");
+                let (a, b) = (data(m * k, 5 + k as u64), data(k * n, 6 + m as u64));
+                let want = naive(&a, &b, m, k, n);
+                let mut c = vec![0u64; m * n];
+                gemm_acc_with(
+                    kern,
+                    View { data: &a, rs: k, cs: 1 },
+                    View { data: &b, rs: n, cs: 1 },
+                    m,
+                    k,
+                    n,
+                    &mut c,
+                    n,
+                );
+                assert_eq!(c, want, "{kern} {m}x{k}x{n}");
+            }
         }
     }
 
