@@ -1141,6 +1141,12 @@ mod tests {
         c
     }
 
+    /// `c += a · b` with `kern`, `a` (m x k) and `b` (k x n) row-major.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_rows(kern: Kernel, a: &[u64], b: &[u64], m: usize, k: usize, n: usize, c: &mut [u64]) {
+        gemm_acc_with(kern, View { data: a, rs: k, cs: 1 }, View { data: b, rs: n, cs: 1 }, m, k, n, c, n);
+    }
+
     fn data(len: usize, mut s: u64) -> Vec<u64> {
         (0..len)
             .map(|_| {
@@ -1178,7 +1184,7 @@ mod tests {
         let want = naive(&a, &b, m, k, n);
         for kern in available_kernels() {
             let mut c = vec![0u64; m * n];
-            gemm_acc_with(kern, View { data: &a, rs: k, cs: 1 }, View { data: &b, rs: n, cs: 1 }, m, k, n, &mut c, n);
+            gemm_rows(kern, &a, &b, m, k, n, &mut c);
             assert_eq!(c, want, "{kern}");
         }
     }
@@ -1195,30 +1201,12 @@ mod tests {
             {
                 let (a, b) = (vec![u64::MAX; m * k], vec![u64::MAX; k * n]);
                 let mut c = vec![7u64; m * n];
-                gemm_acc_with(
-                    kern,
-                    View { data: &a, rs: k, cs: 1 },
-                    View { data: &b, rs: n, cs: 1 },
-                    m,
-                    k,
-                    n,
-                    &mut c,
-                    n,
-                );
+                gemm_rows(kern, &a, &b, m, k, n, &mut c);
                 assert!(c.iter().all(|&x| x == 7 + k as u64), "{kern} all ones {m}x{k}x{n}");
                 let (a, b) = (data(m * k, 5 + k as u64), data(k * n, 6 + m as u64));
                 let want = naive(&a, &b, m, k, n);
                 let mut c = vec![0u64; m * n];
-                gemm_acc_with(
-                    kern,
-                    View { data: &a, rs: k, cs: 1 },
-                    View { data: &b, rs: n, cs: 1 },
-                    m,
-                    k,
-                    n,
-                    &mut c,
-                    n,
-                );
+                gemm_rows(kern, &a, &b, m, k, n, &mut c);
                 assert_eq!(c, want, "{kern} {m}x{k}x{n}");
             }
         }
@@ -1236,16 +1224,7 @@ mod tests {
                 let b = data(k * n, 2 + n as u64);
                 let want = naive(&a, &b, m, k, n);
                 let mut c = vec![0u64; m * n];
-                gemm_acc_with(
-                    avx2,
-                    View { data: &a, rs: k, cs: 1 },
-                    View { data: &b, rs: n, cs: 1 },
-                    m,
-                    k,
-                    n,
-                    &mut c,
-                    n,
-                );
+                gemm_rows(avx2, &a, &b, m, k, n, &mut c);
                 assert_eq!(c, want, "avx2={avx2} {m}x{k}x{n}");
                 // Same product from transposed storage (column-major views).
                 let at: Vec<u64> = (0..k * m).map(|t| a[(t % m) * k + t / m]).collect();
