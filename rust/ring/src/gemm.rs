@@ -1142,7 +1142,6 @@ mod tests {
     }
 
     /// `c += a · b` with `kern`, `a` (m x k) and `b` (k x n) row-major.
-    #[allow(clippy::too_many_arguments)]
     fn gemm_rows(kern: Kernel, a: &[u64], b: &[u64], m: usize, k: usize, n: usize, c: &mut [u64]) {
         gemm_acc_with(kern, View { data: a, rs: k, cs: 1 }, View { data: b, rs: n, cs: 1 }, m, k, n, c, n);
     }
