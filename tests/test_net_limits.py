@@ -432,3 +432,28 @@ def test_dead_pointers_to_a_stopped_worker_do_not_hold_up_the_driver(tmp_path: p
         assert bob.sync() == 1  # y only
         assert torch.equal(y.get(), torch.zeros(2))
         bob.close()
+
+
+def test_closing_sessions_with_a_stopped_worker_does_not_hold_up_the_driver(tmp_path: pathlib.Path) -> None:
+    """Closing an MPC session sends each member a leave, but not over a connection that is closed:
+    dialling a stopped share holder held ``close_all_sessions`` (test teardowns, a driver's exit)
+    for the whole connect timeout. The stopped member ends the session itself when its grace
+    period for this client ends."""
+    from syft_mpc.mpc_session.driver import close_all_sessions
+
+    token = os.urandom(32).hex()
+    names = ("lvbob", "lvalice", "lvcarol")
+    with CliWorker(names[0], token, tmp_path / "b.log") as b, CliWorker(names[1], token, tmp_path / "a.log") as a, \
+            CliWorker(names[2], token, tmp_path / "c.log") as c:
+        bob, alice, carol = (client(w, False, timeout_s=20) for w in (b, a, c))
+        x = torch.tensor([1.5, -2.0]).fix_prec().share(bob, alice, crypto_provider=carol)
+        assert torch.allclose((x * x).get().float_precision(), torch.tensor([2.25, 4.0]), atol=1e-3)
+        bob.close()
+        with stopped(b.pid):
+            t0 = time.monotonic()
+            close_all_sessions()
+            took = time.monotonic() - t0
+        assert took < 3.0, f"closing the sessions waited {took:.1f} s for a stopped worker"
+        del x
+        for w in (bob, alice, carol):
+            w.close()

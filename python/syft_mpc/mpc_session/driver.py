@@ -224,7 +224,7 @@ class Group:
 
         stale, self._stale = self._stale, []
         for w, name in stale:
-            if connected_only and getattr(w, "_conn", True) is None:  # a SocketWorker not reconnected
+            if connected_only and not w.is_linked():  # a SocketWorker not reconnected
                 continue
             try:
                 local_worker._send(w, MpcLeave(name))
@@ -233,7 +233,11 @@ class Group:
 
     def _leave(self, name: str, skip: "set[str] | frozenset[str]" = frozenset()) -> None:
         for w in (*self.workers, self.crypto_provider):
-            if w.id in skip:  # unreachable: waiting on it again would only add its timeout
+            # Unreachable, or no connection open (closed by the user, or cut): dialling it would
+            # only add a connect timeout, the whole of it for a stopped worker. Kept for when it
+            # is reached again; a worker never reached again ends this client's sessions when
+            # its grace period for the client ends.
+            if w.id in skip or not w.is_linked():
                 self._stale.append((w, name))
                 continue
 
