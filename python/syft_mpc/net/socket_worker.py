@@ -303,7 +303,7 @@ class SocketWorker(BaseWorker):
         raise reply.exception(self.id)
 
     def is_linked(self) -> bool:
-        """Whether the connection is open (deletions of dead pointers are sent only then)."""
+        """Whether the connection is open (deletions of dead pointers and MPC session leaves are sent only then)."""
         return self._conn is not None
 
     def close(self) -> None:

@@ -79,15 +79,14 @@ pub fn available_paths() -> Vec<&'static str> {
     vec![PATHS[2]]
 }
 
-/// The path that expands large buffers now: VAES needs the AVX-512 element-wise level
-/// ([`crate::simd::level`]), so `SYFT_MPC_SIMD=avx2` also moves the PRG to AES-NI.
+/// The path that expands large buffers now (the keystream's own rule: VAES needs the
+/// AVX-512 element-wise level, so `SYFT_MPC_SIMD=avx2` also moves the PRG to AES-NI).
 pub fn path() -> &'static str {
-    let best = available_paths()[0];
-    if best == PATHS[0] && crate::simd::level() != crate::simd::Simd::Avx512 {
-        PATHS[1]
-    } else {
-        best
+    #[cfg(target_arch = "x86_64")]
+    if ni::Keys::new(&[0; 16]).is_some() {
+        return if ni::vaes_in_use() { PATHS[0] } else { PATHS[1] };
     }
+    PATHS[2]
 }
 
 /// `bytes` as a keystream destination.
@@ -141,7 +140,7 @@ mod ni {
         }
 
         pub(super) fn keystream(&self, ctr: u128, out: &mut [MaybeUninit<u8>]) {
-            if out.len() >= 512 && crate::simd::level() == crate::simd::Simd::Avx512 && has_vaes() {
+            if out.len() >= 512 && vaes_in_use() {
                 return self.keystream_vaes(ctr, out);
             }
             // SAFETY: a `Keys` is only built by `new`, after detecting aes and sse2.
@@ -161,6 +160,12 @@ mod ni {
     /// Whether the CPU has VAES with 512-bit vectors (AVX-512F).
     pub(super) fn has_vaes() -> bool {
         is_x86_feature_detected!("vaes") && is_x86_feature_detected!("avx512f")
+    }
+
+    /// Whether keystreams of 512 bytes or more run on VAES now: the CPU has it and the
+    /// element-wise passes run at the AVX-512 level (`SYFT_MPC_SIMD=avx2` turns both off).
+    pub(super) fn vaes_in_use() -> bool {
+        crate::simd::level() == crate::simd::Simd::Avx512 && has_vaes()
     }
 
     /// [`keystream`] with VAES: 32 blocks in flight as 8 zmm vectors of 4

@@ -9,8 +9,9 @@
 //! build. `SYFT_MPC_SIMD=avx512|avx2|portable` forces one (read once; a level
 //! the CPU lacks falls back to the best available), and [`force`] overrides it
 //! for tests and benchmarks: the rule of [`crate::choice`], which the GEMM
-//! kernel's choice follows too; [`info`] says what was chosen and why. Every level computes the same wrapping u64
-//! arithmetic, so results are bit-for-bit equal.
+//! kernel's choice follows too; [`info`] says what was chosen and why. Every
+//! level computes the same wrapping u64 arithmetic, so results are bit-for-bit
+//! equal.
 
 use crate::choice::{self, Choice, Override};
 use std::sync::OnceLock;
