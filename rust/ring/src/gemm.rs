@@ -796,6 +796,34 @@ mod avx512 {
         unsafe { kernel_rows::<MR>(kc, pa, pb, c, ldc, mr, nr) }
     }
 
+    /// Lane masks of the two 8-lane vectors of a 16-column row holding `n` columns.
+    #[inline(always)]
+    fn col_masks(n: usize) -> (__mmask8, __mmask8) {
+        let m0 = if n >= LANES { 0xff } else { ((1u32 << n) - 1) as __mmask8 };
+        let m1 = if n >= NR { 0xff } else { ((1u32 << n.saturating_sub(LANES)) - 1) as __mmask8 };
+        (m0, m1)
+    }
+
+    /// The C tile's first `mr` rows of `nr` columns as `R` rows of two vectors, zero
+    /// elsewhere (masked loads: nothing outside the tile is read).
+    ///
+    /// # Safety
+    /// AVX-512F; `c + r * ldc + j` readable for `r < mr <= R`, `j < nr <= NR`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load_c_tile<const R: usize>(c: *const u64, ldc: usize, mr: usize, nr: usize) -> [[__m512i; 2]; R] {
+        let (m0, m1) = col_masks(nr);
+        let mut tile = [[_mm512_setzero_si512(); 2]; R];
+        for (r, row) in tile.iter_mut().enumerate().take(mr) {
+            // SAFETY: row r < mr, columns under the masks < nr (caller's contract).
+            unsafe {
+                let p = c.add(r * ldc) as *const i64;
+                *row = [_mm512_maskz_loadu_epi64(m0, p), _mm512_maskz_loadu_epi64(m1, p.wrapping_add(LANES))];
+            }
+        }
+        tile
+    }
+
     /// [`kernel`] for an `R x 16` tile (`pa` holds `kc * R`), `R <= 14`; other
     /// values of `R` are only for the tile-size measurement in `microbench`.
     #[target_feature(enable = "avx512f,avx512dq")]
@@ -809,21 +837,11 @@ mod avx512 {
         nr: usize,
     ) {
         // Column masks of the two vectors: the last tile of a block may be narrower.
-        let m0 = if nr >= LANES { 0xff } else { ((1u32 << nr) - 1) as __mmask8 };
-        let m1 = if nr >= NR { 0xff } else { ((1u32 << nr.saturating_sub(LANES)) - 1) as __mmask8 };
+        let (m0, m1) = col_masks(nr);
         // The accumulators start from the C tile (rows past `mr` from zero): its loads
         // overlap the k-loop instead of stalling the write-back after it (see `kernel_ifma`).
-        let mut acc = [[_mm512_setzero_si512(); 2]; R];
-        for (r, row) in acc.iter_mut().enumerate() {
-            if r < mr {
-                // SAFETY: row r < mr, columns under the masks < nr: inside C (caller's
-                // contract); masked-off lanes are not read.
-                unsafe {
-                    let p = c.add(r * ldc) as *const i64;
-                    *row = [_mm512_maskz_loadu_epi64(m0, p), _mm512_maskz_loadu_epi64(m1, p.wrapping_add(LANES))];
-                }
-            }
-        }
+        // SAFETY: forwarded contract (C holds `mr` rows of `nr` columns at stride `ldc`).
+        let mut acc = unsafe { load_c_tile::<R>(c, ldc, mr, nr) };
         for p in 0..kc {
             // SAFETY: p < kc: inside both panels (caller's contract).
             unsafe {
@@ -863,8 +881,7 @@ mod avx512 {
         cols: usize,
         dst: *mut u64,
     ) {
-        let m0 = if cols >= LANES { 0xff } else { ((1u32 << cols) - 1) as __mmask8 };
-        let m1 = if cols >= NR { 0xff } else { ((1u32 << cols.saturating_sub(LANES)) - 1) as __mmask8 };
+        let (m0, m1) = col_masks(cols);
         let step = if IFMA { 2 * NR } else { NR };
         for p in 0..kc {
             // SAFETY: masked-off lanes are not read; the rest is the caller's contract.
@@ -927,24 +944,14 @@ mod avx512 {
         nr: usize,
     ) {
         let z = _mm512_setzero_si512();
-        let m0 = if nr >= LANES { 0xff } else { ((1u32 << nr) - 1) as __mmask8 };
-        let m1 = if nr >= NR { 0xff } else { ((1u32 << nr.saturating_sub(LANES)) - 1) as __mmask8 };
+        let (m0, m1) = col_masks(nr);
         // `lo` starts from the C tile (rows past `mr` from zero), so the write-back is
         // stores only: loaded after the k-loop, C cost ~6% of the kernel's time at 1024^3
         // in stalls on the first row even with the rows prefetched (perf, cpu-clock),
         // while at the start its latency overlaps the `hi` chains. The driver fetches the
         // tile into L2 one call ahead.
-        let mut lo = [[z; 2]; MR_IFMA];
-        for (r, row) in lo.iter_mut().enumerate() {
-            if r < mr {
-                // SAFETY: row r < mr, columns under the masks < nr: inside C (caller's
-                // contract); masked-off lanes are not read.
-                unsafe {
-                    let p = c.add(r * ldc) as *const i64;
-                    *row = [_mm512_maskz_loadu_epi64(m0, p), _mm512_maskz_loadu_epi64(m1, p.wrapping_add(LANES))];
-                }
-            }
-        }
+        // SAFETY: forwarded contract (C holds `mr` rows of `nr` columns at stride `ldc`).
+        let mut lo = unsafe { load_c_tile::<MR_IFMA>(c, ldc, mr, nr) };
         let mut hi = [[z; 2]; MR_IFMA];
         for p in 0..kc {
             // SAFETY: p < kc: inside both panels (caller's contract).
